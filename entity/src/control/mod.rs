@@ -1,0 +1,4 @@
+//! Control-plane tables.
+
+pub mod platform_setting;
+pub mod tenant;

@@ -1,0 +1,1 @@
+pub mod m20261129_000001_control;

@@ -1,0 +1,43 @@
+//! The two migrators of Flowgate.
+//!
+//! [`ControlMigrator`] owns the control plane (schema `flowgate` on PostgreSQL, the control-plane
+//! file on SQLite). [`TenantMigrator`] owns one tenant's tables and runs once per tenant schema or
+//! file. Every migration runs in a transaction on both databases, so a crash never leaves a
+//! half-migrated tenant behind.
+
+pub use sea_orm_migration::prelude::*;
+
+mod control;
+mod tenant;
+
+/// The hash that the first audit event of every tenant chains to.
+pub const AUDIT_GENESIS_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Migrates the control plane.
+pub struct ControlMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for ControlMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(control::m20261129_000001_control::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "flowgate_migrations".into_iden()
+    }
+}
+
+/// Migrates one tenant's schema or file.
+pub struct TenantMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for TenantMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(tenant::m20261129_000001_spine::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "flowgate_tenant_migrations".into_iden()
+    }
+}

@@ -1,0 +1,137 @@
+//! Verification of a tenant's audit chain and its signed checkpoints.
+//!
+//! Detects an edited event (its hash no longer matches), a deleted or inserted event (a gap in
+//! the sequence or a broken link), reordered events (broken links), a truncated tail (the head,
+//! or a signed checkpoint, lies beyond the last event) and a rewritten chain (an event differs
+//! from a signed checkpoint, or a checkpoint's signature fails).
+
+use std::collections::BTreeMap;
+
+use entity::tenant::{audit_checkpoint, audit_event, audit_head};
+use sea_orm::{
+    ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AuditError;
+use super::chain::{checkpoint_message, event_hash};
+use crate::keystore::{KeyName, KeyStore, Purpose};
+use crate::tenancy::{Access, Databases, Slug};
+
+const PAGE: u64 = 1_000;
+
+/// The result of verifying one tenant's chain.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifyReport {
+    /// True when every event and checkpoint checked out.
+    pub ok: bool,
+    /// Events checked.
+    pub events: u64,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
+    /// Sequence number of the chain head.
+    pub head_seq: i64,
+    /// The first sequence number at which the chain is broken.
+    pub first_broken_seq: Option<i64>,
+    /// What is wrong there.
+    pub problem: Option<String>,
+}
+
+/// Verifies the chain of `slug` from its first event to its head.
+pub async fn verify(
+    dbs: &Databases,
+    keystore: &dyn KeyStore,
+    slug: &Slug,
+) -> Result<VerifyReport, AuditError> {
+    let tx = dbs.begin(slug, Access::Read).await?;
+    // Checkpoints first, then the head: any honest checkpoint read now is at or before the head.
+    let checkpoints: BTreeMap<i64, audit_checkpoint::Model> = audit_checkpoint::Entity::find()
+        .all(&tx)
+        .await?
+        .into_iter()
+        .map(|c| (c.seq, c))
+        .collect();
+    let head = audit_head::Entity::find_by_id(1)
+        .one(&tx)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the audit chain head is missing"))?;
+    let mut report = VerifyReport {
+        ok: true,
+        events: 0,
+        checkpoints: checkpoints.len() as u64,
+        head_seq: head.seq,
+        first_broken_seq: None,
+        problem: None,
+    };
+    let key = KeyName::new(slug.as_str(), Purpose::AuditSigning);
+    for checkpoint in checkpoints.values() {
+        let message = checkpoint_message(slug.as_str(), checkpoint.seq, &checkpoint.hash);
+        if !keystore
+            .verify(&key, &message, &checkpoint.signature)
+            .await?
+        {
+            return Ok(report.broken(
+                checkpoint.seq,
+                "the signed checkpoint's signature is not valid",
+            ));
+        }
+        if checkpoint.seq > head.seq {
+            return Ok(report.broken(
+                head.seq + 1,
+                "events covered by a signed checkpoint are missing",
+            ));
+        }
+    }
+    let mut expected = 1i64;
+    let mut prev_hash = migration::AUDIT_GENESIS_HASH.to_owned();
+    loop {
+        let page = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.gte(expected))
+            .filter(audit_event::Column::Seq.lte(head.seq))
+            .order_by_asc(audit_event::Column::Seq)
+            .limit(PAGE)
+            .all(&tx)
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for row in page {
+            if row.seq != expected {
+                return Ok(report.broken(expected, "the event is missing"));
+            }
+            if row.prev_hash != prev_hash {
+                return Ok(report.broken(row.seq, "the event does not link to the one before it"));
+            }
+            if event_hash(&row) != row.hash {
+                return Ok(report.broken(row.seq, "the event was changed after it was written"));
+            }
+            if checkpoints
+                .get(&row.seq)
+                .is_some_and(|c| c.hash != row.hash)
+            {
+                return Ok(report.broken(row.seq, "the event differs from its signed checkpoint"));
+            }
+            prev_hash = row.hash;
+            expected += 1;
+            report.events += 1;
+        }
+    }
+    tx.commit().await?;
+    if expected - 1 != head.seq {
+        return Ok(report.broken(expected, "events up to the chain head are missing"));
+    }
+    if prev_hash != head.hash {
+        return Ok(report.broken(head.seq, "the chain head does not match the last event"));
+    }
+    Ok(report)
+}
+
+impl VerifyReport {
+    fn broken(mut self, seq: i64, problem: &str) -> Self {
+        self.ok = false;
+        self.first_broken_seq = Some(seq);
+        self.problem = Some(problem.to_owned());
+        self
+    }
+}

@@ -1,0 +1,144 @@
+//! Role bindings: a role granted to a subject on a scope.
+
+use chrono::Utc;
+use entity::tenant::{group, role_binding, service_account, user};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
+    EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Who a binding grants to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectType {
+    User,
+    ServiceAccount,
+    Group,
+}
+
+/// What a binding grants on. Folder scopes cover everything inside the folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeType {
+    Tenant,
+    Folder,
+    Process,
+    Form,
+    Report,
+    Secret,
+}
+
+impl SubjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectType::User => "user",
+            SubjectType::ServiceAccount => "service_account",
+            SubjectType::Group => "group",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(SubjectType::User),
+            "service_account" => Some(SubjectType::ServiceAccount),
+            "group" => Some(SubjectType::Group),
+            _ => None,
+        }
+    }
+}
+
+impl ScopeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeType::Tenant => "tenant",
+            ScopeType::Folder => "folder",
+            ScopeType::Process => "process",
+            ScopeType::Form => "form",
+            ScopeType::Report => "report",
+            ScopeType::Secret => "secret",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tenant" => Some(ScopeType::Tenant),
+            "folder" => Some(ScopeType::Folder),
+            "process" => Some(ScopeType::Process),
+            "form" => Some(ScopeType::Form),
+            "report" => Some(ScopeType::Report),
+            "secret" => Some(ScopeType::Secret),
+            _ => None,
+        }
+    }
+}
+
+/// A validated binding to create.
+pub struct NewBinding {
+    pub role: &'static str,
+    pub subject_type: SubjectType,
+    pub subject_id: Uuid,
+    pub scope_type: ScopeType,
+    pub scope_id: Option<String>,
+}
+
+/// Whether the subject exists in the transaction's tenant.
+pub async fn subject_exists(
+    conn: &impl ConnectionTrait,
+    kind: SubjectType,
+    id: Uuid,
+) -> Result<bool, DbErr> {
+    Ok(match kind {
+        SubjectType::User => user::Entity::find_by_id(id).one(conn).await?.is_some(),
+        SubjectType::ServiceAccount => service_account::Entity::find_by_id(id)
+            .one(conn)
+            .await?
+            .is_some(),
+        SubjectType::Group => group::Entity::find_by_id(id).one(conn).await?.is_some(),
+    })
+}
+
+/// Creates the binding unless the same role, subject and scope are already bound (`None`).
+pub async fn create(
+    conn: &impl ConnectionTrait,
+    new: NewBinding,
+) -> Result<Option<role_binding::Model>, DbErr> {
+    let scope_filter = match &new.scope_id {
+        Some(id) => role_binding::Column::ScopeId.eq(id.as_str()),
+        None => role_binding::Column::ScopeId.is_null(),
+    };
+    let duplicates = role_binding::Entity::find()
+        .filter(role_binding::Column::Role.eq(new.role))
+        .filter(role_binding::Column::SubjectType.eq(new.subject_type.as_str()))
+        .filter(role_binding::Column::SubjectId.eq(new.subject_id))
+        .filter(role_binding::Column::ScopeType.eq(new.scope_type.as_str()))
+        .filter(scope_filter)
+        .count(conn)
+        .await?;
+    if duplicates > 0 {
+        return Ok(None);
+    }
+    role_binding::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        role: Set(new.role.to_owned()),
+        subject_type: Set(new.subject_type.as_str().to_owned()),
+        subject_id: Set(new.subject_id),
+        scope_type: Set(new.scope_type.as_str().to_owned()),
+        scope_id: Set(new.scope_id),
+        created_at: Set(Utc::now()),
+    }
+    .insert(conn)
+    .await
+    .map(Some)
+}
+
+/// Deletes the binding `id`; `false` if there was none.
+pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    Ok(role_binding::Entity::delete_by_id(id)
+        .exec(conn)
+        .await?
+        .rows_affected
+        > 0)
+}

@@ -1,0 +1,212 @@
+//! The `flowgate` command line.
+
+mod tenant;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
+
+use crate::app::AppState;
+use crate::audit::{RequestMeta, verify};
+use crate::config::Settings;
+use crate::http::{ServeOptions, Server, request_id};
+use crate::openapi;
+use crate::telemetry::{LogTarget, init_logging};
+use crate::tenancy::Slug;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowgate",
+    version,
+    about = "Multi-tenant workflow automation with security as the product"
+)]
+pub struct Cli {
+    /// A TOML configuration file; FLOWGATE_* environment variables override it.
+    #[arg(long, global = true, env = "FLOWGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server (embedded defaults when nothing is configured).
+    Serve,
+    /// Migrate the control plane and every tenant schema.
+    Migrate,
+    /// Onboard and manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Work with audit trails.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify a tenant's audit hash chain and signed checkpoints; exit 1 on any break.
+    Verify { slug: String },
+}
+
+/// Runs the command line; the exit code is 0 on success, 1 when a check failed, 2 on errors.
+pub fn run(cli: Cli) -> ExitCode {
+    if let Command::Openapi = cli.command {
+        print!("{}", openapi::document_json());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("flowgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flowgate: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flowgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    let target = match command {
+        Command::Serve => LogTarget::Stdout,
+        _ => LogTarget::Stderr,
+    };
+    init_logging(&settings.log_filter, target);
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => with_state(settings, migrate).await,
+        Command::Tenant { command } => {
+            with_state(settings, |state| tenant::run(state, command)).await
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { slug },
+        } => with_state(settings, |state| verify_audit(state, slug)).await,
+        Command::Openapi => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Opens the services, runs `f`, then lets the audit writer finish.
+async fn with_state<F, Fut>(settings: Settings, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(std::sync::Arc<AppState>) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let opened = AppState::open(settings).await?;
+    print_generated_token(opened.generated_operator_token.as_ref());
+    let code = f(opened.state).await;
+    opened.audit_task.await?;
+    code
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(settings.listen).map_err(|e| {
+        anyhow::anyhow!("FLOWGATE_LISTEN: cannot listen on {}: {e}", settings.listen)
+    })?;
+    let admin_listener = settings
+        .admin_listen
+        .map(|addr| {
+            TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("FLOWGATE_ADMIN_LISTEN: cannot listen on {addr}: {e}"))
+        })
+        .transpose()?;
+    let opened = AppState::open(settings).await?;
+    print_generated_token(opened.generated_operator_token.as_ref());
+    let state = opened.state;
+    migrate_tenants(&state, false).await?;
+    let server = Server::start(
+        std::sync::Arc::clone(&state),
+        ServeOptions {
+            listener,
+            admin_listener,
+            handle_signals: true,
+        },
+    )?;
+    tracing::info!(addr = %server.addr, public_url = %state.settings.public_url, "flowgate is serving");
+    server.wait().await?;
+    tracing::info!("stopped; flushing the audit trail");
+    drop(state);
+    opened.audit_task.await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The operator token is shown once, on the terminal, never through the log.
+fn print_generated_token(token: Option<&secrecy::SecretString>) {
+    if let Some(token) = token {
+        eprintln!(
+            "\nflowgate: generated the platform operator token (shown once; set FLOWGATE_OPERATOR_TOKEN to choose your own):\n\n    {}\n",
+            token.expose_secret()
+        );
+    }
+}
+
+async fn migrate(state: std::sync::Arc<AppState>) -> anyhow::Result<ExitCode> {
+    println!("control plane: up to date");
+    migrate_tenants(&state, true).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies pending migrations to every tenant, optionally printing progress.
+async fn migrate_tenants(state: &AppState, progress: bool) -> anyhow::Result<()> {
+    let tenants = state.tenants.list().await?;
+    let total = tenants.len();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let applied = state.dbs.migrate_tenant(&tenant.slug).await?;
+        if progress {
+            println!(
+                "[{}/{total}] tenant {}: {applied} migration(s) applied",
+                i + 1,
+                tenant.slug
+            );
+        }
+    }
+    if progress {
+        println!("{total} tenant(s) migrated");
+    }
+    Ok(())
+}
+
+async fn verify_audit(state: std::sync::Arc<AppState>, slug: String) -> anyhow::Result<ExitCode> {
+    let slug = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("tenant slug: {e}"))?;
+    if state.tenants.load(&slug).await?.is_none() {
+        anyhow::bail!("no tenant `{slug}`");
+    }
+    let report = verify(&state.dbs, state.keystore.as_ref(), &slug).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Audit context of a command-line action.
+fn cli_meta() -> RequestMeta {
+    RequestMeta {
+        request_id: request_id::generate(),
+        user_agent: Some(format!("flowgate-cli/{}", env!("CARGO_PKG_VERSION"))),
+        ..RequestMeta::default()
+    }
+}

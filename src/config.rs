@@ -1,0 +1,397 @@
+//! Configuration: an optional flat TOML file overridden by `FLOWGATE_*` environment variables,
+//! validated once at start-up into [`Settings`].
+//!
+//! Invariant: a bad or inconsistent value stops start-up with a [`ConfigError`] naming the
+//! variable; nothing half-starts. Secret values (database URL, Vault token, operator token) are
+//! held as [`SecretString`] so that `Debug` cannot print them.
+//!
+//! We read the file with `toml` and the environment by hand rather than through a layering
+//! crate: the error must name the environment variable, whichever source the value came from.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// A setting that cannot be used, named by its environment variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {message}")]
+    Invalid { var: String, message: String },
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// Where the control plane and the tenants live.
+#[derive(Debug, Clone)]
+pub enum DatabaseSettings {
+    /// One file for the control plane; tenants get one file each under `tenants/` beside it.
+    Sqlite { control_file: PathBuf },
+    /// Schema `flowgate` for the control plane, schema `t_<slug>` per tenant.
+    Postgres { url: SecretString },
+}
+
+/// Which key store holds tenant keys.
+#[derive(Debug, Clone)]
+pub enum KeyStoreSettings {
+    /// Files under `<data>/keystore`, sealed with AES-256-GCM under a key-encryption key.
+    Local,
+    /// HashiCorp Vault or OpenBao: KV v2 for secrets, transit for signing keys.
+    Vault {
+        addr: String,
+        token: SecretString,
+        kv_mount: String,
+        transit_mount: String,
+    },
+}
+
+/// TLS material; without files a self-signed certificate is generated under the data dir.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Turns on mTLS: clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+    /// How often certificate files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// Validated settings of one Flowgate process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub tls: TlsSettings,
+    pub hsts: bool,
+    pub keystore: KeyStoreSettings,
+    pub operator_token: Option<SecretString>,
+    pub redis_url: Option<SecretString>,
+    pub otlp_endpoint: Option<String>,
+    pub admin_listen: Option<SocketAddr>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How often dirty audit chains get a signed checkpoint.
+    pub audit_checkpoint_interval: Duration,
+    pub log_filter: String,
+}
+
+/// Environment variable prefix; a file key `listen` is the variable `FLOWGATE_LISTEN`.
+const PREFIX: &str = "FLOWGATE_";
+
+/// Shortest operator token we accept from configuration.
+const MIN_OPERATOR_TOKEN_LEN: usize = 32;
+
+impl Settings {
+    /// Reads `config_file` (if any) and the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_sources(config_file, &|name| std::env::var(name).ok())
+    }
+
+    /// Reads `config_file` (if any) and variables from `env`; tests pass their own lookup.
+    pub fn from_sources(
+        config_file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = match config_file {
+            Some(path) => read_file(path)?,
+            None => HashMap::new(),
+        };
+        let src = Source { file, env };
+        let data_dir = PathBuf::from(src.get("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let listen = src
+            .parse("LISTEN", |v| {
+                v.parse::<SocketAddr>().map_err(|e| e.to_string())
+            })?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+        let public_url = match src.get("PUBLIC_URL") {
+            Some(url) if url.starts_with("https://") => url.trim_end_matches('/').to_owned(),
+            Some(_) => return Err(src.invalid("PUBLIC_URL", "must be an https:// URL")),
+            None => format!("https://{listen}"),
+        };
+        Ok(Settings {
+            listen,
+            public_url,
+            database: database(&src, &data_dir)?,
+            tls: tls(&src)?,
+            hsts: src.parse("HSTS", parse_bool)?.unwrap_or(true),
+            keystore: keystore(&src)?,
+            operator_token: operator_token(&src)?,
+            redis_url: src
+                .parse("REDIS_URL", |v| {
+                    url_with_scheme(v, &["redis://", "rediss://"])
+                })?
+                .map(SecretString::from),
+            otlp_endpoint: src.parse("OTLP_ENDPOINT", |v| {
+                url_with_scheme(v, &["http://", "https://"])
+            })?,
+            admin_listen: src.parse("ADMIN_LISTEN", |v| {
+                v.parse::<SocketAddr>().map_err(|e| e.to_string())
+            })?,
+            body_limit: src
+                .parse("BODY_LIMIT", positive::<usize>)?
+                .unwrap_or(1024 * 1024),
+            audit_checkpoint_interval: Duration::from_millis(
+                src.parse("AUDIT_CHECKPOINT_INTERVAL_MS", positive::<u64>)?
+                    .unwrap_or(60_000),
+            ),
+            log_filter: src.get("LOG").unwrap_or_else(|| "info".into()),
+            data_dir,
+        })
+    }
+}
+
+struct Source<'a> {
+    file: HashMap<String, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    /// The value of `FLOWGATE_<name>`, from the environment first, then the file.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.env)(&format!("{PREFIX}{name}"))
+            .or_else(|| self.file.get(&name.to_ascii_lowercase()).cloned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(name)
+            .map(|v| parse(v.trim()).map_err(|message| self.invalid(name, &message)))
+            .transpose()
+    }
+
+    fn invalid(&self, name: &str, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            var: format!("{PREFIX}{name}"),
+            message: message.to_owned(),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    table
+        .into_iter()
+        .map(|(key, value)| match value {
+            toml::Value::String(s) => Ok((key, s)),
+            toml::Value::Integer(i) => Ok((key, i.to_string())),
+            toml::Value::Boolean(b) => Ok((key, b.to_string())),
+            _ => Err(err(format!(
+                "{key}: only strings, integers and booleans are allowed"
+            ))),
+        })
+        .collect()
+}
+
+fn database(src: &Source, data_dir: &Path) -> Result<DatabaseSettings, ConfigError> {
+    match src.get("DATABASE_URL") {
+        None => Ok(DatabaseSettings::Sqlite {
+            control_file: data_dir.join("control.db"),
+        }),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(DatabaseSettings::Postgres {
+                url: SecretString::from(url),
+            })
+        }
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Ok(DatabaseSettings::Sqlite {
+                control_file: PathBuf::from(path.split('?').next().unwrap_or(path)),
+            }),
+            _ => Err(src.invalid(
+                "DATABASE_URL",
+                "must be postgres://… or sqlite://<control-plane file>",
+            )),
+        },
+    }
+}
+
+fn tls(src: &Source) -> Result<TlsSettings, ConfigError> {
+    let existing_file = |v: &str| {
+        let path = PathBuf::from(v);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{v} is not a readable file"))
+        }
+    };
+    let cert = src.parse("TLS_CERT", existing_file)?;
+    let key = src.parse("TLS_KEY", existing_file)?;
+    let cert_and_key = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(src.invalid("TLS_KEY", "is required with FLOWGATE_TLS_CERT")),
+        (None, Some(_)) => return Err(src.invalid("TLS_CERT", "is required with FLOWGATE_TLS_KEY")),
+    };
+    Ok(TlsSettings {
+        cert_and_key,
+        client_ca: src.parse("TLS_CLIENT_CA", existing_file)?,
+        reload_interval: Duration::from_millis(
+            src.parse("TLS_RELOAD_INTERVAL_MS", positive::<u64>)?
+                .unwrap_or(5_000),
+        ),
+    })
+}
+
+fn keystore(src: &Source) -> Result<KeyStoreSettings, ConfigError> {
+    match src.get("KEYSTORE").as_deref() {
+        None | Some("local") => Ok(KeyStoreSettings::Local),
+        Some("vault") => {
+            let addr = src
+                .parse("VAULT_ADDR", |v| {
+                    url_with_scheme(v, &["http://", "https://"])
+                })?
+                .ok_or_else(|| {
+                    src.invalid("VAULT_ADDR", "is required with FLOWGATE_KEYSTORE=vault")
+                })?;
+            let token = src.get("VAULT_TOKEN").ok_or_else(|| {
+                src.invalid("VAULT_TOKEN", "is required with FLOWGATE_KEYSTORE=vault")
+            })?;
+            Ok(KeyStoreSettings::Vault {
+                addr,
+                token: SecretString::from(token),
+                kv_mount: src.get("VAULT_KV_MOUNT").unwrap_or_else(|| "secret".into()),
+                transit_mount: src
+                    .get("VAULT_TRANSIT_MOUNT")
+                    .unwrap_or_else(|| "transit".into()),
+            })
+        }
+        Some(_) => Err(src.invalid("KEYSTORE", "must be `local` or `vault`")),
+    }
+}
+
+fn operator_token(src: &Source) -> Result<Option<SecretString>, ConfigError> {
+    src.parse("OPERATOR_TOKEN", |v| {
+        if v.len() < MIN_OPERATOR_TOKEN_LEN {
+            Err(format!(
+                "must be at least {MIN_OPERATOR_TOKEN_LEN} characters (value not shown)"
+            ))
+        } else {
+            Ok(SecretString::from(v.to_owned()))
+        }
+    })
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" | "on" | "yes" => Ok(true),
+        "false" | "0" | "off" | "no" => Ok(false),
+        _ => Err(format!("`{v}` is not a boolean (true or false)")),
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str) -> Result<T, String> {
+    match v.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(format!("`{v}` is not a positive whole number")),
+    }
+}
+
+fn url_with_scheme(v: &str, schemes: &[&str]) -> Result<String, String> {
+    if schemes
+        .iter()
+        .any(|s| v.starts_with(s) && v.len() > s.len())
+    {
+        Ok(v.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!(
+            "must be a URL starting with {}",
+            schemes.join(" or ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_sources(None, &|name| vars.get(name).cloned())
+    }
+
+    fn error_var(result: Result<Settings, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { var, .. }) => var,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nothing_configured_means_embedded_defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8443");
+        assert!(matches!(s.database, DatabaseSettings::Sqlite { .. }));
+        assert!(matches!(s.keystore, KeyStoreSettings::Local));
+        assert!(s.hsts);
+        assert_eq!(s.body_limit, 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_LISTEN", "nowhere")])),
+            "FLOWGATE_LISTEN"
+        );
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_DATABASE_URL", "mysql://x")])),
+            "FLOWGATE_DATABASE_URL"
+        );
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_KEYSTORE", "vault")])),
+            "FLOWGATE_VAULT_ADDR"
+        );
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_OPERATOR_TOKEN", "short")])),
+            "FLOWGATE_OPERATOR_TOKEN"
+        );
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_HSTS", "maybe")])),
+            "FLOWGATE_HSTS"
+        );
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_BODY_LIMIT", "0")])),
+            "FLOWGATE_BODY_LIMIT"
+        );
+        assert_eq!(
+            error_var(settings(&[("FLOWGATE_TLS_CERT", "/nonexistent.pem")])),
+            "FLOWGATE_TLS_CERT"
+        );
+    }
+
+    #[test]
+    fn rejected_secret_values_are_not_echoed() {
+        let message = settings(&[("FLOWGATE_OPERATOR_TOKEN", "hunter2")])
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("flowgate-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("flowgate.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nhsts = false\n").unwrap();
+        let env = |name: &str| (name == "FLOWGATE_LISTEN").then(|| "127.0.0.1:9001".to_owned());
+        let s = Settings::from_sources(Some(&file), &env).unwrap();
+        assert_eq!(s.listen.port(), 9001);
+        assert!(!s.hsts);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,65 @@
+//! The tenant directory: users, groups and service accounts.
+//!
+//! Functions here take the caller's transaction, so they run inside the tenant the request path
+//! chose and commit together with their audit event.
+
+pub mod groups;
+pub mod service_accounts;
+pub mod users;
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _,
+};
+use uuid::Uuid;
+
+/// Up to `limit` rows of `E` whose id comes after `after`, in id order. Ids are UUIDv7, so this
+/// is creation order, and the last id of a page is the cursor of the next.
+pub async fn page_by_id<E: EntityTrait>(
+    conn: &impl ConnectionTrait,
+    id: E::Column,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<E::Model>, DbErr> {
+    let mut query = E::find().order_by_asc(id).limit(limit);
+    if let Some(after) = after {
+        query = query.filter(id.gt(after));
+    }
+    query.all(conn).await
+}
+
+/// Whether `e` is a unique-constraint violation (a duplicate name or email).
+pub fn is_duplicate(e: &DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// Checks a human-entered name: trimmed, 1 to `max` characters, no control characters.
+pub fn clean_name(value: &str, max: usize) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(clean_name("  Ops team ", 20).unwrap(), "Ops team");
+        assert!(clean_name("   ", 20).is_err());
+        assert!(clean_name("a\u{0007}b", 20).is_err());
+        assert!(clean_name(&"x".repeat(21), 20).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! Users of a tenant.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use entity::tenant::user;
+use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
+use uuid::Uuid;
+
+/// A validated new user.
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+}
+
+/// Checks an email address loosely (one `@`, both sides non-empty, no spaces, at most 254
+/// characters) and lower-cases it: delivery is the identity provider's business, uniqueness is
+/// ours.
+pub fn clean_email(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let valid = value.len() <= 254
+        && value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        })
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(value.to_lowercase())
+    } else {
+        Err("must be an email address such as ada@example.com".into())
+    }
+}
+
+pub async fn create(conn: &impl ConnectionTrait, new: NewUser) -> Result<user::Model, DbErr> {
+    let now = Utc::now();
+    user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(new.email),
+        display_name: Set(new.display_name),
+        attributes: Set(serde_json::to_value(BTreeMap::<String, String>::new()).unwrap_or_default()),
+        status: Set("active".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(conn)
+    .await
+}
+
+pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find_by_id(id).one(conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_lower_cased_and_checked() {
+        assert_eq!(clean_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a da@example.com",
+            "ada@@example.com",
+            "ada@.com",
+        ] {
+            assert!(clean_email(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The one error type at the HTTP edge and its table of codes.
+//!
+//! Invariants: every error leaves as RFC 9457 `application/problem+json` with a stable `type`,
+//! `code` and the request id; a 5xx carries a fixed message while its cause goes to the log under
+//! the request id; no database, parser or key-store text reaches the client.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::request_id;
+use crate::audit::AuditError;
+use crate::authz::AuthzError;
+use crate::identity::IdentityError;
+use crate::keystore::KeyStoreError;
+use crate::platform::PlatformError;
+use crate::tenancy::TenancyError;
+
+/// Base of every problem `type` URI.
+const TYPE_BASE: &str = "https://flowgate.dev/problems/";
+
+/// Every error the API can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedRequest,
+    Unauthenticated,
+    InvalidCredentials,
+    Forbidden,
+    TenantSuspended,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    RateLimited,
+    DependencyUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Status, stable code and title of each error. Matched exhaustively: a new code cannot be
+    /// added without its row.
+    fn row(self) -> (StatusCode, &'static str, &'static str) {
+        use ErrorCode::*;
+        match self {
+            MalformedRequest => (
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "The request is malformed",
+            ),
+            Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication is required",
+            ),
+            InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "The credentials are not valid",
+            ),
+            Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "The caller may not do this",
+            ),
+            TenantSuspended => (
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "The tenant is suspended",
+            ),
+            NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            Conflict => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "The request conflicts with existing data",
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported content type",
+            ),
+            ValidationFailed => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "The request failed validation",
+            ),
+            RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+            ),
+            DependencyUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dependency_unavailable",
+                "A dependency is unavailable",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.row().0
+    }
+
+    pub fn code(self) -> &'static str {
+        self.row().1
+    }
+}
+
+/// A field that failed validation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON path of the field (`subject.id`), or `""` for the body as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code (`validation_failed`, `forbidden`, …).
+    pub code: &'static str,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+    fields: Vec<FieldError>,
+    allow: Option<String>,
+    /// The cause of a 5xx, for the log only.
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            detail: detail.into(),
+            fields: Vec::new(),
+            allow: None,
+            cause: None,
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "No such resource.")
+    }
+
+    pub fn forbidden(action: &str) -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            format!("The caller lacks the permission `{action}`."),
+        )
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, detail)
+    }
+
+    /// A 422 naming the failing fields.
+    pub fn validation(fields: Vec<FieldError>) -> Self {
+        let detail = fields
+            .iter()
+            .map(|f| {
+                if f.field.is_empty() {
+                    f.message.clone()
+                } else {
+                    format!("{}: {}", f.field, f.message)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            fields,
+            ..Self::new(ErrorCode::ValidationFailed, detail)
+        }
+    }
+
+    /// A 422 on one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn method_not_allowed(allow: String) -> Self {
+        ApiError {
+            allow: Some(allow),
+            ..Self::new(
+                ErrorCode::MethodNotAllowed,
+                "This resource does not support the method.",
+            )
+        }
+    }
+
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError {
+            cause: Some(cause.into()),
+            ..Self::new(
+                ErrorCode::DependencyUnavailable,
+                "A dependency is unavailable; retry later.",
+            )
+        }
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError {
+            cause: Some(cause.into()),
+            ..Self::new(ErrorCode::Internal, "Something went wrong on our side.")
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.code(), self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code, title) = self.code.row();
+        let request_id = request_id::current();
+        if let Some(cause) = &self.cause {
+            tracing::error!(request_id = %request_id, code, error = format!("{cause:#}"), "request failed");
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self.code {
+                ErrorCode::InvalidCredentials => {
+                    r#"Bearer realm="flowgate", error="invalid_token""#
+                }
+                _ => r#"Bearer realm="flowgate""#,
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("5")));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
+        }
+        response.json(Problem {
+            problem_type: format!("{TYPE_BASE}{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail.clone(),
+            code,
+            request_id,
+            errors: self.fields.clone(),
+        })
+    }
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::AlreadyExists(slug) => {
+                Self::conflict(format!("Tenant `{slug}` already exists."))
+            }
+            TenancyError::NotFound(_) => Self::not_found(),
+            TenancyError::Unavailable(e) => Self::unavailable(e),
+            TenancyError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        TenancyError::from(e).into()
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::MissingCredentials => Self::new(
+                ErrorCode::Unauthenticated,
+                "Send `Authorization: Bearer <token>` with an API key or access token.",
+            ),
+            IdentityError::InvalidCredentials(_) => Self::new(
+                ErrorCode::InvalidCredentials,
+                "The credentials are invalid, revoked or expired.",
+            ),
+            IdentityError::Unavailable(why) => Self::unavailable(anyhow::anyhow!(why)),
+            IdentityError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<KeyStoreError> for ApiError {
+    fn from(e: KeyStoreError) -> Self {
+        match e {
+            KeyStoreError::Unavailable(why) => Self::unavailable(anyhow::anyhow!(why)),
+            KeyStoreError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<AuthzError> for ApiError {
+    fn from(e: AuthzError) -> Self {
+        match e {
+            AuthzError::Tenancy(e) => e.into(),
+            AuthzError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Tenancy(e) => e.into(),
+            AuditError::KeyStore(e) => e.into(),
+            AuditError::WriterStopped => {
+                Self::unavailable(anyhow::anyhow!("the audit writer has stopped"))
+            }
+            AuditError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<PlatformError> for ApiError {
+    fn from(e: PlatformError) -> Self {
+        match e {
+            PlatformError::Tenancy(e) => e.into(),
+            PlatformError::Identity(e) => e.into(),
+            PlatformError::KeyStore(e) => e.into(),
+            PlatformError::Audit(e) => e.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique() {
+        use ErrorCode::*;
+        let all = [
+            MalformedRequest,
+            Unauthenticated,
+            InvalidCredentials,
+            Forbidden,
+            TenantSuspended,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            ValidationFailed,
+            RateLimited,
+            DependencyUnavailable,
+            Internal,
+        ];
+        let mut codes: Vec<_> = all.iter().map(|c| c.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let e = ApiError::internal(anyhow::anyhow!("SELECT * FROM secrets failed"));
+        let body = actix_web::body::to_bytes(e.error_response().into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("SELECT"), "{text}");
+        assert!(text.contains("\"code\":\"internal\""), "{text}");
+    }
+}

@@ -1,0 +1,222 @@
+//! Extractors: the JSON body, object ids in the path, and the operator credential.
+//!
+//! Authentication happens before any of these run (in `tenant::gate` for tenant routes, and in
+//! [`Operator`], which completes on its first poll), so an unauthenticated caller always gets 401,
+//! never a body error.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorCode, FieldError};
+use crate::app::AppState;
+
+/// A JSON request body, size-limited and strictly typed. Unknown fields, wrong types and missing
+/// fields are 422 naming the field; syntax errors are 400; another content type is 415; a body
+/// over the limit is 413.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(1024 * 1024, |s| s.settings.body_limit);
+        let checked = check_content_type(req).and_then(|()| check_declared_length(req, limit));
+        let mut payload = payload.take();
+        Box::pin(async move {
+            checked?;
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::MalformedRequest,
+                        "The request body could not be read.",
+                    )
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(ApiJson)
+        })
+    }
+}
+
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Send the body as `Content-Type: application/json`.",
+        ))
+    }
+}
+
+fn check_declared_length(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > limit => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("The request body is larger than {limit} bytes."),
+    )
+}
+
+/// Parses `body` as `T`, classifying errors as syntax (400) or shape (422, with the field path).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: serde_json::Error| {
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!(
+                "The body is not valid JSON: {}",
+                strip_position(&e.to_string())
+            ),
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
+                field: if path == "." { String::new() } else { path },
+                message: strip_position(&inner.to_string()),
+            }]),
+            _ => malformed(inner),
+        }
+    })?;
+    de.end().map_err(malformed)?;
+    Ok(value)
+}
+
+/// serde_json appends "at line L column C"; the field path says more and the rest is noise.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The `{id}` of a path, which must be a UUID; anything else names no object (404).
+#[derive(Debug, Clone, Copy)]
+pub struct PathId(pub Uuid);
+
+impl FromRequest for PathId {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.match_info()
+                .get("id")
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .map(PathId)
+                .ok_or_else(ApiError::not_found),
+        )
+    }
+}
+
+/// A caller that presented the platform operator token.
+#[derive(Debug)]
+pub struct Operator;
+
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::internal(anyhow::anyhow!(
+                "application state missing"
+            ))));
+        };
+        ready(match bearer_token(req) {
+            None => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "Send `Authorization: Bearer <operator token>`.",
+            )),
+            Some(token) if state.operator.verify(token) => Ok(Operator),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "The operator token is not valid.",
+            )),
+        })
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        id: u32,
+    }
+
+    fn code(body: &str) -> (ErrorCode, String) {
+        let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
+        (e.code(), e.to_string())
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_are_422() {
+        assert_eq!(code("{").0, ErrorCode::MalformedRequest);
+        assert_eq!(
+            code("{\"name\": \"a\"} trailing").0,
+            ErrorCode::MalformedRequest
+        );
+        assert_eq!(code("{\"name\": 1}").0, ErrorCode::ValidationFailed);
+        assert_eq!(code("{}").0, ErrorCode::ValidationFailed);
+        let (c, detail) = code(r#"{"name": "a", "extra": 1}"#);
+        assert_eq!(c, ErrorCode::ValidationFailed);
+        assert!(detail.contains("extra"), "{detail}");
+        let (_, detail) = code(r#"{"name": "a", "inner": {"id": "x"}}"#);
+        assert!(detail.contains("inner.id"), "{detail}");
+        assert!(parse_json::<Body>(br#"{"name": "a"}"#).is_ok());
+    }
+}

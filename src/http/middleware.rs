@@ -1,0 +1,114 @@
+//! Middleware that every request passes: request id, access log, metrics, security headers.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage as _, HttpRequest, web};
+use tracing::Instrument as _;
+
+use super::request_id;
+use crate::app::AppState;
+use crate::audit::RequestMeta;
+
+/// Who is asking from where, for the audit trail. The source address is the TCP peer.
+pub fn request_meta(req: &HttpRequest) -> RequestMeta {
+    RequestMeta {
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default(),
+        source_ip: req.peer_addr().map(|a| a.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        method: Some(req.method().to_string()),
+        path: Some(req.path().to_owned()),
+    }
+}
+
+/// The request id of a request, as a request extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Outermost: gives the request its id, a span, an access-log line, metrics and the security
+/// headers.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let id = request_id::generate();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let hsts = state.as_ref().is_none_or(|s| s.settings.hsts);
+    let docs = req.path().starts_with("/docs");
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
+    let started = Instant::now();
+    let header_id = id.clone();
+    request_id::scope(id, async move {
+        // Handlers and extractors turn their errors into responses inside this scope; an `Err`
+        // here could only come from a middleware and is rendered by actix itself.
+        let mut res = next.call(req).await?.map_into_boxed_body();
+        if let Ok(value) = HeaderValue::from_str(&header_id) {
+            res.headers_mut()
+                .insert(HeaderName::from_static("x-request-id"), value);
+        }
+        add_security_headers(res.headers_mut(), hsts, docs);
+        let status = res.status().as_u16();
+        let elapsed = started.elapsed();
+        if let Some(state) = state {
+            state.metrics.observe_request(&method, status, elapsed);
+        }
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+        Ok(res)
+    })
+    .instrument(span)
+    .await
+}
+
+/// Hardening headers on every response; HSTS unless switched off.
+fn add_security_headers(headers: &mut HeaderMap, hsts: bool, docs: bool) {
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    // The docs UI is our own vendored Swagger UI: scripts and styles from this origin only.
+    let csp = if docs {
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    } else {
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    };
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    if !docs && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}

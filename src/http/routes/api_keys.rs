@@ -1,0 +1,178 @@
+//! `/t/{tenant}/api/v1/api-keys`
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::api_key;
+use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
+use crate::directory::{self, clean_name, service_accounts};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, PathId};
+use crate::http::tenant::{Authorized, Change};
+use crate::identity::api_key::PREFIX;
+
+/// An API key to issue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    #[schema(example = "ci pipeline")]
+    pub name: String,
+    /// The service account the key authenticates as.
+    pub service_account_id: Uuid,
+    /// When the key stops working (RFC 3339, in the future); never if absent.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as listed: never its secret part.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    pub service_account_id: Uuid,
+    /// The public beginning of the key, to recognise it.
+    #[schema(example = "fgk_Q2hhcmxlcyBCYWJi")]
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A newly issued key. `key` is shown this once and cannot be retrieved again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedApiKey {
+    #[schema(example = "fgk_…")]
+    pub key: String,
+    #[serde(flatten)]
+    pub details: ApiKeyView,
+}
+
+impl From<api_key::Model> for ApiKeyView {
+    fn from(m: api_key::Model) -> Self {
+        ApiKeyView {
+            id: m.id,
+            name: m.name,
+            service_account_id: m.service_account_id,
+            prefix: format!("{PREFIX}{}", m.lookup),
+            created_at: m.created_at,
+            expires_at: m.expires_at,
+            revoked_at: m.revoked_at,
+        }
+    }
+}
+
+/// Issue an API key for a service account.
+///
+/// The response holds the key; it is stored only as a keyed hash. Requires `api_key.create`.
+#[utoipa::path(
+    tag = "api-keys",
+    params(TenantParam),
+    request_body = CreateApiKey,
+    responses((status = 201, body = IssuedApiKey), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/api-keys")]
+pub async fn create_api_key(
+    auth: Authorized<ApiKeyCreate>,
+    body: ApiJson<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let CreateApiKey {
+        name,
+        service_account_id,
+        expires_at,
+    } = body.0;
+    let name = clean_name(&name, 100).map_err(|m| ApiError::invalid_field("name", m))?;
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiError::invalid_field(
+            "expires_at",
+            "must be in the future",
+        ));
+    }
+    let tx = auth.write().await?;
+    if service_accounts::get(tx.conn(), service_account_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found());
+    }
+    let state = auth.state();
+    let issued = state
+        .api_keys
+        .issue(
+            tx.conn(),
+            auth.slug(),
+            &name,
+            service_account_id,
+            expires_at,
+        )
+        .await?;
+    let change = Change::new("api_key", issued.record.id, 201)
+        .detail("service_account_id", service_account_id.to_string());
+    tx.commit(change).await?;
+    Ok(HttpResponse::Created().json(IssuedApiKey {
+        key: issued.key.expose_secret().to_owned(),
+        details: issued.record.into(),
+    }))
+}
+
+/// List API keys.
+///
+/// Requires `api_key.read`.
+#[utoipa::path(
+    tag = "api-keys",
+    params(TenantParam, ListParams),
+    responses((status = 200, body = Page<ApiKeyView>), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/api-keys")]
+pub async fn list_api_keys(
+    auth: Authorized<ApiKeyRead>,
+    query: web::Query<ListParams>,
+) -> Result<web::Json<Page<ApiKeyView>>, ApiError> {
+    let limit = query.limit()?;
+    let tx = auth.read().await?;
+    let rows =
+        directory::page_by_id::<api_key::Entity>(&tx, api_key::Column::Id, query.after, limit)
+            .await?;
+    tx.commit().await?;
+    Ok(web::Json(Page::of(
+        rows,
+        limit,
+        |k| k.id.to_string(),
+        ApiKeyView::from,
+    )))
+}
+
+/// Revoke an API key.
+///
+/// The key stops working on the next request. Revoking a revoked key changes nothing.
+/// Requires `api_key.revoke`.
+#[utoipa::path(
+    tag = "api-keys",
+    params(TenantParam, IdParam),
+    responses((status = 204, description = "Revoked"), TenantErrors),
+    security(("bearer" = []))
+)]
+#[delete("/api-keys/{id}")]
+pub async fn delete_api_key(
+    auth: Authorized<ApiKeyRevoke>,
+    id: PathId,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    let key = api_key::Entity::find_by_id(id.0)
+        .one(tx.conn())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if key.revoked_at.is_none() {
+        let mut key: api_key::ActiveModel = key.into();
+        key.revoked_at = Set(Some(Utc::now()));
+        key.update(tx.conn()).await?;
+    }
+    tx.commit(Change::new("api_key", id.0, 204)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,134 @@
+//! `/t/{tenant}/api/v1/groups`
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::group;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use crate::authz::actions::{GroupCreate, GroupMemberAdd, GroupRead};
+use crate::directory::{self, clean_name, groups, is_duplicate, users};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, PathId};
+use crate::http::tenant::{Authorized, Change};
+
+/// A group to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Unique within the tenant.
+    #[schema(example = "finance")]
+    pub name: String,
+}
+
+/// A group as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupView {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<group::Model> for GroupView {
+    fn from(m: group::Model) -> Self {
+        GroupView {
+            id: m.id,
+            name: m.name,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// A user to add to a group.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddGroupMember {
+    pub user_id: Uuid,
+}
+
+/// Create a group.
+///
+/// Requires `group.create`.
+#[utoipa::path(
+    tag = "groups",
+    params(TenantParam),
+    request_body = CreateGroup,
+    responses((status = 201, body = GroupView), (status = 409, body = crate::http::error::Problem, description = "The name is taken"), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/groups")]
+pub async fn create_group(
+    auth: Authorized<GroupCreate>,
+    body: ApiJson<CreateGroup>,
+) -> Result<HttpResponse, ApiError> {
+    let name = clean_name(&body.0.name, 100).map_err(|m| ApiError::invalid_field("name", m))?;
+    let tx = auth.write().await?;
+    let group = match groups::create(tx.conn(), name).await {
+        Err(e) if is_duplicate(&e) => {
+            return Err(ApiError::conflict("A group with this name exists."));
+        }
+        other => other?,
+    };
+    tx.commit(Change::new("group", group.id, 201)).await?;
+    Ok(HttpResponse::Created().json(GroupView::from(group)))
+}
+
+/// List groups.
+///
+/// Requires `group.read`.
+#[utoipa::path(
+    tag = "groups",
+    params(TenantParam, ListParams),
+    responses((status = 200, body = Page<GroupView>), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/groups")]
+pub async fn list_groups(
+    auth: Authorized<GroupRead>,
+    query: web::Query<ListParams>,
+) -> Result<web::Json<Page<GroupView>>, ApiError> {
+    let limit = query.limit()?;
+    let tx = auth.read().await?;
+    let rows =
+        directory::page_by_id::<group::Entity>(&tx, group::Column::Id, query.after, limit).await?;
+    tx.commit().await?;
+    Ok(web::Json(Page::of(
+        rows,
+        limit,
+        |g| g.id.to_string(),
+        GroupView::from,
+    )))
+}
+
+/// Add a user to a group.
+///
+/// Adding a member twice is harmless. Group membership changes what the member may do, so it
+/// takes effect on the next request. Requires `group.member_add`.
+#[utoipa::path(
+    tag = "groups",
+    params(TenantParam, IdParam),
+    request_body = AddGroupMember,
+    responses((status = 204, description = "The user is a member"), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/groups/{id}/members")]
+pub async fn add_group_member(
+    auth: Authorized<GroupMemberAdd>,
+    id: PathId,
+    body: ApiJson<AddGroupMember>,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    if groups::get(tx.conn(), id.0).await?.is_none()
+        || users::get(tx.conn(), body.0.user_id).await?.is_none()
+    {
+        return Err(ApiError::not_found());
+    }
+    groups::add_member(tx.conn(), id.0, body.0.user_id).await?;
+    let change = Change::new("group", id.0, 204)
+        .detail("user_id", body.0.user_id.to_string())
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,196 @@
+//! `/t/{tenant}/api/v1/role-bindings`
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::role_binding;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
+use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
+use crate::authz::roles::{BUILTIN_ROLES, builtin};
+use crate::directory;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, PathId};
+use crate::http::tenant::{Authorized, Change};
+
+/// Who a binding grants to.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRef {
+    #[serde(rename = "type")]
+    pub kind: SubjectType,
+    pub id: Uuid,
+}
+
+/// Where a binding applies. The tenant scope has no id; the others name their object.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeRef {
+    #[serde(rename = "type")]
+    pub kind: ScopeType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// A role binding to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleBinding {
+    /// A built-in role: Admin, Designer, Operator, Viewer or Auditor.
+    #[schema(example = "Viewer")]
+    pub role: String,
+    pub subject: SubjectRef,
+    pub scope: ScopeRef,
+}
+
+/// A role binding as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleBindingView {
+    pub id: Uuid,
+    pub role: String,
+    pub subject: SubjectRef,
+    pub scope: ScopeRef,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<role_binding::Model> for RoleBindingView {
+    type Error = ApiError;
+
+    fn try_from(m: role_binding::Model) -> Result<Self, ApiError> {
+        let corrupt = || ApiError::internal(anyhow::anyhow!("role binding {} is malformed", m.id));
+        Ok(RoleBindingView {
+            subject: SubjectRef {
+                kind: SubjectType::parse(&m.subject_type).ok_or_else(corrupt)?,
+                id: m.subject_id,
+            },
+            scope: ScopeRef {
+                kind: ScopeType::parse(&m.scope_type).ok_or_else(corrupt)?,
+                id: m.scope_id,
+            },
+            id: m.id,
+            role: m.role,
+            created_at: m.created_at,
+        })
+    }
+}
+
+impl CreateRoleBinding {
+    fn validate(self) -> Result<NewBinding, ApiError> {
+        let role = builtin(&self.role).ok_or_else(|| {
+            let known: Vec<_> = BUILTIN_ROLES.iter().map(|r| r.name).collect();
+            ApiError::invalid_field("role", format!("must be one of {}", known.join(", ")))
+        })?;
+        match (self.scope.kind, &self.scope.id) {
+            (ScopeType::Tenant, None) => {}
+            (ScopeType::Tenant, Some(_)) => {
+                return Err(ApiError::invalid_field(
+                    "scope.id",
+                    "must be absent for the tenant scope",
+                ));
+            }
+            (other, _) => {
+                return Err(ApiError::invalid_field(
+                    "scope.type",
+                    format!(
+                        "`{}` scopes are not available yet; use `tenant`",
+                        other.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(NewBinding {
+            role: role.name,
+            subject_type: self.subject.kind,
+            subject_id: self.subject.id,
+            scope_type: self.scope.kind,
+            scope_id: self.scope.id,
+        })
+    }
+}
+
+/// Grant a role to a subject on a scope.
+///
+/// Takes effect on the next request, on every replica. A subject that does not exist in this
+/// tenant is 404. Requires `role_binding.create`.
+#[utoipa::path(
+    tag = "role-bindings",
+    params(TenantParam),
+    request_body = CreateRoleBinding,
+    responses((status = 201, body = RoleBindingView), (status = 409, body = crate::http::error::Problem, description = "The same binding exists"), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/role-bindings")]
+pub async fn create_role_binding(
+    auth: Authorized<RoleBindingCreate>,
+    body: ApiJson<CreateRoleBinding>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.0.validate()?;
+    let tx = auth.write().await?;
+    if !bindings::subject_exists(tx.conn(), new.subject_type, new.subject_id).await? {
+        return Err(ApiError::not_found());
+    }
+    let role = new.role;
+    let binding = bindings::create(tx.conn(), new).await?.ok_or_else(|| {
+        ApiError::conflict("This role is already bound to this subject on this scope.")
+    })?;
+    let change = Change::new("role_binding", binding.id, 201)
+        .detail("role", role)
+        .detail("subject_id", binding.subject_id.to_string())
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::Created().json(RoleBindingView::try_from(binding)?))
+}
+
+/// List role bindings.
+///
+/// Requires `role_binding.read`.
+#[utoipa::path(
+    tag = "role-bindings",
+    params(TenantParam, ListParams),
+    responses((status = 200, body = Page<RoleBindingView>), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/role-bindings")]
+pub async fn list_role_bindings(
+    auth: Authorized<RoleBindingRead>,
+    query: web::Query<ListParams>,
+) -> Result<web::Json<Page<RoleBindingView>>, ApiError> {
+    let limit = query.limit()?;
+    let tx = auth.read().await?;
+    let rows = directory::page_by_id::<role_binding::Entity>(
+        &tx,
+        role_binding::Column::Id,
+        query.after,
+        limit,
+    )
+    .await?;
+    tx.commit().await?;
+    let page = Page::try_of(rows, limit, |b| b.id.to_string(), RoleBindingView::try_from)?;
+    Ok(web::Json(page))
+}
+
+/// Remove a role binding.
+///
+/// Takes effect on the next request, on every replica. Requires `role_binding.delete`.
+#[utoipa::path(
+    tag = "role-bindings",
+    params(TenantParam, IdParam),
+    responses((status = 204, description = "Removed"), TenantErrors),
+    security(("bearer" = []))
+)]
+#[delete("/role-bindings/{id}")]
+pub async fn delete_role_binding(
+    auth: Authorized<RoleBindingDelete>,
+    id: PathId,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    if !bindings::delete(tx.conn(), id.0).await? {
+        return Err(ApiError::not_found());
+    }
+    tx.commit(Change::new("role_binding", id.0, 204).invalidating())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,126 @@
+//! `/t/{tenant}/api/v1/service-accounts`
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::service_account;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead};
+use crate::directory::{self, clean_name, is_duplicate, service_accounts};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, PathId};
+use crate::http::tenant::{Authorized, Change};
+
+/// A service account to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceAccount {
+    /// Unique within the tenant.
+    #[schema(example = "billing-sync")]
+    pub name: String,
+}
+
+/// A service account as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceAccountView {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<service_account::Model> for ServiceAccountView {
+    fn from(m: service_account::Model) -> Self {
+        ServiceAccountView {
+            id: m.id,
+            name: m.name,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Create a service account.
+///
+/// Requires `service_account.create`.
+#[utoipa::path(
+    tag = "service-accounts",
+    params(TenantParam),
+    request_body = CreateServiceAccount,
+    responses((status = 201, body = ServiceAccountView), (status = 409, body = crate::http::error::Problem, description = "The name is taken"), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/service-accounts")]
+pub async fn create_service_account(
+    auth: Authorized<ServiceAccountCreate>,
+    body: ApiJson<CreateServiceAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let name = clean_name(&body.0.name, 100).map_err(|m| ApiError::invalid_field("name", m))?;
+    let tx = auth.write().await?;
+    let account = match service_accounts::create(tx.conn(), name).await {
+        Err(e) if is_duplicate(&e) => {
+            return Err(ApiError::conflict(
+                "A service account with this name exists.",
+            ));
+        }
+        other => other?,
+    };
+    tx.commit(Change::new("service_account", account.id, 201))
+        .await?;
+    Ok(HttpResponse::Created().json(ServiceAccountView::from(account)))
+}
+
+/// List service accounts.
+///
+/// Requires `service_account.read`.
+#[utoipa::path(
+    tag = "service-accounts",
+    params(TenantParam, ListParams),
+    responses((status = 200, body = Page<ServiceAccountView>), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/service-accounts")]
+pub async fn list_service_accounts(
+    auth: Authorized<ServiceAccountRead>,
+    query: web::Query<ListParams>,
+) -> Result<web::Json<Page<ServiceAccountView>>, ApiError> {
+    let limit = query.limit()?;
+    let tx = auth.read().await?;
+    let rows = directory::page_by_id::<service_account::Entity>(
+        &tx,
+        service_account::Column::Id,
+        query.after,
+        limit,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(web::Json(Page::of(
+        rows,
+        limit,
+        |a| a.id.to_string(),
+        ServiceAccountView::from,
+    )))
+}
+
+/// Get a service account.
+///
+/// Requires `service_account.read`.
+#[utoipa::path(
+    tag = "service-accounts",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = ServiceAccountView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/service-accounts/{id}")]
+pub async fn get_service_account(
+    auth: Authorized<ServiceAccountRead>,
+    id: PathId,
+) -> Result<web::Json<ServiceAccountView>, ApiError> {
+    let tx = auth.read().await?;
+    let account = service_accounts::get(&tx, id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tx.commit().await?;
+    Ok(web::Json(account.into()))
+}

@@ -1,0 +1,357 @@
+//! The tenant request path: gate, authorization extractor, transactions and audit.
+//!
+//! Every request under `/t/{tenant}/api/v1` passes [`gate`]: the tenant is resolved (unknown or
+//! not live: 404), the caller authenticated (401), a suspended tenant refused (403), and the
+//! tenant's policy set loaded. A handler then cannot run without an [`Authorized<A>`] argument,
+//! whose extraction is the authorization decision for action `A`. Changes are made in a
+//! [`WriteTx`] whose only way to commit also appends the audit event; every other outcome,
+//! allowed or not, is audited by the gate through the group-commit writer before the response
+//! leaves.
+//!
+//! Invariant: no tenant data is reachable from a handler except through [`TenantRequest::read`]
+//! and [`TenantRequest::write`], which are confined to the request's tenant.
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, ResponseError as _, web};
+use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement};
+use serde_json::Value;
+
+use super::error::{ApiError, ErrorCode};
+use super::extract::bearer_token;
+use super::middleware::request_meta;
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
+use crate::authz::{Action, Resource, TenantPolicies};
+use crate::identity::{IdentityError, Principal};
+use crate::tenancy::{Access, DbKind, Slug, TenancyError, Tenant, TenantStatus};
+
+/// PostgreSQL channel on which replicas tell each other that a tenant's cached state changed.
+pub const INVALIDATION_CHANNEL: &str = "flowgate_invalidate";
+
+/// The authenticated request of one tenant, shared by the gate and the handler.
+#[derive(Clone)]
+pub struct TenantRequest(Arc<Inner>);
+
+struct Inner {
+    state: web::Data<AppState>,
+    tenant: Arc<Tenant>,
+    principal: Principal,
+    policies: Arc<TenantPolicies>,
+    meta: RequestMeta,
+    note: Mutex<AuditNote>,
+}
+
+/// What the audit event of this request must say, filled in as the request goes.
+#[derive(Default)]
+struct AuditNote {
+    action: Option<&'static str>,
+    decision: Option<Outcome>,
+    reasons: Vec<String>,
+    /// Set once the event was written inside a change's transaction.
+    recorded: bool,
+}
+
+impl TenantRequest {
+    pub fn tenant(&self) -> &Tenant {
+        &self.0.tenant
+    }
+
+    pub fn slug(&self) -> &Slug {
+        &self.0.tenant.slug
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.0.principal
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.0.state
+    }
+
+    /// A read-only transaction in this tenant.
+    pub async fn read(&self) -> Result<DatabaseTransaction, ApiError> {
+        Ok(self.state().dbs.begin(self.slug(), Access::Read).await?)
+    }
+
+    /// A read-write transaction in this tenant; it commits only together with its audit event.
+    pub async fn write(&self) -> Result<WriteTx, ApiError> {
+        let tx = self.state().dbs.begin(self.slug(), Access::Write).await?;
+        Ok(WriteTx {
+            tx,
+            request: self.clone(),
+        })
+    }
+
+    fn note(&self) -> std::sync::MutexGuard<'_, AuditNote> {
+        // The note is plain data; a panic elsewhere cannot leave it half-updated.
+        self.0.note.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The audit event of this request, as far as it is known.
+    fn event(&self, status: u16) -> AuditEvent {
+        let note = self.note();
+        let decision = note.decision.unwrap_or(Outcome::None);
+        let mut event = AuditEvent::new(&self.0.meta, note.action.unwrap_or("request"), "tenant")
+            .actor(self.principal().actor_type(), self.principal().actor_id())
+            .outcome(decision, status);
+        if !note.reasons.is_empty() {
+            event = event.detail("policies", note.reasons.clone());
+        }
+        event
+    }
+}
+
+/// A handler argument proving that the caller may do `A` in this tenant.
+pub struct Authorized<A: Action> {
+    request: TenantRequest,
+    _action: PhantomData<A>,
+}
+
+impl<A: Action> Deref for Authorized<A> {
+    type Target = TenantRequest;
+
+    fn deref(&self) -> &TenantRequest {
+        &self.request
+    }
+}
+
+impl<A: Action> FromRequest for Authorized<A> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    /// Decides at once (the policy set is already loaded), so that a denial wins over any error
+    /// of the extractors after it.
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authorize::<A>(req))
+    }
+}
+
+fn authorize<A: Action>(req: &HttpRequest) -> Result<Authorized<A>, ApiError> {
+    let request = req
+        .extensions()
+        .get::<TenantRequest>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("tenant route outside the tenant gate"))
+        })?;
+    let allowed = if cfg!(feature = "insecure-bench") {
+        true
+    } else {
+        let state = request.state();
+        let decision = state.policies.decide(
+            &request.0.policies,
+            request.principal(),
+            A::NAME,
+            &Resource::tenant(request.tenant()),
+        );
+        state.metrics.observe_decision(decision.allowed);
+        let mut note = request.note();
+        note.action = Some(A::NAME);
+        note.decision = Some(if decision.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        });
+        note.reasons = decision.reasons;
+        if !decision.errors.is_empty() {
+            tracing::warn!(action = A::NAME, errors = ?decision.errors, "policy evaluation errors");
+        }
+        decision.allowed
+    };
+    if allowed {
+        Ok(Authorized {
+            request,
+            _action: PhantomData,
+        })
+    } else {
+        Err(ApiError::forbidden(A::NAME))
+    }
+}
+
+/// What a committed change did, for its audit event.
+pub struct Change {
+    pub resource_type: &'static str,
+    pub resource_id: String,
+    /// The status the handler answers with.
+    pub status: u16,
+    pub details: Value,
+    /// The change alters what the tenant's caches hold (bindings, keys, status).
+    pub invalidates: bool,
+}
+
+impl Change {
+    pub fn new(resource_type: &'static str, resource_id: impl ToString, status: u16) -> Self {
+        Change {
+            resource_type,
+            resource_id: resource_id.to_string(),
+            status,
+            details: Value::Object(Default::default()),
+            invalidates: false,
+        }
+    }
+
+    /// Marks a change that cached authorization or credential state depends on.
+    pub fn invalidating(mut self) -> Self {
+        self.invalidates = true;
+        self
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Value::Object(map) = &mut self.details {
+            map.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+}
+
+/// A tenant write transaction. Dropping it rolls back; [`WriteTx::commit`] is the only way to
+/// make its changes visible, and it writes the audit event in the same transaction.
+pub struct WriteTx {
+    tx: DatabaseTransaction,
+    request: TenantRequest,
+}
+
+impl WriteTx {
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+
+    /// Appends the audit event of `change` and commits.
+    pub async fn commit(self, change: Change) -> Result<(), ApiError> {
+        let request = self.request;
+        let state = request.state();
+        let mut event = request.event(change.status);
+        event.resource_type = change.resource_type.to_owned();
+        event.resource_id = Some(change.resource_id);
+        if let (Value::Object(target), Value::Object(extra)) = (&mut event.details, change.details)
+        {
+            target.extend(extra);
+        }
+        chain::append(&self.tx, vec![event]).await?;
+        if change.invalidates && state.dbs.kind() == DbKind::Postgres {
+            // NOTIFY is transactional: other replicas hear it only if the change commits.
+            self.tx
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [
+                        INVALIDATION_CHANNEL.into(),
+                        request.slug().to_string().into(),
+                    ],
+                ))
+                .await?;
+        }
+        self.tx.commit().await?;
+        request.note().recorded = true;
+        if change.invalidates {
+            state.forget_tenant(request.slug().as_str());
+        }
+        state.audit.touched(request.slug(), 1).await;
+        Ok(())
+    }
+}
+
+/// The middleware in front of every tenant route.
+pub async fn gate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(req.error_response(ApiError::internal(anyhow::anyhow!(
+            "application state missing"
+        ))));
+    };
+    let tenant = match resolve_tenant(&state, &req).await {
+        Ok(tenant) => tenant,
+        Err(e) => return Ok(req.error_response(e)),
+    };
+    let meta = request_meta(req.request());
+    let principal = match authenticate(&state, &tenant, req.request()).await {
+        Ok(principal) => principal,
+        Err(e) => {
+            let reason = e.audit_reason();
+            let error = ApiError::from(e);
+            let event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
+                .outcome(Outcome::None, error.code().status().as_u16())
+                .detail("reason", reason);
+            return Ok(
+                respond_audited(&state, &tenant.slug, event, req.error_response(error)).await,
+            );
+        }
+    };
+    if tenant.status == TenantStatus::Suspended {
+        let error = ApiError::new(ErrorCode::TenantSuspended, "This tenant is suspended.");
+        let event = AuditEvent::new(&meta, "request", "tenant")
+            .actor(principal.actor_type(), principal.actor_id())
+            .outcome(Outcome::None, error.code().status().as_u16())
+            .detail("reason", "tenant_suspended");
+        return Ok(respond_audited(&state, &tenant.slug, event, req.error_response(error)).await);
+    }
+    let policies = match state.policies.policies(&tenant).await {
+        Ok(policies) => policies,
+        Err(e) => return Ok(req.error_response(ApiError::from(e))),
+    };
+    let request = TenantRequest(Arc::new(Inner {
+        state: state.clone(),
+        tenant,
+        principal,
+        policies,
+        meta,
+        note: Mutex::new(AuditNote::default()),
+    }));
+    req.extensions_mut().insert(request.clone());
+    let res = next.call(req).await?.map_into_boxed_body();
+    if cfg!(feature = "insecure-bench") || request.note().recorded {
+        return Ok(res);
+    }
+    let event = request.event(res.status().as_u16());
+    Ok(respond_audited(&state, request.slug(), event, res).await)
+}
+
+/// Sends `res` once `event` is durable; if the event cannot be written, the caller gets the
+/// audit failure instead (a call that leaves no trace is not answered).
+async fn respond_audited(
+    state: &AppState,
+    slug: &Slug,
+    event: AuditEvent,
+    res: ServiceResponse<BoxBody>,
+) -> ServiceResponse<BoxBody> {
+    match state.audit.record(slug, event).await {
+        Ok(()) => res,
+        Err(e) => {
+            let (req, _) = res.into_parts();
+            ServiceResponse::new(req, ApiError::from(e).error_response())
+        }
+    }
+}
+
+async fn resolve_tenant(state: &AppState, req: &ServiceRequest) -> Result<Arc<Tenant>, ApiError> {
+    let slug = req
+        .match_info()
+        .get("tenant")
+        .and_then(|s| Slug::parse(s).ok())
+        .ok_or_else(ApiError::not_found)?;
+    match state.tenants.get(&slug).await {
+        Ok(t) if matches!(t.status, TenantStatus::Active | TenantStatus::Suspended) => Ok(t),
+        Ok(_) | Err(TenancyError::NotFound(_)) => Err(ApiError::not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn authenticate(
+    state: &AppState,
+    tenant: &Tenant,
+    req: &HttpRequest,
+) -> Result<Principal, IdentityError> {
+    let token = bearer_token(req).ok_or(IdentityError::MissingCredentials)?;
+    state
+        .api_keys
+        .authenticate(&state.dbs, &tenant.slug, token)
+        .await
+}

@@ -1,0 +1,78 @@
+//! Identity: who is calling.
+//!
+//! Invariants:
+//! - Authentication fails closed: anything but a well-formed, known, unrevoked, unexpired
+//!   credential is [`IdentityError::InvalidCredentials`], and the client is not told which check
+//!   failed (the audit trail is, through [`IdentityError::audit_reason`]).
+//! - Credentials are compared in constant time and never logged, returned or audited.
+
+pub mod api_key;
+pub mod operator;
+mod principal;
+
+pub use principal::Principal;
+
+use crate::keystore::KeyStoreError;
+use crate::tenancy::TenancyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no credentials were presented")]
+    MissingCredentials,
+    #[error("the credentials are not valid")]
+    InvalidCredentials(InvalidReason),
+    #[error("the identity store is unavailable")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why a credential was refused; recorded in the audit trail, never sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    Malformed,
+    UnknownKey,
+    WrongSecret,
+    Revoked,
+    Expired,
+}
+
+impl IdentityError {
+    /// The reason to record in the audit trail.
+    pub fn audit_reason(&self) -> &'static str {
+        match self {
+            IdentityError::MissingCredentials => "missing_credentials",
+            IdentityError::InvalidCredentials(InvalidReason::Malformed) => "malformed_credentials",
+            IdentityError::InvalidCredentials(InvalidReason::UnknownKey) => "unknown_key",
+            IdentityError::InvalidCredentials(InvalidReason::WrongSecret) => "wrong_secret",
+            IdentityError::InvalidCredentials(InvalidReason::Revoked) => "revoked_key",
+            IdentityError::InvalidCredentials(InvalidReason::Expired) => "expired_key",
+            IdentityError::Unavailable(_) => "identity_store_unavailable",
+            IdentityError::Unexpected(_) => "identity_error",
+        }
+    }
+}
+
+impl From<TenancyError> for IdentityError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::Unavailable(e) => IdentityError::Unavailable(e.to_string()),
+            other => IdentityError::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<KeyStoreError> for IdentityError {
+    fn from(e: KeyStoreError) -> Self {
+        match e {
+            KeyStoreError::Unavailable(why) => IdentityError::Unavailable(why),
+            KeyStoreError::Unexpected(e) => IdentityError::Unexpected(e),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for IdentityError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        TenancyError::from(e).into()
+    }
+}

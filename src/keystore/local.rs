@@ -1,0 +1,273 @@
+//! The local key store: one sealed file per key under `<data>/keystore/tenants/<slug>/`.
+//!
+//! Each file is `FGK1 || nonce || AES-256-GCM(ciphertext || tag)` under a key-encryption key
+//! kept in `<data>/keystore/kek` (mode 0600). The key's name is the additional authenticated
+//! data, so a file copied to another name or tenant does not open.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{KeyName, KeyStore, KeyStoreError, SecretBytes};
+use crate::crypto::random_bytes;
+
+const MAGIC: &[u8; 4] = b"FGK1";
+const SIGNATURE_PREFIX: &str = "local:v1:";
+
+pub struct LocalKeyStore {
+    dir: PathBuf,
+    kek: LessSafeKey,
+}
+
+impl LocalKeyStore {
+    /// Opens the store in `dir`, creating the directory and the key-encryption key when absent.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        create_private_dir(dir)?;
+        let kek_path = dir.join("kek");
+        let kek = match std::fs::read(&kek_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes = random_bytes::<32>()?.to_vec();
+                write_new_private(&kek_path, &bytes)?;
+                std::fs::read(&kek_path)?
+            }
+            Err(e) => return Err(e).context("reading the key-encryption key"),
+        };
+        let key = UnboundKey::new(&AES_256_GCM, &kek)
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", kek_path.display()))?;
+        Ok(LocalKeyStore {
+            dir: dir.to_owned(),
+            kek: LessSafeKey::new(key),
+        })
+    }
+
+    fn file(&self, name: &KeyName) -> PathBuf {
+        self.dir.join(format!("{}.sealed", name.path()))
+    }
+
+    fn seal(&self, name: &KeyName, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let nonce = random_bytes::<NONCE_LEN>()?;
+        let mut buf = plaintext.to_vec();
+        self.kek
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.path().as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| anyhow::anyhow!("sealing failed"))?;
+        Ok([MAGIC.as_slice(), &nonce, &buf].concat())
+    }
+
+    fn open_sealed(&self, name: &KeyName, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let body = sealed
+            .strip_prefix(MAGIC.as_slice())
+            .filter(|b| b.len() > NONCE_LEN)
+            .ok_or_else(|| anyhow::anyhow!("{} is not a sealed key file", name.path()))?;
+        let (nonce, ciphertext) = body.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| anyhow::anyhow!("bad nonce in {}", name.path()))?;
+        let mut buf = ciphertext.to_vec();
+        let plain = self
+            .kek
+            .open_in_place(nonce, Aad::from(name.path().as_bytes()), &mut buf)
+            .map_err(|_| anyhow::anyhow!("{} does not open under this store's key", name.path()))?;
+        Ok(plain.to_vec())
+    }
+
+    /// Reads the key `name`, or creates it with `generate` if no file exists. When two callers
+    /// race, the first link wins and both read the winner's file.
+    fn get_or_create(
+        &self,
+        name: &KeyName,
+        generate: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let path = self.file(name);
+        match std::fs::read(&path) {
+            Ok(sealed) => return self.open_sealed(name, &sealed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        if let Some(parent) = path.parent() {
+            create_private_dir(parent)?;
+        }
+        let sealed = self.seal(name, &generate()?)?;
+        match write_new_private(&path, &sealed) {
+            Ok(()) => Ok(()),
+            Err(e) if is_already_exists(&e) => Ok(()),
+            Err(e) => Err(e),
+        }?;
+        self.open_sealed(name, &std::fs::read(&path)?)
+    }
+
+    fn signing_key(&self, name: &KeyName) -> anyhow::Result<Ed25519KeyPair> {
+        let pkcs8 = self.get_or_create(name, || {
+            Ok(Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("Ed25519 key generation failed"))?
+                .as_ref()
+                .to_vec())
+        })?;
+        Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("bad Ed25519 key"))
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for LocalKeyStore {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
+    async fn check(&self) -> Result<(), KeyStoreError> {
+        if self.dir.is_dir() {
+            Ok(())
+        } else {
+            Err(KeyStoreError::Unavailable(
+                "the key store directory is gone".into(),
+            ))
+        }
+    }
+
+    async fn secret(&self, name: &KeyName) -> Result<SecretBytes, KeyStoreError> {
+        let bytes = self.get_or_create(name, || Ok(random_bytes::<32>()?.to_vec()))?;
+        Ok(SecretBytes::from(bytes))
+    }
+
+    async fn sign(&self, name: &KeyName, message: &[u8]) -> Result<String, KeyStoreError> {
+        let key = self.signing_key(name)?;
+        Ok(format!(
+            "{SIGNATURE_PREFIX}{}",
+            STANDARD.encode(key.sign(message).as_ref())
+        ))
+    }
+
+    async fn verify(
+        &self,
+        name: &KeyName,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<bool, KeyStoreError> {
+        let Some(sig) = signature
+            .strip_prefix(SIGNATURE_PREFIX)
+            .and_then(|s| STANDARD.decode(s).ok())
+        else {
+            return Ok(false);
+        };
+        let key = self.signing_key(name)?;
+        let public = UnparsedPublicKey::new(&ED25519, key.public_key().as_ref());
+        Ok(public.verify(message, &sig).is_ok())
+    }
+
+    async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
+        let dir = self.dir.join("tenants").join(slug);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow::Error::from(e)
+                .context("destroying tenant keys")
+                .into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKeyStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_already_exists(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Writes `bytes` to a new file at `path` (mode 0600) without ever replacing an existing one:
+/// the bytes go to a temporary file first, which is then hard-linked into place.
+fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    linked.map_err(anyhow::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keystore::Purpose;
+    use secrecy::ExposeSecret as _;
+
+    fn store() -> (LocalKeyStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("flowgate-ks-{}", uuid::Uuid::new_v4()));
+        (LocalKeyStore::open(&dir).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_created_once_and_read_back() {
+        let (ks, dir) = store();
+        let name = KeyName::new("acme", Purpose::ApiKeyPepper);
+        let first = ks.secret(&name).await.unwrap();
+        let again = LocalKeyStore::open(&dir)
+            .unwrap()
+            .secret(&name)
+            .await
+            .unwrap();
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        assert_eq!(first.expose_secret().len(), 32);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sealed_file_moved_to_another_tenant_does_not_open() {
+        let (ks, dir) = store();
+        let a = KeyName::new("acme", Purpose::ApiKeyPepper);
+        let b = KeyName::new("beta", Purpose::ApiKeyPepper);
+        ks.secret(&a).await.unwrap();
+        std::fs::create_dir_all(ks.file(&b).parent().unwrap()).unwrap();
+        std::fs::copy(ks.file(&a), ks.file(&b)).unwrap();
+        assert!(ks.secret(&b).await.is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn signatures_verify_and_forgeries_do_not() {
+        let (ks, dir) = store();
+        let name = KeyName::new("acme", Purpose::AuditSigning);
+        let sig = ks.sign(&name, b"checkpoint 7").await.unwrap();
+        assert!(ks.verify(&name, b"checkpoint 7", &sig).await.unwrap());
+        assert!(!ks.verify(&name, b"checkpoint 8", &sig).await.unwrap());
+        assert!(
+            !ks.verify(&name, b"checkpoint 7", "local:v1:AAAA")
+                .await
+                .unwrap()
+        );
+        ks.destroy_tenant("acme").await.unwrap();
+        assert!(!ks.file(&name).exists());
+        // A new key appears on next use; the old signature does not verify under it.
+        assert!(!ks.verify(&name, b"checkpoint 7", &sig).await.unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,117 @@
+//! The key store: where tenant keys live, behind one trait with two backends.
+//!
+//! Invariants:
+//! - Key material never leaves this module except as [`SecretBytes`], whose `Debug` is redacted,
+//!   or as signatures. Nothing here logs key material.
+//! - [`KeyStore::secret`] is create-once: concurrent first calls for one name agree on one value
+//!   (the local store links files without replacing, Vault uses check-and-set), so a keyed hash
+//!   written by one replica verifies on every other.
+//! - [`KeyStore::destroy_tenant`] removes every key of the tenant; it is idempotent.
+
+mod local;
+mod vault;
+
+use std::sync::Arc;
+
+use secrecy::SecretSlice;
+
+pub use local::LocalKeyStore;
+pub use vault::VaultKeyStore;
+
+use crate::config::{KeyStoreSettings, Settings};
+
+/// Secret bytes that cannot be printed.
+pub type SecretBytes = SecretSlice<u8>;
+
+/// What a tenant key is for; each purpose is one key per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// The HMAC key under which the tenant's API keys are hashed.
+    ApiKeyPepper,
+    /// The Ed25519 key that signs the tenant's audit checkpoints.
+    AuditSigning,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 2] = [Purpose::ApiKeyPepper, Purpose::AuditSigning];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::ApiKeyPepper => "api-key-pepper",
+            Purpose::AuditSigning => "audit-signing",
+        }
+    }
+}
+
+/// The name of one tenant key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyName {
+    pub tenant: String,
+    pub purpose: Purpose,
+}
+
+impl KeyName {
+    pub fn new(tenant: &str, purpose: Purpose) -> Self {
+        KeyName {
+            tenant: tenant.to_owned(),
+            purpose,
+        }
+    }
+
+    /// `tenants/<slug>/<purpose>`: a stable, unambiguous name (slugs contain no `/`).
+    pub fn path(&self) -> String {
+        format!("tenants/{}/{}", self.tenant, self.purpose.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    /// The backend cannot be reached or is sealed; callers answer 503.
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// A place that keeps tenant keys. Implemented by the local store and by Vault/OpenBao.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync {
+    /// `local` or `vault`, for logs and the readiness report.
+    fn backend(&self) -> &'static str;
+
+    /// Succeeds when the backend can serve requests now.
+    async fn check(&self) -> Result<(), KeyStoreError>;
+
+    /// The 32-byte secret called `name`, created on first use.
+    async fn secret(&self, name: &KeyName) -> Result<SecretBytes, KeyStoreError>;
+
+    /// Signs `message` with the signing key called `name` (created on first use); the result is
+    /// self-describing text that [`KeyStore::verify`] accepts.
+    async fn sign(&self, name: &KeyName, message: &[u8]) -> Result<String, KeyStoreError>;
+
+    /// Whether `signature` is a valid signature of `message` by the key called `name`.
+    async fn verify(
+        &self,
+        name: &KeyName,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<bool, KeyStoreError>;
+
+    /// Destroys every key of the tenant `slug`.
+    async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError>;
+}
+
+/// Opens the key store the settings name.
+pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
+    Ok(match &settings.keystore {
+        KeyStoreSettings::Local => {
+            Arc::new(LocalKeyStore::open(&settings.data_dir.join("keystore"))?)
+        }
+        KeyStoreSettings::Vault {
+            addr,
+            token,
+            kv_mount,
+            transit_mount,
+        } => Arc::new(VaultKeyStore::connect(addr, token, kv_mount, transit_mount).await?),
+    })
+}

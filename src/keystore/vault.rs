@@ -1,0 +1,245 @@
+//! HashiCorp Vault / OpenBao backend: secrets in KV v2, signing keys in transit.
+//!
+//! Secrets live at `<kv mount>/flowgate/tenants/<slug>/<purpose>`; they are created with
+//! check-and-set 0 so that two replicas creating the same secret agree. Signing keys are transit
+//! keys named `flowgate-t-<slug>-<purpose>` and never leave Vault.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use vaultrs::api::kv2::requests::SetSecretRequestOptions;
+use vaultrs::api::transit::KeyType;
+use vaultrs::api::transit::requests::{
+    CreateKeyRequest, UpdateKeyConfigurationRequest, VerifySignedDataRequest,
+};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+use vaultrs::{kv2, sys, token, transit};
+
+use super::{KeyName, KeyStore, KeyStoreError, Purpose, SecretBytes};
+use crate::crypto::random_bytes;
+
+pub struct VaultKeyStore {
+    client: VaultClient,
+    kv_mount: String,
+    transit_mount: String,
+    /// Transit keys known to exist, so that signing does not re-create them each time.
+    signing_keys: Mutex<HashSet<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSecret {
+    /// Base64 of the secret bytes.
+    value: String,
+}
+
+impl VaultKeyStore {
+    /// Connects and makes sure the transit engine is mounted (when the token may do so).
+    pub async fn connect(
+        addr: &str,
+        token: &SecretString,
+        kv_mount: &str,
+        transit_mount: &str,
+    ) -> anyhow::Result<Self> {
+        let settings = VaultClientSettingsBuilder::default()
+            .address(addr)
+            .token(token.expose_secret())
+            .build()?;
+        let store = VaultKeyStore {
+            client: VaultClient::new(settings)?,
+            kv_mount: kv_mount.to_owned(),
+            transit_mount: transit_mount.to_owned(),
+            signing_keys: Mutex::new(HashSet::new()),
+        };
+        store.check().await?;
+        store.ensure_transit_mount().await;
+        Ok(store)
+    }
+
+    async fn ensure_transit_mount(&self) {
+        let mounted = sys::mount::list(&self.client)
+            .await
+            .map(|mounts| mounts.contains_key(&format!("{}/", self.transit_mount)));
+        if let Ok(false) = mounted
+            && let Err(e) =
+                sys::mount::enable(&self.client, &self.transit_mount, "transit", None).await
+        {
+            tracing::warn!(error = %e, mount = %self.transit_mount, "could not mount the transit engine; signing will fail until it is mounted");
+        }
+    }
+
+    fn kv_path(name: &KeyName) -> String {
+        format!("flowgate/{}", name.path())
+    }
+
+    fn transit_key(name: &KeyName) -> String {
+        format!("flowgate-t-{}-{}", name.tenant, name.purpose.as_str())
+    }
+
+    async fn read_secret(&self, name: &KeyName) -> Result<Option<SecretBytes>, KeyStoreError> {
+        match kv2::read::<StoredSecret>(&self.client, &self.kv_mount, &Self::kv_path(name)).await {
+            Ok(stored) => {
+                let bytes = STANDARD
+                    .decode(stored.value)
+                    .map_err(|_| anyhow::anyhow!("secret {} is not base64", name.path()))?;
+                Ok(Some(SecretBytes::from(bytes)))
+            }
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn ensure_signing_key(&self, name: &KeyName) -> Result<String, KeyStoreError> {
+        let key = Self::transit_key(name);
+        let mut known = self.signing_keys.lock().await;
+        if !known.contains(&key) {
+            transit::key::create(
+                &self.client,
+                &self.transit_mount,
+                &key,
+                Some(CreateKeyRequest::builder().key_type(KeyType::Ed25519)),
+            )
+            .await
+            .map_err(map_error)?;
+            known.insert(key.clone());
+        }
+        Ok(key)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for VaultKeyStore {
+    fn backend(&self) -> &'static str {
+        "vault"
+    }
+
+    /// Looks up our own token: Vault answers, is unsealed, and accepts the token.
+    async fn check(&self) -> Result<(), KeyStoreError> {
+        match token::lookup_self(&self.client).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::APIError { code: 403, .. }) => {
+                Err(KeyStoreError::Unavailable("Vault refused the token".into()))
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn secret(&self, name: &KeyName) -> Result<SecretBytes, KeyStoreError> {
+        if let Some(secret) = self.read_secret(name).await? {
+            return Ok(secret);
+        }
+        let fresh = StoredSecret {
+            value: STANDARD.encode(random_bytes::<32>()?),
+        };
+        let created = kv2::set_with_options(
+            &self.client,
+            &self.kv_mount,
+            &Self::kv_path(name),
+            &fresh,
+            SetSecretRequestOptions { cas: 0 },
+        )
+        .await;
+        match created {
+            // Either ours was written or another writer's won the check-and-set: read the winner.
+            Ok(_) | Err(ClientError::APIError { code: 400, .. }) => {}
+            Err(e) => return Err(map_error(e)),
+        }
+        self.read_secret(name).await?.ok_or_else(|| {
+            KeyStoreError::Unexpected(anyhow::anyhow!(
+                "secret {} vanished after creation",
+                name.path()
+            ))
+        })
+    }
+
+    async fn sign(&self, name: &KeyName, message: &[u8]) -> Result<String, KeyStoreError> {
+        let key = self.ensure_signing_key(name).await?;
+        let signed = transit::data::sign(
+            &self.client,
+            &self.transit_mount,
+            &key,
+            &STANDARD.encode(message),
+            None,
+        )
+        .await
+        .map_err(map_error)?;
+        Ok(signed.signature)
+    }
+
+    async fn verify(
+        &self,
+        name: &KeyName,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<bool, KeyStoreError> {
+        let key = self.ensure_signing_key(name).await?;
+        let verified = transit::data::verify(
+            &self.client,
+            &self.transit_mount,
+            &key,
+            &STANDARD.encode(message),
+            Some(VerifySignedDataRequest::builder().signature(signature)),
+        )
+        .await;
+        match verified {
+            Ok(response) => Ok(response.valid),
+            // Vault answers 400 to a signature it cannot parse: that is a failed verification.
+            Err(ClientError::APIError { code: 400, .. }) => Ok(false),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
+        for purpose in Purpose::ALL {
+            let name = KeyName::new(slug, purpose);
+            match kv2::delete_metadata(&self.client, &self.kv_mount, &Self::kv_path(&name)).await {
+                Ok(()) | Err(ClientError::APIError { code: 404, .. }) => {}
+                Err(e) => return Err(map_error(e)),
+            }
+            let key = Self::transit_key(&name);
+            let allow = transit::key::update(
+                &self.client,
+                &self.transit_mount,
+                &key,
+                Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
+            )
+            .await;
+            match allow {
+                Ok(()) => transit::key::delete(&self.client, &self.transit_mount, &key)
+                    .await
+                    .map_err(map_error)?,
+                Err(ClientError::APIError {
+                    code: 400 | 404, ..
+                }) => {}
+                Err(e) => return Err(map_error(e)),
+            }
+            self.signing_keys.lock().await.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for VaultKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultKeyStore")
+            .field("kv_mount", &self.kv_mount)
+            .field("transit_mount", &self.transit_mount)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Transport failures and server-side errors mean "unavailable"; the rest is unexpected. The
+/// Vault error text never contains the token, so it may go into the log.
+fn map_error(e: ClientError) -> KeyStoreError {
+    match e {
+        ClientError::APIError { code, .. } if code >= 500 || code == 429 => {
+            KeyStoreError::Unavailable(format!("Vault answered {code}"))
+        }
+        ClientError::RestClientError { .. } => KeyStoreError::Unavailable(e.to_string()),
+        other => KeyStoreError::Unexpected(anyhow::Error::new(other)),
+    }
+}

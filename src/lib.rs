@@ -1,0 +1,19 @@
+//! Flowgate: a multi-tenant workflow-automation backend whose product is its security model.
+//!
+//! [`app::AppState::open`] builds the services from [`config::Settings`]; [`http::Server`] serves
+//! them; the `flowgate` binary's commands live in [`cli`].
+
+pub mod app;
+pub mod audit;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod directory;
+pub mod http;
+pub mod identity;
+pub mod keystore;
+pub mod openapi;
+pub mod platform;
+pub mod telemetry;
+pub mod tenancy;

@@ -1,0 +1,63 @@
+//! The OpenAPI 3.1 document, collected from the registered routes.
+
+use actix_web::App;
+use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt as _;
+
+use crate::http::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Flowgate",
+        description = "Multi-tenant workflow automation whose product is its security model. \
+            Tenant APIs live under `/t/{tenant}/api/v1` and take `Authorization: Bearer <API key>`; \
+            platform APIs live under `/api/v1/platform` and take the operator token. Errors are \
+            RFC 9457 problem documents.",
+        license(name = "Apache-2.0")
+    ),
+    servers((url = "/")),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "platform", description = "Tenant onboarding (operators)"),
+        (name = "users", description = "Tenant staff"),
+        (name = "groups", description = "Groups of users"),
+        (name = "service-accounts", description = "Non-human principals"),
+        (name = "role-bindings", description = "Roles granted on scopes"),
+        (name = "api-keys", description = "Credentials of service accounts"),
+        (name = "audit", description = "The hash-chained audit trail"),
+        (name = "health", description = "Liveness, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some("A tenant API key (`fgk_…`) or access token.".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let mut operator = Http::new(HttpAuthScheme::Bearer);
+        operator.description = Some("The platform operator token.".into());
+        components.add_security_scheme("operator", SecurityScheme::Http(operator));
+    }
+}
+
+/// The whole document, as served on `/openapi.json` and printed by `flowgate openapi`.
+pub fn document() -> Document {
+    let (_, doc) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    doc
+}
+
+/// The document as committed in `openapi/flowgate.json`.
+pub fn document_json() -> String {
+    document().to_pretty_json().unwrap_or_default() + "\n"
+}

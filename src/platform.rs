@@ -1,0 +1,205 @@
+//! Platform operations on tenants: onboarding, suspension, resumption and deletion. Used by the
+//! operator API and by the command line alike.
+//!
+//! Invariants:
+//! - A tenant becomes visible (`active`) only after its storage, keys, bootstrap service account,
+//!   Admin binding and first audit events all exist; a failure on the way removes what was made.
+//! - Deletion hides the tenant first (`deleting`), then drops its schema or file and destroys
+//!   its keys, then removes its row; every step is idempotent, so a failed deletion can be rerun.
+//! - The bootstrap admin key is returned once and never stored or logged in clear.
+
+use secrecy::SecretString;
+
+use crate::app::AppState;
+use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, chain};
+use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
+use crate::directory::service_accounts;
+use crate::identity::IdentityError;
+use crate::keystore::KeyStoreError;
+use crate::tenancy::{Access, Environment, Slug, TenancyError, Tenant, TenantStatus};
+
+/// Name of the service account that holds the bootstrap admin key.
+pub const BOOTSTRAP_ACCOUNT: &str = "bootstrap-admin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl From<sea_orm::DbErr> for PlatformError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        PlatformError::Tenancy(e.into())
+    }
+}
+
+/// A tenant to onboard, already validated.
+pub struct NewTenant {
+    pub slug: Slug,
+    pub name: String,
+    pub environment: Environment,
+}
+
+/// The result of onboarding: the tenant and its bootstrap admin key, shown once.
+pub struct Onboarded {
+    pub tenant: Tenant,
+    pub admin_api_key: SecretString,
+}
+
+/// Onboards a tenant. `meta` describes the operator's request (or the command line).
+pub async fn create_tenant(
+    state: &AppState,
+    new: NewTenant,
+    meta: &RequestMeta,
+) -> Result<Onboarded, PlatformError> {
+    let claimed = state
+        .tenants
+        .claim(&new.slug, &new.name, new.environment)
+        .await?;
+    match provision(state, &claimed, meta).await {
+        Ok(admin_api_key) => {
+            let tenant = state
+                .tenants
+                .set_status(&new.slug, TenantStatus::Active)
+                .await?;
+            tracing::info!(tenant = %new.slug, "tenant onboarded");
+            Ok(Onboarded {
+                tenant,
+                admin_api_key,
+            })
+        }
+        Err(e) => {
+            let storage_was_ours =
+                !matches!(e, PlatformError::Tenancy(TenancyError::AlreadyExists(_)));
+            undo_provisioning(state, &new.slug, storage_was_ours).await;
+            Err(e)
+        }
+    }
+}
+
+async fn provision(
+    state: &AppState,
+    tenant: &Tenant,
+    meta: &RequestMeta,
+) -> Result<SecretString, PlatformError> {
+    let slug = &tenant.slug;
+    state.dbs.create_tenant_storage(slug).await?;
+    let tx = state.dbs.begin(slug, Access::Write).await?;
+    let account = service_accounts::create(&tx, BOOTSTRAP_ACCOUNT.to_owned()).await?;
+    let binding = bindings::create(
+        &tx,
+        NewBinding {
+            role: "Admin",
+            subject_type: SubjectType::ServiceAccount,
+            subject_id: account.id,
+            scope_type: ScopeType::Tenant,
+            scope_id: None,
+        },
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("a new tenant already had a bootstrap binding"))
+    .map_err(TenancyError::from)?;
+    let issued = state
+        .api_keys
+        .issue(&tx, slug, "bootstrap admin key", account.id, None)
+        .await?;
+    let event = |action: &str, resource_type: &str, id: String| {
+        operator_event(meta, action, resource_type, 201).resource_id(id)
+    };
+    let events = vec![
+        event("tenant.create", "tenant", slug.to_string())
+            .detail("environment", tenant.environment.as_str()),
+        event(
+            "service_account.create",
+            "service_account",
+            account.id.to_string(),
+        ),
+        event(
+            "role_binding.create",
+            "role_binding",
+            binding.id.to_string(),
+        )
+        .detail("role", "Admin"),
+        event("api_key.create", "api_key", issued.record.id.to_string()),
+    ];
+    let count = events.len() as u64;
+    chain::append(&tx, events).await?;
+    tx.commit().await?;
+    state.audit.touched(slug, count).await;
+    Ok(issued.key)
+}
+
+async fn undo_provisioning(state: &AppState, slug: &Slug, drop_storage: bool) {
+    if drop_storage && let Err(e) = state.dbs.drop_tenant_storage(slug).await {
+        tracing::error!(tenant = %slug, error = %e, "could not drop the storage of a failed onboarding");
+    }
+    if let Err(e) = state.keystore.destroy_tenant(slug.as_str()).await {
+        tracing::error!(tenant = %slug, error = %e, "could not destroy the keys of a failed onboarding");
+    }
+    state.api_keys.forget_tenant(slug.as_str());
+    if let Err(e) = state.tenants.remove(slug).await {
+        tracing::error!(tenant = %slug, error = %e, "could not release the slug of a failed onboarding");
+    }
+}
+
+/// Suspends (`true`) or resumes (`false`) a live tenant; the change applies to the next request
+/// on every replica.
+pub async fn set_suspended(
+    state: &AppState,
+    slug: &Slug,
+    suspended: bool,
+    meta: &RequestMeta,
+) -> Result<Tenant, PlatformError> {
+    let current = state.tenants.load(slug).await?;
+    if !current.is_some_and(|t| matches!(t.status, TenantStatus::Active | TenantStatus::Suspended))
+    {
+        return Err(TenancyError::NotFound(slug.to_string()).into());
+    }
+    let (status, action) = if suspended {
+        (TenantStatus::Suspended, "tenant.suspend")
+    } else {
+        (TenantStatus::Active, "tenant.resume")
+    };
+    let tenant = state.tenants.set_status(slug, status).await?;
+    state.publish_tenant_change(slug).await?;
+    let event = operator_event(meta, action, "tenant", 200).resource_id(slug.to_string());
+    state.audit.record(slug, event).await?;
+    tracing::info!(tenant = %slug, status = status.as_str(), "tenant status changed");
+    Ok(tenant)
+}
+
+/// Deletes a tenant: its schema or file, its keys in the key store, and its row.
+pub async fn delete_tenant(state: &AppState, slug: &Slug) -> Result<(), PlatformError> {
+    if state.tenants.load(slug).await?.is_none() {
+        return Err(TenancyError::NotFound(slug.to_string()).into());
+    }
+    state
+        .tenants
+        .set_status(slug, TenantStatus::Deleting)
+        .await?;
+    state.publish_tenant_change(slug).await?;
+    state.dbs.drop_tenant_storage(slug).await?;
+    state.keystore.destroy_tenant(slug.as_str()).await?;
+    state.api_keys.forget_tenant(slug.as_str());
+    state.tenants.remove(slug).await?;
+    state.publish_tenant_change(slug).await?;
+    tracing::info!(tenant = %slug, "tenant deleted with its data and keys");
+    Ok(())
+}
+
+fn operator_event(
+    meta: &RequestMeta,
+    action: &str,
+    resource_type: &str,
+    status: u16,
+) -> AuditEvent {
+    AuditEvent::new(meta, action, resource_type)
+        .actor("operator", "platform")
+        .outcome(Outcome::Allow, status)
+}

@@ -1,0 +1,348 @@
+//! Connections: the control plane, and per-tenant transactions on PostgreSQL or SQLite.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lru::LruCache;
+use migration::{ControlMigrator, MigratorTrait as _, TenantMigrator};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    AccessMode, ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait as _,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::sync::Mutex;
+
+use super::{Slug, TenancyError};
+use crate::config::DatabaseSettings;
+
+/// Schema of the control plane on PostgreSQL.
+const CONTROL_SCHEMA: &str = "flowgate";
+/// Default search path of the shared tenant pool: a schema that never exists, so a statement
+/// that escaped [`Databases::begin`] finds no table instead of another tenant's.
+const NO_TENANT_SCHEMA: &str = "flowgate_no_tenant";
+/// Open SQLite tenant pools kept at once; older ones are closed when the bound is reached.
+const SQLITE_OPEN_TENANTS: usize = 128;
+/// Connections per SQLite tenant file (WAL: many readers, one writer at a time).
+const SQLITE_TENANT_CONNECTIONS: u32 = 4;
+/// Connections of the shared PostgreSQL tenant pool.
+const PG_TENANT_CONNECTIONS: u32 = 16;
+/// How long a SQLite writer waits for the file's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Postgres,
+    Sqlite,
+}
+
+/// What a tenant transaction may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only (enforced by PostgreSQL; a deferred transaction on SQLite).
+    Read,
+    /// Read-write; on SQLite it takes the file's write lock at `BEGIN` (no upgrade deadlocks).
+    Write,
+}
+
+/// The control plane and every tenant's storage.
+pub struct Databases {
+    control: DatabaseConnection,
+    backend: Backend,
+}
+
+enum Backend {
+    Postgres {
+        url: SecretString,
+        tenants: DatabaseConnection,
+    },
+    Sqlite {
+        dir: PathBuf,
+        pools: Mutex<LruCache<Slug, DatabaseConnection>>,
+    },
+}
+
+impl Databases {
+    /// Connects to the configured database and migrates the control plane.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, TenancyError> {
+        let dbs = match settings {
+            DatabaseSettings::Postgres { url } => {
+                let control = connect_postgres(url, CONTROL_SCHEMA, 4).await?;
+                control
+                    .execute_unprepared(&format!(
+                        "CREATE SCHEMA IF NOT EXISTS \"{CONTROL_SCHEMA}\""
+                    ))
+                    .await?;
+                let tenants =
+                    connect_postgres(url, NO_TENANT_SCHEMA, PG_TENANT_CONNECTIONS).await?;
+                Databases {
+                    control,
+                    backend: Backend::Postgres {
+                        url: url.clone(),
+                        tenants,
+                    },
+                }
+            }
+            DatabaseSettings::Sqlite { control_file } => {
+                let dir = control_file
+                    .parent()
+                    .map(|p| p.join("tenants"))
+                    .unwrap_or_else(|| PathBuf::from("tenants"));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+                let control = connect_sqlite(control_file, true, 4).await?;
+                let capacity = NonZeroUsize::new(SQLITE_OPEN_TENANTS).unwrap_or(NonZeroUsize::MIN);
+                Databases {
+                    control,
+                    backend: Backend::Sqlite {
+                        dir,
+                        pools: Mutex::new(LruCache::new(capacity)),
+                    },
+                }
+            }
+        };
+        ControlMigrator::up(&dbs.control, None).await?;
+        Ok(dbs)
+    }
+
+    pub fn kind(&self) -> DbKind {
+        match self.backend {
+            Backend::Postgres { .. } => DbKind::Postgres,
+            Backend::Sqlite { .. } => DbKind::Sqlite,
+        }
+    }
+
+    /// The control-plane connection (tenant registry, platform settings).
+    pub fn control(&self) -> &DatabaseConnection {
+        &self.control
+    }
+
+    /// Succeeds when the database answers.
+    pub async fn ping(&self) -> Result<(), TenancyError> {
+        self.control.ping().await?;
+        if let Backend::Postgres { tenants, .. } = &self.backend {
+            tenants.ping().await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the tenant's schema or file and migrates it. Fails with
+    /// [`TenancyError::AlreadyExists`] when the storage is already there.
+    pub async fn create_tenant_storage(&self, slug: &Slug) -> Result<(), TenancyError> {
+        match &self.backend {
+            Backend::Postgres { url, tenants } => {
+                let created = tenants
+                    .execute_unprepared(&format!("CREATE SCHEMA \"{}\"", slug.schema()))
+                    .await;
+                match created {
+                    Ok(_) => {}
+                    Err(e) if is_duplicate_schema(&e) => {
+                        return Err(TenancyError::AlreadyExists(slug.to_string()));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let conn = connect_postgres(url, &slug.schema(), 1).await?;
+                let migrated = TenantMigrator::up(&conn, None).await;
+                conn.close().await?;
+                Ok(migrated?)
+            }
+            Backend::Sqlite { dir, .. } => {
+                let file = tenant_file(dir, slug);
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&file)
+                {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(TenancyError::AlreadyExists(slug.to_string()));
+                    }
+                    Err(e) => {
+                        return Err(anyhow::anyhow!("creating {}: {e}", file.display()).into());
+                    }
+                }
+                let conn = self.sqlite_pool(slug).await?;
+                Ok(TenantMigrator::up(&conn, None).await?)
+            }
+        }
+    }
+
+    /// Applies pending tenant migrations; returns how many were applied.
+    pub async fn migrate_tenant(&self, slug: &Slug) -> Result<usize, TenancyError> {
+        let conn = match &self.backend {
+            Backend::Postgres { url, .. } => connect_postgres(url, &slug.schema(), 1).await?,
+            Backend::Sqlite { .. } => self.sqlite_pool(slug).await?,
+        };
+        let pending = TenantMigrator::get_pending_migrations(&conn).await?.len();
+        TenantMigrator::up(&conn, None).await?;
+        if matches!(self.backend, Backend::Postgres { .. }) {
+            conn.close().await?;
+        }
+        Ok(pending)
+    }
+
+    /// Drops the tenant's schema or deletes its file. Idempotent.
+    pub async fn drop_tenant_storage(&self, slug: &Slug) -> Result<(), TenancyError> {
+        match &self.backend {
+            Backend::Postgres { tenants, .. } => {
+                tenants
+                    .execute_unprepared(&format!(
+                        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                        slug.schema()
+                    ))
+                    .await?;
+            }
+            Backend::Sqlite { dir, pools } => {
+                if let Some(pool) = pools.lock().await.pop(slug) {
+                    pool.close().await?;
+                }
+                let file = tenant_file(dir, slug);
+                for suffix in ["", "-wal", "-shm"] {
+                    let path = PathBuf::from(format!("{}{suffix}", file.display()));
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(anyhow::anyhow!("removing {}: {e}", path.display()).into());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins a transaction confined to the tenant `slug`.
+    pub async fn begin(
+        &self,
+        slug: &Slug,
+        access: Access,
+    ) -> Result<DatabaseTransaction, TenancyError> {
+        match &self.backend {
+            Backend::Postgres { tenants, .. } => {
+                let mode = match access {
+                    Access::Read => AccessMode::ReadOnly,
+                    Access::Write => AccessMode::ReadWrite,
+                };
+                let tx = tenants.begin_with_config(None, Some(mode)).await?;
+                tx.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT set_config('search_path', $1, true)",
+                    [slug.schema().into()],
+                ))
+                .await?;
+                Ok(tx)
+            }
+            Backend::Sqlite { .. } => {
+                let pool = self.sqlite_pool(slug).await?;
+                let mode = match access {
+                    Access::Read => SqliteTransactionMode::Deferred,
+                    Access::Write => SqliteTransactionMode::Immediate,
+                };
+                Ok(pool
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(mode),
+                        ..TransactionOptions::default()
+                    })
+                    .await?)
+            }
+        }
+    }
+
+    /// The pool of a SQLite tenant file, opened on first use; the file must exist.
+    async fn sqlite_pool(&self, slug: &Slug) -> Result<DatabaseConnection, TenancyError> {
+        let Backend::Sqlite { dir, pools } = &self.backend else {
+            return Err(anyhow::anyhow!("not a SQLite deployment").into());
+        };
+        let mut pools = pools.lock().await;
+        if let Some(pool) = pools.get(slug) {
+            return Ok(pool.clone());
+        }
+        let file = tenant_file(dir, slug);
+        if !file.is_file() {
+            return Err(TenancyError::NotFound(slug.to_string()));
+        }
+        let pool = connect_sqlite(&file, false, SQLITE_TENANT_CONNECTIONS).await?;
+        pools.put(slug.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.
+    pub fn postgres_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres { .. } => Some(self.control.get_postgres_connection_pool()),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+}
+
+fn tenant_file(dir: &Path, slug: &Slug) -> PathBuf {
+    dir.join(format!("{slug}.db"))
+}
+
+async fn connect_postgres(
+    url: &SecretString,
+    schema: &str,
+    max: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.expose_secret());
+    opts.max_connections(max)
+        .min_connections(0)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .set_schema_search_path(schema)
+        .sqlx_logging(false);
+    Database::connect(opts).await
+}
+
+async fn connect_sqlite(file: &Path, create: bool, max: u32) -> Result<DatabaseConnection, DbErr> {
+    // The URL only selects the driver; the file is set on the parsed options so that paths with
+    // URL-special characters need no escaping.
+    let mut opts = ConnectOptions::new("sqlite://flowgate.db");
+    let file = file.to_owned();
+    opts.max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(SQLITE_BUSY_TIMEOUT)
+        .idle_timeout(Duration::from_secs(60))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |o| {
+            o.filename(&file)
+                .create_if_missing(create)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        });
+    Database::connect(opts).await
+}
+
+/// Whether `e` means the database could not be reached (as opposed to a bad statement).
+pub(super) fn is_connection_error(e: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed
+        ),
+        _ => false,
+    }
+}
+
+fn is_duplicate_schema(e: &DbErr) -> bool {
+    // 42P06: duplicate_schema.
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) => e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "42P06"),
+        _ => false,
+    }
+}

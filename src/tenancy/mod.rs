@@ -1,0 +1,42 @@
+//! Tenancy: who the tenants are and where each one's data lives.
+//!
+//! Invariants:
+//! - A tenant's data is reachable only through [`Databases::begin`], which confines the
+//!   transaction to that tenant: on PostgreSQL it sets the tenant schema transaction-locally on
+//!   a pool whose default search path names no real schema (a forgotten schema fails, it never
+//!   reads another tenant); on SQLite it picks the tenant's own file.
+//! - Schema and file names come from a validated [`Slug`], never from raw request text.
+//! - Per-tenant structures (connection pools, caches) are bounded and opened lazily.
+
+mod cache;
+mod db;
+mod registry;
+mod slug;
+
+pub use cache::TenantCache;
+pub use db::{Access, Databases, DbKind};
+pub use registry::{Environment, Tenant, TenantRegistry, TenantStatus};
+pub use slug::{Slug, SlugError};
+
+/// Errors of the tenancy layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error("tenant `{0}` already exists")]
+    AlreadyExists(String),
+    #[error("no tenant `{0}`")]
+    NotFound(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sea_orm::DbErr),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sea_orm::DbErr> for TenancyError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        if db::is_connection_error(&e) {
+            TenancyError::Unavailable(e)
+        } else {
+            TenancyError::Unexpected(e.into())
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The tenant registry in the control plane, with a bounded cache for the request path.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::control::tenant;
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Databases, Slug, TenancyError, TenantCache};
+
+/// Tenants whose records are kept in memory at once.
+const CACHED_TENANTS: usize = 10_000;
+/// Longest a cached tenant record is used: a suspension made by another process on the same
+/// SQLite files (the command line) reaches the server within this time. On PostgreSQL,
+/// notifications reach every replica at once; this only bounds a lost notification.
+const TENANT_RECORD_TTL: Duration = Duration::from_secs(1);
+
+/// The deployment stage a tenant represents; production tenants get stricter defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Dev,
+    Stage,
+    Prod,
+}
+
+/// Lifecycle of a tenant. Only `active` and `suspended` tenants are visible on the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Provisioning,
+    Active,
+    Suspended,
+    Deleting,
+}
+
+/// One tenant as the rest of the service sees it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: Slug,
+    pub name: String,
+    pub environment: Environment,
+    pub status: TenantStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Reads and writes the control plane's tenant rows.
+pub struct TenantRegistry {
+    dbs: Arc<Databases>,
+    cache: TenantCache<Arc<Tenant>>,
+}
+
+impl TenantRegistry {
+    pub fn new(dbs: Arc<Databases>) -> Self {
+        let capacity = NonZeroUsize::new(CACHED_TENANTS).unwrap_or(NonZeroUsize::MIN);
+        TenantRegistry {
+            dbs,
+            cache: TenantCache::with_ttl(capacity, TENANT_RECORD_TTL),
+        }
+    }
+
+    /// The tenant `slug` in any state, from the cache when possible.
+    pub async fn get(&self, slug: &Slug) -> Result<Arc<Tenant>, TenancyError> {
+        self.cache
+            .get_or_try_load(slug.as_str(), || async {
+                self.load(slug)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or_else(|| TenancyError::NotFound(slug.to_string()))
+            })
+            .await
+    }
+
+    /// The tenant `slug` straight from the database.
+    pub async fn load(&self, slug: &Slug) -> Result<Option<Tenant>, TenancyError> {
+        tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq(slug.as_str()))
+            .one(self.dbs.control())
+            .await?
+            .map(Tenant::try_from)
+            .transpose()
+    }
+
+    /// Every tenant, ordered by slug.
+    pub async fn list(&self) -> Result<Vec<Tenant>, TenancyError> {
+        tenant::Entity::find()
+            .order_by_asc(tenant::Column::Slug)
+            .all(self.dbs.control())
+            .await?
+            .into_iter()
+            .map(Tenant::try_from)
+            .collect()
+    }
+
+    /// Claims `slug` with a `provisioning` row; fails if the slug is taken.
+    pub async fn claim(
+        &self,
+        slug: &Slug,
+        name: &str,
+        environment: Environment,
+    ) -> Result<Tenant, TenancyError> {
+        let now = Utc::now();
+        let row = tenant::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            slug: Set(slug.to_string()),
+            name: Set(name.to_owned()),
+            environment: Set(environment.as_str().to_owned()),
+            status: Set(TenantStatus::Provisioning.as_str().to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        match row.insert(self.dbs.control()).await {
+            Ok(model) => Tenant::try_from(model),
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                Err(TenancyError::AlreadyExists(slug.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves the tenant to `status` and forgets the cached record.
+    pub async fn set_status(
+        &self,
+        slug: &Slug,
+        status: TenantStatus,
+    ) -> Result<Tenant, TenancyError> {
+        let model = tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq(slug.as_str()))
+            .one(self.dbs.control())
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(slug.to_string()))?;
+        let mut row: tenant::ActiveModel = model.into();
+        row.status = Set(status.as_str().to_owned());
+        row.updated_at = Set(Utc::now());
+        let updated = row.update(self.dbs.control()).await?;
+        self.cache.invalidate(slug.as_str());
+        Tenant::try_from(updated)
+    }
+
+    /// Deletes the tenant's row. Idempotent.
+    pub async fn remove(&self, slug: &Slug) -> Result<(), TenancyError> {
+        tenant::Entity::delete_many()
+            .filter(tenant::Column::Slug.eq(slug.as_str()))
+            .exec(self.dbs.control())
+            .await?;
+        self.cache.invalidate(slug.as_str());
+        Ok(())
+    }
+
+    /// Forgets the cached record of `slug` (after a change made elsewhere).
+    pub fn invalidate(&self, slug: &str) {
+        self.cache.invalidate(slug);
+    }
+
+    /// Forgets every cached record.
+    pub fn invalidate_all(&self) {
+        self.cache.clear();
+    }
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Dev => "dev",
+            Environment::Stage => "stage",
+            Environment::Prod => "prod",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dev" => Some(Environment::Dev),
+            "stage" => Some(Environment::Stage),
+            "prod" => Some(Environment::Prod),
+            _ => None,
+        }
+    }
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Provisioning => "provisioning",
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::Deleting => "deleting",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provisioning" => Some(TenantStatus::Provisioning),
+            "active" => Some(TenantStatus::Active),
+            "suspended" => Some(TenantStatus::Suspended),
+            "deleting" => Some(TenantStatus::Deleting),
+            _ => None,
+        }
+    }
+}
+
+impl TryFrom<tenant::Model> for Tenant {
+    type Error = TenancyError;
+
+    fn try_from(m: tenant::Model) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str| anyhow::anyhow!("tenant row {} has a bad {what}", m.id);
+        Ok(Tenant {
+            slug: Slug::parse(&m.slug).map_err(|_| corrupt("slug"))?,
+            environment: Environment::parse(&m.environment)
+                .ok_or_else(|| corrupt("environment"))?,
+            status: TenantStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
+            id: m.id,
+            name: m.name,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}

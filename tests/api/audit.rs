@@ -1,0 +1,156 @@
+//! Every call leaves a tamper-evident trace: events are hash-chained per tenant, checkpoints are
+//! signed, and verification names the first edited, deleted or reordered event.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+use crate::on_both_databases;
+
+async fn verify(app: &TestApp) -> Value {
+    let (status, report) = app.get("/audit/verify", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    report
+}
+
+/// Runs `flowgate audit verify` against the app's storage; returns the exit code and stdout.
+async fn verify_with_cli(app: &TestApp) -> (i32, Value) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowgate"))
+        .args(["audit", "verify", &app.tenant])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(app.settings_vars.iter())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|_| {
+        panic!(
+            "stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap(), report)
+}
+
+async fn some_activity(app: &TestApp) {
+    app.create_user("a@example.com").await;
+    app.create_user("b@example.com").await;
+    let (status, _) = app.get("/users", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+on_both_databases! {
+    async fn each_call_records_who_what_where_and_how_it_ended(app) {
+        let response = app.client.post(app.tenant_url("/users"))
+            .bearer_auth(&app.admin_key)
+            .header("user-agent", "audit-test/1.0")
+            .json(&json!({"email": "grace@example.com", "display_name": "Grace"}))
+            .send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let user: Value = response.json().await.unwrap();
+        let events = app.audit_events().await;
+        let event = events.iter().find(|e| e["request_id"] == request_id.as_str()).expect("the call's event");
+        assert_eq!(event["action"], "user.create");
+        assert_eq!(event["resource_type"], "user");
+        assert_eq!(event["resource_id"], user["id"]);
+        assert_eq!(event["decision"], "allow");
+        assert_eq!(event["status"], 201);
+        assert_eq!(event["actor_type"], "service_account");
+        assert_eq!(event["source_ip"], "127.0.0.1");
+        assert_eq!(event["user_agent"], "audit-test/1.0");
+        assert_eq!(event["details"]["method"], "POST");
+        // Reads are audited too.
+        let (status, _) = app.get("/users", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK);
+        let events = app.audit_events().await;
+        assert!(events.iter().any(|e| e["action"] == "user.read" && e["status"] == 200));
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], true, "{report}");
+        assert_eq!(report["events"].as_u64(), Some(report["head_seq"].as_u64().unwrap()));
+        assert!(report["checkpoints"].as_u64().unwrap() >= 1, "checkpoints are signed: {report}");
+    }
+
+    async fn concurrent_calls_all_land_in_one_unbroken_chain(app) {
+        let before = app.audit_events().await.len();
+        let calls = (0..40).map(|i| {
+            let app = &app;
+            async move {
+                if i % 4 == 0 {
+                    app.create_user(&format!("u{i}@example.com")).await;
+                } else {
+                    let (status, _) = app.get("/users", &app.admin_key).await;
+                    assert_eq!(status, StatusCode::OK);
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
+        let events = app.audit_events().await;
+        // 40 calls; each of the audit reads made by audit_events() adds one more.
+        assert!(events.len() >= before + 40, "{} events after {before}", events.len());
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(event["seq"].as_i64(), Some(i as i64 + 1), "no gaps");
+        }
+        for pair in events.windows(2) {
+            assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+        }
+        assert_eq!(verify(&app).await["ok"], true);
+    }
+
+    async fn an_edited_event_is_detected(app) {
+        some_activity(&app).await;
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], true, "{report}");
+        app.tenant_sql("UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 3").await;
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], false, "{report}");
+        assert_eq!(report["first_broken_seq"], 3, "{report}");
+        let (code, cli_report) = verify_with_cli(&app).await;
+        assert_eq!(code, 1);
+        assert_eq!(cli_report["first_broken_seq"], 3);
+    }
+
+    async fn a_deleted_event_is_detected(app) {
+        some_activity(&app).await;
+        app.tenant_sql("DELETE FROM audit_events WHERE seq = 2").await;
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], false, "{report}");
+        assert_eq!(report["first_broken_seq"], 2, "{report}");
+        assert_eq!(verify_with_cli(&app).await.0, 1);
+    }
+
+    async fn reordered_events_are_detected(app) {
+        some_activity(&app).await;
+        app.tenant_sql("UPDATE audit_events SET seq = -1 WHERE seq = 2").await;
+        app.tenant_sql("UPDATE audit_events SET seq = 2 WHERE seq = 3").await;
+        app.tenant_sql("UPDATE audit_events SET seq = 3 WHERE seq = -1").await;
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], false, "{report}");
+        assert_eq!(report["first_broken_seq"], 2, "{report}");
+    }
+
+    async fn a_truncated_and_rewritten_tail_is_caught_by_a_signed_checkpoint(app) {
+        some_activity(&app).await;
+        app.state.audit.checkpoint_now().await.unwrap();
+        let head: i64 = app.tenant_rows("SELECT seq FROM audit_head").await[0]["seq"].as_i64().unwrap();
+        let keep = head - 2;
+        // The attacker removes the last events and moves the head back so the chain still links.
+        app.tenant_sql(&format!("DELETE FROM audit_events WHERE seq > {keep}")).await;
+        app.tenant_sql(&format!(
+            "UPDATE audit_head SET seq = {keep}, hash = (SELECT hash FROM audit_events WHERE seq = {keep})"
+        )).await;
+        let (code, report) = verify_with_cli(&app).await;
+        assert_eq!(code, 1, "{report}");
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["first_broken_seq"], keep + 1, "{report}");
+    }
+
+    async fn a_forged_checkpoint_signature_is_detected(app) {
+        some_activity(&app).await;
+        app.state.audit.checkpoint_now().await.unwrap();
+        app.tenant_sql("UPDATE audit_checkpoints SET signature = 'local:v1:AAAA'").await;
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], false, "{report}");
+    }
+}

@@ -1,0 +1,164 @@
+//! The command line: tenants from the CLI, and start-up refusing bad settings by name.
+
+use std::process::Output;
+
+use crate::helpers::{Db, spawn_app, unique_slug};
+
+async fn flowgate(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_flowgate"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().copied())
+        .output()
+        .await
+        .unwrap()
+}
+
+/// Polls the tenant's user list for up to three seconds until it answers `wanted`; returns the
+/// last status.
+async fn eventually(
+    app: &crate::helpers::TestApp,
+    slug: &str,
+    key: &str,
+    wanted: reqwest::StatusCode,
+) -> reqwest::StatusCode {
+    let mut status = reqwest::StatusCode::OK;
+    for _ in 0..30 {
+        let response = app
+            .client
+            .get(app.url(&format!("/t/{slug}/api/v1/users")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        status = response.status();
+        if status == wanted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_stop_start_up_naming_the_variable() {
+    let dir = std::env::temp_dir().join(format!("flowgate-cli-{}", uuid::Uuid::new_v4()));
+    let data = dir.display().to_string();
+    for (var, value) in [
+        ("FLOWGATE_LISTEN", "not-an-address"),
+        ("FLOWGATE_DATABASE_URL", "mysql://nope"),
+        ("FLOWGATE_KEYSTORE", "hsm"),
+        ("FLOWGATE_TLS_CERT", "/nonexistent/cert.pem"),
+    ] {
+        let output = flowgate(&["serve"], &[("FLOWGATE_DATA_DIR", &data), (var, value)]).await;
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+    let output = flowgate(
+        &["serve"],
+        &[
+            ("FLOWGATE_DATA_DIR", &data),
+            (
+                "FLOWGATE_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/none",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unreachable database stops start-up"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_managed_from_the_command_line() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let app = spawn_app(db).await;
+        let vars: Vec<(&str, &str)> = app
+            .settings_vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let slug = unique_slug("cli");
+        let output = flowgate(
+            &[
+                "tenant",
+                "create",
+                &slug,
+                "--name",
+                "From the CLI",
+                "--environment",
+                "stage",
+            ],
+            &vars,
+        )
+        .await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let key = stdout.lines().last().unwrap().trim().to_owned();
+        assert!(key.starts_with("fgk_"), "{stdout}");
+        let response = app
+            .client
+            .get(app.url(&format!("/t/{slug}/api/v1/users")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let list = flowgate(&["tenant", "list"], &vars).await;
+        assert!(String::from_utf8_lossy(&list.stdout).contains(&slug));
+        assert!(
+            flowgate(&["tenant", "suspend", &slug], &vars)
+                .await
+                .status
+                .success()
+        );
+        // The server hears of it at once on PostgreSQL, within a second on SQLite.
+        assert_eq!(
+            eventually(&app, &slug, &key, reqwest::StatusCode::FORBIDDEN).await,
+            reqwest::StatusCode::FORBIDDEN,
+            "suspension reaches the running server"
+        );
+        assert!(
+            flowgate(&["tenant", "resume", &slug], &vars)
+                .await
+                .status
+                .success()
+        );
+        let migrate = flowgate(&["migrate"], &vars).await;
+        assert!(
+            migrate.status.success(),
+            "{}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        assert!(String::from_utf8_lossy(&migrate.stdout).contains("tenant(s) migrated"));
+        let verify = flowgate(&["audit", "verify", &slug], &vars).await;
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        assert!(
+            flowgate(&["tenant", "delete", &slug], &vars)
+                .await
+                .status
+                .success()
+        );
+        assert_eq!(
+            eventually(&app, &slug, &key, reqwest::StatusCode::NOT_FOUND).await,
+            reqwest::StatusCode::NOT_FOUND
+        );
+        let bad = flowgate(&["tenant", "create", "Bad_Slug"], &vars).await;
+        assert_eq!(bad.status.code(), Some(2));
+    }
+}

@@ -1,0 +1,17 @@
+//! Black-box tests of Flowgate: each starts the real application on port 0 with its own data
+//! directory, against SQLite or a fresh PostgreSQL database, and talks HTTPS to it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod api_keys;
+mod audit;
+mod authorization_matrix;
+mod cli;
+mod errors;
+mod health;
+mod openapi;
+mod platform;
+mod tenant_isolation;
+mod tls;
+mod vault;
