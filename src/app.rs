@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditWriter;
-use crate::authz::PolicyEngine;
+use crate::authz::Policies;
 use crate::config::Settings;
 use crate::http::tenant::INVALIDATION_CHANNEL;
 use crate::identity::api_key::ApiKeys;
@@ -25,7 +25,7 @@ pub struct AppState {
     pub keystore: Arc<dyn KeyStore>,
     pub tenants: TenantRegistry,
     pub api_keys: ApiKeys,
-    pub policies: PolicyEngine,
+    pub policies: Policies,
     pub audit: AuditWriter,
     pub operator: OperatorToken,
     pub metrics: Metrics,
@@ -57,7 +57,7 @@ impl AppState {
         let state = Arc::new(AppState {
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
-            policies: PolicyEngine::new(Arc::clone(&dbs))?,
+            policies: Policies::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
             settings,
             dbs,
@@ -82,6 +82,7 @@ impl AppState {
     pub fn forget_tenant(&self, slug: &str) {
         self.tenants.invalidate(slug);
         self.policies.invalidate(slug);
+        self.api_keys.forget_keys(slug);
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.
@@ -150,6 +151,7 @@ async fn listen_for_invalidations(pool: sea_orm::sqlx::PgPool, state: Weak<AppSt
                     tracing::warn!("invalidation listener reconnected; forgetting cached tenants");
                     state.tenants.invalidate_all();
                     state.policies.invalidate_all();
+                    state.api_keys.forget_all_keys();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "invalidation listener failed; reconnecting");

@@ -21,6 +21,9 @@ use crate::tenancy::{Access, Databases, Slug, TenancyError};
 
 /// Most events taken into one flush.
 const MAX_BATCH: usize = 2048;
+/// How long the writer waits for more events after the first of a batch: each flush costs a
+/// transaction, so a short wait under load buys large batches for a little latency.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 /// Events queued before requests wait for room.
 const QUEUE: usize = 16_384;
 /// A chain gets a checkpoint at once when this many events are unsigned.
@@ -130,10 +133,15 @@ impl Task {
                 command = receiver.recv() => {
                     let Some(first) = command else { break };
                     let mut batch = vec![first];
+                    let linger = tokio::time::sleep(LINGER);
+                    tokio::pin!(linger);
                     while batch.len() < MAX_BATCH {
-                        match receiver.try_recv() {
-                            Ok(command) => batch.push(command),
-                            Err(_) => break,
+                        tokio::select! {
+                            command = receiver.recv() => match command {
+                                Some(command) => batch.push(command),
+                                None => break,
+                            },
+                            _ = &mut linger => break,
                         }
                     }
                     self.process(batch).await;
@@ -167,7 +175,9 @@ impl Task {
             async move {
                 let (events, dones): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
                 let count = events.len() as u64;
+                let started = std::time::Instant::now();
                 let result = flush(&dbs, &tenant, events).await;
+                tracing::debug!(tenant = %tenant, events = count, micros = started.elapsed().as_micros() as u64, "audit flush");
                 if let Err(e) = &result {
                     tracing::error!(tenant = %tenant, error = %e.message, "audit flush failed");
                 }
@@ -225,7 +235,7 @@ impl Task {
 
 async fn flush(dbs: &Databases, tenant: &Slug, events: Vec<AuditEvent>) -> Result<(), FlushError> {
     let result: Result<(), TenancyError> = async {
-        let tx = dbs.begin(tenant, Access::Write).await?;
+        let tx = dbs.begin(tenant, Access::Audit).await?;
         append(&tx, events).await?;
         tx.commit().await?;
         Ok(())

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, PolicyId, PolicySet, Request, Schema, SlotId, Template,
+    Authorizer, Context, Entities, Entity, PolicyId, PolicySet, Request, SlotId, Template,
 };
 use entity::tenant::role_binding;
 use sea_orm::EntityTrait as _;
@@ -13,7 +13,7 @@ use sea_orm::EntityTrait as _;
 use super::AuthzError;
 use super::bindings::{ScopeType, SubjectType};
 use super::roles::{BUILTIN_ROLES, builtin};
-use super::schema::{EntityKind, action_uid, schema};
+use super::schema::{EntityKind, action_uid};
 use crate::identity::Principal;
 use crate::tenancy::{Access, Databases, Tenant, TenantCache};
 
@@ -53,26 +53,24 @@ pub struct TenantPolicies {
     set: PolicySet,
 }
 
-/// Builds, caches and evaluates tenants' policy sets.
+/// Builds and evaluates tenants' policy sets; holds no tenant data itself.
 pub struct PolicyEngine {
-    schema: Schema,
     templates: Vec<Template>,
     authorizer: Authorizer,
+}
+
+/// The tenants' policy sets, loaded on first use and cached until a change.
+pub struct Policies {
+    engine: PolicyEngine,
     dbs: Arc<Databases>,
     cache: TenantCache<Arc<TenantPolicies>>,
 }
 
-impl PolicyEngine {
+impl Policies {
     pub fn new(dbs: Arc<Databases>) -> anyhow::Result<Self> {
-        let templates = BUILTIN_ROLES
-            .iter()
-            .map(|role| role_template(role.name, &role.actions()))
-            .collect::<anyhow::Result<_>>()?;
         let capacity = NonZeroUsize::new(CACHED_POLICY_SETS).unwrap_or(NonZeroUsize::MIN);
-        Ok(PolicyEngine {
-            schema: schema()?,
-            templates,
-            authorizer: Authorizer::new(),
+        Ok(Policies {
+            engine: PolicyEngine::new()?,
             dbs,
             cache: TenantCache::new(capacity),
         })
@@ -85,9 +83,22 @@ impl PolicyEngine {
                 let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
                 let bindings = role_binding::Entity::find().all(&tx).await?;
                 tx.commit().await?;
-                Ok(Arc::new(self.build(tenant.slug.as_str(), &bindings)?))
+                Ok(Arc::new(
+                    self.engine.build(tenant.slug.as_str(), &bindings)?,
+                ))
             })
             .await
+    }
+
+    /// May `principal` do `action` on `resource`? See [`PolicyEngine::decide`].
+    pub fn decide(
+        &self,
+        policies: &TenantPolicies,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource,
+    ) -> Decision {
+        self.engine.decide(policies, principal, action, resource)
     }
 
     /// Forgets the cached policy set of `slug`; the next request rebuilds it.
@@ -98,6 +109,19 @@ impl PolicyEngine {
     /// Forgets every cached policy set.
     pub fn invalidate_all(&self) {
         self.cache.clear();
+    }
+}
+
+impl PolicyEngine {
+    pub fn new() -> anyhow::Result<Self> {
+        let templates = BUILTIN_ROLES
+            .iter()
+            .map(|role| role_template(role.name, &role.actions()))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(PolicyEngine {
+            templates,
+            authorizer: Authorizer::new(),
+        })
     }
 
     fn build(
@@ -152,7 +176,7 @@ impl PolicyEngine {
         action: &str,
         resource: &Resource,
     ) -> Decision {
-        match self.evaluate(policies, principal, action, resource) {
+        match self.evaluate(policies, principal, action, resource, None) {
             Ok(decision) => decision,
             Err(e) => Decision {
                 allowed: false,
@@ -162,12 +186,17 @@ impl PolicyEngine {
         }
     }
 
+    /// Evaluates one request. `schema` is `None` on the request path: the entities and the
+    /// request are built here from typed values, so they conform by construction, and
+    /// validating them on every decision would cost more than the decision. The unit tests pass
+    /// the schema to prove the construction right.
     fn evaluate(
         &self,
         policies: &TenantPolicies,
         principal: &Principal,
         action: &str,
         resource: &Resource,
+        schema: Option<&cedar_policy::Schema>,
     ) -> anyhow::Result<Decision> {
         let tenant_uid = EntityKind::Tenant.uid(&policies.slug);
         let principal_uid = match principal {
@@ -184,13 +213,13 @@ impl PolicyEngine {
                 [tenant_uid].into(),
             ));
         }
-        let entities = Entities::from_entities(entities, Some(&self.schema))?;
+        let entities = Entities::from_entities(entities, schema)?;
         let request = Request::new(
             principal_uid,
             action_uid(action),
             resource_uid,
             Context::empty(),
-            Some(&self.schema),
+            schema,
         )?;
         let response = self
             .authorizer
@@ -258,6 +287,29 @@ mod tests {
     use super::*;
     use crate::authz::schema::schema;
     use cedar_policy::{ValidationMode, Validator};
+
+    #[test]
+    fn request_path_entities_and_requests_conform_to_the_schema() {
+        let engine = PolicyEngine::new().unwrap();
+        let policies = TenantPolicies {
+            slug: "acme".into(),
+            set: PolicySet::new(),
+        };
+        let principal = Principal::ServiceAccount {
+            id: uuid::Uuid::new_v4(),
+            api_key_id: uuid::Uuid::new_v4(),
+        };
+        let schema = schema().unwrap();
+        let tenant = Resource {
+            kind: EntityKind::Tenant,
+            id: "acme".into(),
+        };
+        for action in crate::authz::CATALOGUE {
+            let decision =
+                engine.evaluate(&policies, &principal, action.name, &tenant, Some(&schema));
+            assert!(decision.is_ok(), "{}: {:?}", action.name, decision.err());
+        }
+    }
 
     #[test]
     fn role_templates_validate_against_the_schema() {

@@ -17,7 +17,7 @@ pub mod roles;
 pub mod schema;
 
 pub use actions::{Action, CATALOGUE};
-pub use engine::{Decision, PolicyEngine, Resource, TenantPolicies};
+pub use engine::{Decision, Policies, PolicyEngine, Resource, TenantPolicies};
 
 use crate::tenancy::TenancyError;
 

@@ -122,6 +122,15 @@ where
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    if cfg!(feature = "insecure-bench") {
+        if std::env::var("FLOWGATE_INSECURE_BENCH").as_deref() != Ok("1") {
+            anyhow::bail!(
+                "this binary was built with the `insecure-bench` feature (no authorization, no audit); \
+                 it only starts with FLOWGATE_INSECURE_BENCH=1, for benchmarks"
+            );
+        }
+        tracing::warn!("INSECURE BENCH BUILD: tenant requests are neither authorized nor audited");
+    }
     let listener = TcpListener::bind(settings.listen).map_err(|e| {
         anyhow::anyhow!("FLOWGATE_LISTEN: cannot listen on {}: {e}", settings.listen)
     })?;

@@ -5,10 +5,12 @@
 //! guessed key. Keys are shown once, at issue.
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::tenant::api_key;
+use lru::LruCache;
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
     QueryFilter as _,
@@ -26,6 +28,16 @@ const LOOKUP_LEN: usize = 16;
 const SECRET_LEN: usize = 43;
 /// Tenants whose pepper is kept in memory.
 const CACHED_PEPPERS: usize = 10_000;
+/// Tenants whose recently used key records are kept in memory, and keys per tenant.
+const CACHED_KEY_TENANTS: usize = 1_000;
+const CACHED_KEYS_PER_TENANT: usize = 1_024;
+/// Longest a cached key record is trusted without a reload. Revocation drops the tenant's
+/// records at once (and on other replicas through the invalidation channel); this only bounds
+/// the damage of a lost notification.
+const KEY_RECORD_TTL: Duration = Duration::from_secs(60);
+
+/// Key records of one tenant already read from the database, by lookup id.
+type KeyIndex = Mutex<LruCache<String, api_key::Model>>;
 
 /// A freshly issued key; `key` is shown to the caller once and never stored.
 pub struct IssuedKey {
@@ -33,18 +45,22 @@ pub struct IssuedKey {
     pub key: SecretString,
 }
 
-/// Issues and checks API keys.
+/// Issues and checks API keys. Checking a recently used key needs no database: its record and
+/// the tenant's pepper are cached, and the check is one HMAC and a constant-time comparison.
 pub struct ApiKeys {
     keystore: Arc<dyn KeyStore>,
     peppers: TenantCache<Arc<SecretBytes>>,
+    records: TenantCache<Arc<KeyIndex>>,
 }
 
 impl ApiKeys {
     pub fn new(keystore: Arc<dyn KeyStore>) -> Self {
-        let capacity = NonZeroUsize::new(CACHED_PEPPERS).unwrap_or(NonZeroUsize::MIN);
+        let peppers = NonZeroUsize::new(CACHED_PEPPERS).unwrap_or(NonZeroUsize::MIN);
+        let tenants = NonZeroUsize::new(CACHED_KEY_TENANTS).unwrap_or(NonZeroUsize::MIN);
         ApiKeys {
             keystore,
-            peppers: TenantCache::new(capacity),
+            peppers: TenantCache::new(peppers),
+            records: TenantCache::with_ttl(tenants, KEY_RECORD_TTL),
         }
     }
 
@@ -83,15 +99,10 @@ impl ApiKeys {
     ) -> Result<Principal, IdentityError> {
         let invalid = IdentityError::InvalidCredentials;
         let lookup = parse_lookup(token).ok_or(invalid(InvalidReason::Malformed))?;
-        let record = {
-            let tx = dbs.begin(slug, Access::Read).await?;
-            let record = api_key::Entity::find()
-                .filter(api_key::Column::Lookup.eq(lookup))
-                .one(&tx)
-                .await?;
-            tx.commit().await?;
-            record.ok_or(invalid(InvalidReason::UnknownKey))?
-        };
+        let record = self
+            .record(dbs, slug, lookup)
+            .await?
+            .ok_or(invalid(InvalidReason::UnknownKey))?;
         let presented = self.hash(slug, &SecretString::from(token)).await?;
         if !constant_time_eq(presented.as_bytes(), record.secret_hash.as_bytes()) {
             return Err(invalid(InvalidReason::WrongSecret));
@@ -108,9 +119,51 @@ impl ApiKeys {
         })
     }
 
-    /// Forgets the cached pepper of a deleted tenant.
+    /// The record of the key with `lookup`, from the cache or the database. Unknown lookups are
+    /// not cached, so guessing cannot fill the cache.
+    async fn record(
+        &self,
+        dbs: &Databases,
+        slug: &Slug,
+        lookup: &str,
+    ) -> Result<Option<api_key::Model>, IdentityError> {
+        let index = self
+            .records
+            .get_or_try_load(slug.as_str(), || async {
+                let capacity =
+                    NonZeroUsize::new(CACHED_KEYS_PER_TENANT).unwrap_or(NonZeroUsize::MIN);
+                Ok::<_, IdentityError>(Arc::new(Mutex::new(LruCache::new(capacity))))
+            })
+            .await?;
+        if let Some(record) = lock(&index).get(lookup) {
+            return Ok(Some(record.clone()));
+        }
+        let tx = dbs.begin(slug, Access::Read).await?;
+        let record = api_key::Entity::find()
+            .filter(api_key::Column::Lookup.eq(lookup))
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        if let Some(record) = &record {
+            lock(&index).put(lookup.to_owned(), record.clone());
+        }
+        Ok(record)
+    }
+
+    /// Forgets the cached key records of `slug` (after a revocation).
+    pub fn forget_keys(&self, slug: &str) {
+        self.records.invalidate(slug);
+    }
+
+    /// Forgets everything cached about `slug` (after its deletion).
     pub fn forget_tenant(&self, slug: &str) {
+        self.records.invalidate(slug);
         self.peppers.invalidate(slug);
+    }
+
+    /// Forgets every cached key record.
+    pub fn forget_all_keys(&self) {
+        self.records.clear();
     }
 
     async fn hash(&self, slug: &Slug, key: &SecretString) -> Result<String, KeyStoreError> {
@@ -126,6 +179,11 @@ impl ApiKeys {
             key.expose_secret().as_bytes(),
         ))
     }
+}
+
+fn lock(index: &KeyIndex) -> std::sync::MutexGuard<'_, LruCache<String, api_key::Model>> {
+    // Every mutation is one LruCache call; a poisoned lock still holds a consistent map.
+    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The lookup part of a well-formed key, or `None`.

@@ -24,11 +24,14 @@ const CONTROL_SCHEMA: &str = "flowgate";
 /// that escaped [`Databases::begin`] finds no table instead of another tenant's.
 const NO_TENANT_SCHEMA: &str = "flowgate_no_tenant";
 /// Open SQLite tenant pools kept at once; older ones are closed when the bound is reached.
-const SQLITE_OPEN_TENANTS: usize = 128;
-/// Connections per SQLite tenant file (WAL: many readers, one writer at a time).
-const SQLITE_TENANT_CONNECTIONS: u32 = 4;
+const SQLITE_OPEN_TENANTS: usize = 64;
+/// Reading connections per SQLite tenant file (WAL: many readers, and one writer beside them).
+const SQLITE_TENANT_CONNECTIONS: u32 = 8;
 /// Connections of the shared PostgreSQL tenant pool.
 const PG_TENANT_CONNECTIONS: u32 = 16;
+/// Connections reserved for the audit writer on PostgreSQL, so that a burst of reads can never
+/// starve the appends those reads are waiting for.
+const PG_AUDIT_CONNECTIONS: u32 = 4;
 /// How long a SQLite writer waits for the file's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,8 +46,11 @@ pub enum DbKind {
 pub enum Access {
     /// Read-only (enforced by PostgreSQL; a deferred transaction on SQLite).
     Read,
-    /// Read-write; on SQLite it takes the file's write lock at `BEGIN` (no upgrade deadlocks).
+    /// Read-write. On SQLite all writes of a tenant go through its one writer connection and
+    /// take the file's write lock at `BEGIN`, so writers queue instead of failing busy.
     Write,
+    /// The audit writer's appends: a write on connections that reads cannot exhaust.
+    Audit,
 }
 
 /// The control plane and every tenant's storage.
@@ -57,11 +63,19 @@ enum Backend {
     Postgres {
         url: SecretString,
         tenants: DatabaseConnection,
+        audit: DatabaseConnection,
     },
     Sqlite {
         dir: PathBuf,
-        pools: Mutex<LruCache<Slug, DatabaseConnection>>,
+        pools: Mutex<LruCache<Slug, SqlitePools>>,
     },
+}
+
+/// The pools of one SQLite tenant file: readers, and the single writer (SQLite allows one).
+#[derive(Clone)]
+struct SqlitePools {
+    read: DatabaseConnection,
+    write: DatabaseConnection,
 }
 
 impl Databases {
@@ -77,11 +91,13 @@ impl Databases {
                     .await?;
                 let tenants =
                     connect_postgres(url, NO_TENANT_SCHEMA, PG_TENANT_CONNECTIONS).await?;
+                let audit = connect_postgres(url, NO_TENANT_SCHEMA, PG_AUDIT_CONNECTIONS).await?;
                 Databases {
                     control,
                     backend: Backend::Postgres {
                         url: url.clone(),
                         tenants,
+                        audit,
                     },
                 }
             }
@@ -122,8 +138,9 @@ impl Databases {
     /// Succeeds when the database answers.
     pub async fn ping(&self) -> Result<(), TenancyError> {
         self.control.ping().await?;
-        if let Backend::Postgres { tenants, .. } = &self.backend {
+        if let Backend::Postgres { tenants, audit, .. } = &self.backend {
             tenants.ping().await?;
+            audit.ping().await?;
         }
         Ok(())
     }
@@ -132,7 +149,7 @@ impl Databases {
     /// [`TenancyError::AlreadyExists`] when the storage is already there.
     pub async fn create_tenant_storage(&self, slug: &Slug) -> Result<(), TenancyError> {
         match &self.backend {
-            Backend::Postgres { url, tenants } => {
+            Backend::Postgres { url, tenants, .. } => {
                 let created = tenants
                     .execute_unprepared(&format!("CREATE SCHEMA \"{}\"", slug.schema()))
                     .await;
@@ -163,8 +180,8 @@ impl Databases {
                         return Err(anyhow::anyhow!("creating {}: {e}", file.display()).into());
                     }
                 }
-                let conn = self.sqlite_pool(slug).await?;
-                Ok(TenantMigrator::up(&conn, None).await?)
+                let pools = self.sqlite_pools(slug).await?;
+                Ok(TenantMigrator::up(&pools.write, None).await?)
             }
         }
     }
@@ -173,7 +190,7 @@ impl Databases {
     pub async fn migrate_tenant(&self, slug: &Slug) -> Result<usize, TenancyError> {
         let conn = match &self.backend {
             Backend::Postgres { url, .. } => connect_postgres(url, &slug.schema(), 1).await?,
-            Backend::Sqlite { .. } => self.sqlite_pool(slug).await?,
+            Backend::Sqlite { .. } => self.sqlite_pools(slug).await?.write,
         };
         let pending = TenantMigrator::get_pending_migrations(&conn).await?.len();
         TenantMigrator::up(&conn, None).await?;
@@ -195,8 +212,9 @@ impl Databases {
                     .await?;
             }
             Backend::Sqlite { dir, pools } => {
-                if let Some(pool) = pools.lock().await.pop(slug) {
-                    pool.close().await?;
+                if let Some(pools) = pools.lock().await.pop(slug) {
+                    pools.read.close().await?;
+                    pools.write.close().await?;
                 }
                 let file = tenant_file(dir, slug);
                 for suffix in ["", "-wal", "-shm"] {
@@ -221,12 +239,13 @@ impl Databases {
         access: Access,
     ) -> Result<DatabaseTransaction, TenancyError> {
         match &self.backend {
-            Backend::Postgres { tenants, .. } => {
-                let mode = match access {
-                    Access::Read => AccessMode::ReadOnly,
-                    Access::Write => AccessMode::ReadWrite,
+            Backend::Postgres { tenants, audit, .. } => {
+                let (pool, mode) = match access {
+                    Access::Read => (tenants, AccessMode::ReadOnly),
+                    Access::Write => (tenants, AccessMode::ReadWrite),
+                    Access::Audit => (audit, AccessMode::ReadWrite),
                 };
-                let tx = tenants.begin_with_config(None, Some(mode)).await?;
+                let tx = pool.begin_with_config(None, Some(mode)).await?;
                 tx.execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "SELECT set_config('search_path', $1, true)",
@@ -236,10 +255,12 @@ impl Databases {
                 Ok(tx)
             }
             Backend::Sqlite { .. } => {
-                let pool = self.sqlite_pool(slug).await?;
-                let mode = match access {
-                    Access::Read => SqliteTransactionMode::Deferred,
-                    Access::Write => SqliteTransactionMode::Immediate,
+                let pools = self.sqlite_pools(slug).await?;
+                let (pool, mode) = match access {
+                    Access::Read => (&pools.read, SqliteTransactionMode::Deferred),
+                    Access::Write | Access::Audit => {
+                        (&pools.write, SqliteTransactionMode::Immediate)
+                    }
                 };
                 Ok(pool
                     .begin_with_options(TransactionOptions {
@@ -251,22 +272,25 @@ impl Databases {
         }
     }
 
-    /// The pool of a SQLite tenant file, opened on first use; the file must exist.
-    async fn sqlite_pool(&self, slug: &Slug) -> Result<DatabaseConnection, TenancyError> {
+    /// The pools of a SQLite tenant file, opened on first use; the file must exist.
+    async fn sqlite_pools(&self, slug: &Slug) -> Result<SqlitePools, TenancyError> {
         let Backend::Sqlite { dir, pools } = &self.backend else {
             return Err(anyhow::anyhow!("not a SQLite deployment").into());
         };
         let mut pools = pools.lock().await;
-        if let Some(pool) = pools.get(slug) {
-            return Ok(pool.clone());
+        if let Some(open) = pools.get(slug) {
+            return Ok(open.clone());
         }
         let file = tenant_file(dir, slug);
         if !file.is_file() {
             return Err(TenancyError::NotFound(slug.to_string()));
         }
-        let pool = connect_sqlite(&file, false, SQLITE_TENANT_CONNECTIONS).await?;
-        pools.put(slug.clone(), pool.clone());
-        Ok(pool)
+        let open = SqlitePools {
+            read: connect_sqlite(&file, false, SQLITE_TENANT_CONNECTIONS).await?,
+            write: connect_sqlite(&file, false, 1).await?,
+        };
+        pools.put(slug.clone(), open.clone());
+        Ok(open)
     }
 
     /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.

@@ -173,6 +173,7 @@ pub async fn delete_api_key(
         key.revoked_at = Set(Some(Utc::now()));
         key.update(tx.conn()).await?;
     }
-    tx.commit(Change::new("api_key", id.0, 204)).await?;
+    tx.commit(Change::new("api_key", id.0, 204).invalidating())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

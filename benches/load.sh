@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Load benchmark of the request path, reported as ratios measured side by side in one run.
+#
+# For each database (SQLite always, PostgreSQL when it answers on 127.0.0.1:5432) it starts the
+# real server twice — the normal build and the `insecure-bench` build (no authorization, no
+# audit) — onboards a tenant with 50 users, and drives wrk over TLS with keep-alive against
+#   1. GET /healthz                          (the floor: TLS + HTTP + middleware)
+#   2. GET /t/{t}/api/v1/users  secure       (authentication, Cedar decision, read, audit write)
+#   3. GET /t/{t}/api/v1/users  insecure     (the read only: no authentication, decision or audit)
+# and prints requests per second and the ratios. Target: secure ≥ 90 % of insecure.
+#
+# Usage: benches/load.sh [seconds per run, default 10] [connections, default 32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+CONNECTIONS="${2:-32}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowgate/target}"
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
+
+out=benches/results
+mkdir -p "$out"
+echo "building release binaries (normal and insecure-bench)…" >&2
+cargo build --release --quiet
+cp "$CARGO_TARGET_DIR/release/flowgate" "$out/flowgate-secure"
+cargo build --release --quiet --features insecure-bench
+cp "$CARGO_TARGET_DIR/release/flowgate" "$out/flowgate-insecure"
+cargo build --release --quiet  # leave the normal build in place
+
+TOKEN="bench-operator-token-0123456789abcdef"
+PORT=18443
+
+start() { # binary data_dir database_url
+  local env=(FLOWGATE_DATA_DIR="$2" FLOWGATE_LISTEN="127.0.0.1:$PORT" FLOWGATE_OPERATOR_TOKEN="$TOKEN"
+             FLOWGATE_LOG=warn FLOWGATE_INSECURE_BENCH=1)
+  [ -n "$3" ] && env+=(FLOWGATE_DATABASE_URL="$3")
+  env "${env[@]}" "$1" serve >"$2/server.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null && return; sleep 0.1; done
+  echo "server did not start; see $2/server.log" >&2; exit 1
+}
+
+stop() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+
+onboard() { # prints the admin key of a new tenant "bench" with 50 users
+  local key
+  key=$(curl -skf -X POST "https://127.0.0.1:$PORT/api/v1/platform/tenants" -H "Authorization: Bearer $TOKEN" \
+        -H 'content-type: application/json' -d '{"slug":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["admin_api_key"])')
+  for i in $(seq 1 50); do
+    curl -skf -o /dev/null -X POST "https://127.0.0.1:$PORT/t/bench/api/v1/users" -H "Authorization: Bearer $key" \
+      -H 'content-type: application/json' -d "{\"email\":\"user$i@example.com\",\"display_name\":\"User $i\"}"
+  done
+  echo "$key"
+}
+
+rps() { # url [bearer]
+  local header=()
+  [ -n "${2:-}" ] && header=(-H "Authorization: Bearer $2")
+  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${header[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+run() { # label database_url(or empty) dbname_for_cleanup
+  local label=$1 url=$2 data
+  data=$(mktemp -d)
+  start "$out/flowgate-secure" "$data" "$url"
+  local key; key=$(onboard)
+  local health secure
+  health=$(rps "https://127.0.0.1:$PORT/healthz")
+  secure=$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")
+  stop
+  # Same storage, same tenant, same key: only the build differs.
+  start "$out/flowgate-insecure" "$data" "$url"
+  local insecure; insecure=$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")
+  stop
+  rm -rf "$data"
+  python3 - "$label" "$health" "$secure" "$insecure" <<'PY'
+import sys
+label, health, secure, insecure = sys.argv[1], *map(float, sys.argv[2:])
+print(f"{label:10s} healthz {health:9.0f} req/s | users secure {secure:8.0f} req/s | users insecure {insecure:8.0f} req/s"
+      f" | secure/insecure {secure/insecure:6.1%} | secure/healthz {secure/health:6.1%}")
+PY
+}
+
+echo "wrk: ${DURATION}s per run, ${CONNECTIONS} connections, 2 threads, TLS with keep-alive" >&2
+run sqlite ""
+if pg_isready -q -h 127.0.0.1 -p 5432; then
+  db="flowgate_bench_$$"
+  psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
+  run postgres "postgres://postgres@127.0.0.1:5432/$db"
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db WITH (FORCE)"
+fi
