@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditWriter;
-use crate::authz::Policies;
+use crate::authz::Authz;
 use crate::config::Settings;
 use crate::http::tenant::INVALIDATION_CHANNEL;
 use crate::identity::api_key::ApiKeys;
@@ -25,7 +25,7 @@ pub struct AppState {
     pub keystore: Arc<dyn KeyStore>,
     pub tenants: TenantRegistry,
     pub api_keys: ApiKeys,
-    pub policies: Policies,
+    pub authz: Authz,
     pub audit: AuditWriter,
     pub operator: OperatorToken,
     pub metrics: Metrics,
@@ -57,7 +57,7 @@ impl AppState {
         let state = Arc::new(AppState {
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
-            policies: Policies::new(Arc::clone(&dbs))?,
+            authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
             settings,
             dbs,
@@ -81,7 +81,7 @@ impl AppState {
     /// Drops every cached fact about tenant `slug` on this replica.
     pub fn forget_tenant(&self, slug: &str) {
         self.tenants.invalidate(slug);
-        self.policies.invalidate(slug);
+        self.authz.invalidate(slug);
         self.api_keys.forget_keys(slug);
     }
 
@@ -150,7 +150,7 @@ async fn listen_for_invalidations(pool: sea_orm::sqlx::PgPool, state: Weak<AppSt
                 Ok(None) => {
                     tracing::warn!("invalidation listener reconnected; forgetting cached tenants");
                     state.tenants.invalidate_all();
-                    state.policies.invalidate_all();
+                    state.authz.invalidate_all();
                     state.api_keys.forget_all_keys();
                 }
                 Err(e) => {

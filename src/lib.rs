@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod crypto;
 pub mod directory;
 pub mod http;

@@ -95,7 +95,7 @@ async fn provision(
     let binding = bindings::create(
         &tx,
         NewBinding {
-            role: "Admin",
+            role: "Admin".to_owned(),
             subject_type: SubjectType::ServiceAccount,
             subject_id: account.id,
             scope_type: ScopeType::Tenant,

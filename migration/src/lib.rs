@@ -34,7 +34,10 @@ pub struct TenantMigrator;
 #[async_trait::async_trait]
 impl MigratorTrait for TenantMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(tenant::m20261129_000001_spine::Migration)]
+        vec![
+            Box::new(tenant::m20261129_000001_spine::Migration),
+            Box::new(tenant::m20261129_000002_authz::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

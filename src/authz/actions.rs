@@ -2,7 +2,10 @@
 //!
 //! Each action is a zero-sized type implementing [`Action`], so that a handler names the
 //! permission it needs in its signature (`Authorized<UserCreate>`); the same list produces the
-//! Cedar schema's actions and the documented catalogue.
+//! Cedar schema's actions (with the resource types each applies to) and the documented
+//! catalogue.
+
+use super::schema::EntityKind;
 
 /// A permission. `NAME` is the Cedar action id (`Flowgate::Action::"<NAME>"`) and the audit
 /// action.
@@ -15,10 +18,27 @@ pub trait Action: 'static {
 pub struct ActionInfo {
     pub name: &'static str,
     pub description: &'static str,
+    /// The resource types the action applies to.
+    #[schema(value_type = Vec<String>)]
+    #[serde(serialize_with = "kinds")]
+    pub resources: &'static [EntityKind],
+    /// Whether the action's context carries `amount` (whole currency units).
+    pub amount: bool,
 }
 
+fn kinds<S: serde::Serializer>(kinds: &&'static [EntityKind], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(kinds.iter().map(|k| k.as_str()))
+}
+
+use EntityKind::{Folder, Form, Process, Report, Secret, Task, Tenant};
+
+/// Tenant administration happens on the tenant itself.
+const TENANT: &[EntityKind] = &[Tenant];
+/// Creating content happens in a folder or at the tenant's root.
+const CONTAINER: &[EntityKind] = &[Folder, Tenant];
+
 macro_rules! catalogue {
-    ($($ty:ident => $name:literal, $description:literal;)*) => {
+    ($($ty:ident => $name:literal on $on:expr $(, amount $amount:literal)?, $description:literal;)*) => {
         $(
             #[doc = $description]
             #[derive(Debug)]
@@ -29,32 +49,76 @@ macro_rules! catalogue {
         )*
         /// Every action, in documentation order.
         pub const CATALOGUE: &[ActionInfo] = &[
-            $(ActionInfo { name: $name, description: $description },)*
+            $(ActionInfo {
+                name: $name,
+                description: $description,
+                resources: $on,
+                amount: false $(|| $amount)?,
+            },)*
         ];
     };
 }
 
 catalogue! {
-    UserRead => "user.read", "List and read users.";
-    UserCreate => "user.create", "Create users.";
-    GroupRead => "group.read", "List and read groups.";
-    GroupCreate => "group.create", "Create groups.";
-    GroupMemberAdd => "group.member_add", "Add users to groups.";
-    ServiceAccountRead => "service_account.read", "List and read service accounts.";
-    ServiceAccountCreate => "service_account.create", "Create service accounts.";
-    RoleBindingRead => "role_binding.read", "List role bindings.";
-    RoleBindingCreate => "role_binding.create", "Grant a role to a subject on a scope.";
-    RoleBindingDelete => "role_binding.delete", "Remove a role binding.";
-    ApiKeyRead => "api_key.read", "List API keys (never their secret part).";
-    ApiKeyCreate => "api_key.create", "Issue API keys for service accounts.";
-    ApiKeyRevoke => "api_key.revoke", "Revoke API keys.";
-    AuditRead => "audit.read", "Read the audit trail.";
-    AuditVerify => "audit.verify", "Verify the audit hash chain and its signed checkpoints.";
+    UserRead => "user.read" on TENANT, "List and read users.";
+    UserCreate => "user.create" on TENANT, "Create users.";
+    UserUpdate => "user.update" on TENANT, "Change users' names and attributes (claims).";
+    GroupRead => "group.read" on TENANT, "List and read groups.";
+    GroupCreate => "group.create" on TENANT, "Create groups.";
+    GroupMemberAdd => "group.member_add" on TENANT, "Add users to groups.";
+    ServiceAccountRead => "service_account.read" on TENANT, "List and read service accounts.";
+    ServiceAccountCreate => "service_account.create" on TENANT, "Create service accounts.";
+    RoleRead => "role.read" on TENANT, "List and read roles.";
+    RoleManage => "role.manage" on TENANT, "Create, change and delete custom roles.";
+    RoleBindingRead => "role_binding.read" on TENANT, "List role bindings.";
+    RoleBindingCreate => "role_binding.create" on TENANT, "Grant a role to a subject on a scope.";
+    RoleBindingDelete => "role_binding.delete" on TENANT, "Remove a role binding.";
+    PolicyRead => "policy.read" on TENANT, "Read claim-based policies and their versions.";
+    PolicyManage => "policy.manage" on TENANT, "Create, change and delete claim-based policies.";
+    AuthzCheck => "authz.check" on TENANT, "Explain decisions: check, who can do what, dry runs.";
+    IdentityProviderRead => "identity_provider.read" on TENANT, "Read identity provider settings.";
+    IdentityProviderManage => "identity_provider.manage" on TENANT, "Configure identity providers.";
+    ApiKeyRead => "api_key.read" on TENANT, "List API keys (never their secret part).";
+    ApiKeyCreate => "api_key.create" on TENANT, "Issue API keys for service accounts.";
+    ApiKeyRevoke => "api_key.revoke" on TENANT, "Revoke API keys.";
+    SettingsRead => "settings.read" on TENANT, "Read system settings.";
+    SettingsManage => "settings.manage" on TENANT, "Manage system settings (not application content).";
+    AuditRead => "audit.read" on TENANT, "Read the audit trail.";
+    AuditExport => "audit.export" on TENANT, "Export the audit trail as NDJSON.";
+    AuditVerify => "audit.verify" on TENANT, "Verify the audit hash chain and its signed checkpoints.";
+    FolderRead => "folder.read" on &[Folder, Tenant], "List and read folders.";
+    FolderCreate => "folder.create" on CONTAINER, "Create folders.";
+    FolderUpdate => "folder.update" on &[Folder], "Rename folders.";
+    FolderDelete => "folder.delete" on &[Folder], "Delete empty folders.";
+    ProcessRead => "process.read" on &[Process, Folder, Tenant], "List and read process definitions.";
+    ProcessCreate => "process.create" on CONTAINER, "Create process definitions.";
+    ProcessEdit => "process.edit" on &[Process], "Edit process definitions (drafts).";
+    ProcessPublish => "process.publish" on &[Process], "Publish a process definition's draft.";
+    ProcessExecute => "process.execute" on &[Process], "Start process instances.";
+    ProcessConfigure => "process.configure" on &[Process], "Modify a process's run-time configuration.";
+    ProcessDelete => "process.delete" on &[Process], "Delete process definitions.";
+    InstanceRead => "instance.read" on &[Process], "See the instances of a process.";
+    InstanceReadLogs => "instance.read_logs" on &[Process], "View instance logs.";
+    FormRead => "form.read" on &[Form], "Open forms.";
+    FormSubmit => "form.submit" on &[Form], "Submit forms.";
+    FormEdit => "form.edit" on &[Form], "Design forms.";
+    ReportRead => "report.read" on &[Report], "Read reports.";
+    SecretRead => "secret.read" on &[Secret], "Read secret values.";
+    SecretUse => "secret.use" on &[Secret], "Use secrets in processes without seeing them.";
+    SecretWrite => "secret.write" on &[Secret], "Create, rotate and delete secrets.";
+    TaskRead => "task.read" on &[Task], "See tasks.";
+    TaskComplete => "task.complete" on &[Task], "Complete tasks assigned to you.";
+    TaskApprove => "task.approve" on &[Task], amount true, "Approve tasks (the context carries the amount).";
+}
+
+/// The catalogue entry of `name`.
+pub fn info(name: &str) -> Option<&'static ActionInfo> {
+    CATALOGUE.iter().find(|a| a.name == name)
 }
 
 /// Whether `name` is in the catalogue.
 pub fn is_known(name: &str) -> bool {
-    CATALOGUE.iter().any(|a| a.name == name)
+    info(name).is_some()
 }
 
 #[cfg(test)]
@@ -76,5 +140,15 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn only_task_approve_carries_an_amount() {
+        let with_amount: Vec<_> = CATALOGUE
+            .iter()
+            .filter(|a| a.amount)
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(with_amount, ["task.approve"]);
     }
 }

@@ -77,7 +77,7 @@ impl ScopeType {
 
 /// A validated binding to create.
 pub struct NewBinding {
-    pub role: &'static str,
+    pub role: String,
     pub subject_type: SubjectType,
     pub subject_id: Uuid,
     pub scope_type: ScopeType,
@@ -110,7 +110,7 @@ pub async fn create(
         None => role_binding::Column::ScopeId.is_null(),
     };
     let duplicates = role_binding::Entity::find()
-        .filter(role_binding::Column::Role.eq(new.role))
+        .filter(role_binding::Column::Role.eq(&new.role))
         .filter(role_binding::Column::SubjectType.eq(new.subject_type.as_str()))
         .filter(role_binding::Column::SubjectId.eq(new.subject_id))
         .filter(role_binding::Column::ScopeType.eq(new.scope_type.as_str()))
@@ -122,7 +122,7 @@ pub async fn create(
     }
     role_binding::ActiveModel {
         id: Set(Uuid::now_v7()),
-        role: Set(new.role.to_owned()),
+        role: Set(new.role),
         subject_type: Set(new.subject_type.as_str().to_owned()),
         subject_id: Set(new.subject_id),
         scope_type: Set(new.scope_type.as_str().to_owned()),

@@ -1,23 +1,32 @@
-//! Authorization: one Cedar policy engine per tenant decides every tenant request.
+//! Authorization: one Cedar policy engine per tenant decides every tenant request, for roles
+//! (RBAC) and claims (CBAC) alike.
 //!
 //! Invariants:
 //! - Every tenant endpoint names its [`Action`] in its signature (see
-//!   `http::extract::Authorized`); there is no other way to reach a tenant handler.
+//!   `http::tenant::Authorized`); there is no other way to reach a tenant handler.
 //! - Decisions fail closed: an evaluation error, an unknown entity or an unparsable request is a
-//!   denial, never an allow.
-//! - Built-in roles are Cedar templates; each role binding is one link of a template to a
-//!   subject (`?principal`) and a scope (`?resource`), so the policy set is the whole truth.
-//! - A tenant's policy set is cached and dropped on any change to the tenant's bindings, on this
-//!   replica at once and on the others through the invalidation channel.
+//!   denial, never an allow; and Cedar's `forbid` overrides every `permit`.
+//! - Roles are Cedar templates; each role binding links a role's templates to a subject
+//!   (`?principal`) and a scope (`?resource`). Claim-based policies are static Cedar policies
+//!   validated against the published schema before they are stored.
+//! - A decision reads no storage: the tenant's compiled policy set (and its folder tree) is
+//!   cached, and dropped on any change to roles, bindings, policies or folders, on this replica
+//!   at once and on the others through the invalidation channel.
 
 pub mod actions;
 pub mod bindings;
 mod engine;
+pub mod impact;
 pub mod roles;
 pub mod schema;
+mod service;
 
 pub use actions::{Action, CATALOGUE};
-pub use engine::{Decision, Policies, PolicyEngine, Resource, TenantPolicies};
+pub use engine::{
+    Binding, Decision, Facts, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject, TenantPolicies,
+    TenantRules,
+};
+pub use service::{Authz, StoredRules, load_subject, process_folder, resolve_resource};
 
 use crate::tenancy::TenancyError;
 

@@ -42,6 +42,40 @@ impl EntityKind {
         }
     }
 
+    /// The name used in the HTTP API (`service_account`, `folder`, …).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            EntityKind::Tenant => "tenant",
+            EntityKind::Group => "group",
+            EntityKind::User => "user",
+            EntityKind::ServiceAccount => "service_account",
+            EntityKind::Folder => "folder",
+            EntityKind::Process => "process",
+            EntityKind::Form => "form",
+            EntityKind::Report => "report",
+            EntityKind::Secret => "secret",
+            EntityKind::Task => "task",
+        }
+    }
+
+    /// The kind called `name` in the HTTP API.
+    pub fn from_api_name(name: &str) -> Option<Self> {
+        EntityKind::ALL.into_iter().find(|k| k.api_name() == name)
+    }
+
+    pub const ALL: [EntityKind; 10] = [
+        EntityKind::Tenant,
+        EntityKind::Group,
+        EntityKind::User,
+        EntityKind::ServiceAccount,
+        EntityKind::Folder,
+        EntityKind::Process,
+        EntityKind::Form,
+        EntityKind::Report,
+        EntityKind::Secret,
+        EntityKind::Task,
+    ];
+
     /// The Cedar uid `Flowgate::<Kind>::"<id>"`.
     pub fn uid(self, id: &str) -> EntityUid {
         EntityUid::from_type_name_and_id(self.type_name(), EntityId::new(id))
@@ -68,9 +102,15 @@ fn qualified(basename: &str) -> EntityTypeName {
 }
 
 /// The schema in Cedar's human-readable format; published to tenants for writing policies.
+///
+/// Every action's context carries `environment` (the tenant's: `dev`, `stage` or `prod`) and
+/// `now` (Unix seconds), and when known `source_ip` and `mfa_age` (seconds since the caller's
+/// second factor); `task.approve` adds `amount` (whole currency units).
 pub fn schema_text() -> String {
     let mut text = format!(
         "namespace {NAMESPACE} {{\n\
+         \x20 type RequestContext = {{ environment: String, now: Long, source_ip?: ipaddr, mfa_age?: Long }};\n\
+         \x20 type AmountContext = {{ environment: String, now: Long, source_ip?: ipaddr, mfa_age?: Long, amount?: Long }};\n\
          \x20 entity Tenant;\n\
          \x20 entity Group in [Tenant];\n\
          \x20 entity User in [Group, Tenant] tags String;\n\
@@ -80,13 +120,20 @@ pub fn schema_text() -> String {
          \x20 entity Form in [Folder, Tenant];\n\
          \x20 entity Report in [Folder, Tenant];\n\
          \x20 entity Secret in [Folder, Tenant];\n\
-         \x20 entity Task in [Process, Tenant];\n"
+         \x20 entity Task in [Process, Folder, Tenant];\n"
     );
     for action in CATALOGUE {
+        let resources: Vec<&str> = action.resources.iter().map(|k| k.as_str()).collect();
+        let context = if action.amount {
+            "AmountContext"
+        } else {
+            "RequestContext"
+        };
         let _ = writeln!(
             text,
-            "  action \"{}\" appliesTo {{ principal: [User, ServiceAccount], resource: [Tenant] }};",
-            action.name
+            "  action \"{}\" appliesTo {{ principal: [User, ServiceAccount], resource: [{}], context: {context} }};",
+            action.name,
+            resources.join(", ")
         );
     }
     text.push_str("}\n");
@@ -111,18 +158,8 @@ mod tests {
 
     #[test]
     fn uids_are_namespaced() {
-        for kind in [
-            EntityKind::Tenant,
-            EntityKind::Group,
-            EntityKind::User,
-            EntityKind::ServiceAccount,
-            EntityKind::Folder,
-            EntityKind::Process,
-            EntityKind::Form,
-            EntityKind::Report,
-            EntityKind::Secret,
-            EntityKind::Task,
-        ] {
+        for kind in EntityKind::ALL {
+            assert_eq!(EntityKind::from_api_name(kind.api_name()), Some(kind));
             assert_eq!(
                 kind.uid("x").to_string(),
                 format!("Flowgate::{}::\"x\"", kind.as_str())

@@ -49,6 +49,22 @@ pub async fn create(conn: &impl ConnectionTrait, new: NewUser) -> Result<user::M
     .await
 }
 
+/// Sets the display name (when given) and the attributes.
+pub async fn update(
+    conn: &impl ConnectionTrait,
+    existing: user::Model,
+    display_name: Option<String>,
+    attributes: &BTreeMap<String, String>,
+) -> Result<user::Model, DbErr> {
+    let mut row: user::ActiveModel = existing.into();
+    if let Some(name) = display_name {
+        row.display_name = Set(name);
+    }
+    row.attributes = Set(serde_json::to_value(attributes).unwrap_or_default());
+    row.updated_at = Set(Utc::now());
+    row.update(conn).await
+}
+
 pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::Model>, DbErr> {
     user::Entity::find_by_id(id).one(conn).await
 }

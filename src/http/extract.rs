@@ -1,55 +1,75 @@
 //! Extractors: the JSON body, object ids in the path, and the operator credential.
 //!
 //! Authentication happens before any of these run (in `tenant::gate` for tenant routes, and in
-//! [`Operator`], which completes on its first poll), so an unauthenticated caller always gets 401,
+//! [`Operator`], which completes on its first poll), and bodies are read only by the handler,
+//! after authorization: an unauthenticated caller always gets 401 and an unauthorized one 403,
 //! never a body error.
 
 use std::future::{Ready, ready};
+use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt as _;
-use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorCode, FieldError};
 use crate::app::AppState;
 
-/// A JSON request body, size-limited and strictly typed. Unknown fields, wrong types and missing
-/// fields are 422 naming the field; syntax errors are 400; another content type is 415; a body
-/// over the limit is 413.
-#[derive(Debug)]
-pub struct ApiJson<T>(pub T);
+/// A JSON request body, size-limited and strictly typed, read only when the handler asks:
+/// handlers call [`JsonBody::parse`] after their authorization argument was extracted, so that a
+/// caller without the permission learns nothing from body errors. Unknown fields, wrong types
+/// and missing fields are 422 naming the field; syntax errors are 400; another content type is
+/// 415; a body over the limit is 413.
+pub struct JsonBody<T> {
+    payload: Payload,
+    /// A content-type or declared-length problem, reported when the body is parsed.
+    refused: Option<ApiError>,
+    limit: usize,
+    _type: PhantomData<T>,
+}
 
-impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+impl<T> FromRequest for JsonBody<T> {
     type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+    type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req
             .app_data::<web::Data<AppState>>()
             .map_or(1024 * 1024, |s| s.settings.body_limit);
-        let checked = check_content_type(req).and_then(|()| check_declared_length(req, limit));
-        let mut payload = payload.take();
-        Box::pin(async move {
-            checked?;
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| {
-                    ApiError::new(
-                        ErrorCode::MalformedRequest,
-                        "The request body could not be read.",
-                    )
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
+        ready(Ok(JsonBody {
+            payload: payload.take(),
+            refused: check_content_type(req)
+                .and_then(|()| check_declared_length(req, limit))
+                .err(),
+            limit,
+            _type: PhantomData,
+        }))
+    }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// Reads and checks the body.
+    pub async fn parse(mut self) -> Result<T, ApiError> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = self.payload.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    "The request body could not be read.",
+                )
+            })?;
+            if body.len() + chunk.len() > self.limit {
+                return Err(too_large(self.limit));
             }
-            parse_json(&body).map(ApiJson)
-        })
+            body.extend_from_slice(&chunk);
+        }
+        parse_json(&body)
     }
 }
 
@@ -138,6 +158,25 @@ impl FromRequest for PathId {
                 .get("id")
                 .and_then(|id| Uuid::parse_str(id).ok())
                 .map(PathId)
+                .ok_or_else(ApiError::not_found),
+        )
+    }
+}
+
+/// The `{name}` of a path (a role's name); one that no role could have is 404.
+#[derive(Debug, Clone)]
+pub struct PathName(pub String);
+
+impl FromRequest for PathName {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.match_info()
+                .get("name")
+                .filter(|n| n.len() <= 64 && !n.chars().any(char::is_control))
+                .map(|n| PathName(n.to_owned()))
                 .ok_or_else(ApiError::not_found),
         )
     }

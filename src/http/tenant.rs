@@ -2,8 +2,9 @@
 //!
 //! Every request under `/t/{tenant}/api/v1` passes [`gate`]: the tenant is resolved (unknown or
 //! not live: 404), the caller authenticated (401), a suspended tenant refused (403), and the
-//! tenant's policy set loaded. A handler then cannot run without an [`Authorized<A>`] argument,
-//! whose extraction is the authorization decision for action `A`. Changes are made in a
+//! tenant's policy set loaded. A handler then cannot run without an [`Authorized<A, T>`]
+//! argument, whose extraction is the authorization decision for action `A` on the target `T`
+//! of the path (the tenant, a folder, a process). Changes are made in a
 //! [`WriteTx`] whose only way to commit also appends the audit event; every other outcome,
 //! allowed or not, is audited by the gate through the group-commit writer before the response
 //! leaves.
@@ -19,6 +20,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, ResponseError as _, web};
+use futures_util::future::LocalBoxFuture;
 use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement};
 use serde_json::Value;
 
@@ -27,7 +29,8 @@ use super::extract::bearer_token;
 use super::middleware::request_meta;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
-use crate::authz::{Action, Resource, TenantPolicies};
+use crate::authz::schema::EntityKind;
+use crate::authz::{Action, Facts, Resource, Subject, TenantPolicies, process_folder};
 use crate::identity::{IdentityError, Principal};
 use crate::tenancy::{Access, DbKind, Slug, TenancyError, Tenant, TenantStatus};
 
@@ -42,6 +45,8 @@ struct Inner {
     state: web::Data<AppState>,
     tenant: Arc<Tenant>,
     principal: Principal,
+    /// The principal as the policy engine sees it.
+    subject: Subject,
     policies: Arc<TenantPolicies>,
     meta: RequestMeta,
     note: Mutex<AuditNote>,
@@ -51,6 +56,8 @@ struct Inner {
 #[derive(Default)]
 struct AuditNote {
     action: Option<&'static str>,
+    /// The API name and id of the resource decided on.
+    resource: Option<(&'static str, String)>,
     decision: Option<Outcome>,
     reasons: Vec<String>,
     /// Set once the event was written inside a change's transaction.
@@ -74,6 +81,16 @@ impl TenantRequest {
         &self.0.state
     }
 
+    /// A handle on the application state that can outlive the request (for blocking work).
+    pub fn state_handle(&self) -> web::Data<AppState> {
+        self.0.state.clone()
+    }
+
+    /// The tenant's compiled policies, as loaded for this request.
+    pub fn policies(&self) -> &TenantPolicies {
+        &self.0.policies
+    }
+
     /// A read-only transaction in this tenant.
     pub async fn read(&self) -> Result<DatabaseTransaction, ApiError> {
         Ok(self.state().dbs.begin(self.slug(), Access::Read).await?)
@@ -88,6 +105,50 @@ impl TenantRequest {
         })
     }
 
+    /// Decides whether the caller may do `A` on `resource`, and notes the decision for the
+    /// audit trail. Handlers call it for a second resource an operation touches; the first is
+    /// decided by [`Authorized`].
+    pub fn authorize<A: Action>(&self, resource: &Resource) -> Result<(), ApiError> {
+        if cfg!(feature = "insecure-bench") {
+            return Ok(());
+        }
+        let state = self.state();
+        let facts = Facts {
+            source_ip: self
+                .0
+                .meta
+                .source_ip
+                .as_deref()
+                .and_then(|ip| ip.parse().ok()),
+            ..Facts::default()
+        };
+        let decision = state.authz.engine().decide(
+            &self.0.policies,
+            &self.0.subject,
+            A::NAME,
+            resource,
+            &facts,
+        );
+        state.metrics.observe_decision(decision.allowed);
+        if !decision.errors.is_empty() {
+            tracing::warn!(action = A::NAME, errors = ?decision.errors, "policy evaluation errors");
+        }
+        let mut note = self.note();
+        note.action = Some(A::NAME);
+        note.resource = Some((resource.kind.api_name(), resource.id.clone()));
+        note.decision = Some(if decision.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        });
+        note.reasons = decision.reasons;
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(A::NAME))
+        }
+    }
+
     fn note(&self) -> std::sync::MutexGuard<'_, AuditNote> {
         // The note is plain data; a panic elsewhere cannot leave it half-updated.
         self.0.note.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,23 +158,92 @@ impl TenantRequest {
     fn event(&self, status: u16) -> AuditEvent {
         let note = self.note();
         let decision = note.decision.unwrap_or(Outcome::None);
-        let mut event = AuditEvent::new(&self.0.meta, note.action.unwrap_or("request"), "tenant")
-            .actor(self.principal().actor_type(), self.principal().actor_id())
-            .outcome(decision, status);
+        let (resource_type, resource_id) = match &note.resource {
+            Some((kind, id)) => (*kind, Some(id.clone())),
+            None => ("tenant", None),
+        };
+        let mut event = AuditEvent::new(
+            &self.0.meta,
+            note.action.unwrap_or("request"),
+            resource_type,
+        )
+        .actor(self.principal().actor_type(), self.principal().actor_id())
+        .outcome(decision, status);
+        event.resource_id = resource_id;
         if !note.reasons.is_empty() {
             event = event.detail("policies", note.reasons.clone());
+        } else if decision == Outcome::Deny {
+            event = event.detail("policies", "no policy permits this");
         }
         event
     }
 }
 
-/// A handler argument proving that the caller may do `A` in this tenant.
-pub struct Authorized<A: Action> {
-    request: TenantRequest,
-    _action: PhantomData<A>,
+/// Where an action applies, resolved from the request path before the decision.
+pub trait Target: 'static {
+    fn resolve(
+        request: &TenantRequest,
+        http: &HttpRequest,
+    ) -> impl Future<Output = Result<Resource, ApiError>>;
 }
 
-impl<A: Action> Deref for Authorized<A> {
+/// The tenant itself: tenant-wide actions such as listing users.
+pub struct OnTenant;
+
+/// The folder `{id}` of the path.
+pub struct OnFolder;
+
+/// The process `{id}` of the path.
+pub struct OnProcess;
+
+impl Target for OnTenant {
+    async fn resolve(request: &TenantRequest, _: &HttpRequest) -> Result<Resource, ApiError> {
+        Ok(request.policies().tenant())
+    }
+}
+
+impl Target for OnFolder {
+    async fn resolve(request: &TenantRequest, http: &HttpRequest) -> Result<Resource, ApiError> {
+        let id = path_id(http)?;
+        request
+            .policies()
+            .folder(id)
+            .ok_or_else(ApiError::not_found)
+    }
+}
+
+impl Target for OnProcess {
+    async fn resolve(request: &TenantRequest, http: &HttpRequest) -> Result<Resource, ApiError> {
+        let id = path_id(http)?;
+        let tx = request.read().await?;
+        let folder = process_folder(&tx, id).await?;
+        tx.commit().await?;
+        folder
+            .and_then(|folder| {
+                request
+                    .policies()
+                    .resource_in(EntityKind::Process, id.to_string(), folder)
+            })
+            .ok_or_else(ApiError::not_found)
+    }
+}
+
+/// A handler argument proving that the caller may do `A` on the target `T` of the request
+/// (the tenant unless said otherwise).
+pub struct Authorized<A: Action, T: Target = OnTenant> {
+    request: TenantRequest,
+    resource: Resource,
+    _decided: PhantomData<(A, T)>,
+}
+
+impl<A: Action, T: Target> Authorized<A, T> {
+    /// The resource the decision was about.
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+}
+
+impl<A: Action, T: Target> Deref for Authorized<A, T> {
     type Target = TenantRequest;
 
     fn deref(&self) -> &TenantRequest {
@@ -121,57 +251,35 @@ impl<A: Action> Deref for Authorized<A> {
     }
 }
 
-impl<A: Action> FromRequest for Authorized<A> {
+impl<A: Action, T: Target> FromRequest for Authorized<A, T> {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
-    /// Decides at once (the policy set is already loaded), so that a denial wins over any error
-    /// of the extractors after it.
+    /// Resolves the target and decides. Handlers read their bodies only afterwards (see
+    /// `JsonBody`), so a denial always wins over a body error.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(authorize::<A>(req))
+        let request = req.extensions().get::<TenantRequest>().cloned();
+        let http = req.clone();
+        Box::pin(async move {
+            let request = request.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("tenant route outside the tenant gate"))
+            })?;
+            let resource = T::resolve(&request, &http).await?;
+            request.authorize::<A>(&resource)?;
+            Ok(Authorized {
+                request,
+                resource,
+                _decided: PhantomData,
+            })
+        })
     }
 }
 
-fn authorize<A: Action>(req: &HttpRequest) -> Result<Authorized<A>, ApiError> {
-    let request = req
-        .extensions()
-        .get::<TenantRequest>()
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("tenant route outside the tenant gate"))
-        })?;
-    let allowed = if cfg!(feature = "insecure-bench") {
-        true
-    } else {
-        let state = request.state();
-        let decision = state.policies.decide(
-            &request.0.policies,
-            request.principal(),
-            A::NAME,
-            &Resource::tenant(request.tenant()),
-        );
-        state.metrics.observe_decision(decision.allowed);
-        let mut note = request.note();
-        note.action = Some(A::NAME);
-        note.decision = Some(if decision.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        });
-        note.reasons = decision.reasons;
-        if !decision.errors.is_empty() {
-            tracing::warn!(action = A::NAME, errors = ?decision.errors, "policy evaluation errors");
-        }
-        decision.allowed
-    };
-    if allowed {
-        Ok(Authorized {
-            request,
-            _action: PhantomData,
-        })
-    } else {
-        Err(ApiError::forbidden(A::NAME))
-    }
+fn path_id(http: &HttpRequest) -> Result<uuid::Uuid, ApiError> {
+    http.match_info()
+        .get("id")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(ApiError::not_found)
 }
 
 /// What a committed change did, for its audit event.
@@ -293,14 +401,18 @@ pub async fn gate(
             .detail("reason", "tenant_suspended");
         return Ok(respond_audited(&state, &tenant.slug, event, req.error_response(error)).await);
     }
-    let policies = match state.policies.policies(&tenant).await {
+    let policies = match state.authz.policies(&tenant).await {
         Ok(policies) => policies,
         Err(e) => return Ok(req.error_response(ApiError::from(e))),
+    };
+    let subject = match &principal {
+        Principal::ServiceAccount { id, .. } => Subject::service_account(*id),
     };
     let request = TenantRequest(Arc::new(Inner {
         state: state.clone(),
         tenant,
         principal,
+        subject,
         policies,
         meta,
         note: Mutex::new(AuditNote::default()),

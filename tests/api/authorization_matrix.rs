@@ -1,10 +1,14 @@
 //! Every operation of the OpenAPI document refuses a caller without credentials (401) and a
 //! caller without the permission (403); only the declared public operations answer anyone.
+//! And every operation × every built-in role × a scope in and out of range answers as the
+//! documented catalogue says.
+
+use std::collections::{HashMap, HashSet};
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Db, TestApp, spawn_app};
 use crate::on_both_databases;
 
 /// The only operations that need no credentials.
@@ -12,8 +16,11 @@ const PUBLIC: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/readyz")];
 
 struct Operation {
     method: Method,
-    path: String,
+    /// The documented path, with `{placeholders}`.
+    template: String,
     public: bool,
+    /// The permission named in the description ("Requires `x.y`"), for tenant operations.
+    action: Option<String>,
 }
 
 async fn operations(app: &TestApp) -> Vec<Operation> {
@@ -36,23 +43,118 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
                 !secured, public,
                 "{method} {path}: only the declared public operations may go without security"
             );
-            let concrete = path
-                .replace("{tenant}", &app.tenant)
-                .replace("{slug}", &app.tenant)
-                .replace("{id}", &uuid::Uuid::new_v4().to_string());
+            let description = op["description"].as_str().unwrap_or_default();
+            let action = description
+                .split("Requires `")
+                .nth(1)
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned);
+            if path.starts_with("/t/") {
+                assert!(
+                    action.is_some(),
+                    "{method} {path} must document the permission it requires"
+                );
+            }
             ops.push(Operation {
                 method: method.to_uppercase().parse().unwrap(),
-                path: concrete,
+                template: path.clone(),
                 public,
+                action,
             });
         }
     }
-    assert!(ops.len() >= 20, "the document lists every operation");
+    assert!(ops.len() >= 50, "the document lists every operation");
+    // Deletions last, so that the objects other operations use still exist.
+    ops.sort_by_key(|op| op.method == Method::DELETE);
     ops
 }
 
-async fn send(app: &TestApp, op: &Operation, key: Option<&str>) -> StatusCode {
-    let mut request = app.client.request(op.method.clone(), app.url(&op.path));
+/// Real objects of the tenant for the operations' `{id}` and `{name}`.
+struct Objects {
+    folder: String,
+    other_folder: String,
+    by_prefix: Vec<(&'static str, String)>,
+    role: String,
+}
+
+async fn create(app: &TestApp, path: &str, body: Value) -> String {
+    let (status, created) = app.post(path, &app.admin_key, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{path}: {created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+async fn objects(app: &TestApp) -> Objects {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let folder = create(app, "/folders", json!({"name": "in scope"})).await;
+    let other_folder = create(app, "/folders", json!({"name": "out of scope"})).await;
+    let process = create(
+        app,
+        &format!("/folders/{folder}/processes"),
+        json!({"name": "p"}),
+    )
+    .await;
+    let user = app.create_user(&format!("u-{unique}@example.com")).await;
+    let group = create(app, "/groups", json!({"name": format!("g-{unique}")})).await;
+    let account = create(
+        app,
+        "/service-accounts",
+        json!({"name": format!("sa-{unique}")}),
+    )
+    .await;
+    let binding = create(app, "/role-bindings", json!({"role": "Viewer", "subject": {"type": "user", "id": user}, "scope": {"type": "tenant"}})).await;
+    let (_, key) = app
+        .post(
+            "/api-keys",
+            &app.admin_key,
+            json!({"name": "k", "service_account_id": account}),
+        )
+        .await;
+    let policy = create(app, "/policies", json!({"name": format!("p-{unique}"), "text": "forbid(principal, action == Flowgate::Action::\"secret.read\", resource) when { context.environment == \"prod\" };"})).await;
+    let role = format!("Custom {unique}");
+    let (status, body) = app
+        .post(
+            "/roles",
+            &app.admin_key,
+            json!({"name": role, "actions": ["task.read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    Objects {
+        by_prefix: vec![
+            ("/users/", user),
+            ("/groups/", group),
+            ("/service-accounts/", account),
+            ("/role-bindings/", binding),
+            ("/api-keys/", key["id"].as_str().unwrap().to_owned()),
+            ("/policies/", policy),
+            ("/folders/", folder.clone()),
+            ("/processes/", process),
+        ],
+        folder,
+        other_folder,
+        role,
+    }
+}
+
+impl Objects {
+    fn path(&self, app: &TestApp, template: &str) -> String {
+        let mut path = template
+            .replace("{tenant}", &app.tenant)
+            .replace("{slug}", &app.tenant)
+            .replace("{name}", &self.role);
+        if let Some(id) = self
+            .by_prefix
+            .iter()
+            .find(|(prefix, _)| template.contains(&format!("{prefix}{{id}}")))
+        {
+            path = path.replace("{id}", &id.1);
+        }
+        path
+    }
+}
+
+async fn send(app: &TestApp, op: &Operation, path: &str, key: Option<&str>) -> StatusCode {
+    let mut request = app.client.request(op.method.clone(), app.url(path));
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -67,33 +169,41 @@ async fn send(app: &TestApp, op: &Operation, key: Option<&str>) -> StatusCode {
 
 on_both_databases! {
     async fn every_operation_refuses_unauthenticated_callers(app) {
+        let objects = objects(&app).await;
         for op in operations(&app).await.iter().filter(|op| !op.public) {
-            assert_eq!(send(&app, op, None).await, StatusCode::UNAUTHORIZED, "{} {}", op.method, op.path);
+            let path = objects.path(&app, &op.template);
+            assert_eq!(send(&app, op, &path, None).await, StatusCode::UNAUTHORIZED, "{} {path}", op.method);
         }
     }
 
     async fn every_tenant_operation_refuses_a_caller_without_the_permission(app) {
+        let objects = objects(&app).await;
         let no_role = app.key_with_role(None).await;
-        for op in operations(&app).await.iter().filter(|op| op.path.starts_with("/t/")) {
-            assert_eq!(send(&app, op, Some(&no_role)).await, StatusCode::FORBIDDEN, "{} {}", op.method, op.path);
+        for op in operations(&app).await.iter().filter(|op| op.template.starts_with("/t/")) {
+            let path = objects.path(&app, &op.template);
+            assert_eq!(send(&app, op, &path, Some(&no_role)).await, StatusCode::FORBIDDEN, "{} {path}", op.method);
         }
     }
 
     async fn operator_operations_refuse_tenant_credentials(app) {
-        for op in operations(&app).await.iter().filter(|op| !op.public && !op.path.starts_with("/t/")) {
-            assert_eq!(send(&app, op, Some(&app.admin_key)).await, StatusCode::UNAUTHORIZED, "{} {}", op.method, op.path);
+        let objects = objects(&app).await;
+        for op in operations(&app).await.iter().filter(|op| !op.public && !op.template.starts_with("/t/")) {
+            let path = objects.path(&app, &op.template);
+            assert_eq!(send(&app, op, &path, Some(&app.admin_key)).await, StatusCode::UNAUTHORIZED, "{} {path}", op.method);
         }
     }
 
     async fn public_operations_answer_anyone(app) {
+        let objects = objects(&app).await;
         for op in operations(&app).await.iter().filter(|op| op.public) {
-            assert_eq!(send(&app, op, None).await, StatusCode::OK, "{} {}", op.method, op.path);
+            let path = objects.path(&app, &op.template);
+            assert_eq!(send(&app, op, &path, None).await, StatusCode::OK, "{} {path}", op.method);
         }
     }
 
     async fn denied_calls_are_audited_with_the_action(app) {
         let viewer = app.key_with_role(Some("Viewer")).await;
-        let (status, _) = app.post("/service-accounts", &viewer, serde_json::json!({"name": "nope"})).await;
+        let (status, _) = app.post("/service-accounts", &viewer, json!({"name": "nope"})).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         let events = app.audit_events().await;
         let denied = events.iter().rev().find(|e| e["decision"] == "deny").expect("a denial event");
@@ -101,5 +211,108 @@ on_both_databases! {
         assert_eq!(denied["status"], 403);
         assert_eq!(denied["actor_type"], "service_account");
         assert_eq!(denied["source_ip"], "127.0.0.1");
+        assert_eq!(denied["details"]["policies"], "no policy permits this");
+    }
+}
+
+/// A service account bound to `role` on `scope` (`None`: the tenant; `Some(folder)`), and its key.
+async fn key_for(app: &TestApp, role: &str, scope: Option<&str>) -> String {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let account = create(
+        app,
+        "/service-accounts",
+        json!({"name": format!("m-{unique}")}),
+    )
+    .await;
+    let scope = match scope {
+        None => json!({"type": "tenant"}),
+        Some(folder) => json!({"type": "folder", "id": folder}),
+    };
+    create(app, "/role-bindings", json!({"role": role, "subject": {"type": "service_account", "id": account}, "scope": scope})).await;
+    let (_, key) = app
+        .post(
+            "/api-keys",
+            &app.admin_key,
+            json!({"name": "m", "service_account_id": account}),
+        )
+        .await;
+    key["key"].as_str().unwrap().to_owned()
+}
+
+/// The built-in roles' actions as the API documents them (conditional grants hold in a `dev`
+/// tenant, which the test tenant is).
+async fn documented_roles(app: &TestApp) -> HashMap<String, HashSet<String>> {
+    let (status, roles) = app.get("/roles", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+    roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["builtin"] == true)
+        .map(|r| {
+            let mut actions: HashSet<String> = r["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            for grant in r["conditional"].as_array().unwrap() {
+                actions.extend(
+                    grant["actions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a.as_str().unwrap().to_owned()),
+                );
+            }
+            (r["name"].as_str().unwrap().to_owned(), actions)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_by_every_builtin_role_in_and_out_of_scope_follows_the_catalogue() {
+    let app = spawn_app(Db::Sqlite).await;
+    let roles = documented_roles(&app).await;
+    assert_eq!(roles.len(), 5);
+    let ops = operations(&app).await;
+    for (role, actions) in &roles {
+        for scope in ["tenant", "folder", "other folder"] {
+            // Fresh objects for each round: the allowed deletions of the last round removed some.
+            let objects = objects(&app).await;
+            let key = match scope {
+                "tenant" => key_for(&app, role, None).await,
+                "folder" => key_for(&app, role, Some(&objects.folder)).await,
+                _ => key_for(&app, role, Some(&objects.other_folder)).await,
+            };
+            for op in ops.iter().filter(|op| op.template.starts_with("/t/")) {
+                let action = op.action.as_deref().unwrap();
+                // What the operation decides on: the process or folder of its path, else the tenant.
+                let in_folder = op.template.contains("/processes/{id}")
+                    || op.template.contains("/folders/{id}");
+                let covered = match scope {
+                    "tenant" => true,
+                    "folder" => in_folder,
+                    _ => false,
+                };
+                let allowed = covered && actions.contains(action);
+                let path = objects.path(&app, &op.template);
+                let status = send(&app, op, &path, Some(&key)).await;
+                if allowed {
+                    assert!(
+                        status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                        "{role} on {scope}: {} {path} ({action}) should be allowed, got {status}",
+                        op.method
+                    );
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{role} on {scope}: {} {path} ({action})",
+                        op.method
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,1 +1,2 @@
 pub mod m20261129_000001_spine;
+pub mod m20261129_000002_authz;

@@ -13,7 +13,7 @@ use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
 use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, PathId};
+use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
 use crate::identity::api_key::PREFIX;
 
@@ -79,13 +79,13 @@ impl From<api_key::Model> for ApiKeyView {
 #[post("/api-keys")]
 pub async fn create_api_key(
     auth: Authorized<ApiKeyCreate>,
-    body: ApiJson<CreateApiKey>,
+    body: JsonBody<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let CreateApiKey {
         name,
         service_account_id,
         expires_at,
-    } = body.0;
+    } = body.parse().await?;
     let name = clean_name(&name, 100).map_err(|m| ApiError::invalid_field("name", m))?;
     if expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(ApiError::invalid_field(

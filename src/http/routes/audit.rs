@@ -1,8 +1,8 @@
 //! `/t/{tenant}/api/v1/audit`
 
-use actix_web::{get, web};
+use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
-use entity::tenant::audit_event;
+use entity::tenant::{audit_event, audit_head};
 use sea_orm::{
     ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::{Page, TenantErrors, TenantParam};
 use crate::audit::{VerifyReport, verify};
-use crate::authz::actions::{AuditRead, AuditVerify};
+use crate::authz::actions::{AuditExport, AuditRead, AuditVerify};
 use crate::http::error::ApiError;
 use crate::http::tenant::Authorized;
+use crate::tenancy::Access;
 
 /// Paging of the audit trail, oldest first.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -115,6 +116,78 @@ pub async fn list_audit_events(
         AuditEventView::from,
     )))
 }
+
+/// Where an export starts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// Export events after this sequence number (default: from the first).
+    pub after: Option<i64>,
+}
+
+/// Export the audit trail as NDJSON.
+///
+/// One event per line, oldest first, with its hashes, up to the chain head at the time of the
+/// request; verify offline by recomputing the chain. Requires `audit.export`.
+#[utoipa::path(
+    tag = "audit",
+    params(TenantParam, ExportParams),
+    responses((status = 200, content_type = "application/x-ndjson", body = AuditEventView, description = "One event per line"), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/audit/export")]
+pub async fn export_audit(
+    auth: Authorized<AuditExport>,
+    query: web::Query<ExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.read().await?;
+    let head = audit_head::Entity::find_by_id(1)
+        .one(&tx)
+        .await?
+        .map_or(0, |h| h.seq);
+    tx.commit().await?;
+    let state = auth.state_handle();
+    let slug = auth.slug().clone();
+    let pages = futures_util::stream::try_unfold(query.after.unwrap_or(0), move |after| {
+        let (state, slug) = (state.clone(), slug.clone());
+        async move {
+            if after >= head {
+                return Ok(None);
+            }
+            let tx = state.dbs.begin(&slug, Access::Read).await?;
+            let rows = audit_event::Entity::find()
+                .filter(audit_event::Column::Seq.gt(after))
+                .filter(audit_event::Column::Seq.lte(head))
+                .order_by_asc(audit_event::Column::Seq)
+                .limit(EXPORT_PAGE)
+                .all(&tx)
+                .await?;
+            tx.commit().await?;
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                return Ok(None);
+            };
+            let mut lines = Vec::new();
+            for row in rows {
+                serde_json::to_writer(&mut lines, &AuditEventView::from(row))
+                    .map_err(anyhow::Error::from)?;
+                lines.push(b'\n');
+            }
+            Ok::<_, ApiError>(Some((web::Bytes::from(lines), last)))
+        }
+    });
+    // Once streaming has begun the status is sent: a failure can only cut the stream short.
+    let pages = futures_util::TryStreamExt::map_err(pages, |e: ApiError| {
+        tracing::error!(error = %e, "audit export interrupted");
+        std::io::Error::other("audit export interrupted")
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(pages))
+}
+
+/// Events per page of an export.
+const EXPORT_PAGE: u64 = 1_000;
 
 /// Verify the audit chain.
 ///

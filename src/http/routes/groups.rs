@@ -11,7 +11,7 @@ use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{GroupCreate, GroupMemberAdd, GroupRead};
 use crate::directory::{self, clean_name, groups, is_duplicate, users};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, PathId};
+use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
 
 /// A group to create.
@@ -61,9 +61,10 @@ pub struct AddGroupMember {
 #[post("/groups")]
 pub async fn create_group(
     auth: Authorized<GroupCreate>,
-    body: ApiJson<CreateGroup>,
+    body: JsonBody<CreateGroup>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = clean_name(&body.0.name, 100).map_err(|m| ApiError::invalid_field("name", m))?;
+    let name = clean_name(&body.parse().await?.name, 100)
+        .map_err(|m| ApiError::invalid_field("name", m))?;
     let tx = auth.write().await?;
     let group = match groups::create(tx.conn(), name).await {
         Err(e) if is_duplicate(&e) => {
@@ -117,17 +118,18 @@ pub async fn list_groups(
 pub async fn add_group_member(
     auth: Authorized<GroupMemberAdd>,
     id: PathId,
-    body: ApiJson<AddGroupMember>,
+    body: JsonBody<AddGroupMember>,
 ) -> Result<HttpResponse, ApiError> {
+    let AddGroupMember { user_id } = body.parse().await?;
     let tx = auth.write().await?;
     if groups::get(tx.conn(), id.0).await?.is_none()
-        || users::get(tx.conn(), body.0.user_id).await?.is_none()
+        || users::get(tx.conn(), user_id).await?.is_none()
     {
         return Err(ApiError::not_found());
     }
-    groups::add_member(tx.conn(), id.0, body.0.user_id).await?;
+    groups::add_member(tx.conn(), id.0, user_id).await?;
     let change = Change::new("group", id.0, 204)
-        .detail("user_id", body.0.user_id.to_string())
+        .detail("user_id", user_id.to_string())
         .invalidating();
     tx.commit(change).await?;
     Ok(HttpResponse::NoContent().finish())

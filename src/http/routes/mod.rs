@@ -5,14 +5,20 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod authz;
+pub mod folders;
 pub mod groups;
 pub mod health;
 pub mod platform;
+pub mod policies;
+pub mod processes;
 pub mod role_bindings;
+pub mod roles;
 pub mod service_accounts;
 pub mod users;
 
 use actix_web::middleware::from_fn;
+use actix_web::web;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_actix_web::scope;
@@ -20,7 +26,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::error::{ApiError, Problem};
-use super::tenant::gate;
+use super::tenant::{TenantRequest, gate};
+use crate::authz::StoredRules;
+use crate::authz::impact::{Impact, Universe, impact};
 
 /// Registers every route.
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -42,6 +50,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(users::create_user)
                 .service(users::list_users)
                 .service(users::get_user)
+                .service(users::update_user)
                 .service(groups::create_group)
                 .service(groups::list_groups)
                 .service(groups::add_group_member)
@@ -54,7 +63,38 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(api_keys::create_api_key)
                 .service(api_keys::list_api_keys)
                 .service(api_keys::delete_api_key)
+                .service(roles::list_roles)
+                .service(roles::create_role)
+                .service(roles::get_role)
+                .service(roles::update_role)
+                .service(roles::delete_role)
+                .service(policies::list_policies)
+                .service(policies::create_policy)
+                .service(policies::get_policy)
+                .service(policies::update_policy)
+                .service(policies::delete_policy)
+                .service(policies::list_policy_versions)
+                .service(authz::get_schema)
+                .service(authz::list_actions)
+                .service(authz::check)
+                .service(authz::resource_access)
+                .service(authz::principal_permissions)
+                .service(folders::list_folders)
+                .service(folders::create_folder)
+                .service(folders::create_subfolder)
+                .service(folders::get_folder)
+                .service(folders::update_folder)
+                .service(folders::delete_folder)
+                .service(processes::list_processes)
+                .service(processes::list_folder_processes)
+                .service(processes::create_process)
+                .service(processes::create_folder_process)
+                .service(processes::get_process)
+                .service(processes::update_process)
+                .service(processes::publish_process)
+                .service(processes::delete_process)
                 .service(audit::list_audit_events)
+                .service(audit::export_audit)
                 .service(audit::verify_audit),
         );
 }
@@ -141,6 +181,43 @@ impl<T> Page<T> {
             next_cursor,
         })
     }
+}
+
+/// Whether a change to roles or policies is only to be tried.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DryRunParam {
+    /// Report who would gain and lose which permission, and change nothing.
+    pub dry_run: Option<bool>,
+}
+
+impl DryRunParam {
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+}
+
+/// The impact of applying `change` to the tenant's stored rules, computed off the worker thread
+/// (it evaluates every principal against every resource).
+pub async fn dry_run(
+    request: &TenantRequest,
+    change: impl FnOnce(&mut StoredRules) + Send + 'static,
+) -> Result<Impact, ApiError> {
+    let state = request.state_handle();
+    let engine = state.authz.engine();
+    let tx = request.read().await?;
+    let rules = StoredRules::load(&tx).await?;
+    let before = engine.build(&rules.for_tenant(request.tenant()))?;
+    let universe = Universe::load(&tx, &before).await?;
+    tx.commit().await?;
+    let mut changed = rules;
+    change(&mut changed);
+    let after = engine.build(&changed.for_tenant(request.tenant()))?;
+    let impact = web::block(move || impact(state.authz.engine(), &before, &after, &universe))
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("dry run failed: {e}")))?;
+    Ok(impact)
 }
 
 /// Errors every tenant operation can answer with.

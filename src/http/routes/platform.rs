@@ -11,7 +11,7 @@ use super::BodyErrors;
 use crate::app::AppState;
 use crate::directory::clean_name;
 use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::extract::{ApiJson, Operator};
+use crate::http::extract::{JsonBody, Operator};
 use crate::http::middleware::request_meta;
 use crate::platform::{self, NewTenant};
 use crate::tenancy::{Environment, Slug, Tenant, TenantStatus};
@@ -138,9 +138,9 @@ pub async fn create_tenant(
     _operator: Operator,
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: ApiJson<CreateTenant>,
+    body: JsonBody<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body.0.validate()?;
+    let new = body.parse().await?.validate()?;
     let onboarded = platform::create_tenant(&state, new, &request_meta(&req)).await?;
     Ok(HttpResponse::Created().json(CreatedTenant {
         tenant: onboarded.tenant.into(),

@@ -11,10 +11,15 @@ use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::authz::roles::{BUILTIN_ROLES, builtin};
+use crate::content::{folders, processes};
 use crate::directory;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, PathId};
+use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
+use entity::tenant::role;
+use sea_orm::{
+    ColumnTrait as _, ConnectionTrait, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
+};
 
 /// Who a binding grants to.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -39,7 +44,7 @@ pub struct ScopeRef {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoleBinding {
-    /// A built-in role: Admin, Designer, Operator, Viewer or Auditor.
+    /// A built-in role (Admin, Designer, Operator, Viewer, Auditor) or a custom role's name.
     #[schema(example = "Viewer")]
     pub role: String,
     pub subject: SubjectRef,
@@ -78,43 +83,68 @@ impl TryFrom<role_binding::Model> for RoleBindingView {
 }
 
 impl CreateRoleBinding {
+    /// Checks the shape; whether the role, subject and scope exist is checked in the tenant.
     fn validate(self) -> Result<NewBinding, ApiError> {
-        let role = builtin(&self.role).ok_or_else(|| {
-            let known: Vec<_> = BUILTIN_ROLES.iter().map(|r| r.name).collect();
-            ApiError::invalid_field("role", format!("must be one of {}", known.join(", ")))
-        })?;
-        match (self.scope.kind, &self.scope.id) {
-            (ScopeType::Tenant, None) => {}
+        let scope_id = match (self.scope.kind, self.scope.id) {
+            (ScopeType::Tenant, None) => None,
             (ScopeType::Tenant, Some(_)) => {
                 return Err(ApiError::invalid_field(
                     "scope.id",
                     "must be absent for the tenant scope",
                 ));
             }
-            (other, _) => {
+            (_, Some(id)) if Uuid::parse_str(&id).is_ok() => Some(id.to_lowercase()),
+            (kind, _) => {
                 return Err(ApiError::invalid_field(
-                    "scope.type",
-                    format!(
-                        "`{}` scopes are not available yet; use `tenant`",
-                        other.as_str()
-                    ),
+                    "scope.id",
+                    format!("a `{}` scope needs the object's id", kind.as_str()),
                 ));
             }
-        }
+        };
         Ok(NewBinding {
-            role: role.name,
+            role: self.role,
             subject_type: self.subject.kind,
             subject_id: self.subject.id,
             scope_type: self.scope.kind,
-            scope_id: self.scope.id,
+            scope_id,
         })
     }
 }
 
+/// Whether `role` is a built-in or custom role of the transaction's tenant.
+async fn role_exists(conn: &impl ConnectionTrait, name: &str) -> Result<bool, ApiError> {
+    if builtin(name).is_some() {
+        return Ok(true);
+    }
+    Ok(role::Entity::find()
+        .filter(role::Column::Name.eq(name))
+        .count(conn)
+        .await?
+        > 0)
+}
+
+/// Whether the scope's object exists. Forms, reports and secrets are not stored yet; a binding
+/// on one of their ids applies once the object exists.
+async fn scope_exists(
+    conn: &impl ConnectionTrait,
+    kind: ScopeType,
+    id: Option<&str>,
+) -> Result<bool, ApiError> {
+    let id = id.and_then(|id| Uuid::parse_str(id).ok());
+    Ok(match (kind, id) {
+        (ScopeType::Tenant, _) => true,
+        (ScopeType::Folder, Some(id)) => folders::get(conn, id).await?.is_some(),
+        (ScopeType::Process, Some(id)) => processes::get(conn, id).await?.is_some(),
+        (ScopeType::Form | ScopeType::Report | ScopeType::Secret, Some(_)) => true,
+        (_, None) => false,
+    })
+}
+
 /// Grant a role to a subject on a scope.
 ///
-/// Takes effect on the next request, on every replica. A subject that does not exist in this
-/// tenant is 404. Requires `role_binding.create`.
+/// Takes effect on the next request, on every replica. A role on a folder covers everything in
+/// the folder and its sub-folders. A subject or scope object that does not exist in this tenant
+/// is 404. Requires `role_binding.create`.
 #[utoipa::path(
     tag = "role-bindings",
     params(TenantParam),
@@ -125,20 +155,40 @@ impl CreateRoleBinding {
 #[post("/role-bindings")]
 pub async fn create_role_binding(
     auth: Authorized<RoleBindingCreate>,
-    body: ApiJson<CreateRoleBinding>,
+    body: JsonBody<CreateRoleBinding>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body.0.validate()?;
+    let new = body.parse().await?.validate()?;
     let tx = auth.write().await?;
-    if !bindings::subject_exists(tx.conn(), new.subject_type, new.subject_id).await? {
+    if !role_exists(tx.conn(), &new.role).await? {
+        let known: Vec<_> = BUILTIN_ROLES.iter().map(|r| r.name).collect();
+        return Err(ApiError::invalid_field(
+            "role",
+            format!(
+                "no such role; the built-in roles are {}, custom roles are listed at /roles",
+                known.join(", ")
+            ),
+        ));
+    }
+    if !bindings::subject_exists(tx.conn(), new.subject_type, new.subject_id).await?
+        || !scope_exists(tx.conn(), new.scope_type, new.scope_id.as_deref()).await?
+    {
         return Err(ApiError::not_found());
     }
-    let role = new.role;
+    let role = new.role.clone();
     let binding = bindings::create(tx.conn(), new).await?.ok_or_else(|| {
         ApiError::conflict("This role is already bound to this subject on this scope.")
     })?;
     let change = Change::new("role_binding", binding.id, 201)
         .detail("role", role)
         .detail("subject_id", binding.subject_id.to_string())
+        .detail(
+            "scope",
+            format!(
+                "{}:{}",
+                binding.scope_type,
+                binding.scope_id.clone().unwrap_or_default()
+            ),
+        )
         .invalidating();
     tx.commit(change).await?;
     Ok(HttpResponse::Created().json(RoleBindingView::try_from(binding)?))

@@ -11,7 +11,7 @@ use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead};
 use crate::directory::{self, clean_name, is_duplicate, service_accounts};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, PathId};
+use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
 
 /// A service account to create.
@@ -54,9 +54,10 @@ impl From<service_account::Model> for ServiceAccountView {
 #[post("/service-accounts")]
 pub async fn create_service_account(
     auth: Authorized<ServiceAccountCreate>,
-    body: ApiJson<CreateServiceAccount>,
+    body: JsonBody<CreateServiceAccount>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = clean_name(&body.0.name, 100).map_err(|m| ApiError::invalid_field("name", m))?;
+    let name = clean_name(&body.parse().await?.name, 100)
+        .map_err(|m| ApiError::invalid_field("name", m))?;
     let tx = auth.write().await?;
     let account = match service_accounts::create(tx.conn(), name).await {
         Err(e) if is_duplicate(&e) => {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::user;
 use serde::{Deserialize, Serialize};
@@ -10,10 +10,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
-use crate::authz::actions::{UserCreate, UserRead};
+use crate::authz::actions::{UserCreate, UserRead, UserUpdate};
 use crate::directory::{self, clean_name, is_duplicate, users};
 use crate::http::error::{ApiError, FieldError};
-use crate::http::extract::{ApiJson, PathId};
+use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
 
 /// A user to create.
@@ -26,6 +26,21 @@ pub struct CreateUser {
     #[schema(example = "Ada Lovelace")]
     pub display_name: String,
 }
+
+/// Changes to a user. `attributes` is merged: a key set to `null` is removed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub display_name: Option<String>,
+    /// Claims the policies see as entity tags (`principal.getTag("region")`).
+    #[schema(example = json!({"department": "Finance", "region": "US"}))]
+    pub attributes: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// Most attributes a user can carry, and the longest key and value.
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_KEY: usize = 64;
+const MAX_ATTRIBUTE_VALUE: usize = 1024;
 
 /// A user as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,9 +106,9 @@ impl CreateUser {
 #[post("/users")]
 pub async fn create_user(
     auth: Authorized<UserCreate>,
-    body: ApiJson<CreateUser>,
+    body: JsonBody<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body.0.validate()?;
+    let new = body.parse().await?.validate()?;
     let tx = auth.write().await?;
     let user = match users::create(tx.conn(), new).await {
         Err(e) if is_duplicate(&e) => {
@@ -103,6 +118,88 @@ pub async fn create_user(
     };
     tx.commit(Change::new("user", user.id, 201)).await?;
     Ok(HttpResponse::Created().json(UserView::from(user)))
+}
+
+/// Merges `changes` into `attributes`, checking keys (`[a-z][a-z0-9_]*`, at most 64) and values.
+fn merge_attributes(
+    attributes: &mut BTreeMap<String, String>,
+    changes: BTreeMap<String, Option<String>>,
+) -> Result<(), ApiError> {
+    for (key, value) in changes {
+        let mut chars = key.chars();
+        let key_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && key.len() <= MAX_ATTRIBUTE_KEY;
+        if !key_ok {
+            return Err(ApiError::invalid_field(
+                &format!("attributes.{key}"),
+                "keys are lower-case letters, digits and `_`, starting with a letter, at most 64",
+            ));
+        }
+        match value {
+            None => {
+                attributes.remove(&key);
+            }
+            Some(v)
+                if v.chars().count() > MAX_ATTRIBUTE_VALUE || v.chars().any(char::is_control) =>
+            {
+                return Err(ApiError::invalid_field(
+                    &format!("attributes.{key}"),
+                    "values are at most 1024 characters, without control characters",
+                ));
+            }
+            Some(v) => {
+                attributes.insert(key, v);
+            }
+        }
+    }
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(ApiError::invalid_field(
+            "attributes",
+            format!("at most {MAX_ATTRIBUTES} attributes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Change a user's name or attributes.
+///
+/// Attributes are the claims that claim-based policies read; they take effect on the user's
+/// next request. Requires `user.update`.
+#[utoipa::path(
+    tag = "users",
+    params(TenantParam, IdParam),
+    request_body = UpdateUser,
+    responses((status = 200, body = UserView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[patch("/users/{id}")]
+pub async fn update_user(
+    auth: Authorized<UserUpdate>,
+    id: PathId,
+    body: JsonBody<UpdateUser>,
+) -> Result<web::Json<UserView>, ApiError> {
+    let body = body.parse().await?;
+    let display_name = body
+        .display_name
+        .map(|n| clean_name(&n, 200).map_err(|m| ApiError::invalid_field("display_name", m)))
+        .transpose()?;
+    let tx = auth.write().await?;
+    let existing = users::get(tx.conn(), id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let mut attributes: BTreeMap<String, String> =
+        serde_json::from_value(existing.attributes.clone()).unwrap_or_default();
+    let before = attributes.clone();
+    if let Some(changes) = body.attributes {
+        merge_attributes(&mut attributes, changes)?;
+    }
+    let user = users::update(tx.conn(), existing, display_name, &attributes).await?;
+    let change = Change::new("user", user.id, 200)
+        .detail("attributes_before", serde_json::json!(before))
+        .detail("attributes_after", serde_json::json!(attributes));
+    tx.commit(change).await?;
+    Ok(web::Json(user.into()))
 }
 
 /// List users.

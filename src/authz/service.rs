@@ -1,0 +1,216 @@
+//! Loading tenants' rules from their storage and caching the compiled policy sets.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use entity::tenant::{
+    folder, group_member, policy, process, role, role_binding, service_account, user,
+};
+use sea_orm::{
+    ColumnTrait as _, ConnectionTrait, DbErr, EntityTrait as _, QueryFilter as _, QuerySelect as _,
+};
+use uuid::Uuid;
+
+use super::AuthzError;
+use super::bindings::{ScopeType, SubjectType};
+use super::engine::{Binding, PolicyEngine, Resource, Subject, TenantPolicies, TenantRules};
+use super::roles::RoleDef;
+use super::schema::EntityKind;
+use crate::tenancy::{Access, Databases, Tenant, TenantCache};
+
+/// Tenants whose compiled policy sets are kept in memory.
+const CACHED_POLICY_SETS: usize = 1_000;
+
+/// Everything a tenant's policy set is built from, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct StoredRules {
+    pub custom_roles: Vec<RoleDef>,
+    pub bindings: Vec<Binding>,
+    /// `(name, text)` of each claim-based policy.
+    pub policies: Vec<(String, String)>,
+    pub folders: Vec<(Uuid, Option<Uuid>)>,
+}
+
+impl StoredRules {
+    /// Reads the rules inside the caller's tenant transaction.
+    pub async fn load(conn: &impl ConnectionTrait) -> Result<Self, DbErr> {
+        let custom_roles = role::Entity::find()
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                RoleDef::custom(
+                    &r.name,
+                    serde_json::from_value(r.actions).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let bindings = role_binding::Entity::find()
+            .all(conn)
+            .await?
+            .into_iter()
+            .filter_map(|b| {
+                Some(Binding {
+                    subject_type: SubjectType::parse(&b.subject_type)?,
+                    scope_type: ScopeType::parse(&b.scope_type)?,
+                    id: b.id,
+                    role: b.role,
+                    subject_id: b.subject_id,
+                    scope_id: b.scope_id,
+                })
+            })
+            .collect();
+        let policies = policy::Entity::find()
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|p| (p.name, p.text))
+            .collect();
+        let folders = folder::Entity::find()
+            .select_only()
+            .column(folder::Column::Id)
+            .column(folder::Column::ParentId)
+            .into_tuple::<(Uuid, Option<Uuid>)>()
+            .all(conn)
+            .await?;
+        Ok(StoredRules {
+            custom_roles,
+            bindings,
+            policies,
+            folders,
+        })
+    }
+
+    pub fn for_tenant<'a>(&'a self, tenant: &'a Tenant) -> TenantRules<'a> {
+        TenantRules {
+            slug: tenant.slug.as_str(),
+            environment: tenant.environment.as_str(),
+            custom_roles: &self.custom_roles,
+            bindings: &self.bindings,
+            policies: &self.policies,
+            folders: &self.folders,
+        }
+    }
+}
+
+/// The authorization service: the engine and the tenants' cached policy sets.
+pub struct Authz {
+    engine: PolicyEngine,
+    dbs: Arc<Databases>,
+    cache: TenantCache<Arc<TenantPolicies>>,
+}
+
+impl Authz {
+    pub fn new(dbs: Arc<Databases>) -> anyhow::Result<Self> {
+        let capacity = NonZeroUsize::new(CACHED_POLICY_SETS).unwrap_or(NonZeroUsize::MIN);
+        Ok(Authz {
+            engine: PolicyEngine::new()?,
+            dbs,
+            cache: TenantCache::new(capacity),
+        })
+    }
+
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    /// The tenant's policy set, compiled from its stored rules on first use.
+    pub async fn policies(&self, tenant: &Tenant) -> Result<Arc<TenantPolicies>, AuthzError> {
+        self.cache
+            .get_or_try_load(tenant.slug.as_str(), || async {
+                let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
+                let rules = StoredRules::load(&tx).await?;
+                tx.commit().await?;
+                Ok(Arc::new(self.engine.build(&rules.for_tenant(tenant))?))
+            })
+            .await
+    }
+
+    /// Forgets the cached policy set of `slug`; the next request rebuilds it.
+    pub fn invalidate(&self, slug: &str) {
+        self.cache.invalidate(slug);
+    }
+
+    /// Forgets every cached policy set.
+    pub fn invalidate_all(&self) {
+        self.cache.clear();
+    }
+}
+
+/// The subject `kind`/`id` of the transaction's tenant with its groups and claims, or `None`
+/// when the tenant has no such principal.
+pub async fn load_subject(
+    conn: &impl ConnectionTrait,
+    kind: SubjectType,
+    id: Uuid,
+) -> Result<Option<Subject>, DbErr> {
+    match kind {
+        SubjectType::User => {
+            let Some(user) = user::Entity::find_by_id(id).one(conn).await? else {
+                return Ok(None);
+            };
+            let groups = group_member::Entity::find()
+                .filter(group_member::Column::UserId.eq(id))
+                .all(conn)
+                .await?
+                .into_iter()
+                .map(|m| m.group_id.to_string())
+                .collect();
+            let tags: BTreeMap<String, String> =
+                serde_json::from_value(user.attributes).unwrap_or_default();
+            Ok(Some(Subject {
+                kind: EntityKind::User,
+                id: id.to_string(),
+                groups,
+                tags,
+            }))
+        }
+        SubjectType::ServiceAccount => Ok(service_account::Entity::find_by_id(id)
+            .one(conn)
+            .await?
+            .map(|_| Subject::service_account(id))),
+        SubjectType::Group => Ok(None),
+    }
+}
+
+/// The resource `kind`/`id` of the transaction's tenant with its containers, or `None` when the
+/// tenant has no such resource. Kinds the tenant does not store yet (forms, reports, secrets,
+/// tasks) are taken as given, placed in `folder` when one is named.
+pub async fn resolve_resource(
+    conn: &impl ConnectionTrait,
+    policies: &TenantPolicies,
+    kind: EntityKind,
+    id: &str,
+    folder: Option<Uuid>,
+) -> Result<Option<Resource>, DbErr> {
+    let uuid = Uuid::parse_str(id).ok();
+    Ok(match kind {
+        EntityKind::Tenant => (id == policies.slug()).then(|| policies.tenant()),
+        EntityKind::Folder => uuid.and_then(|id| policies.folder(id)),
+        EntityKind::Process => match uuid {
+            Some(id) => process_folder(conn, id)
+                .await?
+                .and_then(|folder| policies.resource_in(kind, id.to_string(), folder)),
+            None => None,
+        },
+        EntityKind::Form | EntityKind::Report | EntityKind::Secret | EntityKind::Task => {
+            policies.resource_in(kind, id.to_owned(), folder)
+        }
+        EntityKind::User | EntityKind::Group | EntityKind::ServiceAccount => None,
+    })
+}
+
+/// `Some(folder)` of the process `id` (itself `None` at the root), or `None` without such a
+/// process.
+pub async fn process_folder(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<Option<Uuid>>, DbErr> {
+    process::Entity::find_by_id(id)
+        .select_only()
+        .column(process::Column::FolderId)
+        .into_tuple::<Option<Uuid>>()
+        .one(conn)
+        .await
+}

@@ -1,0 +1,91 @@
+//! Process definitions: a draft that is edited, and the version that was last published.
+
+use chrono::Utc;
+use entity::tenant::process;
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _,
+};
+use uuid::Uuid;
+
+pub async fn create(
+    conn: &impl ConnectionTrait,
+    name: String,
+    folder: Option<Uuid>,
+    definition: serde_json::Value,
+) -> Result<process::Model, DbErr> {
+    let now = Utc::now();
+    process::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(name),
+        folder_id: Set(folder),
+        definition: Set(definition),
+        version: Set(1),
+        published_version: Set(None),
+        published_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(conn)
+    .await
+}
+
+pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<process::Model>, DbErr> {
+    process::Entity::find_by_id(id).one(conn).await
+}
+
+/// The processes in `folder` (at the root for `None`), or every process with `all`.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    folder: Option<Uuid>,
+    all: bool,
+) -> Result<Vec<process::Model>, DbErr> {
+    let mut query = process::Entity::find().order_by_asc(process::Column::Id);
+    if !all {
+        query = query.filter(match folder {
+            Some(folder) => process::Column::FolderId.eq(folder),
+            None => process::Column::FolderId.is_null(),
+        });
+    }
+    query.all(conn).await
+}
+
+/// Applies an edit to the draft and bumps its version.
+pub async fn edit(
+    conn: &impl ConnectionTrait,
+    existing: process::Model,
+    name: Option<String>,
+    definition: Option<serde_json::Value>,
+) -> Result<process::Model, DbErr> {
+    let version = existing.version + 1;
+    let mut row: process::ActiveModel = existing.into();
+    if let Some(name) = name {
+        row.name = Set(name);
+    }
+    if let Some(definition) = definition {
+        row.definition = Set(definition);
+    }
+    row.version = Set(version);
+    row.updated_at = Set(Utc::now());
+    row.update(conn).await
+}
+
+/// Publishes the current draft version.
+pub async fn publish(
+    conn: &impl ConnectionTrait,
+    existing: process::Model,
+) -> Result<process::Model, DbErr> {
+    let version = existing.version;
+    let mut row: process::ActiveModel = existing.into();
+    row.published_version = Set(Some(version));
+    row.published_at = Set(Some(Utc::now()));
+    row.update(conn).await
+}
+
+pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    Ok(process::Entity::delete_by_id(id)
+        .exec(conn)
+        .await?
+        .rows_affected
+        > 0)
+}

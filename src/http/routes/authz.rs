@@ -1,0 +1,292 @@
+//! `/t/{tenant}/api/v1/authz`: the schema, the catalogue, and explained decisions.
+
+use actix_web::{get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{BodyErrors, TenantErrors, TenantParam};
+use crate::authz::actions::{ActionInfo, AuthzCheck, PolicyRead, RoleRead, info};
+use crate::authz::bindings::SubjectType;
+use crate::authz::impact::{Abilities, Access, Universe, what_can, who_can};
+use crate::authz::schema::{EntityKind, NAMESPACE, schema_text};
+use crate::authz::{CATALOGUE, Resource, Subject, load_subject, resolve_resource};
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
+use crate::http::tenant::{Authorized, TenantRequest};
+
+/// The Cedar schema policies are validated against.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchemaView {
+    #[schema(example = "Flowgate")]
+    pub namespace: &'static str,
+    /// The schema in Cedar's human-readable format.
+    pub cedarschema: String,
+}
+
+/// The action catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionList {
+    pub items: Vec<ActionInfo>,
+}
+
+/// A principal to ask about.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalRef {
+    /// `user` or `service_account`.
+    #[serde(rename = "type")]
+    pub kind: SubjectType,
+    pub id: Uuid,
+}
+
+/// A resource to ask about.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRef {
+    /// `tenant`, `folder`, `process`, `form`, `report`, `secret` or `task`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The object's id (the tenant's slug for `tenant`).
+    pub id: String,
+    /// For kinds not stored yet (forms, reports, secrets, tasks): the folder holding it.
+    pub folder_id: Option<Uuid>,
+}
+
+/// An authorization question.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub principal: PrincipalRef,
+    #[schema(example = "task.approve")]
+    pub action: String,
+    pub resource: ResourceRef,
+    /// Request data for the action's context (e.g. `{"amount": 75000}`); `environment` and
+    /// `now` default to the tenant's and the current time.
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<serde_json::Value>,
+}
+
+/// An explained decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckResult {
+    /// `allow` or `deny`.
+    #[schema(example = "allow")]
+    pub decision: &'static str,
+    /// The policies that decided: `binding:<id>` or `policy:<name>`; empty when no policy
+    /// permits.
+    pub reasons: Vec<String>,
+    /// Evaluation errors (a policy that errs does not apply).
+    pub errors: Vec<String>,
+}
+
+/// A principal in the query string.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PrincipalQuery {
+    /// `user` or `service_account`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: SubjectType,
+    pub id: Uuid,
+}
+
+/// A resource in the query string.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ResourceQuery {
+    /// `tenant`, `folder`, `process`, `form`, `report`, `secret` or `task`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub folder_id: Option<Uuid>,
+}
+
+/// The tenant's Cedar schema.
+///
+/// Requires `policy.read`.
+#[utoipa::path(
+    tag = "authz",
+    params(TenantParam),
+    responses((status = 200, body = SchemaView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/authz/schema")]
+pub async fn get_schema(_auth: Authorized<PolicyRead>) -> web::Json<SchemaView> {
+    web::Json(SchemaView {
+        namespace: NAMESPACE,
+        cedarschema: schema_text(),
+    })
+}
+
+/// The action catalogue: every permission, what it applies to.
+///
+/// Requires `role.read`.
+#[utoipa::path(
+    tag = "authz",
+    params(TenantParam),
+    responses((status = 200, body = ActionList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/authz/actions")]
+pub async fn list_actions(_auth: Authorized<RoleRead>) -> web::Json<ActionList> {
+    web::Json(ActionList {
+        items: CATALOGUE.to_vec(),
+    })
+}
+
+async fn subject(
+    request: &TenantRequest,
+    kind: SubjectType,
+    id: Uuid,
+) -> Result<Subject, ApiError> {
+    if kind == SubjectType::Group {
+        return Err(ApiError::invalid_field(
+            "principal.type",
+            "must be `user` or `service_account`",
+        ));
+    }
+    let tx = request.read().await?;
+    let subject = load_subject(&tx, kind, id).await?;
+    tx.commit().await?;
+    subject.ok_or_else(ApiError::not_found)
+}
+
+async fn resource(
+    request: &TenantRequest,
+    kind: &str,
+    id: &str,
+    folder: Option<Uuid>,
+) -> Result<Resource, ApiError> {
+    let kind = EntityKind::from_api_name(kind)
+        .filter(|k| {
+            !matches!(
+                k,
+                EntityKind::User | EntityKind::Group | EntityKind::ServiceAccount
+            )
+        })
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "resource.type",
+                "must be tenant, folder, process, form, report, secret or task",
+            )
+        })?;
+    let tx = request.read().await?;
+    let resource = resolve_resource(&tx, request.policies(), kind, id, folder).await?;
+    tx.commit().await?;
+    resource.ok_or_else(ApiError::not_found)
+}
+
+/// Explain a decision.
+///
+/// Answers whether the principal may do the action on the resource in the given context, and
+/// which policies decided. For admins debugging access. Requires `authz.check`.
+#[utoipa::path(
+    tag = "authz",
+    params(TenantParam),
+    request_body = CheckRequest,
+    responses((status = 200, body = CheckResult), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/authz/check")]
+pub async fn check(
+    auth: Authorized<AuthzCheck>,
+    body: JsonBody<CheckRequest>,
+) -> Result<web::Json<CheckResult>, ApiError> {
+    let body = body.parse().await?;
+    let action = info(&body.action).ok_or_else(|| {
+        ApiError::invalid_field("action", "unknown action (see GET /authz/actions)")
+    })?;
+    let subject = subject(&auth, body.principal.kind, body.principal.id).await?;
+    let resource = resource(
+        &auth,
+        &body.resource.kind,
+        &body.resource.id,
+        body.resource.folder_id,
+    )
+    .await?;
+    if !action.resources.contains(&resource.kind) {
+        return Err(ApiError::invalid_field(
+            "resource.type",
+            format!(
+                "`{}` does not apply to a {}",
+                action.name,
+                resource.kind.api_name()
+            ),
+        ));
+    }
+    let decision = auth
+        .state()
+        .authz
+        .engine()
+        .decide_with_context(
+            auth.policies(),
+            &subject,
+            action.name,
+            &resource,
+            body.context.unwrap_or_default(),
+        )
+        .map_err(|message| ApiError::invalid_field("context", message))?;
+    Ok(web::Json(CheckResult {
+        decision: if decision.allowed { "allow" } else { "deny" },
+        reasons: decision.reasons,
+        errors: decision.errors,
+    }))
+}
+
+/// Who can do what on a resource.
+///
+/// Every principal with at least one permitted action, and those actions (in the default
+/// context). Requires `authz.check`.
+#[utoipa::path(
+    tag = "authz",
+    params(TenantParam, ResourceQuery),
+    responses((status = 200, body = Access), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/authz/access")]
+pub async fn resource_access(
+    auth: Authorized<AuthzCheck>,
+    query: web::Query<ResourceQuery>,
+) -> Result<web::Json<Access>, ApiError> {
+    let resource = resource(&auth, &query.kind, &query.id, query.folder_id).await?;
+    let tx = auth.read().await?;
+    let universe = Universe::load(&tx, auth.policies()).await?;
+    tx.commit().await?;
+    Ok(web::Json(who_can(
+        auth.state().authz.engine(),
+        auth.policies(),
+        &universe,
+        &resource,
+    )))
+}
+
+/// What a principal can do.
+///
+/// Every resource of the tenant on which the principal may do something, and those actions (in
+/// the default context). Requires `authz.check`.
+#[utoipa::path(
+    tag = "authz",
+    params(TenantParam, PrincipalQuery),
+    responses((status = 200, body = Abilities), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/authz/permissions")]
+pub async fn principal_permissions(
+    auth: Authorized<AuthzCheck>,
+    query: web::Query<PrincipalQuery>,
+) -> Result<web::Json<Abilities>, ApiError> {
+    let subject = subject(&auth, query.kind, query.id).await?;
+    let tx = auth.read().await?;
+    let universe = Universe::load(&tx, auth.policies()).await?;
+    tx.commit().await?;
+    Ok(web::Json(what_can(
+        auth.state().authz.engine(),
+        auth.policies(),
+        &universe,
+        &subject,
+    )))
+}

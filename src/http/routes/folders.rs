@@ -1,0 +1,207 @@
+//! `/t/{tenant}/api/v1/folders`
+
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::folder;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, IdParam, TenantErrors, TenantParam};
+use crate::authz::MAX_FOLDER_DEPTH;
+use crate::authz::actions::{FolderCreate, FolderDelete, FolderRead, FolderUpdate};
+use crate::content::folders;
+use crate::directory::clean_name;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, PathId};
+use crate::http::tenant::{Authorized, Change, OnFolder};
+
+/// A folder to create, or a new name for one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FolderName {
+    #[schema(example = "Finance")]
+    pub name: String,
+}
+
+/// A folder as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FolderView {
+    pub id: Uuid,
+    pub name: String,
+    /// Absent at the tenant's root.
+    pub parent_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// All folders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FolderList {
+    pub items: Vec<FolderView>,
+}
+
+impl From<folder::Model> for FolderView {
+    fn from(m: folder::Model) -> Self {
+        FolderView {
+            id: m.id,
+            name: m.name,
+            parent_id: m.parent_id,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+async fn name(body: JsonBody<FolderName>) -> Result<String, ApiError> {
+    clean_name(&body.parse().await?.name, 200).map_err(|m| ApiError::invalid_field("name", m))
+}
+
+/// List folders.
+///
+/// Requires `folder.read`.
+#[utoipa::path(
+    tag = "folders",
+    params(TenantParam),
+    responses((status = 200, body = FolderList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/folders")]
+pub async fn list_folders(auth: Authorized<FolderRead>) -> Result<web::Json<FolderList>, ApiError> {
+    let tx = auth.read().await?;
+    let rows = folders::list(&tx).await?;
+    tx.commit().await?;
+    Ok(web::Json(FolderList {
+        items: rows.into_iter().map(FolderView::from).collect(),
+    }))
+}
+
+/// Create a folder at the tenant's root.
+///
+/// Requires `folder.create` on the tenant.
+#[utoipa::path(
+    tag = "folders",
+    params(TenantParam),
+    request_body = FolderName,
+    responses((status = 201, body = FolderView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/folders")]
+pub async fn create_folder(
+    auth: Authorized<FolderCreate>,
+    body: JsonBody<FolderName>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name(body).await?;
+    let tx = auth.write().await?;
+    let folder = folders::create(tx.conn(), name, None).await?;
+    tx.commit(Change::new("folder", folder.id, 201).invalidating())
+        .await?;
+    Ok(HttpResponse::Created().json(FolderView::from(folder)))
+}
+
+/// Create a folder inside a folder.
+///
+/// Folders nest up to 32 deep. Requires `folder.create` on the parent folder.
+#[utoipa::path(
+    tag = "folders",
+    params(TenantParam, IdParam),
+    request_body = FolderName,
+    responses((status = 201, body = FolderView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/folders/{id}/folders")]
+pub async fn create_subfolder(
+    auth: Authorized<FolderCreate, OnFolder>,
+    parent: PathId,
+    body: JsonBody<FolderName>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name(body).await?;
+    if auth.resource().containers.len() + 1 >= MAX_FOLDER_DEPTH {
+        return Err(ApiError::invalid_field(
+            "",
+            format!("folders nest at most {MAX_FOLDER_DEPTH} deep"),
+        ));
+    }
+    let tx = auth.write().await?;
+    let folder = folders::create(tx.conn(), name, Some(parent.0)).await?;
+    tx.commit(
+        Change::new("folder", folder.id, 201)
+            .detail("parent_id", parent.0.to_string())
+            .invalidating(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(FolderView::from(folder)))
+}
+
+/// Get a folder.
+///
+/// Requires `folder.read` on the folder.
+#[utoipa::path(
+    tag = "folders",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = FolderView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/folders/{id}")]
+pub async fn get_folder(
+    auth: Authorized<FolderRead, OnFolder>,
+    id: PathId,
+) -> Result<web::Json<FolderView>, ApiError> {
+    let tx = auth.read().await?;
+    let folder = folders::get(&tx, id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tx.commit().await?;
+    Ok(web::Json(folder.into()))
+}
+
+/// Rename a folder.
+///
+/// Requires `folder.update` on the folder.
+#[utoipa::path(
+    tag = "folders",
+    params(TenantParam, IdParam),
+    request_body = FolderName,
+    responses((status = 200, body = FolderView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[patch("/folders/{id}")]
+pub async fn update_folder(
+    auth: Authorized<FolderUpdate, OnFolder>,
+    id: PathId,
+    body: JsonBody<FolderName>,
+) -> Result<web::Json<FolderView>, ApiError> {
+    let name = name(body).await?;
+    let tx = auth.write().await?;
+    let folder = folders::rename(tx.conn(), id.0, name)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tx.commit(Change::new("folder", folder.id, 200)).await?;
+    Ok(web::Json(folder.into()))
+}
+
+/// Delete an empty folder.
+///
+/// A folder that holds folders or processes is 409. Requires `folder.delete` on the folder.
+#[utoipa::path(
+    tag = "folders",
+    params(TenantParam, IdParam),
+    responses((status = 204, description = "Deleted"), (status = 409, body = crate::http::error::Problem, description = "The folder is not empty"), TenantErrors),
+    security(("bearer" = []))
+)]
+#[delete("/folders/{id}")]
+pub async fn delete_folder(
+    auth: Authorized<FolderDelete, OnFolder>,
+    id: PathId,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    if !folders::is_empty(tx.conn(), id.0).await? {
+        return Err(ApiError::conflict("The folder is not empty."));
+    }
+    if !folders::delete(tx.conn(), id.0).await? {
+        return Err(ApiError::not_found());
+    }
+    tx.commit(Change::new("folder", id.0, 204).invalidating())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,419 @@
+//! `/t/{tenant}/api/v1/policies`: claim-based policies (CBAC) in Cedar.
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::{policy, policy_version};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
+    QueryFilter as _, QueryOrder as _,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, DryRunParam, IdParam, TenantErrors, TenantParam, dry_run};
+use crate::authz::actions::{PolicyManage, PolicyRead};
+use crate::authz::impact::Impact;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::{JsonBody, PathId};
+use crate::http::tenant::{Authorized, Change, TenantRequest};
+
+/// A policy to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicy {
+    /// Unique; decisions name the policy `policy:<name>`.
+    #[schema(example = "finance-approvals")]
+    pub name: String,
+    /// Exactly one Cedar `permit` or `forbid`, valid against `GET /authz/schema`.
+    #[schema(
+        example = "permit(principal, action == Flowgate::Action::\"task.approve\", resource) when { principal.hasTag(\"department\") && principal.getTag(\"department\") == \"Finance\" };"
+    )]
+    pub text: String,
+    pub description: Option<String>,
+}
+
+/// A policy's new text.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    pub text: String,
+    pub description: Option<String>,
+}
+
+/// A policy as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub text: String,
+    /// 1 at creation, +1 on every change.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// All policies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    pub items: Vec<PolicyView>,
+}
+
+/// One version of a policy; the last version of a deleted policy has no text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyVersionView {
+    pub version: i32,
+    pub text: Option<String>,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A policy's history, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyVersionList {
+    pub items: Vec<PolicyVersionView>,
+}
+
+impl From<policy::Model> for PolicyView {
+    fn from(m: policy::Model) -> Self {
+        PolicyView {
+            id: m.id,
+            name: m.name,
+            description: m.description,
+            text: m.text,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// Checks a policy's name (when given) and text; the text must validate against the schema.
+fn validate(
+    request: &TenantRequest,
+    name: Option<&str>,
+    text: &str,
+    description: Option<String>,
+) -> Result<String, ApiError> {
+    let mut errors = Vec::new();
+    if let Some(name) = name {
+        let mut chars = name.chars();
+        let well_formed = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+            && name.len() <= 64;
+        if !well_formed {
+            errors.push(FieldError {
+                field: "name".into(),
+                message: "must be 1 to 64 lower-case letters, digits, `_`, `.` or `-`".into(),
+            });
+        }
+    }
+    if text.len() > 64 * 1024 {
+        errors.push(FieldError {
+            field: "text".into(),
+            message: "must be at most 64 KiB".into(),
+        });
+    } else if let Err(messages) = request
+        .state()
+        .authz
+        .engine()
+        .validate_policy(name.unwrap_or("draft"), text)
+    {
+        errors.extend(messages.into_iter().map(|message| FieldError {
+            field: "text".into(),
+            message,
+        }));
+    }
+    let description = description.unwrap_or_default();
+    if description.chars().count() > 1000 {
+        errors.push(FieldError {
+            field: "description".into(),
+            message: "must be at most 1000 characters".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(description)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+async fn record_version(
+    conn: &impl ConnectionTrait,
+    request: &TenantRequest,
+    policy: &policy::Model,
+    text: Option<String>,
+) -> Result<(), ApiError> {
+    policy_version::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        policy_id: Set(policy.id),
+        name: Set(policy.name.clone()),
+        version: Set(policy.version),
+        text: Set(text),
+        actor_type: Set(request.principal().actor_type().to_owned()),
+        actor_id: Set(request.principal().actor_id()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// List claim-based policies.
+///
+/// Requires `policy.read`.
+#[utoipa::path(
+    tag = "policies",
+    params(TenantParam),
+    responses((status = 200, body = PolicyList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/policies")]
+pub async fn list_policies(
+    auth: Authorized<PolicyRead>,
+) -> Result<web::Json<PolicyList>, ApiError> {
+    let tx = auth.read().await?;
+    let rows = policy::Entity::find()
+        .order_by_asc(policy::Column::Name)
+        .all(&tx)
+        .await?;
+    tx.commit().await?;
+    Ok(web::Json(PolicyList {
+        items: rows.into_iter().map(PolicyView::from).collect(),
+    }))
+}
+
+/// Get a policy.
+///
+/// Requires `policy.read`.
+#[utoipa::path(
+    tag = "policies",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = PolicyView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/policies/{id}")]
+pub async fn get_policy(
+    auth: Authorized<PolicyRead>,
+    id: PathId,
+) -> Result<web::Json<PolicyView>, ApiError> {
+    let tx = auth.read().await?;
+    let row = policy::Entity::find_by_id(id.0)
+        .one(&tx)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tx.commit().await?;
+    Ok(web::Json(row.into()))
+}
+
+/// A policy's versions.
+///
+/// Requires `policy.read`.
+#[utoipa::path(
+    tag = "policies",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = PolicyVersionList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/policies/{id}/versions")]
+pub async fn list_policy_versions(
+    auth: Authorized<PolicyRead>,
+    id: PathId,
+) -> Result<web::Json<PolicyVersionList>, ApiError> {
+    let tx = auth.read().await?;
+    let rows = policy_version::Entity::find()
+        .filter(policy_version::Column::PolicyId.eq(id.0))
+        .order_by_asc(policy_version::Column::Version)
+        .all(&tx)
+        .await?;
+    tx.commit().await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(web::Json(PolicyVersionList {
+        items: rows
+            .into_iter()
+            .map(|v| PolicyVersionView {
+                version: v.version,
+                text: v.text,
+                actor_type: v.actor_type,
+                actor_id: v.actor_id,
+                created_at: v.created_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Create a claim-based policy.
+///
+/// The text is validated against the tenant schema (422 with the validator's messages). With
+/// `?dry_run=true` nothing is saved and the answer (200) lists who would gain and lose which
+/// permission. Takes effect on the next request on every replica. Requires `policy.manage`.
+#[utoipa::path(
+    tag = "policies",
+    params(TenantParam, DryRunParam),
+    request_body = CreatePolicy,
+    responses(
+        (status = 201, body = PolicyView),
+        (status = 200, body = Impact, description = "The dry run's impact"),
+        (status = 409, body = crate::http::error::Problem, description = "The name is taken"),
+        TenantErrors, BodyErrors
+    ),
+    security(("bearer" = []))
+)]
+#[post("/policies")]
+pub async fn create_policy(
+    auth: Authorized<PolicyManage>,
+    params: web::Query<DryRunParam>,
+    body: JsonBody<CreatePolicy>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.parse().await?;
+    let description = validate(&auth, Some(&body.name), &body.text, body.description)?;
+    if params.dry_run() {
+        let (name, text) = (body.name.clone(), body.text.clone());
+        let impact = dry_run(&auth, move |rules| rules.policies.push((name, text))).await?;
+        return Ok(HttpResponse::Ok().json(impact));
+    }
+    let tx = auth.write().await?;
+    let now = Utc::now();
+    let inserted = policy::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(body.name.clone()),
+        description: Set(description),
+        text: Set(body.text.clone()),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(tx.conn())
+    .await;
+    let created = match inserted {
+        Err(e) if crate::directory::is_duplicate(&e) => {
+            return Err(ApiError::conflict(format!(
+                "A policy `{}` exists.",
+                body.name
+            )));
+        }
+        other => other?,
+    };
+    record_version(tx.conn(), &auth, &created, Some(created.text.clone())).await?;
+    let change = Change::new("policy", created.id, 201)
+        .detail("name", created.name.clone())
+        .detail("after", created.text.clone())
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::Created().json(PolicyView::from(created)))
+}
+
+/// Change a policy's text (a new version).
+///
+/// With `?dry_run=true` nothing is saved and the answer lists who would gain and lose which
+/// permission. Requires `policy.manage`.
+#[utoipa::path(
+    tag = "policies",
+    params(TenantParam, IdParam, DryRunParam),
+    request_body = UpdatePolicy,
+    responses((status = 200, body = PolicyView, description = "The new version, or the dry run's Impact"), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[put("/policies/{id}")]
+pub async fn update_policy(
+    auth: Authorized<PolicyManage>,
+    id: PathId,
+    params: web::Query<DryRunParam>,
+    body: JsonBody<UpdatePolicy>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.parse().await?;
+    let tx = auth.write().await?;
+    let existing = policy::Entity::find_by_id(id.0)
+        .one(tx.conn())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let description = validate(
+        &auth,
+        None,
+        &body.text,
+        body.description.or(Some(existing.description.clone())),
+    )?;
+    if params.dry_run() {
+        drop(tx);
+        let (name, text) = (existing.name.clone(), body.text.clone());
+        let impact = dry_run(&auth, move |rules| {
+            for policy in rules.policies.iter_mut().filter(|(n, _)| *n == name) {
+                policy.1 = text.clone();
+            }
+        })
+        .await?;
+        return Ok(HttpResponse::Ok().json(impact));
+    }
+    let before = existing.text.clone();
+    let mut row: policy::ActiveModel = existing.clone().into();
+    row.text = Set(body.text.clone());
+    row.description = Set(description);
+    row.version = Set(existing.version + 1);
+    row.updated_at = Set(Utc::now());
+    let updated = row.update(tx.conn()).await?;
+    record_version(tx.conn(), &auth, &updated, Some(updated.text.clone())).await?;
+    let change = Change::new("policy", updated.id, 200)
+        .detail("name", updated.name.clone())
+        .detail("version", updated.version)
+        .detail("before", before)
+        .detail("after", updated.text.clone())
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::Ok().json(PolicyView::from(updated)))
+}
+
+/// Delete a policy.
+///
+/// Its history stays readable. With `?dry_run=true` nothing is deleted and the answer lists
+/// who would gain and lose which permission. Requires `policy.manage`.
+#[utoipa::path(
+    tag = "policies",
+    params(TenantParam, IdParam, DryRunParam),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 200, body = Impact, description = "The dry run's impact"),
+        TenantErrors
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/policies/{id}")]
+pub async fn delete_policy(
+    auth: Authorized<PolicyManage>,
+    id: PathId,
+    params: web::Query<DryRunParam>,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    let existing = policy::Entity::find_by_id(id.0)
+        .one(tx.conn())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if params.dry_run() {
+        drop(tx);
+        let name = existing.name.clone();
+        let impact = dry_run(&auth, move |rules| {
+            rules.policies.retain(|(n, _)| *n != name)
+        })
+        .await?;
+        return Ok(HttpResponse::Ok().json(impact));
+    }
+    policy::Entity::delete_by_id(existing.id)
+        .exec(tx.conn())
+        .await?;
+    let deleted = policy::Model {
+        version: existing.version + 1,
+        ..existing.clone()
+    };
+    record_version(tx.conn(), &auth, &deleted, None).await?;
+    let change = Change::new("policy", existing.id, 204)
+        .detail("name", existing.name)
+        .detail("before", existing.text)
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,288 @@
+//! `/t/{tenant}/api/v1/processes`
+
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use entity::tenant::process;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, IdParam, TenantErrors, TenantParam};
+use crate::authz::actions::{
+    ProcessCreate, ProcessDelete, ProcessEdit, ProcessPublish, ProcessRead,
+};
+use crate::content::processes;
+use crate::directory::clean_name;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, PathId};
+use crate::http::tenant::{Authorized, Change, OnFolder, OnProcess};
+
+/// A process definition to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProcess {
+    #[schema(example = "Invoice approval")]
+    pub name: String,
+    /// The definition (a JSON object); empty when absent.
+    #[schema(value_type = Option<Object>)]
+    pub definition: Option<serde_json::Value>,
+}
+
+/// Changes to a process definition's draft.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProcess {
+    pub name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub definition: Option<serde_json::Value>,
+}
+
+/// A process definition as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessView {
+    pub id: Uuid,
+    pub name: String,
+    pub folder_id: Option<Uuid>,
+    #[schema(value_type = Object)]
+    pub definition: serde_json::Value,
+    /// The draft's version.
+    pub version: i32,
+    /// The version last published, if any.
+    pub published_version: Option<i32>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Process definitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessList {
+    pub items: Vec<ProcessView>,
+}
+
+impl From<process::Model> for ProcessView {
+    fn from(m: process::Model) -> Self {
+        ProcessView {
+            id: m.id,
+            name: m.name,
+            folder_id: m.folder_id,
+            definition: m.definition,
+            version: m.version,
+            published_version: m.published_version,
+            published_at: m.published_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+fn definition(value: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Object(_)) => Ok(value),
+        Some(_) => Err(ApiError::invalid_field(
+            "definition",
+            "must be a JSON object",
+        )),
+    }
+}
+
+async fn new_process(
+    body: JsonBody<CreateProcess>,
+) -> Result<(String, serde_json::Value), ApiError> {
+    let body = body.parse().await?;
+    let name = clean_name(&body.name, 200).map_err(|m| ApiError::invalid_field("name", m))?;
+    let definition = definition(body.definition)?.unwrap_or_else(|| serde_json::json!({}));
+    Ok((name, definition))
+}
+
+fn list(rows: Vec<process::Model>) -> web::Json<ProcessList> {
+    web::Json(ProcessList {
+        items: rows.into_iter().map(ProcessView::from).collect(),
+    })
+}
+
+/// List every process definition of the tenant.
+///
+/// Requires `process.read` on the tenant (for one folder, list the folder's processes).
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam),
+    responses((status = 200, body = ProcessList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/processes")]
+pub async fn list_processes(
+    auth: Authorized<ProcessRead>,
+) -> Result<web::Json<ProcessList>, ApiError> {
+    let tx = auth.read().await?;
+    let rows = processes::list(&tx, None, true).await?;
+    tx.commit().await?;
+    Ok(list(rows))
+}
+
+/// List the process definitions in a folder.
+///
+/// Requires `process.read` on the folder.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = ProcessList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/folders/{id}/processes")]
+pub async fn list_folder_processes(
+    auth: Authorized<ProcessRead, OnFolder>,
+    folder: PathId,
+) -> Result<web::Json<ProcessList>, ApiError> {
+    let tx = auth.read().await?;
+    let rows = processes::list(&tx, Some(folder.0), false).await?;
+    tx.commit().await?;
+    Ok(list(rows))
+}
+
+/// Create a process definition at the tenant's root.
+///
+/// Requires `process.create` on the tenant.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam),
+    request_body = CreateProcess,
+    responses((status = 201, body = ProcessView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/processes")]
+pub async fn create_process(
+    auth: Authorized<ProcessCreate>,
+    body: JsonBody<CreateProcess>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, definition) = new_process(body).await?;
+    let tx = auth.write().await?;
+    let process = processes::create(tx.conn(), name, None, definition).await?;
+    tx.commit(Change::new("process", process.id, 201)).await?;
+    Ok(HttpResponse::Created().json(ProcessView::from(process)))
+}
+
+/// Create a process definition in a folder.
+///
+/// Requires `process.create` on the folder.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam, IdParam),
+    request_body = CreateProcess,
+    responses((status = 201, body = ProcessView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[post("/folders/{id}/processes")]
+pub async fn create_folder_process(
+    auth: Authorized<ProcessCreate, OnFolder>,
+    folder: PathId,
+    body: JsonBody<CreateProcess>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, definition) = new_process(body).await?;
+    let tx = auth.write().await?;
+    let process = processes::create(tx.conn(), name, Some(folder.0), definition).await?;
+    tx.commit(Change::new("process", process.id, 201).detail("folder_id", folder.0.to_string()))
+        .await?;
+    Ok(HttpResponse::Created().json(ProcessView::from(process)))
+}
+
+/// Get a process definition.
+///
+/// Requires `process.read` on the process.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = ProcessView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/processes/{id}")]
+pub async fn get_process(
+    auth: Authorized<ProcessRead, OnProcess>,
+    id: PathId,
+) -> Result<web::Json<ProcessView>, ApiError> {
+    let tx = auth.read().await?;
+    let process = processes::get(&tx, id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tx.commit().await?;
+    Ok(web::Json(process.into()))
+}
+
+/// Edit a process definition's draft.
+///
+/// Each edit bumps the draft's version. Requires `process.edit` on the process.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam, IdParam),
+    request_body = UpdateProcess,
+    responses((status = 200, body = ProcessView), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[patch("/processes/{id}")]
+pub async fn update_process(
+    auth: Authorized<ProcessEdit, OnProcess>,
+    id: PathId,
+    body: JsonBody<UpdateProcess>,
+) -> Result<web::Json<ProcessView>, ApiError> {
+    let body = body.parse().await?;
+    let name = body
+        .name
+        .map(|n| clean_name(&n, 200).map_err(|m| ApiError::invalid_field("name", m)))
+        .transpose()?;
+    let definition = definition(body.definition)?;
+    let tx = auth.write().await?;
+    let existing = processes::get(tx.conn(), id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let process = processes::edit(tx.conn(), existing, name, definition).await?;
+    tx.commit(Change::new("process", process.id, 200).detail("version", process.version))
+        .await?;
+    Ok(web::Json(process.into()))
+}
+
+/// Publish a process definition's draft.
+///
+/// In a `prod` tenant the built-in Designer role cannot publish (separation of duties).
+/// Requires `process.publish` on the process.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam, IdParam),
+    responses((status = 200, body = ProcessView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[post("/processes/{id}/publish")]
+pub async fn publish_process(
+    auth: Authorized<ProcessPublish, OnProcess>,
+    id: PathId,
+) -> Result<web::Json<ProcessView>, ApiError> {
+    let tx = auth.write().await?;
+    let existing = processes::get(tx.conn(), id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let process = processes::publish(tx.conn(), existing).await?;
+    tx.commit(Change::new("process", process.id, 200).detail("version", process.version))
+        .await?;
+    Ok(web::Json(process.into()))
+}
+
+/// Delete a process definition.
+///
+/// Requires `process.delete` on the process.
+#[utoipa::path(
+    tag = "processes",
+    params(TenantParam, IdParam),
+    responses((status = 204, description = "Deleted"), TenantErrors),
+    security(("bearer" = []))
+)]
+#[delete("/processes/{id}")]
+pub async fn delete_process(
+    auth: Authorized<ProcessDelete, OnProcess>,
+    id: PathId,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    if !processes::delete(tx.conn(), id.0).await? {
+        return Err(ApiError::not_found());
+    }
+    tx.commit(Change::new("process", id.0, 204)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,373 @@
+//! `/t/{tenant}/api/v1/roles`
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use chrono::Utc;
+use entity::tenant::{role, role_binding};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _,
+    PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{BodyErrors, DryRunParam, TenantErrors, TenantParam, dry_run};
+use crate::authz::actions::{RoleManage, RoleRead, is_known};
+use crate::authz::impact::Impact;
+use crate::authz::roles::{BUILTIN_ROLES, RoleDef, builtin};
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::{JsonBody, PathName};
+use crate::http::tenant::{Authorized, Change};
+
+/// A role to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    /// Unique; not a built-in role's name.
+    #[schema(example = "Invoice approver")]
+    pub name: String,
+    pub description: Option<String>,
+    /// Catalogue actions the role grants.
+    #[schema(example = json!(["task.read", "task.approve"]))]
+    pub actions: Vec<String>,
+}
+
+/// A custom role's new definition.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRole {
+    pub description: Option<String>,
+    pub actions: Vec<String>,
+}
+
+/// A role: built-in or custom.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleView {
+    pub name: String,
+    pub description: String,
+    pub builtin: bool,
+    /// The actions the role grants unconditionally.
+    pub actions: Vec<String>,
+    /// Actions granted only under a condition (Cedar), e.g. publishing outside production.
+    pub conditional: Vec<ConditionalGrant>,
+}
+
+/// Actions granted when a condition holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConditionalGrant {
+    pub actions: Vec<String>,
+    /// A Cedar expression over `principal`, `resource` and `context`.
+    pub condition: String,
+}
+
+/// All roles.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleList {
+    pub items: Vec<RoleView>,
+}
+
+impl RoleView {
+    fn of(def: RoleDef, description: String, builtin: bool) -> Self {
+        let mut actions = Vec::new();
+        let mut conditional = Vec::new();
+        for grant in def.grants {
+            match grant.condition {
+                None => actions.extend(grant.actions),
+                Some(condition) => conditional.push(ConditionalGrant {
+                    actions: grant.actions,
+                    condition,
+                }),
+            }
+        }
+        RoleView {
+            name: def.name,
+            description,
+            builtin,
+            actions,
+            conditional,
+        }
+    }
+
+    fn custom(m: role::Model) -> Self {
+        let actions = serde_json::from_value(m.actions).unwrap_or_default();
+        RoleView::of(RoleDef::custom(&m.name, actions), m.description, false)
+    }
+}
+
+/// Checks a role's name (for creation) and actions: known, non-empty, no duplicates.
+fn validate(
+    name: Option<&str>,
+    actions: Vec<String>,
+    description: Option<String>,
+) -> Result<(Vec<String>, String), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(name) = name {
+        let mut chars = name.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || " _.-".contains(c))
+            && name.len() <= 64;
+        if !well_formed {
+            errors.push(FieldError {
+                field: "name".into(),
+                message: "must start with a letter and hold at most 64 letters, digits, spaces, `_`, `.` or `-`".into(),
+            });
+        }
+    }
+    let unknown: Vec<&str> = actions
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !is_known(a))
+        .collect();
+    if !unknown.is_empty() {
+        errors.push(FieldError {
+            field: "actions".into(),
+            message: format!(
+                "unknown actions: {} (see GET /authz/actions)",
+                unknown.join(", ")
+            ),
+        });
+    }
+    if actions.is_empty() {
+        errors.push(FieldError {
+            field: "actions".into(),
+            message: "must name at least one action".into(),
+        });
+    }
+    let description = description.unwrap_or_default();
+    if description.chars().count() > 1000 {
+        errors.push(FieldError {
+            field: "description".into(),
+            message: "must be at most 1000 characters".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut actions = actions;
+    actions.sort();
+    actions.dedup();
+    Ok((actions, description))
+}
+
+/// List the built-in and custom roles.
+///
+/// Requires `role.read`.
+#[utoipa::path(
+    tag = "roles",
+    params(TenantParam),
+    responses((status = 200, body = RoleList), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/roles")]
+pub async fn list_roles(auth: Authorized<RoleRead>) -> Result<web::Json<RoleList>, ApiError> {
+    let tx = auth.read().await?;
+    let custom = role::Entity::find()
+        .order_by_asc(role::Column::Name)
+        .all(&tx)
+        .await?;
+    tx.commit().await?;
+    let mut items: Vec<RoleView> = BUILTIN_ROLES
+        .iter()
+        .map(|r| RoleView::of(r.definition(), r.description.to_owned(), true))
+        .collect();
+    items.extend(custom.into_iter().map(RoleView::custom));
+    Ok(web::Json(RoleList { items }))
+}
+
+/// Get a role.
+///
+/// Requires `role.read`.
+#[utoipa::path(
+    tag = "roles",
+    params(TenantParam, ("name" = String, Path, description = "The role's name")),
+    responses((status = 200, body = RoleView), TenantErrors),
+    security(("bearer" = []))
+)]
+#[get("/roles/{name}")]
+pub async fn get_role(
+    auth: Authorized<RoleRead>,
+    name: PathName,
+) -> Result<web::Json<RoleView>, ApiError> {
+    if let Some(role) = builtin(&name.0) {
+        return Ok(web::Json(RoleView::of(
+            role.definition(),
+            role.description.to_owned(),
+            true,
+        )));
+    }
+    let tx = auth.read().await?;
+    let role = find(&tx, &name.0).await?.ok_or_else(ApiError::not_found)?;
+    tx.commit().await?;
+    Ok(web::Json(RoleView::custom(role)))
+}
+
+async fn find(
+    conn: &impl sea_orm::ConnectionTrait,
+    name: &str,
+) -> Result<Option<role::Model>, ApiError> {
+    Ok(role::Entity::find()
+        .filter(role::Column::Name.eq(name))
+        .one(conn)
+        .await?)
+}
+
+/// Create a custom role.
+///
+/// With `?dry_run=true` nothing is saved and the answer (200) lists who would gain which
+/// permission. Takes effect on the next request on every replica. Requires `role.manage`.
+#[utoipa::path(
+    tag = "roles",
+    params(TenantParam, DryRunParam),
+    request_body = CreateRole,
+    responses(
+        (status = 201, body = RoleView),
+        (status = 200, body = Impact, description = "The dry run's impact"),
+        (status = 409, body = crate::http::error::Problem, description = "The name is taken"),
+        TenantErrors, BodyErrors
+    ),
+    security(("bearer" = []))
+)]
+#[post("/roles")]
+pub async fn create_role(
+    auth: Authorized<RoleManage>,
+    params: web::Query<DryRunParam>,
+    body: JsonBody<CreateRole>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.parse().await?;
+    let name = body.name.trim().to_owned();
+    let (actions, description) = validate(Some(&name), body.actions, body.description)?;
+    if builtin(&name).is_some() {
+        return Err(ApiError::conflict(format!("`{name}` is a built-in role.")));
+    }
+    if params.dry_run() {
+        let role = RoleDef::custom(&name, actions);
+        let impact = dry_run(&auth, move |rules| rules.custom_roles.push(role)).await?;
+        return Ok(HttpResponse::Ok().json(impact));
+    }
+    let tx = auth.write().await?;
+    if find(tx.conn(), &name).await?.is_some() {
+        return Err(ApiError::conflict(format!("A role `{name}` exists.")));
+    }
+    let now = Utc::now();
+    let created = role::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(name),
+        description: Set(description),
+        actions: Set(serde_json::json!(actions)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(tx.conn())
+    .await?;
+    let change = Change::new("role", &created.name, 201)
+        .detail("after", serde_json::json!(actions))
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::Created().json(RoleView::custom(created)))
+}
+
+/// Change a custom role's actions.
+///
+/// With `?dry_run=true` nothing is saved and the answer lists who would gain and who would lose
+/// which permission. Requires `role.manage`.
+#[utoipa::path(
+    tag = "roles",
+    params(TenantParam, ("name" = String, Path, description = "The role's name"), DryRunParam),
+    request_body = UpdateRole,
+    responses((status = 200, body = RoleView, description = "The updated role, or the dry run's Impact"), TenantErrors, BodyErrors),
+    security(("bearer" = []))
+)]
+#[put("/roles/{name}")]
+pub async fn update_role(
+    auth: Authorized<RoleManage>,
+    name: PathName,
+    params: web::Query<DryRunParam>,
+    body: JsonBody<UpdateRole>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.parse().await?;
+    if builtin(&name.0).is_some() {
+        return Err(ApiError::conflict("Built-in roles cannot be changed."));
+    }
+    let (actions, description) = validate(None, body.actions, body.description)?;
+    if params.dry_run() {
+        let role = RoleDef::custom(&name.0, actions);
+        let impact = dry_run(&auth, move |rules| {
+            rules.custom_roles.retain(|r| r.name != role.name);
+            rules.custom_roles.push(role);
+        })
+        .await?;
+        return Ok(HttpResponse::Ok().json(impact));
+    }
+    let tx = auth.write().await?;
+    let existing = find(tx.conn(), &name.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let before = existing.actions.clone();
+    let mut row: role::ActiveModel = existing.into();
+    row.actions = Set(serde_json::json!(actions));
+    row.description = Set(description);
+    row.updated_at = Set(Utc::now());
+    let updated = row.update(tx.conn()).await?;
+    let change = Change::new("role", &updated.name, 200)
+        .detail("before", before)
+        .detail("after", serde_json::json!(actions))
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::Ok().json(RoleView::custom(updated)))
+}
+
+/// Delete a custom role.
+///
+/// A role that is still bound is 409: remove its bindings first. With `?dry_run=true` nothing
+/// is deleted and the answer lists who would lose which permission. Requires `role.manage`.
+#[utoipa::path(
+    tag = "roles",
+    params(TenantParam, ("name" = String, Path, description = "The role's name"), DryRunParam),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 200, body = Impact, description = "The dry run's impact"),
+        (status = 409, body = crate::http::error::Problem, description = "The role is bound or built in"),
+        TenantErrors
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/roles/{name}")]
+pub async fn delete_role(
+    auth: Authorized<RoleManage>,
+    name: PathName,
+    params: web::Query<DryRunParam>,
+) -> Result<HttpResponse, ApiError> {
+    if builtin(&name.0).is_some() {
+        return Err(ApiError::conflict("Built-in roles cannot be deleted."));
+    }
+    if params.dry_run() {
+        let role = name.0.clone();
+        let impact = dry_run(&auth, move |rules| {
+            rules.custom_roles.retain(|r| r.name != role);
+            rules.bindings.retain(|b| b.role != role);
+        })
+        .await?;
+        return Ok(HttpResponse::Ok().json(impact));
+    }
+    let tx = auth.write().await?;
+    let existing = find(tx.conn(), &name.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let bound = role_binding::Entity::find()
+        .filter(role_binding::Column::Role.eq(&existing.name))
+        .count(tx.conn())
+        .await?;
+    if bound > 0 {
+        return Err(ApiError::conflict(format!(
+            "The role has {bound} binding(s); remove them first."
+        )));
+    }
+    role::Entity::delete_by_id(existing.id)
+        .exec(tx.conn())
+        .await?;
+    let change = Change::new("role", &existing.name, 204)
+        .detail("before", existing.actions)
+        .invalidating();
+    tx.commit(change).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
