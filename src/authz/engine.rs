@@ -2,27 +2,30 @@
 //! sliced so that a decision evaluates only the policies that can apply to its principal.
 //!
 //! Slicing: every template link names its principal (`?principal`), and every static policy
-//! either names one (`principal == X`, `principal in X`) or applies to anyone. The tenant's
-//! policies are kept in shards keyed by that principal entity, plus a global shard. A request
-//! by principal P can only be matched by policies naming P or an ancestor of P (its groups, its
-//! tenant), or naming none; so the decision evaluates those shards and combines them as Cedar
-//! would: any satisfied `forbid` denies, else any satisfied `permit` allows, else deny. The
-//! property test `sliced_decisions_equal_whole_set_decisions` checks the equivalence.
+//! either names one (`principal == X`, `principal in X`) or applies to anyone; likewise each
+//! names the actions it can apply to (a role grant's action list, a policy's action scope). The
+//! tenant's policies are kept in shards keyed by that principal entity (or none) and tagged with
+//! those actions. A request by principal P for action A can only be matched by policies naming P
+//! or an ancestor of P (its groups, its tenant) or no one, and naming A or any action; so the
+//! decision evaluates only those shards and combines them as Cedar would: any satisfied
+//! `forbid` denies, else any satisfied `permit` allows, else deny. The property test
+//! `sliced_decisions_equal_whole_set_decisions` checks the equivalence.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
-    PrincipalConstraint, Request, RestrictedExpression, Schema, SlotId, Template, ValidationMode,
-    Validator,
+    ActionConstraint, Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId,
+    PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema, SlotId, Template,
+    ValidationMode, Validator,
 };
 use uuid::Uuid;
 
-use super::actions::info;
+use super::actions::{CATALOGUE, info};
 use super::bindings::{ScopeType, SubjectType};
-use super::roles::{BUILTIN_ROLES, RoleDef};
+use super::roles::{BUILTIN_ROLES, RoleDef, action_group, action_groups, grants_everything};
 use super::schema::{EntityKind, action_uid, schema};
 
 /// The outcome of one authorization question.
@@ -83,8 +86,10 @@ pub struct Facts {
 pub struct TenantPolicies {
     slug: String,
     environment: String,
-    shards: HashMap<EntityUid, PolicySet>,
-    global: PolicySet,
+    /// Shards by the principal entity their policies name.
+    shards: HashMap<EntityUid, Vec<Shard>>,
+    /// Shards of policies that name no principal.
+    global: Vec<Shard>,
     /// Folder id → parent folder id, for resolving a resource's containers without a query.
     folders: HashMap<Uuid, Option<Uuid>>,
     policy_count: usize,
@@ -116,7 +121,82 @@ pub struct Binding {
 pub struct PolicyEngine {
     schema: Schema,
     authorizer: Authorizer,
-    builtin: Vec<(RoleDef, Vec<Template>)>,
+    builtin: Vec<(RoleDef, Vec<RoleTemplate>)>,
+    /// Each catalogue action as an entity whose ancestors are its action groups.
+    actions: HashMap<&'static str, Entity>,
+}
+
+/// A role grant's template and the actions it can grant.
+type RoleTemplate = (Template, Arc<HashSet<String>>);
+
+/// Policies for one principal entity that can only grant or deny `actions` (`None`: any).
+struct Shard {
+    actions: Option<Arc<HashSet<String>>>,
+    set: PolicySet,
+}
+
+/// The shards under construction.
+#[derive(Default)]
+struct Shards {
+    by_principal: HashMap<EntityUid, Vec<Shard>>,
+    global: Vec<Shard>,
+    /// Where the links of a role grant for a principal go: (principal, template) → shard index.
+    template_shard: HashMap<(EntityUid, PolicyId), usize>,
+}
+
+impl Shards {
+    /// The set holding `template` and its links for `principal`.
+    fn for_template(
+        &mut self,
+        principal: &EntityUid,
+        template: &Template,
+        actions: &Arc<HashSet<String>>,
+    ) -> anyhow::Result<&mut PolicySet> {
+        let shards = self.by_principal.entry(principal.clone()).or_default();
+        let key = (principal.clone(), template.id().clone());
+        let index = match self.template_shard.get(&key) {
+            Some(index) => *index,
+            None => {
+                let mut set = PolicySet::new();
+                set.add_template(template.clone())?;
+                shards.push(Shard {
+                    actions: Some(Arc::clone(actions)),
+                    set,
+                });
+                self.template_shard.insert(key, shards.len() - 1);
+                shards.len() - 1
+            }
+        };
+        Ok(&mut shards[index].set)
+    }
+
+    /// A static policy in its own shard, under the principal and actions its scope names.
+    fn add_static(&mut self, policy: Policy) -> anyhow::Result<()> {
+        let actions = match policy.action_constraint() {
+            ActionConstraint::Any => None,
+            ActionConstraint::Eq(action) => {
+                Some(HashSet::from([action.id().unescaped().to_owned()]))
+            }
+            ActionConstraint::In(actions) => Some(
+                actions
+                    .iter()
+                    .map(|a| a.id().unescaped().to_owned())
+                    .collect(),
+            ),
+        };
+        let key = principal_key(&policy);
+        let mut set = PolicySet::new();
+        set.add(policy)?;
+        let shards = match key {
+            Some(key) => self.by_principal.entry(key).or_default(),
+            None => &mut self.global,
+        };
+        shards.push(Shard {
+            actions: actions.map(Arc::new),
+            set,
+        });
+        Ok(())
+    }
 }
 
 /// Folders nest at most this deep.
@@ -128,14 +208,30 @@ impl PolicyEngine {
             .iter()
             .map(|role| {
                 let def = role.definition();
-                let templates = compile_role(&def)?;
+                let templates = compile_role(&def, true)?;
                 Ok((def, templates))
             })
             .collect::<anyhow::Result<_>>()?;
+        let groups = action_groups();
+        let actions = CATALOGUE
+            .iter()
+            .map(|action| {
+                let member_of: HashSet<EntityUid> = groups
+                    .iter()
+                    .filter(|(_, actions)| actions.iter().any(|a| a == action.name))
+                    .map(|(group, _)| action_uid(group))
+                    .collect();
+                (
+                    action.name,
+                    Entity::new_no_attrs(action_uid(action.name), member_of),
+                )
+            })
+            .collect();
         Ok(PolicyEngine {
             schema: schema()?,
             authorizer: Authorizer::new(),
             builtin,
+            actions,
         })
     }
 
@@ -161,16 +257,15 @@ impl PolicyEngine {
     /// Builds a tenant's policy set. A binding to an unknown role grants nothing; a stored
     /// policy that no longer validates (after a schema change) is left out and logged.
     pub fn build(&self, rules: &TenantRules<'_>) -> anyhow::Result<TenantPolicies> {
-        let mut roles: HashMap<&str, Vec<Template>> = self
+        let mut roles: HashMap<&str, Vec<RoleTemplate>> = self
             .builtin
             .iter()
             .map(|(def, templates)| (def.name.as_str(), templates.clone()))
             .collect();
         for role in rules.custom_roles {
-            roles.insert(role.name.as_str(), compile_role(role)?);
+            roles.insert(role.name.as_str(), compile_role(role, false)?);
         }
-        let mut shards: HashMap<EntityUid, PolicySet> = HashMap::new();
-        let mut templates_in: HashMap<EntityUid, HashSet<PolicyId>> = HashMap::new();
+        let mut shards = Shards::default();
         let mut policy_count = 0;
         for binding in rules.bindings {
             let Some(templates) = roles.get(binding.role.as_str()) else {
@@ -184,13 +279,9 @@ impl PolicyEngine {
                 tracing::warn!(binding = %binding.id, "binding has a scope without an id; it grants nothing");
                 continue;
             };
-            let shard = shards.entry(subject.clone()).or_default();
-            let present = templates_in.entry(subject.clone()).or_default();
-            for (i, template) in templates.iter().enumerate() {
-                if present.insert(template.id().clone()) {
-                    shard.add_template(template.clone())?;
-                }
-                shard.link(
+            for (i, (template, actions)) in templates.iter().enumerate() {
+                let set = shards.for_template(&subject, template, actions)?;
+                set.link(
                     template.id().clone(),
                     link_id(binding.id, i),
                     HashMap::from([
@@ -201,25 +292,20 @@ impl PolicyEngine {
                 policy_count += 1;
             }
         }
-        let mut global = PolicySet::new();
         for (name, text) in rules.policies {
             if let Err(errors) = self.validate_policy(name, text) {
                 tracing::error!(policy = %name, ?errors, "stored policy does not validate; it is left out");
                 continue;
             }
             let policy = parse_static(name, text).map_err(anyhow::Error::msg)?;
-            let set = match principal_key(&policy) {
-                Some(key) => shards.entry(key).or_default(),
-                None => &mut global,
-            };
-            set.add(policy)?;
+            shards.add_static(policy)?;
             policy_count += 1;
         }
         Ok(TenantPolicies {
             slug: rules.slug.to_owned(),
             environment: rules.environment.to_owned(),
-            shards,
-            global,
+            shards: shards.by_principal,
+            global: shards.global,
             folders: rules.folders.iter().copied().collect(),
             policy_count,
         })
@@ -266,6 +352,15 @@ impl PolicyEngine {
             Some((&self.schema, &action_uid)),
         )
         .map_err(|e| e.to_string())?;
+        // A context of the wrong shape is the caller's mistake, not a denial.
+        Request::new(
+            subject.kind.uid(&subject.id),
+            action_uid,
+            resource.kind.uid(&resource.id),
+            context.clone(),
+            Some(&self.schema),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(self.decide_in(
             policies,
             subject,
@@ -293,7 +388,8 @@ impl PolicyEngine {
                 .iter()
                 .map(|g| EntityKind::Group.uid(g))
                 .collect();
-            let entities = entities(&tenant, subject, &principal, &groups, resource)?;
+            let mut entities = entities(&tenant, subject, &principal, &groups, resource)?;
+            entities.extend(self.actions.get(action).cloned());
             let entities = Entities::from_entities(entities, schema)?;
             let request = Request::new(
                 principal.clone(),
@@ -302,12 +398,16 @@ impl PolicyEngine {
                 context,
                 schema,
             )?;
-            let shards = std::iter::once(&principal)
+            let keyed = std::iter::once(&principal)
                 .chain(groups.iter())
                 .chain(std::iter::once(&tenant))
                 .filter_map(|key| policies.shards.get(key))
-                .chain(std::iter::once(&policies.global));
-            Ok(combine(shards.map(|set| {
+                .flatten();
+            let sets = keyed
+                .chain(policies.global.iter())
+                .filter(|shard| shard.actions.as_ref().is_none_or(|a| a.contains(action)))
+                .map(|shard| &shard.set);
+            Ok(combine(sets.map(|set| {
                 self.authorizer.is_authorized(&request, set, &entities)
             })))
         })();
@@ -442,8 +542,15 @@ fn denial(e: impl std::fmt::Display) -> Decision {
     }
 }
 
-/// The entities a decision needs: the principal with its groups and tags, the resource with its
-/// containers, and the tenant.
+/// The entities a decision needs: the principal, whose ancestors are its groups and the tenant,
+/// and the resource, whose ancestors are its containers and the tenant.
+///
+/// Each is given its whole ancestry directly and the ancestors themselves are left out of the
+/// store: `principal in X` and `resource in X`, the only hierarchy tests a Flowgate policy can
+/// make on stored data, answer exactly as with the full hierarchy, and Cedar's transitive
+/// closure over two entities costs a fraction of one over the whole chain (it dominated the
+/// decision). A policy testing the hierarchy between two entity literals (`Folder::"a" in
+/// Folder::"b"`) sees no relation; the README says so.
 fn entities(
     tenant: &EntityUid,
     subject: &Subject,
@@ -451,56 +558,66 @@ fn entities(
     groups: &[EntityUid],
     resource: &Resource,
 ) -> anyhow::Result<Vec<Entity>> {
-    let mut parents: HashSet<EntityUid> = groups.iter().cloned().collect();
-    parents.insert(tenant.clone());
+    let mut ancestors: HashSet<EntityUid> = groups.iter().cloned().collect();
+    ancestors.insert(tenant.clone());
     let tags = subject
         .tags
         .iter()
         .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
-    let mut entities = vec![
-        Entity::new_with_tags(principal.clone(), [], parents, tags)?,
-        Entity::new_no_attrs(tenant.clone(), HashSet::new()),
-    ];
-    entities.extend(
-        groups
+    let mut entities = vec![Entity::new_with_tags(
+        principal.clone(),
+        [],
+        ancestors,
+        tags,
+    )?];
+    let resource_uid = resource.kind.uid(&resource.id);
+    if resource_uid != *tenant && resource_uid != *principal {
+        let ancestors: HashSet<EntityUid> = resource
+            .containers
             .iter()
-            .map(|g| Entity::new_no_attrs(g.clone(), [tenant.clone()].into())),
-    );
-    let chain: Vec<EntityUid> = std::iter::once(resource.kind.uid(&resource.id))
-        .chain(resource.containers.iter().map(|(kind, id)| kind.uid(id)))
-        .collect();
-    for (i, uid) in chain.iter().enumerate() {
-        if uid == tenant || uid == principal {
-            continue;
-        }
-        let parent = chain.get(i + 1).unwrap_or(tenant).clone();
-        entities.push(Entity::new_no_attrs(uid.clone(), [parent].into()));
+            .map(|(kind, id)| kind.uid(id))
+            .chain(std::iter::once(tenant.clone()))
+            .collect();
+        entities.push(Entity::new_no_attrs(resource_uid, ancestors));
     }
     Ok(entities)
 }
 
-/// One template per grant of the role: `role:<name>#<n>`.
-fn compile_role(role: &RoleDef) -> anyhow::Result<Vec<Template>> {
+/// One template per grant of the role, `role:<name>#<n>`, with the grant's actions. A built-in
+/// role's grant names its action group (one ancestry test); a custom role's lists its actions;
+/// a grant of the whole catalogue constrains no action.
+fn compile_role(role: &RoleDef, builtin: bool) -> anyhow::Result<Vec<RoleTemplate>> {
     role.grants
         .iter()
         .enumerate()
         .map(|(i, grant)| {
-            let actions = grant
-                .actions
-                .iter()
-                .map(|a| action_uid(a).to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let actions = if grants_everything(&grant.actions) {
+                "action".to_owned()
+            } else if builtin {
+                format!("action in {}", action_uid(&action_group(&role.name, i)))
+            } else {
+                let list = grant
+                    .actions
+                    .iter()
+                    .map(|a| action_uid(a).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("action in [{list}]")
+            };
             let condition = grant
                 .condition
                 .as_ref()
                 .map(|c| format!(" when {{ {c} }}"))
                 .unwrap_or_default();
             let text = format!(
-                "permit(principal in ?principal, action in [{actions}], resource in ?resource){condition};"
+                "permit(principal in ?principal, {actions}, resource in ?resource){condition};"
             );
-            Template::parse(Some(PolicyId::new(format!("role:{}#{i}", role.name))), text)
-                .map_err(|e| anyhow::anyhow!("role {} does not form a template: {e}", role.name))
+            let template =
+                Template::parse(Some(PolicyId::new(format!("role:{}#{i}", role.name))), text)
+                    .map_err(|e| {
+                        anyhow::anyhow!("role {} does not form a template: {e}", role.name)
+                    })?;
+            Ok((template, Arc::new(grant.actions.iter().cloned().collect())))
         })
         .collect()
 }
@@ -644,10 +761,15 @@ mod tests {
         let mut roles: HashMap<String, Vec<Template>> = engine
             .builtin
             .iter()
-            .map(|(d, t)| (d.name.clone(), t.clone()))
+            .map(|(d, t)| (d.name.clone(), t.iter().map(|(t, _)| t.clone()).collect()))
             .collect();
         for role in rules.custom_roles {
-            roles.insert(role.name.clone(), compile_role(role).unwrap());
+            let templates = compile_role(role, false)
+                .unwrap()
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+            roles.insert(role.name.clone(), templates);
         }
         for templates in roles.values() {
             for t in templates {
@@ -693,11 +815,9 @@ mod tests {
             .iter()
             .map(|g| EntityKind::Group.uid(g))
             .collect();
-        let entities = Entities::from_entities(
-            entities(&tenant, subject, &principal, &groups, resource).unwrap(),
-            None,
-        )
-        .unwrap();
+        let mut store = full_hierarchy(&tenant, subject, &principal, &groups, resource);
+        store.extend(engine.actions.get(action).cloned());
+        let entities = Entities::from_entities(store, None).unwrap();
         let policies = engine.build(&rules(&[], &[], &[], &folders())).unwrap();
         let context = engine
             .context(
@@ -726,6 +846,44 @@ mod tests {
             response.decision() == cedar_policy::Decision::Allow,
             reasons,
         )
+    }
+
+    /// The reference store: every entity of the request's hierarchy, each with its parent only,
+    /// as the Cedar documentation models a hierarchy.
+    fn full_hierarchy(
+        tenant: &EntityUid,
+        subject: &Subject,
+        principal: &EntityUid,
+        groups: &[EntityUid],
+        resource: &Resource,
+    ) -> Vec<Entity> {
+        let mut parents: HashSet<EntityUid> = groups.iter().cloned().collect();
+        parents.insert(tenant.clone());
+        let tags = subject
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+        let mut all = vec![
+            Entity::new_with_tags(principal.clone(), [], parents, tags).unwrap(),
+            Entity::new_no_attrs(tenant.clone(), HashSet::new()),
+        ];
+        all.extend(
+            groups
+                .iter()
+                .map(|g| Entity::new_no_attrs(g.clone(), [tenant.clone()].into())),
+        );
+        let chain: Vec<EntityUid> = std::iter::once(resource.kind.uid(&resource.id))
+            .chain(resource.containers.iter().map(|(kind, id)| kind.uid(id)))
+            .collect();
+        for (i, uid) in chain.iter().enumerate() {
+            if uid != tenant {
+                all.push(Entity::new_no_attrs(
+                    uid.clone(),
+                    [chain.get(i + 1).unwrap_or(tenant).clone()].into(),
+                ));
+            }
+        }
+        all
     }
 
     fn user(n: u8, groups: &[u8], dept: Option<&str>) -> Subject {
@@ -910,7 +1068,7 @@ mod tests {
         let engine = engine();
         let mut set = PolicySet::new();
         for (_, templates) in &engine.builtin {
-            for t in templates {
+            for (t, _) in templates {
                 set.add_template(t.clone()).unwrap();
             }
         }

@@ -174,6 +174,39 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
     },
 ];
 
+/// The Cedar action group of a built-in role's grant: `role:<Name>`, or `role:<Name>#<n>` for
+/// its conditional grants.
+pub fn action_group(role: &str, grant: usize) -> String {
+    if grant == 0 {
+        format!("role:{role}")
+    } else {
+        format!("role:{role}#{grant}")
+    }
+}
+
+/// Every built-in role grant that is an action group (all but those granting the whole
+/// catalogue), with its actions.
+pub fn action_groups() -> Vec<(String, Vec<String>)> {
+    BUILTIN_ROLES
+        .iter()
+        .flat_map(|role| {
+            role.definition()
+                .grants
+                .into_iter()
+                .enumerate()
+                .filter(|(_, grant)| !grants_everything(&grant.actions))
+                .map(move |(i, grant)| (action_group(role.name, i), grant.actions))
+        })
+        .collect()
+}
+
+/// Whether `actions` hold the whole catalogue.
+pub fn grants_everything(actions: &[String]) -> bool {
+    CATALOGUE
+        .iter()
+        .all(|a| actions.iter().any(|g| g == a.name))
+}
+
 /// The built-in role called `name`.
 pub fn builtin(name: &str) -> Option<&'static BuiltinRole> {
     BUILTIN_ROLES.iter().find(|r| r.name == name)

@@ -4,10 +4,12 @@
 //! String; every object sits under its tenant, folders nest, and tasks sit under processes.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid, Schema};
 
 use super::actions::CATALOGUE;
+use super::roles::action_groups;
 
 pub const NAMESPACE: &str = "Flowgate";
 
@@ -82,13 +84,25 @@ impl EntityKind {
     }
 
     fn type_name(self) -> EntityTypeName {
-        qualified(self.as_str())
+        TYPE_NAMES[self as usize].clone()
     }
 }
 
+/// The parsed type names, in `EntityKind` order, then `Action`: parsed once, cloned per use.
+static TYPE_NAMES: LazyLock<Vec<EntityTypeName>> = LazyLock::new(|| {
+    EntityKind::ALL
+        .iter()
+        .map(|k| qualified(k.as_str()))
+        .chain(std::iter::once(qualified("Action")))
+        .collect()
+});
+
 /// The action uid `Flowgate::Action::"<name>"`.
 pub fn action_uid(name: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(qualified("Action"), EntityId::new(name))
+    EntityUid::from_type_name_and_id(
+        TYPE_NAMES[EntityKind::ALL.len()].clone(),
+        EntityId::new(name),
+    )
 }
 
 #[expect(
@@ -103,7 +117,8 @@ fn qualified(basename: &str) -> EntityTypeName {
 
 /// The schema in Cedar's human-readable format; published to tenants for writing policies.
 ///
-/// Every action's context carries `environment` (the tenant's: `dev`, `stage` or `prod`) and
+/// Each built-in role's grant is an action group (`Flowgate::Action::"role:Designer"`), which
+/// policies may use too. Every action's context carries `environment` (the tenant's: `dev`, `stage` or `prod`) and
 /// `now` (Unix seconds), and when known `source_ip` and `mfa_age` (seconds since the caller's
 /// second factor); `task.approve` adds `amount` (whole currency units).
 pub fn schema_text() -> String {
@@ -122,8 +137,22 @@ pub fn schema_text() -> String {
          \x20 entity Secret in [Folder, Tenant];\n\
          \x20 entity Task in [Process, Folder, Tenant];\n"
     );
+    let groups = action_groups();
+    for (group, _) in &groups {
+        let _ = writeln!(text, "  action \"{group}\";");
+    }
     for action in CATALOGUE {
         let resources: Vec<&str> = action.resources.iter().map(|k| k.as_str()).collect();
+        let member_of: Vec<String> = groups
+            .iter()
+            .filter(|(_, actions)| actions.iter().any(|a| a == action.name))
+            .map(|(group, _)| format!("\"{group}\""))
+            .collect();
+        let member_of = if member_of.is_empty() {
+            String::new()
+        } else {
+            format!(" in [{}]", member_of.join(", "))
+        };
         let context = if action.amount {
             "AmountContext"
         } else {
@@ -131,7 +160,7 @@ pub fn schema_text() -> String {
         };
         let _ = writeln!(
             text,
-            "  action \"{}\" appliesTo {{ principal: [User, ServiceAccount], resource: [{}], context: {context} }};",
+            "  action \"{}\"{member_of} appliesTo {{ principal: [User, ServiceAccount], resource: [{}], context: {context} }};",
             action.name,
             resources.join(", ")
         );

@@ -328,6 +328,28 @@ impl TestApp {
         rows
     }
 
+    /// A second replica: another process state and server on the same database and key store,
+    /// as a load balancer would spread requests over. Returns its base URL.
+    pub async fn replica(&self) -> (String, Server, Arc<AppState>) {
+        let settings =
+            Settings::from_sources(None, &|name| self.settings_vars.get(name).cloned()).unwrap();
+        let opened = AppState::open(settings).await.unwrap();
+        let server = Server::start(
+            Arc::clone(&opened.state),
+            ServeOptions {
+                listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+                admin_listener: None,
+                handle_signals: false,
+            },
+        )
+        .unwrap();
+        (
+            format!("https://127.0.0.1:{}", server.addr.port()),
+            server,
+            opened.state,
+        )
+    }
+
     pub fn database_url(&self) -> Option<String> {
         self.database.as_ref().map(TestDatabase::url)
     }

@@ -7,6 +7,7 @@ mod helpers;
 mod api_keys;
 mod audit;
 mod authorization_matrix;
+mod authz;
 mod cli;
 mod errors;
 mod health;
