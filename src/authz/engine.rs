@@ -93,6 +93,8 @@ pub struct TenantPolicies {
     /// Folder id → parent folder id, for resolving a resource's containers without a query.
     folders: HashMap<Uuid, Option<Uuid>>,
     policy_count: usize,
+    /// Some claim-based policy mentions `context.source_ip`.
+    reads_source_ip: bool,
 }
 
 /// What a tenant's policy set is built from.
@@ -308,6 +310,10 @@ impl PolicyEngine {
             global: shards.global,
             folders: rules.folders.iter().copied().collect(),
             policy_count,
+            reads_source_ip: rules
+                .policies
+                .iter()
+                .any(|(_, text)| text.contains("source_ip")),
         })
     }
 
@@ -431,7 +437,9 @@ impl PolicyEngine {
                 RestrictedExpression::new_long(facts.now.unwrap_or_else(unix_now)),
             ),
         ];
-        if let Some(ip) = facts.source_ip {
+        // Building an `ipaddr` runs Cedar's parser; when no policy of the tenant mentions the
+        // source address its value cannot change a decision, so it is left out.
+        if let (Some(ip), true) = (facts.source_ip, policies.reads_source_ip) {
             pairs.push((
                 "source_ip".to_owned(),
                 RestrictedExpression::new_ip(ip.to_string()),
