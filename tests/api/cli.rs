@@ -162,3 +162,164 @@ async fn tenants_are_managed_from_the_command_line() {
         assert_eq!(bad.status.code(), Some(2));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_embedded_defaults_prints_the_operator_token_once_and_never_logs_secrets() {
+    let dir = std::env::temp_dir().join(format!("flowgate-serve-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
+    let start = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_flowgate"))
+            .arg("serve")
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("FLOWGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&stdout)
+                    .unwrap(),
+            )
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&stderr)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap()
+    };
+    let stop = |child: &tokio::process::Child| {
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().unwrap().to_string())
+            .status()
+            .unwrap();
+    };
+    let mut server = start();
+    // No configuration at all: SQLite, the local key store and a generated certificate, all
+    // under ./data of the working directory.
+    let mut ready = false;
+    for _ in 0..100 {
+        if dir.join("data/tls/cert.pem").exists() {
+            let probe = reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(
+                    &std::fs::read(dir.join("data/tls/cert.pem")).unwrap(),
+                )
+                .unwrap()])
+                .pool_max_idle_per_host(0)
+                .http1_only()
+                .build()
+                .unwrap();
+            if probe
+                .get(format!("https://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    assert!(dir.join("data/control.db").exists());
+    let printed = std::fs::read_to_string(&stderr).unwrap();
+    let token = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("fgo_"))
+        .expect("the operator token is printed")
+        .to_owned();
+    // No idle connections, so that a graceful stop has nothing to wait for.
+    let pem = std::fs::read(dir.join("data/tls/cert.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .pool_max_idle_per_host(0)
+        .http1_only()
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/platform/tenants"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"slug": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["admin_api_key"].as_str().unwrap().to_owned();
+    let response = client
+        .get(format!("{base}/t/acme/api/v1/users"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let response = client
+        .get(format!("{base}/t/acme/api/v1/users"))
+        .bearer_auth(format!("{key}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+    stop(&server);
+    assert!(server.wait().await.unwrap().success(), "a graceful stop");
+    // A second start keeps the token and does not print it again.
+    let mut server = start();
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let response = client
+        .get(format!("{base}/api/v1/platform/tenants"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::OK,
+        "the generated token survives a restart"
+    );
+    stop(&server);
+    server.wait().await.unwrap();
+    let logs = std::fs::read_to_string(&stdout).unwrap();
+    let printed = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(
+        printed.matches(&token).count(),
+        1,
+        "printed once, on the first start only"
+    );
+    for secret in [&token, &key] {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the log");
+    }
+    let requests: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .filter(|l: &serde_json::Value| l["fields"]["message"] == "request")
+        .collect();
+    assert!(requests.len() >= 4, "an access-log line per request");
+    assert!(requests.iter().all(|l| {
+        l["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 32)
+    }));
+    let _ = std::fs::remove_dir_all(dir);
+}
