@@ -353,12 +353,6 @@ impl TestApp {
     pub fn database_url(&self) -> Option<String> {
         self.database.as_ref().map(TestDatabase::url)
     }
-
-    pub async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop().await.unwrap();
-        }
-    }
 }
 
 impl Drop for TestApp {

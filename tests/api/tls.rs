@@ -128,7 +128,7 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
             write(&dir, "client-ca.pem", &client_ca.pem()),
         ),
     ];
-    let mut app = spawn_app_with_client(Db::Sqlite, vars, &server_ca, &client_ca).await;
+    let app = spawn_app_with_client(Db::Sqlite, vars, &server_ca, &client_ca).await;
     let url = app.url("/healthz");
     let anonymous = client(&server_ca, None).get(&url).send().await;
     assert!(anonymous.is_err(), "no client certificate, no handshake");
@@ -143,7 +143,6 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     );
     let response = app.client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    app.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
 
