@@ -82,7 +82,8 @@ impl AppState {
     pub fn forget_tenant(&self, slug: &str) {
         self.tenants.invalidate(slug);
         self.authz.invalidate(slug);
-        self.api_keys.forget_keys(slug);
+        self.api_keys.forget_tenant(slug);
+        self.keystore.forget(slug);
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.

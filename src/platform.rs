@@ -142,7 +142,7 @@ async fn undo_provisioning(state: &AppState, slug: &Slug, drop_storage: bool) {
     if let Err(e) = state.keystore.destroy_tenant(slug.as_str()).await {
         tracing::error!(tenant = %slug, error = %e, "could not destroy the keys of a failed onboarding");
     }
-    state.api_keys.forget_tenant(slug.as_str());
+    state.forget_tenant(slug.as_str());
     if let Err(e) = state.tenants.remove(slug).await {
         tracing::error!(tenant = %slug, error = %e, "could not release the slug of a failed onboarding");
     }
@@ -166,10 +166,32 @@ pub async fn set_suspended(
     } else {
         (TenantStatus::Active, "tenant.resume")
     };
-    let tenant = state.tenants.set_status(slug, status).await?;
-    state.publish_tenant_change(slug).await?;
-    let event = operator_event(meta, action, "tenant", 200).resource_id(slug.to_string());
-    state.audit.record(slug, event).await?;
+    // On record before it takes effect: a change the trail cannot hold is not made.
+    state
+        .audit
+        .record(
+            slug,
+            operator_event(meta, action, "tenant", 200).resource_id(slug.to_string()),
+        )
+        .await?;
+    let changed = async {
+        let tenant = state.tenants.set_status(slug, status).await?;
+        state.publish_tenant_change(slug).await?;
+        Ok::<_, PlatformError>(tenant)
+    }
+    .await;
+    let tenant = match changed {
+        Ok(tenant) => tenant,
+        Err(e) => {
+            let failed = operator_event(meta, action, "tenant", 503)
+                .resource_id(slug.to_string())
+                .detail("error", "the change could not be made");
+            if let Err(audit) = state.audit.record(slug, failed).await {
+                tracing::error!(tenant = %slug, error = %audit, "could not record a failed tenant status change");
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(tenant = %slug, status = status.as_str(), "tenant status changed");
     Ok(tenant)
 }
@@ -186,7 +208,6 @@ pub async fn delete_tenant(state: &AppState, slug: &Slug) -> Result<(), Platform
     state.publish_tenant_change(slug).await?;
     state.dbs.drop_tenant_storage(slug).await?;
     state.keystore.destroy_tenant(slug.as_str()).await?;
-    state.api_keys.forget_tenant(slug.as_str());
     state.tenants.remove(slug).await?;
     state.publish_tenant_change(slug).await?;
     tracing::info!(tenant = %slug, "tenant deleted with its data and keys");

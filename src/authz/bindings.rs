@@ -100,7 +100,8 @@ pub async fn subject_exists(
     })
 }
 
-/// Creates the binding unless the same role, subject and scope are already bound (`None`).
+/// Creates the binding unless the same role, subject and scope are already bound (`None`); a
+/// unique index keeps concurrent creations to one.
 pub async fn create(
     conn: &impl ConnectionTrait,
     new: NewBinding,
@@ -120,7 +121,7 @@ pub async fn create(
     if duplicates > 0 {
         return Ok(None);
     }
-    role_binding::ActiveModel {
+    let inserted = role_binding::ActiveModel {
         id: Set(Uuid::now_v7()),
         role: Set(new.role),
         subject_type: Set(new.subject_type.as_str().to_owned()),
@@ -130,8 +131,12 @@ pub async fn create(
         created_at: Set(Utc::now()),
     }
     .insert(conn)
-    .await
-    .map(Some)
+    .await;
+    match inserted {
+        // A concurrent request bound the same role first.
+        Err(e) if crate::directory::is_duplicate(&e) => Ok(None),
+        other => other.map(Some),
+    }
 }
 
 /// Deletes the binding `id`; `false` if there was none.

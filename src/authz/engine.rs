@@ -126,6 +126,8 @@ pub struct PolicyEngine {
     builtin: Vec<(RoleDef, Vec<RoleTemplate>)>,
     /// Each catalogue action as an entity whose ancestors are its action groups.
     actions: HashMap<&'static str, Entity>,
+    /// Each action group's member actions.
+    groups: HashMap<String, Vec<String>>,
 }
 
 /// A role grant's template and the actions it can grant.
@@ -173,19 +175,33 @@ impl Shards {
     }
 
     /// A static policy in its own shard, under the principal and actions its scope names.
-    fn add_static(&mut self, policy: Policy) -> anyhow::Result<()> {
-        let actions = match policy.action_constraint() {
-            ActionConstraint::Any => None,
-            ActionConstraint::Eq(action) => {
-                Some(HashSet::from([action.id().unescaped().to_owned()]))
-            }
-            ActionConstraint::In(actions) => Some(
-                actions
-                    .iter()
-                    .map(|a| a.id().unescaped().to_owned())
-                    .collect(),
-            ),
+    /// `groups` maps each action group to its member actions, so that a policy scoped to a
+    /// group (`action in Flowgate::Action::"role:Viewer"`) is tagged with the actions it covers;
+    /// a name that is neither an action nor a group leaves the shard untagged (evaluated for every
+    /// action), so nothing is ever skipped that could apply.
+    fn add_static(
+        &mut self,
+        policy: Policy,
+        groups: &HashMap<String, Vec<String>>,
+    ) -> anyhow::Result<()> {
+        let named: Vec<String> = match policy.action_constraint() {
+            ActionConstraint::Any => Vec::new(),
+            ActionConstraint::Eq(action) => vec![action.id().unescaped().to_owned()],
+            ActionConstraint::In(actions) => actions
+                .iter()
+                .map(|a| a.id().unescaped().to_owned())
+                .collect(),
         };
+        let mut actions = (!named.is_empty()).then(HashSet::new);
+        for name in &named {
+            match (groups.get(name), &mut actions) {
+                (Some(members), Some(set)) => set.extend(members.iter().cloned()),
+                (None, Some(set)) if info(name).is_some() => {
+                    set.insert(name.clone());
+                }
+                _ => actions = None,
+            }
+        }
         let key = principal_key(&policy);
         let mut set = PolicySet::new();
         set.add(policy)?;
@@ -234,6 +250,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             builtin,
             actions,
+            groups: groups.into_iter().collect(),
         })
     }
 
@@ -300,7 +317,7 @@ impl PolicyEngine {
                 continue;
             }
             let policy = parse_static(name, text).map_err(anyhow::Error::msg)?;
-            shards.add_static(policy)?;
+            shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }
         Ok(TenantPolicies {
@@ -420,6 +437,37 @@ impl PolicyEngine {
         evaluated.unwrap_or_else(denial)
     }
 
+    /// The actions among `actions` that `caller` does not hold throughout `scope`. Granting any
+    /// of them on `scope` (a role binding, a custom role, a key for an account) would hand out
+    /// more than the caller has, so such grants are refused. Each action is tried on the scope
+    /// itself and on an anonymous object of each kind it applies to inside the scope.
+    pub fn not_delegable<'a>(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        actions: impl IntoIterator<Item = &'a str>,
+        scope: &Resource,
+    ) -> Vec<String> {
+        let facts = Facts::default();
+        actions
+            .into_iter()
+            .filter(|action| {
+                let Some(info) = info(action) else {
+                    return false;
+                };
+                let probes: Vec<Resource> = info
+                    .resources
+                    .iter()
+                    .filter_map(|kind| probe(*kind, scope))
+                    .collect();
+                probes
+                    .iter()
+                    .any(|r| !self.decide(policies, caller, action, r, &facts).allowed)
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The context of `action`: the tenant's environment, the time, and the request's facts.
     fn context(
         &self,
@@ -512,6 +560,38 @@ impl TenantPolicies {
         let parent = *self.folders.get(&id)?;
         self.resource_in(EntityKind::Folder, id.to_string(), parent)
     }
+}
+
+/// An object of `kind` that `scope` covers: the scope itself, or an anonymous object inside it;
+/// `None` when no object of that kind can be inside the scope.
+fn probe(kind: EntityKind, scope: &Resource) -> Option<Resource> {
+    const ANONYMOUS: &str = "00000000-0000-0000-0000-000000000000";
+    if kind == scope.kind {
+        return Some(scope.clone());
+    }
+    let inside = match (scope.kind, kind) {
+        (EntityKind::Tenant, _) => Vec::new(),
+        (
+            EntityKind::Folder,
+            EntityKind::Folder
+            | EntityKind::Process
+            | EntityKind::Form
+            | EntityKind::Report
+            | EntityKind::Secret
+            | EntityKind::Task,
+        )
+        | (EntityKind::Process, EntityKind::Task) => {
+            std::iter::once((scope.kind, scope.id.clone()))
+                .chain(scope.containers.iter().cloned())
+                .collect()
+        }
+        _ => return None,
+    };
+    Some(Resource {
+        kind,
+        id: ANONYMOUS.to_owned(),
+        containers: inside,
+    })
 }
 
 /// Cedar's rule over the evaluated shards: a satisfied `forbid` anywhere denies (its reasons),
@@ -946,6 +1026,10 @@ mod tests {
             action.clone().prop_map(|a| format!("permit(principal, action == Flowgate::Action::\"{a}\", resource) when {{ principal.hasTag(\"dept\") && principal.getTag(\"dept\") == \"x\" }};")),
             Just("forbid(principal, action == Flowgate::Action::\"task.approve\", resource) when { context has amount && context.amount > 100 };".to_owned()),
             action.prop_map(|a| format!("permit(principal in Flowgate::Tenant::\"{SLUG}\", action == Flowgate::Action::\"{a}\", resource);")),
+            prop::sample::select(vec!["role:Viewer", "role:Designer", "role:Designer#1", "role:Operator"])
+                .prop_map(|g| format!("forbid(principal, action in Flowgate::Action::\"{g}\", resource) when {{ principal.hasTag(\"dept\") && principal.getTag(\"dept\") == \"y\" }};")),
+            prop::sample::select(vec!["role:Auditor", "role:Operator"])
+                .prop_map(|g| format!("permit(principal, action in [Flowgate::Action::\"{g}\", Flowgate::Action::\"task.approve\"], resource);")),
         ]
     }
 

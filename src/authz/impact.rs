@@ -93,6 +93,17 @@ pub struct Universe {
 }
 
 impl Universe {
+    /// The tenant's resources only (for questions about one principal).
+    pub async fn load_resources(
+        conn: &impl ConnectionTrait,
+        policies: &TenantPolicies,
+    ) -> Result<Self, DbErr> {
+        Ok(Universe {
+            subjects: Vec::new(),
+            resources: resources(conn, policies).await?,
+        })
+    }
+
     /// Loads the tenant's principals and resources in the caller's transaction.
     pub async fn load(
         conn: &impl ConnectionTrait,
@@ -125,24 +136,63 @@ impl Universe {
                 .into_iter()
                 .map(|a| Subject::service_account(a.id)),
         );
-        let mut resources = vec![policies.tenant()];
-        resources.extend(policies.folder_ids().filter_map(|id| policies.folder(id)));
-        let processes = process::Entity::find()
-            .select_only()
-            .column(process::Column::Id)
-            .column(process::Column::FolderId)
-            .limit(MAX_PROCESSES)
-            .into_tuple::<(Uuid, Option<Uuid>)>()
-            .all(conn)
-            .await?;
-        resources.extend(processes.into_iter().filter_map(|(id, folder)| {
-            policies.resource_in(EntityKind::Process, id.to_string(), folder)
-        }));
         Ok(Universe {
             subjects,
-            resources,
+            resources: resources(conn, policies).await?,
         })
     }
+}
+
+/// The tenant, its folders and its processes.
+async fn resources(
+    conn: &impl ConnectionTrait,
+    policies: &TenantPolicies,
+) -> Result<Vec<Resource>, DbErr> {
+    let mut resources = vec![policies.tenant()];
+    resources.extend(policies.folder_ids().filter_map(|id| policies.folder(id)));
+    let processes = process::Entity::find()
+        .select_only()
+        .column(process::Column::Id)
+        .column(process::Column::FolderId)
+        .limit(MAX_PROCESSES)
+        .into_tuple::<(Uuid, Option<Uuid>)>()
+        .all(conn)
+        .await?;
+    resources.extend(processes.into_iter().filter_map(|(id, folder)| {
+        policies.resource_in(EntityKind::Process, id.to_string(), folder)
+    }));
+    Ok(resources)
+}
+
+/// The permissions `holder` has that `caller` lacks, over the tenant's resources: what issuing a
+/// credential of `holder` to `caller` would add to the caller's power.
+pub fn exceeding(
+    engine: &PolicyEngine,
+    policies: &TenantPolicies,
+    universe: &Universe,
+    holder: &Subject,
+    caller: &Subject,
+) -> Vec<Permission> {
+    let facts = Facts::default();
+    let mut excess = Vec::new();
+    for resource in &universe.resources {
+        for action in actions_on(resource) {
+            if engine
+                .decide(policies, holder, action, resource, &facts)
+                .allowed
+                && !engine
+                    .decide(policies, caller, action, resource, &facts)
+                    .allowed
+            {
+                excess.push(Permission {
+                    principal: EntityRef::of(holder.kind, &holder.id),
+                    action: action.to_owned(),
+                    resource: EntityRef::of(resource.kind, &resource.id),
+                });
+            }
+        }
+    }
+    excess
 }
 
 /// The actions that apply to `resource`.
@@ -206,37 +256,15 @@ pub fn who_can(
     universe: &Universe,
     resource: &Resource,
 ) -> Access {
-    let facts = Facts::default();
-    let mut evaluated = 0;
-    let mut grants = Vec::new();
-    for subject in &universe.subjects {
-        let actions: Vec<String> = actions_on(resource)
-            .filter(|action| {
-                evaluated += 1;
-                engine
-                    .decide(policies, subject, action, resource, &facts)
-                    .allowed
-            })
-            .map(str::to_owned)
-            .collect();
-        if !actions.is_empty() {
-            grants.push(Grants {
-                party: EntityRef::of(subject.kind, &subject.id),
-                actions,
-            });
-        }
-        if evaluated >= MAX_EVALUATIONS {
-            return Access {
-                resource: EntityRef::of(resource.kind, &resource.id),
-                grants,
-                truncated: true,
-            };
-        }
-    }
+    let pairs = universe
+        .subjects
+        .iter()
+        .map(|subject| (subject, resource, EntityRef::of(subject.kind, &subject.id)));
+    let (grants, truncated) = tally(engine, policies, pairs);
     Access {
         resource: EntityRef::of(resource.kind, &resource.id),
         grants,
-        truncated: false,
+        truncated,
     }
 }
 
@@ -247,10 +275,35 @@ pub fn what_can(
     universe: &Universe,
     subject: &Subject,
 ) -> Abilities {
+    let pairs = universe.resources.iter().map(|resource| {
+        (
+            subject,
+            resource,
+            EntityRef::of(resource.kind, &resource.id),
+        )
+    });
+    let (grants, truncated) = tally(engine, policies, pairs);
+    Abilities {
+        principal: EntityRef::of(subject.kind, &subject.id),
+        grants,
+        truncated,
+    }
+}
+
+/// For each `(subject, resource, party)`, the actions the subject may do on the resource, as
+/// grants to `party`; and whether the evaluation cap cut the tally short.
+fn tally<'a>(
+    engine: &PolicyEngine,
+    policies: &TenantPolicies,
+    pairs: impl Iterator<Item = (&'a Subject, &'a Resource, EntityRef)>,
+) -> (Vec<Grants>, bool) {
     let facts = Facts::default();
     let mut evaluated = 0;
     let mut grants = Vec::new();
-    for resource in &universe.resources {
+    for (subject, resource, party) in pairs {
+        if evaluated >= MAX_EVALUATIONS {
+            return (grants, true);
+        }
         let actions: Vec<String> = actions_on(resource)
             .filter(|action| {
                 evaluated += 1;
@@ -261,22 +314,8 @@ pub fn what_can(
             .map(str::to_owned)
             .collect();
         if !actions.is_empty() {
-            grants.push(Grants {
-                party: EntityRef::of(resource.kind, &resource.id),
-                actions,
-            });
-        }
-        if evaluated >= MAX_EVALUATIONS {
-            return Abilities {
-                principal: EntityRef::of(subject.kind, &subject.id),
-                grants,
-                truncated: true,
-            };
+            grants.push(Grants { party, actions });
         }
     }
-    Abilities {
-        principal: EntityRef::of(subject.kind, &subject.id),
-        grants,
-        truncated: false,
-    }
+    (grants, false)
 }

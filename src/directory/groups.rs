@@ -31,12 +31,17 @@ pub async fn add_member(
     if existing.is_some() {
         return Ok(false);
     }
-    group_member::ActiveModel {
+    let inserted = group_member::ActiveModel {
         group_id: Set(group_id),
         user_id: Set(user_id),
         created_at: Set(Utc::now()),
     }
     .insert(conn)
-    .await?;
-    Ok(true)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        // A concurrent request added the same member first.
+        Err(e) if super::is_duplicate(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

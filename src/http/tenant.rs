@@ -86,9 +86,43 @@ impl TenantRequest {
         self.0.state.clone()
     }
 
+    /// The caller as the policy engine sees it.
+    pub fn subject(&self) -> &Subject {
+        &self.0.subject
+    }
+
+    /// Refuses a grant the caller cannot make (it would give away more than the caller holds),
+    /// noting the refusal for the audit trail.
+    pub fn refuse_delegation(&self, missing: &[String]) -> ApiError {
+        let mut note = self.note();
+        note.decision = Some(Outcome::Deny);
+        note.reasons = vec![format!(
+            "delegation: the caller lacks {}",
+            missing.join(", ")
+        )];
+        let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+        ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "You cannot grant what you do not hold yourself: {}{}.",
+                shown.join(", "),
+                if missing.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ),
+        )
+    }
+
     /// The tenant's compiled policies, as loaded for this request.
     pub fn policies(&self) -> &TenantPolicies {
         &self.0.policies
+    }
+
+    /// The same policies, shareable with work off the worker thread.
+    pub fn policies_handle(&self) -> Arc<TenantPolicies> {
+        Arc::clone(&self.0.policies)
     }
 
     /// A read-only transaction in this tenant.
@@ -403,7 +437,16 @@ pub async fn gate(
     }
     let policies = match state.authz.policies(&tenant).await {
         Ok(policies) => policies,
-        Err(e) => return Ok(req.error_response(ApiError::from(e))),
+        Err(e) => {
+            let error = ApiError::from(e);
+            let event = AuditEvent::new(&meta, "request", "tenant")
+                .actor(principal.actor_type(), principal.actor_id())
+                .outcome(Outcome::None, error.code().status().as_u16())
+                .detail("reason", "policies_unavailable");
+            return Ok(
+                respond_audited(&state, &tenant.slug, event, req.error_response(error)).await,
+            );
+        }
     };
     let subject = match &principal {
         Principal::ServiceAccount { id, .. } => Subject::service_account(*id),

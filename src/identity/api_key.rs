@@ -150,12 +150,8 @@ impl ApiKeys {
         Ok(record)
     }
 
-    /// Forgets the cached key records of `slug` (after a revocation).
-    pub fn forget_keys(&self, slug: &str) {
-        self.records.invalidate(slug);
-    }
-
-    /// Forgets everything cached about `slug` (after its deletion).
+    /// Forgets everything cached about `slug`: key records (after a revocation) and its pepper
+    /// (after its deletion, perhaps on another replica).
     pub fn forget_tenant(&self, slug: &str) {
         self.records.invalidate(slug);
         self.peppers.invalidate(slug);

@@ -97,6 +97,10 @@ pub trait KeyStore: Send + Sync {
         signature: &str,
     ) -> Result<bool, KeyStoreError>;
 
+    /// Forgets what is cached about the keys of `slug` (another replica may have destroyed
+    /// them); the next use asks the backend again.
+    fn forget(&self, _slug: &str) {}
+
     /// Destroys every key of the tenant `slug`.
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError>;
 }

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 use vaultrs::api::kv2::requests::SetSecretRequestOptions;
 use vaultrs::api::transit::KeyType;
 use vaultrs::api::transit::requests::{
@@ -95,8 +95,8 @@ impl VaultKeyStore {
 
     async fn ensure_signing_key(&self, name: &KeyName) -> Result<String, KeyStoreError> {
         let key = Self::transit_key(name);
-        let mut known = self.signing_keys.lock().await;
-        if !known.contains(&key) {
+        if !self.known_keys().contains(&key) {
+            // Creating an existing transit key changes nothing, so racing creators are harmless.
             transit::key::create(
                 &self.client,
                 &self.transit_mount,
@@ -105,9 +105,14 @@ impl VaultKeyStore {
             )
             .await
             .map_err(map_error)?;
-            known.insert(key.clone());
+            self.known_keys().insert(key.clone());
         }
         Ok(key)
+    }
+
+    fn known_keys(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A plain set, changed one call at a time: a poisoned lock still holds a consistent one.
+        self.signing_keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -193,6 +198,11 @@ impl KeyStore for VaultKeyStore {
         }
     }
 
+    fn forget(&self, slug: &str) {
+        let prefix = format!("flowgate-t-{slug}-");
+        self.known_keys().retain(|key| !key.starts_with(&prefix));
+    }
+
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
         for purpose in Purpose::ALL {
             let name = KeyName::new(slug, purpose);
@@ -217,7 +227,7 @@ impl KeyStore for VaultKeyStore {
                 }) => {}
                 Err(e) => return Err(map_error(e)),
             }
-            self.signing_keys.lock().await.remove(&key);
+            self.known_keys().remove(&key);
         }
         Ok(())
     }

@@ -8,11 +8,13 @@ use lru::LruCache;
 
 /// A bounded LRU map from tenant slug to a value loaded from the database.
 ///
-/// Invariants: a value loaded before an invalidation is never inserted after it (each load
-/// remembers the cache's generation when it started; invalidation bumps the generation, and a
-/// fill whose generation is stale is dropped). With a time to live, no value is served older
-/// than that, which bounds staleness when a change happens where no invalidation can reach
-/// (another process on the same SQLite files).
+/// Invariants: a value loaded before an invalidation of its slug is never inserted after it
+/// (each load remembers the slug's generation when it started; invalidating the slug bumps it,
+/// and a fill whose generation is stale is dropped). Generations are per slug, so one tenant's
+/// changes never keep another's value out of the cache; they live in a bounded map too, and
+/// forgetting one (or clearing everything) bumps an epoch that refuses every fill in flight.
+/// With a time to live, no value is served older than that, which bounds staleness when a change
+/// happens where no invalidation can reach (another process on the same SQLite files).
 pub struct TenantCache<V> {
     inner: Mutex<Inner<V>>,
     ttl: Option<Duration>,
@@ -20,7 +22,16 @@ pub struct TenantCache<V> {
 
 struct Inner<V> {
     map: LruCache<String, (V, Instant)>,
-    generation: u64,
+    /// Invalidations per slug.
+    generations: LruCache<String, u64>,
+    /// Bumped whenever a generation is forgotten or everything is cleared.
+    epoch: u64,
+}
+
+impl<V> Inner<V> {
+    fn stamp(&mut self, slug: &str) -> (u64, u64) {
+        (self.epoch, self.generations.get(slug).copied().unwrap_or(0))
+    }
 }
 
 impl<V: Clone> TenantCache<V> {
@@ -28,7 +39,8 @@ impl<V: Clone> TenantCache<V> {
         TenantCache {
             inner: Mutex::new(Inner {
                 map: LruCache::new(capacity),
-                generation: 0,
+                generations: LruCache::new(capacity),
+                epoch: 0,
             }),
             ttl: None,
         }
@@ -51,18 +63,18 @@ impl<V: Clone> TenantCache<V> {
     where
         Fut: Future<Output = Result<V, E>>,
     {
-        let generation = {
+        let stamp = {
             let mut inner = self.lock();
             if let Some((v, loaded)) = inner.map.get(slug)
                 && self.ttl.is_none_or(|ttl| loaded.elapsed() < ttl)
             {
                 return Ok(v.clone());
             }
-            inner.generation
+            inner.stamp(slug)
         };
         let value = load().await?;
         let mut inner = self.lock();
-        if inner.generation == generation {
+        if inner.stamp(slug) == stamp {
             inner
                 .map
                 .put(slug.to_owned(), (value.clone(), Instant::now()));
@@ -73,14 +85,22 @@ impl<V: Clone> TenantCache<V> {
     /// Forgets `slug` and refuses fills that started before now.
     pub fn invalidate(&self, slug: &str) {
         let mut inner = self.lock();
-        inner.generation += 1;
+        let next = inner.generations.get(slug).copied().unwrap_or(0) + 1;
+        if inner
+            .generations
+            .push(slug.to_owned(), next)
+            .is_some_and(|(evicted, _)| evicted != slug)
+        {
+            inner.epoch += 1;
+        }
         inner.map.pop(slug);
     }
 
     /// Forgets every entry and refuses fills that started before now.
     pub fn clear(&self) {
         let mut inner = self.lock();
-        inner.generation += 1;
+        inner.epoch += 1;
+        inner.generations.clear();
         inner.map.clear();
     }
 
@@ -122,6 +142,20 @@ mod tests {
         assert_eq!(v, Ok(1));
         let v: Result<u32, ()> = c.get_or_try_load("a", || async { Ok(2) }).await;
         assert_eq!(v, Ok(2), "the stale value must not have been cached");
+    }
+
+    #[tokio::test]
+    async fn another_tenants_invalidation_does_not_refuse_a_fill() {
+        let c = cache();
+        let v: Result<u32, ()> = c
+            .get_or_try_load("a", || async {
+                c.invalidate("b");
+                Ok(1)
+            })
+            .await;
+        assert_eq!(v, Ok(1));
+        let v: Result<u32, ()> = c.get_or_try_load("a", || async { Ok(2) }).await;
+        assert_eq!(v, Ok(1), "the value of `a` was cached despite `b` changing");
     }
 
     #[tokio::test]

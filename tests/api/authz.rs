@@ -466,9 +466,13 @@ async fn random_rules_never_grant_across_tenants() {
     let (_, folder) = app
         .post("/folders", &app.admin_key, json!({"name": "mine"}))
         .await;
-    for round in 0..12 {
+    // Keys first: once a random forbid lands, the admin may no longer hold what a role grants.
+    let mut keys = Vec::new();
+    for _ in 0..12 {
         let role = roles[next(roles.len())];
-        let key = app.key_with_role(Some(role)).await;
+        keys.push((role, app.key_with_role(Some(role)).await));
+    }
+    for (round, (role, key)) in keys.iter().enumerate() {
         if next(2) == 0 {
             let name = format!("random-{round}");
             let text = [
@@ -492,7 +496,7 @@ async fn random_rules_never_grant_across_tenants() {
             let response = app
                 .client
                 .get(in_other(path))
-                .bearer_auth(&key)
+                .bearer_auth(key)
                 .send()
                 .await
                 .unwrap();
@@ -615,4 +619,160 @@ async fn check_refuses_nonsense_questions() {
             .iter()
             .any(|a| a["name"] == "task.approve" && a["amount"] == true)
     );
+}
+
+/// A service account holding the custom role `actions` on the tenant, and its key.
+async fn custom_key(app: &TestApp, actions: &[&str]) -> (String, String) {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let role = format!("Custom {unique}");
+    let (status, body) = app
+        .post(
+            "/roles",
+            &app.admin_key,
+            json!({"name": role, "actions": actions}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, account) = app
+        .post(
+            "/service-accounts",
+            &app.admin_key,
+            json!({"name": format!("sa-{unique}")}),
+        )
+        .await;
+    let (status, _) = app.post("/role-bindings", &app.admin_key, json!({"role": role, "subject": {"type": "service_account", "id": account["id"]}, "scope": {"type": "tenant"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, key) = app
+        .post(
+            "/api-keys",
+            &app.admin_key,
+            json!({"name": "k", "service_account_id": account["id"]}),
+        )
+        .await;
+    (
+        key["key"].as_str().unwrap().to_owned(),
+        account["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_grants_more_than_they_hold() {
+    // Delegation never escalates: a role binding, a custom role or an API key can only hand out
+    // permissions the caller holds on that scope.
+    let app = spawn_app(Db::Sqlite).await;
+    let (binder, binder_id) = custom_key(&app, &["role_binding.create", "user.read"]).await;
+    let (status, body) = app.post("/role-bindings", &binder, json!({"role": "Admin", "subject": {"type": "service_account", "id": binder_id}, "scope": {"type": "tenant"}})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("api_key.create")
+            || body["detail"].as_str().unwrap().contains("…"),
+        "{body}"
+    );
+    let (status, _) = app
+        .post(
+            "/roles",
+            &app.admin_key,
+            json!({"name": "Reader", "actions": ["user.read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let someone = app.create_user("someone@example.com").await;
+    let (status, body) = app.post("/role-bindings", &binder, json!({"role": "Reader", "subject": {"type": "user", "id": someone}, "scope": {"type": "tenant"}})).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a role within the binder's own rights: {body}"
+    );
+
+    let (minter, _) = custom_key(&app, &["api_key.create"]).await;
+    let (_, accounts) = app.get("/service-accounts", &app.admin_key).await;
+    let bootstrap = accounts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "bootstrap-admin")
+        .unwrap();
+    let (status, body) = app
+        .post(
+            "/api-keys",
+            &minter,
+            json!({"name": "escalate", "service_account_id": bootstrap["id"]}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (_, powerless) = app
+        .post(
+            "/service-accounts",
+            &app.admin_key,
+            json!({"name": "powerless"}),
+        )
+        .await;
+    let (status, _) = app
+        .post(
+            "/api-keys",
+            &minter,
+            json!({"name": "fine", "service_account_id": powerless["id"]}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a key for an account with no rights gives nothing away"
+    );
+
+    let (role_manager, _) = custom_key(&app, &["role.manage", "user.read"]).await;
+    let (status, body) = app
+        .post(
+            "/roles",
+            &role_manager,
+            json!({"name": "Grabber", "actions": ["api_key.create"]}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, _) = app
+        .post(
+            "/roles",
+            &role_manager,
+            json!({"name": "Readers too", "actions": ["user.read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The refusals are in the audit trail as denials.
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|e| e["action"] == "role_binding.create"
+        && e["decision"] == "deny"
+        && e["status"] == 403));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbid_on_a_role_action_group_applies_to_its_actions() {
+    let app = spawn_app(Db::Sqlite).await;
+    let viewer = app.key_with_role(Some("Viewer")).await;
+    assert_eq!(app.get("/users", &viewer).await.0, StatusCode::OK);
+    policy(&app, "no-viewing", r#"forbid(principal is Flowgate::ServiceAccount, action in Flowgate::Action::"role:Viewer", resource);"#).await;
+    assert_eq!(app.get("/users", &viewer).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/users", &app.admin_key).await.0,
+        StatusCode::FORBIDDEN,
+        "the forbid names every account"
+    );
+    assert_eq!(
+        app.get("/api-keys", &app.admin_key).await.0,
+        StatusCode::OK,
+        "actions outside the group stay allowed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_bindings_make_one() {
+    let app = spawn_app(Db::Postgres).await;
+    let user = app.create_user("twice@example.com").await;
+    let body = json!({"role": "Viewer", "subject": {"type": "user", "id": user}, "scope": {"type": "tenant"}});
+    let (a, b) = tokio::join!(
+        app.post("/role-bindings", &app.admin_key, body.clone()),
+        app.post("/role-bindings", &app.admin_key, body.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
 }

@@ -29,6 +29,15 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // One binding per role, subject and scope; the tenant scope has no id, and NULLs are
+        // distinct in a unique index, hence the COALESCE (both databases index expressions).
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX role_bindings_unique ON role_bindings \
+                 (role, subject_type, subject_id, scope_type, COALESCE(scope_id, ''))",
+            )
+            .await?;
         manager
             .create_index(
                 Index::create()

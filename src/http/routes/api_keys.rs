@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use crate::authz::Subject;
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
+use crate::authz::impact::{Universe, exceeding};
 use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
@@ -68,7 +70,9 @@ impl From<api_key::Model> for ApiKeyView {
 
 /// Issue an API key for a service account.
 ///
-/// The response holds the key; it is stored only as a keyed hash. Requires `api_key.create`.
+/// The response holds the key; it is stored only as a keyed hash. A key acts as its account,
+/// so nobody issues a key for an account that may do what they may not (403 naming the
+/// actions). Requires `api_key.create`.
 #[utoipa::path(
     tag = "api-keys",
     params(TenantParam),
@@ -99,6 +103,22 @@ pub async fn create_api_key(
         .is_none()
     {
         return Err(ApiError::not_found());
+    }
+    // A key acts as its account: issuing one must not give the caller more than they hold.
+    let universe = Universe::load_resources(tx.conn(), auth.policies()).await?;
+    let holder = Subject::service_account(service_account_id);
+    let excess = exceeding(
+        auth.state().authz.engine(),
+        auth.policies(),
+        &universe,
+        &holder,
+        auth.subject(),
+    );
+    if !excess.is_empty() {
+        let mut actions: Vec<String> = excess.into_iter().map(|p| p.action).collect();
+        actions.sort();
+        actions.dedup();
+        return Err(auth.refuse_delegation(&actions));
     }
     let state = auth.state();
     let issued = state

@@ -6,14 +6,16 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{BodyErrors, TenantErrors, TenantParam};
+use crate::app::AppState;
 use crate::authz::actions::{ActionInfo, AuthzCheck, PolicyRead, RoleRead, info};
 use crate::authz::bindings::SubjectType;
 use crate::authz::impact::{Abilities, Access, Universe, what_can, who_can};
 use crate::authz::schema::{EntityKind, NAMESPACE, schema_text};
-use crate::authz::{CATALOGUE, Resource, Subject, load_subject, resolve_resource};
+use crate::authz::{CATALOGUE, Resource, Subject, TenantPolicies, load_subject, resolve_resource};
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::http::tenant::{Authorized, TenantRequest};
+use std::sync::Arc;
 
 /// The Cedar schema policies are validated against.
 #[derive(Debug, Serialize, ToSchema)]
@@ -180,6 +182,16 @@ async fn resource(
     resource.ok_or_else(ApiError::not_found)
 }
 
+/// What an access analysis needs off the worker thread (it may make many decisions).
+async fn analysis(
+    request: &TenantRequest,
+) -> Result<(web::Data<AppState>, Arc<TenantPolicies>, Universe), ApiError> {
+    let tx = request.read().await?;
+    let universe = Universe::load(&tx, request.policies()).await?;
+    tx.commit().await?;
+    Ok((request.state_handle(), request.policies_handle(), universe))
+}
+
 /// Explain a decision.
 ///
 /// Answers whether the principal may do the action on the resource in the given context, and
@@ -253,15 +265,11 @@ pub async fn resource_access(
     query: web::Query<ResourceQuery>,
 ) -> Result<web::Json<Access>, ApiError> {
     let resource = resource(&auth, &query.kind, &query.id, query.folder_id).await?;
-    let tx = auth.read().await?;
-    let universe = Universe::load(&tx, auth.policies()).await?;
-    tx.commit().await?;
-    Ok(web::Json(who_can(
-        auth.state().authz.engine(),
-        auth.policies(),
-        &universe,
-        &resource,
-    )))
+    let (state, policies, universe) = analysis(&auth).await?;
+    let access = web::block(move || who_can(state.authz.engine(), &policies, &universe, &resource))
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
+    Ok(web::Json(access))
 }
 
 /// What a principal can do.
@@ -280,13 +288,10 @@ pub async fn principal_permissions(
     query: web::Query<PrincipalQuery>,
 ) -> Result<web::Json<Abilities>, ApiError> {
     let subject = subject(&auth, query.kind, query.id).await?;
-    let tx = auth.read().await?;
-    let universe = Universe::load(&tx, auth.policies()).await?;
-    tx.commit().await?;
-    Ok(web::Json(what_can(
-        auth.state().authz.engine(),
-        auth.policies(),
-        &universe,
-        &subject,
-    )))
+    let (state, policies, universe) = analysis(&auth).await?;
+    let abilities =
+        web::block(move || what_can(state.authz.engine(), &policies, &universe, &subject))
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
+    Ok(web::Json(abilities))
 }

@@ -11,7 +11,7 @@ use super::{BodyErrors, IdParam, TenantErrors, TenantParam};
 use crate::authz::MAX_FOLDER_DEPTH;
 use crate::authz::actions::{FolderCreate, FolderDelete, FolderRead, FolderUpdate};
 use crate::content::folders;
-use crate::directory::clean_name;
+use crate::directory::{clean_name, is_foreign_key};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change, OnFolder};
@@ -123,7 +123,11 @@ pub async fn create_subfolder(
         ));
     }
     let tx = auth.write().await?;
-    let folder = folders::create(tx.conn(), name, Some(parent.0)).await?;
+    let folder = match folders::create(tx.conn(), name, Some(parent.0)).await {
+        // The parent was deleted since the request was authorized.
+        Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
+        other => other?,
+    };
     tx.commit(
         Change::new("folder", folder.id, 201)
             .detail("parent_id", parent.0.to_string())
@@ -198,8 +202,12 @@ pub async fn delete_folder(
     if !folders::is_empty(tx.conn(), id.0).await? {
         return Err(ApiError::conflict("The folder is not empty."));
     }
-    if !folders::delete(tx.conn(), id.0).await? {
-        return Err(ApiError::not_found());
+    match folders::delete(tx.conn(), id.0).await {
+        Ok(true) => {}
+        Ok(false) => return Err(ApiError::not_found()),
+        // Something was put in the folder meanwhile.
+        Err(e) if is_foreign_key(&e) => return Err(ApiError::conflict("The folder is not empty.")),
+        Err(e) => return Err(e.into()),
     }
     tx.commit(Change::new("folder", id.0, 204).invalidating())
         .await?;

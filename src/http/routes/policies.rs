@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::tenant::{policy, policy_version};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -329,7 +329,9 @@ pub async fn update_policy(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.parse().await?;
     let tx = auth.write().await?;
+    // Locked, so that concurrent changes take turns at the next version number.
     let existing = policy::Entity::find_by_id(id.0)
+        .lock_exclusive()
         .one(tx.conn())
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -389,7 +391,9 @@ pub async fn delete_policy(
     params: web::Query<DryRunParam>,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
+    // Locked, so that concurrent changes take turns at the next version number.
     let existing = policy::Entity::find_by_id(id.0)
+        .lock_exclusive()
         .one(tx.conn())
         .await?
         .ok_or_else(ApiError::not_found)?;

@@ -12,7 +12,7 @@ use crate::authz::actions::{
     ProcessCreate, ProcessDelete, ProcessEdit, ProcessPublish, ProcessRead,
 };
 use crate::content::processes;
-use crate::directory::clean_name;
+use crate::directory::{clean_name, is_foreign_key};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change, OnFolder, OnProcess};
@@ -180,7 +180,11 @@ pub async fn create_folder_process(
 ) -> Result<HttpResponse, ApiError> {
     let (name, definition) = new_process(body).await?;
     let tx = auth.write().await?;
-    let process = processes::create(tx.conn(), name, Some(folder.0), definition).await?;
+    let process = match processes::create(tx.conn(), name, Some(folder.0), definition).await {
+        // The folder was deleted since the request was authorized.
+        Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
+        other => other?,
+    };
     tx.commit(Change::new("process", process.id, 201).detail("folder_id", folder.0.to_string()))
         .await?;
     Ok(HttpResponse::Created().json(ProcessView::from(process)))

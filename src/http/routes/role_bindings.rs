@@ -11,15 +11,14 @@ use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::authz::roles::{BUILTIN_ROLES, builtin};
-use crate::content::{folders, processes};
+use crate::authz::schema::EntityKind;
+use crate::authz::{Resource, TenantPolicies, resolve_resource};
 use crate::directory;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
 use entity::tenant::role;
-use sea_orm::{
-    ColumnTrait as _, ConnectionTrait, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
-};
+use sea_orm::{ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _};
 
 /// Who a binding grants to.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -111,40 +110,53 @@ impl CreateRoleBinding {
     }
 }
 
-/// Whether `role` is a built-in or custom role of the transaction's tenant.
-async fn role_exists(conn: &impl ConnectionTrait, name: &str) -> Result<bool, ApiError> {
-    if builtin(name).is_some() {
-        return Ok(true);
-    }
-    Ok(role::Entity::find()
-        .filter(role::Column::Name.eq(name))
-        .count(conn)
-        .await?
-        > 0)
-}
-
-/// Whether the scope's object exists. Forms, reports and secrets are not stored yet; a binding
-/// on one of their ids applies once the object exists.
-async fn scope_exists(
+/// The scope as a resource, or `None` when its object does not exist in the tenant. Forms,
+/// reports and secrets are not stored yet; a binding on one of their ids applies once the
+/// object exists.
+async fn scope_resource(
     conn: &impl ConnectionTrait,
+    policies: &TenantPolicies,
     kind: ScopeType,
     id: Option<&str>,
-) -> Result<bool, ApiError> {
-    let id = id.and_then(|id| Uuid::parse_str(id).ok());
-    Ok(match (kind, id) {
-        (ScopeType::Tenant, _) => true,
-        (ScopeType::Folder, Some(id)) => folders::get(conn, id).await?.is_some(),
-        (ScopeType::Process, Some(id)) => processes::get(conn, id).await?.is_some(),
-        (ScopeType::Form | ScopeType::Report | ScopeType::Secret, Some(_)) => true,
-        (_, None) => false,
-    })
+) -> Result<Option<Resource>, ApiError> {
+    let kind = match kind {
+        ScopeType::Tenant => return Ok(Some(policies.tenant())),
+        ScopeType::Folder => EntityKind::Folder,
+        ScopeType::Process => EntityKind::Process,
+        ScopeType::Form => EntityKind::Form,
+        ScopeType::Report => EntityKind::Report,
+        ScopeType::Secret => EntityKind::Secret,
+    };
+    match id {
+        Some(id) => Ok(resolve_resource(conn, policies, kind, id, None).await?),
+        None => Ok(None),
+    }
+}
+
+/// The actions of the built-in or custom role `name`, or `None` when the tenant has no such
+/// role.
+async fn role_actions(
+    conn: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<Vec<String>>, ApiError> {
+    if let Some(role) = builtin(name) {
+        return Ok(Some(
+            role.definition().actions().map(str::to_owned).collect(),
+        ));
+    }
+    let custom = role::Entity::find()
+        .filter(role::Column::Name.eq(name))
+        .one(conn)
+        .await?;
+    Ok(custom.map(|r| serde_json::from_value(r.actions).unwrap_or_default()))
 }
 
 /// Grant a role to a subject on a scope.
 ///
 /// Takes effect on the next request, on every replica. A role on a folder covers everything in
 /// the folder and its sub-folders. A subject or scope object that does not exist in this tenant
-/// is 404. Requires `role_binding.create`.
+/// is 404. Nobody grants what they do not hold themselves on that scope (403 naming the
+/// actions). Requires `role_binding.create`.
 #[utoipa::path(
     tag = "role-bindings",
     params(TenantParam),
@@ -159,7 +171,7 @@ pub async fn create_role_binding(
 ) -> Result<HttpResponse, ApiError> {
     let new = body.parse().await?.validate()?;
     let tx = auth.write().await?;
-    if !role_exists(tx.conn(), &new.role).await? {
+    let Some(actions) = role_actions(tx.conn(), &new.role).await? else {
         let known: Vec<_> = BUILTIN_ROLES.iter().map(|r| r.name).collect();
         return Err(ApiError::invalid_field(
             "role",
@@ -168,11 +180,28 @@ pub async fn create_role_binding(
                 known.join(", ")
             ),
         ));
-    }
-    if !bindings::subject_exists(tx.conn(), new.subject_type, new.subject_id).await?
-        || !scope_exists(tx.conn(), new.scope_type, new.scope_id.as_deref()).await?
-    {
+    };
+    let scope = scope_resource(
+        tx.conn(),
+        auth.policies(),
+        new.scope_type,
+        new.scope_id.as_deref(),
+    )
+    .await?;
+    let subject_exists =
+        bindings::subject_exists(tx.conn(), new.subject_type, new.subject_id).await?;
+    let (Some(scope), true) = (scope, subject_exists) else {
         return Err(ApiError::not_found());
+    };
+    let engine = auth.state().authz.engine();
+    let missing = engine.not_delegable(
+        auth.policies(),
+        auth.subject(),
+        actions.iter().map(String::as_str),
+        &scope,
+    );
+    if !missing.is_empty() {
+        return Err(auth.refuse_delegation(&missing));
     }
     let role = new.role.clone();
     let binding = bindings::create(tx.conn(), new).await?.ok_or_else(|| {

@@ -17,7 +17,7 @@ use crate::authz::impact::Impact;
 use crate::authz::roles::{BUILTIN_ROLES, RoleDef, builtin};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathName};
-use crate::http::tenant::{Authorized, Change};
+use crate::http::tenant::{Authorized, Change, TenantRequest};
 
 /// A role to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -201,6 +201,32 @@ pub async fn get_role(
     Ok(web::Json(RoleView::custom(role)))
 }
 
+/// A role may hold only actions its author holds tenant-wide: otherwise whoever manages roles
+/// could hand anyone (themselves included) more than they have.
+fn refuse_escalation(request: &TenantRequest, actions: &[String]) -> Result<(), ApiError> {
+    let engine = request.state().authz.engine();
+    let tenant = request.policies().tenant();
+    let missing = engine.not_delegable(
+        request.policies(),
+        request.subject(),
+        actions.iter().map(String::as_str),
+        &tenant,
+    );
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(request.refuse_delegation(&missing))
+    }
+}
+
+/// 404 unless the tenant has the custom role `name`.
+async fn require_custom(request: &TenantRequest, name: &str) -> Result<(), ApiError> {
+    let tx = request.read().await?;
+    let found = find(&tx, name).await?;
+    tx.commit().await?;
+    found.map(|_| ()).ok_or_else(ApiError::not_found)
+}
+
 async fn find(
     conn: &impl sea_orm::ConnectionTrait,
     name: &str,
@@ -213,8 +239,9 @@ async fn find(
 
 /// Create a custom role.
 ///
-/// With `?dry_run=true` nothing is saved and the answer (200) lists who would gain which
-/// permission. Takes effect on the next request on every replica. Requires `role.manage`.
+/// A role holds only actions its author holds tenant-wide (403 naming the others). With
+/// `?dry_run=true` nothing is saved and the answer (200) lists who would gain which permission.
+/// Takes effect on the next request on every replica. Requires `role.manage`.
 #[utoipa::path(
     tag = "roles",
     params(TenantParam, DryRunParam),
@@ -239,6 +266,7 @@ pub async fn create_role(
     if builtin(&name).is_some() {
         return Err(ApiError::conflict(format!("`{name}` is a built-in role.")));
     }
+    refuse_escalation(&auth, &actions)?;
     if params.dry_run() {
         let role = RoleDef::custom(&name, actions);
         let impact = dry_run(&auth, move |rules| rules.custom_roles.push(role)).await?;
@@ -249,16 +277,22 @@ pub async fn create_role(
         return Err(ApiError::conflict(format!("A role `{name}` exists.")));
     }
     let now = Utc::now();
-    let created = role::ActiveModel {
+    let inserted = role::ActiveModel {
         id: Set(Uuid::now_v7()),
-        name: Set(name),
+        name: Set(name.clone()),
         description: Set(description),
         actions: Set(serde_json::json!(actions)),
         created_at: Set(now),
         updated_at: Set(now),
     }
     .insert(tx.conn())
-    .await?;
+    .await;
+    let created = match inserted {
+        Err(e) if crate::directory::is_duplicate(&e) => {
+            return Err(ApiError::conflict(format!("A role `{name}` exists.")));
+        }
+        other => other?,
+    };
     let change = Change::new("role", &created.name, 201)
         .detail("after", serde_json::json!(actions))
         .invalidating();
@@ -289,7 +323,9 @@ pub async fn update_role(
         return Err(ApiError::conflict("Built-in roles cannot be changed."));
     }
     let (actions, description) = validate(None, body.actions, body.description)?;
+    refuse_escalation(&auth, &actions)?;
     if params.dry_run() {
+        require_custom(&auth, &name.0).await?;
         let role = RoleDef::custom(&name.0, actions);
         let impact = dry_run(&auth, move |rules| {
             rules.custom_roles.retain(|r| r.name != role.name);
@@ -341,6 +377,7 @@ pub async fn delete_role(
         return Err(ApiError::conflict("Built-in roles cannot be deleted."));
     }
     if params.dry_run() {
+        require_custom(&auth, &name.0).await?;
         let role = name.0.clone();
         let impact = dry_run(&auth, move |rules| {
             rules.custom_roles.retain(|r| r.name != role);
