@@ -3,8 +3,8 @@
 use chrono::SecondsFormat;
 use entity::tenant::{audit_event, audit_head};
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _,
-    QuerySelect as _,
+    ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait as _,
+    QuerySelect as _, Statement, Value,
 };
 use serde::Serialize;
 
@@ -22,11 +22,109 @@ pub struct Head {
 /// transaction ends (PostgreSQL `FOR UPDATE`; on SQLite the write transaction holds the file's
 /// write lock). Returns the new head.
 pub async fn append<C: ConnectionTrait>(conn: &C, events: Vec<AuditEvent>) -> Result<Head, DbErr> {
-    let head = audit_head::Entity::find_by_id(1)
+    let row = audit_head::Entity::find_by_id(1)
         .lock_exclusive()
         .one(conn)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("audit_head".into()))?;
+    let head = Head {
+        seq: row.seq,
+        hash: row.hash.clone(),
+    };
+    let (rows, next) = link(&head, events);
+    if rows.is_empty() {
+        return Ok(head);
+    }
+    audit_event::Entity::insert_many(rows.into_iter().map(audit_event::ActiveModel::from))
+        .exec(conn)
+        .await?;
+    let mut row: audit_head::ActiveModel = row.into();
+    row.seq = Set(next.seq);
+    row.hash = Set(next.hash.clone());
+    row.update(conn).await?;
+    Ok(next)
+}
+
+/// The head of the chain as stored, without locking it.
+pub async fn read_head<C: ConnectionTrait>(conn: &C) -> Result<Head, DbErr> {
+    audit_head::Entity::find_by_id(1)
+        .one(conn)
+        .await?
+        .map(|row| Head {
+            seq: row.seq,
+            hash: row.hash,
+        })
+        .ok_or_else(|| DbErr::RecordNotFound("audit_head".into()))
+}
+
+/// Appends `events` after `head` in one PostgreSQL statement, on the condition that `head` is
+/// still the chain's head: the head moves and the events are inserted together, or nothing
+/// happens (another writer appended first) and `Ok(None)` says to read the head again. The
+/// statement is atomic on its own, so no lock is held across round trips. `schema` is the
+/// tenant's validated schema name.
+pub async fn append_after<C: ConnectionTrait>(
+    conn: &C,
+    schema: &str,
+    head: &Head,
+    events: Vec<AuditEvent>,
+) -> Result<Option<Head>, DbErr> {
+    let (rows, next) = link(head, events);
+    if rows.is_empty() {
+        return Ok(Some(next));
+    }
+    let mut values: Vec<Value> = vec![
+        next.seq.into(),
+        next.hash.clone().into(),
+        head.seq.into(),
+        head.hash.clone().into(),
+    ];
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows.iter() {
+        let n = values.len();
+        tuples.push(format!(
+            "(${}::bigint, ${}::uuid, ${}::timestamptz, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}::integer, ${}, ${}, ${}::json, ${}, ${})",
+            n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8, n + 9, n + 10, n + 11, n + 12, n + 13, n + 14, n + 15, n + 16
+        ));
+        values.extend([
+            row.seq.into(),
+            row.id.into(),
+            row.occurred_at.into(),
+            row.request_id.clone().into(),
+            row.actor_type.clone().into(),
+            row.actor_id.clone().into(),
+            row.action.clone().into(),
+            row.resource_type.clone().into(),
+            row.resource_id.clone().into(),
+            row.decision.clone().into(),
+            row.status.into(),
+            row.source_ip.clone().into(),
+            row.user_agent.clone().into(),
+            row.details.clone().into(),
+            row.prev_hash.clone().into(),
+            row.hash.clone().into(),
+        ]);
+    }
+    let sql = format!(
+        "WITH moved AS (UPDATE \"{schema}\".audit_head SET seq = $1, hash = $2 \
+         WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1) \
+         INSERT INTO \"{schema}\".audit_events (seq, id, occurred_at, request_id, actor_type, \
+         actor_id, action, resource_type, resource_id, decision, status, source_ip, user_agent, \
+         details, prev_hash, hash) \
+         SELECT v.* FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM moved)",
+        tuples.join(", ")
+    );
+    let done = conn
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    Ok((done.rows_affected() == rows.len() as u64).then_some(next))
+}
+
+/// The rows `events` become after `head`, each linked to the one before, and the new head.
+fn link(head: &Head, events: Vec<AuditEvent>) -> (Vec<audit_event::Model>, Head) {
     let mut seq = head.seq;
     let mut prev_hash = head.hash.clone();
     let mut rows = Vec::with_capacity(events.len());
@@ -52,23 +150,15 @@ pub async fn append<C: ConnectionTrait>(conn: &C, events: Vec<AuditEvent>) -> Re
         };
         row.hash = event_hash(&row);
         prev_hash = row.hash.clone();
-        rows.push(audit_event::ActiveModel::from(row));
+        rows.push(row);
     }
-    if rows.is_empty() {
-        return Ok(Head {
-            seq: head.seq,
-            hash: head.hash,
-        });
-    }
-    audit_event::Entity::insert_many(rows).exec(conn).await?;
-    let mut head: audit_head::ActiveModel = head.into();
-    head.seq = Set(seq);
-    head.hash = Set(prev_hash.clone());
-    head.update(conn).await?;
-    Ok(Head {
-        seq,
-        hash: prev_hash,
-    })
+    (
+        rows,
+        Head {
+            seq,
+            hash: prev_hash,
+        },
+    )
 }
 
 /// The fields an event's hash covers, in a fixed order.

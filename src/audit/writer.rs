@@ -14,7 +14,7 @@ use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::chain::{append, checkpoint_message};
+use super::chain::{Head, append, append_after, checkpoint_message, read_head};
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
 use crate::tenancy::{Access, Databases, Slug, TenancyError};
@@ -26,6 +26,10 @@ const MAX_BATCH: usize = 2048;
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 /// Events queued before requests wait for room.
 const QUEUE: usize = 16_384;
+/// Tries of the lock-free append before taking the head's lock.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+/// Chain heads remembered between flushes.
+const MAX_KNOWN_HEADS: usize = 10_000;
 /// A chain gets a checkpoint at once when this many events are unsigned.
 const CHECKPOINT_EVERY: u64 = 1_000;
 
@@ -69,6 +73,7 @@ impl AuditWriter {
             dbs,
             keystore,
             unsigned: HashMap::new(),
+            heads: HashMap::new(),
         };
         let handle = tokio::spawn(task.run(receiver, checkpoint_interval));
         (AuditWriter { sender }, handle)
@@ -122,6 +127,9 @@ struct Task {
     keystore: Arc<dyn KeyStore>,
     /// Chains with events not yet covered by a checkpoint, and how many.
     unsigned: HashMap<Slug, u64>,
+    /// Where this writer last left each chain's head (PostgreSQL); a guess, checked by the
+    /// conditional append.
+    heads: HashMap<Slug, Head>,
 }
 
 impl Task {
@@ -172,11 +180,12 @@ impl Task {
         }
         let flushes = appends.into_iter().map(|(tenant, entries)| {
             let dbs = Arc::clone(&self.dbs);
+            let known_head = self.heads.remove(&tenant);
             async move {
                 let (events, dones): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
                 let count = events.len() as u64;
                 let started = std::time::Instant::now();
-                let result = flush(&dbs, &tenant, events).await;
+                let (result, head) = flush(&dbs, &tenant, events, known_head).await;
                 tracing::debug!(tenant = %tenant, events = count, micros = started.elapsed().as_micros() as u64, "audit flush");
                 if let Err(e) = &result {
                     tracing::error!(tenant = %tenant, error = %e.message, "audit flush failed");
@@ -185,10 +194,15 @@ impl Task {
                     // A request that stopped waiting no longer needs the answer.
                     let _ = done.send(result.clone());
                 }
-                (tenant, result.is_ok().then_some(count))
+                (tenant, result.is_ok().then_some(count), head)
             }
         });
-        for (tenant, written) in futures_util::future::join_all(flushes).await {
+        for (tenant, written, head) in futures_util::future::join_all(flushes).await {
+            if let Some(head) = head
+                && self.heads.len() < MAX_KNOWN_HEADS
+            {
+                self.heads.insert(tenant.clone(), head);
+            }
             if let Some(count) = written {
                 *self.unsigned.entry(tenant).or_default() += count;
             }
@@ -233,18 +247,67 @@ impl Task {
     }
 }
 
-async fn flush(dbs: &Databases, tenant: &Slug, events: Vec<AuditEvent>) -> Result<(), FlushError> {
-    let result: Result<(), TenancyError> = async {
-        let tx = dbs.begin(tenant, Access::Audit).await?;
-        append(&tx, events).await?;
-        tx.commit().await?;
-        Ok(())
+/// Appends `events` to the chain of `tenant`; returns the outcome and, on PostgreSQL, the head
+/// after it (to skip reading it next time).
+async fn flush(
+    dbs: &Databases,
+    tenant: &Slug,
+    events: Vec<AuditEvent>,
+    known_head: Option<Head>,
+) -> (Result<(), FlushError>, Option<Head>) {
+    let result: Result<Option<Head>, TenancyError> = match dbs.audit_pool() {
+        Some(pool) => append_optimistically(dbs, pool, tenant, events, known_head).await,
+        None => {
+            async {
+                let tx = dbs.begin(tenant, Access::Audit).await?;
+                append(&tx, events).await?;
+                tx.commit().await?;
+                Ok(None)
+            }
+            .await
+        }
+    };
+    match result {
+        Ok(head) => (Ok(()), head),
+        Err(e) => (
+            Err(FlushError {
+                unavailable: matches!(e, TenancyError::Unavailable(_)),
+                message: e.to_string(),
+            }),
+            None,
+        ),
     }
-    .await;
-    result.map_err(|e| FlushError {
-        unavailable: matches!(e, TenancyError::Unavailable(_)),
-        message: e.to_string(),
-    })
+}
+
+/// PostgreSQL: one statement per batch that appends only if the head is where this writer last
+/// left it; when another writer (a change's transaction, another replica) moved it, the head is
+/// read again and the batch re-linked. After a few lost races the batch takes the head's lock.
+async fn append_optimistically(
+    dbs: &Databases,
+    pool: &sea_orm::DatabaseConnection,
+    tenant: &Slug,
+    events: Vec<AuditEvent>,
+    known_head: Option<Head>,
+) -> Result<Option<Head>, TenancyError> {
+    let mut head = known_head;
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let current = match head.take() {
+            Some(head) => head,
+            None => {
+                let tx = dbs.begin(tenant, Access::Audit).await?;
+                let head = read_head(&tx).await?;
+                tx.commit().await?;
+                head
+            }
+        };
+        if let Some(next) = append_after(pool, &tenant.schema(), &current, events.clone()).await? {
+            return Ok(Some(next));
+        }
+    }
+    let tx = dbs.begin(tenant, Access::Audit).await?;
+    let next = append(&tx, events).await?;
+    tx.commit().await?;
+    Ok(Some(next))
 }
 
 /// Signs the current head of the chain of `slug` unless it is already signed.

@@ -293,6 +293,15 @@ impl Databases {
         Ok(open)
     }
 
+    /// The PostgreSQL pool reserved for the audit writer's statements, which name their tenant's
+    /// schema themselves; `None` on SQLite.
+    pub fn audit_pool(&self) -> Option<&DatabaseConnection> {
+        match &self.backend {
+            Backend::Postgres { audit, .. } => Some(audit),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
     /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.
     pub fn postgres_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
         match &self.backend {
