@@ -13,7 +13,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
@@ -95,7 +98,28 @@ pub struct TenantPolicies {
     policy_count: usize,
     /// Some claim-based policy mentions `context.source_ip`.
     reads_source_ip: bool,
+    /// Decisions already made for principals without claims, when no claim-based policy reads
+    /// the context: the answer then depends only on the principal, its groups, the action and
+    /// the resource (the one context a built-in role reads, the environment, is fixed per
+    /// tenant), and this set is replaced whole on any change.
+    remembered: Option<Mutex<LruCache<DecisionKey, Decision>>>,
 }
+
+/// What a remembered decision was about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    principal: (EntityKind, String),
+    groups: Vec<String>,
+    action: String,
+    resource: (EntityKind, String),
+    containers: Vec<(EntityKind, String)>,
+}
+
+/// Decisions remembered per tenant.
+const REMEMBERED_DECISIONS: NonZeroUsize = match NonZeroUsize::new(4_096) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 
 /// What a tenant's policy set is built from.
 pub struct TenantRules<'a> {
@@ -331,6 +355,11 @@ impl PolicyEngine {
                 .policies
                 .iter()
                 .any(|(_, text)| text.contains("source_ip")),
+            remembered: rules
+                .policies
+                .iter()
+                .all(|(_, text)| !text.contains("context"))
+                .then(|| Mutex::new(LruCache::new(REMEMBERED_DECISIONS))),
         })
     }
 
@@ -344,10 +373,32 @@ impl PolicyEngine {
         resource: &Resource,
         facts: &Facts,
     ) -> Decision {
-        match self.context(policies, action, facts) {
+        let remembered = policies
+            .remembered
+            .as_ref()
+            .filter(|_| subject.tags.is_empty());
+        let key = remembered.map(|_| DecisionKey {
+            principal: (subject.kind, subject.id.clone()),
+            groups: subject.groups.clone(),
+            action: action.to_owned(),
+            resource: (resource.kind, resource.id.clone()),
+            containers: resource.containers.clone(),
+        });
+        if let (Some(cache), Some(key)) = (remembered, &key)
+            && let Some(decision) = lock(cache).get(key)
+        {
+            return decision.clone();
+        }
+        let decision = match self.context(policies, action, facts) {
             Ok(context) => self.decide_in(policies, subject, action, resource, context, None),
             Err(e) => denial(e),
+        };
+        if let (Some(cache), Some(key)) = (remembered, key)
+            && decision.errors.is_empty()
+        {
+            lock(cache).put(key, decision.clone());
         }
+        decision
     }
 
     /// Like [`PolicyEngine::decide`] with a caller-supplied context (`/authz/check`), which is
@@ -592,6 +643,13 @@ fn probe(kind: EntityKind, scope: &Resource) -> Option<Resource> {
         id: ANONYMOUS.to_owned(),
         containers: inside,
     })
+}
+
+fn lock<K: std::hash::Hash + Eq, V>(
+    cache: &Mutex<LruCache<K, V>>,
+) -> std::sync::MutexGuard<'_, LruCache<K, V>> {
+    // Every change is one LruCache call; a poisoned lock still holds a consistent map.
+    cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Cedar's rule over the evaluated shards: a satisfied `forbid` anywhere denies (its reasons),
@@ -1190,6 +1248,70 @@ mod tests {
             let errors = engine.validate_policy("bad", bad).unwrap_err();
             assert!(!errors.is_empty(), "{bad}");
         }
+    }
+
+    #[test]
+    fn decisions_are_remembered_only_when_the_context_cannot_change_them() {
+        let engine = engine();
+        let folders = folders();
+        let bindings = [Binding {
+            id: uuid(79),
+            role: "Viewer".into(),
+            subject_type: SubjectType::ServiceAccount,
+            subject_id: uuid(21),
+            scope_type: ScopeType::Tenant,
+            scope_id: None,
+        }];
+        let account = Subject::service_account(uuid(21));
+        let plain = engine.build(&rules(&[], &bindings, &[], &folders)).unwrap();
+        let first = engine.decide(
+            &plain,
+            &account,
+            "user.read",
+            &plain.tenant(),
+            &Facts::default(),
+        );
+        let again = engine.decide(
+            &plain,
+            &account,
+            "user.read",
+            &plain.tenant(),
+            &Facts::default(),
+        );
+        assert!(first.allowed);
+        assert_eq!(first, again);
+        assert_eq!(plain.remembered.as_ref().map(|c| lock(c).len()), Some(1));
+        // A policy reading the context makes every decision fresh.
+        let amounts = [("cap".to_owned(), "forbid(principal, action == Flowgate::Action::\"task.approve\", resource) when { context has amount && context.amount > 10 };".to_owned())];
+        let approvers = [Binding {
+            role: "Admin".into(),
+            ..bindings[0].clone()
+        }];
+        let contextual = engine
+            .build(&rules(&[], &approvers, &amounts, &folders))
+            .unwrap();
+        assert!(contextual.remembered.is_none());
+        let task = contextual
+            .resource_in(EntityKind::Task, "t".into(), None)
+            .unwrap();
+        let small = Facts {
+            amount: Some(5),
+            ..Facts::default()
+        };
+        let large = Facts {
+            amount: Some(50),
+            ..Facts::default()
+        };
+        assert!(
+            engine
+                .decide(&contextual, &account, "task.approve", &task, &small)
+                .allowed
+        );
+        assert!(
+            !engine
+                .decide(&contextual, &account, "task.approve", &task, &large)
+                .allowed
+        );
     }
 
     #[test]

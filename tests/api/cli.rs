@@ -323,3 +323,25 @@ async fn serve_with_embedded_defaults_prints_the_operator_token_once_and_never_l
     }));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_example_production_configuration_is_valid() {
+    let file = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/flowgate.example.toml"
+    ));
+    let env =
+        |name: &str| (name == "FLOWGATE_VAULT_TOKEN").then(|| "from-the-environment".to_owned());
+    let settings = flowgate::config::Settings::from_sources(Some(file), &env).unwrap();
+    assert!(matches!(
+        settings.database,
+        flowgate::config::DatabaseSettings::Postgres { .. }
+    ));
+    assert!(matches!(
+        settings.keystore,
+        flowgate::config::KeyStoreSettings::Vault { .. }
+    ));
+    assert_eq!(settings.listen.port(), 8443);
+    assert!(settings.admin_listen.is_some());
+    assert_eq!(settings.public_url, "https://flowgate.example.com");
+}
