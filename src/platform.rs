@@ -4,14 +4,15 @@
 //! Invariants:
 //! - A tenant becomes visible (`active`) only after its storage, keys, bootstrap service account,
 //!   Admin binding and first audit events all exist; a failure on the way removes what was made.
-//! - Deletion hides the tenant first (`deleting`), then drops its schema or file and destroys
-//!   its keys, then removes its row; every step is idempotent, so a failed deletion can be rerun.
+//! - Deletion is recorded in the platform trail, then hides the tenant (`deleting`), drops its
+//!   schema or file and destroys its keys, then removes its row; every step is idempotent, so a
+//!   failed deletion can be rerun.
 //! - The bootstrap admin key is returned once and never stored or logged in clear.
 
 use secrecy::SecretString;
 
 use crate::app::AppState;
-use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, chain};
+use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, Trail, chain};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::directory::service_accounts;
 use crate::identity::IdentityError;
@@ -62,18 +63,24 @@ pub async fn create_tenant(
         .tenants
         .claim(&new.slug, &new.name, new.environment)
         .await?;
-    match provision(state, &claimed, meta).await {
-        Ok(admin_api_key) => {
-            let tenant = state
-                .tenants
-                .set_status(&new.slug, TenantStatus::Active)
-                .await?;
+    let provisioned = async {
+        let admin_api_key = provision(state, &claimed, meta).await?;
+        let tenant = state
+            .tenants
+            .set_status(&new.slug, TenantStatus::Active)
+            .await?;
+        Ok::<_, PlatformError>((tenant, admin_api_key))
+    }
+    .await;
+    match provisioned {
+        Ok((tenant, admin_api_key)) => {
             tracing::info!(tenant = %new.slug, "tenant onboarded");
             Ok(Onboarded {
                 tenant,
                 admin_api_key,
             })
         }
+        // Nothing half-made stays: not the storage, the keys, nor the claimed slug.
         Err(e) => {
             let storage_was_ours =
                 !matches!(e, PlatformError::Tenancy(TenancyError::AlreadyExists(_)));
@@ -131,7 +138,7 @@ async fn provision(
     let count = events.len() as u64;
     chain::append(&tx, events).await?;
     tx.commit().await?;
-    state.audit.touched(slug, count).await;
+    state.audit.touched(slug, count);
     Ok(issued.key)
 }
 
@@ -196,11 +203,28 @@ pub async fn set_suspended(
     Ok(tenant)
 }
 
-/// Deletes a tenant: its schema or file, its keys in the key store, and its row.
-pub async fn delete_tenant(state: &AppState, slug: &Slug) -> Result<(), PlatformError> {
+/// Deletes a tenant: its schema or file, its keys in the key store, and its row. The tenant's
+/// own trail goes with it, so the deletion is recorded in the platform trail first.
+pub async fn delete_tenant(
+    state: &AppState,
+    slug: &Slug,
+    meta: &RequestMeta,
+) -> Result<(), PlatformError> {
     if state.tenants.load(slug).await?.is_none() {
         return Err(TenancyError::NotFound(slug.to_string()).into());
     }
+    state
+        .audit
+        .record(
+            Trail::Platform,
+            operator_event(meta, "tenant.delete", "tenant", 204)
+                .resource_id(slug.to_string())
+                .detail(
+                    "effect",
+                    "the tenant's data, keys and audit trail are destroyed",
+                ),
+        )
+        .await?;
     state
         .tenants
         .set_status(slug, TenantStatus::Deleting)

@@ -7,10 +7,11 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod audit_trail;
 mod control;
 mod tenant;
 
-/// The hash that the first audit event of every tenant chains to.
+/// The hash that the first audit event of every trail chains to.
 pub const AUDIT_GENESIS_HASH: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -20,7 +21,10 @@ pub struct ControlMigrator;
 #[async_trait::async_trait]
 impl MigratorTrait for ControlMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(control::m20261129_000001_control::Migration)]
+        vec![
+            Box::new(control::m20261129_000001_control::Migration),
+            Box::new(control::m20261201_000001_platform_audit::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

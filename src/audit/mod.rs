@@ -8,15 +8,19 @@
 //!   (`http::tenant_tx`); every other event goes through the [`AuditWriter`], which commits
 //!   events in groups and answers each request only after its event is durable.
 //! - Checkpoints sign `(seq, hash)` with the tenant's key in the key store, so that rewriting the
-//!   chain from some point on is detected even by someone who can write the database.
+//!   chain from some point on is detected even by someone who can write the database; the newest
+//!   one is also kept in the key store ([`anchor`]), so deleting checkpoints does not help.
 //! - Events carry no secrets: no credentials, tokens, keys or secret values go into `details`.
 
+pub mod anchor;
 pub mod chain;
 mod event;
+mod trail;
 pub mod verify;
 mod writer;
 
 pub use event::{AuditEvent, Outcome, RequestMeta};
+pub use trail::{PLATFORM, Trail};
 pub use verify::{VerifyReport, verify};
 pub use writer::AuditWriter;
 

@@ -1,9 +1,11 @@
-//! Verification of a tenant's audit chain and its signed checkpoints.
+//! Verification of an audit trail's chain and its signed checkpoints.
 //!
 //! Detects an edited event (its hash no longer matches), a deleted or inserted event (a gap in
 //! the sequence or a broken link), reordered events (broken links), a truncated tail (the head,
 //! or a signed checkpoint, lies beyond the last event) and a rewritten chain (an event differs
-//! from a signed checkpoint, or a checkpoint's signature fails).
+//! from a signed checkpoint, or a checkpoint's signature fails). The anchor, a copy of the newest
+//! checkpoint in the key store, must name an event of the chain with the same hash, so a
+//! rewrite that also deleted the checkpoints in the database is caught too.
 
 use std::collections::BTreeMap;
 
@@ -14,14 +16,15 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AuditError;
 use super::chain::{checkpoint_message, event_hash};
+use super::trail::Trail;
+use super::{AuditError, anchor};
 use crate::keystore::{KeyName, KeyStore, Purpose};
-use crate::tenancy::{Access, Databases, Slug};
+use crate::tenancy::{Access, Databases};
 
 const PAGE: u64 = 1_000;
 
-/// The result of verifying one tenant's chain.
+/// The result of verifying one trail.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VerifyReport {
     /// True when every event and checkpoint checked out.
@@ -30,6 +33,8 @@ pub struct VerifyReport {
     pub events: u64,
     /// Signed checkpoints checked.
     pub checkpoints: u64,
+    /// Sequence number of the checkpoint kept in the key store (the anchor), when there is one.
+    pub anchored_seq: Option<i64>,
     /// Sequence number of the chain head.
     pub head_seq: i64,
     /// The first sequence number at which the chain is broken.
@@ -38,13 +43,16 @@ pub struct VerifyReport {
     pub problem: Option<String>,
 }
 
-/// Verifies the chain of `slug` from its first event to its head.
+/// Verifies `trail` from its first event to its head.
 pub async fn verify(
     dbs: &Databases,
     keystore: &dyn KeyStore,
-    slug: &Slug,
+    trail: impl Into<Trail>,
 ) -> Result<VerifyReport, AuditError> {
-    let tx = dbs.begin(slug, Access::Read).await?;
+    let trail = trail.into();
+    // The anchor first: any honest anchor read now names an event at or before the head.
+    let anchor = anchor::load(keystore, &trail).await?;
+    let tx = trail.begin(dbs, Access::Read).await?;
     // Checkpoints first, then the head: any honest checkpoint read now is at or before the head.
     let checkpoints: BTreeMap<i64, audit_checkpoint::Model> = audit_checkpoint::Entity::find()
         .all(&tx)
@@ -60,13 +68,14 @@ pub async fn verify(
         ok: true,
         events: 0,
         checkpoints: checkpoints.len() as u64,
+        anchored_seq: anchor.as_ref().map(|a| a.seq),
         head_seq: head.seq,
         first_broken_seq: None,
         problem: None,
     };
-    let key = KeyName::new(slug.as_str(), Purpose::AuditSigning);
+    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     for checkpoint in checkpoints.values() {
-        let message = checkpoint_message(slug.as_str(), checkpoint.seq, &checkpoint.hash);
+        let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
         if !keystore
             .verify(&key, &message, &checkpoint.signature)
             .await?
@@ -82,6 +91,12 @@ pub async fn verify(
                 "events covered by a signed checkpoint are missing",
             ));
         }
+    }
+    if anchor.as_ref().is_some_and(|a| a.seq > head.seq) {
+        return Ok(report.broken(
+            head.seq + 1,
+            "events covered by the checkpoint kept in the key store are missing",
+        ));
     }
     let mut expected = 1i64;
     let mut prev_hash = migration::AUDIT_GENESIS_HASH.to_owned();
@@ -111,6 +126,15 @@ pub async fn verify(
                 .is_some_and(|c| c.hash != row.hash)
             {
                 return Ok(report.broken(row.seq, "the event differs from its signed checkpoint"));
+            }
+            if anchor
+                .as_ref()
+                .is_some_and(|a| a.seq == row.seq && a.hash != row.hash)
+            {
+                return Ok(report.broken(
+                    row.seq,
+                    "the event differs from the checkpoint kept in the key store",
+                ));
             }
             prev_hash = row.hash;
             expected += 1;

@@ -3,21 +3,27 @@
 //! Requests hand their event to one writer task and wait for it to be committed. The task takes
 //! everything that queued up while it was committing and appends it in one transaction per
 //! tenant, so concurrent requests share commits instead of queuing for the chain lock one by one.
+//!
+//! Checkpoints are signed by a second task, so that a slow or unreachable key store delays
+//! signatures but never an append (and so never a response). The two share only the count of
+//! each chain's unsigned events, which is bounded by the number of tenants.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use entity::tenant::{audit_checkpoint, audit_head};
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::anchor::{self, Anchor};
 use super::chain::{Head, append, append_after, checkpoint_message, read_head};
+use super::trail::Trail;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
-use crate::tenancy::{Access, Databases, Slug, TenancyError};
+use crate::tenancy::{Access, Databases, TenancyError};
 
 /// Most events taken into one flush.
 const MAX_BATCH: usize = 2048;
@@ -43,47 +49,118 @@ struct FlushError {
 /// Where a request waits for its event's flush.
 type Done = oneshot::Sender<Result<(), FlushError>>;
 
-enum Command {
-    Append {
-        tenant: Slug,
-        event: Box<AuditEvent>,
-        done: Done,
-    },
-    /// Events were appended elsewhere (inside a change's transaction).
-    Touched { tenant: Slug, events: u64 },
-    /// Checkpoint every chain with unsigned events, then answer.
-    CheckpointNow { done: oneshot::Sender<()> },
+/// An event to append, and who waits for it.
+struct Append {
+    trail: Trail,
+    event: Box<AuditEvent>,
+    done: Done,
+}
+
+/// Chains with events not yet covered by a checkpoint, and how many; shared by the writer,
+/// changes' transactions and the checkpoint task.
+#[derive(Default)]
+struct Unsigned {
+    counts: Mutex<HashMap<Trail, u64>>,
+    /// Woken when a chain reaches [`CHECKPOINT_EVERY`] unsigned events.
+    due: Notify,
+}
+
+impl Unsigned {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<Trail, u64>> {
+        // Plain counters: a panic elsewhere cannot leave them half-updated.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, trail: &Trail, events: u64) {
+        let total = {
+            let mut counts = self.counts();
+            let count = counts.entry(trail.clone()).or_default();
+            *count += events;
+            *count
+        };
+        if total >= CHECKPOINT_EVERY {
+            self.due.notify_one();
+        }
+    }
+
+    /// Puts back the count of a chain whose checkpoint failed, without waking the signer: the
+    /// next tick retries it, so an unreachable key store is not retried in a tight loop.
+    fn restore(&self, trail: &Trail, events: u64) {
+        *self.counts().entry(trail.clone()).or_default() += events;
+    }
+
+    /// Takes the counts of the chains that `pick` selects.
+    fn take(&self, pick: impl Fn(u64) -> bool) -> Vec<(Trail, u64)> {
+        let mut counts = self.counts();
+        let taken: Vec<(Trail, u64)> = counts
+            .iter()
+            .filter(|(_, n)| pick(**n))
+            .map(|(slug, n)| (slug.clone(), *n))
+            .collect();
+        for (slug, _) in &taken {
+            counts.remove(slug);
+        }
+        taken
+    }
 }
 
 /// Handle to the writer task. Cloning shares the task.
 #[derive(Clone)]
 pub struct AuditWriter {
-    sender: mpsc::Sender<Command>,
+    sender: mpsc::Sender<Append>,
+    unsigned: Arc<Unsigned>,
+    checkpoint_requests: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl AuditWriter {
-    /// Starts the writer task; it ends once every handle is dropped, after a last checkpoint.
+    /// Starts the writer and checkpoint tasks; they end once every handle is dropped, after a
+    /// last checkpoint.
     pub fn start(
         dbs: Arc<Databases>,
         keystore: Arc<dyn KeyStore>,
         checkpoint_interval: Duration,
     ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(QUEUE);
+        let (checkpoint_requests, requests) = mpsc::channel(16);
+        let unsigned = Arc::new(Unsigned::default());
+        let signer = Signer {
+            dbs: Arc::clone(&dbs),
+            keystore,
+            unsigned: Arc::clone(&unsigned),
+        };
         let task = Task {
             dbs,
-            keystore,
-            unsigned: HashMap::new(),
+            unsigned: Arc::clone(&unsigned),
             heads: HashMap::new(),
         };
-        let handle = tokio::spawn(task.run(receiver, checkpoint_interval));
-        (AuditWriter { sender }, handle)
+        let handle = tokio::spawn(async move {
+            let (stop, stopped) = oneshot::channel();
+            let signing = tokio::spawn(signer.run(requests, checkpoint_interval, stopped));
+            task.run(receiver).await;
+            // The last events are appended: the signer signs what is left and stops.
+            let _ = stop.send(());
+            if let Err(e) = signing.await {
+                tracing::error!(error = %e, "the audit checkpoint task failed");
+            }
+        });
+        let writer = AuditWriter {
+            sender,
+            unsigned,
+            checkpoint_requests,
+        };
+        (writer, handle)
     }
 
-    /// Appends `event` to the chain of `tenant`; returns once it is committed.
-    pub async fn record(&self, tenant: &Slug, event: AuditEvent) -> Result<(), AuditError> {
+    /// Appends `event` to `trail` (a tenant's, given its slug, or the platform's); returns once
+    /// it is committed.
+    pub async fn record(
+        &self,
+        trail: impl Into<Trail>,
+        event: AuditEvent,
+    ) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        let command = Command::Append {
-            tenant: tenant.clone(),
+        let command = Append {
+            trail: trail.into(),
             event: Box::new(event),
             done,
         };
@@ -100,166 +177,152 @@ impl AuditWriter {
         }
     }
 
-    /// Tells the writer that `events` were appended to `tenant`'s chain in a change's
-    /// transaction, so that the chain gets its checkpoint in time.
-    pub async fn touched(&self, tenant: &Slug, events: u64) {
-        let command = Command::Touched {
-            tenant: tenant.clone(),
-            events,
-        };
-        // If the writer has stopped the process is shutting down; nothing is left to sign.
-        let _ = self.sender.send(command).await;
+    /// Tells the writer that `events` were appended to `trail` in a change's transaction, so
+    /// that the chain gets its checkpoint in time.
+    pub fn touched(&self, trail: impl Into<Trail>, events: u64) {
+        self.unsigned.add(&trail.into(), events);
     }
 
     /// Signs a checkpoint on every chain with unsigned events now.
     pub async fn checkpoint_now(&self) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.sender
-            .send(Command::CheckpointNow { done })
+        self.checkpoint_requests
+            .send(done)
             .await
             .map_err(|_| AuditError::WriterStopped)?;
         wait.await.map_err(|_| AuditError::WriterStopped)
     }
 }
 
+/// The appending task.
 struct Task {
     dbs: Arc<Databases>,
-    keystore: Arc<dyn KeyStore>,
-    /// Chains with events not yet covered by a checkpoint, and how many.
-    unsigned: HashMap<Slug, u64>,
+    unsigned: Arc<Unsigned>,
     /// Where this writer last left each chain's head (PostgreSQL); a guess, checked by the
     /// conditional append.
-    heads: HashMap<Slug, Head>,
+    heads: HashMap<Trail, Head>,
 }
 
 impl Task {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Command>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                command = receiver.recv() => {
-                    let Some(first) = command else { break };
-                    let mut batch = vec![first];
-                    let linger = tokio::time::sleep(LINGER);
-                    tokio::pin!(linger);
-                    while batch.len() < MAX_BATCH {
-                        tokio::select! {
-                            command = receiver.recv() => match command {
-                                Some(command) => batch.push(command),
-                                None => break,
-                            },
-                            _ = &mut linger => break,
-                        }
-                    }
-                    self.process(batch).await;
+    async fn run(mut self, mut receiver: mpsc::Receiver<Append>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while batch.len() < MAX_BATCH {
+                tokio::select! {
+                    command = receiver.recv() => match command {
+                        Some(command) => batch.push(command),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
                 }
-                _ = ticker.tick() => self.checkpoint_all().await,
             }
+            self.process(batch).await;
         }
-        self.checkpoint_all().await;
     }
 
-    async fn process(&mut self, batch: Vec<Command>) {
-        let mut appends: HashMap<Slug, Vec<(AuditEvent, Done)>> = HashMap::new();
-        let mut waiting_for_checkpoint = Vec::new();
-        for command in batch {
-            match command {
-                Command::Append {
-                    tenant,
-                    event,
-                    done,
-                } => {
-                    appends.entry(tenant).or_default().push((*event, done));
-                }
-                Command::Touched { tenant, events } => {
-                    *self.unsigned.entry(tenant).or_default() += events;
-                }
-                Command::CheckpointNow { done } => waiting_for_checkpoint.push(done),
-            }
+    async fn process(&mut self, batch: Vec<Append>) {
+        let mut appends: HashMap<Trail, Vec<(AuditEvent, Done)>> = HashMap::new();
+        for Append { trail, event, done } in batch {
+            appends.entry(trail).or_default().push((*event, done));
         }
-        let flushes = appends.into_iter().map(|(tenant, entries)| {
+        let flushes = appends.into_iter().map(|(trail, entries)| {
             let dbs = Arc::clone(&self.dbs);
-            let known_head = self.heads.remove(&tenant);
+            let known_head = self.heads.remove(&trail);
             async move {
                 let (events, dones): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
                 let count = events.len() as u64;
                 let started = std::time::Instant::now();
-                let (result, head) = flush(&dbs, &tenant, events, known_head).await;
-                tracing::debug!(tenant = %tenant, events = count, micros = started.elapsed().as_micros() as u64, "audit flush");
+                let (result, head) = flush(&dbs, &trail, events, known_head).await;
+                tracing::debug!(trail = %trail, events = count, micros = started.elapsed().as_micros() as u64, "audit flush");
                 if let Err(e) = &result {
-                    tracing::error!(tenant = %tenant, error = %e.message, "audit flush failed");
+                    tracing::error!(trail = %trail, error = %e.message, "audit flush failed");
                 }
                 for done in dones {
                     // A request that stopped waiting no longer needs the answer.
                     let _ = done.send(result.clone());
                 }
-                (tenant, result.is_ok().then_some(count), head)
+                (trail, result.is_ok().then_some(count), head)
             }
         });
-        for (tenant, written, head) in futures_util::future::join_all(flushes).await {
+        for (trail, written, head) in futures_util::future::join_all(flushes).await {
+            if let Some(count) = written {
+                self.unsigned.add(&trail, count);
+            }
             if let Some(head) = head
                 && self.heads.len() < MAX_KNOWN_HEADS
             {
-                self.heads.insert(tenant.clone(), head);
-            }
-            if let Some(count) = written {
-                *self.unsigned.entry(tenant).or_default() += count;
-            }
-        }
-        let due: Vec<Slug> = self
-            .unsigned
-            .iter()
-            .filter(|(_, n)| **n >= CHECKPOINT_EVERY)
-            .map(|(slug, _)| slug.clone())
-            .collect();
-        for slug in due {
-            self.checkpoint(slug).await;
-        }
-        if !waiting_for_checkpoint.is_empty() {
-            self.checkpoint_all().await;
-            for done in waiting_for_checkpoint {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    async fn checkpoint_all(&mut self) {
-        let slugs: Vec<Slug> = self.unsigned.keys().cloned().collect();
-        for slug in slugs {
-            self.checkpoint(slug).await;
-        }
-    }
-
-    /// Signs the chain head of `slug`; on failure the chain stays due and is retried later.
-    async fn checkpoint(&mut self, slug: Slug) {
-        match write_checkpoint(&self.dbs, self.keystore.as_ref(), &slug).await {
-            Ok(()) => {
-                self.unsigned.remove(&slug);
-            }
-            Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {
-                self.unsigned.remove(&slug);
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %slug, error = %e, "audit checkpoint failed; will retry")
+                self.heads.insert(trail, head);
             }
         }
     }
 }
 
-/// Appends `events` to the chain of `tenant`; returns the outcome and, on PostgreSQL, the head
+/// The checkpoint task: signs chains every interval, at once when one has
+/// [`CHECKPOINT_EVERY`] unsigned events, and when asked.
+struct Signer {
+    dbs: Arc<Databases>,
+    keystore: Arc<dyn KeyStore>,
+    unsigned: Arc<Unsigned>,
+}
+
+impl Signer {
+    /// Runs until `stop` fires (after the writer's last append), then signs what is left.
+    async fn run(
+        self,
+        mut requests: mpsc::Receiver<oneshot::Sender<()>>,
+        interval: Duration,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requests_open = true;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                request = requests.recv(), if requests_open => match request {
+                    Some(done) => {
+                        self.sign(|_| true).await;
+                        let _ = done.send(());
+                    }
+                    None => requests_open = false,
+                },
+                _ = self.unsigned.due.notified() => self.sign(|n| n >= CHECKPOINT_EVERY).await,
+                _ = ticker.tick() => self.sign(|_| true).await,
+            }
+        }
+        self.sign(|_| true).await;
+    }
+
+    /// Signs the chains that `pick` selects by their unsigned count; a chain whose checkpoint
+    /// fails keeps its count and is retried later.
+    async fn sign(&self, pick: impl Fn(u64) -> bool) {
+        for (trail, count) in self.unsigned.take(pick) {
+            match write_checkpoint(&self.dbs, self.keystore.as_ref(), &trail).await {
+                Ok(()) | Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {}
+                Err(e) => {
+                    tracing::warn!(trail = %trail, error = %e, "audit checkpoint failed; will retry");
+                    self.unsigned.restore(&trail, count);
+                }
+            }
+        }
+    }
+}
+
+/// Appends `events` to `trail`; returns the outcome and, on PostgreSQL, the head
 /// after it (to skip reading it next time).
 async fn flush(
     dbs: &Databases,
-    tenant: &Slug,
+    trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
 ) -> (Result<(), FlushError>, Option<Head>) {
     let result: Result<Option<Head>, TenancyError> = match dbs.audit_pool() {
-        Some(pool) => append_optimistically(dbs, pool, tenant, events, known_head).await,
+        Some(pool) => append_optimistically(dbs, pool, trail, events, known_head).await,
         None => {
             async {
-                let tx = dbs.begin(tenant, Access::Audit).await?;
+                let tx = trail.begin(dbs, Access::Audit).await?;
                 append(&tx, events).await?;
                 tx.commit().await?;
                 Ok(None)
@@ -285,7 +348,7 @@ async fn flush(
 async fn append_optimistically(
     dbs: &Databases,
     pool: &sea_orm::DatabaseConnection,
-    tenant: &Slug,
+    trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
 ) -> Result<Option<Head>, TenancyError> {
@@ -294,29 +357,30 @@ async fn append_optimistically(
         let current = match head.take() {
             Some(head) => head,
             None => {
-                let tx = dbs.begin(tenant, Access::Audit).await?;
+                let tx = trail.begin(dbs, Access::Audit).await?;
                 let head = read_head(&tx).await?;
                 tx.commit().await?;
                 head
             }
         };
-        if let Some(next) = append_after(pool, &tenant.schema(), &current, events.clone()).await? {
+        if let Some(next) = append_after(pool, &trail.schema(), &current, events.clone()).await? {
             return Ok(Some(next));
         }
     }
-    let tx = dbs.begin(tenant, Access::Audit).await?;
+    let tx = trail.begin(dbs, Access::Audit).await?;
     let next = append(&tx, events).await?;
     tx.commit().await?;
     Ok(Some(next))
 }
 
-/// Signs the current head of the chain of `slug` unless it is already signed.
+/// Signs the current head of `trail` unless it is already signed, and moves the
+/// anchor in the key store to the newest checkpoint.
 pub(super) async fn write_checkpoint(
     dbs: &Databases,
     keystore: &dyn KeyStore,
-    slug: &Slug,
+    trail: &Trail,
 ) -> Result<(), AuditError> {
-    let tx = dbs.begin(slug, Access::Read).await?;
+    let tx = trail.begin(dbs, Access::Read).await?;
     let head = audit_head::Entity::find_by_id(1).one(&tx).await?;
     let Some(head) = head.filter(|h| h.seq > 0) else {
         return Ok(());
@@ -325,28 +389,49 @@ pub(super) async fn write_checkpoint(
         .one(&tx)
         .await?;
     tx.commit().await?;
-    if signed.is_some() {
-        return Ok(());
-    }
-    let key = KeyName::new(slug.as_str(), Purpose::AuditSigning);
-    let signature = keystore
-        .sign(
-            &key,
-            &checkpoint_message(slug.as_str(), head.seq, &head.hash),
-        )
-        .await?;
-    let tx = dbs.begin(slug, Access::Write).await?;
+    let checkpoint = match signed {
+        Some(signed) => Anchor {
+            seq: signed.seq,
+            hash: signed.hash,
+            signature: signed.signature,
+        },
+        None => {
+            let key = KeyName::new(trail.name(), Purpose::AuditSigning);
+            let signature = keystore
+                .sign(
+                    &key,
+                    &checkpoint_message(trail.name(), head.seq, &head.hash),
+                )
+                .await?;
+            let checkpoint = Anchor {
+                seq: head.seq,
+                hash: head.hash,
+                signature,
+            };
+            insert_checkpoint(dbs, trail, &checkpoint).await?;
+            checkpoint
+        }
+    };
+    anchor::advance(keystore, trail, &checkpoint).await
+}
+
+/// Stores a signed checkpoint; one that another replica stored first is as good.
+async fn insert_checkpoint(
+    dbs: &Databases,
+    trail: &Trail,
+    checkpoint: &Anchor,
+) -> Result<(), AuditError> {
+    let tx = trail.begin(dbs, Access::Write).await?;
     let inserted = audit_checkpoint::ActiveModel {
-        seq: Set(head.seq),
-        hash: Set(head.hash),
+        seq: Set(checkpoint.seq),
+        hash: Set(checkpoint.hash.clone()),
         created_at: Set(Utc::now()),
-        signature: Set(signature),
+        signature: Set(checkpoint.signature.clone()),
     }
     .insert(&tx)
     .await;
     match inserted {
         Ok(_) => Ok(tx.commit().await?),
-        // Another replica signed the same head first.
         Err(e)
             if matches!(
                 e.sql_err(),

@@ -139,11 +139,17 @@ pub async fn create(
     }
 }
 
-/// Deletes the binding `id`; `false` if there was none.
-pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
-    Ok(role_binding::Entity::delete_by_id(id)
+/// Deletes the binding `id` and returns it; `None` if there was none.
+pub async fn delete(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<role_binding::Model>, DbErr> {
+    let Some(binding) = role_binding::Entity::find_by_id(id).one(conn).await? else {
+        return Ok(None);
+    };
+    let deleted = role_binding::Entity::delete_by_id(id)
         .exec(conn)
         .await?
-        .rows_affected
-        > 0)
+        .rows_affected;
+    Ok((deleted > 0).then_some(binding))
 }

@@ -298,7 +298,8 @@ impl PolicyEngine {
     }
 
     /// Builds a tenant's policy set. A binding to an unknown role grants nothing; a stored
-    /// policy that no longer validates (after a schema change) is left out and logged.
+    /// `permit` that no longer validates (after a schema change) is left out and a `forbid`
+    /// kept, both logged: a change of schema can only take access away.
     pub fn build(&self, rules: &TenantRules<'_>) -> anyhow::Result<TenantPolicies> {
         let mut roles: HashMap<&str, Vec<RoleTemplate>> = self
             .builtin
@@ -336,11 +337,23 @@ impl PolicyEngine {
             }
         }
         for (name, text) in rules.policies {
+            let policy = match parse_static(name, text) {
+                Ok(policy) => policy,
+                // It parsed when it was stored; a text that might be a forbid stops the build.
+                Err(e) if text.contains("forbid") => anyhow::bail!("stored policy {name}: {e}"),
+                Err(e) => {
+                    tracing::error!(policy = %name, error = %e, "stored policy does not parse; it is left out");
+                    continue;
+                }
+            };
             if let Err(errors) = self.validate_policy(name, text) {
-                tracing::error!(policy = %name, ?errors, "stored policy does not validate; it is left out");
-                continue;
+                // Failing closed either way: a permit is left out, a forbid is kept.
+                if policy.effect() == cedar_policy::Effect::Permit {
+                    tracing::error!(policy = %name, ?errors, "stored permit does not validate; it is left out");
+                    continue;
+                }
+                tracing::error!(policy = %name, ?errors, "stored forbid does not validate; it is kept");
             }
-            let policy = parse_static(name, text).map_err(anyhow::Error::msg)?;
             shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }
@@ -482,7 +495,7 @@ impl PolicyEngine {
                 .filter(|shard| shard.actions.as_ref().is_none_or(|a| a.contains(action)))
                 .map(|shard| &shard.set);
             Ok(combine(sets.map(|set| {
-                self.authorizer.is_authorized(&request, set, &entities)
+                (set, self.authorizer.is_authorized(&request, set, &entities))
             })))
         })();
         evaluated.unwrap_or_else(denial)
@@ -654,19 +667,37 @@ fn lock<K: std::hash::Hash + Eq, V>(
 
 /// Cedar's rule over the evaluated shards: a satisfied `forbid` anywhere denies (its reasons),
 /// else a satisfied `permit` anywhere allows (its reasons), else deny with no reason.
-fn combine(responses: impl Iterator<Item = cedar_policy::Response>) -> Decision {
+///
+/// Unlike Cedar, a `forbid` whose evaluation fails also denies: Cedar skips a policy that errs,
+/// which for a `forbid` (say, one reading a tag the principal lacks without `hasTag`) would
+/// silently open what it was written to close. A `permit` that errs grants nothing, as in Cedar.
+fn combine<'a>(
+    responses: impl Iterator<Item = (&'a PolicySet, cedar_policy::Response)>,
+) -> Decision {
     let mut forbids = Vec::new();
+    let mut failed_forbids = Vec::new();
     let mut permits = Vec::new();
     let mut errors = Vec::new();
-    for response in responses {
+    for (set, response) in responses {
         let reasons = response.diagnostics().reason().map(reason_name);
         match response.decision() {
             cedar_policy::Decision::Allow => permits.extend(reasons),
             cedar_policy::Decision::Deny => forbids.extend(reasons),
         }
-        errors.extend(response.diagnostics().errors().map(ToString::to_string));
+        for error in response.diagnostics().errors() {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = error;
+            if set
+                .policy(e.policy_id())
+                .is_some_and(|p| p.effect() == cedar_policy::Effect::Forbid)
+            {
+                failed_forbids.push(reason_name(e.policy_id()));
+            }
+            errors.push(error.to_string());
+        }
     }
-    let (allowed, mut reasons) = if forbids.is_empty() && !permits.is_empty() {
+    let (allowed, mut reasons) = if !failed_forbids.is_empty() {
+        (false, failed_forbids)
+    } else if forbids.is_empty() && !permits.is_empty() {
         (true, permits)
     } else {
         (false, forbids)
@@ -1312,6 +1343,45 @@ mod tests {
                 .decide(&contextual, &account, "task.approve", &task, &large)
                 .allowed
         );
+    }
+
+    #[test]
+    fn a_forbid_that_fails_to_evaluate_denies() {
+        let engine = engine();
+        let folders = folders();
+        let admin = [Binding {
+            id: uuid(78),
+            role: "Admin".into(),
+            subject_type: SubjectType::ServiceAccount,
+            subject_id: uuid(21),
+            scope_type: ScopeType::Tenant,
+            scope_id: None,
+        }];
+        // Valid Cedar, but the multiplication overflows for large amounts: Cedar would skip it.
+        let overflowing = [(
+            "cap".to_owned(),
+            "forbid(principal, action == Flowgate::Action::\"task.approve\", resource) when { context has amount && context.amount * 1000000000000 > 5000000000000 };".to_owned(),
+        )];
+        let policies = engine
+            .build(&rules(&[], &admin, &overflowing, &folders))
+            .unwrap();
+        let task = policies
+            .resource_in(EntityKind::Task, "t".into(), None)
+            .unwrap();
+        let account = Subject::service_account(uuid(21));
+        let approve = |amount| {
+            let facts = Facts {
+                amount: Some(amount),
+                ..Facts::default()
+            };
+            engine.decide(&policies, &account, "task.approve", &task, &facts)
+        };
+        assert!(approve(1).allowed);
+        assert!(!approve(9).allowed);
+        let failed = approve(i64::MAX / 2);
+        assert!(!failed.allowed);
+        assert_eq!(failed.reasons, ["policy:cap"]);
+        assert!(!failed.errors.is_empty());
     }
 
     #[test]

@@ -164,28 +164,33 @@ async fn resources(
     Ok(resources)
 }
 
-/// The permissions `holder` has that `caller` lacks, over the tenant's resources: what issuing a
-/// credential of `holder` to `caller` would add to the caller's power.
+/// The permissions that `after` has and `before` lacked (every permission of `after` when there
+/// is no `before`) which `caller` does not hold, over the tenant's resources: what changing a
+/// principal from `before` to `after` (a new group, new claims), or issuing a credential of
+/// `after`, would hand out beyond the caller's own power.
 pub fn exceeding(
     engine: &PolicyEngine,
     policies: &TenantPolicies,
     universe: &Universe,
-    holder: &Subject,
+    before: Option<&Subject>,
+    after: &Subject,
     caller: &Subject,
 ) -> Vec<Permission> {
     let facts = Facts::default();
+    let allowed = |subject: &Subject, action: &str, resource: &Resource| {
+        engine
+            .decide(policies, subject, action, resource, &facts)
+            .allowed
+    };
     let mut excess = Vec::new();
     for resource in &universe.resources {
         for action in actions_on(resource) {
-            if engine
-                .decide(policies, holder, action, resource, &facts)
-                .allowed
-                && !engine
-                    .decide(policies, caller, action, resource, &facts)
-                    .allowed
+            if allowed(after, action, resource)
+                && !before.is_some_and(|b| allowed(b, action, resource))
+                && !allowed(caller, action, resource)
             {
                 excess.push(Permission {
-                    principal: EntityRef::of(holder.kind, &holder.id),
+                    principal: EntityRef::of(after.kind, &after.id),
                     action: action.to_owned(),
                     resource: EntityRef::of(resource.kind, &resource.id),
                 });

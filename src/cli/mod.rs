@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::app::AppState;
-use crate::audit::{RequestMeta, verify};
+use crate::audit::{PLATFORM, RequestMeta, Trail, verify};
 use crate::config::Settings;
 use crate::http::{ServeOptions, Server, request_id};
 use crate::openapi;
@@ -53,7 +53,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify a tenant's audit hash chain and signed checkpoints; exit 1 on any break.
+    /// Verify a tenant's audit hash chain and signed checkpoints (`platform`: the platform's
+    /// own trail); exit 1 on any break.
     Verify { slug: String },
 }
 
@@ -197,12 +198,17 @@ async fn migrate_tenants(state: &AppState, progress: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn verify_audit(state: std::sync::Arc<AppState>, slug: String) -> anyhow::Result<ExitCode> {
-    let slug = Slug::parse(&slug).map_err(|e| anyhow::anyhow!("tenant slug: {e}"))?;
-    if state.tenants.load(&slug).await?.is_none() {
-        anyhow::bail!("no tenant `{slug}`");
-    }
-    let report = verify(&state.dbs, state.keystore.as_ref(), &slug).await?;
+async fn verify_audit(state: std::sync::Arc<AppState>, name: String) -> anyhow::Result<ExitCode> {
+    let trail = if name == PLATFORM {
+        Trail::Platform
+    } else {
+        let slug = Slug::parse(&name).map_err(|e| anyhow::anyhow!("tenant slug: {e}"))?;
+        if state.tenants.load(&slug).await?.is_none() {
+            anyhow::bail!("no tenant `{slug}`");
+        }
+        Trail::Tenant(slug)
+    };
+    let report = verify(&state.dbs, state.keystore.as_ref(), trail).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if report.ok {
         ExitCode::SUCCESS

@@ -97,7 +97,7 @@ pub async fn run(state: Arc<AppState>, command: TenantCommand) -> anyhow::Result
             println!("resumed tenant {s}");
         }
         TenantCommand::Delete { slug: s } => {
-            platform::delete_tenant(&state, &slug(&s)?).await?;
+            platform::delete_tenant(&state, &slug(&s)?, &cli_meta()).await?;
             println!("deleted tenant {s} with its data and keys");
         }
     }

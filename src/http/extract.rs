@@ -1,7 +1,7 @@
-//! Extractors: the JSON body, object ids in the path, and the operator credential.
+//! Extractors: the JSON body and object ids in the path.
 //!
 //! Authentication happens before any of these run (in `tenant::gate` for tenant routes, and in
-//! [`Operator`], which completes on its first poll), and bodies are read only by the handler,
+//! `operator::Operator`, which completes on its first poll), and bodies are read only by the handler,
 //! after authorization: an unauthenticated caller always gets 401 and an unauthorized one 403,
 //! never a body error.
 
@@ -120,6 +120,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             ),
         )
     };
+    if escapes_nul(body) {
+        return Err(ApiError::validation(vec![FieldError {
+            field: String::new(),
+            message: "text may not contain the NUL character (\\u0000)".to_owned(),
+        }]));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -134,6 +140,25 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end().map_err(malformed)?;
     Ok(value)
+}
+
+/// Whether a JSON text contains the escape `\u0000`. A NUL can enter a JSON string only that
+/// way (raw control characters are a syntax error), and no text column can store it (PostgreSQL
+/// refuses it), so it is refused up front rather than failing the write.
+fn escapes_nul(body: &[u8]) -> bool {
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'\\' {
+            if body[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            // Skip the escaped character, so that `\\u0000` (a backslash, then text) is not one.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 /// serde_json appends "at line L column C"; the field path says more and the rest is noise.
@@ -179,34 +204,6 @@ impl FromRequest for PathName {
                 .map(|n| PathName(n.to_owned()))
                 .ok_or_else(ApiError::not_found),
         )
-    }
-}
-
-/// A caller that presented the platform operator token.
-#[derive(Debug)]
-pub struct Operator;
-
-impl FromRequest for Operator {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::internal(anyhow::anyhow!(
-                "application state missing"
-            ))));
-        };
-        ready(match bearer_token(req) {
-            None => Err(ApiError::new(
-                ErrorCode::Unauthenticated,
-                "Send `Authorization: Bearer <operator token>`.",
-            )),
-            Some(token) if state.operator.verify(token) => Ok(Operator),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::InvalidCredentials,
-                "The operator token is not valid.",
-            )),
-        })
     }
 }
 
@@ -257,5 +254,17 @@ mod tests {
         let (_, detail) = code(r#"{"name": "a", "inner": {"id": "x"}}"#);
         assert!(detail.contains("inner.id"), "{detail}");
         assert!(parse_json::<Body>(br#"{"name": "a"}"#).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_but_escaped_backslashes_are_not() {
+        assert_eq!(
+            code(r#"{"name": "a\u0000b"}"#).0,
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(code(r#"{"name": "\u0000"}"#).0, ErrorCode::ValidationFailed);
+        assert!(parse_json::<Body>(br#"{"name": "a\\u0000"}"#).is_ok());
+        assert!(parse_json::<Body>(br#"{"name": "\\"}"#).is_ok());
+        assert!(parse_json::<Body>(br#"{"name": "\u0001"}"#).is_ok());
     }
 }

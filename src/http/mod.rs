@@ -2,12 +2,15 @@
 //!
 //! request id, span, access log and security headers ([`middleware`]) → for tenant routes, the
 //! tenant gate: tenant, authentication, policies, audit ([`tenant`]) → the authorization
-//! extractor → the handler → a tenant transaction that commits with its audit event.
+//! extractor → the handler → a tenant transaction that commits with its audit event. Operator
+//! routes take the operator credential instead and are audited in the platform trail
+//! ([`operator`]).
 
 pub mod error;
 pub mod extract;
 mod fallback;
 pub mod middleware;
+pub mod operator;
 pub mod request_id;
 pub mod routes;
 pub mod tenant;
@@ -64,6 +67,7 @@ impl Server {
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document.clone()))
                 .service(web::redirect("/docs", "/docs/"))
                 .default_service(web::to(fallback::fallback))
+                .wrap(from_fn(operator::audit))
                 .wrap(from_fn(middleware::request_context))
         })
         .shutdown_timeout(10)

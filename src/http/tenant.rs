@@ -21,14 +21,15 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, ResponseError as _, web};
 use futures_util::future::LocalBoxFuture;
-use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::middleware::request_meta;
 use crate::app::AppState;
-use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
+use crate::audit::{AuditEvent, Outcome, RequestMeta, Trail, chain};
+use crate::authz::impact::{Universe, exceeding};
 use crate::authz::schema::EntityKind;
 use crate::authz::{Action, Facts, Resource, Subject, TenantPolicies, process_folder};
 use crate::identity::{IdentityError, Principal};
@@ -113,6 +114,33 @@ impl TenantRequest {
                 }
             ),
         )
+    }
+
+    /// Refuses a change of a principal from `before` to `after` (a new group, new claims; or,
+    /// with no `before`, a new credential of `after`) when it would give `after` a permission
+    /// the caller does not hold: nobody hands out more than they have.
+    pub async fn refuse_escalation(
+        &self,
+        conn: &impl ConnectionTrait,
+        before: Option<&Subject>,
+        after: &Subject,
+    ) -> Result<(), ApiError> {
+        let universe = Universe::load_resources(conn, self.policies()).await?;
+        let excess = exceeding(
+            self.state().authz.engine(),
+            self.policies(),
+            &universe,
+            before,
+            after,
+            self.subject(),
+        );
+        if excess.is_empty() {
+            return Ok(());
+        }
+        let mut actions: Vec<String> = excess.into_iter().map(|p| p.action).collect();
+        actions.sort();
+        actions.dedup();
+        Err(self.refuse_delegation(&actions))
     }
 
     /// The tenant's compiled policies, as loaded for this request.
@@ -394,7 +422,7 @@ impl WriteTx {
         if change.invalidates {
             state.forget_tenant(request.slug().as_str());
         }
-        state.audit.touched(request.slug(), 1).await;
+        state.audit.touched(request.slug(), 1);
         Ok(())
     }
 }
@@ -469,15 +497,15 @@ pub async fn gate(
     Ok(respond_audited(&state, request.slug(), event, res).await)
 }
 
-/// Sends `res` once `event` is durable; if the event cannot be written, the caller gets the
-/// audit failure instead (a call that leaves no trace is not answered).
-async fn respond_audited(
+/// Sends `res` once `event` is durable in `trail`; if the event cannot be written, the caller
+/// gets the audit failure instead (a call that leaves no trace is not answered).
+pub(super) async fn respond_audited(
     state: &AppState,
-    slug: &Slug,
+    trail: impl Into<Trail>,
     event: AuditEvent,
     res: ServiceResponse<BoxBody>,
 ) -> ServiceResponse<BoxBody> {
-    match state.audit.record(slug, event).await {
+    match state.audit.record(trail, event).await {
         Ok(()) => res,
         Err(e) => {
             let (req, _) = res.into_parts();

@@ -162,6 +162,22 @@ impl KeyStore for LocalKeyStore {
         Ok(public.verify(message, &sig).is_ok())
     }
 
+    async fn put_record(&self, name: &KeyName, value: &[u8]) -> Result<(), KeyStoreError> {
+        let path = self.file(name);
+        if let Some(parent) = path.parent() {
+            create_private_dir(parent)?;
+        }
+        Ok(replace_private(&path, &self.seal(name, value)?)?)
+    }
+
+    async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        match std::fs::read(self.file(name)) {
+            Ok(sealed) => Ok(Some(self.open_sealed(name, &sealed)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::from(e).context("reading a record").into()),
+        }
+    }
+
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
         let dir = self.dir.join("tenants").join(slug);
         match std::fs::remove_dir_all(&dir) {
@@ -199,6 +215,24 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Writes `bytes` to a new file at `path` (mode 0600) without ever replacing an existing one:
 /// the bytes go to a temporary file first, which is then hard-linked into place.
 fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = write_temporary(path, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    linked.map_err(anyhow::Error::from)
+}
+
+/// Replaces the file at `path` (mode 0600) with `bytes` in one step: readers see the old file
+/// or the new one, never a part.
+fn replace_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = write_temporary(path, bytes)?;
+    std::fs::rename(&tmp, path).or_else(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Err(e).with_context(|| format!("replacing {}", path.display()))
+    })
+}
+
+/// A new private file beside `path` holding `bytes`, synced to disk.
+fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
     let mut file = std::fs::OpenOptions::new()
@@ -209,9 +243,7 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    let linked = std::fs::hard_link(&tmp, path);
-    std::fs::remove_file(&tmp)?;
-    linked.map_err(anyhow::Error::from)
+    Ok(tmp)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! - [`KeyStore::secret`] is create-once: concurrent first calls for one name agree on one value
 //!   (the local store links files without replacing, Vault uses check-and-set), so a keyed hash
 //!   written by one replica verifies on every other.
-//! - [`KeyStore::destroy_tenant`] removes every key of the tenant; it is idempotent.
+//! - [`KeyStore::destroy_tenant`] removes every key and record of the tenant; it is idempotent.
 
 mod local;
 mod vault;
@@ -30,15 +30,22 @@ pub enum Purpose {
     ApiKeyPepper,
     /// The Ed25519 key that signs the tenant's audit checkpoints.
     AuditSigning,
+    /// Not a key: the newest signed audit checkpoint, kept where the database cannot rewrite it.
+    AuditAnchor,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 2] = [Purpose::ApiKeyPepper, Purpose::AuditSigning];
+    pub const ALL: [Purpose; 3] = [
+        Purpose::ApiKeyPepper,
+        Purpose::AuditSigning,
+        Purpose::AuditAnchor,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::ApiKeyPepper => "api-key-pepper",
             Purpose::AuditSigning => "audit-signing",
+            Purpose::AuditAnchor => "audit-anchor",
         }
     }
 }
@@ -96,6 +103,13 @@ pub trait KeyStore: Send + Sync {
         message: &[u8],
         signature: &str,
     ) -> Result<bool, KeyStoreError>;
+
+    /// Keeps `value` under `name`, replacing what was there: a small record that must live
+    /// outside the database, such as the newest audit checkpoint.
+    async fn put_record(&self, name: &KeyName, value: &[u8]) -> Result<(), KeyStoreError>;
+
+    /// The record kept under `name`, if any.
+    async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError>;
 
     /// Forgets what is cached about the keys of `slug` (another replica may have destroyed
     /// them); the next use asks the backend again.

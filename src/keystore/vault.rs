@@ -1,7 +1,8 @@
 //! HashiCorp Vault / OpenBao backend: secrets in KV v2, signing keys in transit.
 //!
 //! Secrets live at `<kv mount>/flowgate/tenants/<slug>/<purpose>`; they are created with
-//! check-and-set 0 so that two replicas creating the same secret agree. Signing keys are transit
+//! check-and-set 0 so that two replicas creating the same secret agree. Records (the audit
+//! anchor) live beside them and are replaced in place. Signing keys are transit
 //! keys named `flowgate-t-<slug>-<purpose>` and never leave Vault.
 
 use std::collections::HashSet;
@@ -22,6 +23,9 @@ use vaultrs::{kv2, sys, token, transit};
 
 use super::{KeyName, KeyStore, KeyStoreError, Purpose, SecretBytes};
 use crate::crypto::random_bytes;
+
+/// Longest wait for one Vault request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct VaultKeyStore {
     client: VaultClient,
@@ -48,6 +52,8 @@ impl VaultKeyStore {
         let settings = VaultClientSettingsBuilder::default()
             .address(addr)
             .token(token.expose_secret())
+            // A Vault that stops answering must become a 503, not a request that never ends.
+            .timeout(Some(REQUEST_TIMEOUT))
             .build()?;
         let store = VaultKeyStore {
             client: VaultClient::new(settings)?,
@@ -196,6 +202,23 @@ impl KeyStore for VaultKeyStore {
             Err(ClientError::APIError { code: 400, .. }) => Ok(false),
             Err(e) => Err(map_error(e)),
         }
+    }
+
+    async fn put_record(&self, name: &KeyName, value: &[u8]) -> Result<(), KeyStoreError> {
+        let stored = StoredSecret {
+            value: STANDARD.encode(value),
+        };
+        kv2::set(&self.client, &self.kv_mount, &Self::kv_path(name), &stored)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        Ok(self
+            .read_secret(name)
+            .await?
+            .map(|bytes| bytes.expose_secret().to_vec()))
     }
 
     fn forget(&self, slug: &str) {

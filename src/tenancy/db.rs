@@ -19,7 +19,7 @@ use super::{Slug, TenancyError};
 use crate::config::DatabaseSettings;
 
 /// Schema of the control plane on PostgreSQL.
-const CONTROL_SCHEMA: &str = "flowgate";
+pub const CONTROL_SCHEMA: &str = "flowgate";
 /// Default search path of the shared tenant pool: a schema that never exists, so a statement
 /// that escaped [`Databases::begin`] finds no table instead of another tenant's.
 const NO_TENANT_SCHEMA: &str = "flowgate_no_tenant";
@@ -272,6 +272,31 @@ impl Databases {
         }
     }
 
+    /// Begins a transaction on the control plane (the platform's own audit trail).
+    pub async fn begin_control(&self, access: Access) -> Result<DatabaseTransaction, TenancyError> {
+        Ok(match &self.backend {
+            Backend::Postgres { .. } => {
+                let mode = match access {
+                    Access::Read => AccessMode::ReadOnly,
+                    Access::Write | Access::Audit => AccessMode::ReadWrite,
+                };
+                self.control.begin_with_config(None, Some(mode)).await?
+            }
+            Backend::Sqlite { .. } => {
+                let mode = match access {
+                    Access::Read => SqliteTransactionMode::Deferred,
+                    Access::Write | Access::Audit => SqliteTransactionMode::Immediate,
+                };
+                self.control
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(mode),
+                        ..TransactionOptions::default()
+                    })
+                    .await?
+            }
+        })
+    }
+
     /// The pools of a SQLite tenant file, opened on first use; the file must exist.
     async fn sqlite_pools(&self, slug: &Slug) -> Result<SqlitePools, TenancyError> {
         let Backend::Sqlite { dir, pools } = &self.backend else {
@@ -352,20 +377,41 @@ async fn connect_sqlite(file: &Path, create: bool, max: u32) -> Result<DatabaseC
     Database::connect(opts).await
 }
 
-/// Whether `e` means the database could not be reached (as opposed to a bad statement).
+/// Whether `e` means the database cannot serve the statement now (as opposed to a bad
+/// statement): it could not be reached, it is shutting down or out of connections or space, or
+/// SQLite's file stayed locked past the busy timeout. Callers answer 503 with `Retry-After`.
 pub(super) fn is_connection_error(e: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     match e {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
-            e.as_ref(),
-            Sqlx::Io(_)
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Io(_)
                 | Sqlx::Tls(_)
                 | Sqlx::PoolTimedOut
                 | Sqlx::PoolClosed
-                | Sqlx::WorkerCrashed
-        ),
+                | Sqlx::WorkerCrashed => true,
+                Sqlx::Database(d) => d.code().is_some_and(|code| is_unavailable_code(&code)),
+                _ => false,
+            }
+        }
         _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs and SQLite result codes that mean "not now" rather than "never".
+fn is_unavailable_code(code: &str) -> bool {
+    if code.len() == 5 {
+        // A PostgreSQL SQLSTATE: 08 connection exception; 53 insufficient resources (too many
+        // connections, disk full, out of memory); 57P01-57P03 shutting down or starting up.
+        code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03")
+    } else {
+        // A SQLite result code; extended codes keep the primary one in the low byte: BUSY,
+        // LOCKED, IOERR, FULL, CANTOPEN.
+        code.parse::<u32>()
+            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
     }
 }
 
@@ -377,5 +423,22 @@ fn is_duplicate_schema(e: &DbErr) -> bool {
             .and_then(|d| d.code())
             .is_some_and(|code| code == "42P06"),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable_code;
+
+    #[test]
+    fn outages_are_told_from_bad_statements() {
+        for code in [
+            "08006", "53300", "53100", "57P01", "57P03", "5", "517", "6", "13",
+        ] {
+            assert!(is_unavailable_code(code), "{code}");
+        }
+        for code in ["22021", "23505", "42P01", "40001", "1", "19", "2067"] {
+            assert!(!is_unavailable_code(code), "{code}");
+        }
     }
 }

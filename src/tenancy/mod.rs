@@ -14,7 +14,7 @@ mod registry;
 mod slug;
 
 pub use cache::TenantCache;
-pub use db::{Access, Databases, DbKind};
+pub use db::{Access, CONTROL_SCHEMA, Databases, DbKind};
 pub use registry::{Environment, Tenant, TenantRegistry, TenantStatus};
 pub use slug::{Slug, SlugError};
 

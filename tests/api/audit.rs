@@ -146,6 +146,27 @@ on_both_databases! {
         assert_eq!(report["first_broken_seq"], keep + 1, "{report}");
     }
 
+    async fn a_cut_tail_with_its_checkpoints_deleted_is_caught_by_the_key_stores_copy(app) {
+        some_activity(&app).await;
+        app.state.audit.checkpoint_now().await.unwrap();
+        let head: i64 = app.tenant_rows("SELECT seq FROM audit_head").await[0]["seq"].as_i64().unwrap();
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], true, "{report}");
+        assert_eq!(report["anchored_seq"], head, "{report}");
+        // Someone with the database but not the key store cuts the tail, re-links the head and
+        // removes every checkpoint that would give it away.
+        let keep = head - 2;
+        app.tenant_sql(&format!("DELETE FROM audit_events WHERE seq > {keep}")).await;
+        app.tenant_sql(&format!(
+            "UPDATE audit_head SET seq = {keep}, hash = (SELECT hash FROM audit_events WHERE seq = {keep})"
+        )).await;
+        app.tenant_sql("DELETE FROM audit_checkpoints").await;
+        let (code, report) = verify_with_cli(&app).await;
+        assert_eq!(code, 1, "{report}");
+        assert_eq!(report["first_broken_seq"], keep + 1, "{report}");
+        assert!(report["problem"].as_str().unwrap().contains("key store"), "{report}");
+    }
+
     async fn a_forged_checkpoint_signature_is_detected(app) {
         some_activity(&app).await;
         app.state.audit.checkpoint_now().await.unwrap();

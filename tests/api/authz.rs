@@ -745,6 +745,96 @@ async fn nobody_grants_more_than_they_hold() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_memberships_and_claims_give_only_what_their_author_holds() {
+    //! A membership or a claim is a grant in disguise: whoever adds a user to a group or sets
+    //! the claims a policy keys on must hold what that gives the user.
+    let app = spawn_app(Db::Sqlite).await;
+    let (_, admins) = app
+        .post("/groups", &app.admin_key, json!({"name": "admins"}))
+        .await;
+    let (status, _) = app.post("/role-bindings", &app.admin_key, json!({"role": "Admin", "subject": {"type": "group", "id": admins["id"]}, "scope": {"type": "tenant"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, readers) = app
+        .post("/groups", &app.admin_key, json!({"name": "readers"}))
+        .await;
+    let (status, _) = app
+        .post(
+            "/roles",
+            &app.admin_key,
+            json!({"name": "Directory reader", "actions": ["user.read", "group.read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app.post("/role-bindings", &app.admin_key, json!({"role": "Directory reader", "subject": {"type": "group", "id": readers["id"]}, "scope": {"type": "tenant"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let user = app.create_user("joiner@example.com").await;
+    let (member_adder, _) =
+        custom_key(&app, &["group.member_add", "user.read", "group.read"]).await;
+
+    let (status, body) = app
+        .post(
+            &format!("/groups/{}/members", admins["id"].as_str().unwrap()),
+            &member_adder,
+            json!({"user_id": user}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = app
+        .post(
+            &format!("/groups/{}/members", readers["id"].as_str().unwrap()),
+            &member_adder,
+            json!({"user_id": user}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "the readers' rights are the adder's too: {body}"
+    );
+
+    let (status, _) = app.post("/policies", &app.admin_key, json!({"name": "finance-admins", "text": "permit(principal, action == Flowgate::Action::\"api_key.create\", resource) when { principal.hasTag(\"department\") && principal.getTag(\"department\") == \"Finance\" };"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (claims_setter, _) = custom_key(&app, &["user.update", "user.read"]).await;
+    let user_path = format!("/users/{user}");
+    let patch = |attributes: serde_json::Value| {
+        app.call(
+            reqwest::Method::PATCH,
+            &user_path,
+            &claims_setter,
+            Some(json!({"attributes": attributes})),
+        )
+    };
+    let (status, body) = patch(json!({"department": "Finance"})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("api_key.create"),
+        "{body}"
+    );
+    let (_, stored) = app.get(&format!("/users/{user}"), &app.admin_key).await;
+    assert_eq!(stored["attributes"], json!({}), "nothing was changed");
+    let (status, body) = patch(json!({"department": "Sales", "region": "EU"})).await;
+    assert_eq!(status, StatusCode::OK, "claims no policy grants on: {body}");
+    // An Admin holds everything, so may do both.
+    let (status, _) = app
+        .post(
+            &format!("/groups/{}/members", admins["id"].as_str().unwrap()),
+            &app.admin_key,
+            json!({"user_id": user}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|e| e["action"] == "group.member_add"
+        && e["decision"] == "deny"
+        && e["status"] == 403));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "user.update" && e["decision"] == "deny" && e["status"] == 403)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbid_on_a_role_action_group_applies_to_its_actions() {
     let app = spawn_app(Db::Sqlite).await;
     let viewer = app.key_with_role(Some("Viewer")).await;

@@ -315,6 +315,26 @@ impl TestApp {
         conn.close().await.unwrap();
     }
 
+    /// Runs a statement directly in the control plane (the platform trail lives there).
+    pub async fn control_sql(&self, sql: &str) {
+        use sea_orm::ConnectionTrait as _;
+        let conn = match self.db {
+            Db::Sqlite => sea_orm::Database::connect(format!(
+                "sqlite://{}?mode=rw",
+                self.data_dir.join("control.db").display()
+            ))
+            .await
+            .unwrap(),
+            Db::Postgres => {
+                let mut opts = sea_orm::ConnectOptions::new(self.database.as_ref().unwrap().url());
+                opts.set_schema_search_path(flowgate::tenancy::CONTROL_SCHEMA);
+                sea_orm::Database::connect(opts).await.unwrap()
+            }
+        };
+        conn.execute_unprepared(sql).await.unwrap();
+        conn.close().await.unwrap();
+    }
+
     /// Rows of a query run directly in the tenant's storage, as JSON objects.
     pub async fn tenant_rows(&self, sql: &str) -> Vec<Value> {
         use sea_orm::FromQueryResult as _;

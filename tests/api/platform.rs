@@ -99,6 +99,42 @@ on_both_databases! {
         assert_ne!(again, key);
     }
 
+    async fn the_platform_trail_records_operator_calls_refusals_and_deletions(app) {
+        // Operator calls leave a trace too, in the platform's own chain: refused tokens, and
+        // deletions of tenants whose own trail is destroyed with them.
+        let wrong = app.client.get(app.url("/api/v1/platform/tenants"))
+            .bearer_auth("op-wrong-token-0123456789abcdef").send().await.unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        let slug = unique_slug("gone");
+        app.create_tenant(&slug).await;
+        let (status, _) = operator(&app, reqwest::Method::DELETE, &format!("/tenants/{slug}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        let (status, page) = operator(&app, reqwest::Method::GET, "/audit/events?limit=1000", None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let events = page["items"].as_array().unwrap();
+        assert!(events.iter().all(|e| e["trail"] == "platform"));
+        let refused = events.iter()
+            .find(|e| e["action"] == "tenant.list" && e["status"] == 401)
+            .expect("the refused call is recorded");
+        assert_eq!(refused["actor_type"], "anonymous");
+        assert_eq!(refused["details"]["reason"], "invalid_operator_token");
+        assert!(!page.to_string().contains("op-wrong-token"), "the presented token is never recorded");
+        assert!(!page.to_string().contains(&app.operator_token));
+        let deletions: Vec<&Value> = events.iter()
+            .filter(|e| e["action"] == "tenant.delete" && e["resource_id"] == slug.as_str())
+            .collect();
+        assert!(!deletions.is_empty(), "the deletion outlives the tenant's own trail");
+        assert!(deletions.iter().all(|e| e["actor_type"] == "operator"));
+
+        let (status, report) = operator(&app, reqwest::Method::GET, "/audit/verify", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(report["ok"], true, "{report}");
+        app.control_sql("UPDATE audit_events SET status = 200 WHERE status = 401").await;
+        let (_, report) = operator(&app, reqwest::Method::GET, "/audit/verify", None).await;
+        assert_eq!(report["ok"], false, "an edited platform event is detected: {report}");
+    }
+
     async fn platform_calls_need_the_operator_token(app) {
         let url = app.url("/api/v1/platform/tenants");
         let none = app.client.get(&url).send().await.unwrap();

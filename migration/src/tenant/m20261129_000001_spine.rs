@@ -2,7 +2,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::AUDIT_GENESIS_HASH;
+use crate::audit_trail;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -10,7 +10,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in tables() {
+        for table in tables().into_iter().chain(audit_trail::tables()) {
             manager.create_table(table).await?;
         }
         manager
@@ -32,15 +32,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .exec_stmt(
-                Query::insert()
-                    .into_table("audit_head")
-                    .columns(["id", "seq", "hash"])
-                    .values_panic([1.into(), 0i64.into(), AUDIT_GENESIS_HASH.into()])
-                    .to_owned(),
-            )
-            .await
+        manager.exec_stmt(audit_trail::genesis()).await
     }
 
     fn use_transaction(&self) -> Option<bool> {
@@ -117,38 +109,6 @@ fn tables() -> Vec<TableCreateStatement> {
                     .to("service_accounts", "id")
                     .on_delete(ForeignKeyAction::Cascade),
             )
-            .to_owned(),
-        Table::create()
-            .table("audit_events")
-            .col(big_integer("seq").primary_key())
-            .col(uuid("id"))
-            .col(timestamp_with_time_zone("occurred_at"))
-            .col(string("request_id"))
-            .col(string("actor_type"))
-            .col(string("actor_id"))
-            .col(string("action"))
-            .col(string("resource_type"))
-            .col(string_null("resource_id"))
-            .col(string("decision"))
-            .col(integer("status"))
-            .col(string_null("source_ip"))
-            .col(text_null("user_agent"))
-            .col(json("details"))
-            .col(string("prev_hash"))
-            .col(string("hash"))
-            .to_owned(),
-        Table::create()
-            .table("audit_head")
-            .col(integer("id").primary_key())
-            .col(big_integer("seq"))
-            .col(string("hash"))
-            .to_owned(),
-        Table::create()
-            .table("audit_checkpoints")
-            .col(big_integer("seq").primary_key())
-            .col(string("hash"))
-            .col(timestamp_with_time_zone("created_at"))
-            .col(text("signature"))
             .to_owned(),
     ]
 }

@@ -4,16 +4,20 @@ use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::{audit_event, audit_head};
 use sea_orm::{
-    ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::platform::OperatorErrors;
 use super::{Page, TenantErrors, TenantParam};
-use crate::audit::{VerifyReport, verify};
+use crate::app::AppState;
+use crate::audit::{Trail, VerifyReport, verify};
 use crate::authz::actions::{AuditExport, AuditRead, AuditVerify};
 use crate::http::error::ApiError;
+use crate::http::operator::{self, Operator};
 use crate::http::tenant::Authorized;
 use crate::tenancy::Access;
 
@@ -31,6 +35,9 @@ pub struct AuditParams {
 /// One audit event.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventView {
+    /// The trail holding the event: the tenant's slug, or `platform` (exports stay
+    /// attributable once copied out).
+    pub trail: String,
     pub seq: i64,
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
@@ -54,9 +61,10 @@ pub struct AuditEventView {
     pub hash: String,
 }
 
-impl From<audit_event::Model> for AuditEventView {
-    fn from(m: audit_event::Model) -> Self {
+impl AuditEventView {
+    fn of(trail: &Trail, m: audit_event::Model) -> Self {
         AuditEventView {
+            trail: trail.to_string(),
             seq: m.seq,
             id: m.id,
             occurred_at: m.occurred_at,
@@ -91,6 +99,18 @@ pub async fn list_audit_events(
     auth: Authorized<AuditRead>,
     query: web::Query<AuditParams>,
 ) -> Result<web::Json<Page<AuditEventView>>, ApiError> {
+    let tx = auth.read().await?;
+    let page = page_of_events(&tx, &Trail::from(auth.slug()), &query).await?;
+    tx.commit().await?;
+    Ok(web::Json(page))
+}
+
+/// One page of a trail's events, oldest first, as `query` asks.
+async fn page_of_events(
+    conn: &impl ConnectionTrait,
+    trail: &Trail,
+    query: &AuditParams,
+) -> Result<Page<AuditEventView>, ApiError> {
     let limit = match query.limit {
         None => 100,
         Some(n) if (1..=1000).contains(&n) => n,
@@ -101,20 +121,18 @@ pub async fn list_audit_events(
             ));
         }
     };
-    let tx = auth.read().await?;
     let rows = audit_event::Entity::find()
         .filter(audit_event::Column::Seq.gt(query.after.unwrap_or(0)))
         .order_by_asc(audit_event::Column::Seq)
         .limit(limit)
-        .all(&tx)
+        .all(conn)
         .await?;
-    tx.commit().await?;
-    Ok(web::Json(Page::of(
+    Ok(Page::of(
         rows,
         limit,
         |e| e.seq.to_string(),
-        AuditEventView::from,
-    )))
+        |e| AuditEventView::of(trail, e),
+    ))
 }
 
 /// Where an export starts.
@@ -149,8 +167,9 @@ pub async fn export_audit(
     tx.commit().await?;
     let state = auth.state_handle();
     let slug = auth.slug().clone();
+    let trail = Trail::from(&slug);
     let pages = futures_util::stream::try_unfold(query.after.unwrap_or(0), move |after| {
-        let (state, slug) = (state.clone(), slug.clone());
+        let (state, slug, trail) = (state.clone(), slug.clone(), trail.clone());
         async move {
             if after >= head {
                 return Ok(None);
@@ -169,7 +188,7 @@ pub async fn export_audit(
             };
             let mut lines = Vec::new();
             for row in rows {
-                serde_json::to_writer(&mut lines, &AuditEventView::from(row))
+                serde_json::to_writer(&mut lines, &AuditEventView::of(&trail, row))
                     .map_err(anyhow::Error::from)?;
                 lines.push(b'\n');
             }
@@ -207,5 +226,46 @@ pub async fn verify_audit(
     let state = auth.state();
     Ok(web::Json(
         verify(&state.dbs, state.keystore.as_ref(), auth.slug()).await?,
+    ))
+}
+
+/// Read the platform audit trail.
+///
+/// Operator calls (allowed or refused, with failed operator logins) and tenant deletions, oldest
+/// first. Requires the operator token.
+#[utoipa::path(
+    tag = "platform",
+    params(AuditParams),
+    responses((status = 200, body = Page<AuditEventView>), OperatorErrors),
+    security(("operator" = []))
+)]
+#[get("/audit/events")]
+pub async fn list_platform_audit_events(
+    _operator: Operator<operator::PlatformAuditRead>,
+    state: web::Data<AppState>,
+    query: web::Query<AuditParams>,
+) -> Result<web::Json<Page<AuditEventView>>, ApiError> {
+    let trail = Trail::Platform;
+    let tx = trail.begin(&state.dbs, Access::Read).await?;
+    let page = page_of_events(&tx, &trail, &query).await?;
+    tx.commit().await?;
+    Ok(web::Json(page))
+}
+
+/// Verify the platform audit trail.
+///
+/// As for a tenant's trail. Requires the operator token.
+#[utoipa::path(
+    tag = "platform",
+    responses((status = 200, body = VerifyReport), OperatorErrors),
+    security(("operator" = []))
+)]
+#[get("/audit/verify")]
+pub async fn verify_platform_audit(
+    _operator: Operator<operator::PlatformAuditVerify>,
+    state: web::Data<AppState>,
+) -> Result<web::Json<VerifyReport>, ApiError> {
+    Ok(web::Json(
+        verify(&state.dbs, state.keystore.as_ref(), Trail::Platform).await?,
     ))
 }

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{GroupCreate, GroupMemberAdd, GroupRead};
-use crate::directory::{self, clean_name, groups, is_duplicate, users};
+use crate::authz::bindings::SubjectType;
+use crate::authz::load_subject;
+use crate::directory::{self, clean_name, groups, is_duplicate};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change};
@@ -106,7 +108,8 @@ pub async fn list_groups(
 /// Add a user to a group.
 ///
 /// Adding a member twice is harmless. Group membership changes what the member may do, so it
-/// takes effect on the next request. Requires `group.member_add`.
+/// takes effect on the next request; the caller must hold everything the membership would give
+/// the user (403 naming what is missing). Requires `group.member_add`.
 #[utoipa::path(
     tag = "groups",
     params(TenantParam, IdParam),
@@ -122,11 +125,15 @@ pub async fn add_group_member(
 ) -> Result<HttpResponse, ApiError> {
     let AddGroupMember { user_id } = body.parse().await?;
     let tx = auth.write().await?;
-    if groups::get(tx.conn(), id.0).await?.is_none()
-        || users::get(tx.conn(), user_id).await?.is_none()
-    {
+    let member = load_subject(tx.conn(), SubjectType::User, user_id).await?;
+    let (Some(_), Some(member)) = (groups::get(tx.conn(), id.0).await?, member) else {
         return Err(ApiError::not_found());
-    }
+    };
+    // What the group's bindings give its members must be the caller's to give.
+    let mut joined = member.clone();
+    joined.groups.push(id.0.to_string());
+    auth.refuse_escalation(tx.conn(), Some(&member), &joined)
+        .await?;
     groups::add_member(tx.conn(), id.0, user_id).await?;
     let change = Change::new("group", id.0, 204)
         .detail("user_id", user_id.to_string())

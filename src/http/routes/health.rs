@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorCode};
-use crate::http::extract::Operator;
+use crate::http::operator::{MetricsRead, Operator};
 
 /// Liveness and readiness answers.
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,7 +57,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, Api
     security(("operator" = []))
 )]
 #[get("/metrics")]
-pub async fn metrics(_operator: Operator, state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(_operator: Operator<MetricsRead>, state: web::Data<AppState>) -> HttpResponse {
     render_metrics(&state)
 }
 

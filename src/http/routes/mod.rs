@@ -42,7 +42,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(platform::get_tenant)
                 .service(platform::suspend_tenant)
                 .service(platform::resume_tenant)
-                .service(platform::delete_tenant),
+                .service(platform::delete_tenant)
+                .service(audit::list_platform_audit_events)
+                .service(audit::verify_platform_audit),
         )
         .service(
             scope::scope("/t/{tenant}/api/v1")

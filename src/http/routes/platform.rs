@@ -11,8 +11,9 @@ use super::BodyErrors;
 use crate::app::AppState;
 use crate::directory::clean_name;
 use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::extract::{JsonBody, Operator};
+use crate::http::extract::JsonBody;
 use crate::http::middleware::request_meta;
+use crate::http::operator::{self, Operator};
 use crate::platform::{self, NewTenant};
 use crate::tenancy::{Environment, Slug, Tenant, TenantStatus};
 
@@ -135,7 +136,7 @@ fn path_slug(path: &web::Path<SlugParam>) -> Result<Slug, ApiError> {
 )]
 #[post("/tenants")]
 pub async fn create_tenant(
-    _operator: Operator,
+    _operator: Operator<operator::TenantCreate>,
     req: HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody<CreateTenant>,
@@ -158,7 +159,7 @@ pub async fn create_tenant(
 )]
 #[get("/tenants")]
 pub async fn list_tenants(
-    _operator: Operator,
+    _operator: Operator<operator::TenantList>,
     state: web::Data<AppState>,
 ) -> Result<web::Json<TenantList>, ApiError> {
     let items = state
@@ -182,7 +183,7 @@ pub async fn list_tenants(
 )]
 #[get("/tenants/{slug}")]
 pub async fn get_tenant(
-    _operator: Operator,
+    _operator: Operator<operator::TenantRead>,
     state: web::Data<AppState>,
     path: web::Path<SlugParam>,
 ) -> Result<web::Json<TenantView>, ApiError> {
@@ -205,7 +206,7 @@ pub async fn get_tenant(
 )]
 #[post("/tenants/{slug}/suspend")]
 pub async fn suspend_tenant(
-    _operator: Operator,
+    _operator: Operator<operator::TenantSuspend>,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<SlugParam>,
@@ -226,7 +227,7 @@ pub async fn suspend_tenant(
 )]
 #[post("/tenants/{slug}/resume")]
 pub async fn resume_tenant(
-    _operator: Operator,
+    _operator: Operator<operator::TenantResume>,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<SlugParam>,
@@ -248,10 +249,11 @@ pub async fn resume_tenant(
 )]
 #[delete("/tenants/{slug}")]
 pub async fn delete_tenant(
-    _operator: Operator,
+    _operator: Operator<operator::TenantDelete>,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<SlugParam>,
 ) -> Result<HttpResponse, ApiError> {
-    platform::delete_tenant(&state, &path_slug(&path)?).await?;
+    platform::delete_tenant(&state, &path_slug(&path)?, &request_meta(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

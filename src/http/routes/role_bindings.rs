@@ -266,10 +266,14 @@ pub async fn delete_role_binding(
     id: PathId,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
-    if !bindings::delete(tx.conn(), id.0).await? {
-        return Err(ApiError::not_found());
-    }
-    tx.commit(Change::new("role_binding", id.0, 204).invalidating())
-        .await?;
+    let removed = bindings::delete(tx.conn(), id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let before =
+        serde_json::to_value(RoleBindingView::try_from(removed)?).map_err(anyhow::Error::from)?;
+    let change = Change::new("role_binding", id.0, 204)
+        .detail("before", before)
+        .invalidating();
+    tx.commit(change).await?;
     Ok(HttpResponse::NoContent().finish())
 }

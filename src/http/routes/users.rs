@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
 use crate::authz::actions::{UserCreate, UserRead, UserUpdate};
+use crate::authz::bindings::SubjectType;
+use crate::authz::{Subject, load_subject};
 use crate::directory::{self, clean_name, is_duplicate, users};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
@@ -165,7 +167,8 @@ fn merge_attributes(
 /// Change a user's name or attributes.
 ///
 /// Attributes are the claims that claim-based policies read; they take effect on the user's
-/// next request. Requires `user.update`.
+/// next request. The caller must hold everything new attributes would give the user (403
+/// naming what is missing). Requires `user.update`.
 #[utoipa::path(
     tag = "users",
     params(TenantParam, IdParam),
@@ -193,6 +196,19 @@ pub async fn update_user(
     let before = attributes.clone();
     if let Some(changes) = body.attributes {
         merge_attributes(&mut attributes, changes)?;
+    }
+    if attributes != before {
+        // Claims are what claim-based policies grant on: new ones must not give the user
+        // anything the caller could not give.
+        let Some(current) = load_subject(tx.conn(), SubjectType::User, id.0).await? else {
+            return Err(ApiError::not_found());
+        };
+        let changed = Subject {
+            tags: attributes.clone(),
+            ..current.clone()
+        };
+        auth.refuse_escalation(tx.conn(), Some(&current), &changed)
+            .await?;
     }
     let user = users::update(tx.conn(), existing, display_name, &attributes).await?;
     let change = Change::new("user", user.id, 200)

@@ -1,0 +1,63 @@
+//! The anchor: a copy of a trail's newest signed checkpoint kept in the key store.
+//!
+//! Checkpoints in the database prove the chain up to them only while they are there: someone
+//! who can write the database could rewrite the events after some point, move the head and
+//! delete the checkpoints beyond it. The anchor lives outside the database, so verification
+//! still finds the event it names and compares hashes; what such a rewrite can reach is only
+//! the tail signed after the anchor was last moved (at most a checkpoint interval).
+//!
+//! Invariant: the anchor only moves forward, and it is written after its checkpoint committed,
+//! so an honest chain always holds the event it names.
+
+use serde::{Deserialize, Serialize};
+
+use super::AuditError;
+use super::chain::checkpoint_message;
+use super::trail::Trail;
+use crate::keystore::{KeyName, KeyStore, Purpose};
+
+/// A signed checkpoint as kept in the key store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+    pub signature: String,
+}
+
+fn name(trail: &Trail) -> KeyName {
+    KeyName::new(trail.name(), Purpose::AuditAnchor)
+}
+
+/// The trail's anchor, if a checkpoint was ever signed; an anchor that does not parse or whose
+/// signature fails is an error, never "no anchor".
+pub async fn load(keystore: &dyn KeyStore, trail: &Trail) -> Result<Option<Anchor>, AuditError> {
+    let Some(bytes) = keystore.record(&name(trail)).await? else {
+        return Ok(None);
+    };
+    let anchor: Anchor = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("the audit anchor does not parse: {e}"))?;
+    let message = checkpoint_message(trail.name(), anchor.seq, &anchor.hash);
+    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
+    if !keystore.verify(&key, &message, &anchor.signature).await? {
+        return Err(anyhow::anyhow!("the audit anchor's signature is not valid").into());
+    }
+    Ok(Some(anchor))
+}
+
+/// Moves the anchor to `checkpoint` unless it is already there or beyond.
+pub async fn advance(
+    keystore: &dyn KeyStore,
+    trail: &Trail,
+    checkpoint: &Anchor,
+) -> Result<(), AuditError> {
+    let current = match keystore.record(&name(trail)).await? {
+        Some(bytes) => serde_json::from_slice::<Anchor>(&bytes).ok(),
+        None => None,
+    };
+    if current.is_some_and(|a| a.seq >= checkpoint.seq) {
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec(checkpoint).map_err(anyhow::Error::from)?;
+    keystore.put_record(&name(trail), &bytes).await?;
+    Ok(())
+}

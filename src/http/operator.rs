@@ -1,0 +1,147 @@
+//! The platform operator's request path: the credential, the operation it names, and the
+//! platform audit trail.
+//!
+//! Every operator endpoint takes an [`Operator<A>`] argument, whose type names the operation
+//! (`Operator<TenantDelete>`) and whose extraction checks the operator token in constant time.
+//! [`audit`] then records every call that reached such an argument, allowed or refused, in the
+//! platform's own trail before the response leaves: a call that leaves no trace is not
+//! answered.
+
+use std::future::{Ready, ready};
+use std::marker::PhantomData;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
+
+use super::error::{ApiError, ErrorCode};
+use super::extract::bearer_token;
+use super::middleware::request_meta;
+use super::tenant::respond_audited;
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Outcome, Trail};
+
+/// An operation of the platform operator, named in its audit events.
+pub trait OperatorAction: 'static {
+    const NAME: &'static str;
+}
+
+macro_rules! operator_actions {
+    ($($(#[$doc:meta])* $marker:ident = $name:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $marker;
+
+            impl OperatorAction for $marker {
+                const NAME: &'static str = $name;
+            }
+        )*
+    };
+}
+
+operator_actions! {
+    /// Onboard a tenant.
+    TenantCreate = "tenant.create";
+    /// List tenants.
+    TenantList = "tenant.list";
+    /// Read one tenant.
+    TenantRead = "tenant.read";
+    /// Suspend a tenant.
+    TenantSuspend = "tenant.suspend";
+    /// Resume a tenant.
+    TenantResume = "tenant.resume";
+    /// Delete a tenant with its data and keys.
+    TenantDelete = "tenant.delete";
+    /// Read the platform audit trail.
+    PlatformAuditRead = "platform_audit.read";
+    /// Verify the platform audit trail.
+    PlatformAuditVerify = "platform_audit.verify";
+    /// Read the Prometheus metrics.
+    MetricsRead = "metrics.read";
+}
+
+/// What an operator call was, noted by [`Operator`] for [`audit`].
+#[derive(Debug, Clone, Copy)]
+struct OperatorCall {
+    action: &'static str,
+    /// `None` when the token was accepted, else why not.
+    refused: Option<&'static str>,
+}
+
+/// A caller that presented the platform operator token, for the operation `A`.
+pub struct Operator<A: OperatorAction>(PhantomData<A>);
+
+impl<A: OperatorAction> FromRequest for Operator<A> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::internal(anyhow::anyhow!(
+                "application state missing"
+            ))));
+        };
+        let (refused, result) = match bearer_token(req) {
+            None => (
+                Some("missing_credentials"),
+                Err(ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "Send `Authorization: Bearer <operator token>`.",
+                )),
+            ),
+            Some(token) if state.operator.verify(token) => (None, Ok(Operator(PhantomData))),
+            Some(_) => (
+                Some("invalid_operator_token"),
+                Err(ApiError::new(
+                    ErrorCode::InvalidCredentials,
+                    "The operator token is not valid.",
+                )),
+            ),
+        };
+        req.extensions_mut().insert(OperatorCall {
+            action: A::NAME,
+            refused,
+        });
+        ready(result)
+    }
+}
+
+/// Records every operator call (one that reached an [`Operator`] argument) in the platform
+/// trail before answering it; other requests pass untouched.
+pub async fn audit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).await?.map_into_boxed_body();
+    let call = res.request().extensions().get::<OperatorCall>().copied();
+    let (Some(state), Some(call)) = (state, call) else {
+        return Ok(res);
+    };
+    let meta = request_meta(res.request());
+    let tenant = res.request().match_info().get("slug").map(str::to_owned);
+    let mut event = AuditEvent::new(
+        &meta,
+        call.action,
+        if tenant.is_some() {
+            "tenant"
+        } else {
+            "platform"
+        },
+    )
+    .outcome(
+        if call.refused.is_some() {
+            Outcome::None
+        } else {
+            Outcome::Allow
+        },
+        res.status().as_u16(),
+    );
+    event.resource_id = tenant;
+    event = match call.refused {
+        None => event.actor("operator", "platform"),
+        Some(reason) => event.detail("reason", reason),
+    };
+    Ok(respond_audited(&state, Trail::Platform, event, res).await)
+}
