@@ -64,6 +64,20 @@ on_both_databases! {
         assert_problem(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
 
+    async fn text_with_nul_is_422_and_nothing_is_stored(app) {
+        // PostgreSQL cannot store NUL in text or JSON; the request is refused before any write.
+        let (status, body) = app.post("/processes", &app.admin_key,
+            json!({"name": "p", "definition": {"step": "a\u{0}b"}})).await;
+        assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        let (status, body) = app.post("/policies", &app.admin_key, json!({"name": "nul",
+            "text": "permit(principal, action, resource);", "description": "\u{0}"})).await;
+        assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        let (_, processes) = app.get("/processes", &app.admin_key).await;
+        assert_eq!(processes["items"], json!([]));
+        let (_, policies) = app.get("/policies", &app.admin_key).await;
+        assert_eq!(policies["items"], json!([]));
+    }
+
     async fn a_wrong_content_type_is_415(app) {
         let (status, body, _) = raw(&app, "text/plain", br#"{"email":"a@example.com","display_name":"A"}"#.to_vec()).await;
         assert_problem(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");

@@ -176,6 +176,19 @@ async fn when_vault_is_down_the_service_is_not_ready_and_new_tenants_wait() {
         !body.to_string().contains(&bao.token),
         "the Vault token never leaks"
     );
+    // The tenant API goes on where it needs no key (the pepper is cached, and checkpoints are
+    // signed off the request path), and answers 503 where it does.
+    let (status, _) = app.get("/users", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = app
+        .client
+        .get(app.tenant_url("/audit/verify"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().get("retry-after").is_some());
 }
 
 #[test]
