@@ -96,6 +96,9 @@ async fn provision(
     meta: &RequestMeta,
 ) -> Result<SecretString, PlatformError> {
     let slug = &tenant.slug;
+    // The slug is ours now, so any key or record under its name is a leftover of an earlier
+    // tenant (a deletion that raced a checkpoint): a new tenant starts with none.
+    state.keystore.destroy_tenant(slug.as_str()).await?;
     state.dbs.create_tenant_storage(slug).await?;
     let tx = state.dbs.begin(slug, Access::Write).await?;
     let account = service_accounts::create(&tx, BOOTSTRAP_ACCOUNT.to_owned()).await?;
@@ -217,8 +220,9 @@ pub async fn delete_tenant(
         .audit
         .record(
             Trail::Platform,
-            operator_event(meta, "tenant.delete", "tenant", 204)
+            operator_event(meta, "tenant.delete", "tenant", 202)
                 .resource_id(slug.to_string())
+                .detail("phase", "requested")
                 .detail(
                     "effect",
                     "the tenant's data, keys and audit trail are destroyed",
@@ -230,6 +234,7 @@ pub async fn delete_tenant(
         .set_status(slug, TenantStatus::Deleting)
         .await?;
     state.publish_tenant_change(slug).await?;
+    state.audit.forget(slug);
     state.dbs.drop_tenant_storage(slug).await?;
     state.keystore.destroy_tenant(slug.as_str()).await?;
     state.tenants.remove(slug).await?;

@@ -6,8 +6,9 @@
 //! still finds the event it names and compares hashes; what such a rewrite can reach is only
 //! the tail signed after the anchor was last moved (at most a checkpoint interval).
 //!
-//! Invariant: the anchor only moves forward, and it is written after its checkpoint committed,
-//! so an honest chain always holds the event it names.
+//! Invariant: the anchor is written after its checkpoint committed, so an honest chain always
+//! holds the event it names; it moves forward (a write that lost a race to an older checkpoint
+//! is repeated).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,36 +29,45 @@ fn name(trail: &Trail) -> KeyName {
     KeyName::new(trail.name(), Purpose::AuditAnchor)
 }
 
-/// The trail's anchor, if a checkpoint was ever signed; an anchor that does not parse or whose
-/// signature fails is an error, never "no anchor".
-pub async fn load(keystore: &dyn KeyStore, trail: &Trail) -> Result<Option<Anchor>, AuditError> {
+/// The trail's anchor: `Ok(None)` if no checkpoint was ever signed, `Err(problem)` when the
+/// stored anchor does not parse or its signature fails (what verification reports).
+pub async fn load(
+    keystore: &dyn KeyStore,
+    trail: &Trail,
+) -> Result<Result<Option<Anchor>, &'static str>, AuditError> {
     let Some(bytes) = keystore.record(&name(trail)).await? else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
-    let anchor: Anchor = serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow::anyhow!("the audit anchor does not parse: {e}"))?;
+    let Ok(anchor) = serde_json::from_slice::<Anchor>(&bytes) else {
+        return Ok(Err("the checkpoint kept in the key store does not parse"));
+    };
     let message = checkpoint_message(trail.name(), anchor.seq, &anchor.hash);
     let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     if !keystore.verify(&key, &message, &anchor.signature).await? {
-        return Err(anyhow::anyhow!("the audit anchor's signature is not valid").into());
+        return Ok(Err(
+            "the checkpoint kept in the key store has no valid signature",
+        ));
     }
-    Ok(Some(anchor))
+    Ok(Ok(Some(anchor)))
 }
 
-/// Moves the anchor to `checkpoint` unless it is already there or beyond.
+/// Moves the anchor to `checkpoint` unless it is already there or beyond. Replicas may race;
+/// a write is checked by reading it back, and repeated while an older checkpoint won.
 pub async fn advance(
     keystore: &dyn KeyStore,
     trail: &Trail,
     checkpoint: &Anchor,
 ) -> Result<(), AuditError> {
-    let current = match keystore.record(&name(trail)).await? {
-        Some(bytes) => serde_json::from_slice::<Anchor>(&bytes).ok(),
-        None => None,
-    };
-    if current.is_some_and(|a| a.seq >= checkpoint.seq) {
-        return Ok(());
-    }
     let bytes = serde_json::to_vec(checkpoint).map_err(anyhow::Error::from)?;
-    keystore.put_record(&name(trail), &bytes).await?;
+    for _ in 0..3 {
+        let current = match keystore.record(&name(trail)).await? {
+            Some(bytes) => serde_json::from_slice::<Anchor>(&bytes).ok(),
+            None => None,
+        };
+        if current.is_some_and(|a| a.seq >= checkpoint.seq) {
+            return Ok(());
+        }
+        keystore.put_record(&name(trail), &bytes).await?;
+    }
     Ok(())
 }

@@ -124,6 +124,7 @@ pub async fn append_after<C: ConnectionTrait>(
 }
 
 /// The rows `events` become after `head`, each linked to the one before, and the new head.
+/// Text is made storable on the way (see [`storable`]), so one event cannot sink its batch.
 fn link(head: &Head, events: Vec<AuditEvent>) -> (Vec<audit_event::Model>, Head) {
     let mut seq = head.seq;
     let mut prev_hash = head.hash.clone();
@@ -134,17 +135,17 @@ fn link(head: &Head, events: Vec<AuditEvent>) -> (Vec<audit_event::Model>, Head)
             seq,
             id: event.id,
             occurred_at: event.occurred_at,
-            request_id: event.request_id,
-            actor_type: event.actor_type,
-            actor_id: event.actor_id,
-            action: event.action,
-            resource_type: event.resource_type,
-            resource_id: event.resource_id,
+            request_id: storable(event.request_id),
+            actor_type: storable(event.actor_type),
+            actor_id: storable(event.actor_id),
+            action: storable(event.action),
+            resource_type: storable(event.resource_type),
+            resource_id: event.resource_id.map(storable),
             decision: event.decision.as_str().to_owned(),
             status: i32::from(event.status),
-            source_ip: event.source_ip,
-            user_agent: event.user_agent,
-            details: event.details,
+            source_ip: event.source_ip.map(storable),
+            user_agent: event.user_agent.map(storable),
+            details: storable_json(event.details),
             prev_hash: prev_hash.clone(),
             hash: String::new(),
         };
@@ -159,6 +160,30 @@ fn link(head: &Head, events: Vec<AuditEvent>) -> (Vec<audit_event::Model>, Head)
             hash: prev_hash,
         },
     )
+}
+
+/// `text` without NUL characters, which PostgreSQL cannot store (in text or JSON): an event
+/// quoting a request's input (a path segment, say) must still be written.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
+fn storable_json(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(storable(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (storable(k), storable_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The fields an event's hash covers, in a fixed order.

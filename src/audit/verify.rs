@@ -68,7 +68,7 @@ pub async fn verify(
         ok: true,
         events: 0,
         checkpoints: checkpoints.len() as u64,
-        anchored_seq: anchor.as_ref().map(|a| a.seq),
+        anchored_seq: anchor.as_ref().ok().and_then(|a| a.as_ref().map(|a| a.seq)),
         head_seq: head.seq,
         first_broken_seq: None,
         problem: None,
@@ -92,6 +92,10 @@ pub async fn verify(
             ));
         }
     }
+    let anchor = match anchor {
+        Ok(anchor) => anchor,
+        Err(problem) => return Ok(report.unverifiable(problem)),
+    };
     if anchor.as_ref().is_some_and(|a| a.seq > head.seq) {
         return Ok(report.broken(
             head.seq + 1,
@@ -152,6 +156,13 @@ pub async fn verify(
 }
 
 impl VerifyReport {
+    /// The chain cannot be trusted, though no event is known to be wrong.
+    fn unverifiable(mut self, problem: &str) -> Self {
+        self.ok = false;
+        self.problem = Some(problem.to_owned());
+        self
+    }
+
     fn broken(mut self, seq: i64, problem: &str) -> Self {
         self.ok = false;
         self.first_broken_seq = Some(seq);

@@ -23,7 +23,7 @@ use super::chain::{Head, append, append_after, checkpoint_message, read_head};
 use super::trail::Trail;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
-use crate::tenancy::{Access, Databases, TenancyError};
+use crate::tenancy::{Access, Databases, Slug, TenancyError};
 
 /// Most events taken into one flush.
 const MAX_BATCH: usize = 2048;
@@ -71,16 +71,24 @@ impl Unsigned {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts `events` more; wakes the signer when the count crosses [`CHECKPOINT_EVERY`] (not
+    /// on every add above it: a chain whose checkpoint failed waits for the next tick).
     fn add(&self, trail: &Trail, events: u64) {
-        let total = {
+        let (before, after) = {
             let mut counts = self.counts();
             let count = counts.entry(trail.clone()).or_default();
+            let before = *count;
             *count += events;
-            *count
+            (before, *count)
         };
-        if total >= CHECKPOINT_EVERY {
+        if before < CHECKPOINT_EVERY && after >= CHECKPOINT_EVERY {
             self.due.notify_one();
         }
+    }
+
+    /// Forgets `trail` (its tenant is being deleted): nothing is left to sign.
+    fn forget(&self, trail: &Trail) {
+        self.counts().remove(trail);
     }
 
     /// Puts back the count of a chain whose checkpoint failed, without waking the signer: the
@@ -95,10 +103,10 @@ impl Unsigned {
         let taken: Vec<(Trail, u64)> = counts
             .iter()
             .filter(|(_, n)| pick(**n))
-            .map(|(slug, n)| (slug.clone(), *n))
+            .map(|(trail, n)| (trail.clone(), *n))
             .collect();
-        for (slug, _) in &taken {
-            counts.remove(slug);
+        for (trail, _) in &taken {
+            counts.remove(trail);
         }
         taken
     }
@@ -181,6 +189,11 @@ impl AuditWriter {
     /// that the chain gets its checkpoint in time.
     pub fn touched(&self, trail: impl Into<Trail>, events: u64) {
         self.unsigned.add(&trail.into(), events);
+    }
+
+    /// Stops signing the trail of `tenant`, which is being deleted.
+    pub fn forget(&self, tenant: &Slug) {
+        self.unsigned.forget(&Trail::from(tenant));
     }
 
     /// Signs a checkpoint on every chain with unsigned events now.
@@ -302,7 +315,7 @@ impl Signer {
             match write_checkpoint(&self.dbs, self.keystore.as_ref(), &trail).await {
                 Ok(()) | Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {}
                 Err(e) => {
-                    tracing::warn!(trail = %trail, error = %e, "audit checkpoint failed; will retry");
+                    tracing::warn!(trail = %trail, error = %e, "audit checkpoint failed; the chain stays due");
                     self.unsigned.restore(&trail, count);
                 }
             }

@@ -15,19 +15,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
-
-use lru::LruCache;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId,
-    PolicySet, PrincipalConstraint, Request, RestrictedExpression, Schema, SlotId, Template,
-    ValidationMode, Validator,
+    PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema,
+    SlotId, Template, ValidationMode, Validator,
 };
+use lru::LruCache;
 use uuid::Uuid;
 
 use super::actions::{CATALOGUE, info};
 use super::bindings::{ScopeType, SubjectType};
+use super::delegation::ClaimRule;
 use super::roles::{BUILTIN_ROLES, RoleDef, action_group, action_groups, grants_everything};
 use super::schema::{EntityKind, action_uid, schema};
 
@@ -38,7 +38,7 @@ pub struct Decision {
     /// The policies that determined the decision: `binding:<id>` for a role binding,
     /// `policy:<name>` for a claim-based policy. Empty for a denial no policy caused.
     pub reasons: Vec<String>,
-    /// Evaluation errors; a policy that errs does not apply.
+    /// Evaluation errors: a `permit` that errs grants nothing, a `forbid` that errs denies.
     pub errors: Vec<String>,
 }
 
@@ -98,6 +98,11 @@ pub struct TenantPolicies {
     policy_count: usize,
     /// Some claim-based policy mentions `context.source_ip`.
     reads_source_ip: bool,
+    /// Objects that bindings and claim-based policies name by id, beyond the folders: where a
+    /// grant can hold that the folder tree does not show.
+    named: Vec<Resource>,
+    /// What each claim-based policy reads of the principal's claims, for delegation checks.
+    claim_rules: Vec<ClaimRule>,
     /// Decisions already made for principals without claims, when no claim-based policy reads
     /// the context: the answer then depends only on the principal, its groups, the action and
     /// the resource (the one context a built-in role reads, the environment, is fixed per
@@ -208,24 +213,7 @@ impl Shards {
         policy: Policy,
         groups: &HashMap<String, Vec<String>>,
     ) -> anyhow::Result<()> {
-        let named: Vec<String> = match policy.action_constraint() {
-            ActionConstraint::Any => Vec::new(),
-            ActionConstraint::Eq(action) => vec![action.id().unescaped().to_owned()],
-            ActionConstraint::In(actions) => actions
-                .iter()
-                .map(|a| a.id().unescaped().to_owned())
-                .collect(),
-        };
-        let mut actions = (!named.is_empty()).then(HashSet::new);
-        for name in &named {
-            match (groups.get(name), &mut actions) {
-                (Some(members), Some(set)) => set.extend(members.iter().cloned()),
-                (None, Some(set)) if info(name).is_some() => {
-                    set.insert(name.clone());
-                }
-                _ => actions = None,
-            }
-        }
+        let actions = policy_actions(&policy, groups);
         let key = principal_key(&policy);
         let mut set = PolicySet::new();
         set.add(policy)?;
@@ -239,6 +227,34 @@ impl Shards {
         });
         Ok(())
     }
+}
+
+/// The catalogue actions `policy` can decide: those its action scope names, its action groups'
+/// members included; `None` when it names any action, or a name that is neither an action nor a
+/// group (then nothing may be skipped).
+pub(super) fn policy_actions(
+    policy: &Policy,
+    groups: &HashMap<String, Vec<String>>,
+) -> Option<HashSet<String>> {
+    let named: Vec<String> = match policy.action_constraint() {
+        ActionConstraint::Any => return None,
+        ActionConstraint::Eq(action) => vec![action.id().unescaped().to_owned()],
+        ActionConstraint::In(actions) => actions
+            .iter()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect(),
+    };
+    let mut actions = HashSet::new();
+    for name in &named {
+        match groups.get(name) {
+            Some(members) => actions.extend(members.iter().cloned()),
+            None if info(name).is_some() => {
+                actions.insert(name.clone());
+            }
+            None => return None,
+        }
+    }
+    Some(actions)
 }
 
 /// Folders nest at most this deep.
@@ -311,6 +327,8 @@ impl PolicyEngine {
         }
         let mut shards = Shards::default();
         let mut policy_count = 0;
+        let mut named = Vec::new();
+        let mut claim_rules = Vec::new();
         for binding in rules.bindings {
             let Some(templates) = roles.get(binding.role.as_str()) else {
                 tracing::warn!(binding = %binding.id, role = %binding.role, "binding names an unknown role; it grants nothing");
@@ -323,6 +341,7 @@ impl PolicyEngine {
                 tracing::warn!(binding = %binding.id, "binding has a scope without an id; it grants nothing");
                 continue;
             };
+            named.extend(named_object(&scope));
             for (i, (template, actions)) in templates.iter().enumerate() {
                 let set = shards.for_template(&subject, template, actions)?;
                 set.link(
@@ -354,6 +373,8 @@ impl PolicyEngine {
                 }
                 tracing::error!(policy = %name, ?errors, "stored forbid does not validate; it is kept");
             }
+            named.extend(resource_key(&policy).as_ref().and_then(named_object));
+            claim_rules.extend(ClaimRule::of(&policy, text, &self.groups));
             shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }
@@ -368,6 +389,8 @@ impl PolicyEngine {
                 .policies
                 .iter()
                 .any(|(_, text)| text.contains("source_ip")),
+            named,
+            claim_rules,
             remembered: rules
                 .policies
                 .iter()
@@ -501,37 +524,6 @@ impl PolicyEngine {
         evaluated.unwrap_or_else(denial)
     }
 
-    /// The actions among `actions` that `caller` does not hold throughout `scope`. Granting any
-    /// of them on `scope` (a role binding, a custom role, a key for an account) would hand out
-    /// more than the caller has, so such grants are refused. Each action is tried on the scope
-    /// itself and on an anonymous object of each kind it applies to inside the scope.
-    pub fn not_delegable<'a>(
-        &self,
-        policies: &TenantPolicies,
-        caller: &Subject,
-        actions: impl IntoIterator<Item = &'a str>,
-        scope: &Resource,
-    ) -> Vec<String> {
-        let facts = Facts::default();
-        actions
-            .into_iter()
-            .filter(|action| {
-                let Some(info) = info(action) else {
-                    return false;
-                };
-                let probes: Vec<Resource> = info
-                    .resources
-                    .iter()
-                    .filter_map(|kind| probe(*kind, scope))
-                    .collect();
-                probes
-                    .iter()
-                    .any(|r| !self.decide(policies, caller, action, r, &facts).allowed)
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-
     /// The context of `action`: the tenant's environment, the time, and the request's facts.
     fn context(
         &self,
@@ -619,43 +611,22 @@ impl TenantPolicies {
         self.folders.keys().copied()
     }
 
+    /// Objects that bindings and claim-based policies name by id (forms, reports, secrets,
+    /// tasks, processes), as far as the policy set knows their place.
+    pub fn named_objects(&self) -> &[Resource] {
+        &self.named
+    }
+
+    /// What the claim-based policies read of principals' claims.
+    pub(super) fn claim_rules(&self) -> &[ClaimRule] {
+        &self.claim_rules
+    }
+
     /// The folder `id` as a resource, with its chain; `None` if the tenant has no such folder.
     pub fn folder(&self, id: Uuid) -> Option<Resource> {
         let parent = *self.folders.get(&id)?;
         self.resource_in(EntityKind::Folder, id.to_string(), parent)
     }
-}
-
-/// An object of `kind` that `scope` covers: the scope itself, or an anonymous object inside it;
-/// `None` when no object of that kind can be inside the scope.
-fn probe(kind: EntityKind, scope: &Resource) -> Option<Resource> {
-    const ANONYMOUS: &str = "00000000-0000-0000-0000-000000000000";
-    if kind == scope.kind {
-        return Some(scope.clone());
-    }
-    let inside = match (scope.kind, kind) {
-        (EntityKind::Tenant, _) => Vec::new(),
-        (
-            EntityKind::Folder,
-            EntityKind::Folder
-            | EntityKind::Process
-            | EntityKind::Form
-            | EntityKind::Report
-            | EntityKind::Secret
-            | EntityKind::Task,
-        )
-        | (EntityKind::Process, EntityKind::Task) => {
-            std::iter::once((scope.kind, scope.id.clone()))
-                .chain(scope.containers.iter().cloned())
-                .collect()
-        }
-        _ => return None,
-    };
-    Some(Resource {
-        kind,
-        id: ANONYMOUS.to_owned(),
-        containers: inside,
-    })
 }
 
 fn lock<K: std::hash::Hash + Eq, V>(
@@ -831,6 +802,35 @@ fn parse_static(name: &str, text: &str) -> Result<Policy, String> {
         return Err("the text must hold exactly one permit or forbid".into());
     };
     Ok(policy.new_id(PolicyId::new(format!("policy:{name}"))))
+}
+
+/// The entity a static policy's resource scope names, if any.
+pub(super) fn resource_key(policy: &Policy) -> Option<EntityUid> {
+    match policy.resource_constraint() {
+        ResourceConstraint::Eq(uid)
+        | ResourceConstraint::In(uid)
+        | ResourceConstraint::IsIn(_, uid) => Some(uid),
+        ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
+    }
+}
+
+/// `uid` as an object the tenant's folder tree does not list (a form, report, secret, task or
+/// process named by id); `None` for the tenant, folders and principals.
+fn named_object(uid: &EntityUid) -> Option<Resource> {
+    let (kind, id) = EntityKind::of_uid(uid)?;
+    matches!(
+        kind,
+        EntityKind::Process
+            | EntityKind::Form
+            | EntityKind::Report
+            | EntityKind::Secret
+            | EntityKind::Task
+    )
+    .then(|| Resource {
+        kind,
+        id,
+        containers: Vec::new(),
+    })
 }
 
 /// The entity a static policy's principal scope names, if any.

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::actions::CATALOGUE;
+use super::delegation::probe;
 use super::engine::{Facts, PolicyEngine, Resource, Subject, TenantPolicies};
 use super::schema::EntityKind;
 
@@ -183,7 +184,7 @@ pub fn exceeding(
             .allowed
     };
     let mut excess = Vec::new();
-    for resource in &universe.resources {
+    for resource in &escalation_targets(policies, universe) {
         for action in actions_on(resource) {
             if allowed(after, action, resource)
                 && !before.is_some_and(|b| allowed(b, action, resource))
@@ -198,6 +199,24 @@ pub fn exceeding(
         }
     }
     excess
+}
+
+/// Everywhere a grant can differ between two principals: the tenant, its folders and processes,
+/// an anonymous form, report, secret and task in each (for grants on "anything inside"), and
+/// the objects bindings and policies name by id.
+fn escalation_targets(policies: &TenantPolicies, universe: &Universe) -> Vec<Resource> {
+    const INSIDE: [EntityKind; 4] = [
+        EntityKind::Form,
+        EntityKind::Report,
+        EntityKind::Secret,
+        EntityKind::Task,
+    ];
+    let mut targets = universe.resources.clone();
+    for scope in &universe.resources {
+        targets.extend(INSIDE.iter().filter_map(|kind| probe(*kind, scope)));
+    }
+    targets.extend(policies.named_objects().iter().cloned());
+    targets
 }
 
 /// The actions that apply to `resource`.

@@ -15,6 +15,7 @@
 
 pub mod actions;
 pub mod bindings;
+pub mod delegation;
 mod engine;
 pub mod impact;
 pub mod roles;

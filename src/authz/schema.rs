@@ -86,6 +86,14 @@ impl EntityKind {
     fn type_name(self) -> EntityTypeName {
         TYPE_NAMES[self as usize].clone()
     }
+
+    /// The kind of a Flowgate entity uid, with its id; `None` for other types (actions).
+    pub fn of_uid(uid: &EntityUid) -> Option<(EntityKind, String)> {
+        let kind = EntityKind::ALL
+            .into_iter()
+            .find(|k| TYPE_NAMES[*k as usize] == *uid.type_name())?;
+        Some((kind, uid.id().unescaped().to_owned()))
+    }
 }
 
 /// The parsed type names, in `EntityKind` order, then `Action`: parsed once, cloned per use.
@@ -193,7 +201,9 @@ mod tests {
                 kind.uid("x").to_string(),
                 format!("Flowgate::{}::\"x\"", kind.as_str())
             );
+            assert_eq!(EntityKind::of_uid(&kind.uid("x")), Some((kind, "x".into())));
         }
+        assert_eq!(EntityKind::of_uid(&action_uid("user.read")), None);
         assert_eq!(
             EntityKind::User.uid("u1").to_string(),
             r#"Flowgate::User::"u1""#

@@ -21,6 +21,7 @@ use super::middleware::request_meta;
 use super::tenant::respond_audited;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, Trail};
+use crate::tenancy::Slug;
 
 /// An operation of the platform operator, named in its audit events.
 pub trait OperatorAction: 'static {
@@ -120,7 +121,13 @@ pub async fn audit(
         return Ok(res);
     };
     let meta = request_meta(res.request());
-    let tenant = res.request().match_info().get("slug").map(str::to_owned);
+    // Only a slug that can exist is recorded: the path is the caller's text.
+    let tenant = res
+        .request()
+        .match_info()
+        .get("slug")
+        .and_then(|s| Slug::parse(s).ok())
+        .map(|s| s.to_string());
     let mut event = AuditEvent::new(
         &meta,
         call.action,

@@ -126,14 +126,22 @@ impl TenantRequest {
         after: &Subject,
     ) -> Result<(), ApiError> {
         let universe = Universe::load_resources(conn, self.policies()).await?;
-        let excess = exceeding(
-            self.state().authz.engine(),
-            self.policies(),
-            &universe,
-            before,
-            after,
-            self.subject(),
-        );
+        let (state, policies) = (self.state_handle(), self.policies_handle());
+        let (before, after, caller) = (before.cloned(), after.clone(), self.subject().clone());
+        // Thousands of decisions in a large tenant: off the worker thread.
+        let excess = web::block(move || {
+            let engine = state.authz.engine();
+            exceeding(
+                engine,
+                &policies,
+                &universe,
+                before.as_ref(),
+                &after,
+                &caller,
+            )
+        })
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("escalation check failed: {e}")))?;
         if excess.is_empty() {
             return Ok(());
         }

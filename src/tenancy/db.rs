@@ -403,10 +403,15 @@ pub(super) fn is_connection_error(e: &DbErr) -> bool {
 fn is_unavailable_code(code: &str) -> bool {
     if code.len() == 5 {
         // A PostgreSQL SQLSTATE: 08 connection exception; 53 insufficient resources (too many
-        // connections, disk full, out of memory); 57P01-57P03 shutting down or starting up.
+        // connections, disk full, out of memory); 57P01-57P03 shutting down or starting up;
+        // 57014 cancelled (a statement timeout); 40001 and 40P01 a serialization failure or
+        // deadlock, worth a retry; 25006 a read-only server (a failover in progress).
         code.starts_with("08")
             || code.starts_with("53")
-            || matches!(code, "57P01" | "57P02" | "57P03")
+            || matches!(
+                code,
+                "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" | "25006"
+            )
     } else {
         // A SQLite result code; extended codes keep the primary one in the low byte: BUSY,
         // LOCKED, IOERR, FULL, CANTOPEN.
@@ -437,7 +442,7 @@ mod tests {
         ] {
             assert!(is_unavailable_code(code), "{code}");
         }
-        for code in ["22021", "23505", "42P01", "40001", "1", "19", "2067"] {
+        for code in ["22021", "23505", "42P01", "42501", "1", "19", "2067"] {
             assert!(!is_unavailable_code(code), "{code}");
         }
     }

@@ -767,9 +767,35 @@ async fn group_memberships_and_claims_give_only_what_their_author_holds() {
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = app.post("/role-bindings", &app.admin_key, json!({"role": "Directory reader", "subject": {"type": "group", "id": readers["id"]}, "scope": {"type": "tenant"}})).await;
     assert_eq!(status, StatusCode::CREATED);
+    // A grant on one secret, which no folder or process shows.
+    let (_, vault_readers) = app
+        .post("/groups", &app.admin_key, json!({"name": "vault-readers"}))
+        .await;
+    let (status, _) = app
+        .post(
+            "/roles",
+            &app.admin_key,
+            json!({"name": "Secret reader", "actions": ["secret.read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = app.post("/role-bindings", &app.admin_key, json!({"role": "Secret reader", "subject": {"type": "group", "id": vault_readers["id"]}, "scope": {"type": "secret", "id": "0b3c1d7e-5a1f-4c2e-9d8b-7f6a5e4d3c2b"}})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let user = app.create_user("joiner@example.com").await;
     let (member_adder, _) =
         custom_key(&app, &["group.member_add", "user.read", "group.read"]).await;
+    let (status, body) = app
+        .post(
+            &format!("/groups/{}/members", vault_readers["id"].as_str().unwrap()),
+            &member_adder,
+            json!({"user_id": user}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("secret.read"),
+        "{body}"
+    );
 
     let (status, body) = app
         .post(
@@ -812,8 +838,11 @@ async fn group_memberships_and_claims_give_only_what_their_author_holds() {
     );
     let (_, stored) = app.get(&format!("/users/{user}"), &app.admin_key).await;
     assert_eq!(stored["attributes"], json!({}), "nothing was changed");
-    let (status, body) = patch(json!({"department": "Sales", "region": "EU"})).await;
-    assert_eq!(status, StatusCode::OK, "claims no policy grants on: {body}");
+    // Whatever its value: the policy reads the claim under conditions no single request shows.
+    let (status, body) = patch(json!({"department": "Sales"})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = patch(json!({"region": "EU"})).await;
+    assert_eq!(status, StatusCode::OK, "a claim no policy reads: {body}");
     // An Admin holds everything, so may do both.
     let (status, _) = app
         .post(

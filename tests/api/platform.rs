@@ -105,6 +105,10 @@ on_both_databases! {
         let wrong = app.client.get(app.url("/api/v1/platform/tenants"))
             .bearer_auth("op-wrong-token-0123456789abcdef").send().await.unwrap();
         assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        // A path no tenant can have (a NUL in it) is refused and recorded all the same.
+        let nul = app.client.delete(app.url("/api/v1/platform/tenants/%00"))
+            .bearer_auth("op-wrong-token-0123456789abcdef").send().await.unwrap();
+        assert_eq!(nul.status(), StatusCode::UNAUTHORIZED);
         let slug = unique_slug("gone");
         app.create_tenant(&slug).await;
         let (status, _) = operator(&app, reqwest::Method::DELETE, &format!("/tenants/{slug}"), None).await;
@@ -121,6 +125,7 @@ on_both_databases! {
         assert_eq!(refused["details"]["reason"], "invalid_operator_token");
         assert!(!page.to_string().contains("op-wrong-token"), "the presented token is never recorded");
         assert!(!page.to_string().contains(&app.operator_token));
+        assert!(events.iter().any(|e| e["action"] == "tenant.delete" && e["status"] == 401 && e["resource_id"].is_null()));
         let deletions: Vec<&Value> = events.iter()
             .filter(|e| e["action"] == "tenant.delete" && e["resource_id"] == slug.as_str())
             .collect();

@@ -269,8 +269,14 @@ pub async fn delete_role_binding(
     let removed = bindings::delete(tx.conn(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let before =
-        serde_json::to_value(RoleBindingView::try_from(removed)?).map_err(anyhow::Error::from)?;
+    // As stored, so that even a malformed binding can be removed.
+    let before = serde_json::json!({
+        "role": removed.role,
+        "subject_type": removed.subject_type,
+        "subject_id": removed.subject_id.to_string(),
+        "scope_type": removed.scope_type,
+        "scope_id": removed.scope_id,
+    });
     let change = Change::new("role_binding", id.0, 204)
         .detail("before", before)
         .invalidating();

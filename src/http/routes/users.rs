@@ -1,6 +1,6 @@
 //! `/t/{tenant}/api/v1/users`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
@@ -198,16 +198,31 @@ pub async fn update_user(
         merge_attributes(&mut attributes, changes)?;
     }
     if attributes != before {
-        // Claims are what claim-based policies grant on: new ones must not give the user
-        // anything the caller could not give.
+        // Claims are what claim-based policies grant on: the caller must hold whatever the
+        // policies reading the changed claims decide, and the user may gain nothing (in the
+        // default context) that the caller lacks.
+        let changed: BTreeSet<String> = before
+            .keys()
+            .chain(attributes.keys())
+            .filter(|k| before.get(*k) != attributes.get(*k))
+            .cloned()
+            .collect();
+        let missing = auth.state().authz.engine().claims_not_delegable(
+            auth.policies(),
+            auth.subject(),
+            &changed,
+        );
+        if !missing.is_empty() {
+            return Err(auth.refuse_delegation(&missing));
+        }
         let Some(current) = load_subject(tx.conn(), SubjectType::User, id.0).await? else {
             return Err(ApiError::not_found());
         };
-        let changed = Subject {
+        let updated = Subject {
             tags: attributes.clone(),
             ..current.clone()
         };
-        auth.refuse_escalation(tx.conn(), Some(&current), &changed)
+        auth.refuse_escalation(tx.conn(), Some(&current), &updated)
             .await?;
     }
     let user = users::update(tx.conn(), existing, display_name, &attributes).await?;

@@ -1,0 +1,195 @@
+//! Delegation: what a caller may hand out. Nobody gives away more than they hold — not by a
+//! role binding, a custom role or an API key, nor by putting a user in a group or setting the
+//! claims a policy grants on.
+//!
+//! Invariant: every check here errs towards refusing. An action is delegable on a scope only if
+//! the caller holds it on the scope itself and on an anonymous object of each kind inside it;
+//! a claim is delegable only if the caller holds everything each policy reading it decides, on
+//! the policy's whole scope, whatever the request's context.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use cedar_policy::Policy;
+
+use super::actions::{CATALOGUE, info};
+use super::engine::resource_key;
+use super::engine::{Facts, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions};
+use super::schema::EntityKind;
+
+/// What one claim-based policy reads of the principal's claims, and what it can decide where.
+#[derive(Debug, Clone)]
+pub struct ClaimRule {
+    /// The claims (tag names) it reads; `None` when it reads a tag whose name it computes.
+    tags: Option<BTreeSet<String>>,
+    /// The actions it can decide; `None`: any.
+    actions: Option<HashSet<String>>,
+    /// The object its resource scope names; `None`: anything in the tenant.
+    scope: Option<(EntityKind, String)>,
+}
+
+impl ClaimRule {
+    /// The rule of `policy` (whose text is `text`), or `None` when it reads no claim.
+    pub(super) fn of(
+        policy: &Policy,
+        text: &str,
+        groups: &HashMap<String, Vec<String>>,
+    ) -> Option<Self> {
+        Some(ClaimRule {
+            tags: tags_read(text)?,
+            actions: policy_actions(policy, groups),
+            scope: resource_key(policy).as_ref().and_then(EntityKind::of_uid),
+        })
+    }
+
+    fn reads_any(&self, claims: &BTreeSet<String>) -> bool {
+        self.tags
+            .as_ref()
+            .is_none_or(|tags| !tags.is_disjoint(claims))
+    }
+}
+
+/// The tag names `text` reads with `hasTag("…")` / `getTag("…")`: `None` when it reads no tag,
+/// `Some(None)` when some tag's name is not a plain literal.
+fn tags_read(text: &str) -> Option<Option<BTreeSet<String>>> {
+    let mut found = false;
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices("Tag(") {
+        found = true;
+        let literal = text[i + 4..]
+            .trim_start()
+            .strip_prefix('"')
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(name, _)| name)
+            .filter(|name| !name.contains('\\'));
+        match literal {
+            Some(name) => {
+                names.insert(name.to_owned());
+            }
+            None => return Some(None),
+        }
+    }
+    found.then_some(Some(names))
+}
+
+/// An object of `kind` that `scope` covers: the scope itself, or an anonymous object inside it;
+/// `None` when no object of that kind can be inside the scope.
+pub fn probe(kind: EntityKind, scope: &Resource) -> Option<Resource> {
+    const ANONYMOUS: &str = "00000000-0000-0000-0000-000000000000";
+    if kind == scope.kind {
+        return Some(scope.clone());
+    }
+    let inside = match (scope.kind, kind) {
+        (EntityKind::Tenant, _) => Vec::new(),
+        (
+            EntityKind::Folder,
+            EntityKind::Folder
+            | EntityKind::Process
+            | EntityKind::Form
+            | EntityKind::Report
+            | EntityKind::Secret
+            | EntityKind::Task,
+        )
+        | (EntityKind::Process, EntityKind::Task) => {
+            std::iter::once((scope.kind, scope.id.clone()))
+                .chain(scope.containers.iter().cloned())
+                .collect()
+        }
+        _ => return None,
+    };
+    Some(Resource {
+        kind,
+        id: ANONYMOUS.to_owned(),
+        containers: inside,
+    })
+}
+
+impl PolicyEngine {
+    /// The actions among `actions` that `caller` does not hold throughout `scope`. Granting any
+    /// of them on `scope` (a role binding, a custom role, a key for an account) would hand out
+    /// more than the caller has, so such grants are refused. Each action is tried on the scope
+    /// itself and on an anonymous object of each kind it applies to inside the scope.
+    pub fn not_delegable<'a>(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        actions: impl IntoIterator<Item = &'a str>,
+        scope: &Resource,
+    ) -> Vec<String> {
+        let facts = Facts::default();
+        actions
+            .into_iter()
+            .filter(|action| {
+                let Some(info) = info(action) else {
+                    return false;
+                };
+                info.resources
+                    .iter()
+                    .filter_map(|kind| probe(*kind, scope))
+                    .any(|r| !self.decide(policies, caller, action, &r, &facts).allowed)
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The actions `caller` lacks to set or remove the claims `changed` of a user: every action
+    /// that a policy reading one of them can decide, on that policy's scope. A claim can open a
+    /// `permit` or lift a `forbid` under conditions no single context shows (an amount, a second
+    /// factor, a time), so the check asks for the whole of what the policy decides.
+    pub fn claims_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        changed: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut missing = BTreeSet::new();
+        for rule in policies
+            .claim_rules()
+            .iter()
+            .filter(|r| r.reads_any(changed))
+        {
+            let scope = match &rule.scope {
+                None => policies.tenant(),
+                Some((EntityKind::Folder, id)) => uuid::Uuid::parse_str(id)
+                    .ok()
+                    .and_then(|id| policies.folder(id))
+                    .unwrap_or_else(|| Resource {
+                        kind: EntityKind::Folder,
+                        id: id.clone(),
+                        containers: Vec::new(),
+                    }),
+                Some((kind, id)) => Resource {
+                    kind: *kind,
+                    id: id.clone(),
+                    containers: Vec::new(),
+                },
+            };
+            let actions: Vec<&str> = match &rule.actions {
+                Some(actions) => actions.iter().map(String::as_str).collect(),
+                None => CATALOGUE.iter().map(|a| a.name).collect(),
+            };
+            missing.extend(self.not_delegable(policies, caller, actions, &scope));
+        }
+        missing.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tags_read;
+
+    #[test]
+    fn the_claims_a_policy_reads_are_found_in_its_text() {
+        assert_eq!(tags_read("permit(principal, action, resource);"), None);
+        let both = tags_read(
+            r#"permit(principal, action, resource) when { principal.hasTag("dept") && principal.getTag( "region") == "US" };"#,
+        );
+        assert_eq!(
+            both,
+            Some(Some(["dept".to_owned(), "region".to_owned()].into()))
+        );
+        let computed = tags_read(
+            r#"permit(principal, action, resource) when { principal.hasTag(context.key) };"#,
+        );
+        assert_eq!(computed, Some(None));
+    }
+}
