@@ -151,6 +151,7 @@ pub struct Binding {
 /// Compiles and evaluates tenants' policies; holds no tenant data itself.
 pub struct PolicyEngine {
     schema: Schema,
+    validator: Validator,
     authorizer: Authorizer,
     builtin: Vec<(RoleDef, Vec<RoleTemplate>)>,
     /// Each catalogue action as an entity whose ancestors are its action groups.
@@ -285,8 +286,10 @@ impl PolicyEngine {
                 )
             })
             .collect();
+        let schema = schema()?;
         Ok(PolicyEngine {
-            schema: schema()?,
+            validator: Validator::new(schema.clone()),
+            schema,
             authorizer: Authorizer::new(),
             builtin,
             actions,
@@ -301,10 +304,13 @@ impl PolicyEngine {
     /// Checks that `text` is exactly one static policy that validates against the schema;
     /// returns the validator's messages otherwise.
     pub fn validate_policy(&self, name: &str, text: &str) -> Result<(), Vec<String>> {
-        let policy = parse_static(name, text).map_err(|e| vec![e])?;
+        self.validate_parsed(parse_static(name, text).map_err(|e| vec![e])?)
+    }
+
+    fn validate_parsed(&self, policy: Policy) -> Result<(), Vec<String>> {
         let mut set = PolicySet::new();
         set.add(policy).map_err(|e| vec![e.to_string()])?;
-        let result = Validator::new(self.schema.clone()).validate(&set, ValidationMode::Strict);
+        let result = self.validator.validate(&set, ValidationMode::Strict);
         let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
         if errors.is_empty() {
             Ok(())
@@ -365,7 +371,7 @@ impl PolicyEngine {
                     continue;
                 }
             };
-            if let Err(errors) = self.validate_policy(name, text) {
+            if let Err(errors) = self.validate_parsed(policy.clone()) {
                 // Failing closed either way: a permit is left out, a forbid is kept.
                 if policy.effect() == cedar_policy::Effect::Permit {
                     tracing::error!(policy = %name, ?errors, "stored permit does not validate; it is left out");
