@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Load benchmark of the request path, reported as ratios measured side by side in one run.
 #
-# For each database (SQLite always, PostgreSQL when it answers on 127.0.0.1:5432) it starts the
-# real server twice — the normal build and the `insecure-bench` build (no authorization, no
-# audit) — onboards a tenant with 50 users, and drives wrk over TLS with keep-alive against
+# For each database (SQLite always, PostgreSQL when it answers on 127.0.0.1:5432) it onboards a
+# tenant with 50 users, starts the normal build and the `insecure-bench` build (no
+# authentication, authorization or audit) side by side on the same storage, and drives wrk over
+# TLS with keep-alive against
 #   1. GET /healthz                          (the floor: TLS + HTTP + middleware)
 #   2. GET /t/{t}/api/v1/users  secure       (authentication, Cedar decision, read, audit write)
 #   3. GET /t/{t}/api/v1/users  insecure     (the read only: no authentication, decision or audit)
-# and prints requests per second and the ratios. Target: secure ≥ 90 % of insecure.
+# in alternating rounds, so that a machine that speeds up or slows down during the run affects
+# both alike; it prints the median requests per second of each and the ratios of the medians.
+# Target: secure ≥ 90 % of insecure.
 #
-# Usage: benches/load.sh [seconds per run, default 10] [connections, default 32]
+# Usage: benches/load.sh [seconds per round, default 10] [connections, default 32] [rounds, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNECTIONS="${2:-32}"
+ROUNDS="${3:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowgate/target}"
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
@@ -28,18 +32,25 @@ cargo build --release --quiet  # leave the normal build in place
 
 TOKEN="bench-operator-token-0123456789abcdef"
 PORT=18443
+INSECURE_PORT=18444
 
-start() { # binary data_dir database_url
-  local env=(FLOWGATE_DATA_DIR="$2" FLOWGATE_LISTEN="127.0.0.1:$PORT" FLOWGATE_OPERATOR_TOKEN="$TOKEN"
+start() { # binary data_dir database_url port; prints the server's pid
+  local env=(FLOWGATE_DATA_DIR="$2" FLOWGATE_LISTEN="127.0.0.1:$4" FLOWGATE_OPERATOR_TOKEN="$TOKEN"
              FLOWGATE_LOG=warn FLOWGATE_INSECURE_BENCH=1)
   [ -n "$3" ] && env+=(FLOWGATE_DATABASE_URL="$3")
-  env "${env[@]}" "$1" serve >"$2/server.log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null && return; sleep 0.1; done
-  echo "server did not start; see $2/server.log" >&2; exit 1
+  env "${env[@]}" "$1" serve >>"$2/server-$4.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    curl -skf "https://127.0.0.1:$4/healthz" >/dev/null && { echo "$pid"; return; }
+    sleep 0.1
+  done
+  echo "server did not start; see $2/server-$4.log" >&2; exit 1
 }
 
-stop() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+stop() { # pids (started in a subshell, so not ours to wait for)
+  kill "$@" 2>/dev/null || true
+  for pid in "$@"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
+}
 
 onboard() { # prints the admin key of a new tenant "bench" with 50 users
   local key
@@ -58,29 +69,33 @@ rps() { # url [bearer]
   wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${header[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
-run() { # label database_url(or empty) dbname_for_cleanup
-  local label=$1 url=$2 data
+run() { # label database_url(or empty)
+  local label=$1 url=$2 data secure_pid insecure_pid key
   data=$(mktemp -d)
-  start "$out/flowgate-secure" "$data" "$url"
-  local key; key=$(onboard)
-  local health secure
-  health=$(rps "https://127.0.0.1:$PORT/healthz")
-  secure=$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")
-  stop
+  secure_pid=$(start "$out/flowgate-secure" "$data" "$url" "$PORT")
+  key=$(onboard)
   # Same storage, same tenant, same key: only the build differs.
-  start "$out/flowgate-insecure" "$data" "$url"
-  local insecure; insecure=$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")
-  stop
+  insecure_pid=$(start "$out/flowgate-insecure" "$data" "$url" "$INSECURE_PORT")
+  local health=() secure=() insecure=()
+  for _ in $(seq 1 "$ROUNDS"); do
+    health+=("$(rps "https://127.0.0.1:$PORT/healthz")")
+    secure+=("$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")")
+    insecure+=("$(rps "https://127.0.0.1:$INSECURE_PORT/t/bench/api/v1/users" "$key")")
+  done
+  stop "$secure_pid" "$insecure_pid"
   rm -rf "$data"
-  python3 - "$label" "$health" "$secure" "$insecure" <<'PY'
-import sys
-label, health, secure, insecure = sys.argv[1], *map(float, sys.argv[2:])
-print(f"{label:10s} healthz {health:9.0f} req/s | users secure {secure:8.0f} req/s | users insecure {insecure:8.0f} req/s"
-      f" | secure/insecure {secure/insecure:6.1%} | secure/healthz {secure/health:6.1%}")
+  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" <<'PY'
+import statistics, sys
+label, *runs = sys.argv[1:]
+health, secure, insecure = ([float(x) for x in r.split()] for r in runs)
+h, s, i = (statistics.median(r) for r in (health, secure, insecure))
+rounds = " ".join(f"{a / b:.0%}" for a, b in zip(secure, insecure))
+print(f"{label:10s} healthz {h:9.0f} req/s | users secure {s:8.0f} req/s | users insecure {i:8.0f} req/s"
+      f" | secure/insecure {s / i:6.1%} (rounds: {rounds}) | secure/healthz {s / h:6.1%}")
 PY
 }
 
-echo "wrk: ${DURATION}s per run, ${CONNECTIONS} connections, 2 threads, TLS with keep-alive" >&2
+echo "wrk: ${ROUNDS} alternating rounds of ${DURATION}s, ${CONNECTIONS} connections, 2 threads, TLS with keep-alive" >&2
 run sqlite ""
 if pg_isready -q -h 127.0.0.1 -p 5432; then
   db="flowgate_bench_$$"

@@ -45,6 +45,42 @@ pub async fn append<C: ConnectionTrait>(conn: &C, events: Vec<AuditEvent>) -> Re
     Ok(next)
 }
 
+/// Appends `events` in the caller's write transaction after `known`, the head this writer last
+/// left, when it is still the head: one conditional update moves the head, with no read. When
+/// another writer moved it (or nothing is known), falls back to [`append`]. Only for a
+/// transaction that already holds the trail's write lock (SQLite's `BEGIN IMMEDIATE`), so that
+/// nobody can move the head between the update and the insert.
+pub async fn append_after_known<C: ConnectionTrait>(
+    conn: &C,
+    known: Option<&Head>,
+    events: Vec<AuditEvent>,
+) -> Result<Head, DbErr> {
+    use sea_orm::{ColumnTrait as _, QueryFilter as _, sea_query::Expr};
+    let Some(known) = known else {
+        return append(conn, events).await;
+    };
+    let (rows, next) = link(known, events.clone());
+    if rows.is_empty() {
+        return Ok(known.clone());
+    }
+    let moved = audit_head::Entity::update_many()
+        .col_expr(audit_head::Column::Seq, Expr::value(next.seq))
+        .col_expr(audit_head::Column::Hash, Expr::value(next.hash.clone()))
+        .filter(audit_head::Column::Id.eq(1))
+        .filter(audit_head::Column::Seq.eq(known.seq))
+        .filter(audit_head::Column::Hash.eq(known.hash.as_str()))
+        .exec(conn)
+        .await?
+        .rows_affected;
+    if moved != 1 {
+        return append(conn, events).await;
+    }
+    audit_event::Entity::insert_many(rows.into_iter().map(audit_event::ActiveModel::from))
+        .exec(conn)
+        .await?;
+    Ok(next)
+}
+
 /// The head of the chain as stored, without locking it.
 pub async fn read_head<C: ConnectionTrait>(conn: &C) -> Result<Head, DbErr> {
     audit_head::Entity::find_by_id(1)

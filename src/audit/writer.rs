@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::anchor::{self, Anchor};
-use super::chain::{Head, append, append_after, checkpoint_message, read_head};
+use super::chain::{Head, append, append_after, append_after_known, checkpoint_message, read_head};
 use super::trail::Trail;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
@@ -27,9 +27,10 @@ use crate::tenancy::{Access, Databases, Slug, TenancyError};
 
 /// Most events taken into one flush.
 const MAX_BATCH: usize = 2048;
-/// How long the writer waits for more events after the first of a batch: each flush costs a
-/// transaction, so a short wait under load buys large batches for a little latency.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long the writer waits for more events after the first of a batch, under load: each
+/// flush costs a transaction, so a short wait buys large batches for a little latency. When the
+/// last batch held one event there is no load to wait for, and the next flushes at once.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Events queued before requests wait for room.
 const QUEUE: usize = 16_384;
 /// Tries of the lock-free append before taking the head's lock.
@@ -218,19 +219,29 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut receiver: mpsc::Receiver<Append>) {
+        let mut under_load = false;
         while let Some(first) = receiver.recv().await {
             let mut batch = vec![first];
-            let linger = tokio::time::sleep(LINGER);
-            tokio::pin!(linger);
             while batch.len() < MAX_BATCH {
-                tokio::select! {
-                    command = receiver.recv() => match command {
-                        Some(command) => batch.push(command),
-                        None => break,
-                    },
-                    _ = &mut linger => break,
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
                 }
             }
+            if under_load {
+                let linger = tokio::time::sleep(LINGER);
+                tokio::pin!(linger);
+                while batch.len() < MAX_BATCH {
+                    tokio::select! {
+                        command = receiver.recv() => match command {
+                            Some(command) => batch.push(command),
+                            None => break,
+                        },
+                        _ = &mut linger => break,
+                    }
+                }
+            }
+            under_load = batch.len() > 1;
             self.process(batch).await;
         }
     }
@@ -333,12 +344,13 @@ async fn flush(
 ) -> (Result<(), FlushError>, Option<Head>) {
     let result: Result<Option<Head>, TenancyError> = match dbs.audit_pool() {
         Some(pool) => append_optimistically(dbs, pool, trail, events, known_head).await,
+        // SQLite: the transaction holds the file's write lock from its start.
         None => {
             async {
                 let tx = trail.begin(dbs, Access::Audit).await?;
-                append(&tx, events).await?;
+                let head = append_after_known(&tx, known_head.as_ref(), events).await?;
                 tx.commit().await?;
-                Ok(None)
+                Ok(Some(head))
             }
             .await
         }
