@@ -35,9 +35,7 @@ pub async fn append<C: ConnectionTrait>(conn: &C, events: Vec<AuditEvent>) -> Re
     if rows.is_empty() {
         return Ok(head);
     }
-    audit_event::Entity::insert_many(rows.into_iter().map(audit_event::ActiveModel::from))
-        .exec(conn)
-        .await?;
+    insert_rows(conn, rows).await?;
     let mut row: audit_head::ActiveModel = row.into();
     row.seq = Set(next.seq);
     row.hash = Set(next.hash.clone());
@@ -75,10 +73,20 @@ pub async fn append_after_known<C: ConnectionTrait>(
     if moved != 1 {
         return append(conn, events).await;
     }
-    audit_event::Entity::insert_many(rows.into_iter().map(audit_event::ActiveModel::from))
-        .exec(conn)
-        .await?;
+    insert_rows(conn, rows).await?;
     Ok(next)
+}
+
+/// Inserts linked rows without `RETURNING`: their keys are ours already, and reading them back
+/// would cost a row each.
+async fn insert_rows<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<audit_event::Model>,
+) -> Result<(), DbErr> {
+    audit_event::Entity::insert_many(rows.into_iter().map(audit_event::ActiveModel::from))
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
 }
 
 /// The head of the chain as stored, without locking it.
