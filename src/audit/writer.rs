@@ -9,6 +9,7 @@
 //! each chain's unsigned events, which is bounded by the number of tenants.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,9 +28,12 @@ use crate::tenancy::{Access, Databases, Slug, TenancyError};
 
 /// Most events taken into one flush.
 const MAX_BATCH: usize = 2048;
-/// How long the writer waits for more events after the first of a batch, under load: each
-/// flush costs a transaction, so a short wait buys large batches for a little latency. When the
-/// last batch held one event there is no load to wait for, and the next flushes at once.
+/// Longest the writer waits for more events after the first of a batch, under load: each flush
+/// costs a transaction, so a short wait buys large batches for a little latency. The wait ends
+/// as soon as the batch is as large as the last one (the callers that were waiting then are
+/// back), so that a steady set of clients is never kept idle until the deadline. When the last
+/// batch held one event there is no load to wait for, and the next flushes at once. While it
+/// waits the writer does not listen on its channel: see [`Backlog`].
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Events queued before requests wait for room.
 const QUEUE: usize = 16_384;
@@ -113,10 +117,63 @@ impl Unsigned {
     }
 }
 
+/// How many events wait in the channel, so that a lingering writer is woken once, by the event
+/// that completes the batch it waits for, instead of by every event (each wake is a thread
+/// switch, which under load cost more than the rest of the audit path together).
+///
+/// Senders count their event after sending it and the writer uncounts each event it takes, so
+/// `queued` never exceeds the events in the channel (it is negative for a moment when the writer
+/// takes an event before its sender counted it).
+struct Backlog {
+    queued: AtomicIsize,
+    /// Events the lingering writer waits for; `isize::MAX` when it is not lingering.
+    wanted: AtomicIsize,
+    full: Notify,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog {
+            queued: AtomicIsize::new(0),
+            wanted: AtomicIsize::new(isize::MAX),
+            full: Notify::new(),
+        }
+    }
+}
+
+impl Backlog {
+    /// Counts a sent event; wakes the writer if it completes the batch the writer waits for.
+    fn sent(&self) {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if queued >= self.wanted.load(Ordering::Acquire) {
+            self.full.notify_one();
+        }
+    }
+
+    /// Uncounts an event the writer took.
+    fn taken(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether `wanted` events are counted, after declaring that the writer waits for them
+    /// (so that a sender counting after this check wakes it).
+    fn wait_for(&self, wanted: usize) -> bool {
+        let wanted = isize::try_from(wanted).unwrap_or(isize::MAX);
+        self.wanted.store(wanted, Ordering::Release);
+        self.queued.load(Ordering::Acquire) >= wanted
+    }
+
+    /// Declares that the writer no longer waits.
+    fn stop_waiting(&self) {
+        self.wanted.store(isize::MAX, Ordering::Release);
+    }
+}
+
 /// Handle to the writer task. Cloning shares the task.
 #[derive(Clone)]
 pub struct AuditWriter {
     sender: mpsc::Sender<Append>,
+    backlog: Arc<Backlog>,
     unsigned: Arc<Unsigned>,
     checkpoint_requests: mpsc::Sender<oneshot::Sender<()>>,
 }
@@ -137,9 +194,11 @@ impl AuditWriter {
             keystore,
             unsigned: Arc::clone(&unsigned),
         };
+        let backlog = Arc::new(Backlog::default());
         let task = Task {
             dbs,
             unsigned: Arc::clone(&unsigned),
+            backlog: Arc::clone(&backlog),
             heads: HashMap::new(),
         };
         let handle = tokio::spawn(async move {
@@ -154,6 +213,7 @@ impl AuditWriter {
         });
         let writer = AuditWriter {
             sender,
+            backlog,
             unsigned,
             checkpoint_requests,
         };
@@ -177,6 +237,7 @@ impl AuditWriter {
             .send(command)
             .await
             .map_err(|_| AuditError::WriterStopped)?;
+        self.backlog.sent();
         match wait.await.map_err(|_| AuditError::WriterStopped)? {
             Ok(()) => Ok(()),
             Err(e) if e.unavailable => Err(AuditError::Tenancy(TenancyError::Unavailable(
@@ -212,6 +273,7 @@ impl AuditWriter {
 struct Task {
     dbs: Arc<Databases>,
     unsigned: Arc<Unsigned>,
+    backlog: Arc<Backlog>,
     /// Where this writer last left each chain's head (PostgreSQL); a guess, checked by the
     /// conditional append.
     heads: HashMap<Trail, Head>,
@@ -219,31 +281,55 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut receiver: mpsc::Receiver<Append>) {
-        let mut under_load = false;
+        let mut last_batch = 0;
         while let Some(first) = receiver.recv().await {
+            self.backlog.taken();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
+            self.drain(&mut receiver, &mut batch);
+            if last_batch > 1 {
+                self.linger(&mut receiver, &mut batch, last_batch.min(MAX_BATCH))
+                    .await;
             }
-            if under_load {
-                let linger = tokio::time::sleep(LINGER);
-                tokio::pin!(linger);
-                while batch.len() < MAX_BATCH {
-                    tokio::select! {
-                        command = receiver.recv() => match command {
-                            Some(command) => batch.push(command),
-                            None => break,
-                        },
-                        _ = &mut linger => break,
+            last_batch = batch.len();
+            self.process(batch).await;
+        }
+    }
+
+    /// Moves what the channel holds into `batch`, up to [`MAX_BATCH`].
+    fn drain(&self, receiver: &mut mpsc::Receiver<Append>, batch: &mut Vec<Append>) {
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(command) => {
+                    self.backlog.taken();
+                    batch.push(command);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Waits until `batch` holds `target` events or [`LINGER`] has passed, woken by the
+    /// [`Backlog`] rather than by each event.
+    async fn linger(
+        &self,
+        receiver: &mut mpsc::Receiver<Append>,
+        batch: &mut Vec<Append>,
+        target: usize,
+    ) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < target {
+            if !self.backlog.wait_for(target - batch.len()) {
+                tokio::select! {
+                    _ = self.backlog.full.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => {
+                        self.drain(receiver, batch);
+                        break;
                     }
                 }
             }
-            under_load = batch.len() > 1;
-            self.process(batch).await;
+            self.drain(receiver, batch);
         }
+        self.backlog.stop_waiting();
     }
 
     async fn process(&mut self, batch: Vec<Append>) {
@@ -466,5 +552,43 @@ async fn insert_checkpoint(
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_backlog_wakes_the_writer_once_the_batch_it_waits_for_is_sent() {
+        let backlog = Backlog::default();
+        backlog.sent();
+        assert!(backlog.wait_for(1), "one event is already counted");
+        assert!(!backlog.wait_for(3));
+        backlog.sent();
+        let early = tokio::time::timeout(Duration::from_millis(20), backlog.full.notified());
+        assert!(
+            early.await.is_err(),
+            "two of three events do not wake the writer"
+        );
+        backlog.sent();
+        let woken = tokio::time::timeout(Duration::from_secs(1), backlog.full.notified());
+        assert!(woken.await.is_ok(), "the third does");
+        backlog.stop_waiting();
+        for _ in 0..3 {
+            backlog.taken();
+        }
+        assert!(!backlog.wait_for(1), "taken events are no longer counted");
+    }
+
+    #[test]
+    fn an_event_taken_before_it_is_counted_leaves_the_count_right() {
+        let backlog = Backlog::default();
+        backlog.taken();
+        assert!(!backlog.wait_for(1));
+        backlog.sent();
+        assert!(!backlog.wait_for(1), "the event was taken already");
+        backlog.sent();
+        assert!(backlog.wait_for(1));
     }
 }
