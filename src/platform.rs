@@ -139,7 +139,7 @@ async fn provision(
         event("api_key.create", "api_key", issued.record.id.to_string()),
     ];
     let count = events.len() as u64;
-    chain::append(&tx, events).await?;
+    chain::append(&tx, &events).await?;
     tx.commit().await?;
     state.audit.touched(slug, count);
     Ok(issued.key)

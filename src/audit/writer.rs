@@ -434,7 +434,7 @@ async fn flush(
         None => {
             async {
                 let tx = trail.begin(dbs, Access::Audit).await?;
-                let head = append_after_known(&tx, known_head.as_ref(), events).await?;
+                let head = append_after_known(&tx, known_head.as_ref(), &events).await?;
                 tx.commit().await?;
                 Ok(Some(head))
             }
@@ -474,12 +474,12 @@ async fn append_optimistically(
                 head
             }
         };
-        if let Some(next) = append_after(pool, &trail.schema(), &current, events.clone()).await? {
+        if let Some(next) = append_after(pool, &trail.schema(), &current, &events).await? {
             return Ok(Some(next));
         }
     }
     let tx = trail.begin(dbs, Access::Audit).await?;
-    let next = append(&tx, events).await?;
+    let next = append(&tx, &events).await?;
     tx.commit().await?;
     Ok(Some(next))
 }

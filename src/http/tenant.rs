@@ -411,7 +411,7 @@ impl WriteTx {
         {
             target.extend(extra);
         }
-        chain::append(&self.tx, vec![event]).await?;
+        chain::append(&self.tx, &[event]).await?;
         if change.invalidates && state.dbs.kind() == DbKind::Postgres {
             // NOTIFY is transactional: other replicas hear it only if the change commits.
             self.tx

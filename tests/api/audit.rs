@@ -72,6 +72,22 @@ on_both_databases! {
         assert!(report["checkpoints"].as_u64().unwrap() >= 1, "checkpoints are signed: {report}");
     }
 
+    async fn text_that_needs_escaping_is_stored_as_it_was_hashed(app) {
+        // Reads are appended by the group writer (on PostgreSQL, as one JSON parameter).
+        let agent = r#"quote" back\slash {"json": [1, "\u0000"]} tab	end"#;
+        let response = app.client.get(app.tenant_url("/users"))
+            .bearer_auth(&app.admin_key)
+            .header("user-agent", agent)
+            .send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let (status, _) = app.get("/users/%E2%80%A8%22%5C%F0%9F%94%91", &app.admin_key).await;
+        assert!(status.is_client_error(), "{status}");
+        let events = app.audit_events().await;
+        assert!(events.iter().any(|e| e["user_agent"] == agent), "the agent is stored verbatim");
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], true, "{report}");
+    }
+
     async fn concurrent_calls_all_land_in_one_unbroken_chain(app) {
         let before = app.audit_events().await.len();
         let calls = (0..40).map(|i| {
