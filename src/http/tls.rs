@@ -6,20 +6,25 @@
 //!   suite list is filtered here, not trusted to stay as it is.
 //! - With a client CA configured, a client that does not present a certificate chaining to it
 //!   cannot finish the handshake.
-//! - A certificate change that does not load (half-written files, a key that does not match)
-//!   keeps the previous certificate in service.
+//! - A certificate change that does not load (half-written files, a key that does not match,
+//!   a client CA file without a certificate) keeps the previous certificate or CA in service.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{CipherSuite, RootCertStore, ServerConfig};
+use rustls::{
+    CipherSuite, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::config::Settings;
 
@@ -60,23 +65,17 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<(ServerConfig, Arc<R
     let resolver = Arc::new(ReloadingCert::load(cert, key, &provider)?);
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let interval = settings.tls.reload_interval;
     let builder = match &settings.tls.client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("reading {}", ca.display()))?
-            {
-                roots.add(cert?)?;
-            }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+            let verifier = Arc::new(ReloadingClientCa::load(ca.clone(), &provider)?);
+            tokio::spawn(watch(Arc::downgrade(&verifier), interval));
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let config = builder.with_cert_resolver(resolver.clone());
-    let watcher = Arc::downgrade(&resolver);
-    tokio::spawn(watch(watcher, settings.tls.reload_interval));
+    tokio::spawn(watch(Arc::downgrade(&resolver), interval));
     Ok((config, resolver))
 }
 
@@ -111,7 +110,26 @@ impl ReloadingCert {
         })
     }
 
-    /// Loads the files again if they changed since the last load.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        // Loaded is replaced whole; a poisoned lock still holds a consistent value.
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.read().key))
+    }
+}
+
+/// Something loaded from files that [`watch`] checks for changes.
+trait Refresh: Send + Sync + 'static {
+    /// Loads the files again if they changed since the last load; a change that does not load
+    /// keeps what was loaded before.
+    fn refresh(&self);
+}
+
+impl Refresh for ReloadingCert {
     fn refresh(&self) {
         let stamp = stamp(&self.cert_path, &self.key_path);
         if self.read().stamp == stamp {
@@ -127,31 +145,137 @@ impl ReloadingCert {
             }
         }
     }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
-        // Loaded is replaced whole; a poisoned lock still holds a consistent value.
-        self.current.read().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.read().key))
-    }
-}
-
-async fn watch(resolver: Weak<ReloadingCert>, interval: Duration) {
+/// Refreshes `target` every `interval` until the TLS configuration holding it is dropped.
+async fn watch<T: Refresh>(target: Weak<T>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let Some(resolver) = resolver.upgrade() else {
+        let Some(target) = target.upgrade() else {
             return;
         };
-        resolver.refresh();
+        target.refresh();
     }
+}
+
+/// The verifier of client certificates (`FLOWGATE_TLS_CLIENT_CA`), rebuilt when the CA file
+/// changes; handshakes already verified are not revisited.
+///
+/// Its certificate request names no CA (names would have to outlive a reload): a client offers
+/// the certificate it has, and the current CA set decides.
+#[derive(Debug)]
+pub struct ReloadingClientCa {
+    path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<LoadedCa>,
+}
+
+#[derive(Debug)]
+struct LoadedCa {
+    verifier: Arc<dyn ClientCertVerifier>,
+    stamp: Option<SystemTime>,
+}
+
+impl ReloadingClientCa {
+    fn load(path: PathBuf, provider: &Arc<CryptoProvider>) -> anyhow::Result<Self> {
+        let stamp = modified(&path);
+        let verifier = load_client_verifier(&path, provider)?;
+        Ok(ReloadingClientCa {
+            path,
+            provider: Arc::clone(provider),
+            current: RwLock::new(LoadedCa { verifier, stamp }),
+        })
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        // LoadedCa is replaced whole; a poisoned lock still holds a consistent value.
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&current.verifier)
+    }
+}
+
+impl Refresh for ReloadingClientCa {
+    fn refresh(&self) {
+        let stamp = modified(&self.path);
+        if self.current.read().unwrap_or_else(|p| p.into_inner()).stamp == stamp {
+            return;
+        }
+        match load_client_verifier(&self.path, &self.provider) {
+            Ok(verifier) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                    LoadedCa { verifier, stamp };
+                tracing::info!(ca = %self.path.display(), "TLS client CA reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(ca = %self.path.display(), error = %e, "TLS client CA changed but does not load; keeping the previous one");
+            }
+        }
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientCa {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+}
+
+/// A verifier requiring a client certificate that chains to a CA in the PEM file `path`.
+fn load_client_verifier(
+    path: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("parsing {}", path.display()))?)
+            .with_context(|| format!("a CA certificate in {}", path.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+    Ok(
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+            .build()?,
+    )
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn stamp(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     (modified(cert), modified(key))
 }
 

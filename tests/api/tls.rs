@@ -143,6 +143,38 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     );
     let response = app.client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+
+    // The CA file is replaced: new handshakes are judged by the new CA, without a restart.
+    let ca_path = dir.join("client-ca.pem");
+    std::fs::write(&ca_path, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (cert, key) = client_ca.issue(&["still-trusted"]);
+    let response = client(&server_ca, Some((&cert, &key)))
+        .get(&url)
+        .send()
+        .await;
+    assert_eq!(
+        response.unwrap().status(),
+        StatusCode::OK,
+        "a CA file that does not load keeps the previous CA"
+    );
+    std::fs::write(&ca_path, stranger_ca.pem()).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (cert, key) = client_ca.issue(&["formerly-trusted"]);
+    let former = client(&server_ca, Some((&cert, &key)))
+        .get(&url)
+        .send()
+        .await;
+    assert!(
+        former.is_err(),
+        "the replaced CA's certificates are refused"
+    );
+    let (cert, key) = stranger_ca.issue(&["newly-trusted"]);
+    let response = client(&server_ca, Some((&cert, &key)))
+        .get(&url)
+        .send()
+        .await;
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
