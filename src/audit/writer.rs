@@ -123,7 +123,9 @@ impl Unsigned {
 ///
 /// Senders count their event after sending it and the writer uncounts each event it takes, so
 /// `queued` never exceeds the events in the channel (it is negative for a moment when the writer
-/// takes an event before its sender counted it).
+/// takes an event before its sender counted it). The writer stores `wanted` then reads `queued`;
+/// a sender adds to `queued` then reads `wanted`: sequentially consistent, so at least one of
+/// them sees the other's write and no wake is lost.
 struct Backlog {
     queued: AtomicIsize,
     /// Events the lingering writer waits for; `isize::MAX` when it is not lingering.
@@ -144,8 +146,8 @@ impl Default for Backlog {
 impl Backlog {
     /// Counts a sent event; wakes the writer if it completes the batch the writer waits for.
     fn sent(&self) {
-        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        if queued >= self.wanted.load(Ordering::Acquire) {
+        let queued = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if queued >= self.wanted.load(Ordering::SeqCst) {
             self.full.notify_one();
         }
     }
@@ -159,8 +161,8 @@ impl Backlog {
     /// (so that a sender counting after this check wakes it).
     fn wait_for(&self, wanted: usize) -> bool {
         let wanted = isize::try_from(wanted).unwrap_or(isize::MAX);
-        self.wanted.store(wanted, Ordering::Release);
-        self.queued.load(Ordering::Acquire) >= wanted
+        self.wanted.store(wanted, Ordering::SeqCst);
+        self.queued.load(Ordering::SeqCst) >= wanted
     }
 
     /// Declares that the writer no longer waits.
