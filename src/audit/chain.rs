@@ -155,25 +155,13 @@ const RECORDSET_TYPES: &str = "seq bigint, id uuid, occurred_at timestamptz, req
      decision text, status integer, source_ip text, user_agent text, details json, \
      prev_hash text, hash text";
 
-/// An event row as `json_to_recordset` reads it. The time is written with the microseconds
-/// PostgreSQL keeps, which are all an event has (see [`AuditEvent::new`]), so the stored row
-/// is the one that was hashed.
+/// An event row as `json_to_recordset` reads it: the hashed fields as they were hashed (the
+/// time with the microseconds PostgreSQL keeps, which are all an event has; see
+/// [`AuditEvent::new`]), and the two hashes.
 #[derive(Serialize)]
 struct RecordsetRow<'a> {
-    seq: i64,
-    id: uuid::Uuid,
-    occurred_at: String,
-    request_id: &'a str,
-    actor_type: &'a str,
-    actor_id: &'a str,
-    action: &'a str,
-    resource_type: &'a str,
-    resource_id: Option<&'a str>,
-    decision: &'a str,
-    status: i32,
-    source_ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    details: &'a serde_json::Value,
+    #[serde(flatten)]
+    fields: Canonical<'a, &'a serde_json::Value>,
     prev_hash: &'a str,
     hash: &'a str,
 }
@@ -181,20 +169,7 @@ struct RecordsetRow<'a> {
 impl<'a> From<&'a audit_event::Model> for RecordsetRow<'a> {
     fn from(row: &'a audit_event::Model) -> Self {
         RecordsetRow {
-            seq: row.seq,
-            id: row.id,
-            occurred_at: row.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            request_id: &row.request_id,
-            actor_type: &row.actor_type,
-            actor_id: &row.actor_id,
-            action: &row.action,
-            resource_type: &row.resource_type,
-            resource_id: row.resource_id.as_deref(),
-            decision: &row.decision,
-            status: row.status,
-            source_ip: row.source_ip.as_deref(),
-            user_agent: row.user_agent.as_deref(),
-            details: &row.details,
+            fields: Canonical::of(row, &row.details),
             prev_hash: &row.prev_hash,
             hash: &row.hash,
         }
@@ -260,9 +235,10 @@ fn storable_json(value: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// The fields an event's hash covers, in a fixed order.
+/// The fields an event's hash covers, in a fixed order; `details` as the hash or the storage
+/// needs it.
 #[derive(Serialize)]
-struct Canonical<'a> {
+struct Canonical<'a, D> {
     seq: i64,
     id: String,
     occurred_at: String,
@@ -276,27 +252,33 @@ struct Canonical<'a> {
     status: i32,
     source_ip: Option<&'a str>,
     user_agent: Option<&'a str>,
-    details: serde_json::Value,
+    details: D,
+}
+
+impl<'a, D> Canonical<'a, D> {
+    fn of(row: &'a audit_event::Model, details: D) -> Self {
+        Canonical {
+            seq: row.seq,
+            id: row.id.to_string(),
+            occurred_at: row.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            request_id: &row.request_id,
+            actor_type: &row.actor_type,
+            actor_id: &row.actor_id,
+            action: &row.action,
+            resource_type: &row.resource_type,
+            resource_id: row.resource_id.as_deref(),
+            decision: &row.decision,
+            status: row.status,
+            source_ip: row.source_ip.as_deref(),
+            user_agent: row.user_agent.as_deref(),
+            details,
+        }
+    }
 }
 
 /// SHA-256 over the previous hash and the canonical JSON of every other field of `row`.
 pub fn event_hash(row: &audit_event::Model) -> String {
-    let canonical = Canonical {
-        seq: row.seq,
-        id: row.id.to_string(),
-        occurred_at: row.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        request_id: &row.request_id,
-        actor_type: &row.actor_type,
-        actor_id: &row.actor_id,
-        action: &row.action,
-        resource_type: &row.resource_type,
-        resource_id: row.resource_id.as_deref(),
-        decision: &row.decision,
-        status: row.status,
-        source_ip: row.source_ip.as_deref(),
-        user_agent: row.user_agent.as_deref(),
-        details: sorted(&row.details),
-    };
+    let canonical = Canonical::of(row, sorted(&row.details));
     // Serializing a struct of strings, numbers and a JSON value cannot fail.
     let body = serde_json::to_vec(&canonical).unwrap_or_default();
     let mut input = Vec::with_capacity(row.prev_hash.len() + 1 + body.len());

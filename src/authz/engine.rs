@@ -62,6 +62,19 @@ impl Subject {
             tags: BTreeMap::new(),
         }
     }
+
+    /// The subject as a Cedar entity.
+    fn uid(&self) -> EntityUid {
+        self.kind.uid(&self.id)
+    }
+
+    /// The groups the subject belongs to, as Cedar entities.
+    fn group_uids(&self) -> Vec<EntityUid> {
+        self.groups
+            .iter()
+            .map(|g| EntityKind::Group.uid(g))
+            .collect()
+    }
 }
 
 /// What is asked about: a resource and its containers, nearest first. The tenant contains
@@ -470,7 +483,7 @@ impl PolicyEngine {
         .map_err(|e| e.to_string())?;
         // A context of the wrong shape is the caller's mistake, not a denial.
         Request::new(
-            subject.kind.uid(&subject.id),
+            subject.uid(),
             action_uid,
             resource.kind.uid(&resource.id),
             context.clone(),
@@ -498,12 +511,8 @@ impl PolicyEngine {
     ) -> Decision {
         let evaluated = (|| -> anyhow::Result<Decision> {
             let tenant = EntityKind::Tenant.uid(&policies.slug);
-            let principal = subject.kind.uid(&subject.id);
-            let groups: Vec<EntityUid> = subject
-                .groups
-                .iter()
-                .map(|g| EntityKind::Group.uid(g))
-                .collect();
+            let principal = subject.uid();
+            let groups = subject.group_uids();
             let mut entities = entities(&tenant, subject, &principal, &groups, resource)?;
             entities.extend(self.actions.get(action).cloned());
             let entities = match schema {
@@ -1014,12 +1023,8 @@ mod tests {
         amount: Option<i64>,
     ) -> (bool, Vec<String>) {
         let tenant = EntityKind::Tenant.uid(SLUG);
-        let principal = subject.kind.uid(&subject.id);
-        let groups: Vec<EntityUid> = subject
-            .groups
-            .iter()
-            .map(|g| EntityKind::Group.uid(g))
-            .collect();
+        let principal = subject.uid();
+        let groups = subject.group_uids();
         let mut store = full_hierarchy(&tenant, subject, &principal, &groups, resource);
         store.extend(engine.actions.get(action).cloned());
         let entities = Entities::from_entities(store, None).unwrap();
@@ -1249,12 +1254,8 @@ mod tests {
                     .filter(|a| a.resources.contains(&resource.kind))
                 {
                     let tenant = EntityKind::Tenant.uid(SLUG);
-                    let principal = subject.kind.uid(&subject.id);
-                    let groups: Vec<EntityUid> = subject
-                        .groups
-                        .iter()
-                        .map(|g| EntityKind::Group.uid(g))
-                        .collect();
+                    let principal = subject.uid();
+                    let groups = subject.group_uids();
                     let entities =
                         entities(&tenant, subject, &principal, &groups, &resource).unwrap();
                     Entities::from_entities(entities, Some(engine.schema())).unwrap();
@@ -1319,12 +1320,8 @@ mod tests {
             groups: vec![uuid(11).to_string(), uuid(12).to_string()],
             tags: [("region".to_owned(), "US".to_owned())].into(),
         };
-        let principal = subject.kind.uid(&subject.id);
-        let groups: Vec<EntityUid> = subject
-            .groups
-            .iter()
-            .map(|g| EntityKind::Group.uid(g))
-            .collect();
+        let principal = subject.uid();
+        let groups = subject.group_uids();
         let resource = Resource {
             kind: EntityKind::Task,
             id: "t".into(),

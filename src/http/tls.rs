@@ -62,13 +62,23 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<(ServerConfig, Arc<R
         Some((cert, key)) => (cert.clone(), key.clone()),
         None => self_signed(settings)?,
     };
-    let resolver = Arc::new(ReloadingCert::load(cert, key, &provider)?);
+    let resolver = Arc::new(ReloadingCert::new(
+        "TLS certificate",
+        vec![cert, key],
+        &provider,
+        |paths, provider| load_certified_key(&paths[0], &paths[1], provider),
+    )?);
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let interval = settings.tls.reload_interval;
     let builder = match &settings.tls.client_ca {
         Some(ca) => {
-            let verifier = Arc::new(ReloadingClientCa::load(ca.clone(), &provider)?);
+            let verifier = Arc::new(ReloadingClientCa::new(
+                "TLS client CA",
+                vec![ca.clone()],
+                &provider,
+                |paths, provider| load_client_verifier(&paths[0], provider),
+            )?);
             tokio::spawn(watch(Arc::downgrade(&verifier), interval));
             builder.with_client_cert_verifier(verifier)
         }
@@ -79,76 +89,73 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<(ServerConfig, Arc<R
     Ok((config, resolver))
 }
 
-/// The serving certificate, replaced when its files change.
+/// A value loaded from files and loaded again when their modification times change. A change
+/// that does not load (half-written files, a key that does not match) keeps the previous value
+/// in service.
 #[derive(Debug)]
-pub struct ReloadingCert {
-    cert_path: PathBuf,
-    key_path: PathBuf,
+pub struct Reloading<T> {
+    /// What is loaded, for the logs.
+    what: &'static str,
+    paths: Vec<PathBuf>,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Loaded>,
+    load: fn(&[PathBuf], &Arc<CryptoProvider>) -> anyhow::Result<T>,
+    current: RwLock<Loaded<T>>,
 }
 
 #[derive(Debug)]
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    stamp: (Option<SystemTime>, Option<SystemTime>),
+struct Loaded<T> {
+    value: T,
+    stamp: Vec<Option<SystemTime>>,
 }
 
-impl ReloadingCert {
-    fn load(
-        cert_path: PathBuf,
-        key_path: PathBuf,
+impl<T: Clone> Reloading<T> {
+    fn new(
+        what: &'static str,
+        paths: Vec<PathBuf>,
         provider: &Arc<CryptoProvider>,
+        load: fn(&[PathBuf], &Arc<CryptoProvider>) -> anyhow::Result<T>,
     ) -> anyhow::Result<Self> {
-        let stamp = stamp(&cert_path, &key_path);
-        let key = load_certified_key(&cert_path, &key_path, provider)?;
-        Ok(ReloadingCert {
-            cert_path,
-            key_path,
+        let stamp = stamp(&paths);
+        let value = load(&paths, provider)?;
+        Ok(Reloading {
+            what,
+            paths,
             provider: Arc::clone(provider),
-            current: RwLock::new(Loaded { key, stamp }),
+            load,
+            current: RwLock::new(Loaded { value, stamp }),
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+    /// The value last loaded.
+    fn current(&self) -> T {
+        self.read().value.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded<T>> {
         // Loaded is replaced whole; a poisoned lock still holds a consistent value.
         self.current.read().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.read().key))
-    }
-}
-
-/// Something loaded from files that [`watch`] checks for changes.
-trait Refresh: Send + Sync + 'static {
-    /// Loads the files again if they changed since the last load; a change that does not load
-    /// keeps what was loaded before.
-    fn refresh(&self);
-}
-
-impl Refresh for ReloadingCert {
+    /// Loads the files again if they changed since the last load.
     fn refresh(&self) {
-        let stamp = stamp(&self.cert_path, &self.key_path);
+        let stamp = stamp(&self.paths);
         if self.read().stamp == stamp {
             return;
         }
-        match load_certified_key(&self.cert_path, &self.key_path, &self.provider) {
-            Ok(key) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Loaded { key, stamp };
-                tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+        match (self.load)(&self.paths, &self.provider) {
+            Ok(value) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Loaded { value, stamp };
+                tracing::info!(files = ?self.paths, "{} reloaded", self.what);
             }
             Err(e) => {
-                tracing::warn!(cert = %self.cert_path.display(), error = %e, "TLS certificate changed but does not load; keeping the previous one");
+                tracing::warn!(files = ?self.paths, error = %e, "{} changed but does not load; keeping the previous one", self.what);
             }
         }
     }
 }
 
 /// Refreshes `target` every `interval` until the TLS configuration holding it is dropped.
-async fn watch<T: Refresh>(target: Weak<T>, interval: Duration) {
+async fn watch<T: Clone + Send + Sync + 'static>(target: Weak<Reloading<T>>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         let Some(target) = target.upgrade() else {
@@ -158,60 +165,21 @@ async fn watch<T: Refresh>(target: Weak<T>, interval: Duration) {
     }
 }
 
-/// The verifier of client certificates (`FLOWGATE_TLS_CLIENT_CA`), rebuilt when the CA file
-/// changes; handshakes already verified are not revisited.
+/// The serving certificate and key (`paths`: certificate chain, then key).
+pub type ReloadingCert = Reloading<Arc<CertifiedKey>>;
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The verifier of client certificates (`FLOWGATE_TLS_CLIENT_CA`); handshakes already verified
+/// are not revisited after a reload.
 ///
 /// Its certificate request names no CA (names would have to outlive a reload): a client offers
 /// the certificate it has, and the current CA set decides.
-#[derive(Debug)]
-pub struct ReloadingClientCa {
-    path: PathBuf,
-    provider: Arc<CryptoProvider>,
-    current: RwLock<LoadedCa>,
-}
-
-#[derive(Debug)]
-struct LoadedCa {
-    verifier: Arc<dyn ClientCertVerifier>,
-    stamp: Option<SystemTime>,
-}
-
-impl ReloadingClientCa {
-    fn load(path: PathBuf, provider: &Arc<CryptoProvider>) -> anyhow::Result<Self> {
-        let stamp = modified(&path);
-        let verifier = load_client_verifier(&path, provider)?;
-        Ok(ReloadingClientCa {
-            path,
-            provider: Arc::clone(provider),
-            current: RwLock::new(LoadedCa { verifier, stamp }),
-        })
-    }
-
-    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        // LoadedCa is replaced whole; a poisoned lock still holds a consistent value.
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(&current.verifier)
-    }
-}
-
-impl Refresh for ReloadingClientCa {
-    fn refresh(&self) {
-        let stamp = modified(&self.path);
-        if self.current.read().unwrap_or_else(|p| p.into_inner()).stamp == stamp {
-            return;
-        }
-        match load_client_verifier(&self.path, &self.provider) {
-            Ok(verifier) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
-                    LoadedCa { verifier, stamp };
-                tracing::info!(ca = %self.path.display(), "TLS client CA reloaded");
-            }
-            Err(e) => {
-                tracing::warn!(ca = %self.path.display(), error = %e, "TLS client CA changed but does not load; keeping the previous one");
-            }
-        }
-    }
-}
+pub type ReloadingClientCa = Reloading<Arc<dyn ClientCertVerifier>>;
 
 impl ClientCertVerifier for ReloadingClientCa {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -224,7 +192,7 @@ impl ClientCertVerifier for ReloadingClientCa {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.verifier()
+        self.current()
             .verify_client_cert(end_entity, intermediates, now)
     }
 
@@ -234,7 +202,7 @@ impl ClientCertVerifier for ReloadingClientCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier().verify_tls12_signature(message, cert, dss)
+        self.current().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -243,11 +211,11 @@ impl ClientCertVerifier for ReloadingClientCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier().verify_tls13_signature(message, cert, dss)
+        self.current().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.verifier().supported_verify_schemes()
+        self.current().supported_verify_schemes()
     }
 }
 
@@ -271,12 +239,12 @@ fn load_client_verifier(
     )
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn stamp(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
-    (modified(cert), modified(key))
+/// When each of `paths` was last modified, as far as it can be read.
+fn stamp(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 fn load_certified_key(

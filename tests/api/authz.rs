@@ -621,18 +621,23 @@ async fn check_refuses_nonsense_questions() {
     );
 }
 
-/// A service account holding the custom role `actions` on the tenant, and its key.
-async fn custom_key(app: &TestApp, actions: &[&str]) -> (String, String) {
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    let role = format!("Custom {unique}");
+/// Creates the custom role `name` with `actions`.
+async fn create_role(app: &TestApp, name: &str, actions: &[&str]) {
     let (status, body) = app
         .post(
             "/roles",
             &app.admin_key,
-            json!({"name": role, "actions": actions}),
+            json!({"name": name, "actions": actions}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A service account holding the custom role `actions` on the tenant, and its key.
+async fn custom_key(app: &TestApp, actions: &[&str]) -> (String, String) {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let role = format!("Custom {unique}");
+    create_role(app, &role, actions).await;
     let (_, account) = app
         .post(
             "/service-accounts",
@@ -668,14 +673,7 @@ async fn nobody_grants_more_than_they_hold() {
             || body["detail"].as_str().unwrap().contains("…"),
         "{body}"
     );
-    let (status, _) = app
-        .post(
-            "/roles",
-            &app.admin_key,
-            json!({"name": "Reader", "actions": ["user.read"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_role(&app, "Reader", &["user.read"]).await;
     let someone = app.create_user("someone@example.com").await;
     let (status, body) = app.post("/role-bindings", &binder, json!({"role": "Reader", "subject": {"type": "user", "id": someone}, "scope": {"type": "tenant"}})).await;
     assert_eq!(
@@ -757,28 +755,14 @@ async fn group_memberships_and_claims_give_only_what_their_author_holds() {
     let (_, readers) = app
         .post("/groups", &app.admin_key, json!({"name": "readers"}))
         .await;
-    let (status, _) = app
-        .post(
-            "/roles",
-            &app.admin_key,
-            json!({"name": "Directory reader", "actions": ["user.read", "group.read"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_role(&app, "Directory reader", &["user.read", "group.read"]).await;
     let (status, _) = app.post("/role-bindings", &app.admin_key, json!({"role": "Directory reader", "subject": {"type": "group", "id": readers["id"]}, "scope": {"type": "tenant"}})).await;
     assert_eq!(status, StatusCode::CREATED);
     // A grant on one secret, which no folder or process shows.
     let (_, vault_readers) = app
         .post("/groups", &app.admin_key, json!({"name": "vault-readers"}))
         .await;
-    let (status, _) = app
-        .post(
-            "/roles",
-            &app.admin_key,
-            json!({"name": "Secret reader", "actions": ["secret.read"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_role(&app, "Secret reader", &["secret.read"]).await;
     let (status, body) = app.post("/role-bindings", &app.admin_key, json!({"role": "Secret reader", "subject": {"type": "group", "id": vault_readers["id"]}, "scope": {"type": "secret", "id": "0b3c1d7e-5a1f-4c2e-9d8b-7f6a5e4d3c2b"}})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let user = app.create_user("joiner@example.com").await;

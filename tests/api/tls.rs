@@ -132,11 +132,7 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     let url = app.url("/healthz");
     let anonymous = client(&server_ca, None).get(&url).send().await;
     assert!(anonymous.is_err(), "no client certificate, no handshake");
-    let (cert, key) = stranger_ca.issue(&["mallory"]);
-    let stranger = client(&server_ca, Some((&cert, &key)))
-        .get(&url)
-        .send()
-        .await;
+    let stranger = get_as(&server_ca, &stranger_ca, "mallory", &url).await;
     assert!(
         stranger.is_err(),
         "a certificate from another CA is refused"
@@ -148,11 +144,7 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     let ca_path = dir.join("client-ca.pem");
     std::fs::write(&ca_path, "not a certificate").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (cert, key) = client_ca.issue(&["still-trusted"]);
-    let response = client(&server_ca, Some((&cert, &key)))
-        .get(&url)
-        .send()
-        .await;
+    let response = get_as(&server_ca, &client_ca, "still-trusted", &url).await;
     assert_eq!(
         response.unwrap().status(),
         StatusCode::OK,
@@ -160,22 +152,25 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     );
     std::fs::write(&ca_path, stranger_ca.pem()).unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (cert, key) = client_ca.issue(&["formerly-trusted"]);
-    let former = client(&server_ca, Some((&cert, &key)))
-        .get(&url)
-        .send()
-        .await;
+    let former = get_as(&server_ca, &client_ca, "formerly-trusted", &url).await;
     assert!(
         former.is_err(),
         "the replaced CA's certificates are refused"
     );
-    let (cert, key) = stranger_ca.issue(&["newly-trusted"]);
-    let response = client(&server_ca, Some((&cert, &key)))
-        .get(&url)
-        .send()
-        .await;
+    let response = get_as(&server_ca, &stranger_ca, "newly-trusted", &url).await;
     assert_eq!(response.unwrap().status(), StatusCode::OK);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// GET `url` over a new connection, presenting a new certificate named `name` from `ca`.
+async fn get_as(
+    server_ca: &Ca,
+    ca: &Ca,
+    name: &str,
+    url: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let (cert, key) = ca.issue(&[name]);
+    client(server_ca, Some((&cert, &key))).get(url).send().await
 }
 
 /// Starts an app whose requests go through a client holding a certificate of `client_ca`.
