@@ -2,9 +2,12 @@
 
 use chrono::SecondsFormat;
 use entity::tenant::{audit_event, audit_head};
+use std::sync::Arc;
+
+use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait as _,
-    QuerySelect as _, Statement, Value,
+    ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _,
+    QuerySelect as _, RuntimeErr,
 };
 use serde::Serialize;
 
@@ -106,8 +109,8 @@ pub async fn read_head<C: ConnectionTrait>(conn: &C) -> Result<Head, DbErr> {
 /// happens (another writer appended first) and `Ok(None)` says to read the head again. The
 /// statement is atomic on its own, so no lock is held across round trips. `schema` is the
 /// tenant's validated schema name.
-pub async fn append_after<C: ConnectionTrait>(
-    conn: &C,
+pub async fn append_after(
+    pool: &PgPool,
     schema: &str,
     head: &Head,
     events: &[AuditEvent],
@@ -116,65 +119,55 @@ pub async fn append_after<C: ConnectionTrait>(
     if rows.is_empty() {
         return Ok(Some(next));
     }
-    // The rows travel as one JSON parameter, so that the statement's text is the same for
-    // every batch (prepared once per connection) and PostgreSQL binds five values, not sixteen
-    // per event.
-    let batch: Vec<RecordsetRow<'_>> = rows.iter().map(RecordsetRow::from).collect();
-    let values: Vec<Value> = vec![
-        next.seq.into(),
-        next.hash.clone().into(),
-        head.seq.into(),
-        head.hash.clone().into(),
-        serde_json::to_string(&batch)
-            .map_err(|e| DbErr::Custom(e.to_string()))?
-            .into(),
-    ];
+    // The rows travel as one array per column in the binary protocol: the statement's text is
+    // the same for every batch (prepared once per connection), and PostgreSQL parses no text
+    // for them. The JSON parameter this replaced cost half as much again as the insert itself
+    // (pgbench, 32 rows, asynchronous commit: 0.69 ms with JSON, 0.47 ms with arrays).
     let sql = format!(
         "WITH moved AS (UPDATE \"{schema}\".audit_head SET seq = $1, hash = $2 \
          WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1) \
-         INSERT INTO \"{schema}\".audit_events ({RECORDSET_COLUMNS}) \
-         SELECT {RECORDSET_COLUMNS} FROM json_to_recordset($5::json) AS v({RECORDSET_TYPES}) \
-         WHERE EXISTS (SELECT 1 FROM moved)"
+         INSERT INTO \"{schema}\".audit_events ({BATCH_COLUMNS}) \
+         SELECT * FROM unnest({BATCH_ARRAYS}) WHERE EXISTS (SELECT 1 FROM moved)"
     );
-    let done = conn
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
+    let text = |field: fn(&audit_event::Model) -> &str| rows.iter().map(field).collect::<Vec<_>>();
+    let optional =
+        |field: fn(&audit_event::Model) -> Option<&str>| rows.iter().map(field).collect::<Vec<_>>();
+    let details: Vec<String> = rows.iter().map(|r| r.details.to_string()).collect();
+    // The only text spliced in is the schema name, made from a validated slug.
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(next.seq)
+        .bind(&next.hash)
+        .bind(head.seq)
+        .bind(&head.hash)
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(text(|r| &r.request_id))
+        .bind(text(|r| &r.actor_type))
+        .bind(text(|r| &r.actor_id))
+        .bind(text(|r| &r.action))
+        .bind(text(|r| &r.resource_type))
+        .bind(optional(|r| r.resource_id.as_deref()))
+        .bind(text(|r| &r.decision))
+        .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(optional(|r| r.source_ip.as_deref()))
+        .bind(optional(|r| r.user_agent.as_deref()))
+        .bind(details)
+        .bind(text(|r| &r.prev_hash))
+        .bind(text(|r| &r.hash))
+        .execute(pool)
+        .await
+        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))?;
     Ok((done.rows_affected() == rows.len() as u64).then_some(next))
 }
 
-/// The columns of a batch appended on PostgreSQL, in the order of [`RECORDSET_TYPES`].
-const RECORDSET_COLUMNS: &str = "seq, id, occurred_at, request_id, actor_type, actor_id, action, \
+/// The columns of a batch appended on PostgreSQL, in the order of [`BATCH_ARRAYS`].
+const BATCH_COLUMNS: &str = "seq, id, occurred_at, request_id, actor_type, actor_id, action, \
      resource_type, resource_id, decision, status, source_ip, user_agent, details, prev_hash, hash";
-/// How `json_to_recordset` reads each field of a [`RecordsetRow`].
-const RECORDSET_TYPES: &str = "seq bigint, id uuid, occurred_at timestamptz, request_id text, \
-     actor_type text, actor_id text, action text, resource_type text, resource_id text, \
-     decision text, status integer, source_ip text, user_agent text, details json, \
-     prev_hash text, hash text";
-
-/// An event row as `json_to_recordset` reads it: the hashed fields as they were hashed (the
-/// time with the microseconds PostgreSQL keeps, which are all an event has; see
-/// [`AuditEvent::new`]), and the two hashes.
-#[derive(Serialize)]
-struct RecordsetRow<'a> {
-    #[serde(flatten)]
-    fields: Canonical<'a, &'a serde_json::Value>,
-    prev_hash: &'a str,
-    hash: &'a str,
-}
-
-impl<'a> From<&'a audit_event::Model> for RecordsetRow<'a> {
-    fn from(row: &'a audit_event::Model) -> Self {
-        RecordsetRow {
-            fields: Canonical::of(row, &row.details),
-            prev_hash: &row.prev_hash,
-            hash: &row.hash,
-        }
-    }
-}
+/// The parameters holding each column of a batch, as [`append_after`] binds them.
+const BATCH_ARRAYS: &str = "$5::bigint[], $6::uuid[], $7::timestamptz[], $8::text[], \
+     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::integer[], \
+     $16::text[], $17::text[], $18::text[]::json[], $19::text[], $20::text[]";
 
 /// The rows `events` become after `head`, each linked to the one before, and the new head.
 /// Text is made storable on the way (see [`storable`]), so one event cannot sink its batch.
@@ -235,10 +228,9 @@ fn storable_json(value: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// The fields an event's hash covers, in a fixed order; `details` as the hash or the storage
-/// needs it.
+/// The fields an event's hash covers, in a fixed order, with the keys of `details` sorted.
 #[derive(Serialize)]
-struct Canonical<'a, D> {
+struct Canonical<'a> {
     seq: i64,
     id: String,
     occurred_at: String,
@@ -252,11 +244,11 @@ struct Canonical<'a, D> {
     status: i32,
     source_ip: Option<&'a str>,
     user_agent: Option<&'a str>,
-    details: D,
+    details: serde_json::Value,
 }
 
-impl<'a, D> Canonical<'a, D> {
-    fn of(row: &'a audit_event::Model, details: D) -> Self {
+impl<'a> Canonical<'a> {
+    fn of(row: &'a audit_event::Model) -> Self {
         Canonical {
             seq: row.seq,
             id: row.id.to_string(),
@@ -271,14 +263,14 @@ impl<'a, D> Canonical<'a, D> {
             status: row.status,
             source_ip: row.source_ip.as_deref(),
             user_agent: row.user_agent.as_deref(),
-            details,
+            details: sorted(&row.details),
         }
     }
 }
 
 /// SHA-256 over the previous hash and the canonical JSON of every other field of `row`.
 pub fn event_hash(row: &audit_event::Model) -> String {
-    let canonical = Canonical::of(row, sorted(&row.details));
+    let canonical = Canonical::of(row);
     // Serializing a struct of strings, numbers and a JSON value cannot fail.
     let body = serde_json::to_vec(&canonical).unwrap_or_default();
     let mut input = Vec::with_capacity(row.prev_hash.len() + 1 + body.len());

@@ -476,7 +476,14 @@ async fn append_optimistically(
                 head
             }
         };
-        if let Some(next) = append_after(pool, &trail.schema(), &current, &events).await? {
+        if let Some(next) = append_after(
+            pool.get_postgres_connection_pool(),
+            &trail.schema(),
+            &current,
+            &events,
+        )
+        .await?
+        {
             return Ok(Some(next));
         }
     }
