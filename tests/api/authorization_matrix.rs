@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, spawn_app};
+use crate::helpers::TestApp;
 use crate::on_both_databases;
 
 /// The only operations that need no credentials.
@@ -297,54 +297,54 @@ fn readme_roles() -> HashMap<String, HashSet<String>> {
     roles
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operation_by_every_builtin_role_in_and_out_of_scope_follows_the_catalogue() {
-    let app = spawn_app(Db::Sqlite).await;
-    let roles = documented_roles(&app).await;
-    assert_eq!(roles.len(), 5);
-    assert_eq!(
-        roles,
-        readme_roles(),
-        "the README's catalogue is the served one"
-    );
-    let ops = operations(&app).await;
-    for (role, actions) in &roles {
-        for scope in ["tenant", "folder", "other folder"] {
-            // Fresh objects for each round: the allowed deletions of the last round removed some.
-            let objects = objects(&app).await;
-            let key = match scope {
-                "tenant" => key_for(&app, role, None).await,
-                "folder" => key_for(&app, role, Some(&objects.folder)).await,
-                _ => key_for(&app, role, Some(&objects.other_folder)).await,
-            };
-            for op in ops.iter().filter(|op| op.template.starts_with("/t/")) {
-                let action = op.action.as_deref().unwrap();
-                // What the operation decides on: the process or folder of its path, else the tenant.
-                let in_folder = op.template.contains("/processes/{id}")
-                    || op.template.contains("/folders/{id}");
-                let covered = match scope {
-                    "tenant" => true,
-                    "folder" => in_folder,
-                    _ => false,
+on_both_databases! {
+    async fn every_operation_by_every_builtin_role_in_and_out_of_scope_follows_the_catalogue(app) {
+        let roles = documented_roles(&app).await;
+        assert_eq!(roles.len(), 5);
+        assert_eq!(
+            roles,
+            readme_roles(),
+            "the README's catalogue is the served one"
+        );
+        let ops = operations(&app).await;
+        for (role, actions) in &roles {
+            for scope in ["tenant", "folder", "other folder"] {
+                // Fresh objects for each round: the allowed deletions of the last round removed some.
+                let objects = objects(&app).await;
+                let key = match scope {
+                    "tenant" => key_for(&app, role, None).await,
+                    "folder" => key_for(&app, role, Some(&objects.folder)).await,
+                    _ => key_for(&app, role, Some(&objects.other_folder)).await,
                 };
-                let allowed = covered && actions.contains(action);
-                let path = objects.path(&app, &op.template);
-                let status = send(&app, op, &path, Some(&key)).await;
-                if allowed {
-                    assert!(
-                        status != StatusCode::FORBIDDEN
-                            && status != StatusCode::UNAUTHORIZED
-                            && !status.is_server_error(),
-                        "{role} on {scope}: {} {path} ({action}) should be allowed, got {status}",
-                        op.method
-                    );
-                } else {
-                    assert_eq!(
-                        status,
-                        StatusCode::FORBIDDEN,
-                        "{role} on {scope}: {} {path} ({action})",
-                        op.method
-                    );
+                for op in ops.iter().filter(|op| op.template.starts_with("/t/")) {
+                    let action = op.action.as_deref().unwrap();
+                    // What the operation decides on: the process or folder of its path, else the tenant.
+                    let in_folder = op.template.contains("/processes/{id}")
+                        || op.template.contains("/folders/{id}");
+                    let covered = match scope {
+                        "tenant" => true,
+                        "folder" => in_folder,
+                        _ => false,
+                    };
+                    let allowed = covered && actions.contains(action);
+                    let path = objects.path(&app, &op.template);
+                    let status = send(&app, op, &path, Some(&key)).await;
+                    if allowed {
+                        assert!(
+                            status != StatusCode::FORBIDDEN
+                                && status != StatusCode::UNAUTHORIZED
+                                && !status.is_server_error(),
+                            "{role} on {scope}: {} {path} ({action}) should be allowed, got {status}",
+                            op.method
+                        );
+                    } else {
+                        assert_eq!(
+                            status,
+                            StatusCode::FORBIDDEN,
+                            "{role} on {scope}: {} {path} ({action})",
+                            op.method
+                        );
+                    }
                 }
             }
         }
