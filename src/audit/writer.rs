@@ -460,7 +460,7 @@ async fn flush(
 /// read again and the batch re-linked. After a few lost races the batch takes the head's lock.
 async fn append_optimistically(
     dbs: &Databases,
-    pool: &sea_orm::DatabaseConnection,
+    pool: &sea_orm::sqlx::PgPool,
     trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
@@ -476,14 +476,7 @@ async fn append_optimistically(
                 head
             }
         };
-        if let Some(next) = append_after(
-            pool.get_postgres_connection_pool(),
-            &trail.schema(),
-            &current,
-            &events,
-        )
-        .await?
-        {
+        if let Some(next) = append_after(pool, &trail.schema(), &current, &events).await? {
             return Ok(Some(next));
         }
     }

@@ -320,9 +320,9 @@ impl Databases {
 
     /// The PostgreSQL pool reserved for the audit writer's statements, which name their tenant's
     /// schema themselves; `None` on SQLite.
-    pub fn audit_pool(&self) -> Option<&DatabaseConnection> {
+    pub fn audit_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
         match &self.backend {
-            Backend::Postgres { audit, .. } => Some(audit),
+            Backend::Postgres { audit, .. } => Some(audit.get_postgres_connection_pool()),
             Backend::Sqlite { .. } => None,
         }
     }
