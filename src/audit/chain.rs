@@ -121,7 +121,7 @@ pub async fn append_after(
     }
     // The rows travel as one array per column in the binary protocol: the statement's text is
     // the same for every batch (prepared once per connection), and PostgreSQL parses no text
-    // for them. The JSON parameter this replaced cost half as much again as the insert itself
+    // but each event's details. The JSON parameter this replaced cost half as much again as the insert itself
     // (pgbench, 32 rows, asynchronous commit: 0.69 ms with JSON, 0.47 ms with arrays).
     let sql = format!(
         "WITH moved AS (UPDATE \"{schema}\".audit_head SET seq = $1, hash = $2 \
