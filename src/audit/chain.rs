@@ -1,9 +1,9 @@
 //! The hash chain: how events are appended and how an event's hash is computed.
 
-use chrono::SecondsFormat;
-use entity::tenant::{audit_event, audit_head};
 use std::sync::Arc;
 
+use chrono::SecondsFormat;
+use entity::tenant::{audit_event, audit_head};
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _,
@@ -121,8 +121,8 @@ pub async fn append_after(
     }
     // The rows travel as one array per column in the binary protocol: the statement's text is
     // the same for every batch (prepared once per connection), and PostgreSQL parses no text
-    // but each event's details. The JSON parameter this replaced cost half as much again as the insert itself
-    // (pgbench, 32 rows, asynchronous commit: 0.69 ms with JSON, 0.47 ms with arrays).
+    // but each event's details. The JSON parameter this replaced cost half as much again as
+    // the insert itself (pgbench, 32 rows, asynchronous commit: 0.69 ms against 0.47 ms).
     let sql = format!(
         "WITH moved AS (UPDATE \"{schema}\".audit_head SET seq = $1, hash = $2 \
          WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1) \
