@@ -1,12 +1,12 @@
-//! The OpenAPI 3.1 document, collected from the registered routes.
+//! The OpenAPI 3.1 document, built from the same list of operations as the routes.
 
-use actix_web::App;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
-use utoipa_actix_web::AppExt as _;
+use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema as _};
 
+use crate::http::error::Problem;
 use crate::http::routes;
+use crate::http::routes::authz::ActionName;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,13 +52,28 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The whole document, as served on `/openapi.json` and printed by `flowgate openapi`.
+/// The whole document, as served on `/openapi.json` and printed by `flowgate openapi`: every
+/// operation of [`routes::catalog`], completed from its handler's signature.
 pub fn document() -> Document {
-    let (_, doc) = App::new()
-        .into_utoipa_app()
-        .openapi(ApiDoc::openapi())
-        .configure(routes::configure)
-        .split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    let mut schemas = Vec::new();
+    for scope in routes::catalog() {
+        for operation in &scope.operations {
+            let documented = operation.document(scope.prefix);
+            doc.paths.add_path_operation(
+                documented.path,
+                vec![documented.method],
+                documented.operation,
+            );
+            schemas.extend(documented.schemas);
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    schemas.push((Problem::name().into_owned(), Problem::schema()));
+    Problem::schemas(&mut schemas);
+    // Referred to by `schema_with` functions, which cannot declare what they refer to.
+    schemas.push((ActionName::name().into_owned(), ActionName::schema()));
+    components.schemas.extend(schemas);
     doc
 }
 

@@ -4,13 +4,16 @@
 //! `code` and the request id; a 5xx carries a fixed message while its cause goes to the log under
 //! the request id; no database, parser or key-store text reaches the client.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::request_id;
 use crate::audit::AuditError;
@@ -23,9 +26,23 @@ use crate::tenancy::TenancyError;
 /// Base of every problem `type` URI.
 const TYPE_BASE: &str = "https://flowgate.dev/problems/";
 
-/// Every error the API can answer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
+/// Declares the codes and [`ErrorCode::ALL`] from one list, so the list cannot miss one.
+macro_rules! error_codes {
+    ($($code:ident,)*) => {
+        /// Every error the API can answer with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum ErrorCode {
+            $($code,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$code,)*];
+        }
+    };
+}
+
+error_codes! {
     MalformedRequest,
     Unauthenticated,
     InvalidCredentials,
@@ -124,6 +141,36 @@ impl ErrorCode {
     pub fn code(self) -> &'static str {
         self.row().1
     }
+
+    pub fn title(self) -> &'static str {
+        self.row().2
+    }
+}
+
+/// A code travels as its stable string.
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
+
+/// The codes' schema is the table's list, so the document names every code clients can see.
+impl PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Stable machine-readable code; the same status can carry several.",
+            ))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.code())))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ProblemCode")
+    }
 }
 
 /// A field that failed validation.
@@ -142,8 +189,7 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
-    /// Stable machine-readable code (`validation_failed`, `forbidden`, …).
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub request_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
@@ -217,6 +263,12 @@ impl ApiError {
         }])
     }
 
+    /// A 422 for a reference in the request to an object the tenant does not have (another
+    /// tenant's object gets the same answer). Objects named by the path are 404 instead.
+    pub fn no_such(field: &str, what: &str) -> Self {
+        Self::invalid_field(field, format!("no such {what} in this tenant"))
+    }
+
     pub fn method_not_allowed(allow: String) -> Self {
         ApiError {
             allow: Some(allow),
@@ -284,7 +336,7 @@ impl ResponseError for ApiError {
             title,
             status: status.as_u16(),
             detail: self.detail.clone(),
-            code,
+            code: self.code,
             request_id,
             errors: self.fields.clone(),
         })
@@ -381,27 +433,10 @@ mod tests {
 
     #[test]
     fn codes_are_unique() {
-        use ErrorCode::*;
-        let all = [
-            MalformedRequest,
-            Unauthenticated,
-            InvalidCredentials,
-            Forbidden,
-            TenantSuspended,
-            NotFound,
-            MethodNotAllowed,
-            Conflict,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            ValidationFailed,
-            RateLimited,
-            DependencyUnavailable,
-            Internal,
-        ];
-        let mut codes: Vec<_> = all.iter().map(|c| c.code()).collect();
+        let mut codes: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), all.len());
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
     }
 
     #[test]

@@ -15,8 +15,16 @@ use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use utoipa::ToSchema;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{Ref, RefOr, Schema};
+
+use super::contract::{Body, Contract, Documented};
 use super::error::{ApiError, ErrorCode, FieldError};
 use crate::app::AppState;
+use crate::tenancy::Slug;
+use crate::tenancy::slug::SLUG_PATTERN;
 
 /// A JSON request body, size-limited and strictly typed, read only when the handler asks:
 /// handlers call [`JsonBody::parse`] after their authorization argument was extracted, so that a
@@ -73,6 +81,29 @@ impl<T: DeserializeOwned> JsonBody<T> {
     }
 }
 
+impl<T: ToSchema + DeserializeOwned> Documented for JsonBody<T> {
+    fn document(contract: &mut Contract) {
+        contract.schema::<T>();
+        let example = match T::schema() {
+            RefOr::T(Schema::Object(object)) => {
+                object.examples.into_iter().next().or(object.example)
+            }
+            _ => None,
+        };
+        contract.body = Some(Body {
+            schema: Ref::from_schema_name(T::name()).into(),
+            example,
+            accepts: |value| parse_json::<T>(value.to_string().as_bytes()).is_ok(),
+        });
+        contract.errors(&[
+            ErrorCode::MalformedRequest,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::ValidationFailed,
+        ]);
+    }
+}
+
 fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     let content_type = req
         .headers()
@@ -125,6 +156,16 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             field: String::new(),
             message: "text may not contain the NUL character (\\u0000)".to_owned(),
         }]));
+    }
+    // Every body is an object: serde would also read a struct from an array of its fields.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(_) => ApiError::validation(vec![FieldError {
+                field: String::new(),
+                message: "the body must be a JSON object".to_owned(),
+            }]),
+            Err(e) => malformed(e),
+        });
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -188,6 +229,33 @@ impl FromRequest for PathId {
     }
 }
 
+impl Documented for PathId {
+    fn document(contract: &mut Contract) {
+        path_parameter(
+            contract,
+            "id",
+            "The object's id.",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        );
+    }
+}
+
+/// Declares a path parameter; a value naming no object is 404.
+fn path_parameter(contract: &mut Contract, name: &str, description: &str, schema: ObjectBuilder) {
+    contract.parameters(vec![
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Path)
+            .required(utoipa::openapi::Required::True)
+            .description(Some(description))
+            .schema(Some(schema))
+            .build(),
+    ]);
+    contract.errors(&[ErrorCode::NotFound]);
+}
+
 /// The `{name}` of a path (a role's name); one that no role could have is 404.
 #[derive(Debug, Clone)]
 pub struct PathName(pub String);
@@ -204,6 +272,52 @@ impl FromRequest for PathName {
                 .map(|n| PathName(n.to_owned()))
                 .ok_or_else(ApiError::not_found),
         )
+    }
+}
+
+impl Documented for PathName {
+    fn document(contract: &mut Contract) {
+        path_parameter(
+            contract,
+            "name",
+            "The role's name.",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64)),
+        );
+    }
+}
+
+/// The `{slug}` of a platform path; one that no tenant could have is 404.
+#[derive(Debug, Clone)]
+pub struct PathSlug(pub Slug);
+
+impl FromRequest for PathSlug {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.match_info()
+                .get("slug")
+                .and_then(|s| Slug::parse(s).ok())
+                .map(PathSlug)
+                .ok_or_else(ApiError::not_found),
+        )
+    }
+}
+
+impl Documented for PathSlug {
+    fn document(contract: &mut Contract) {
+        path_parameter(
+            contract,
+            "slug",
+            "The tenant's slug.",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SLUG_PATTERN)),
+        );
     }
 }
 
@@ -254,6 +368,16 @@ mod tests {
         let (_, detail) = code(r#"{"name": "a", "inner": {"id": "x"}}"#);
         assert!(detail.contains("inner.id"), "{detail}");
         assert!(parse_json::<Body>(br#"{"name": "a"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_a_sequence_of_fields() {
+        assert_eq!(code(r#"["a", null]"#).0, ErrorCode::ValidationFailed);
+        assert_eq!(code("[null, null]").0, ErrorCode::ValidationFailed);
+        assert_eq!(code(r#""a""#).0, ErrorCode::ValidationFailed);
+        assert_eq!(code("[1,").0, ErrorCode::MalformedRequest);
+        assert_eq!(code("").0, ErrorCode::MalformedRequest);
+        assert!(parse_json::<Body>(b" \n{\"name\": \"a\"}").is_ok());
     }
 
     #[test]

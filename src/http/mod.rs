@@ -6,10 +6,12 @@
 //! routes take the operator credential instead and are audited in the platform trail
 //! ([`operator`]).
 
+pub mod contract;
 pub mod error;
 pub mod extract;
 mod fallback;
 pub mod middleware;
+pub mod operation;
 pub mod operator;
 pub mod request_id;
 pub mod routes;
@@ -23,7 +25,6 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
-use utoipa_actix_web::AppExt as _;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
@@ -57,14 +58,12 @@ impl Server {
         let addr = options.listener.local_addr()?;
         let public_data = data.clone();
         let public = HttpServer::new(move || {
-            let (app, _) = App::new()
+            App::new()
                 .app_data(public_data.clone())
                 .app_data(routes.clone())
                 .app_data(query_config())
-                .into_utoipa_app()
                 .configure(routes::configure)
-                .split_for_parts();
-            app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document.clone()))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document.clone()))
                 .service(web::redirect("/docs", "/docs/"))
                 .default_service(web::to(fallback::fallback))
                 .wrap(from_fn(operator::audit))
@@ -84,8 +83,8 @@ impl Server {
             let admin = HttpServer::new(move || {
                 App::new()
                     .app_data(data.clone())
-                    .service(routes::health::healthz)
-                    .service(routes::health::readyz)
+                    .route("/healthz", web::get().to(routes::health::healthz))
+                    .route("/readyz", web::get().to(routes::health::readyz))
                     .route("/metrics", web::get().to(admin_metrics))
                     .default_service(web::to(|| async {
                         Err::<actix_web::HttpResponse, _>(ApiError::not_found())

@@ -15,6 +15,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
 
+use super::contract::{Contract, Documented, Guard, Requirement, Security};
 use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::middleware::request_meta;
@@ -107,6 +108,25 @@ impl<A: OperatorAction> FromRequest for Operator<A> {
         ready(result)
     }
 }
+
+/// An operator operation: the operator token, and what checking it and auditing the call can
+/// answer.
+impl<A: OperatorAction> Documented for Operator<A> {
+    fn document(contract: &mut Contract) {
+        contract.security = Some(Security::Operator);
+        contract.requirement = Some(Requirement {
+            action: A::NAME,
+            on: None,
+        });
+        contract.errors(&[
+            ErrorCode::Unauthenticated,
+            ErrorCode::InvalidCredentials,
+            ErrorCode::DependencyUnavailable,
+        ]);
+    }
+}
+
+impl<A: OperatorAction> Guard for Operator<A> {}
 
 /// Records every operator call (one that reached an [`Operator`] argument) in the platform
 /// trail before answering it; other requests pass untouched.

@@ -24,6 +24,11 @@ use futures_util::future::LocalBoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use serde_json::Value;
 
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+use super::contract::{Contract, Documented, Guard, Requirement, Security};
 use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::middleware::request_meta;
@@ -33,6 +38,7 @@ use crate::authz::impact::{Universe, exceeding};
 use crate::authz::schema::EntityKind;
 use crate::authz::{Action, Facts, Resource, Subject, TenantPolicies, process_folder};
 use crate::identity::{IdentityError, Principal};
+use crate::tenancy::slug::SLUG_PATTERN;
 use crate::tenancy::{Access, DbKind, Slug, TenancyError, Tenant, TenantStatus};
 
 /// PostgreSQL channel on which replicas tell each other that a tenant's cached state changed.
@@ -251,6 +257,10 @@ impl TenantRequest {
 
 /// Where an action applies, resolved from the request path before the decision.
 pub trait Target: 'static {
+    /// Where the decision is made, for the documentation (`the folder of the path`); `None` for
+    /// the tenant.
+    const ON: Option<&'static str>;
+
     fn resolve(
         request: &TenantRequest,
         http: &HttpRequest,
@@ -267,12 +277,16 @@ pub struct OnFolder;
 pub struct OnProcess;
 
 impl Target for OnTenant {
+    const ON: Option<&'static str> = None;
+
     async fn resolve(request: &TenantRequest, _: &HttpRequest) -> Result<Resource, ApiError> {
         Ok(request.policies().tenant())
     }
 }
 
 impl Target for OnFolder {
+    const ON: Option<&'static str> = Some("the folder");
+
     async fn resolve(request: &TenantRequest, http: &HttpRequest) -> Result<Resource, ApiError> {
         let id = path_id(http)?;
         request
@@ -283,6 +297,8 @@ impl Target for OnFolder {
 }
 
 impl Target for OnProcess {
+    const ON: Option<&'static str> = Some("the process");
+
     async fn resolve(request: &TenantRequest, http: &HttpRequest) -> Result<Resource, ApiError> {
         let id = path_id(http)?;
         let tx = request.read().await?;
@@ -344,6 +360,41 @@ impl<A: Action, T: Target> FromRequest for Authorized<A, T> {
         })
     }
 }
+
+/// A tenant operation: the tenant's bearer credential, the decision of `A` on `T`, and what the
+/// gate and the decision can answer.
+impl<A: Action, T: Target> Documented for Authorized<A, T> {
+    fn document(contract: &mut Contract) {
+        contract.security = Some(Security::Tenant);
+        contract.requirement = Some(Requirement {
+            action: A::NAME,
+            on: T::ON,
+        });
+        contract.parameters(vec![
+            ParameterBuilder::new()
+                .name("tenant")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The tenant's slug."))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(SLUG_PATTERN)),
+                ))
+                .build(),
+        ]);
+        contract.errors(&[
+            ErrorCode::Unauthenticated,
+            ErrorCode::InvalidCredentials,
+            ErrorCode::Forbidden,
+            ErrorCode::TenantSuspended,
+            ErrorCode::NotFound,
+            ErrorCode::DependencyUnavailable,
+        ]);
+    }
+}
+
+impl<A: Action, T: Target> Guard for Authorized<A, T> {}
 
 fn path_id(http: &HttpRequest) -> Result<uuid::Uuid, ApiError> {
     http.match_info()

@@ -11,7 +11,7 @@
 mod cache;
 mod db;
 mod registry;
-mod slug;
+pub mod slug;
 
 pub use cache::TenantCache;
 pub use db::{Access, CONTROL_SCHEMA, Databases, DbKind};

@@ -33,7 +33,10 @@ const RESERVED: &[&str] = &[
 /// Longest PostgreSQL identifier (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
 
-/// A tenant slug matching `^[a-z][a-z0-9-]{1,62}$` and not reserved.
+/// What every slug matches (and, besides, is not reserved).
+pub const SLUG_PATTERN: &str = "^[a-z][a-z0-9-]{1,62}$";
+
+/// A tenant slug matching [`SLUG_PATTERN`] and not reserved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slug(String);
 
@@ -59,6 +62,12 @@ impl Slug {
             return Err(SlugError::Reserved(s.to_owned()));
         }
         Ok(Slug(s.to_owned()))
+    }
+
+    /// [`SLUG_PATTERN`] without the reserved words (a lookahead, which ECMA-262 and Python
+    /// regular expressions both read): what a new tenant's slug must match.
+    pub fn available_pattern() -> String {
+        format!("^(?!({})$){}", RESERVED.join("|"), &SLUG_PATTERN[1..])
     }
 
     pub fn as_str(&self) -> &str {

@@ -104,6 +104,7 @@ on_both_databases! {
     async fn an_issued_key_must_belong_to_a_service_account_of_the_tenant(app) {
         let (status, body) = app.post("/api-keys", &app.admin_key,
             json!({"name": "x", "service_account_id": uuid::Uuid::new_v4()})).await;
-        assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+        assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(body["errors"][0]["field"], "service_account_id");
     }
 }

@@ -598,10 +598,12 @@ async fn check_refuses_nonsense_questions() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
-    let (status, _) = ask(json!({"principal": {"type": "user", "id": uuid::Uuid::new_v4()}, "action": "user.read", "resource": {"type": "tenant", "id": app.tenant}})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = ask(json!({"principal": principal, "action": "user.read", "resource": {"type": "tenant", "id": "another-tenant"}})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = ask(json!({"principal": {"type": "user", "id": uuid::Uuid::new_v4()}, "action": "user.read", "resource": {"type": "tenant", "id": app.tenant}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "principal.id");
+    let (status, body) = ask(json!({"principal": principal, "action": "user.read", "resource": {"type": "tenant", "id": "another-tenant"}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "resource.id");
     let (status, schema) = app.get("/authz/schema", &app.admin_key).await;
     assert_eq!(status, StatusCode::OK);
     assert!(

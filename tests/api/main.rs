@@ -9,6 +9,7 @@ mod audit;
 mod authorization_matrix;
 mod authz;
 mod cli;
+mod clients;
 mod errors;
 mod health;
 mod openapi;

@@ -40,7 +40,7 @@ on_both_databases! {
         let binding = app.client.post(b("/role-bindings")).bearer_auth(&other_key)
             .json(&json!({"role": "Admin", "subject": {"type": "user", "id": user_in_a}, "scope": {"type": "tenant"}}))
             .send().await.unwrap();
-        assert_eq!(binding.status(), StatusCode::NOT_FOUND, "cannot bind a role to another tenant's user");
+        assert_eq!(binding.status(), StatusCode::UNPROCESSABLE_ENTITY, "cannot bind a role to another tenant's user");
         // B's users list does not show A's user.
         let list: serde_json::Value = app.client.get(b("/users")).bearer_auth(&other_key).send().await.unwrap().json().await.unwrap();
         assert_eq!(list["items"].as_array().unwrap().len(), 0);

@@ -1,6 +1,6 @@
 //! `/t/{tenant}/api/v1/api-keys`
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::api_key;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use super::{ListParams, Page};
 use crate::authz::Subject;
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
 use crate::directory::{self, clean_name, service_accounts};
@@ -21,6 +21,7 @@ use crate::identity::api_key::PREFIX;
 /// An API key to issue.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci pipeline", "service_account_id": "0192f0c4-7f9c-7d50-9e3f-4b6c8d0e2f3a", "expires_at": "2027-12-31T23:59:59Z"}))]
 pub struct CreateApiKey {
     #[schema(example = "ci pipeline")]
     pub name: String,
@@ -67,19 +68,20 @@ impl From<api_key::Model> for ApiKeyView {
     }
 }
 
+/// A page of API keys (the schema `ApiKeyPage`).
+pub type ApiKeyPage = Page<ApiKeyView>;
+
 /// Issue an API key for a service account.
 ///
 /// The response holds the key; it is stored only as a keyed hash. A key acts as its account,
 /// so nobody issues a key for an account that may do what they may not (403 naming the
-/// actions). Requires `api_key.create`.
+/// actions).
 #[utoipa::path(
+    post,
+    path = "/api-keys",
     tag = "api-keys",
-    params(TenantParam),
-    request_body = CreateApiKey,
-    responses((status = 201, body = IssuedApiKey), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = IssuedApiKey))
 )]
-#[post("/api-keys")]
 pub async fn create_api_key(
     auth: Authorized<ApiKeyCreate>,
     body: JsonBody<CreateApiKey>,
@@ -101,7 +103,7 @@ pub async fn create_api_key(
         .await?
         .is_none()
     {
-        return Err(ApiError::not_found());
+        return Err(ApiError::no_such("service_account_id", "service account"));
     }
     // A key acts as its account: issuing one must not give the caller more than they hold.
     auth.refuse_escalation(
@@ -131,15 +133,12 @@ pub async fn create_api_key(
 }
 
 /// List API keys.
-///
-/// Requires `api_key.read`.
 #[utoipa::path(
+    get,
+    path = "/api-keys",
     tag = "api-keys",
-    params(TenantParam, ListParams),
-    responses((status = 200, body = Page<ApiKeyView>), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ApiKeyPage))
 )]
-#[get("/api-keys")]
 pub async fn list_api_keys(
     auth: Authorized<ApiKeyRead>,
     query: web::Query<ListParams>,
@@ -161,14 +160,12 @@ pub async fn list_api_keys(
 /// Revoke an API key.
 ///
 /// The key stops working on the next request. Revoking a revoked key changes nothing.
-/// Requires `api_key.revoke`.
 #[utoipa::path(
+    delete,
+    path = "/api-keys/{id}",
     tag = "api-keys",
-    params(TenantParam, IdParam),
-    responses((status = 204, description = "Revoked"), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 204, description = "Revoked"))
 )]
-#[delete("/api-keys/{id}")]
 pub async fn delete_api_key(
     auth: Authorized<ApiKeyRevoke>,
     id: PathId,

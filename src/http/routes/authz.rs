@@ -1,11 +1,12 @@
 //! `/t/{tenant}/api/v1/authz`: the schema, the catalogue, and explained decisions.
 
-use actix_web::{get, post, web};
+use actix_web::web;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use super::{BodyErrors, TenantErrors, TenantParam};
 use crate::app::AppState;
 use crate::authz::actions::{ActionInfo, AuthzCheck, PolicyRead, RoleRead, info};
 use crate::authz::bindings::SubjectType;
@@ -38,6 +39,7 @@ pub struct ActionList {
 pub struct PrincipalRef {
     /// `user` or `service_account`.
     #[serde(rename = "type")]
+    #[schema(schema_with = principal_type_schema)]
     pub kind: SubjectType,
     pub id: Uuid,
 }
@@ -48,6 +50,7 @@ pub struct PrincipalRef {
 pub struct ResourceRef {
     /// `tenant`, `folder`, `process`, `form`, `report`, `secret` or `task`.
     #[serde(rename = "type")]
+    #[schema(schema_with = resource_type_schema)]
     pub kind: String,
     /// The object's id (the tenant's slug for `tenant`).
     pub id: String,
@@ -58,6 +61,7 @@ pub struct ResourceRef {
 /// An authorization question.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"principal": {"type": "user", "id": "0192f0c4-5d7a-7b3e-9c1d-2f4a6b8c0d1e"}, "action": "task.approve", "resource": {"type": "tenant", "id": "acme"}, "context": {"amount": 75000}}))]
 pub struct CheckRequest {
     pub principal: PrincipalRef,
     #[schema(example = "task.approve")]
@@ -89,7 +93,7 @@ pub struct CheckResult {
 pub struct PrincipalQuery {
     /// `user` or `service_account`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = principal_type_schema)]
     pub kind: SubjectType,
     pub id: Uuid,
 }
@@ -101,22 +105,69 @@ pub struct PrincipalQuery {
 pub struct ResourceQuery {
     /// `tenant`, `folder`, `process`, `form`, `report`, `secret` or `task`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = resource_type_schema)]
     pub kind: String,
     pub id: String,
     pub folder_id: Option<Uuid>,
 }
 
+/// The name of a catalogue action: the schema `ActionName`.
+pub struct ActionName;
+
+impl PartialSchema for ActionName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("An action of the catalogue (`GET /authz/actions`)."))
+            .enum_values(Some(CATALOGUE.iter().map(|a| a.name)))
+            .into()
+    }
+}
+
+impl ToSchema for ActionName {}
+
+/// A role's `actions`: catalogue names, at least one, none twice.
+pub(super) fn action_names_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name(ActionName::name()))
+        .min_items(Some(1))
+        .unique_items(true)
+}
+
+/// The kinds a decision can be asked about: principals.
+fn principal_type_schema() -> ObjectBuilder {
+    kinds_schema(&[EntityKind::User, EntityKind::ServiceAccount])
+}
+
+/// The kinds a decision can be asked about: everything but principals.
+fn resource_type_schema() -> ObjectBuilder {
+    let resources: Vec<EntityKind> = EntityKind::ALL
+        .into_iter()
+        .filter(|k| !is_principal(*k))
+        .collect();
+    kinds_schema(&resources)
+}
+
+fn is_principal(kind: EntityKind) -> bool {
+    matches!(
+        kind,
+        EntityKind::User | EntityKind::Group | EntityKind::ServiceAccount
+    )
+}
+
+fn kinds_schema(kinds: &[EntityKind]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(kinds.iter().map(|k| k.api_name())))
+}
+
 /// The tenant's Cedar schema.
-///
-/// Requires `policy.read`.
 #[utoipa::path(
+    get,
+    path = "/authz/schema",
     tag = "authz",
-    params(TenantParam),
-    responses((status = 200, body = SchemaView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = SchemaView))
 )]
-#[get("/authz/schema")]
 pub async fn get_schema(_auth: Authorized<PolicyRead>) -> web::Json<SchemaView> {
     web::Json(SchemaView {
         namespace: NAMESPACE,
@@ -125,15 +176,12 @@ pub async fn get_schema(_auth: Authorized<PolicyRead>) -> web::Json<SchemaView> 
 }
 
 /// The action catalogue: every permission, what it applies to.
-///
-/// Requires `role.read`.
 #[utoipa::path(
+    get,
+    path = "/authz/actions",
     tag = "authz",
-    params(TenantParam),
-    responses((status = 200, body = ActionList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ActionList))
 )]
-#[get("/authz/actions")]
 pub async fn list_actions(_auth: Authorized<RoleRead>) -> web::Json<ActionList> {
     web::Json(ActionList {
         items: CATALOGUE.to_vec(),
@@ -154,7 +202,7 @@ async fn subject(
     let tx = request.read().await?;
     let subject = load_subject(&tx, kind, id).await?;
     tx.commit().await?;
-    subject.ok_or_else(ApiError::not_found)
+    subject.ok_or_else(|| ApiError::no_such("principal.id", "principal"))
 }
 
 async fn resource(
@@ -164,12 +212,7 @@ async fn resource(
     folder: Option<Uuid>,
 ) -> Result<Resource, ApiError> {
     let kind = EntityKind::from_api_name(kind)
-        .filter(|k| {
-            !matches!(
-                k,
-                EntityKind::User | EntityKind::Group | EntityKind::ServiceAccount
-            )
-        })
+        .filter(|k| !is_principal(*k))
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "resource.type",
@@ -179,7 +222,7 @@ async fn resource(
     let tx = request.read().await?;
     let resource = resolve_resource(&tx, request.policies(), kind, id, folder).await?;
     tx.commit().await?;
-    resource.ok_or_else(ApiError::not_found)
+    resource.ok_or_else(|| ApiError::no_such("resource.id", "resource"))
 }
 
 /// What an access analysis needs off the worker thread (it may make many decisions).
@@ -195,15 +238,13 @@ async fn analysis(
 /// Explain a decision.
 ///
 /// Answers whether the principal may do the action on the resource in the given context, and
-/// which policies decided. For admins debugging access. Requires `authz.check`.
+/// which policies decided. For admins debugging access.
 #[utoipa::path(
+    post,
+    path = "/authz/check",
     tag = "authz",
-    params(TenantParam),
-    request_body = CheckRequest,
-    responses((status = 200, body = CheckResult), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = CheckResult))
 )]
-#[post("/authz/check")]
 pub async fn check(
     auth: Authorized<AuthzCheck>,
     body: JsonBody<CheckRequest>,
@@ -252,14 +293,13 @@ pub async fn check(
 /// Who can do what on a resource.
 ///
 /// Every principal with at least one permitted action, and those actions (in the default
-/// context). Requires `authz.check`.
+/// context).
 #[utoipa::path(
+    get,
+    path = "/authz/access",
     tag = "authz",
-    params(TenantParam, ResourceQuery),
-    responses((status = 200, body = Access), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = Access))
 )]
-#[get("/authz/access")]
 pub async fn resource_access(
     auth: Authorized<AuthzCheck>,
     query: web::Query<ResourceQuery>,
@@ -275,14 +315,13 @@ pub async fn resource_access(
 /// What a principal can do.
 ///
 /// Every resource of the tenant on which the principal may do something, and those actions (in
-/// the default context). Requires `authz.check`.
+/// the default context).
 #[utoipa::path(
+    get,
+    path = "/authz/permissions",
     tag = "authz",
-    params(TenantParam, PrincipalQuery),
-    responses((status = 200, body = Abilities), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = Abilities))
 )]
-#[get("/authz/permissions")]
 pub async fn principal_permissions(
     auth: Authorized<AuthzCheck>,
     query: web::Query<PrincipalQuery>,

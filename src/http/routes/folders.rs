@@ -1,13 +1,12 @@
 //! `/t/{tenant}/api/v1/folders`
 
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::folder;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, TenantErrors, TenantParam};
 use crate::authz::MAX_FOLDER_DEPTH;
 use crate::authz::actions::{FolderCreate, FolderDelete, FolderRead, FolderUpdate};
 use crate::content::folders;
@@ -19,6 +18,7 @@ use crate::http::tenant::{Authorized, Change, OnFolder};
 /// A folder to create, or a new name for one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Finance"}))]
 pub struct FolderName {
     #[schema(example = "Finance")]
     pub name: String,
@@ -58,15 +58,12 @@ async fn name(body: JsonBody<FolderName>) -> Result<String, ApiError> {
 }
 
 /// List folders.
-///
-/// Requires `folder.read`.
 #[utoipa::path(
+    get,
+    path = "/folders",
     tag = "folders",
-    params(TenantParam),
-    responses((status = 200, body = FolderList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = FolderList))
 )]
-#[get("/folders")]
 pub async fn list_folders(auth: Authorized<FolderRead>) -> Result<web::Json<FolderList>, ApiError> {
     let tx = auth.read().await?;
     let rows = folders::list(&tx).await?;
@@ -77,16 +74,12 @@ pub async fn list_folders(auth: Authorized<FolderRead>) -> Result<web::Json<Fold
 }
 
 /// Create a folder at the tenant's root.
-///
-/// Requires `folder.create` on the tenant.
 #[utoipa::path(
+    post,
+    path = "/folders",
     tag = "folders",
-    params(TenantParam),
-    request_body = FolderName,
-    responses((status = 201, body = FolderView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = FolderView))
 )]
-#[post("/folders")]
 pub async fn create_folder(
     auth: Authorized<FolderCreate>,
     body: JsonBody<FolderName>,
@@ -101,15 +94,13 @@ pub async fn create_folder(
 
 /// Create a folder inside a folder.
 ///
-/// Folders nest up to 32 deep. Requires `folder.create` on the parent folder.
+/// Folders nest up to 32 deep.
 #[utoipa::path(
+    post,
+    path = "/folders/{id}/folders",
     tag = "folders",
-    params(TenantParam, IdParam),
-    request_body = FolderName,
-    responses((status = 201, body = FolderView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = FolderView))
 )]
-#[post("/folders/{id}/folders")]
 pub async fn create_subfolder(
     auth: Authorized<FolderCreate, OnFolder>,
     parent: PathId,
@@ -138,15 +129,12 @@ pub async fn create_subfolder(
 }
 
 /// Get a folder.
-///
-/// Requires `folder.read` on the folder.
 #[utoipa::path(
+    get,
+    path = "/folders/{id}",
     tag = "folders",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = FolderView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = FolderView))
 )]
-#[get("/folders/{id}")]
 pub async fn get_folder(
     auth: Authorized<FolderRead, OnFolder>,
     id: PathId,
@@ -160,16 +148,12 @@ pub async fn get_folder(
 }
 
 /// Rename a folder.
-///
-/// Requires `folder.update` on the folder.
 #[utoipa::path(
+    patch,
+    path = "/folders/{id}",
     tag = "folders",
-    params(TenantParam, IdParam),
-    request_body = FolderName,
-    responses((status = 200, body = FolderView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = FolderView))
 )]
-#[patch("/folders/{id}")]
 pub async fn update_folder(
     auth: Authorized<FolderUpdate, OnFolder>,
     id: PathId,
@@ -186,14 +170,13 @@ pub async fn update_folder(
 
 /// Delete an empty folder.
 ///
-/// A folder that holds folders or processes is 409. Requires `folder.delete` on the folder.
+/// A folder that holds folders or processes is 409.
 #[utoipa::path(
+    delete,
+    path = "/folders/{id}",
     tag = "folders",
-    params(TenantParam, IdParam),
-    responses((status = 204, description = "Deleted"), (status = 409, body = crate::http::error::Problem, description = "The folder is not empty"), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"), (status = 409, description = "The folder is not empty"))
 )]
-#[delete("/folders/{id}")]
 pub async fn delete_folder(
     auth: Authorized<FolderDelete, OnFolder>,
     id: PathId,

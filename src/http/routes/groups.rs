@@ -1,13 +1,13 @@
 //! `/t/{tenant}/api/v1/groups`
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::group;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use super::{ListParams, Page};
 use crate::authz::actions::{GroupCreate, GroupMemberAdd, GroupRead};
 use crate::authz::bindings::SubjectType;
 use crate::authz::load_subject;
@@ -19,6 +19,7 @@ use crate::http::tenant::{Authorized, Change};
 /// A group to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "finance"}))]
 pub struct CreateGroup {
     /// Unique within the tenant.
     #[schema(example = "finance")]
@@ -46,21 +47,21 @@ impl From<group::Model> for GroupView {
 /// A user to add to a group.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": "0192f0c4-5d7a-7b3e-9c1d-2f4a6b8c0d1e"}))]
 pub struct AddGroupMember {
     pub user_id: Uuid,
 }
 
+/// A page of groups (the schema `GroupPage`).
+pub type GroupPage = Page<GroupView>;
+
 /// Create a group.
-///
-/// Requires `group.create`.
 #[utoipa::path(
+    post,
+    path = "/groups",
     tag = "groups",
-    params(TenantParam),
-    request_body = CreateGroup,
-    responses((status = 201, body = GroupView), (status = 409, body = crate::http::error::Problem, description = "The name is taken"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = GroupView), (status = 409, description = "The name is taken"))
 )]
-#[post("/groups")]
 pub async fn create_group(
     auth: Authorized<GroupCreate>,
     body: JsonBody<CreateGroup>,
@@ -79,15 +80,12 @@ pub async fn create_group(
 }
 
 /// List groups.
-///
-/// Requires `group.read`.
 #[utoipa::path(
+    get,
+    path = "/groups",
     tag = "groups",
-    params(TenantParam, ListParams),
-    responses((status = 200, body = Page<GroupView>), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = GroupPage))
 )]
-#[get("/groups")]
 pub async fn list_groups(
     auth: Authorized<GroupRead>,
     query: web::Query<ListParams>,
@@ -109,15 +107,13 @@ pub async fn list_groups(
 ///
 /// Adding a member twice is harmless. Group membership changes what the member may do, so it
 /// takes effect on the next request; the caller must hold everything the membership would give
-/// the user (403 naming what is missing). Requires `group.member_add`.
+/// the user (403 naming what is missing).
 #[utoipa::path(
+    post,
+    path = "/groups/{id}/members",
     tag = "groups",
-    params(TenantParam, IdParam),
-    request_body = AddGroupMember,
-    responses((status = 204, description = "The user is a member"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 204, description = "The user is a member"))
 )]
-#[post("/groups/{id}/members")]
 pub async fn add_group_member(
     auth: Authorized<GroupMemberAdd>,
     id: PathId,
@@ -125,9 +121,11 @@ pub async fn add_group_member(
 ) -> Result<HttpResponse, ApiError> {
     let AddGroupMember { user_id } = body.parse().await?;
     let tx = auth.write().await?;
-    let member = load_subject(tx.conn(), SubjectType::User, user_id).await?;
-    let (Some(_), Some(member)) = (groups::get(tx.conn(), id.0).await?, member) else {
+    if groups::get(tx.conn(), id.0).await?.is_none() {
         return Err(ApiError::not_found());
+    }
+    let Some(member) = load_subject(tx.conn(), SubjectType::User, user_id).await? else {
+        return Err(ApiError::no_such("user_id", "user"));
     };
     // What the group's bindings give its members must be the caller's to give.
     let mut joined = member.clone();

@@ -1,10 +1,11 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::http::contract::Public;
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::operator::{MetricsRead, Operator};
 
@@ -16,23 +17,27 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-///
-/// Public.
-#[utoipa::path(tag = "health", responses((status = 200, body = Health)))]
-#[get("/healthz")]
-pub async fn healthz() -> web::Json<Health> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, body = Health))
+)]
+pub async fn healthz(_: Public) -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
 
 /// Readiness: the database and the key store answer.
-///
-/// Public. 503 when a dependency is down.
 #[utoipa::path(
+    get,
+    path = "/readyz",
     tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = crate::http::error::Problem))
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The database or the key store is down (`dependency_unavailable`).")
+    )
 )]
-#[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, ApiError> {
+pub async fn readyz(_: Public, state: web::Data<AppState>) -> Result<web::Json<Health>, ApiError> {
     match state.ready().await {
         Ok(()) => Ok(web::Json(Health { status: "ok" })),
         Err(why) => {
@@ -47,16 +52,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, Api
 
 /// Prometheus metrics.
 ///
-/// Requires the operator token (the internal admin listener serves it without one).
+/// The internal admin listener serves the same without a token.
 #[utoipa::path(
+    get,
+    path = "/metrics",
     tag = "health",
-    responses(
-        (status = 200, content_type = "text/plain", body = String),
-        (status = 401, body = crate::http::error::Problem)
-    ),
-    security(("operator" = []))
+    responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition"))
 )]
-#[get("/metrics")]
 pub async fn metrics(_operator: Operator<MetricsRead>, state: web::Data<AppState>) -> HttpResponse {
     render_metrics(&state)
 }

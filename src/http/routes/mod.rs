@@ -1,7 +1,7 @@
 //! HTTP routes: thin handlers and their request and response types.
 //!
-//! Every operation is registered through [`configure`], which is also how the OpenAPI document
-//! is collected, so a route cannot exist without its documentation.
+//! Every operation is listed once, in [`catalog`]; the routes ([`configure`]) and the OpenAPI
+//! document are both built from that list, so a route cannot exist without its documentation.
 
 pub mod api_keys;
 pub mod audit;
@@ -19,102 +19,134 @@ pub mod users;
 
 use actix_web::middleware::from_fn;
 use actix_web::web;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, IntoResponses, ToSchema};
-use utoipa_actix_web::scope;
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa::__dev::ComposeSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
+use super::operation::Operation;
 use super::tenant::{TenantRequest, gate};
 use crate::authz::StoredRules;
 use crate::authz::impact::{Impact, Universe, impact};
+use crate::operation;
 
-/// Registers every route.
-pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz)
-        .service(health::readyz)
-        .service(health::metrics)
-        .service(
-            scope::scope("/api/v1/platform")
-                .service(platform::create_tenant)
-                .service(platform::list_tenants)
-                .service(platform::get_tenant)
-                .service(platform::suspend_tenant)
-                .service(platform::resume_tenant)
-                .service(platform::delete_tenant)
-                .service(audit::list_platform_audit_events)
-                .service(audit::verify_platform_audit),
-        )
-        .service(
-            scope::scope("/t/{tenant}/api/v1")
-                .wrap(from_fn(gate))
-                .service(users::create_user)
-                .service(users::list_users)
-                .service(users::get_user)
-                .service(users::update_user)
-                .service(groups::create_group)
-                .service(groups::list_groups)
-                .service(groups::add_group_member)
-                .service(service_accounts::create_service_account)
-                .service(service_accounts::list_service_accounts)
-                .service(service_accounts::get_service_account)
-                .service(role_bindings::create_role_binding)
-                .service(role_bindings::list_role_bindings)
-                .service(role_bindings::delete_role_binding)
-                .service(api_keys::create_api_key)
-                .service(api_keys::list_api_keys)
-                .service(api_keys::delete_api_key)
-                .service(roles::list_roles)
-                .service(roles::create_role)
-                .service(roles::get_role)
-                .service(roles::update_role)
-                .service(roles::delete_role)
-                .service(policies::list_policies)
-                .service(policies::create_policy)
-                .service(policies::get_policy)
-                .service(policies::update_policy)
-                .service(policies::delete_policy)
-                .service(policies::list_policy_versions)
-                .service(authz::get_schema)
-                .service(authz::list_actions)
-                .service(authz::check)
-                .service(authz::resource_access)
-                .service(authz::principal_permissions)
-                .service(folders::list_folders)
-                .service(folders::create_folder)
-                .service(folders::create_subfolder)
-                .service(folders::get_folder)
-                .service(folders::update_folder)
-                .service(folders::delete_folder)
-                .service(processes::list_processes)
-                .service(processes::list_folder_processes)
-                .service(processes::create_process)
-                .service(processes::create_folder_process)
-                .service(processes::get_process)
-                .service(processes::update_process)
-                .service(processes::publish_process)
-                .service(processes::delete_process)
-                .service(audit::list_audit_events)
-                .service(audit::export_audit)
-                .service(audit::verify_audit),
-        );
+/// Where a group of operations lives, and whether the tenant gate guards it.
+pub struct Scope {
+    pub prefix: &'static str,
+    /// Tenant routes: the gate resolves the tenant and authenticates the caller first.
+    pub tenant: bool,
+    pub operations: Vec<Operation>,
 }
 
-/// The tenant in the path.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct TenantParam {
-    /// The tenant's slug.
-    pub tenant: String,
+/// Where each tenant's API lives.
+pub const TENANT_API: &str = "/t/{tenant}/api/v1";
+
+/// Every operation of the API, by scope: the one list both the routes and the OpenAPI document
+/// are built from.
+pub fn catalog() -> Vec<Scope> {
+    vec![
+        Scope {
+            prefix: "",
+            tenant: false,
+            operations: vec![
+                operation!(health::healthz),
+                operation!(health::readyz),
+                operation!(health::metrics),
+            ],
+        },
+        Scope {
+            prefix: "/api/v1/platform",
+            tenant: false,
+            operations: vec![
+                operation!(platform::create_tenant),
+                operation!(platform::list_tenants),
+                operation!(platform::get_tenant),
+                operation!(platform::suspend_tenant),
+                operation!(platform::resume_tenant),
+                operation!(platform::delete_tenant),
+                operation!(audit::list_platform_audit_events),
+                operation!(audit::verify_platform_audit),
+            ],
+        },
+        Scope {
+            prefix: TENANT_API,
+            tenant: true,
+            operations: vec![
+                operation!(users::create_user),
+                operation!(users::list_users),
+                operation!(users::get_user),
+                operation!(users::update_user),
+                operation!(groups::create_group),
+                operation!(groups::list_groups),
+                operation!(groups::add_group_member),
+                operation!(service_accounts::create_service_account),
+                operation!(service_accounts::list_service_accounts),
+                operation!(service_accounts::get_service_account),
+                operation!(role_bindings::create_role_binding),
+                operation!(role_bindings::list_role_bindings),
+                operation!(role_bindings::delete_role_binding),
+                operation!(api_keys::create_api_key),
+                operation!(api_keys::list_api_keys),
+                operation!(api_keys::delete_api_key),
+                operation!(roles::list_roles),
+                operation!(roles::create_role),
+                operation!(roles::get_role),
+                operation!(roles::update_role),
+                operation!(roles::delete_role),
+                operation!(policies::list_policies),
+                operation!(policies::create_policy),
+                operation!(policies::get_policy),
+                operation!(policies::update_policy),
+                operation!(policies::delete_policy),
+                operation!(policies::list_policy_versions),
+                operation!(authz::get_schema),
+                operation!(authz::list_actions),
+                operation!(authz::check),
+                operation!(authz::resource_access),
+                operation!(authz::principal_permissions),
+                operation!(folders::list_folders),
+                operation!(folders::create_folder),
+                operation!(folders::create_subfolder),
+                operation!(folders::get_folder),
+                operation!(folders::update_folder),
+                operation!(folders::delete_folder),
+                operation!(processes::list_processes),
+                operation!(processes::list_folder_processes),
+                operation!(processes::create_process),
+                operation!(processes::create_folder_process),
+                operation!(processes::get_process),
+                operation!(processes::update_process),
+                operation!(processes::publish_process),
+                operation!(processes::delete_process),
+                operation!(audit::list_audit_events),
+                operation!(audit::export_audit),
+                operation!(audit::verify_audit),
+            ],
+        },
+    ]
 }
 
-/// An object id in the path.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct IdParam {
-    /// The object's id.
-    pub id: Uuid,
+/// Registers every route of [`catalog`].
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for scope in catalog() {
+        let resources = scope.operations.iter().map(Operation::resource);
+        if scope.prefix.is_empty() {
+            resources.for_each(|resource| {
+                cfg.service(resource);
+            });
+        } else if scope.tenant {
+            let gated = web::scope(scope.prefix).wrap(from_fn(gate));
+            cfg.service(resources.fold(gated, |s, resource| s.service(resource)));
+        } else {
+            let open = web::scope(scope.prefix);
+            cfg.service(resources.fold(open, |s, resource| s.service(resource)));
+        }
+    }
 }
 
 /// Paging of list operations.
@@ -123,6 +155,7 @@ pub struct IdParam {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// Return items after this cursor (the `next_cursor` of the previous page).
     pub after: Option<Uuid>,
@@ -145,11 +178,50 @@ impl ListParams {
 }
 
 /// One page of a list.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// Pass as `after` to get the next page; absent on the last page.
+    /// Pass as `after` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// A page of `UserView`s is the schema `UserPage`, whose items refer to `UserView` (a derived
+/// schema would inline them, and generated clients would get one item type per list).
+impl<T: ToSchema> ToSchema for Page<T> {
+    fn name() -> Cow<'static, str> {
+        let item = T::name();
+        Cow::Owned(format!(
+            "{}Page",
+            item.strip_suffix("View").unwrap_or(&item)
+        ))
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
+}
+
+impl<T: ToSchema> ComposeSchema for Page<T> {
+    fn compose(_: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some("One page of a list."))
+            .property(
+                "items",
+                ArrayBuilder::new().items(Ref::from_schema_name(T::name())),
+            )
+            .required("items")
+            .property(
+                "next_cursor",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .description(Some(
+                        "Pass as `after` to get the next page; null on the last page.",
+                    )),
+            )
+            .required("next_cursor")
+            .into()
+    }
 }
 
 impl<T> Page<T> {
@@ -220,38 +292,4 @@ pub async fn dry_run(
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("dry run failed: {e}")))?;
     Ok(impact)
-}
-
-/// Errors every tenant operation can answer with.
-#[derive(IntoResponses)]
-pub enum TenantErrors {
-    /// No or invalid credentials.
-    #[response(status = 401)]
-    Unauthenticated(Problem),
-    /// The caller lacks the permission, or the tenant is suspended.
-    #[response(status = 403)]
-    Forbidden(Problem),
-    /// No such tenant or object (also for another tenant's objects).
-    #[response(status = 404)]
-    NotFound(Problem),
-    /// The database or key store is unavailable.
-    #[response(status = 503)]
-    Unavailable(Problem),
-}
-
-/// Errors of operations that take a JSON body, in addition to [`TenantErrors`].
-#[derive(IntoResponses)]
-pub enum BodyErrors {
-    /// The body is not valid JSON.
-    #[response(status = 400)]
-    Malformed(Problem),
-    /// The body is larger than the limit.
-    #[response(status = 413)]
-    TooLarge(Problem),
-    /// The body is not `application/json`.
-    #[response(status = 415)]
-    UnsupportedMediaType(Problem),
-    /// The body has unknown fields or fails validation.
-    #[response(status = 422)]
-    Invalid(Problem),
 }

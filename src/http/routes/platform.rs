@@ -1,17 +1,17 @@
 //! `/api/v1/platform/tenants`: tenant onboarding for platform operators.
 
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, IntoResponses, ToSchema};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use uuid::Uuid;
 
-use super::BodyErrors;
 use crate::app::AppState;
 use crate::directory::clean_name;
-use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::extract::JsonBody;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::{JsonBody, PathSlug};
 use crate::http::middleware::request_meta;
 use crate::http::operator::{self, Operator};
 use crate::platform::{self, NewTenant};
@@ -20,15 +20,25 @@ use crate::tenancy::{Environment, Slug, Tenant, TenantStatus};
 /// A tenant to onboard.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"slug": "acme", "name": "Acme Corp", "environment": "prod"}))]
 pub struct CreateTenant {
-    /// `^[a-z][a-z0-9-]{1,62}$`, not a reserved word; names the tenant's URLs and schema.
-    #[schema(example = "acme")]
+    /// Lower-case letters, digits and `-`, 2 to 63, starting with a letter; not a reserved word.
+    /// Names the tenant's URLs and schema.
+    #[schema(schema_with = new_slug_schema)]
     pub slug: String,
     /// Display name; the slug when absent.
     #[schema(example = "Acme Corp")]
     pub name: Option<String>,
     /// `dev` when absent.
     pub environment: Option<Environment>,
+}
+
+/// A slug a new tenant can take: the format, and none of the reserved words.
+fn new_slug_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(Slug::available_pattern()))
+        .examples(["acme"])
 }
 
 /// A tenant as operators see it.
@@ -55,25 +65,6 @@ pub struct CreatedTenant {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantList {
     pub items: Vec<TenantView>,
-}
-
-/// The tenant in the path.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct SlugParam {
-    /// The tenant's slug.
-    pub slug: String,
-}
-
-/// Errors of every operator call.
-#[derive(IntoResponses)]
-pub enum OperatorErrors {
-    /// No or a wrong operator token.
-    #[response(status = 401)]
-    Unauthenticated(Problem),
-    /// The database or key store is unavailable.
-    #[response(status = 503)]
-    Unavailable(Problem),
 }
 
 impl From<Tenant> for TenantView {
@@ -115,26 +106,16 @@ impl CreateTenant {
     }
 }
 
-/// A slug from the path; one that cannot exist is 404.
-fn path_slug(path: &web::Path<SlugParam>) -> Result<Slug, ApiError> {
-    Slug::parse(&path.slug).map_err(|_| ApiError::not_found())
-}
-
 /// Onboard a tenant.
 ///
 /// Creates its schema (or file), keys, a `bootstrap-admin` service account bound to Admin, and
-/// that account's API key, returned once. Requires the operator token.
+/// that account's API key, returned once.
 #[utoipa::path(
+    post,
+    path = "/tenants",
     tag = "platform",
-    request_body = CreateTenant,
-    responses(
-        (status = 201, body = CreatedTenant),
-        (status = 409, body = Problem, description = "The slug is taken"),
-        OperatorErrors, BodyErrors
-    ),
-    security(("operator" = []))
+    responses((status = 201, body = CreatedTenant), (status = 409, description = "The slug is taken"))
 )]
-#[post("/tenants")]
 pub async fn create_tenant(
     _operator: Operator<operator::TenantCreate>,
     req: HttpRequest,
@@ -150,14 +131,12 @@ pub async fn create_tenant(
 }
 
 /// List tenants.
-///
-/// Requires the operator token.
 #[utoipa::path(
+    get,
+    path = "/tenants",
     tag = "platform",
-    responses((status = 200, body = TenantList), OperatorErrors),
-    security(("operator" = []))
+    responses((status = 200, body = TenantList))
 )]
-#[get("/tenants")]
 pub async fn list_tenants(
     _operator: Operator<operator::TenantList>,
     state: web::Data<AppState>,
@@ -173,23 +152,20 @@ pub async fn list_tenants(
 }
 
 /// Get a tenant.
-///
-/// Requires the operator token.
 #[utoipa::path(
+    get,
+    path = "/tenants/{slug}",
     tag = "platform",
-    params(SlugParam),
-    responses((status = 200, body = TenantView), (status = 404, body = Problem), OperatorErrors),
-    security(("operator" = []))
+    responses((status = 200, body = TenantView))
 )]
-#[get("/tenants/{slug}")]
 pub async fn get_tenant(
     _operator: Operator<operator::TenantRead>,
     state: web::Data<AppState>,
-    path: web::Path<SlugParam>,
+    slug: PathSlug,
 ) -> Result<web::Json<TenantView>, ApiError> {
     let tenant = state
         .tenants
-        .load(&path_slug(&path)?)
+        .load(&slug.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(web::Json(tenant.into()))
@@ -197,63 +173,55 @@ pub async fn get_tenant(
 
 /// Suspend a tenant.
 ///
-/// Its API answers 403 from the next request on, on every replica. Requires the operator token.
+/// Its API answers 403 from the next request on, on every replica.
 #[utoipa::path(
+    post,
+    path = "/tenants/{slug}/suspend",
     tag = "platform",
-    params(SlugParam),
-    responses((status = 200, body = TenantView), (status = 404, body = Problem), OperatorErrors),
-    security(("operator" = []))
+    responses((status = 200, body = TenantView))
 )]
-#[post("/tenants/{slug}/suspend")]
 pub async fn suspend_tenant(
     _operator: Operator<operator::TenantSuspend>,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<SlugParam>,
+    slug: PathSlug,
 ) -> Result<web::Json<TenantView>, ApiError> {
-    let tenant =
-        platform::set_suspended(&state, &path_slug(&path)?, true, &request_meta(&req)).await?;
+    let tenant = platform::set_suspended(&state, &slug.0, true, &request_meta(&req)).await?;
     Ok(web::Json(tenant.into()))
 }
 
 /// Resume a suspended tenant.
-///
-/// Requires the operator token.
 #[utoipa::path(
+    post,
+    path = "/tenants/{slug}/resume",
     tag = "platform",
-    params(SlugParam),
-    responses((status = 200, body = TenantView), (status = 404, body = Problem), OperatorErrors),
-    security(("operator" = []))
+    responses((status = 200, body = TenantView))
 )]
-#[post("/tenants/{slug}/resume")]
 pub async fn resume_tenant(
     _operator: Operator<operator::TenantResume>,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<SlugParam>,
+    slug: PathSlug,
 ) -> Result<web::Json<TenantView>, ApiError> {
-    let tenant =
-        platform::set_suspended(&state, &path_slug(&path)?, false, &request_meta(&req)).await?;
+    let tenant = platform::set_suspended(&state, &slug.0, false, &request_meta(&req)).await?;
     Ok(web::Json(tenant.into()))
 }
 
 /// Delete a tenant.
 ///
-/// Drops its schema (or file) with all its data and destroys its keys. Requires the operator
-/// token.
+/// Drops its schema (or file) with all its data and destroys its keys.
 #[utoipa::path(
+    delete,
+    path = "/tenants/{slug}",
     tag = "platform",
-    params(SlugParam),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem), OperatorErrors),
-    security(("operator" = []))
+    responses((status = 204, description = "Deleted"))
 )]
-#[delete("/tenants/{slug}")]
 pub async fn delete_tenant(
     _operator: Operator<operator::TenantDelete>,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<SlugParam>,
+    slug: PathSlug,
 ) -> Result<HttpResponse, ApiError> {
-    platform::delete_tenant(&state, &path_slug(&path)?, &request_meta(&req)).await?;
+    platform::delete_tenant(&state, &slug.0, &request_meta(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

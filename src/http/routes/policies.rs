@@ -1,6 +1,6 @@
 //! `/t/{tenant}/api/v1/policies`: claim-based policies (CBAC) in Cedar.
 
-use actix_web::{HttpResponse, delete, get, post, put, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::{policy, policy_version};
 use sea_orm::{
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, DryRunParam, IdParam, TenantErrors, TenantParam, dry_run};
+use super::{DryRunParam, dry_run};
 use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::http::error::{ApiError, FieldError};
@@ -21,6 +21,7 @@ use crate::http::tenant::{Authorized, Change, TenantRequest};
 /// A policy to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "finance-approvals", "text": "permit(principal, action == Flowgate::Action::\"task.approve\", resource) when { principal.hasTag(\"department\") && principal.getTag(\"department\") == \"Finance\" };", "description": "Finance approves tasks"}))]
 pub struct CreatePolicy {
     /// Unique; decisions name the policy `policy:<name>`.
     #[schema(example = "finance-approvals")]
@@ -36,9 +37,18 @@ pub struct CreatePolicy {
 /// A policy's new text.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "forbid(principal, action == Flowgate::Action::\"task.approve\", resource) when { context has amount && context.amount > 50000 };", "description": "No approvals above 50,000"}))]
 pub struct UpdatePolicy {
     pub text: String,
     pub description: Option<String>,
+}
+
+/// A policy's new version, or what it would change (`?dry_run=true`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PolicyChange {
+    Policy(PolicyView),
+    DryRun(Impact),
 }
 
 /// A policy as the API shows it.
@@ -164,15 +174,12 @@ async fn record_version(
 }
 
 /// List claim-based policies.
-///
-/// Requires `policy.read`.
 #[utoipa::path(
+    get,
+    path = "/policies",
     tag = "policies",
-    params(TenantParam),
-    responses((status = 200, body = PolicyList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = PolicyList))
 )]
-#[get("/policies")]
 pub async fn list_policies(
     auth: Authorized<PolicyRead>,
 ) -> Result<web::Json<PolicyList>, ApiError> {
@@ -188,15 +195,12 @@ pub async fn list_policies(
 }
 
 /// Get a policy.
-///
-/// Requires `policy.read`.
 #[utoipa::path(
+    get,
+    path = "/policies/{id}",
     tag = "policies",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = PolicyView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = PolicyView))
 )]
-#[get("/policies/{id}")]
 pub async fn get_policy(
     auth: Authorized<PolicyRead>,
     id: PathId,
@@ -211,15 +215,12 @@ pub async fn get_policy(
 }
 
 /// A policy's versions.
-///
-/// Requires `policy.read`.
 #[utoipa::path(
+    get,
+    path = "/policies/{id}/versions",
     tag = "policies",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = PolicyVersionList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = PolicyVersionList))
 )]
-#[get("/policies/{id}/versions")]
 pub async fn list_policy_versions(
     auth: Authorized<PolicyRead>,
     id: PathId,
@@ -252,20 +253,13 @@ pub async fn list_policy_versions(
 ///
 /// The text is validated against the tenant schema (422 with the validator's messages). With
 /// `?dry_run=true` nothing is saved and the answer (200) lists who would gain and lose which
-/// permission. Takes effect on the next request on every replica. Requires `policy.manage`.
+/// permission. Takes effect on the next request on every replica.
 #[utoipa::path(
+    post,
+    path = "/policies",
     tag = "policies",
-    params(TenantParam, DryRunParam),
-    request_body = CreatePolicy,
-    responses(
-        (status = 201, body = PolicyView),
-        (status = 200, body = Impact, description = "The dry run's impact"),
-        (status = 409, body = crate::http::error::Problem, description = "The name is taken"),
-        TenantErrors, BodyErrors
-    ),
-    security(("bearer" = []))
+    responses((status = 201, body = PolicyView), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The name is taken"))
 )]
-#[post("/policies")]
 pub async fn create_policy(
     auth: Authorized<PolicyManage>,
     params: web::Query<DryRunParam>,
@@ -312,15 +306,13 @@ pub async fn create_policy(
 /// Change a policy's text (a new version).
 ///
 /// With `?dry_run=true` nothing is saved and the answer lists who would gain and lose which
-/// permission. Requires `policy.manage`.
+/// permission.
 #[utoipa::path(
+    put,
+    path = "/policies/{id}",
     tag = "policies",
-    params(TenantParam, IdParam, DryRunParam),
-    request_body = UpdatePolicy,
-    responses((status = 200, body = PolicyView, description = "The new version, or the dry run's Impact"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = PolicyChange, description = "The new version, or the dry run's impact"))
 )]
-#[put("/policies/{id}")]
 pub async fn update_policy(
     auth: Authorized<PolicyManage>,
     id: PathId,
@@ -350,7 +342,7 @@ pub async fn update_policy(
             }
         })
         .await?;
-        return Ok(HttpResponse::Ok().json(impact));
+        return Ok(HttpResponse::Ok().json(PolicyChange::DryRun(impact)));
     }
     let before = existing.text.clone();
     let mut row: policy::ActiveModel = existing.clone().into();
@@ -367,24 +359,19 @@ pub async fn update_policy(
         .detail("after", updated.text.clone())
         .invalidating();
     tx.commit(change).await?;
-    Ok(HttpResponse::Ok().json(PolicyView::from(updated)))
+    Ok(HttpResponse::Ok().json(PolicyChange::Policy(PolicyView::from(updated))))
 }
 
 /// Delete a policy.
 ///
 /// Its history stays readable. With `?dry_run=true` nothing is deleted and the answer lists
-/// who would gain and lose which permission. Requires `policy.manage`.
+/// who would gain and lose which permission.
 #[utoipa::path(
+    delete,
+    path = "/policies/{id}",
     tag = "policies",
-    params(TenantParam, IdParam, DryRunParam),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 200, body = Impact, description = "The dry run's impact"),
-        TenantErrors
-    ),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"), (status = 200, body = Impact, description = "The dry run's impact"))
 )]
-#[delete("/policies/{id}")]
 pub async fn delete_policy(
     auth: Authorized<PolicyManage>,
     id: PathId,

@@ -1,13 +1,12 @@
 //! `/t/{tenant}/api/v1/processes`
 
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::process;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, TenantErrors, TenantParam};
 use crate::authz::actions::{
     ProcessCreate, ProcessDelete, ProcessEdit, ProcessPublish, ProcessRead,
 };
@@ -20,6 +19,7 @@ use crate::http::tenant::{Authorized, Change, OnFolder, OnProcess};
 /// A process definition to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Invoice approval", "definition": {"steps": []}}))]
 pub struct CreateProcess {
     #[schema(example = "Invoice approval")]
     pub name: String,
@@ -31,6 +31,7 @@ pub struct CreateProcess {
 /// Changes to a process definition's draft.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Invoice approval (v2)", "definition": {"steps": []}}))]
 pub struct UpdateProcess {
     pub name: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -103,14 +104,13 @@ fn list(rows: Vec<process::Model>) -> web::Json<ProcessList> {
 
 /// List every process definition of the tenant.
 ///
-/// Requires `process.read` on the tenant (for one folder, list the folder's processes).
+/// For one folder, list the folder's processes.
 #[utoipa::path(
+    get,
+    path = "/processes",
     tag = "processes",
-    params(TenantParam),
-    responses((status = 200, body = ProcessList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ProcessList))
 )]
-#[get("/processes")]
 pub async fn list_processes(
     auth: Authorized<ProcessRead>,
 ) -> Result<web::Json<ProcessList>, ApiError> {
@@ -121,15 +121,12 @@ pub async fn list_processes(
 }
 
 /// List the process definitions in a folder.
-///
-/// Requires `process.read` on the folder.
 #[utoipa::path(
+    get,
+    path = "/folders/{id}/processes",
     tag = "processes",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = ProcessList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ProcessList))
 )]
-#[get("/folders/{id}/processes")]
 pub async fn list_folder_processes(
     auth: Authorized<ProcessRead, OnFolder>,
     folder: PathId,
@@ -141,16 +138,12 @@ pub async fn list_folder_processes(
 }
 
 /// Create a process definition at the tenant's root.
-///
-/// Requires `process.create` on the tenant.
 #[utoipa::path(
+    post,
+    path = "/processes",
     tag = "processes",
-    params(TenantParam),
-    request_body = CreateProcess,
-    responses((status = 201, body = ProcessView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = ProcessView))
 )]
-#[post("/processes")]
 pub async fn create_process(
     auth: Authorized<ProcessCreate>,
     body: JsonBody<CreateProcess>,
@@ -163,16 +156,12 @@ pub async fn create_process(
 }
 
 /// Create a process definition in a folder.
-///
-/// Requires `process.create` on the folder.
 #[utoipa::path(
+    post,
+    path = "/folders/{id}/processes",
     tag = "processes",
-    params(TenantParam, IdParam),
-    request_body = CreateProcess,
-    responses((status = 201, body = ProcessView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = ProcessView))
 )]
-#[post("/folders/{id}/processes")]
 pub async fn create_folder_process(
     auth: Authorized<ProcessCreate, OnFolder>,
     folder: PathId,
@@ -191,15 +180,12 @@ pub async fn create_folder_process(
 }
 
 /// Get a process definition.
-///
-/// Requires `process.read` on the process.
 #[utoipa::path(
+    get,
+    path = "/processes/{id}",
     tag = "processes",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = ProcessView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ProcessView))
 )]
-#[get("/processes/{id}")]
 pub async fn get_process(
     auth: Authorized<ProcessRead, OnProcess>,
     id: PathId,
@@ -214,15 +200,13 @@ pub async fn get_process(
 
 /// Edit a process definition's draft.
 ///
-/// Each edit bumps the draft's version. Requires `process.edit` on the process.
+/// Each edit bumps the draft's version.
 #[utoipa::path(
+    patch,
+    path = "/processes/{id}",
     tag = "processes",
-    params(TenantParam, IdParam),
-    request_body = UpdateProcess,
-    responses((status = 200, body = ProcessView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ProcessView))
 )]
-#[patch("/processes/{id}")]
 pub async fn update_process(
     auth: Authorized<ProcessEdit, OnProcess>,
     id: PathId,
@@ -247,14 +231,12 @@ pub async fn update_process(
 /// Publish a process definition's draft.
 ///
 /// In a `prod` tenant the built-in Designer role cannot publish (separation of duties).
-/// Requires `process.publish` on the process.
 #[utoipa::path(
+    post,
+    path = "/processes/{id}/publish",
     tag = "processes",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = ProcessView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ProcessView))
 )]
-#[post("/processes/{id}/publish")]
 pub async fn publish_process(
     auth: Authorized<ProcessPublish, OnProcess>,
     id: PathId,
@@ -270,15 +252,12 @@ pub async fn publish_process(
 }
 
 /// Delete a process definition.
-///
-/// Requires `process.delete` on the process.
 #[utoipa::path(
+    delete,
+    path = "/processes/{id}",
     tag = "processes",
-    params(TenantParam, IdParam),
-    responses((status = 204, description = "Deleted"), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"))
 )]
-#[delete("/processes/{id}")]
 pub async fn delete_process(
     auth: Authorized<ProcessDelete, OnProcess>,
     id: PathId,

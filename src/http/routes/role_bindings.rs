@@ -1,13 +1,13 @@
 //! `/t/{tenant}/api/v1/role-bindings`
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::role_binding;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use super::{ListParams, Page};
 use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::authz::roles::{BUILTIN_ROLES, builtin};
@@ -42,6 +42,7 @@ pub struct ScopeRef {
 /// A role binding to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "Viewer", "subject": {"type": "user", "id": "0192f0c4-5d7a-7b3e-9c1d-2f4a6b8c0d1e"}, "scope": {"type": "folder", "id": "0192f0c4-6e8b-7c4f-8d2e-3a5b7c9d1e2f"}}))]
 pub struct CreateRoleBinding {
     /// A built-in role (Admin, Designer, Operator, Viewer, Auditor) or a custom role's name.
     #[schema(example = "Viewer")]
@@ -151,20 +152,21 @@ async fn role_actions(
     Ok(custom.map(|r| serde_json::from_value(r.actions).unwrap_or_default()))
 }
 
+/// A page of role bindings (the schema `RoleBindingPage`).
+pub type RoleBindingPage = Page<RoleBindingView>;
+
 /// Grant a role to a subject on a scope.
 ///
 /// Takes effect on the next request, on every replica. A role on a folder covers everything in
 /// the folder and its sub-folders. A subject or scope object that does not exist in this tenant
-/// is 404. Nobody grants what they do not hold themselves on that scope (403 naming the
-/// actions). Requires `role_binding.create`.
+/// is 422 naming the field. Nobody grants what they do not hold themselves on that scope (403
+/// naming the actions).
 #[utoipa::path(
+    post,
+    path = "/role-bindings",
     tag = "role-bindings",
-    params(TenantParam),
-    request_body = CreateRoleBinding,
-    responses((status = 201, body = RoleBindingView), (status = 409, body = crate::http::error::Problem, description = "The same binding exists"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = RoleBindingView), (status = 409, description = "The same binding exists"))
 )]
-#[post("/role-bindings")]
 pub async fn create_role_binding(
     auth: Authorized<RoleBindingCreate>,
     body: JsonBody<CreateRoleBinding>,
@@ -190,9 +192,12 @@ pub async fn create_role_binding(
     .await?;
     let subject_exists =
         bindings::subject_exists(tx.conn(), new.subject_type, new.subject_id).await?;
-    let (Some(scope), true) = (scope, subject_exists) else {
-        return Err(ApiError::not_found());
+    let Some(scope) = scope else {
+        return Err(ApiError::no_such("scope.id", new.scope_type.as_str()));
     };
+    if !subject_exists {
+        return Err(ApiError::no_such("subject.id", new.subject_type.as_str()));
+    }
     let engine = auth.state().authz.engine();
     let missing = engine.not_delegable(
         auth.policies(),
@@ -224,15 +229,12 @@ pub async fn create_role_binding(
 }
 
 /// List role bindings.
-///
-/// Requires `role_binding.read`.
 #[utoipa::path(
+    get,
+    path = "/role-bindings",
     tag = "role-bindings",
-    params(TenantParam, ListParams),
-    responses((status = 200, body = Page<RoleBindingView>), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = RoleBindingPage))
 )]
-#[get("/role-bindings")]
 pub async fn list_role_bindings(
     auth: Authorized<RoleBindingRead>,
     query: web::Query<ListParams>,
@@ -253,14 +255,13 @@ pub async fn list_role_bindings(
 
 /// Remove a role binding.
 ///
-/// Takes effect on the next request, on every replica. Requires `role_binding.delete`.
+/// Takes effect on the next request, on every replica.
 #[utoipa::path(
+    delete,
+    path = "/role-bindings/{id}",
     tag = "role-bindings",
-    params(TenantParam, IdParam),
-    responses((status = 204, description = "Removed"), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 204, description = "Removed"))
 )]
-#[delete("/role-bindings/{id}")]
 pub async fn delete_role_binding(
     auth: Authorized<RoleBindingDelete>,
     id: PathId,

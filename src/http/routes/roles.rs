@@ -1,6 +1,6 @@
 //! `/t/{tenant}/api/v1/roles`
 
-use actix_web::{HttpResponse, delete, get, post, put, web};
+use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use entity::tenant::{role, role_binding};
 use sea_orm::{
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, DryRunParam, TenantErrors, TenantParam, dry_run};
+use super::{DryRunParam, dry_run};
 use crate::authz::actions::{RoleManage, RoleRead, is_known};
 use crate::authz::impact::Impact;
 use crate::authz::roles::{BUILTIN_ROLES, RoleDef, builtin};
@@ -22,21 +22,25 @@ use crate::http::tenant::{Authorized, Change, TenantRequest};
 /// A role to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Invoice approver", "description": "Approves invoices", "actions": ["task.read", "task.approve"]}))]
 pub struct CreateRole {
     /// Unique; not a built-in role's name.
     #[schema(example = "Invoice approver")]
     pub name: String,
     pub description: Option<String>,
     /// Catalogue actions the role grants.
-    #[schema(example = json!(["task.read", "task.approve"]))]
+    #[schema(schema_with = super::authz::action_names_schema)]
     pub actions: Vec<String>,
 }
 
 /// A custom role's new definition.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": "Reads and approves invoices", "actions": ["task.read", "task.approve", "instance.read"]}))]
 pub struct UpdateRole {
     pub description: Option<String>,
+    /// Catalogue actions the role grants.
+    #[schema(schema_with = super::authz::action_names_schema)]
     pub actions: Vec<String>,
 }
 
@@ -94,6 +98,14 @@ impl RoleView {
     }
 }
 
+/// A role's new definition, or what it would change (`?dry_run=true`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RoleChange {
+    Role(RoleView),
+    DryRun(Impact),
+}
+
 /// Checks a role's name (for creation) and actions: known, non-empty, no duplicates.
 fn validate(
     name: Option<&str>,
@@ -133,6 +145,13 @@ fn validate(
             message: "must name at least one action".into(),
         });
     }
+    let distinct: std::collections::BTreeSet<&String> = actions.iter().collect();
+    if distinct.len() != actions.len() {
+        errors.push(FieldError {
+            field: "actions".into(),
+            message: "must name each action once".into(),
+        });
+    }
     let description = description.unwrap_or_default();
     if description.chars().count() > 1000 {
         errors.push(FieldError {
@@ -150,15 +169,12 @@ fn validate(
 }
 
 /// List the built-in and custom roles.
-///
-/// Requires `role.read`.
 #[utoipa::path(
+    get,
+    path = "/roles",
     tag = "roles",
-    params(TenantParam),
-    responses((status = 200, body = RoleList), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = RoleList))
 )]
-#[get("/roles")]
 pub async fn list_roles(auth: Authorized<RoleRead>) -> Result<web::Json<RoleList>, ApiError> {
     let tx = auth.read().await?;
     let custom = role::Entity::find()
@@ -175,15 +191,12 @@ pub async fn list_roles(auth: Authorized<RoleRead>) -> Result<web::Json<RoleList
 }
 
 /// Get a role.
-///
-/// Requires `role.read`.
 #[utoipa::path(
+    get,
+    path = "/roles/{name}",
     tag = "roles",
-    params(TenantParam, ("name" = String, Path, description = "The role's name")),
-    responses((status = 200, body = RoleView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = RoleView))
 )]
-#[get("/roles/{name}")]
 pub async fn get_role(
     auth: Authorized<RoleRead>,
     name: PathName,
@@ -241,20 +254,13 @@ async fn find(
 ///
 /// A role holds only actions its author holds tenant-wide (403 naming the others). With
 /// `?dry_run=true` nothing is saved and the answer (200) lists who would gain which permission.
-/// Takes effect on the next request on every replica. Requires `role.manage`.
+/// Takes effect on the next request on every replica.
 #[utoipa::path(
+    post,
+    path = "/roles",
     tag = "roles",
-    params(TenantParam, DryRunParam),
-    request_body = CreateRole,
-    responses(
-        (status = 201, body = RoleView),
-        (status = 200, body = Impact, description = "The dry run's impact"),
-        (status = 409, body = crate::http::error::Problem, description = "The name is taken"),
-        TenantErrors, BodyErrors
-    ),
-    security(("bearer" = []))
+    responses((status = 201, body = RoleView), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The name is taken"))
 )]
-#[post("/roles")]
 pub async fn create_role(
     auth: Authorized<RoleManage>,
     params: web::Query<DryRunParam>,
@@ -303,15 +309,16 @@ pub async fn create_role(
 /// Change a custom role's actions.
 ///
 /// With `?dry_run=true` nothing is saved and the answer lists who would gain and who would lose
-/// which permission. Requires `role.manage`.
+/// which permission.
 #[utoipa::path(
+    put,
+    path = "/roles/{name}",
     tag = "roles",
-    params(TenantParam, ("name" = String, Path, description = "The role's name"), DryRunParam),
-    request_body = UpdateRole,
-    responses((status = 200, body = RoleView, description = "The updated role, or the dry run's Impact"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses(
+        (status = 200, body = RoleChange, description = "The updated role, or the dry run's impact"),
+        (status = 409, description = "Built-in roles cannot be changed")
+    )
 )]
-#[put("/roles/{name}")]
 pub async fn update_role(
     auth: Authorized<RoleManage>,
     name: PathName,
@@ -332,7 +339,7 @@ pub async fn update_role(
             rules.custom_roles.push(role);
         })
         .await?;
-        return Ok(HttpResponse::Ok().json(impact));
+        return Ok(HttpResponse::Ok().json(RoleChange::DryRun(impact)));
     }
     let tx = auth.write().await?;
     let existing = find(tx.conn(), &name.0)
@@ -349,25 +356,19 @@ pub async fn update_role(
         .detail("after", serde_json::json!(actions))
         .invalidating();
     tx.commit(change).await?;
-    Ok(HttpResponse::Ok().json(RoleView::custom(updated)))
+    Ok(HttpResponse::Ok().json(RoleChange::Role(RoleView::custom(updated))))
 }
 
 /// Delete a custom role.
 ///
 /// A role that is still bound is 409: remove its bindings first. With `?dry_run=true` nothing
-/// is deleted and the answer lists who would lose which permission. Requires `role.manage`.
+/// is deleted and the answer lists who would lose which permission.
 #[utoipa::path(
+    delete,
+    path = "/roles/{name}",
     tag = "roles",
-    params(TenantParam, ("name" = String, Path, description = "The role's name"), DryRunParam),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 200, body = Impact, description = "The dry run's impact"),
-        (status = 409, body = crate::http::error::Problem, description = "The role is bound or built in"),
-        TenantErrors
-    ),
-    security(("bearer" = []))
+    responses((status = 204, description = "Deleted"), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The role is bound or built in"))
 )]
-#[delete("/roles/{name}")]
 pub async fn delete_role(
     auth: Authorized<RoleManage>,
     name: PathName,

@@ -1,13 +1,13 @@
 //! `/t/{tenant}/api/v1/service-accounts`
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::service_account;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use super::{ListParams, Page};
 use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead};
 use crate::directory::{self, clean_name, is_duplicate, service_accounts};
 use crate::http::error::ApiError;
@@ -17,6 +17,7 @@ use crate::http::tenant::{Authorized, Change};
 /// A service account to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "billing-sync"}))]
 pub struct CreateServiceAccount {
     /// Unique within the tenant.
     #[schema(example = "billing-sync")]
@@ -41,17 +42,16 @@ impl From<service_account::Model> for ServiceAccountView {
     }
 }
 
+/// A page of service accounts (the schema `ServiceAccountPage`).
+pub type ServiceAccountPage = Page<ServiceAccountView>;
+
 /// Create a service account.
-///
-/// Requires `service_account.create`.
 #[utoipa::path(
+    post,
+    path = "/service-accounts",
     tag = "service-accounts",
-    params(TenantParam),
-    request_body = CreateServiceAccount,
-    responses((status = 201, body = ServiceAccountView), (status = 409, body = crate::http::error::Problem, description = "The name is taken"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = ServiceAccountView), (status = 409, description = "The name is taken"))
 )]
-#[post("/service-accounts")]
 pub async fn create_service_account(
     auth: Authorized<ServiceAccountCreate>,
     body: JsonBody<CreateServiceAccount>,
@@ -73,15 +73,12 @@ pub async fn create_service_account(
 }
 
 /// List service accounts.
-///
-/// Requires `service_account.read`.
 #[utoipa::path(
+    get,
+    path = "/service-accounts",
     tag = "service-accounts",
-    params(TenantParam, ListParams),
-    responses((status = 200, body = Page<ServiceAccountView>), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ServiceAccountPage))
 )]
-#[get("/service-accounts")]
 pub async fn list_service_accounts(
     auth: Authorized<ServiceAccountRead>,
     query: web::Query<ListParams>,
@@ -105,15 +102,12 @@ pub async fn list_service_accounts(
 }
 
 /// Get a service account.
-///
-/// Requires `service_account.read`.
 #[utoipa::path(
+    get,
+    path = "/service-accounts/{id}",
     tag = "service-accounts",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = ServiceAccountView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = ServiceAccountView))
 )]
-#[get("/service-accounts/{id}")]
 pub async fn get_service_account(
     auth: Authorized<ServiceAccountRead>,
     id: PathId,

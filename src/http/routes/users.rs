@@ -2,14 +2,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use actix_web::{HttpResponse, get, patch, post, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::user;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{BodyErrors, IdParam, ListParams, Page, TenantErrors, TenantParam};
+use super::{ListParams, Page};
 use crate::authz::actions::{UserCreate, UserRead, UserUpdate};
 use crate::authz::bindings::SubjectType;
 use crate::authz::{Subject, load_subject};
@@ -21,6 +21,7 @@ use crate::http::tenant::{Authorized, Change};
 /// A user to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com", "display_name": "Ada Lovelace"}))]
 pub struct CreateUser {
     /// Unique within the tenant (compared case-insensitively).
     #[schema(example = "ada@example.com")]
@@ -32,6 +33,7 @@ pub struct CreateUser {
 /// Changes to a user. `attributes` is merged: a key set to `null` is removed.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"display_name": "Ada King", "attributes": {"department": "Finance", "region": "US", "clearance": null}}))]
 pub struct UpdateUser {
     pub display_name: Option<String>,
     /// Claims the policies see as entity tags (`principal.getTag("region")`).
@@ -95,17 +97,16 @@ impl CreateUser {
     }
 }
 
+/// A page of users (the schema `UserPage`).
+pub type UserPage = Page<UserView>;
+
 /// Create a user.
-///
-/// Requires `user.create`.
 #[utoipa::path(
+    post,
+    path = "/users",
     tag = "users",
-    params(TenantParam),
-    request_body = CreateUser,
-    responses((status = 201, body = UserView), (status = 409, body = crate::http::error::Problem, description = "The email is taken"), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 201, body = UserView), (status = 409, description = "The email is taken"))
 )]
-#[post("/users")]
 pub async fn create_user(
     auth: Authorized<UserCreate>,
     body: JsonBody<CreateUser>,
@@ -168,15 +169,13 @@ fn merge_attributes(
 ///
 /// Attributes are the claims that claim-based policies read; they take effect on the user's
 /// next request. The caller must hold everything new attributes would give the user (403
-/// naming what is missing). Requires `user.update`.
+/// naming what is missing).
 #[utoipa::path(
+    patch,
+    path = "/users/{id}",
     tag = "users",
-    params(TenantParam, IdParam),
-    request_body = UpdateUser,
-    responses((status = 200, body = UserView), TenantErrors, BodyErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = UserView))
 )]
-#[patch("/users/{id}")]
 pub async fn update_user(
     auth: Authorized<UserUpdate>,
     id: PathId,
@@ -234,15 +233,12 @@ pub async fn update_user(
 }
 
 /// List users.
-///
-/// Requires `user.read`.
 #[utoipa::path(
+    get,
+    path = "/users",
     tag = "users",
-    params(TenantParam, ListParams),
-    responses((status = 200, body = Page<UserView>), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = UserPage))
 )]
-#[get("/users")]
 pub async fn list_users(
     auth: Authorized<UserRead>,
     query: web::Query<ListParams>,
@@ -261,15 +257,12 @@ pub async fn list_users(
 }
 
 /// Get a user.
-///
-/// Requires `user.read`.
 #[utoipa::path(
+    get,
+    path = "/users/{id}",
     tag = "users",
-    params(TenantParam, IdParam),
-    responses((status = 200, body = UserView), TenantErrors),
-    security(("bearer" = []))
+    responses((status = 200, body = UserView))
 )]
-#[get("/users/{id}")]
 pub async fn get_user(
     auth: Authorized<UserRead>,
     id: PathId,
