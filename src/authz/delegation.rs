@@ -14,6 +14,7 @@ use cedar_policy::Policy;
 use super::actions::{CATALOGUE, info};
 use super::engine::resource_key;
 use super::engine::{Facts, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions};
+use super::policy_text::Reads;
 use super::schema::EntityKind;
 
 /// What one claim-based policy reads of the principal's claims, and what it can decide where.
@@ -28,14 +29,14 @@ pub struct ClaimRule {
 }
 
 impl ClaimRule {
-    /// The rule of `policy` (whose text is `text`), or `None` when it reads no claim.
+    /// The rule of `policy`, which reads `reads`, or `None` when it reads no claim.
     pub(super) fn of(
         policy: &Policy,
-        text: &str,
+        reads: &Reads,
         groups: &HashMap<String, Vec<String>>,
     ) -> Option<Self> {
-        Some(ClaimRule {
-            tags: tags_read(text)?,
+        reads.any_tag.then(|| ClaimRule {
+            tags: reads.tags.clone(),
             actions: policy_actions(policy, groups),
             scope: resource_key(policy).as_ref().and_then(EntityKind::of_uid),
         })
@@ -46,29 +47,6 @@ impl ClaimRule {
             .as_ref()
             .is_none_or(|tags| !tags.is_disjoint(claims))
     }
-}
-
-/// The tag names `text` reads with `hasTag("…")` / `getTag("…")`: `None` when it reads no tag,
-/// `Some(None)` when some tag's name is not a plain literal.
-fn tags_read(text: &str) -> Option<Option<BTreeSet<String>>> {
-    let mut found = false;
-    let mut names = BTreeSet::new();
-    for (i, _) in text.match_indices("Tag(") {
-        found = true;
-        let literal = text[i + 4..]
-            .trim_start()
-            .strip_prefix('"')
-            .and_then(|rest| rest.split_once('"'))
-            .map(|(name, _)| name)
-            .filter(|name| !name.contains('\\'));
-        match literal {
-            Some(name) => {
-                names.insert(name.to_owned());
-            }
-            None => return Some(None),
-        }
-    }
-    found.then_some(Some(names))
 }
 
 /// An object of `kind` that `scope` covers: the scope itself, or an anonymous object inside it;
@@ -147,49 +125,60 @@ impl PolicyEngine {
             .iter()
             .filter(|r| r.reads_any(changed))
         {
-            let scope = match &rule.scope {
-                None => policies.tenant(),
-                Some((EntityKind::Folder, id)) => uuid::Uuid::parse_str(id)
-                    .ok()
-                    .and_then(|id| policies.folder(id))
-                    .unwrap_or_else(|| Resource {
-                        kind: EntityKind::Folder,
-                        id: id.clone(),
-                        containers: Vec::new(),
-                    }),
-                Some((kind, id)) => Resource {
-                    kind: *kind,
-                    id: id.clone(),
-                    containers: Vec::new(),
-                },
-            };
-            let actions: Vec<&str> = match &rule.actions {
-                Some(actions) => actions.iter().map(String::as_str).collect(),
-                None => CATALOGUE.iter().map(|a| a.name).collect(),
-            };
-            missing.extend(self.not_delegable(policies, caller, actions, &scope));
+            missing.extend(self.reach_not_delegable(
+                policies,
+                caller,
+                rule.actions.as_ref(),
+                rule.scope.as_ref(),
+            ));
         }
         missing.into_iter().collect()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::tags_read;
+    /// The actions `caller` lacks to put `policy` in force, if it is a `permit`, or to lift it,
+    /// if it is a `forbid`: everything it can decide, on its whole resource scope, whatever its
+    /// conditions say (they may hold in a context no check can show). Writing a forbid needs
+    /// nothing: it can only take access away.
+    pub fn policy_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        policy: &Policy,
+    ) -> Vec<String> {
+        let actions = policy_actions(policy, &self.groups);
+        let scope = resource_key(policy).as_ref().and_then(EntityKind::of_uid);
+        self.reach_not_delegable(policies, caller, actions.as_ref(), scope.as_ref())
+    }
 
-    #[test]
-    fn the_claims_a_policy_reads_are_found_in_its_text() {
-        assert_eq!(tags_read("permit(principal, action, resource);"), None);
-        let both = tags_read(
-            r#"permit(principal, action, resource) when { principal.hasTag("dept") && principal.getTag( "region") == "US" };"#,
-        );
-        assert_eq!(
-            both,
-            Some(Some(["dept".to_owned(), "region".to_owned()].into()))
-        );
-        let computed = tags_read(
-            r#"permit(principal, action, resource) when { principal.hasTag(context.key) };"#,
-        );
-        assert_eq!(computed, Some(None));
+    /// The actions among `actions` (`None`: the whole catalogue) that `caller` does not hold
+    /// throughout the object `scope` names (`None`: the tenant).
+    fn reach_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        actions: Option<&HashSet<String>>,
+        scope: Option<&(EntityKind, String)>,
+    ) -> Vec<String> {
+        let scope = match scope {
+            None => policies.tenant(),
+            Some((EntityKind::Folder, id)) => uuid::Uuid::parse_str(id)
+                .ok()
+                .and_then(|id| policies.folder(id))
+                .unwrap_or_else(|| Resource {
+                    kind: EntityKind::Folder,
+                    id: id.clone(),
+                    containers: Vec::new(),
+                }),
+            Some((kind, id)) => Resource {
+                kind: *kind,
+                id: id.clone(),
+                containers: Vec::new(),
+            },
+        };
+        let actions: Vec<&str> = match actions {
+            Some(actions) => actions.iter().map(String::as_str).collect(),
+            None => CATALOGUE.iter().map(|a| a.name).collect(),
+        };
+        self.not_delegable(policies, caller, actions, &scope)
     }
 }

@@ -28,6 +28,10 @@ use uuid::Uuid;
 use super::actions::{CATALOGUE, info};
 use super::bindings::{ScopeType, SubjectType};
 use super::delegation::ClaimRule;
+use super::policy_text::{ParsedPolicy, depth, parse, parse_all};
+
+/// Deepest request context `/authz/check` takes (records in records, sets in sets).
+const MAX_CONTEXT_DEPTH: usize = 8;
 use super::roles::{BUILTIN_ROLES, RoleDef, action_group, action_groups, grants_everything};
 use super::schema::{EntityKind, action_uid, schema};
 
@@ -170,7 +174,7 @@ pub struct PolicyEngine {
     /// Each catalogue action as an entity whose ancestors are its action groups.
     actions: HashMap<&'static str, Entity>,
     /// Each action group's member actions.
-    groups: HashMap<String, Vec<String>>,
+    pub(super) groups: HashMap<String, Vec<String>>,
 }
 
 /// A role grant's template and the actions it can grant.
@@ -314,10 +318,13 @@ impl PolicyEngine {
         &self.schema
     }
 
-    /// Checks that `text` is exactly one static policy that validates against the schema;
-    /// returns the validator's messages otherwise.
-    pub fn validate_policy(&self, name: &str, text: &str) -> Result<(), Vec<String>> {
-        self.validate_parsed(parse_static(name, text).map_err(|e| vec![e])?)
+    /// Checks that `text` is exactly one static policy within the bounds of
+    /// [`super::policy_text`] that validates against the schema, and returns it; returns the
+    /// parser's or the validator's messages otherwise.
+    pub fn validate_policy(&self, name: &str, text: &str) -> Result<Policy, Vec<String>> {
+        let policy = parse(name, text).map_err(|e| vec![e])?.policy;
+        self.validate_parsed(policy.clone())?;
+        Ok(policy)
     }
 
     fn validate_parsed(&self, policy: Policy) -> Result<(), Vec<String>> {
@@ -374,15 +381,14 @@ impl PolicyEngine {
                 policy_count += 1;
             }
         }
-        for (name, text) in rules.policies {
-            let policy = match parse_static(name, text) {
-                Ok(policy) => policy,
-                // It parsed when it was stored; a text that might be a forbid stops the build.
-                Err(e) if text.contains("forbid") => anyhow::bail!("stored policy {name}: {e}"),
-                Err(e) => {
-                    tracing::error!(policy = %name, error = %e, "stored policy does not parse; it is left out");
-                    continue;
-                }
+        let mut reads_source_ip = false;
+        let mut reads_context = false;
+        for ((name, text), parsed) in rules.policies.iter().zip(parse_all(rules.policies)) {
+            let ParsedPolicy { policy, reads } = match parsed {
+                Ok(parsed) => parsed,
+                // It parsed when it was stored: a text that no longer does (a bound lowered
+                // since) stops the build, as a forbid it might be must not be lost.
+                Err(e) => anyhow::bail!("stored policy {name} ({} bytes): {e}", text.len()),
             };
             if let Err(errors) = self.validate_parsed(policy.clone()) {
                 // Failing closed either way: a permit is left out, a forbid is kept.
@@ -392,8 +398,10 @@ impl PolicyEngine {
                 }
                 tracing::error!(policy = %name, ?errors, "stored forbid does not validate; it is kept");
             }
+            reads_source_ip |= reads.source_ip;
+            reads_context |= reads.context;
             named.extend(resource_key(&policy).as_ref().and_then(named_object));
-            claim_rules.extend(ClaimRule::of(&policy, text, &self.groups));
+            claim_rules.extend(ClaimRule::of(&policy, &reads, &self.groups));
             shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }
@@ -404,17 +412,10 @@ impl PolicyEngine {
             global: shards.global,
             folders: rules.folders.iter().copied().collect(),
             policy_count,
-            reads_source_ip: rules
-                .policies
-                .iter()
-                .any(|(_, text)| text.contains("source_ip")),
+            reads_source_ip,
             named,
             claim_rules,
-            remembered: rules
-                .policies
-                .iter()
-                .all(|(_, text)| !text.contains("context"))
-                .then(|| Mutex::new(LruCache::new(REMEMBERED_DECISIONS))),
+            remembered: (!reads_context).then(|| Mutex::new(LruCache::new(REMEMBERED_DECISIONS))),
         })
     }
 
@@ -466,6 +467,12 @@ impl PolicyEngine {
         resource: &Resource,
         context: serde_json::Value,
     ) -> Result<Decision, String> {
+        // Cedar converts the context recursively, on the request's thread.
+        if depth(&context) > MAX_CONTEXT_DEPTH {
+            return Err(format!(
+                "context nests at most {MAX_CONTEXT_DEPTH} levels deep"
+            ));
+        }
         let mut object = match context {
             serde_json::Value::Object(map) => map,
             serde_json::Value::Null => serde_json::Map::new(),
@@ -825,22 +832,6 @@ fn reason_name(id: &PolicyId) -> String {
     }
 }
 
-fn parse_static(name: &str, text: &str) -> Result<Policy, String> {
-    let set: PolicySet = text
-        .parse()
-        .map_err(|e: cedar_policy::ParseErrors| e.to_string())?;
-    if set.templates().next().is_some() {
-        return Err(
-            "a policy cannot have slots (?principal, ?resource); roles are the templates".into(),
-        );
-    }
-    let mut policies = set.policies();
-    let (Some(policy), None) = (policies.next(), policies.next()) else {
-        return Err("the text must hold exactly one permit or forbid".into());
-    };
-    Ok(policy.new_id(PolicyId::new(format!("policy:{name}"))))
-}
-
 /// The entity a static policy's resource scope names, if any.
 pub(super) fn resource_key(policy: &Policy) -> Option<EntityUid> {
     match policy.resource_constraint() {
@@ -1009,7 +1000,7 @@ mod tests {
             }
         }
         for (name, text) in rules.policies {
-            set.add(parse_static(name, text).unwrap()).unwrap();
+            set.add(parse(name, text).unwrap().policy).unwrap();
         }
         set
     }

@@ -18,6 +18,7 @@ pub mod bindings;
 pub mod delegation;
 mod engine;
 pub mod impact;
+pub mod policy_text;
 pub mod roles;
 pub mod schema;
 mod service;

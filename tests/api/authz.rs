@@ -624,7 +624,7 @@ async fn check_refuses_nonsense_questions() {
 }
 
 /// Creates the custom role `name` with `actions`.
-async fn create_role(app: &TestApp, name: &str, actions: &[&str]) {
+pub(crate) async fn create_role(app: &TestApp, name: &str, actions: &[&str]) {
     let (status, body) = app
         .post(
             "/roles",
@@ -636,7 +636,7 @@ async fn create_role(app: &TestApp, name: &str, actions: &[&str]) {
 }
 
 /// A service account holding the custom role `actions` on the tenant, and its key.
-async fn custom_key(app: &TestApp, actions: &[&str]) -> (String, String) {
+pub(crate) async fn custom_key(app: &TestApp, actions: &[&str]) -> (String, String) {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let role = format!("Custom {unique}");
     create_role(app, &role, actions).await;

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod api_keys;
+mod attacks;
 mod audit;
 mod authorization_matrix;
 mod authz;

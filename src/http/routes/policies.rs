@@ -1,6 +1,7 @@
 //! `/t/{tenant}/api/v1/policies`: claim-based policies (CBAC) in Cedar.
 
 use actix_web::{HttpResponse, web};
+use cedar_policy::{Effect, Policy};
 use chrono::{DateTime, Utc};
 use entity::tenant::{policy, policy_version};
 use sea_orm::{
@@ -14,6 +15,8 @@ use uuid::Uuid;
 use super::{DryRunParam, dry_run};
 use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
+use crate::authz::policy_text;
+use crate::authz::{StoredRules, TenantPolicies};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change, TenantRequest};
@@ -26,8 +29,10 @@ pub struct CreatePolicy {
     /// Unique; decisions name the policy `policy:<name>`.
     #[schema(example = "finance-approvals")]
     pub name: String,
-    /// Exactly one Cedar `permit` or `forbid`, valid against `GET /authz/schema`.
+    /// Exactly one Cedar `permit` or `forbid`, valid against `GET /authz/schema`; at most
+    /// 8 KiB, brackets nested at most 32 deep, operators about 30.
     #[schema(
+        max_length = 8192,
         example = "permit(principal, action == Flowgate::Action::\"task.approve\", resource) when { principal.hasTag(\"department\") && principal.getTag(\"department\") == \"Finance\" };"
     )]
     pub text: String,
@@ -39,6 +44,8 @@ pub struct CreatePolicy {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"text": "forbid(principal, action == Flowgate::Action::\"task.approve\", resource) when { context has amount && context.amount > 50000 };", "description": "No approvals above 50,000"}))]
 pub struct UpdatePolicy {
+    /// As for a new policy.
+    #[schema(max_length = 8192)]
     pub text: String,
     pub description: Option<String>,
 }
@@ -101,12 +108,13 @@ impl From<policy::Model> for PolicyView {
 }
 
 /// Checks a policy's name (when given) and text; the text must validate against the schema.
+/// Returns the description and the parsed policy.
 fn validate(
     request: &TenantRequest,
     name: Option<&str>,
     text: &str,
     description: Option<String>,
-) -> Result<String, ApiError> {
+) -> Result<(String, Policy), ApiError> {
     let mut errors = Vec::new();
     if let Some(name) = name {
         let mut chars = name.chars();
@@ -122,22 +130,21 @@ fn validate(
             });
         }
     }
-    if text.len() > 64 * 1024 {
-        errors.push(FieldError {
-            field: "text".into(),
-            message: "must be at most 64 KiB".into(),
-        });
-    } else if let Err(messages) = request
+    let policy = match request
         .state()
         .authz
         .engine()
         .validate_policy(name.unwrap_or("draft"), text)
     {
-        errors.extend(messages.into_iter().map(|message| FieldError {
-            field: "text".into(),
-            message,
-        }));
-    }
+        Ok(policy) => Some(policy),
+        Err(messages) => {
+            errors.extend(messages.into_iter().map(|message| FieldError {
+                field: "text".into(),
+                message,
+            }));
+            None
+        }
+    };
     let description = description.unwrap_or_default();
     if description.chars().count() > 1000 {
         errors.push(FieldError {
@@ -145,10 +152,70 @@ fn validate(
             message: "must be at most 1000 characters".into(),
         });
     }
-    if errors.is_empty() {
-        Ok(description)
+    match policy {
+        Some(policy) if errors.is_empty() => Ok((description, policy)),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+/// Refuses to put `policy` in force (a permit) or to lift it (a forbid) unless the caller holds
+/// everything it can decide on its whole scope: `policy.manage` is not a way around the rule
+/// that nobody hands out more than they hold.
+fn refuse_escalation(request: &TenantRequest, policy: &Policy) -> Result<(), ApiError> {
+    let missing = request.state().authz.engine().policy_not_delegable(
+        request.policies(),
+        request.subject(),
+        policy,
+    );
+    if missing.is_empty() {
+        Ok(())
     } else {
-        Err(ApiError::validation(errors))
+        Err(request.refuse_delegation(&missing))
+    }
+}
+
+/// Refuses to replace or remove the stored `existing` policy when it is a forbid whose lifting
+/// gives more than the caller may hand out. With `change` applied, the caller must hold
+/// everything the forbid decided, on its scope; and what the forbid kept from the caller itself
+/// it may win back only if it then holds the whole catalogue tenant-wide (an Admin, whom a
+/// forbid on everyone binds too).
+async fn refuse_lifting(
+    request: &TenantRequest,
+    existing: &policy::Model,
+    change: impl FnOnce(&mut StoredRules),
+) -> Result<(), ApiError> {
+    let engine = request.state().authz.engine();
+    let everything = || crate::authz::CATALOGUE.iter().map(|a| a.name);
+    let lifted = match policy_text::parse(&existing.name, &existing.text) {
+        Ok(parsed) if parsed.policy.effect() == Effect::Permit => return Ok(()),
+        Ok(parsed) => Some(parsed.policy),
+        // A stored text that no longer parses might be a forbid of anything.
+        Err(_) => None,
+    };
+    let tx = request.read().await?;
+    let mut rules = StoredRules::load(&tx).await?;
+    tx.commit().await?;
+    change(&mut rules);
+    let after = engine.build(&rules.for_tenant(request.tenant()))?;
+    let caller = request.subject();
+    let decided = |policies: &TenantPolicies| match &lifted {
+        Some(policy) => engine.policy_not_delegable(policies, caller, policy),
+        None => engine.not_delegable(policies, caller, everything(), &policies.tenant()),
+    };
+    let mut missing = decided(&after);
+    if missing.is_empty() {
+        let regained = decided(request.policies());
+        let admin_after = engine
+            .not_delegable(&after, caller, everything(), &after.tenant())
+            .is_empty();
+        if !admin_after {
+            missing = regained;
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(request.refuse_delegation(&missing))
     }
 }
 
@@ -266,7 +333,10 @@ pub async fn create_policy(
     body: JsonBody<CreatePolicy>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.parse().await?;
-    let description = validate(&auth, Some(&body.name), &body.text, body.description)?;
+    let (description, policy) = validate(&auth, Some(&body.name), &body.text, body.description)?;
+    if policy.effect() == Effect::Permit {
+        refuse_escalation(&auth, &policy)?;
+    }
     if params.dry_run() {
         let (name, text) = (body.name.clone(), body.text.clone());
         let impact = dry_run(&auth, move |rules| rules.policies.push((name, text))).await?;
@@ -327,21 +397,25 @@ pub async fn update_policy(
         .one(tx.conn())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let description = validate(
+    let (description, policy) = validate(
         &auth,
         None,
         &body.text,
         body.description.or(Some(existing.description.clone())),
     )?;
+    if policy.effect() == Effect::Permit {
+        refuse_escalation(&auth, &policy)?;
+    }
+    let (name, text) = (existing.name.clone(), body.text.clone());
+    let replace = move |rules: &mut StoredRules| {
+        for policy in rules.policies.iter_mut().filter(|(n, _)| *n == name) {
+            policy.1 = text.clone();
+        }
+    };
+    refuse_lifting(&auth, &existing, replace.clone()).await?;
     if params.dry_run() {
         drop(tx);
-        let (name, text) = (existing.name.clone(), body.text.clone());
-        let impact = dry_run(&auth, move |rules| {
-            for policy in rules.policies.iter_mut().filter(|(n, _)| *n == name) {
-                policy.1 = text.clone();
-            }
-        })
-        .await?;
+        let impact = dry_run(&auth, replace).await?;
         return Ok(HttpResponse::Ok().json(PolicyChange::DryRun(impact)));
     }
     let before = existing.text.clone();
@@ -384,13 +458,12 @@ pub async fn delete_policy(
         .one(tx.conn())
         .await?
         .ok_or_else(ApiError::not_found)?;
+    let name = existing.name.clone();
+    let remove = move |rules: &mut StoredRules| rules.policies.retain(|(n, _)| *n != name);
+    refuse_lifting(&auth, &existing, remove.clone()).await?;
     if params.dry_run() {
         drop(tx);
-        let name = existing.name.clone();
-        let impact = dry_run(&auth, move |rules| {
-            rules.policies.retain(|(n, _)| *n != name)
-        })
-        .await?;
+        let impact = dry_run(&auth, remove).await?;
         return Ok(HttpResponse::Ok().json(impact));
     }
     policy::Entity::delete_by_id(existing.id)

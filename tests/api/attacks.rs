@@ -1,0 +1,230 @@
+//! Attacks a security review tried, each kept as the regression test of its fix.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
+use crate::on_both_databases;
+
+/// A policy text that nests deeper than the parser's stack allows.
+fn nested_policy(depth: usize) -> String {
+    format!(
+        "permit(principal, action, resource) when {{ {}true{} }};",
+        "(".repeat(depth),
+        ")".repeat(depth)
+    )
+}
+
+async fn still_serves(app: &TestApp) {
+    let (status, _) = app.get("/users", &app.admin_key).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the server answers after the attack"
+    );
+}
+
+/// One tenant admin cannot take the process down for every tenant: a policy nested a few
+/// hundred levels deep (or a chain of thousands of operators) is refused with 422, saved or
+/// dry-run, before Cedar's recursive parser could overflow the worker's stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_policy_is_refused_and_the_server_survives() {
+    let app = spawn_app(Db::Sqlite).await;
+    let chain = format!(
+        "permit(principal, action, resource) when {{ {} }};",
+        vec!["true"; 1500].join(" && ")
+    );
+    for text in [nested_policy(400), nested_policy(5000), chain] {
+        for path in ["/policies", "/policies?dry_run=true"] {
+            let (status, body) = app
+                .post(path, &app.admin_key, json!({"name": "deep", "text": text}))
+                .await;
+            assert_problem(
+                status,
+                &body,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+            );
+            assert_eq!(body["errors"][0]["field"], "text", "{body}");
+        }
+    }
+    still_serves(&app).await;
+    // A policy of ordinary depth is still taken: the bound is not a refusal of everything.
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "ordinary", "text": nested_policy(8)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+on_both_databases! {
+    async fn a_deep_policy_update_is_refused_too(app) {
+        let (status, created) = app
+            .post("/policies", &app.admin_key, json!({"name": "p", "text": nested_policy(2)}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let (status, body) = app
+            .call(reqwest::Method::PUT, &format!("/policies/{id}"), &app.admin_key, Some(json!({"text": nested_policy(600)})))
+            .await;
+        assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        still_serves(&app).await;
+    }
+}
+
+/// A deeply nested context in an explained decision is refused before Cedar converts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_check_context_is_refused() {
+    let app = spawn_app(Db::Sqlite).await;
+    let user = app.create_user("deep@example.com").await;
+    // Deeper than 64 levels, serde_json refuses the body itself (400).
+    let mut context = json!(1);
+    for _ in 0..30 {
+        context = json!({"a": [context]});
+    }
+    let (status, body) = app
+        .post(
+            "/authz/check",
+            &app.admin_key,
+            json!({"principal": {"type": "user", "id": user}, "action": "user.read",
+                   "resource": {"type": "tenant", "id": app.tenant}, "context": {"nested": context}}),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    still_serves(&app).await;
+}
+
+/// `policy.manage` is not a path to everything: a holder of only that action cannot write a
+/// permit for itself (or anyone) that grants what it lacks, nor lift a forbid it could not
+/// impose the lack of; an Admin still can, and a forbid needs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_manage_alone_cannot_grant_what_it_lacks() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (key, _) = crate::authz::custom_key(&app, &["policy.manage", "user.read"]).await;
+    let grant_all = "permit(principal, action, resource);";
+    let create_users = r#"permit(principal, action == Flowgate::Action::"user.create", resource);"#;
+    for text in [grant_all, create_users] {
+        for path in ["/policies", "/policies?dry_run=true"] {
+            let (status, body) = app
+                .post(path, &key, json!({"name": "mine", "text": text}))
+                .await;
+            assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        }
+    }
+    let (status, body) = app
+        .post(
+            "/users",
+            &key,
+            json!({"email": "x@example.com", "display_name": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // What it holds, it may grant; a forbid takes away and needs nothing.
+    let (status, body) = app
+        .post("/policies", &key, json!({"name": "readers", "text": r#"permit(principal, action == Flowgate::Action::"user.read", resource);"#}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let forbid = r#"forbid(principal, action == Flowgate::Action::"user.create", resource);"#;
+    let (status, body) = app
+        .post(
+            "/policies",
+            &key,
+            json!({"name": "no-new-users", "text": forbid}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    // Lifting that forbid gives back `user.create`, which the caller lacks.
+    let (status, body) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/policies/{id}"),
+            &key,
+            None,
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/policies/{id}"),
+            &key,
+            Some(json!({"text": "forbid(principal, action, resource) when { false };"})),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // The Admin holds everything the forbid takes away (forbids bind the Admin too, so it is
+    // lifted first) and may then grant it.
+    let (status, _) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/policies/{id}"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "everything", "text": create_users}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A forbid that restrains the caller itself cannot be lifted by it: what it wins back would be
+/// more than it held. Only a caller who then holds everything (an Admin) may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cannot_lift_a_forbid_on_itself() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (key, account) =
+        crate::authz::custom_key(&app, &["policy.manage", "policy.read", "user.create"]).await;
+    let forbid = format!(
+        r#"forbid(principal == Flowgate::ServiceAccount::"{account}", action == Flowgate::Action::"user.create", resource);"#
+    );
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "restrained", "text": forbid}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .post(
+            "/users",
+            &key,
+            json!({"email": "r@example.com", "display_name": "r"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the forbid is in force");
+    let (status, body) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/policies/{id}"),
+            &key,
+            None,
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, _) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/policies/{id}"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "the Admin may");
+}
