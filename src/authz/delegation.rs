@@ -3,13 +3,15 @@
 //! claims a policy grants on.
 //!
 //! Invariant: every check here errs towards refusing. An action is delegable on a scope only if
-//! the caller holds it on the scope itself and on an anonymous object of each kind inside it;
+//! the caller holds it on the scope itself, on an anonymous object of each kind inside it, and
+//! on every folder and object inside it that a policy names (and anonymous objects in those);
 //! a claim is delegable only if the caller holds everything each policy reading it decides, on
-//! the policy's whole scope, whatever the request's context.
+//! the policy's whole scope, whatever the request's context; and so is a principal that a
+//! context-reading permit names.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use cedar_policy::Policy;
+use cedar_policy::{Effect, EntityUid, Policy, PrincipalConstraint};
 
 use super::actions::{CATALOGUE, info};
 use super::engine::resource_key;
@@ -46,6 +48,50 @@ impl ClaimRule {
         self.tags
             .as_ref()
             .is_none_or(|tags| !tags.is_disjoint(claims))
+    }
+}
+
+/// A `permit` whose conditions read the request's context: what it grants depends on a context
+/// no check can enumerate (a source address, an amount), so handing a principal it names to
+/// someone (a key for its account, a membership) needs its whole reach.
+#[derive(Debug, Clone)]
+pub struct ContextRule {
+    principal: PrincipalConstraint,
+    actions: Option<HashSet<String>>,
+    scope: Option<(EntityKind, String)>,
+}
+
+impl ContextRule {
+    /// The rule of `policy`, or `None` when it is a forbid or reads no context.
+    pub(super) fn of(
+        policy: &Policy,
+        reads: &Reads,
+        groups: &HashMap<String, Vec<String>>,
+    ) -> Option<Self> {
+        (reads.context && policy.effect() == Effect::Permit).then(|| ContextRule {
+            principal: policy.principal_constraint(),
+            actions: policy_actions(policy, groups),
+            scope: resource_key(policy).as_ref().and_then(EntityKind::of_uid),
+        })
+    }
+
+    /// Whether the rule can apply to `subject`, by its principal scope.
+    fn applies_to(&self, subject: &Subject) -> bool {
+        let uid = subject.uid();
+        let is_or_in = |target: &EntityUid| {
+            *target == uid
+                || subject
+                    .groups
+                    .iter()
+                    .any(|g| EntityKind::Group.uid(g) == *target)
+        };
+        match &self.principal {
+            PrincipalConstraint::Any => true,
+            PrincipalConstraint::Eq(target) => *target == uid,
+            PrincipalConstraint::In(target) => is_or_in(target),
+            PrincipalConstraint::Is(kind) => kind == uid.type_name(),
+            PrincipalConstraint::IsIn(kind, target) => kind == uid.type_name() && is_or_in(target),
+        }
     }
 }
 
@@ -94,6 +140,9 @@ impl PolicyEngine {
         scope: &Resource,
     ) -> Vec<String> {
         let facts = Facts::default();
+        // Where a policy can decide otherwise than at the scope: the folders and objects that
+        // policies name inside it (a forbid on a sub-folder, say).
+        let inside = policies.named_inside(scope);
         actions
             .into_iter()
             .filter(|action| {
@@ -102,7 +151,11 @@ impl PolicyEngine {
                 };
                 info.resources
                     .iter()
-                    .filter_map(|kind| probe(*kind, scope))
+                    .flat_map(|kind| {
+                        std::iter::once(scope)
+                            .chain(&inside)
+                            .filter_map(|at| probe(*kind, at))
+                    })
                     .any(|r| !self.decide(policies, caller, action, &r, &facts).allowed)
             })
             .map(str::to_owned)
@@ -148,6 +201,31 @@ impl PolicyEngine {
         let actions = policy_actions(policy, &self.groups);
         let scope = resource_key(policy).as_ref().and_then(EntityKind::of_uid);
         self.reach_not_delegable(policies, caller, actions.as_ref(), scope.as_ref())
+    }
+
+    /// The actions `caller` lacks to let `after` (a new credential's account, a principal in a
+    /// new group) be granted what context-reading permits give it and did not give `before`.
+    pub fn conditional_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        before: Option<&Subject>,
+        after: &Subject,
+    ) -> Vec<String> {
+        let mut missing = BTreeSet::new();
+        for rule in policies
+            .context_rules()
+            .iter()
+            .filter(|r| r.applies_to(after) && before.is_none_or(|before| !r.applies_to(before)))
+        {
+            missing.extend(self.reach_not_delegable(
+                policies,
+                caller,
+                rule.actions.as_ref(),
+                rule.scope.as_ref(),
+            ));
+        }
+        missing.into_iter().collect()
     }
 
     /// The actions among `actions` (`None`: the whole catalogue) that `caller` does not hold

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::actions::{CATALOGUE, info};
 use super::bindings::{ScopeType, SubjectType};
-use super::delegation::ClaimRule;
+use super::delegation::{ClaimRule, ContextRule};
 use super::policy_text::{ParsedPolicy, depth, parse, parse_all};
 
 /// Deepest request context `/authz/check` takes (records in records, sets in sets).
@@ -68,7 +68,7 @@ impl Subject {
     }
 
     /// The subject as a Cedar entity.
-    fn uid(&self) -> EntityUid {
+    pub(super) fn uid(&self) -> EntityUid {
         self.kind.uid(&self.id)
     }
 
@@ -120,6 +120,11 @@ pub struct TenantPolicies {
     named: Vec<Resource>,
     /// What each claim-based policy reads of the principal's claims, for delegation checks.
     claim_rules: Vec<ClaimRule>,
+    /// The permits whose grants depend on the request's context, for delegation checks.
+    context_rules: Vec<ContextRule>,
+    /// Folders that policies name (in their scope or conditions): where a decision can differ
+    /// from the folder around it.
+    named_folders: Vec<Uuid>,
     /// Decisions already made for principals without claims, when no claim-based policy reads
     /// the context: the answer then depends only on the principal, its groups, the action and
     /// the resource (the one context a built-in role reads, the environment, is fixed per
@@ -383,6 +388,8 @@ impl PolicyEngine {
         }
         let mut reads_source_ip = false;
         let mut reads_context = false;
+        let mut context_rules = Vec::new();
+        let mut named_folders = Vec::new();
         for ((name, text), parsed) in rules.policies.iter().zip(parse_all(rules.policies)) {
             let ParsedPolicy { policy, reads } = match parsed {
                 Ok(parsed) => parsed,
@@ -400,8 +407,16 @@ impl PolicyEngine {
             }
             reads_source_ip |= reads.source_ip;
             reads_context |= reads.context;
-            named.extend(resource_key(&policy).as_ref().and_then(named_object));
+            for uid in resource_key(&policy).iter().chain(&reads.entities) {
+                match EntityKind::of_uid(uid) {
+                    Some((EntityKind::Folder, id)) => {
+                        named_folders.extend(Uuid::parse_str(&id).ok());
+                    }
+                    _ => named.extend(named_object(uid)),
+                }
+            }
             claim_rules.extend(ClaimRule::of(&policy, &reads, &self.groups));
+            context_rules.extend(ContextRule::of(&policy, &reads, &self.groups));
             shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }
@@ -415,6 +430,8 @@ impl PolicyEngine {
             reads_source_ip,
             named,
             claim_rules,
+            context_rules,
+            named_folders,
             remembered: (!reads_context).then(|| Mutex::new(LruCache::new(REMEMBERED_DECISIONS))),
         })
     }
@@ -645,6 +662,24 @@ impl TenantPolicies {
     /// What the claim-based policies read of principals' claims.
     pub(super) fn claim_rules(&self) -> &[ClaimRule] {
         &self.claim_rules
+    }
+
+    /// The permits whose grants depend on the request's context.
+    pub(super) fn context_rules(&self) -> &[ContextRule] {
+        &self.context_rules
+    }
+
+    /// The folders and objects inside `scope` that policies name: a folder inside a folder
+    /// scope (or anywhere, for the tenant), an object whose known containers include the scope.
+    pub(super) fn named_inside(&self, scope: &Resource) -> Vec<Resource> {
+        let key = (scope.kind, scope.id.clone());
+        let inside = |r: &Resource| scope.kind == EntityKind::Tenant || r.containers.contains(&key);
+        self.named_folders
+            .iter()
+            .filter_map(|id| self.folder(*id))
+            .chain(self.named.iter().cloned())
+            .filter(|r| inside(r) && (r.kind, &r.id) != (scope.kind, &scope.id))
+            .collect()
     }
 
     /// The folder `id` as a resource, with its chain; `None` if the tenant has no such folder.

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use cedar_policy::{Policy, PolicyId, PolicySet};
+use cedar_policy::{EntityId, EntityUid, Policy, PolicyId, PolicySet};
 use serde_json::{Map, Value};
 
 /// Longest policy text, in bytes.
@@ -50,6 +50,8 @@ pub struct Reads {
     pub tags: Option<BTreeSet<String>>,
     /// Whether it reads any tag at all.
     pub any_tag: bool,
+    /// The entities its conditions name (`resource in Flowgate::Folder::"…"`).
+    pub entities: Vec<EntityUid>,
 }
 
 /// Parses `text` as the one static policy named `name`, within the bounds.
@@ -223,6 +225,15 @@ fn reads(json: &Value) -> Reads {
                 reads.source_ip = true;
             }
         }
+        if let Some(Value::Object(entity)) = node.get("__entity")
+            && let (Some(Value::String(kind)), Some(Value::String(id))) =
+                (entity.get("type"), entity.get("id"))
+            && let Ok(kind) = kind.parse()
+        {
+            reads
+                .entities
+                .push(EntityUid::from_type_name_and_id(kind, EntityId::new(id)));
+        }
         for tag in ["hasTag", "getTag"] {
             let Some(Value::Object(call)) = node.get(tag) else {
                 continue;
@@ -273,6 +284,18 @@ mod tests {
         // A tag named in a string elsewhere is not a read.
         let text = reads_of(r#""principal.hasTag(\"x\")" == "y""#);
         assert!(!text.any_tag);
+    }
+
+    #[test]
+    fn entities_named_in_conditions_are_found() {
+        let reads =
+            reads_of(r#"resource in Flowgate::Folder::"g" || resource == Flowgate::Process::"p""#);
+        let mut named: Vec<String> = reads.entities.iter().map(ToString::to_string).collect();
+        named.sort();
+        assert_eq!(
+            named,
+            [r#"Flowgate::Folder::"g""#, r#"Flowgate::Process::"p""#]
+        );
     }
 
     #[test]

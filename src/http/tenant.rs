@@ -131,6 +131,14 @@ impl TenantRequest {
         before: Option<&Subject>,
         after: &Subject,
     ) -> Result<(), ApiError> {
+        // Grants that only a context shows (a source address, an amount) are not in a
+        // default-context comparison: their whole reach must be the caller's.
+        let conditional = self.state().authz.engine().conditional_not_delegable(
+            self.policies(),
+            self.subject(),
+            before,
+            after,
+        );
         let universe = Universe::load_resources(conn, self.policies()).await?;
         let (state, policies) = (self.state_handle(), self.policies_handle());
         let (before, after, caller) = (before.cloned(), after.clone(), self.subject().clone());
@@ -148,10 +156,11 @@ impl TenantRequest {
         })
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("escalation check failed: {e}")))?;
-        if excess.is_empty() {
+        if excess.is_empty() && conditional.is_empty() {
             return Ok(());
         }
         let mut actions: Vec<String> = excess.into_iter().map(|p| p.action).collect();
+        actions.extend(conditional);
         actions.sort();
         actions.dedup();
         Err(self.refuse_delegation(&actions))

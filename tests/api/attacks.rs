@@ -228,3 +228,102 @@ async fn a_caller_cannot_lift_a_forbid_on_itself() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "the Admin may");
 }
+
+/// Issuing a key for an account weighs what the account can do in every context, not only the
+/// default one: a grant that holds only from some network is still a grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_cannot_be_issued_for_an_account_with_grants_the_issuer_lacks_from_some_network() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (issuer, _) = crate::authz::custom_key(&app, &["api_key.create", "user.read"]).await;
+    let (_, target) = app
+        .post(
+            "/service-accounts",
+            &app.admin_key,
+            json!({"name": "from-the-office"}),
+        )
+        .await;
+    let target = target["id"].as_str().unwrap().to_owned();
+    let office_only = format!(
+        r#"permit(principal == Flowgate::ServiceAccount::"{target}", action == Flowgate::Action::"user.create", resource)
+           when {{ context has source_ip && context.source_ip.isInRange(ip("127.0.0.0/8")) }};"#
+    );
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "office", "text": office_only}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/api-keys",
+            &issuer,
+            json!({"name": "k", "service_account_id": target}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("user.create"),
+        "{body}"
+    );
+    // The Admin, who holds user.create, may.
+    let (status, body) = app
+        .post(
+            "/api-keys",
+            &app.admin_key,
+            json!({"name": "k", "service_account_id": target}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A grant on a folder reaches its sub-folders, so the author must hold it there too: a forbid
+/// on the author in a sub-folder makes the grant on the parent more than the author holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_on_a_folder_is_refused_when_the_author_is_forbidden_in_a_sub_folder() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (author, author_id) = crate::authz::custom_key(
+        &app,
+        &["role_binding.create", "process.read", "folder.read"],
+    )
+    .await;
+    crate::authz::create_role(&app, "Reader", &["process.read"]).await;
+    let (_, parent) = app
+        .post("/folders", &app.admin_key, json!({"name": "parent"}))
+        .await;
+    let parent = parent["id"].as_str().unwrap().to_owned();
+    let (_, child) = app
+        .post(
+            &format!("/folders/{parent}/folders"),
+            &app.admin_key,
+            json!({"name": "child"}),
+        )
+        .await;
+    let child = child["id"].as_str().unwrap().to_owned();
+    let (_, elsewhere) = app
+        .post("/folders", &app.admin_key, json!({"name": "elsewhere"}))
+        .await;
+    let elsewhere = elsewhere["id"].as_str().unwrap().to_owned();
+    let forbid = format!(
+        r#"forbid(principal == Flowgate::ServiceAccount::"{author_id}", action == Flowgate::Action::"process.read", resource in Flowgate::Folder::"{child}");"#
+    );
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "not-the-child", "text": forbid}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let user = app.create_user("reader@example.com").await;
+    let bind = |folder: &str| json!({"role": "Reader", "subject": {"type": "user", "id": user}, "scope": {"type": "folder", "id": folder}});
+    let (status, body) = app.post("/role-bindings", &author, bind(&parent)).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = app.post("/role-bindings", &author, bind(&elsewhere)).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a folder without the forbid: {body}"
+    );
+}
