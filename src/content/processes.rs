@@ -4,7 +4,7 @@ use chrono::Utc;
 use entity::tenant::process;
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
-    EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use uuid::Uuid;
 
@@ -34,18 +34,21 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<process
     process::Entity::find_by_id(id).one(conn).await
 }
 
-/// The processes in `folder` (at the root for `None`), or every process with `all`.
-pub async fn list(
+/// Up to `limit` processes after `after` in id order: those in `folder`, or all for `None`.
+pub async fn page(
     conn: &impl ConnectionTrait,
     folder: Option<Uuid>,
-    all: bool,
+    after: Option<Uuid>,
+    limit: u64,
 ) -> Result<Vec<process::Model>, DbErr> {
-    let mut query = process::Entity::find().order_by_asc(process::Column::Id);
-    if !all {
-        query = query.filter(match folder {
-            Some(folder) => process::Column::FolderId.eq(folder),
-            None => process::Column::FolderId.is_null(),
-        });
+    let mut query = process::Entity::find()
+        .order_by_asc(process::Column::Id)
+        .limit(limit);
+    if let Some(folder) = folder {
+        query = query.filter(process::Column::FolderId.eq(folder));
+    }
+    if let Some(after) = after {
+        query = query.filter(process::Column::Id.gt(after));
     }
     query.all(conn).await
 }

@@ -36,7 +36,7 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, Trail, chain};
 use crate::authz::impact::{Universe, exceeding};
 use crate::authz::schema::EntityKind;
-use crate::authz::{Action, Facts, Resource, Subject, TenantPolicies, process_folder};
+use crate::authz::{Action, Decision, Facts, Resource, Subject, TenantPolicies, process_folder};
 use crate::identity::{IdentityError, Principal};
 use crate::tenancy::slug::SLUG_PATTERN;
 use crate::tenancy::{Access, DbKind, Slug, TenancyError, Tenant, TenantStatus};
@@ -197,6 +197,30 @@ impl TenantRequest {
         if cfg!(feature = "insecure-bench") {
             return Ok(());
         }
+        let decision = self.decide::<A>(resource);
+        let mut note = self.note();
+        note.action = Some(A::NAME);
+        note.resource = Some((resource.kind.api_name(), resource.id.clone()));
+        note.decision = Some(if decision.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        });
+        note.reasons = decision.reasons;
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(A::NAME))
+        }
+    }
+
+    /// Whether the caller may do `A` on `resource`, without noting it for the audit trail:
+    /// for filtering what a list shows, after the list's own action was authorized.
+    pub fn may<A: Action>(&self, resource: &Resource) -> bool {
+        cfg!(feature = "insecure-bench") || self.decide::<A>(resource).allowed
+    }
+
+    fn decide<A: Action>(&self, resource: &Resource) -> Decision {
         let state = self.state();
         let facts = Facts {
             source_ip: self
@@ -218,20 +242,7 @@ impl TenantRequest {
         if !decision.errors.is_empty() {
             tracing::warn!(action = A::NAME, errors = ?decision.errors, "policy evaluation errors");
         }
-        let mut note = self.note();
-        note.action = Some(A::NAME);
-        note.resource = Some((resource.kind.api_name(), resource.id.clone()));
-        note.decision = Some(if decision.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        });
-        note.reasons = decision.reasons;
-        if decision.allowed {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(A::NAME))
-        }
+        decision
     }
 
     fn note(&self) -> std::sync::MutexGuard<'_, AuditNote> {

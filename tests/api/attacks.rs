@@ -327,3 +327,88 @@ async fn a_grant_on_a_folder_is_refused_when_the_author_is_forbidden_in_a_sub_fo
         "a folder without the forbid: {body}"
     );
 }
+
+/// Lists show only what the caller may read, object by object: with a forbid on folder G, G and
+/// its processes are absent from `GET /folders` and `GET /processes` (and G's own process
+/// list), while the same caller still sees the rest; pages follow the cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_leave_out_what_a_forbid_hides() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (reader, reader_id) =
+        crate::authz::custom_key(&app, &["folder.read", "process.read"]).await;
+    let mut visible = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (_, folder) = app
+            .post("/folders", &app.admin_key, json!({"name": name}))
+            .await;
+        let folder = folder["id"].as_str().unwrap().to_owned();
+        let (_, process) = app
+            .post(
+                &format!("/folders/{folder}/processes"),
+                &app.admin_key,
+                json!({"name": name}),
+            )
+            .await;
+        visible.push((folder, process["id"].as_str().unwrap().to_owned()));
+    }
+    let (_, hidden) = app
+        .post("/folders", &app.admin_key, json!({"name": "g"}))
+        .await;
+    let hidden = hidden["id"].as_str().unwrap().to_owned();
+    let (_, secret_process) = app
+        .post(
+            &format!("/folders/{hidden}/processes"),
+            &app.admin_key,
+            json!({"name": "g"}),
+        )
+        .await;
+    let secret_process = secret_process["id"].as_str().unwrap().to_owned();
+    let forbid = format!(
+        r#"forbid(principal == Flowgate::ServiceAccount::"{reader_id}", action in [Flowgate::Action::"folder.read", Flowgate::Action::"process.read"], resource in Flowgate::Folder::"{hidden}");"#
+    );
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "hide-g", "text": forbid}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let all = |path: &'static str| {
+        let app = &app;
+        let reader = &reader;
+        async move {
+            let mut ids = Vec::new();
+            let mut url = format!("{path}?limit=1");
+            loop {
+                let (status, page) = app.get(&url, reader).await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                ids.extend(
+                    page["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i["id"].as_str().unwrap().to_owned()),
+                );
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => url = format!("{path}?limit=1&after={cursor}"),
+                    None => break ids,
+                }
+            }
+        }
+    };
+    let folders = all("/folders").await;
+    let processes = all("/processes").await;
+    assert!(!folders.contains(&hidden), "{folders:?}");
+    assert!(!processes.contains(&secret_process), "{processes:?}");
+    for (folder, process) in &visible {
+        assert!(
+            folders.contains(folder) && processes.contains(process),
+            "positive control"
+        );
+    }
+    // The Admin, whom the forbid does not name, sees everything.
+    let (_, page) = app.get("/processes", &app.admin_key).await;
+    assert!(page.to_string().contains(&secret_process));
+}

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::{ListParams, Page};
 use crate::authz::MAX_FOLDER_DEPTH;
 use crate::authz::actions::{FolderCreate, FolderDelete, FolderRead, FolderUpdate};
 use crate::content::folders;
-use crate::directory::{clean_name, is_foreign_key};
+use crate::directory::{self, clean_name, is_foreign_key};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change, OnFolder};
@@ -35,11 +36,8 @@ pub struct FolderView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// All folders.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FolderList {
-    pub items: Vec<FolderView>,
-}
+/// A page of folders (the schema `FolderPage`).
+pub type FolderPage = Page<FolderView>;
 
 impl From<folder::Model> for FolderView {
     fn from(m: folder::Model) -> Self {
@@ -58,19 +56,38 @@ async fn name(body: JsonBody<FolderName>) -> Result<String, ApiError> {
 }
 
 /// List folders.
+///
+/// Only the folders the caller may read, each decided on its own (a `forbid` on one folder hides
+/// it). A page may hold fewer than `limit` items and still have a `next_cursor`.
 #[utoipa::path(
     get,
     path = "/folders",
     tag = "folders",
-    responses((status = 200, body = FolderList))
+    responses((status = 200, body = FolderPage))
 )]
-pub async fn list_folders(auth: Authorized<FolderRead>) -> Result<web::Json<FolderList>, ApiError> {
+pub async fn list_folders(
+    auth: Authorized<FolderRead>,
+    query: web::Query<ListParams>,
+) -> Result<web::Json<FolderPage>, ApiError> {
+    let limit = query.limit()?;
     let tx = auth.read().await?;
-    let rows = folders::list(&tx).await?;
+    let page = Page::filtered(
+        query.after,
+        limit,
+        async |after, n| {
+            Ok(directory::page_by_id::<folder::Entity>(&tx, folder::Column::Id, after, n).await?)
+        },
+        |f| f.id,
+        |f| {
+            auth.policies()
+                .folder(f.id)
+                .is_some_and(|r| auth.may::<FolderRead>(&r))
+        },
+        FolderView::from,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(web::Json(FolderList {
-        items: rows.into_iter().map(FolderView::from).collect(),
-    }))
+    Ok(web::Json(page))
 }
 
 /// Create a folder at the tenant's root.

@@ -257,6 +257,54 @@ impl<T> Page<T> {
     }
 }
 
+/// How many rows a filtered page looks at, per item it may return: bounds the work of a page
+/// in a tenant where the caller may see little.
+const SCAN_PER_ITEM: u64 = 10;
+
+impl<T> Page<T> {
+    /// A page of the rows after `after` (in id order) that `visible` keeps. `fetch(after, n)`
+    /// returns the next `n` rows. At most [`SCAN_PER_ITEM`] × `limit` rows are looked at, so a
+    /// page may hold fewer than `limit` items and still have a `next_cursor`: callers page on
+    /// while there is one.
+    pub async fn filtered<M>(
+        after: Option<Uuid>,
+        limit: u64,
+        mut fetch: impl AsyncFnMut(Option<Uuid>, u64) -> Result<Vec<M>, ApiError>,
+        id: impl Fn(&M) -> Uuid,
+        visible: impl Fn(&M) -> bool,
+        view: impl Fn(M) -> T,
+    ) -> Result<Self, ApiError> {
+        let mut cursor = after;
+        let mut items = Vec::new();
+        let mut scanned = 0;
+        let mut exhausted = false;
+        'scan: while (items.len() as u64) < limit && scanned < SCAN_PER_ITEM * limit {
+            let batch = fetch(cursor, limit).await?;
+            let full = batch.len() as u64 == limit;
+            for row in batch {
+                scanned += 1;
+                cursor = Some(id(&row));
+                if visible(&row) {
+                    items.push(view(row));
+                    if items.len() as u64 == limit {
+                        break 'scan;
+                    }
+                }
+            }
+            if !full {
+                exhausted = true;
+                break;
+            }
+        }
+        Ok(Page {
+            items,
+            next_cursor: (!exhausted)
+                .then(|| cursor.map(|c| c.to_string()))
+                .flatten(),
+        })
+    }
+}
+
 /// Whether a change to roles or policies is only to be tried.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

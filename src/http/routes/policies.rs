@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{DryRunParam, dry_run};
+use super::{DryRunParam, ListParams, Page, dry_run};
 use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::authz::policy_text;
 use crate::authz::{StoredRules, TenantPolicies};
+use crate::directory;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::tenant::{Authorized, Change, TenantRequest};
@@ -71,11 +72,8 @@ pub struct PolicyView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// All policies.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PolicyList {
-    pub items: Vec<PolicyView>,
-}
+/// A page of policies (the schema `PolicyPage`).
+pub type PolicyPage = Page<PolicyView>;
 
 /// One version of a policy; the last version of a deleted policy has no text.
 #[derive(Debug, Serialize, ToSchema)]
@@ -245,20 +243,23 @@ async fn record_version(
     get,
     path = "/policies",
     tag = "policies",
-    responses((status = 200, body = PolicyList))
+    responses((status = 200, body = PolicyPage))
 )]
 pub async fn list_policies(
     auth: Authorized<PolicyRead>,
-) -> Result<web::Json<PolicyList>, ApiError> {
+    query: web::Query<ListParams>,
+) -> Result<web::Json<PolicyPage>, ApiError> {
+    let limit = query.limit()?;
     let tx = auth.read().await?;
-    let rows = policy::Entity::find()
-        .order_by_asc(policy::Column::Name)
-        .all(&tx)
+    let rows = directory::page_by_id::<policy::Entity>(&tx, policy::Column::Id, query.after, limit)
         .await?;
     tx.commit().await?;
-    Ok(web::Json(PolicyList {
-        items: rows.into_iter().map(PolicyView::from).collect(),
-    }))
+    Ok(web::Json(Page::of(
+        rows,
+        limit,
+        |p| p.id.to_string(),
+        PolicyView::from,
+    )))
 }
 
 /// Get a policy.

@@ -7,14 +7,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::{ListParams, Page};
 use crate::authz::actions::{
     ProcessCreate, ProcessDelete, ProcessEdit, ProcessPublish, ProcessRead,
 };
+use crate::authz::schema::EntityKind;
 use crate::content::processes;
 use crate::directory::{clean_name, is_foreign_key};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change, OnFolder, OnProcess};
+use crate::http::tenant::{Authorized, Change, OnFolder, OnProcess, TenantRequest};
 
 /// A process definition to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,11 +57,8 @@ pub struct ProcessView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Process definitions.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProcessList {
-    pub items: Vec<ProcessView>,
-}
+/// A page of process definitions (the schema `ProcessPage`).
+pub type ProcessPage = Page<ProcessView>;
 
 impl From<process::Model> for ProcessView {
     fn from(m: process::Model) -> Self {
@@ -96,45 +95,66 @@ async fn new_process(
     Ok((name, definition))
 }
 
-fn list(rows: Vec<process::Model>) -> web::Json<ProcessList> {
-    web::Json(ProcessList {
-        items: rows.into_iter().map(ProcessView::from).collect(),
-    })
-}
-
-/// List every process definition of the tenant.
+/// List the tenant's process definitions.
 ///
-/// For one folder, list the folder's processes.
+/// Only those the caller may read, each decided on its own (a `forbid` on a folder hides the
+/// processes in it); for one folder, list the folder's processes. A page may hold fewer than
+/// `limit` items and still have a `next_cursor`.
 #[utoipa::path(
     get,
     path = "/processes",
     tag = "processes",
-    responses((status = 200, body = ProcessList))
+    responses((status = 200, body = ProcessPage))
 )]
 pub async fn list_processes(
     auth: Authorized<ProcessRead>,
-) -> Result<web::Json<ProcessList>, ApiError> {
-    let tx = auth.read().await?;
-    let rows = processes::list(&tx, None, true).await?;
-    tx.commit().await?;
-    Ok(list(rows))
+    query: web::Query<ListParams>,
+) -> Result<web::Json<ProcessPage>, ApiError> {
+    readable_processes(&auth, None, &query).await
 }
 
 /// List the process definitions in a folder.
+///
+/// Only those the caller may read, each decided on its own, as for the tenant's list.
 #[utoipa::path(
     get,
     path = "/folders/{id}/processes",
     tag = "processes",
-    responses((status = 200, body = ProcessList))
+    responses((status = 200, body = ProcessPage))
 )]
 pub async fn list_folder_processes(
     auth: Authorized<ProcessRead, OnFolder>,
     folder: PathId,
-) -> Result<web::Json<ProcessList>, ApiError> {
-    let tx = auth.read().await?;
-    let rows = processes::list(&tx, Some(folder.0), false).await?;
+    query: web::Query<ListParams>,
+) -> Result<web::Json<ProcessPage>, ApiError> {
+    readable_processes(&auth, Some(folder.0), &query).await
+}
+
+/// A page of the processes (all, or those in `folder`) the caller may read, each decided on
+/// its own.
+async fn readable_processes(
+    request: &TenantRequest,
+    folder: Option<Uuid>,
+    query: &ListParams,
+) -> Result<web::Json<ProcessPage>, ApiError> {
+    let limit = query.limit()?;
+    let tx = request.read().await?;
+    let page = Page::filtered(
+        query.after,
+        limit,
+        async |after, n| Ok(processes::page(&tx, folder, after, n).await?),
+        |p| p.id,
+        |p| {
+            request
+                .policies()
+                .resource_in(EntityKind::Process, p.id.to_string(), p.folder_id)
+                .is_some_and(|r| request.may::<ProcessRead>(&r))
+        },
+        ProcessView::from,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(list(rows))
+    Ok(web::Json(page))
 }
 
 /// Create a process definition at the tenant's root.
