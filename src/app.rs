@@ -44,7 +44,7 @@ impl AppState {
     /// Connects to the database and key store, migrates the control plane and starts the audit
     /// writer (and, on PostgreSQL, the cross-replica invalidation listener).
     pub async fn open(settings: Settings) -> anyhow::Result<Opened> {
-        std::fs::create_dir_all(&settings.data_dir)?;
+        crate::files::create_private_dir(&settings.data_dir)?;
         let dbs = Arc::new(Databases::connect(&settings.database).await?);
         let keystore = keystore::open(&settings).await?;
         let (operator, generated_operator_token) =

@@ -36,8 +36,10 @@ pub enum DatabaseSettings {
 /// Which key store holds tenant keys.
 #[derive(Debug, Clone)]
 pub enum KeyStoreSettings {
-    /// Files under `<data>/keystore`, sealed with AES-256-GCM under a key-encryption key.
-    Local,
+    /// Files under `<data>/keystore`, sealed with AES-256-GCM under a key-encryption key: the
+    /// file `kek_file` names (kept apart from the data, a mounted secret say), else one
+    /// generated at `<data>/keystore/kek`.
+    Local { kek_file: Option<PathBuf> },
     /// HashiCorp Vault or OpenBao: KV v2 for secrets, transit for signing keys.
     Vault {
         addr: String,
@@ -81,12 +83,52 @@ pub struct Settings {
 /// Environment variable prefix; a file key `listen` is the variable `FLOWGATE_LISTEN`.
 const PREFIX: &str = "FLOWGATE_";
 
+/// Every setting, without the prefix. A file key or a `FLOWGATE_*` variable that is not one of
+/// these (or of [`ENVIRONMENT_ONLY`]) stops start-up: a typo must not silently leave a setting
+/// (mTLS, say) at its default.
+const SETTINGS: &[&str] = &[
+    "ADMIN_LISTEN",
+    "AUDIT_CHECKPOINT_INTERVAL_MS",
+    "BODY_LIMIT",
+    "DATABASE_URL",
+    "DATA_DIR",
+    "HSTS",
+    "KEK_FILE",
+    "KEYSTORE",
+    "LISTEN",
+    "LOG",
+    "OPERATOR_TOKEN",
+    "OTLP_ENDPOINT",
+    "PUBLIC_URL",
+    "REDIS_URL",
+    "TLS_CERT",
+    "TLS_CLIENT_CA",
+    "TLS_KEY",
+    "TLS_RELOAD_INTERVAL_MS",
+    "VAULT_ADDR",
+    "VAULT_KV_MOUNT",
+    "VAULT_TOKEN",
+    "VAULT_TRANSIT_MOUNT",
+];
+
+/// Variables that are not settings of the file: where the file is, and the benchmark switch.
+const ENVIRONMENT_ONLY: &[&str] = &["CONFIG", "INSECURE_BENCH"];
+
 /// Shortest operator token we accept from configuration.
 const MIN_OPERATOR_TOKEN_LEN: usize = 32;
 
 impl Settings {
-    /// Reads `config_file` (if any) and the process environment.
+    /// Reads `config_file` (if any) and the process environment, whose `FLOWGATE_*` variables
+    /// must all be known.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        if let Some(unknown) = unknown_variable(names) {
+            return Err(ConfigError::Invalid {
+                var: unknown,
+                message: "is not a Flowgate setting (see the README's configuration table)"
+                    .to_owned(),
+            });
+        }
         Self::from_sources(config_file, &|name| std::env::var(name).ok())
     }
 
@@ -143,6 +185,14 @@ impl Settings {
     }
 }
 
+/// The first `FLOWGATE_*` name among `names` that Flowgate does not know.
+fn unknown_variable(names: impl Iterator<Item = String>) -> Option<String> {
+    names.filter(|name| name.starts_with(PREFIX)).find(|name| {
+        let setting = &name[PREFIX.len()..];
+        !SETTINGS.contains(&setting) && !ENVIRONMENT_ONLY.contains(&setting)
+    })
+}
+
 struct Source<'a> {
     file: HashMap<String, String>,
     env: &'a dyn Fn(&str) -> Option<String>,
@@ -151,6 +201,7 @@ struct Source<'a> {
 impl Source<'_> {
     /// The value of `FLOWGATE_<name>`, from the environment first, then the file.
     fn get(&self, name: &str) -> Option<String> {
+        debug_assert!(SETTINGS.contains(&name), "{name} is missing from SETTINGS");
         (self.env)(&format!("{PREFIX}{name}"))
             .or_else(|| self.file.get(&name.to_ascii_lowercase()).cloned())
             .filter(|v| !v.is_empty())
@@ -183,6 +234,14 @@ fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    if let Some(key) = table
+        .keys()
+        .find(|key| !SETTINGS.contains(&key.to_ascii_uppercase().as_str()))
+    {
+        return Err(err(format!(
+            "`{key}` is not a setting (keys are the variables without `FLOWGATE_`, in lower case)"
+        )));
+    }
     table
         .into_iter()
         .map(|(key, value)| match value {
@@ -247,15 +306,20 @@ fn tls(src: &Source) -> Result<TlsSettings, ConfigError> {
 
 fn keystore(src: &Source) -> Result<KeyStoreSettings, ConfigError> {
     match src.get("KEYSTORE").as_deref() {
-        None | Some("local") => Ok(KeyStoreSettings::Local),
+        None | Some("local") => Ok(KeyStoreSettings::Local {
+            kek_file: src.parse("KEK_FILE", |v| {
+                let path = PathBuf::from(v);
+                if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err(format!("{v} is not a readable file"))
+                }
+            })?,
+        }),
         Some("vault") => {
-            let addr = src
-                .parse("VAULT_ADDR", |v| {
-                    url_with_scheme(v, &["http://", "https://"])
-                })?
-                .ok_or_else(|| {
-                    src.invalid("VAULT_ADDR", "is required with FLOWGATE_KEYSTORE=vault")
-                })?;
+            let addr = src.parse("VAULT_ADDR", vault_addr)?.ok_or_else(|| {
+                src.invalid("VAULT_ADDR", "is required with FLOWGATE_KEYSTORE=vault")
+            })?;
             let token = src.get("VAULT_TOKEN").ok_or_else(|| {
                 src.invalid("VAULT_TOKEN", "is required with FLOWGATE_KEYSTORE=vault")
             })?;
@@ -269,6 +333,30 @@ fn keystore(src: &Source) -> Result<KeyStoreSettings, ConfigError> {
             })
         }
         Some(_) => Err(src.invalid("KEYSTORE", "must be `local` or `vault`")),
+    }
+}
+
+/// A Vault address: `https://`, or plain `http://` only to this machine (a dev server), since
+/// the token and every secret would otherwise cross the network in clear.
+fn vault_addr(v: &str) -> Result<String, String> {
+    let url = url_with_scheme(v, &["http://", "https://"])?;
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Ok(url);
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(url)
+    } else {
+        Err("must be https:// (plain http:// only to a loopback address)".to_owned())
     }
 }
 
@@ -337,7 +425,10 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8443");
         assert!(matches!(s.database, DatabaseSettings::Sqlite { .. }));
-        assert!(matches!(s.keystore, KeyStoreSettings::Local));
+        assert!(matches!(
+            s.keystore,
+            KeyStoreSettings::Local { kek_file: None }
+        ));
         assert!(s.hsts);
         assert_eq!(s.body_limit, 1024 * 1024);
     }
@@ -393,5 +484,58 @@ mod tests {
         assert_eq!(s.listen.port(), 9001);
         assert!(!s.hsts);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_file_key_or_variable_stops_start_up() {
+        let dir = std::env::temp_dir().join(format!("flowgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, "tls_client_ca_file = \"/etc/ca.pem\"\n").unwrap();
+        let err = Settings::from_sources(Some(&file), &|_| None).unwrap_err();
+        assert!(err.to_string().contains("tls_client_ca_file"), "{err}");
+        std::fs::write(&file, "tls_reload_interval_ms = 100\n").unwrap();
+        assert!(Settings::from_sources(Some(&file), &|_| None).is_ok());
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            unknown_variable(
+                names(&["PATH", "FLOWGATE_LISTEN", "FLOWGATE_TLS_CLIENTCA"]).into_iter()
+            ),
+            Some("FLOWGATE_TLS_CLIENTCA".to_owned())
+        );
+        assert_eq!(
+            unknown_variable(names(&["FLOWGATE_CONFIG", "FLOWGATE_LOG", "HOME"]).into_iter()),
+            None
+        );
+    }
+
+    #[test]
+    fn vault_over_plain_http_only_to_this_machine() {
+        let vault = |addr: &str| {
+            settings(&[
+                ("FLOWGATE_KEYSTORE", "vault"),
+                ("FLOWGATE_VAULT_ADDR", addr),
+                ("FLOWGATE_VAULT_TOKEN", "t"),
+            ])
+        };
+        for ok in [
+            "https://vault.example.com:8200",
+            "http://127.0.0.1:8200",
+            "http://localhost:8200",
+            "http://[::1]:8200",
+        ] {
+            assert!(vault(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://vault.example.com:8200",
+            "http://10.0.0.5:8200",
+            "http://127.0.0.1.example.com",
+        ] {
+            assert_eq!(
+                error_var(vault(refused)),
+                "FLOWGATE_VAULT_ADDR",
+                "{refused}"
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod content;
 pub mod crypto;
 pub mod directory;
+pub mod files;
 pub mod http;
 pub mod identity;
 pub mod keystore;

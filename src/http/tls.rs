@@ -277,7 +277,7 @@ fn self_signed(settings: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
     if cert.is_file() && key.is_file() {
         return Ok((cert, key));
     }
-    std::fs::create_dir_all(&dir)?;
+    crate::files::create_private_dir(&dir)?;
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -298,22 +298,8 @@ fn self_signed(settings: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
     names.sort();
     names.dedup();
     let generated = rcgen::generate_simple_self_signed(names)?;
-    write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
+    crate::files::replace_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(&cert, generated.cert.pem())?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
     Ok((cert, key))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(bytes)?;
-    Ok(())
 }

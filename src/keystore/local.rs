@@ -1,10 +1,15 @@
 //! The local key store: one sealed file per key under `<data>/keystore/tenants/<slug>/`.
 //!
-//! Each file is `FGK1 || nonce || AES-256-GCM(ciphertext || tag)` under a key-encryption key
-//! kept in `<data>/keystore/kek` (mode 0600). The key's name is the additional authenticated
-//! data, so a file copied to another name or tenant does not open.
+//! Each file is `FGK1 || nonce || AES-256-GCM(ciphertext || tag)` under a key-encryption key:
+//! the file `FLOWGATE_KEK_FILE` names, or else one generated at `<data>/keystore/kek` (mode
+//! 0600). The key's name is the additional authenticated data, so a file copied to another name
+//! or tenant does not open.
+//!
+//! What protects what: the KEK protects every tenant key at rest. When it lives in the data
+//! directory (the embedded default), a copy of that directory is a copy of every key; keep it
+//! elsewhere (`FLOWGATE_KEK_FILE`, a mounted secret) and a stolen data directory or backup opens
+//! nothing. Plaintext key bytes are wiped from memory when dropped.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -13,9 +18,11 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
 
 use super::{KeyName, KeyStore, KeyStoreError, SecretBytes};
 use crate::crypto::random_bytes;
+use crate::files::{create_private_dir, replace_private, write_new_private};
 
 const MAGIC: &[u8; 4] = b"FGK1";
 const SIGNATURE_PREFIX: &str = "local:v1:";
@@ -26,18 +33,18 @@ pub struct LocalKeyStore {
 }
 
 impl LocalKeyStore {
-    /// Opens the store in `dir`, creating the directory and the key-encryption key when absent.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    /// Opens the store in `dir`, creating the directory when absent. The key-encryption key is
+    /// read from `kek_file` (32 bytes, raw, hex or base64), or else from `<dir>/kek`, generated
+    /// on first use.
+    pub fn open(dir: &Path, kek_file: Option<&Path>) -> anyhow::Result<Self> {
         create_private_dir(dir)?;
-        let kek_path = dir.join("kek");
-        let kek = match std::fs::read(&kek_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = random_bytes::<32>()?.to_vec();
-                write_new_private(&kek_path, &bytes)?;
-                std::fs::read(&kek_path)?
+        let (kek_path, kek) = match kek_file {
+            Some(path) => (path.to_owned(), read_kek(path)?),
+            None => {
+                let path = dir.join("kek");
+                tracing::warn!(kek = %path.display(), "the local key store's key-encryption key is kept beside the keys it protects; set FLOWGATE_KEK_FILE to keep it elsewhere");
+                (path.clone(), generated_kek(&path)?)
             }
-            Err(e) => return Err(e).context("reading the key-encryption key"),
         };
         let key = UnboundKey::new(&AES_256_GCM, &kek)
             .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", kek_path.display()))?;
@@ -64,7 +71,7 @@ impl LocalKeyStore {
         Ok([MAGIC.as_slice(), &nonce, &buf].concat())
     }
 
-    fn open_sealed(&self, name: &KeyName, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    fn open_sealed(&self, name: &KeyName, sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let body = sealed
             .strip_prefix(MAGIC.as_slice())
             .filter(|b| b.len() > NONCE_LEN)
@@ -72,12 +79,12 @@ impl LocalKeyStore {
         let (nonce, ciphertext) = body.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce)
             .map_err(|_| anyhow::anyhow!("bad nonce in {}", name.path()))?;
-        let mut buf = ciphertext.to_vec();
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
         let plain = self
             .kek
             .open_in_place(nonce, Aad::from(name.path().as_bytes()), &mut buf)
             .map_err(|_| anyhow::anyhow!("{} does not open under this store's key", name.path()))?;
-        Ok(plain.to_vec())
+        Ok(Zeroizing::new(plain.to_vec()))
     }
 
     /// Reads the key `name`, or creates it with `generate` if no file exists. When two callers
@@ -85,8 +92,8 @@ impl LocalKeyStore {
     fn get_or_create(
         &self,
         name: &KeyName,
-        generate: impl FnOnce() -> anyhow::Result<Vec<u8>>,
-    ) -> anyhow::Result<Vec<u8>> {
+        generate: impl FnOnce() -> anyhow::Result<Zeroizing<Vec<u8>>>,
+    ) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let path = self.file(name);
         match std::fs::read(&path) {
             Ok(sealed) => return self.open_sealed(name, &sealed),
@@ -107,10 +114,12 @@ impl LocalKeyStore {
 
     fn signing_key(&self, name: &KeyName) -> anyhow::Result<Ed25519KeyPair> {
         let pkcs8 = self.get_or_create(name, || {
-            Ok(Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("Ed25519 key generation failed"))?
-                .as_ref()
-                .to_vec())
+            Ok(Zeroizing::new(
+                Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                    .map_err(|_| anyhow::anyhow!("Ed25519 key generation failed"))?
+                    .as_ref()
+                    .to_vec(),
+            ))
         })?;
         Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("bad Ed25519 key"))
     }
@@ -133,8 +142,9 @@ impl KeyStore for LocalKeyStore {
     }
 
     async fn secret(&self, name: &KeyName) -> Result<SecretBytes, KeyStoreError> {
-        let bytes = self.get_or_create(name, || Ok(random_bytes::<32>()?.to_vec()))?;
-        Ok(SecretBytes::from(bytes))
+        let bytes =
+            self.get_or_create(name, || Ok(Zeroizing::new(random_bytes::<32>()?.to_vec())))?;
+        Ok(SecretBytes::from(bytes.to_vec()))
     }
 
     async fn sign(&self, name: &KeyName, message: &[u8]) -> Result<String, KeyStoreError> {
@@ -172,7 +182,7 @@ impl KeyStore for LocalKeyStore {
 
     async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError> {
         match std::fs::read(self.file(name)) {
-            Ok(sealed) => Ok(Some(self.open_sealed(name, &sealed)?)),
+            Ok(sealed) => Ok(Some(self.open_sealed(name, &sealed)?.to_vec())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow::Error::from(e).context("reading a record").into()),
         }
@@ -198,52 +208,47 @@ impl std::fmt::Debug for LocalKeyStore {
     }
 }
 
+/// The KEK in `path`: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes.
+fn read_kek(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let bytes =
+        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    if bytes.len() == 32 {
+        return Ok(bytes);
+    }
+    let text = std::str::from_utf8(&bytes).unwrap_or("").trim();
+    let decoded = Zeroizing::new(
+        hex::decode(text)
+            .ok()
+            .or_else(|| STANDARD.decode(text).ok())
+            .unwrap_or_default(),
+    );
+    anyhow::ensure!(
+        decoded.len() == 32,
+        "{} must hold a 32-byte key (raw, hex or base64)",
+        path.display()
+    );
+    Ok(decoded)
+}
+
+/// The KEK generated at `path` on first use (by whichever replica links it first).
+fn generated_kek(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Zeroizing::new(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = Zeroizing::new(random_bytes::<32>()?.to_vec());
+            match write_new_private(path, &bytes) {
+                Err(e) if !is_already_exists(&e) => return Err(e),
+                _ => {}
+            }
+            Ok(Zeroizing::new(std::fs::read(path)?))
+        }
+        Err(e) => Err(e).context("reading the key-encryption key"),
+    }
+}
+
 fn is_already_exists(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists)
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Writes `bytes` to a new file at `path` (mode 0600) without ever replacing an existing one:
-/// the bytes go to a temporary file first, which is then hard-linked into place.
-fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = write_temporary(path, bytes)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    std::fs::remove_file(&tmp)?;
-    linked.map_err(anyhow::Error::from)
-}
-
-/// Replaces the file at `path` (mode 0600) with `bytes` in one step: readers see the old file
-/// or the new one, never a part.
-fn replace_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = write_temporary(path, bytes)?;
-    std::fs::rename(&tmp, path).or_else(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Err(e).with_context(|| format!("replacing {}", path.display()))
-    })
-}
-
-/// A new private file beside `path` holding `bytes`, synced to disk.
-fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(tmp)
 }
 
 #[cfg(test)]
@@ -254,7 +259,7 @@ mod tests {
 
     fn store() -> (LocalKeyStore, PathBuf) {
         let dir = std::env::temp_dir().join(format!("flowgate-ks-{}", uuid::Uuid::new_v4()));
-        (LocalKeyStore::open(&dir).unwrap(), dir)
+        (LocalKeyStore::open(&dir, None).unwrap(), dir)
     }
 
     #[tokio::test]
@@ -262,7 +267,7 @@ mod tests {
         let (ks, dir) = store();
         let name = KeyName::new("acme", Purpose::ApiKeyPepper);
         let first = ks.secret(&name).await.unwrap();
-        let again = LocalKeyStore::open(&dir)
+        let again = LocalKeyStore::open(&dir, None)
             .unwrap()
             .secret(&name)
             .await
@@ -270,6 +275,33 @@ mod tests {
         assert_eq!(first.expose_secret(), again.expose_secret());
         assert_eq!(first.expose_secret().len(), 32);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// With the KEK kept outside the data directory, a copy of that directory opens nothing.
+    #[tokio::test]
+    async fn keys_sealed_under_an_outside_kek_do_not_open_without_it() {
+        let dir = std::env::temp_dir().join(format!("flowgate-ks-{}", uuid::Uuid::new_v4()));
+        let outside = std::env::temp_dir().join(format!("flowgate-kek-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&outside, hex::encode([7u8; 32])).unwrap();
+        let name = KeyName::new("acme", Purpose::ApiKeyPepper);
+        let ks = LocalKeyStore::open(&dir, Some(&outside)).unwrap();
+        let first = ks.secret(&name).await.unwrap();
+        assert!(
+            !dir.join("kek").exists(),
+            "no KEK is written beside the keys"
+        );
+        let again = LocalKeyStore::open(&dir, Some(&outside)).unwrap();
+        assert_eq!(
+            again.secret(&name).await.unwrap().expose_secret(),
+            first.expose_secret()
+        );
+        // The copied directory alone: a store there makes its own KEK, and the keys do not open.
+        let thief = LocalKeyStore::open(&dir, None).unwrap();
+        assert!(thief.secret(&name).await.is_err());
+        std::fs::write(&outside, b"too short").unwrap();
+        assert!(LocalKeyStore::open(&dir, Some(&outside)).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_file(outside).unwrap();
     }
 
     #[tokio::test]

@@ -122,9 +122,10 @@ pub trait KeyStore: Send + Sync {
 /// Opens the key store the settings name.
 pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
     Ok(match &settings.keystore {
-        KeyStoreSettings::Local => {
-            Arc::new(LocalKeyStore::open(&settings.data_dir.join("keystore"))?)
-        }
+        KeyStoreSettings::Local { kek_file } => Arc::new(LocalKeyStore::open(
+            &settings.data_dir.join("keystore"),
+            kek_file.as_deref(),
+        )?),
         KeyStoreSettings::Vault {
             addr,
             token,

@@ -1,6 +1,7 @@
 //! Connections: the control plane, and per-tenant transactions on PostgreSQL or SQLite.
 
 use std::num::NonZeroUsize;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,8 +107,7 @@ impl Databases {
                     .parent()
                     .map(|p| p.join("tenants"))
                     .unwrap_or_else(|| PathBuf::from("tenants"));
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+                crate::files::create_private_dir(&dir)?;
                 let control = connect_sqlite(control_file, true, 4).await?;
                 let capacity = NonZeroUsize::new(SQLITE_OPEN_TENANTS).unwrap_or(NonZeroUsize::MIN);
                 Databases {
@@ -167,9 +167,11 @@ impl Databases {
             }
             Backend::Sqlite { dir, .. } => {
                 let file = tenant_file(dir, slug);
+                // Private from the start; SQLite gives the journal files the same mode.
                 match std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(0o600)
                     .open(&file)
                 {
                     Ok(_) => {}
@@ -360,6 +362,10 @@ async fn connect_postgres(
 /// hundreds of times a second, and every growth remaps each connection's view at the cost of
 /// TLB shootdowns on every core (measured with `benches/load.sh`: 8 % of throughput).
 async fn connect_sqlite(file: &Path, create: bool, max: u32) -> Result<DatabaseConnection, DbErr> {
+    if create {
+        // Created private before SQLite opens it; SQLite gives the journal files its mode.
+        crate::files::touch_private(file).map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+    }
     // The URL only selects the driver; the file is set on the parsed options so that paths with
     // URL-special characters need no escaping.
     let mut opts = ConnectOptions::new("sqlite://flowgate.db");

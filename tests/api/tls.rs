@@ -269,4 +269,17 @@ async fn generated_keys_are_files_only_the_owner_can_read() {
         std::fs::metadata(&kek).unwrap().permissions().mode() & 0o077,
         0
     );
+    // The databases, with their journals, and the directories that hold them.
+    let tenant = app.data_dir.join(format!("tenants/{}.db", app.tenant));
+    for path in [
+        app.data_dir.join("control.db"),
+        app.data_dir.join("control.db-wal"),
+        tenant.clone(),
+        tenant.with_extension("db-wal"),
+        app.data_dir.join("tenants"),
+        app.data_dir.join("keystore"),
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is private: {mode:o}", path.display());
+    }
 }
