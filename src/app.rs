@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditWriter;
 use crate::authz::Authz;
 use crate::config::Settings;
+use crate::http::rate_limit::Limits;
 use crate::http::tenant::INVALIDATION_CHANNEL;
 use crate::identity::api_key::ApiKeys;
 use crate::identity::operator::OperatorToken;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub audit: AuditWriter,
     pub operator: OperatorToken,
     pub metrics: Metrics,
+    pub limits: Limits,
 }
 
 /// The opened services and what must be awaited or shown once.
@@ -59,6 +61,7 @@ impl AppState {
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
             authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
+            limits: Limits::new(&settings.rate_limits),
             settings,
             dbs,
             keystore,

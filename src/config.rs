@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +60,19 @@ pub struct TlsSettings {
     pub reload_interval: Duration,
 }
 
+/// Rate limits (see `http::rate_limit`); bursts are twice the per-second rates.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Requests per second from one source address, before authentication.
+    pub source_per_second: NonZeroU32,
+    /// Failed authentications per minute from one source address.
+    pub failures_per_minute: NonZeroU32,
+    /// Requests per second of one principal.
+    pub principal_per_second: NonZeroU32,
+    /// Requests per second to one tenant.
+    pub tenant_per_second: NonZeroU32,
+}
+
 /// Validated settings of one Flowgate process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -77,6 +91,7 @@ pub struct Settings {
     pub body_limit: usize,
     /// How often dirty audit chains get a signed checkpoint.
     pub audit_checkpoint_interval: Duration,
+    pub rate_limits: RateLimitSettings,
     pub log_filter: String,
 }
 
@@ -100,6 +115,10 @@ const SETTINGS: &[&str] = &[
     "OPERATOR_TOKEN",
     "OTLP_ENDPOINT",
     "PUBLIC_URL",
+    "RATE_LIMIT_FAILURES",
+    "RATE_LIMIT_PRINCIPAL",
+    "RATE_LIMIT_SOURCE",
+    "RATE_LIMIT_TENANT",
     "REDIS_URL",
     "TLS_CERT",
     "TLS_CLIENT_CA",
@@ -179,6 +198,7 @@ impl Settings {
                 src.parse("AUDIT_CHECKPOINT_INTERVAL_MS", positive::<u64>)?
                     .unwrap_or(60_000),
             ),
+            rate_limits: rate_limits(&src)?,
             log_filter: src.get("LOG").unwrap_or_else(|| "info".into()),
             data_dir,
         })
@@ -369,6 +389,21 @@ fn operator_token(src: &Source) -> Result<Option<SecretString>, ConfigError> {
         } else {
             Ok(SecretString::from(v.to_owned()))
         }
+    })
+}
+
+fn rate_limits(src: &Source) -> Result<RateLimitSettings, ConfigError> {
+    let rate = |name: &str, default: u32| -> Result<NonZeroU32, ConfigError> {
+        Ok(src
+            .parse(name, positive::<u32>)?
+            .and_then(NonZeroU32::new)
+            .unwrap_or(NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN)))
+    };
+    Ok(RateLimitSettings {
+        source_per_second: rate("RATE_LIMIT_SOURCE", 1_000)?,
+        failures_per_minute: rate("RATE_LIMIT_FAILURES", 30)?,
+        principal_per_second: rate("RATE_LIMIT_PRINCIPAL", 500)?,
+        tenant_per_second: rate("RATE_LIMIT_TENANT", 2_000)?,
     })
 }
 

@@ -15,6 +15,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
+use super::rate_limit::Refusal;
 use super::request_id;
 use crate::audit::AuditError;
 use crate::authz::AuthzError;
@@ -201,7 +202,8 @@ pub struct ApiError {
     code: ErrorCode,
     detail: String,
     fields: Vec<FieldError>,
-    allow: Option<String>,
+    /// Headers the error answers with (`Allow`, `Retry-After`, `RateLimit`…).
+    headers: Vec<(&'static str, String)>,
     /// The cause of a 5xx, for the log only.
     cause: Option<anyhow::Error>,
 }
@@ -212,7 +214,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             fields: Vec::new(),
-            allow: None,
+            headers: Vec::new(),
             cause: None,
         }
     }
@@ -271,10 +273,35 @@ impl ApiError {
 
     pub fn method_not_allowed(allow: String) -> Self {
         ApiError {
-            allow: Some(allow),
+            headers: vec![("Allow", allow)],
             ..Self::new(
                 ErrorCode::MethodNotAllowed,
                 "This resource does not support the method.",
+            )
+        }
+    }
+
+    /// A 429 for `refusal`, with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
+    /// headers naming the limit.
+    pub fn rate_limited(refusal: &Refusal) -> Self {
+        let name = refusal.limit.name();
+        let wait = refusal.retry_after.as_secs().max(1);
+        ApiError {
+            headers: vec![
+                ("Retry-After", wait.to_string()),
+                (
+                    "RateLimit-Policy",
+                    format!(
+                        "\"{name}\";q={};w={}",
+                        refusal.quota,
+                        refusal.window.as_secs()
+                    ),
+                ),
+                ("RateLimit", format!("\"{name}\";r=0;t={wait}")),
+            ],
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!("Too many requests ({name} limit); retry in {wait} s."),
             )
         }
     }
@@ -328,8 +355,8 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("5")));
         }
-        if let Some(allow) = &self.allow {
-            response.insert_header((header::ALLOW, allow.as_str()));
+        for (name, value) in &self.headers {
+            response.insert_header((*name, value.as_str()));
         }
         response.json(Problem {
             problem_type: format!("{TYPE_BASE}{code}"),

@@ -13,6 +13,7 @@ mod fallback;
 pub mod middleware;
 pub mod operation;
 pub mod operator;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod tenant;
@@ -67,6 +68,7 @@ impl Server {
                 .service(web::redirect("/docs", "/docs/"))
                 .default_service(web::to(fallback::fallback))
                 .wrap(from_fn(operator::audit))
+                .wrap(from_fn(rate_limit::admit))
                 .wrap(from_fn(middleware::request_context))
         })
         .shutdown_timeout(10)

@@ -19,6 +19,7 @@ use super::contract::{Contract, Documented, Guard, Requirement, Security};
 use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::middleware::request_meta;
+use super::rate_limit::{Refusal, record_trip, trip_event};
 use super::tenant::respond_audited;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, Trail};
@@ -69,6 +70,8 @@ struct OperatorCall {
     action: &'static str,
     /// `None` when the token was accepted, else why not.
     refused: Option<&'static str>,
+    /// The failure that spent its source address's budget, to be audited once.
+    trip: Option<Refusal>,
 }
 
 /// A caller that presented the platform operator token, for the operation `A`.
@@ -101,9 +104,13 @@ impl<A: OperatorAction> FromRequest for Operator<A> {
                 )),
             ),
         };
+        let trip = refused
+            .and(req.peer_addr())
+            .and_then(|peer| state.limits.failed(peer.ip()));
         req.extensions_mut().insert(OperatorCall {
             action: A::NAME,
             refused,
+            trip,
         });
         ready(result)
     }
@@ -121,6 +128,7 @@ impl<A: OperatorAction> Documented for Operator<A> {
         contract.errors(&[
             ErrorCode::Unauthenticated,
             ErrorCode::InvalidCredentials,
+            ErrorCode::RateLimited,
             ErrorCode::DependencyUnavailable,
         ]);
     }
@@ -170,5 +178,8 @@ pub async fn audit(
         None => event.actor("operator", "platform"),
         Some(reason) => event.detail("reason", reason),
     };
+    if let Some(trip) = &call.trip {
+        record_trip(&state, Trail::Platform, trip_event(&meta, trip)).await;
+    }
     Ok(respond_audited(&state, Trail::Platform, event, res).await)
 }

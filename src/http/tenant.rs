@@ -32,12 +32,13 @@ use super::contract::{Contract, Documented, Guard, Requirement, Security};
 use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::middleware::request_meta;
+use super::rate_limit::{record_trip, trip_event};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, Trail, chain};
 use crate::authz::impact::{Universe, exceeding};
 use crate::authz::schema::EntityKind;
 use crate::authz::{Action, Decision, Facts, Resource, Subject, TenantPolicies, process_folder};
-use crate::identity::{IdentityError, Principal};
+use crate::identity::{IdentityError, InvalidReason, Principal};
 use crate::tenancy::slug::SLUG_PATTERN;
 use crate::tenancy::{Access, DbKind, Slug, TenancyError, Tenant, TenantStatus};
 
@@ -409,6 +410,7 @@ impl<A: Action, T: Target> Documented for Authorized<A, T> {
             ErrorCode::Forbidden,
             ErrorCode::TenantSuspended,
             ErrorCode::NotFound,
+            ErrorCode::RateLimited,
             ErrorCode::DependencyUnavailable,
         ]);
     }
@@ -516,11 +518,24 @@ pub async fn gate(
             "application state missing"
         ))));
     };
+    let meta = request_meta(req.request());
+    let source = req.peer_addr().map(|a| a.ip());
     let tenant = match resolve_tenant(&state, &req).await {
         Ok(tenant) => tenant,
+        // To a caller not yet authenticated, a tenant that does not exist looks like one whose
+        // credential it lacks: the answer does not tell which slugs exist.
+        Err(e) if e.code() == ErrorCode::NotFound => {
+            let error = ApiError::from(match bearer_token(req.request()) {
+                None => IdentityError::MissingCredentials,
+                Some(_) => IdentityError::InvalidCredentials(InvalidReason::UnknownKey),
+            });
+            if let Some(trip) = source.and_then(|ip| state.limits.failed(ip)) {
+                record_trip(&state, Trail::Platform, trip_event(&meta, &trip)).await;
+            }
+            return Ok(req.error_response(error));
+        }
         Err(e) => return Ok(req.error_response(e)),
     };
-    let meta = request_meta(req.request());
     let principal = match authenticate(&state, &tenant, req.request()).await {
         Ok(principal) => principal,
         Err(e) => {
@@ -529,11 +544,25 @@ pub async fn gate(
             let event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
                 .outcome(Outcome::None, error.code().status().as_u16())
                 .detail("reason", reason);
+            if let Some(trip) = source.and_then(|ip| state.limits.failed(ip)) {
+                record_trip(&state, &tenant.slug, trip_event(&meta, &trip)).await;
+            }
             return Ok(
                 respond_audited(&state, &tenant.slug, event, req.error_response(error)).await,
             );
         }
     };
+    if let Err(refusal) = state
+        .limits
+        .admit_principal(tenant.slug.as_str(), &principal.actor_id())
+    {
+        let res = req.error_response(ApiError::rate_limited(&refusal));
+        if !refusal.first {
+            return Ok(res);
+        }
+        let event = trip_event(&meta, &refusal).actor(principal.actor_type(), principal.actor_id());
+        return Ok(respond_audited(&state, &tenant.slug, event, res).await);
+    }
     if tenant.status == TenantStatus::Suspended {
         let error = ApiError::new(ErrorCode::TenantSuspended, "This tenant is suspended.");
         let event = AuditEvent::new(&meta, "request", "tenant")

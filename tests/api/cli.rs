@@ -155,8 +155,8 @@ async fn tenants_are_managed_from_the_command_line() {
                 .success()
         );
         assert_eq!(
-            eventually(&app, &slug, &key, reqwest::StatusCode::NOT_FOUND).await,
-            reqwest::StatusCode::NOT_FOUND
+            eventually(&app, &slug, &key, reqwest::StatusCode::UNAUTHORIZED).await,
+            reqwest::StatusCode::UNAUTHORIZED
         );
         let bad = flowgate(&["tenant", "create", "Bad_Slug"], &vars).await;
         assert_eq!(bad.status.code(), Some(2));

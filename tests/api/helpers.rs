@@ -96,6 +96,9 @@ async fn spawn(db: Db, options: Options, client: Option<reqwest::Client>) -> Tes
         ("FLOWGATE_LOG".into(), "warn".into()),
         ("FLOWGATE_AUDIT_CHECKPOINT_INTERVAL_MS".into(), "100".into()),
         ("FLOWGATE_TLS_RELOAD_INTERVAL_MS".into(), "200".into()),
+        // Tests fail authentication on purpose, many times, from one address; the rate-limit
+        // tests set their own budget.
+        ("FLOWGATE_RATE_LIMIT_FAILURES".into(), "100000".into()),
     ]);
     let database = match db {
         Db::Sqlite => None,

@@ -15,6 +15,7 @@ mod errors;
 mod health;
 mod openapi;
 mod platform;
+mod rate_limits;
 mod tenant_isolation;
 mod tls;
 mod vault;

@@ -77,7 +77,7 @@ on_both_databases! {
         let (status, _) = operator(&app, reqwest::Method::DELETE, &format!("/tenants/{slug}"), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let users = app.client.get(app.url(&format!("/t/{slug}/api/v1/users"))).bearer_auth(&key).send().await.unwrap();
-        assert_eq!(users.status(), StatusCode::NOT_FOUND);
+        assert_eq!(users.status(), StatusCode::UNAUTHORIZED, "a deleted tenant is as unknown as any");
         assert!(!app.data_dir.join(format!("keystore/tenants/{slug}")).exists(), "keys destroyed");
         match app.db {
             crate::helpers::Db::Sqlite => assert!(!app.data_dir.join(format!("tenants/{slug}.db")).exists()),

@@ -46,10 +46,22 @@ on_both_databases! {
         assert_eq!(list["items"].as_array().unwrap().len(), 0);
     }
 
-    async fn an_unknown_tenant_is_404(app) {
-        let response = app.client.get(app.url("/t/no-such-tenant/api/v1/users")).bearer_auth(&app.admin_key).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let response = app.client.get(app.url("/t/NOT_A_SLUG/api/v1/users")).bearer_auth(&app.admin_key).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    async fn an_unknown_tenant_answers_as_a_wrong_credential_does(app) {
+        // Whether a slug exists is not for the unauthenticated to learn: another tenant's key,
+        // or no key, gets the same answer at an unknown tenant as at this one.
+        for path in ["/t/no-such-tenant/api/v1/users", "/t/NOT_A_SLUG/api/v1/users"] {
+            let unknown = app.client.get(app.url(path)).bearer_auth("fgk_wrong").send().await.unwrap();
+            let known = app.client.get(app.tenant_url("/users")).bearer_auth("fgk_wrong").send().await.unwrap();
+            assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(unknown.headers().get("www-authenticate"), known.headers().get("www-authenticate"));
+            let (unknown, known): (serde_json::Value, serde_json::Value) = (unknown.json().await.unwrap(), known.json().await.unwrap());
+            assert_eq!((&unknown["code"], &unknown["detail"]), (&known["code"], &known["detail"]), "{path}");
+            let bare = app.client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+            let body: serde_json::Value = bare.json().await.unwrap();
+            assert_eq!(body["code"], "unauthenticated");
+        }
+        let another_tenants_key = app.client.get(app.url("/t/no-such-tenant/api/v1/users")).bearer_auth(&app.admin_key).send().await.unwrap();
+        assert_eq!(another_tenants_key.status(), StatusCode::UNAUTHORIZED);
     }
 }
