@@ -31,7 +31,12 @@ pub struct AppState {
     pub operator: OperatorToken,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// The last readiness check and when it was made.
+    readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
+
+/// How long a readiness answer is reused.
+const READINESS_TTL: Duration = Duration::from_secs(1);
 
 /// The opened services and what must be awaited or shown once.
 pub struct Opened {
@@ -62,6 +67,7 @@ impl AppState {
             authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
             limits: Limits::new(&settings.rate_limits),
+            readiness: tokio::sync::Mutex::new(None),
             settings,
             dbs,
             keystore,
@@ -89,6 +95,13 @@ impl AppState {
         self.keystore.forget(slug);
     }
 
+    /// Drops every cached fact about every tenant on this replica.
+    pub fn forget_everything(&self) {
+        self.tenants.invalidate_all();
+        self.authz.invalidate_all();
+        self.api_keys.forget_all_keys();
+    }
+
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.
     pub async fn publish_tenant_change(&self, slug: &Slug) -> Result<(), TenancyError> {
         if self.dbs.postgres_pool().is_some() {
@@ -107,6 +120,20 @@ impl AppState {
 
     /// Succeeds when the database and the key store both answer.
     pub async fn ready(&self) -> Result<(), String> {
+        // One check at a time, and its answer reused for a second: a flood of probes costs the
+        // database and the key store one round trip a second, not one each.
+        let mut last = self.readiness.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return answer.clone();
+        }
+        let answer = self.check_dependencies().await;
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
+    }
+
+    async fn check_dependencies(&self) -> Result<(), String> {
         self.dbs
             .ping()
             .await
@@ -118,44 +145,68 @@ impl AppState {
     }
 }
 
-/// Applies other replicas' invalidations until the state is dropped. After a lost connection
-/// every cache is suspect, so all cached tenants are forgotten.
+/// How often a quiet invalidation listener proves its channel with a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The longest a replica trusts its caches without hearing the channel: past it, the listener
+/// reconnects and every cache is flushed. This bounds how stale a replica can be after a lost
+/// connection; while the channel works, changes reach every replica before the next request.
+pub const MAX_STALENESS: Duration = Duration::from_secs(15);
+
+/// Applies other replicas' invalidations until the state is dropped. On every (re)connection,
+/// and while it cannot connect, every cache is flushed: what changed while no one listened is
+/// unknown. A channel that stays silent past [`MAX_STALENESS`], heartbeats included, counts as
+/// lost.
 async fn listen_for_invalidations(pool: sea_orm::sqlx::PgPool, state: Weak<AppState>) {
     use sea_orm::sqlx::postgres::PgListener;
     loop {
-        let listener = async {
+        let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(INVALIDATION_CHANNEL).await?;
             Ok::<_, sea_orm::sqlx::Error>(listener)
         }
         .await;
-        let mut listener = match listener {
+        // Whatever was cached may have changed while no one was listening.
+        let Some(live) = state.upgrade() else { return };
+        live.forget_everything();
+        drop(live);
+        let mut listener = match connected {
             Ok(listener) => listener,
             Err(e) => {
-                tracing::warn!(error = %e, "invalidation listener cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if state.strong_count() == 0 {
-                    return;
-                }
+                tracing::warn!(error = %e, "invalidation listener cannot connect; caches are flushed until it can");
+                tokio::time::sleep(HEARTBEAT).await;
                 continue;
             }
         };
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             let notification = tokio::select! {
                 n = listener.try_recv() => n,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                _ = tokio::time::sleep(HEARTBEAT) => {
                     if state.strong_count() == 0 { return; }
+                    if last_heard.elapsed() > MAX_STALENESS {
+                        tracing::warn!("invalidation listener hears nothing, not even its heartbeat; reconnecting");
+                        break;
+                    }
+                    // Heard by every replica, this one included: proof the channel still works.
+                    let beat = sea_orm::sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(INVALIDATION_CHANNEL)
+                        .execute(&pool)
+                        .await;
+                    if let Err(e) = beat {
+                        tracing::warn!(error = %e, "invalidation heartbeat failed");
+                    }
                     continue;
                 }
             };
             let Some(state) = state.upgrade() else { return };
+            last_heard = tokio::time::Instant::now();
             match notification {
+                Ok(Some(n)) if n.payload().is_empty() => {}
                 Ok(Some(n)) => state.forget_tenant(n.payload()),
                 Ok(None) => {
                     tracing::warn!("invalidation listener reconnected; forgetting cached tenants");
-                    state.tenants.invalidate_all();
-                    state.authz.invalidate_all();
-                    state.api_keys.forget_all_keys();
+                    state.forget_everything();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "invalidation listener failed; reconnecting");

@@ -30,8 +30,13 @@ pub enum ConfigError {
 pub enum DatabaseSettings {
     /// One file for the control plane; tenants get one file each under `tenants/` beside it.
     Sqlite { control_file: PathBuf },
-    /// Schema `flowgate` for the control plane, schema `t_<slug>` per tenant.
-    Postgres { url: SecretString },
+    /// Schema `flowgate` for the control plane, schema `t_<slug>` per tenant. With `ca_file`,
+    /// the server's certificate must chain to it and name the host (`verify-full`, unless the
+    /// URL's `sslmode` says otherwise).
+    Postgres {
+        url: SecretString,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// Which key store holds tenant keys.
@@ -105,6 +110,7 @@ const SETTINGS: &[&str] = &[
     "ADMIN_LISTEN",
     "AUDIT_CHECKPOINT_INTERVAL_MS",
     "BODY_LIMIT",
+    "DATABASE_CA",
     "DATABASE_URL",
     "DATA_DIR",
     "HSTS",
@@ -283,6 +289,7 @@ fn database(src: &Source, data_dir: &Path) -> Result<DatabaseSettings, ConfigErr
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(DatabaseSettings::Postgres {
                 url: SecretString::from(url),
+                ca_file: src.parse("DATABASE_CA", existing_file)?,
             })
         }
         Some(url) => match url.strip_prefix("sqlite://") {
@@ -297,15 +304,16 @@ fn database(src: &Source, data_dir: &Path) -> Result<DatabaseSettings, ConfigErr
     }
 }
 
+fn existing_file(v: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(v);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{v} is not a readable file"))
+    }
+}
+
 fn tls(src: &Source) -> Result<TlsSettings, ConfigError> {
-    let existing_file = |v: &str| {
-        let path = PathBuf::from(v);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("{v} is not a readable file"))
-        }
-    };
     let cert = src.parse("TLS_CERT", existing_file)?;
     let key = src.parse("TLS_KEY", existing_file)?;
     let cert_and_key = match (cert, key) {
@@ -327,14 +335,7 @@ fn tls(src: &Source) -> Result<TlsSettings, ConfigError> {
 fn keystore(src: &Source) -> Result<KeyStoreSettings, ConfigError> {
     match src.get("KEYSTORE").as_deref() {
         None | Some("local") => Ok(KeyStoreSettings::Local {
-            kek_file: src.parse("KEK_FILE", |v| {
-                let path = PathBuf::from(v);
-                if path.is_file() {
-                    Ok(path)
-                } else {
-                    Err(format!("{v} is not a readable file"))
-                }
-            })?,
+            kek_file: src.parse("KEK_FILE", existing_file)?,
         }),
         Some("vault") => {
             let addr = src.parse("VAULT_ADDR", vault_addr)?.ok_or_else(|| {

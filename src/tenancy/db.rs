@@ -2,6 +2,8 @@
 
 use std::num::NonZeroUsize;
 use std::os::unix::fs::OpenOptionsExt as _;
+
+use sea_orm::sqlx::postgres::PgSslMode;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,7 +64,7 @@ pub struct Databases {
 
 enum Backend {
     Postgres {
-        url: SecretString,
+        url: PgUrl,
         tenants: DatabaseConnection,
         audit: DatabaseConnection,
     },
@@ -83,7 +85,12 @@ impl Databases {
     /// Connects to the configured database and migrates the control plane.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, TenancyError> {
         let dbs = match settings {
-            DatabaseSettings::Postgres { url } => {
+            DatabaseSettings::Postgres { url, ca_file } => {
+                let url = PgUrl {
+                    url: url.clone(),
+                    ca_file: ca_file.clone(),
+                };
+                let url = &url;
                 let control = connect_postgres(url, CONTROL_SCHEMA, 4).await?;
                 control
                     .execute_unprepared(&format!(
@@ -342,12 +349,32 @@ fn tenant_file(dir: &Path, slug: &Slug) -> PathBuf {
     dir.join(format!("{slug}.db"))
 }
 
+/// How to reach PostgreSQL: the URL and, when set, the CA its certificate must chain to.
+#[derive(Clone)]
+struct PgUrl {
+    url: SecretString,
+    ca_file: Option<PathBuf>,
+}
+
 async fn connect_postgres(
-    url: &SecretString,
+    url: &PgUrl,
     schema: &str,
     max: u32,
 ) -> Result<DatabaseConnection, DbErr> {
-    let mut opts = ConnectOptions::new(url.expose_secret());
+    let mut opts = ConnectOptions::new(url.url.expose_secret());
+    if let Some(ca) = url.ca_file.clone() {
+        // A CA is asked for to verify the server: verify the host name too, unless the URL
+        // chose its own `sslmode`.
+        let chosen = url.url.expose_secret().contains("sslmode=");
+        opts.map_sqlx_postgres_opts(move |o| {
+            let o = o.ssl_root_cert(&ca);
+            if chosen {
+                o
+            } else {
+                o.ssl_mode(PgSslMode::VerifyFull)
+            }
+        });
+    }
     opts.max_connections(max)
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))

@@ -70,6 +70,9 @@ pub struct Options {
     /// Extra `FLOWGATE_*` variables.
     pub vars: Vec<(String, String)>,
     pub admin_listener: bool,
+    /// The host PostgreSQL is reached at (default `127.0.0.1`): `localhost` is the name its
+    /// certificate carries.
+    pub postgres_host: Option<&'static str>,
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -104,7 +107,10 @@ async fn spawn(db: Db, options: Options, client: Option<reqwest::Client>) -> Tes
         Db::Sqlite => None,
         Db::Postgres => {
             let database = TestDatabase::create().await;
-            vars.insert("FLOWGATE_DATABASE_URL".into(), database.url());
+            vars.insert(
+                "FLOWGATE_DATABASE_URL".into(),
+                database.url_at(options.postgres_host.unwrap_or("127.0.0.1")),
+            );
             Some(database)
         }
     };
@@ -405,7 +411,11 @@ impl TestDatabase {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        self.url_at("127.0.0.1")
+    }
+
+    pub fn url_at(&self, host: &str) -> String {
+        format!("postgres://postgres@{host}:5432/{}", self.name)
     }
 }
 

@@ -11,6 +11,7 @@ mod authorization_matrix;
 mod authz;
 mod cli;
 mod clients;
+mod database_tls;
 mod errors;
 mod health;
 mod openapi;
