@@ -9,6 +9,8 @@
 //!   failed deletion can be rerun.
 //! - The bootstrap admin key is returned once and never stored or logged in clear.
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
 
 use crate::app::AppState;
@@ -54,7 +56,22 @@ pub struct Onboarded {
 }
 
 /// Onboards a tenant. `meta` describes the operator's request (or the command line).
+///
+/// The work runs as a task of its own: a caller that goes away (a client disconnecting, which
+/// drops the request's future) cannot stop it halfway, so it always ends in an active tenant or
+/// in nothing at all.
 pub async fn create_tenant(
+    state: &Arc<AppState>,
+    new: NewTenant,
+    meta: &RequestMeta,
+) -> Result<Onboarded, PlatformError> {
+    let (state, meta) = (Arc::clone(state), meta.clone());
+    tokio::spawn(async move { onboard(&state, new, &meta).await })
+        .await
+        .map_err(|e| TenancyError::Unexpected(anyhow::anyhow!("onboarding stopped: {e}")))?
+}
+
+async fn onboard(
     state: &AppState,
     new: NewTenant,
     meta: &RequestMeta,

@@ -412,3 +412,43 @@ async fn lists_leave_out_what_a_forbid_hides() {
     let (_, page) = app.get("/processes", &app.admin_key).await;
     assert!(page.to_string().contains(&secret_process));
 }
+
+/// Onboarding survives a caller that goes away: when the future of `create_tenant` is dropped
+/// mid-way (a client disconnecting drops its request's future so), the tenant still ends
+/// active, never half-made with its slug answering 409 forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_is_not_cut_short_by_a_caller_that_goes_away() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let app = spawn_app(db).await;
+        let slug = crate::helpers::unique_slug("hasty");
+        let new = flowgate::platform::NewTenant {
+            slug: flowgate::tenancy::Slug::parse(&slug).unwrap(),
+            name: "Hasty".to_owned(),
+            environment: flowgate::tenancy::Environment::Dev,
+        };
+        let meta = flowgate::audit::RequestMeta::default();
+        let onboarding = flowgate::platform::create_tenant(&app.state, new, &meta);
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(2), onboarding).await;
+        assert!(cut.is_err(), "the caller gave up before the answer");
+        let mut status = String::new();
+        for _ in 0..100 {
+            let response = app
+                .client
+                .get(app.url(&format!("/api/v1/platform/tenants/{slug}")))
+                .bearer_auth(&app.operator_token)
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            status = body["status"].as_str().unwrap_or("absent").to_owned();
+            if status != "provisioning" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            status, "active",
+            "{db:?}: onboarding finished without its caller"
+        );
+    }
+}

@@ -123,7 +123,8 @@ pub async fn create_tenant(
     body: JsonBody<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body.parse().await?.validate()?;
-    let onboarded = platform::create_tenant(&state, new, &request_meta(&req)).await?;
+    let onboarded =
+        platform::create_tenant(&state.clone().into_inner(), new, &request_meta(&req)).await?;
     Ok(HttpResponse::Created().json(CreatedTenant {
         tenant: onboarded.tenant.into(),
         admin_api_key: onboarded.admin_api_key.expose_secret().to_owned(),
