@@ -73,6 +73,11 @@ pub async fn verify(
         first_broken_seq: None,
         problem: None,
     };
+    let anchored = anchor.as_ref().ok().and_then(Option::as_ref);
+    // The chain is walked in the read transaction alone; the key store is asked only after it
+    // ends, so a slow key store never holds a database connection.
+    let walked = walk(&tx, &head, &checkpoints, anchored, &mut report).await?;
+    tx.commit().await?;
     let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     for checkpoint in checkpoints.values() {
         let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
@@ -102,6 +107,20 @@ pub async fn verify(
             "events covered by the checkpoint kept in the key store are missing",
         ));
     }
+    Ok(match walked {
+        Some((seq, problem)) => report.broken(seq, problem),
+        None => report,
+    })
+}
+
+/// Walks the events up to `head`, counting them in `report`; the first break found, if any.
+async fn walk(
+    tx: &sea_orm::DatabaseTransaction,
+    head: &audit_head::Model,
+    checkpoints: &BTreeMap<i64, audit_checkpoint::Model>,
+    anchor: Option<&anchor::Anchor>,
+    report: &mut VerifyReport,
+) -> Result<Option<(i64, &'static str)>, AuditError> {
     let mut expected = 1i64;
     let mut prev_hash = migration::AUDIT_GENESIS_HASH.to_owned();
     loop {
@@ -110,49 +129,57 @@ pub async fn verify(
             .filter(audit_event::Column::Seq.lte(head.seq))
             .order_by_asc(audit_event::Column::Seq)
             .limit(PAGE)
-            .all(&tx)
+            .all(tx)
             .await?;
         if page.is_empty() {
             break;
         }
         for row in page {
             if row.seq != expected {
-                return Ok(report.broken(expected, "the event is missing"));
+                return Ok(Some((expected, "the event is missing")));
             }
             if row.prev_hash != prev_hash {
-                return Ok(report.broken(row.seq, "the event does not link to the one before it"));
+                return Ok(Some((
+                    row.seq,
+                    "the event does not link to the one before it",
+                )));
             }
             if event_hash(&row) != row.hash {
-                return Ok(report.broken(row.seq, "the event was changed after it was written"));
+                return Ok(Some((
+                    row.seq,
+                    "the event was changed after it was written",
+                )));
             }
             if checkpoints
                 .get(&row.seq)
                 .is_some_and(|c| c.hash != row.hash)
             {
-                return Ok(report.broken(row.seq, "the event differs from its signed checkpoint"));
+                return Ok(Some((
+                    row.seq,
+                    "the event differs from its signed checkpoint",
+                )));
             }
-            if anchor
-                .as_ref()
-                .is_some_and(|a| a.seq == row.seq && a.hash != row.hash)
-            {
-                return Ok(report.broken(
+            if anchor.is_some_and(|a| a.seq == row.seq && a.hash != row.hash) {
+                return Ok(Some((
                     row.seq,
                     "the event differs from the checkpoint kept in the key store",
-                ));
+                )));
             }
             prev_hash = row.hash;
             expected += 1;
             report.events += 1;
         }
     }
-    tx.commit().await?;
     if expected - 1 != head.seq {
-        return Ok(report.broken(expected, "events up to the chain head are missing"));
+        return Ok(Some((expected, "events up to the chain head are missing")));
     }
     if prev_hash != head.hash {
-        return Ok(report.broken(head.seq, "the chain head does not match the last event"));
+        return Ok(Some((
+            head.seq,
+            "the chain head does not match the last event",
+        )));
     }
-    Ok(report)
+    Ok(None)
 }
 
 impl VerifyReport {

@@ -126,9 +126,12 @@ impl TenantRequest {
     /// Refuses a change of a principal from `before` to `after` (a new group, new claims; or,
     /// with no `before`, a new credential of `after`) when it would give `after` a permission
     /// the caller does not hold: nobody hands out more than they have.
+    ///
+    /// It reads in a transaction of its own: call it before opening the write transaction of
+    /// the change, so that its evaluations (thousands in a large tenant) never hold the
+    /// tenant's write lock.
     pub async fn refuse_escalation(
         &self,
-        conn: &impl ConnectionTrait,
         before: Option<&Subject>,
         after: &Subject,
     ) -> Result<(), ApiError> {
@@ -140,7 +143,9 @@ impl TenantRequest {
             before,
             after,
         );
-        let universe = Universe::load_resources(conn, self.policies()).await?;
+        let tx = self.read().await?;
+        let universe = Universe::load_resources(&tx, self.policies()).await?;
+        tx.commit().await?;
         let (state, policies) = (self.state_handle(), self.policies_handle());
         let (before, after, caller) = (before.cloned(), after.clone(), self.subject().clone());
         // Thousands of decisions in a large tenant: off the worker thread.

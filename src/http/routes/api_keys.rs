@@ -98,20 +98,16 @@ pub async fn create_api_key(
             "must be in the future",
         ));
     }
-    let tx = auth.write().await?;
-    if service_accounts::get(tx.conn(), service_account_id)
-        .await?
-        .is_none()
-    {
+    let read = auth.read().await?;
+    let account = service_accounts::get(&read, service_account_id).await?;
+    read.commit().await?;
+    if account.is_none() {
         return Err(ApiError::no_such("service_account_id", "service account"));
     }
     // A key acts as its account: issuing one must not give the caller more than they hold.
-    auth.refuse_escalation(
-        tx.conn(),
-        None,
-        &Subject::service_account(service_account_id),
-    )
-    .await?;
+    auth.refuse_escalation(None, &Subject::service_account(service_account_id))
+        .await?;
+    let tx = auth.write().await?;
     let state = auth.state();
     let issued = state
         .api_keys

@@ -120,18 +120,21 @@ pub async fn add_group_member(
     body: JsonBody<AddGroupMember>,
 ) -> Result<HttpResponse, ApiError> {
     let AddGroupMember { user_id } = body.parse().await?;
-    let tx = auth.write().await?;
-    if groups::get(tx.conn(), id.0).await?.is_none() {
+    let read = auth.read().await?;
+    let group = groups::get(&read, id.0).await?;
+    let member = load_subject(&read, SubjectType::User, user_id).await?;
+    read.commit().await?;
+    if group.is_none() {
         return Err(ApiError::not_found());
     }
-    let Some(member) = load_subject(tx.conn(), SubjectType::User, user_id).await? else {
+    let Some(member) = member else {
         return Err(ApiError::no_such("user_id", "user"));
     };
     // What the group's bindings give its members must be the caller's to give.
     let mut joined = member.clone();
     joined.groups.push(id.0.to_string());
-    auth.refuse_escalation(tx.conn(), Some(&member), &joined)
-        .await?;
+    auth.refuse_escalation(Some(&member), &joined).await?;
+    let tx = auth.write().await?;
     groups::add_member(tx.conn(), id.0, user_id).await?;
     let change = Change::new("group", id.0, 204)
         .detail("user_id", user_id.to_string())

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::user;
+use sea_orm::{EntityTrait as _, QuerySelect as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -174,7 +175,10 @@ fn merge_attributes(
     patch,
     path = "/users/{id}",
     tag = "users",
-    responses((status = 200, body = UserView))
+    responses(
+        (status = 200, body = UserView),
+        (status = 409, description = "The attributes changed meanwhile")
+    )
 )]
 pub async fn update_user(
     auth: Authorized<UserUpdate>,
@@ -186,10 +190,15 @@ pub async fn update_user(
         .display_name
         .map(|n| clean_name(&n, 200).map_err(|m| ApiError::invalid_field("display_name", m)))
         .transpose()?;
-    let tx = auth.write().await?;
-    let existing = users::get(tx.conn(), id.0)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    // Checked on what a read sees, outside the write transaction (the escalation check may
+    // make thousands of decisions); the write then proceeds only on the same claims.
+    let read = auth.read().await?;
+    let existing = users::get(&read, id.0).await?;
+    let current = load_subject(&read, SubjectType::User, id.0).await?;
+    read.commit().await?;
+    let (Some(existing), Some(current)) = (existing, current) else {
+        return Err(ApiError::not_found());
+    };
     let mut attributes: BTreeMap<String, String> =
         serde_json::from_value(existing.attributes.clone()).unwrap_or_default();
     let before = attributes.clone();
@@ -214,17 +223,28 @@ pub async fn update_user(
         if !missing.is_empty() {
             return Err(auth.refuse_delegation(&missing));
         }
-        let Some(current) = load_subject(tx.conn(), SubjectType::User, id.0).await? else {
-            return Err(ApiError::not_found());
-        };
         let updated = Subject {
             tags: attributes.clone(),
             ..current.clone()
         };
-        auth.refuse_escalation(tx.conn(), Some(&current), &updated)
-            .await?;
+        auth.refuse_escalation(Some(&current), &updated).await?;
     }
-    let user = users::update(tx.conn(), existing, display_name, &attributes).await?;
+    let tx = auth.write().await?;
+    // Locked on PostgreSQL (SQLite's write transaction holds the file): concurrent changes of
+    // one user's claims take turns, and the second sees the first.
+    let Some(locked) = user::Entity::find_by_id(id.0)
+        .lock_exclusive()
+        .one(tx.conn())
+        .await?
+    else {
+        return Err(ApiError::not_found());
+    };
+    if locked.attributes != existing.attributes {
+        return Err(ApiError::conflict(
+            "The user's attributes changed meanwhile; read them again and retry.",
+        ));
+    }
+    let user = users::update(tx.conn(), locked, display_name, &attributes).await?;
     let change = Change::new("user", user.id, 200)
         .detail("attributes_before", serde_json::json!(before))
         .detail("attributes_after", serde_json::json!(attributes));
