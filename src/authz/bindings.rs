@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::schema::EntityKind;
+
 /// Who a binding grants to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -31,47 +33,65 @@ pub enum ScopeType {
     Secret,
 }
 
+/// Subject and scope types are Cedar entity kinds under another name: `kind` is the one table
+/// (matched exhaustively) that the API names, the engine's entity types and scope resolution
+/// are read from.
 impl SubjectType {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [SubjectType; 3] = [
+        SubjectType::User,
+        SubjectType::ServiceAccount,
+        SubjectType::Group,
+    ];
+
+    /// The Cedar entity kind of subjects of this type.
+    pub fn kind(self) -> EntityKind {
         match self {
-            SubjectType::User => "user",
-            SubjectType::ServiceAccount => "service_account",
-            SubjectType::Group => "group",
+            SubjectType::User => EntityKind::User,
+            SubjectType::ServiceAccount => EntityKind::ServiceAccount,
+            SubjectType::Group => EntityKind::Group,
         }
     }
 
+    /// Its name in the API (`service_account`): the kind's.
+    pub fn as_str(self) -> &'static str {
+        self.kind().api_name()
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "user" => Some(SubjectType::User),
-            "service_account" => Some(SubjectType::ServiceAccount),
-            "group" => Some(SubjectType::Group),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 
 impl ScopeType {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [ScopeType; 6] = [
+        ScopeType::Tenant,
+        ScopeType::Folder,
+        ScopeType::Process,
+        ScopeType::Form,
+        ScopeType::Report,
+        ScopeType::Secret,
+    ];
+
+    /// The Cedar entity kind a binding on this scope names; what it covers is that object and,
+    /// for a folder, everything inside it.
+    pub fn kind(self) -> EntityKind {
         match self {
-            ScopeType::Tenant => "tenant",
-            ScopeType::Folder => "folder",
-            ScopeType::Process => "process",
-            ScopeType::Form => "form",
-            ScopeType::Report => "report",
-            ScopeType::Secret => "secret",
+            ScopeType::Tenant => EntityKind::Tenant,
+            ScopeType::Folder => EntityKind::Folder,
+            ScopeType::Process => EntityKind::Process,
+            ScopeType::Form => EntityKind::Form,
+            ScopeType::Report => EntityKind::Report,
+            ScopeType::Secret => EntityKind::Secret,
         }
     }
 
+    /// Its name in the API (`folder`): the kind's.
+    pub fn as_str(self) -> &'static str {
+        self.kind().api_name()
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "tenant" => Some(ScopeType::Tenant),
-            "folder" => Some(ScopeType::Folder),
-            "process" => Some(ScopeType::Process),
-            "form" => Some(ScopeType::Form),
-            "report" => Some(ScopeType::Report),
-            "secret" => Some(ScopeType::Secret),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -152,4 +172,23 @@ pub async fn delete(
         .await?
         .rows_affected;
     Ok((deleted > 0).then_some(binding))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON names (serde's) and the table's names (the entity kinds') are the same words.
+    #[test]
+    fn every_type_is_named_alike_in_json_and_in_the_table() {
+        for t in SubjectType::ALL {
+            assert_eq!(serde_json::json!(t), t.as_str());
+            assert_eq!(SubjectType::parse(t.as_str()), Some(t));
+        }
+        for t in ScopeType::ALL {
+            assert_eq!(serde_json::json!(t), t.as_str());
+            assert_eq!(ScopeType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(ScopeType::parse("user"), None);
+    }
 }

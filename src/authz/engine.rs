@@ -365,7 +365,10 @@ impl PolicyEngine {
                 tracing::warn!(binding = %binding.id, role = %binding.role, "binding names an unknown role; it grants nothing");
                 continue;
             };
-            let subject = subject_kind(binding.subject_type).uid(&binding.subject_id.to_string());
+            let subject = binding
+                .subject_type
+                .kind()
+                .uid(&binding.subject_id.to_string());
             let Some(scope) =
                 scope_uid(rules.slug, binding.scope_type, binding.scope_id.as_deref())
             else {
@@ -906,25 +909,12 @@ fn principal_key(policy: &Policy) -> Option<EntityUid> {
     }
 }
 
-fn subject_kind(subject: SubjectType) -> EntityKind {
-    match subject {
-        SubjectType::User => EntityKind::User,
-        SubjectType::ServiceAccount => EntityKind::ServiceAccount,
-        SubjectType::Group => EntityKind::Group,
-    }
-}
-
 /// The Cedar uid of a binding's scope; the tenant scope is the tenant entity itself.
 fn scope_uid(slug: &str, scope: ScopeType, scope_id: Option<&str>) -> Option<EntityUid> {
-    let kind = match scope {
-        ScopeType::Tenant => return Some(EntityKind::Tenant.uid(slug)),
-        ScopeType::Folder => EntityKind::Folder,
-        ScopeType::Process => EntityKind::Process,
-        ScopeType::Form => EntityKind::Form,
-        ScopeType::Report => EntityKind::Report,
-        ScopeType::Secret => EntityKind::Secret,
-    };
-    scope_id.map(|id| kind.uid(id))
+    match scope {
+        ScopeType::Tenant => Some(EntityKind::Tenant.uid(slug)),
+        other => scope_id.map(|id| other.kind().uid(id)),
+    }
 }
 
 fn unix_now() -> i64 {
@@ -1027,7 +1017,7 @@ mod tests {
                 let vals = HashMap::from([
                     (
                         SlotId::principal(),
-                        subject_kind(b.subject_type).uid(&b.subject_id.to_string()),
+                        b.subject_type.kind().uid(&b.subject_id.to_string()),
                     ),
                     (SlotId::resource(), scope.clone()),
                 ]);

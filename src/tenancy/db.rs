@@ -221,21 +221,25 @@ impl Databases {
                     .await?;
             }
             Backend::Sqlite { dir, pools } => {
-                if let Some(pools) = pools.lock().await.pop(slug) {
-                    pools.read.close().await?;
-                    pools.write.close().await?;
+                // Under the cache's lock, so that no reader can open a pool on the file between
+                // its leaving the cache and its removal: such a pool would outlive the tenant
+                // and serve a re-created one the deleted one's data.
+                let mut cache = pools.lock().await;
+                let open = cache.pop(slug);
+                // Closing marks the pools closed at once (no new connection to this path from
+                // here); the wait for borrowed connections happens outside the lock.
+                let closing = open.as_ref().map(|open| {
+                    futures_util::future::join(
+                        open.read.get_sqlite_connection_pool().close(),
+                        open.write.get_sqlite_connection_pool().close(),
+                    )
+                });
+                let removed = remove_tenant_files(&tenant_file(dir, slug));
+                drop(cache);
+                if let Some(closing) = closing {
+                    closing.await;
                 }
-                let file = tenant_file(dir, slug);
-                for suffix in ["", "-wal", "-shm"] {
-                    let path = PathBuf::from(format!("{}{suffix}", file.display()));
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            return Err(anyhow::anyhow!("removing {}: {e}", path.display()).into());
-                        }
-                    }
-                }
+                removed?;
             }
         }
         Ok(())
@@ -347,6 +351,19 @@ impl Databases {
 
 fn tenant_file(dir: &Path, slug: &Slug) -> PathBuf {
     dir.join(format!("{slug}.db"))
+}
+
+/// Removes a SQLite file and its journal files; those already gone are not an error.
+fn remove_tenant_files(file: &Path) -> Result<(), TenancyError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", file.display()));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::anyhow!("removing {}: {e}", path.display()).into()),
+        }
+    }
+    Ok(())
 }
 
 /// How to reach PostgreSQL: the URL and, when set, the CA its certificate must chain to.

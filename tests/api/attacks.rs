@@ -441,7 +441,8 @@ async fn onboarding_is_not_cut_short_by_a_caller_that_goes_away() {
                 .unwrap();
             let body: serde_json::Value = response.json().await.unwrap();
             status = body["status"].as_str().unwrap_or("absent").to_owned();
-            if status != "provisioning" {
+            // Absent: the task has not claimed the slug yet.
+            if status != "provisioning" && status != "absent" {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

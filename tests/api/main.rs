@@ -17,6 +17,7 @@ mod health;
 mod openapi;
 mod platform;
 mod rate_limits;
+mod storage;
 mod tenant_isolation;
 mod tls;
 mod vault;

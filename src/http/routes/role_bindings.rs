@@ -11,7 +11,6 @@ use super::{ListParams, Page};
 use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::authz::roles::{BUILTIN_ROLES, builtin};
-use crate::authz::schema::EntityKind;
 use crate::authz::{Resource, TenantPolicies, resolve_resource};
 use crate::directory;
 use crate::http::error::ApiError;
@@ -120,17 +119,10 @@ async fn scope_resource(
     kind: ScopeType,
     id: Option<&str>,
 ) -> Result<Option<Resource>, ApiError> {
-    let kind = match kind {
-        ScopeType::Tenant => return Ok(Some(policies.tenant())),
-        ScopeType::Folder => EntityKind::Folder,
-        ScopeType::Process => EntityKind::Process,
-        ScopeType::Form => EntityKind::Form,
-        ScopeType::Report => EntityKind::Report,
-        ScopeType::Secret => EntityKind::Secret,
-    };
-    match id {
-        Some(id) => Ok(resolve_resource(conn, policies, kind, id, None).await?),
-        None => Ok(None),
+    match (kind, id) {
+        (ScopeType::Tenant, _) => Ok(Some(policies.tenant())),
+        (kind, Some(id)) => Ok(resolve_resource(conn, policies, kind.kind(), id, None).await?),
+        (_, None) => Ok(None),
     }
 }
 
