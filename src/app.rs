@@ -66,7 +66,7 @@ impl AppState {
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
             authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
-            limits: Limits::new(&settings.rate_limits),
+            limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
             readiness: tokio::sync::Mutex::new(None),
             settings,
             dbs,

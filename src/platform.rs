@@ -19,7 +19,9 @@ use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::directory::service_accounts;
 use crate::identity::IdentityError;
 use crate::keystore::KeyStoreError;
-use crate::tenancy::{Access, Environment, Slug, TenancyError, Tenant, TenantStatus};
+use crate::tenancy::{
+    Access, Environment, Slug, TenancyError, Tenant, TenantRateLimits, TenantStatus,
+};
 
 /// Name of the service account that holds the bootstrap admin key.
 pub const BOOTSTRAP_ACCOUNT: &str = "bootstrap-admin";
@@ -183,43 +185,43 @@ pub async fn set_suspended(
     suspended: bool,
     meta: &RequestMeta,
 ) -> Result<Tenant, PlatformError> {
-    let current = state.tenants.load(slug).await?;
-    if !current.is_some_and(|t| matches!(t.status, TenantStatus::Active | TenantStatus::Suspended))
-    {
-        return Err(TenancyError::NotFound(slug.to_string()).into());
-    }
+    require_live(state, slug).await?;
     let (status, action) = if suspended {
         (TenantStatus::Suspended, "tenant.suspend")
     } else {
         (TenantStatus::Active, "tenant.resume")
     };
-    // On record before it takes effect: a change the trail cannot hold is not made.
-    state
-        .audit
-        .record(
-            slug,
-            operator_event(meta, action, "tenant", 200).resource_id(slug.to_string()),
-        )
-        .await?;
-    let changed = async {
+    let event = operator_event(meta, action, "tenant", 200).resource_id(slug.to_string());
+    let tenant = audited_change(state, slug, event, async {
         let tenant = state.tenants.set_status(slug, status).await?;
         state.publish_tenant_change(slug).await?;
-        Ok::<_, PlatformError>(tenant)
-    }
-    .await;
-    let tenant = match changed {
-        Ok(tenant) => tenant,
-        Err(e) => {
-            let failed = operator_event(meta, action, "tenant", 503)
-                .resource_id(slug.to_string())
-                .detail("error", "the change could not be made");
-            if let Err(audit) = state.audit.record(slug, failed).await {
-                tracing::error!(tenant = %slug, error = %audit, "could not record a failed tenant status change");
-            }
-            return Err(e);
-        }
-    };
+        Ok(tenant)
+    })
+    .await?;
     tracing::info!(tenant = %slug, status = status.as_str(), "tenant status changed");
+    Ok(tenant)
+}
+
+/// Sets a live tenant's own rate limits; they apply to its next request on every replica.
+pub async fn set_rate_limits(
+    state: &AppState,
+    slug: &Slug,
+    limits: TenantRateLimits,
+    meta: &RequestMeta,
+) -> Result<Tenant, PlatformError> {
+    require_live(state, slug).await?;
+    let shown = |rate: Option<std::num::NonZeroU32>| rate.map(std::num::NonZeroU32::get);
+    let event = operator_event(meta, "tenant.limit", "tenant", 200)
+        .resource_id(slug.to_string())
+        .detail("principal_per_second", shown(limits.principal_per_second))
+        .detail("tenant_per_second", shown(limits.tenant_per_second));
+    let tenant = audited_change(state, slug, event, async {
+        let tenant = state.tenants.set_rate_limits(slug, limits).await?;
+        state.publish_tenant_change(slug).await?;
+        Ok(tenant)
+    })
+    .await?;
+    tracing::info!(tenant = %slug, "tenant rate limits changed");
     Ok(tenant)
 }
 
@@ -258,6 +260,40 @@ pub async fn delete_tenant(
     state.publish_tenant_change(slug).await?;
     tracing::info!(tenant = %slug, "tenant deleted with its data and keys");
     Ok(())
+}
+
+/// Fails with "not found" unless the tenant is active or suspended (not being made or deleted).
+async fn require_live(state: &AppState, slug: &Slug) -> Result<(), PlatformError> {
+    let current = state.tenants.load(slug).await?;
+    if current.is_some_and(|t| matches!(t.status, TenantStatus::Active | TenantStatus::Suspended)) {
+        Ok(())
+    } else {
+        Err(TenancyError::NotFound(slug.to_string()).into())
+    }
+}
+
+/// Makes an operator's `change` of a tenant, on record in the tenant's trail before it takes
+/// effect (a change the trail cannot hold is not made), and its failure on record after.
+async fn audited_change<T>(
+    state: &AppState,
+    slug: &Slug,
+    event: AuditEvent,
+    change: impl Future<Output = Result<T, PlatformError>>,
+) -> Result<T, PlatformError> {
+    let failed = event
+        .clone()
+        .outcome(Outcome::Allow, 503)
+        .detail("error", "the change could not be made");
+    state.audit.record(slug, event).await?;
+    match change.await {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            if let Err(audit) = state.audit.record(slug, failed).await {
+                tracing::error!(tenant = %slug, error = %audit, "could not record a failed tenant change");
+            }
+            Err(e)
+        }
+    }
 }
 
 fn operator_event(

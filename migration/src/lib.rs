@@ -24,6 +24,7 @@ impl MigratorTrait for ControlMigrator {
         vec![
             Box::new(control::m20261129_000001_control::Migration),
             Box::new(control::m20261201_000001_platform_audit::Migration),
+            Box::new(control::m20261202_000001_tenant_rate_limits::Migration),
         ]
     }
 

@@ -7,13 +7,13 @@
 //! platform's own trail before the response leaves: a call that leaves no trace is not
 //! answered.
 
-use std::future::{Ready, ready};
 use std::marker::PhantomData;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
 
 use super::contract::{Contract, Documented, Guard, Requirement, Security};
 use super::error::{ApiError, ErrorCode};
@@ -50,6 +50,8 @@ operator_actions! {
     TenantList = "tenant.list";
     /// Read one tenant.
     TenantRead = "tenant.read";
+    /// Set a tenant's own rate limits.
+    TenantLimit = "tenant.limit";
     /// Suspend a tenant.
     TenantSuspend = "tenant.suspend";
     /// Resume a tenant.
@@ -79,13 +81,22 @@ pub struct Operator<A: OperatorAction>(PhantomData<A>);
 
 impl<A: OperatorAction> FromRequest for Operator<A> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Self::check(&req).await })
+    }
+}
+
+impl<A: OperatorAction> Operator<A> {
+    /// Checks the operator token, spending the source address's failure budget on a bad one,
+    /// and notes the call for [`audit`].
+    async fn check(req: &HttpRequest) -> Result<Self, ApiError> {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::internal(anyhow::anyhow!(
+            return Err(ApiError::internal(anyhow::anyhow!(
                 "application state missing"
-            ))));
+            )));
         };
         let (refused, result) = match bearer_token(req) {
             None => (
@@ -104,15 +115,16 @@ impl<A: OperatorAction> FromRequest for Operator<A> {
                 )),
             ),
         };
-        let trip = refused
-            .and(req.peer_addr())
-            .and_then(|peer| state.limits.failed(peer.ip()));
+        let trip = match refused.and(req.peer_addr()) {
+            Some(peer) => state.limits.failed(peer.ip()).await,
+            None => None,
+        };
         req.extensions_mut().insert(OperatorCall {
             action: A::NAME,
             refused,
             trip,
         });
-        ready(result)
+        result
     }
 }
 

@@ -534,7 +534,9 @@ pub async fn gate(
                 None => IdentityError::MissingCredentials,
                 Some(_) => IdentityError::InvalidCredentials(InvalidReason::UnknownKey),
             });
-            if let Some(trip) = source.and_then(|ip| state.limits.failed(ip)) {
+            if let Some(ip) = source
+                && let Some(trip) = state.limits.failed(ip).await
+            {
                 record_trip(&state, Trail::Platform, trip_event(&meta, &trip)).await;
             }
             return Ok(req.error_response(error));
@@ -549,7 +551,9 @@ pub async fn gate(
             let event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
                 .outcome(Outcome::None, error.code().status().as_u16())
                 .detail("reason", reason);
-            if let Some(trip) = source.and_then(|ip| state.limits.failed(ip)) {
+            if let Some(ip) = source
+                && let Some(trip) = state.limits.failed(ip).await
+            {
                 record_trip(&state, &tenant.slug, trip_event(&meta, &trip)).await;
             }
             return Ok(
@@ -559,7 +563,12 @@ pub async fn gate(
     };
     if let Err(refusal) = state
         .limits
-        .admit_principal(tenant.slug.as_str(), &principal.actor_id())
+        .admit_principal(
+            tenant.slug.as_str(),
+            tenant.rate_limits,
+            &principal.actor_id(),
+        )
+        .await
     {
         let res = req.error_response(ApiError::rate_limited(&refusal));
         if !refusal.first {

@@ -15,7 +15,7 @@ pub mod slug;
 
 pub use cache::TenantCache;
 pub use db::{Access, CONTROL_SCHEMA, Databases, DbKind};
-pub use registry::{Environment, Tenant, TenantRegistry, TenantStatus};
+pub use registry::{Environment, Tenant, TenantRateLimits, TenantRegistry, TenantStatus};
 pub use slug::{Slug, SlugError};
 
 /// Errors of the tenancy layer.

@@ -1,6 +1,6 @@
 //! The tenant registry in the control plane, with a bounded cache for the request path.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +50,18 @@ pub struct Tenant {
     pub name: String,
     pub environment: Environment,
     pub status: TenantStatus,
+    pub rate_limits: TenantRateLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Rate limits an operator set for one tenant; `None` keeps the process-wide setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantRateLimits {
+    /// Requests per second of one principal of the tenant.
+    pub principal_per_second: Option<NonZeroU32>,
+    /// Requests per second to the tenant as a whole.
+    pub tenant_per_second: Option<NonZeroU32>,
 }
 
 /// Reads and writes the control plane's tenant rows.
@@ -116,6 +126,8 @@ impl TenantRegistry {
             name: Set(name.to_owned()),
             environment: Set(environment.as_str().to_owned()),
             status: Set(TenantStatus::Provisioning.as_str().to_owned()),
+            rate_limit_principal: Set(None),
+            rate_limit_tenant: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         };
@@ -146,6 +158,28 @@ impl TenantRegistry {
             .ok_or_else(|| TenancyError::NotFound(slug.to_string()))?;
         let mut row: tenant::ActiveModel = model.into();
         row.status = Set(status.as_str().to_owned());
+        row.updated_at = Set(Utc::now());
+        let updated = row.update(self.dbs.control()).await?;
+        self.cache.invalidate(slug.as_str());
+        Tenant::try_from(updated)
+    }
+
+    /// Sets the tenant's own rate limits and forgets the cached record.
+    pub async fn set_rate_limits(
+        &self,
+        slug: &Slug,
+        limits: TenantRateLimits,
+    ) -> Result<Tenant, TenancyError> {
+        let model = tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq(slug.as_str()))
+            .one(self.dbs.control())
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(slug.to_string()))?;
+        let stored =
+            |rate: Option<NonZeroU32>| rate.map(|r| i32::try_from(r.get()).unwrap_or(i32::MAX));
+        let mut row: tenant::ActiveModel = model.into();
+        row.rate_limit_principal = Set(stored(limits.principal_per_second));
+        row.rate_limit_tenant = Set(stored(limits.tenant_per_second));
         row.updated_at = Set(Utc::now());
         let updated = row.update(self.dbs.control()).await?;
         self.cache.invalidate(slug.as_str());
@@ -218,11 +252,25 @@ impl TryFrom<tenant::Model> for Tenant {
 
     fn try_from(m: tenant::Model) -> Result<Self, Self::Error> {
         let corrupt = |what: &str| anyhow::anyhow!("tenant row {} has a bad {what}", m.id);
+        let rate = |stored: Option<i32>, what: &str| {
+            stored
+                .map(|v| {
+                    u32::try_from(v)
+                        .ok()
+                        .and_then(NonZeroU32::new)
+                        .ok_or_else(|| corrupt(what))
+                })
+                .transpose()
+        };
         Ok(Tenant {
             slug: Slug::parse(&m.slug).map_err(|_| corrupt("slug"))?,
             environment: Environment::parse(&m.environment)
                 .ok_or_else(|| corrupt("environment"))?,
             status: TenantStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
+            rate_limits: TenantRateLimits {
+                principal_per_second: rate(m.rate_limit_principal, "principal rate limit")?,
+                tenant_per_second: rate(m.rate_limit_tenant, "tenant rate limit")?,
+            },
             id: m.id,
             name: m.name,
             created_at: m.created_at,

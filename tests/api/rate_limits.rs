@@ -1,9 +1,14 @@
 //! Rate limits: failed authentications spend a source address's budget, after which it is
 //! refused before any lookup, with one audit row for the trip rather than one per attempt; a
-//! principal over its rate is refused without slowing the others.
+//! principal over its rate is refused without slowing the others; operators set a tenant's own
+//! rates; replicas sharing Redis share one budget.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+use serde_json::{Value, json};
 
 use crate::helpers::{Db, Options, TestApp, spawn_app_with};
 
@@ -112,5 +117,293 @@ async fn a_principal_over_its_rate_is_refused_and_its_tenant_still_serves_others
         events(&app, "rate_limit.trip").await,
         1,
         "one trip, not one row per refusal"
+    );
+}
+
+/// `PUT /api/v1/platform/tenants/{slug}/rate-limits` as the operator (or with `token`).
+async fn set_limits(app: &TestApp, slug: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .put(app.url(&format!("/api/v1/platform/tenants/{slug}/rate-limits")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Statuses of `n` reads of the user list with `key`, at `base` (a replica) or the app.
+async fn reads(app: &TestApp, base: Option<&str>, key: &str, n: usize) -> Vec<StatusCode> {
+    let url = match base {
+        Some(base) => format!("{base}/t/{}/api/v1/users", app.tenant),
+        None => app.tenant_url("/users"),
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let response = app.client.get(&url).bearer_auth(key).send().await.unwrap();
+        statuses.push(response.status());
+    }
+    statuses
+}
+
+fn refused(statuses: &[StatusCode]) -> usize {
+    statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sets_a_tenant_s_own_limits_and_only_that_tenant_is_held_to_them() {
+    let app = with(&[]).await;
+    let other_tenant = crate::helpers::unique_slug("other");
+    let other_key = app.create_tenant(&other_tenant).await;
+    let token = app.operator_token.clone();
+
+    for (body, field) in [
+        (json!({"tenant_per_second": 0}), "tenant_per_second"),
+        (
+            json!({"principal_per_second": 2_000_000}),
+            "principal_per_second",
+        ),
+        (json!({"principal_per_second": -1}), ""),
+        (json!({"tenant_per_second": 5, "burst": 9}), ""),
+    ] {
+        let (status, problem) = set_limits(&app, &app.tenant, &token, body.clone()).await;
+        assert!(status.is_client_error(), "{body}: {status} {problem}");
+        assert!(
+            field.is_empty() || problem.to_string().contains(field),
+            "{body}: {problem}"
+        );
+    }
+    assert_eq!(
+        set_limits(&app, "no-such-tenant", &token, json!({}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        set_limits(
+            &app,
+            &app.tenant,
+            &app.admin_key,
+            json!({"tenant_per_second": 1000})
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED,
+        "a tenant admin cannot raise its own limits"
+    );
+    assert!(
+        refused(&reads(&app, None, &app.admin_key, 12).await) == 0,
+        "nothing refused at the server's rates"
+    );
+
+    let (status, view) =
+        set_limits(&app, &app.tenant, &token, json!({"tenant_per_second": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(
+        view["rate_limits"],
+        json!({"principal_per_second": null, "tenant_per_second": 1})
+    );
+    let response = app
+        .client
+        .get(app.tenant_url("/users"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let statuses = reads(&app, None, &app.admin_key, 6).await;
+    assert!(
+        refused(&statuses) >= 4,
+        "a burst of 2, then refused: {statuses:?}"
+    );
+    let refusal = app
+        .client
+        .get(app.tenant_url("/users"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal.headers()["ratelimit-policy"].to_str().unwrap(),
+        "\"tenant\";q=1;w=1"
+    );
+    let other = app
+        .client
+        .get(app.url(&format!("/t/{other_tenant}/api/v1/users")))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another tenant is not held to them"
+    );
+
+    let (status, view) = set_limits(&app, &app.tenant, &token, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        view["rate_limits"],
+        json!({"principal_per_second": null, "tenant_per_second": null})
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        refused(&reads(&app, None, &app.admin_key, 12).await),
+        0,
+        "back to the server's rates"
+    );
+    let changes: Vec<Value> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "tenant.limit")
+        .collect();
+    assert_eq!(changes.len(), 2, "each change is on the tenant's record");
+    assert!(changes.iter().all(|e| e["actor_type"] == "operator"));
+    assert!(
+        changes
+            .iter()
+            .any(|e| e["details"]["tenant_per_second"] == 1),
+        "with the rates set: {changes:?}"
+    );
+}
+
+/// A `redis-server` of the test's own on a free port, keeping nothing on disk; stopped on drop.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`redis-server` is installed (scripts/test installs it)");
+        let redis = Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two replicas behind one Redis allow the configured rate together: a principal that spent
+/// its burst at one replica is refused at the other, whose own bucket is still full; an address
+/// that spent its failures at one is blocked at the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_share_one_budget() {
+    let redis = Redis::start().await;
+    let app = spawn_app_with(
+        Db::Postgres,
+        Options {
+            vars: vec![
+                ("FLOWGATE_REDIS_URL".into(), redis.url.clone()),
+                ("FLOWGATE_RATE_LIMIT_FAILURES".into(), "3".into()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let (replica, _server, _state) = app.replica().await;
+    let (key, _) = crate::authz::custom_key(&app, &["user.read"]).await;
+    let token = app.operator_token.clone();
+    let (status, _) = set_limits(
+        &app,
+        &app.tenant,
+        &token,
+        json!({"principal_per_second": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    assert_eq!(
+        reads(&app, None, &key, 2).await,
+        vec![StatusCode::OK; 2],
+        "the burst of 2"
+    );
+    assert_eq!(
+        reads(&app, Some(&replica), &key, 1).await,
+        vec![StatusCode::TOO_MANY_REQUESTS],
+        "the other replica knows the burst is spent"
+    );
+
+    let bad = "fgk_0000000000000000wrongwrongwrongwrongwrongwrongwrongwrongwro";
+    assert_eq!(
+        reads(&app, None, bad, 3).await,
+        vec![StatusCode::UNAUTHORIZED; 3],
+        "the budget of 3 failures, spent at the first replica"
+    );
+    assert_eq!(
+        reads(&app, Some(&replica), bad, 2).await,
+        vec![StatusCode::TOO_MANY_REQUESTS; 2],
+        "the other replica refuses the address before looking its credential up"
+    );
+    assert_eq!(
+        reads(&app, None, &app.admin_key, 1).await,
+        vec![StatusCode::TOO_MANY_REQUESTS],
+        "and the first replica no longer looks up that address's credentials"
+    );
+}
+
+/// Redis is an addition, not a dependency: a replica whose Redis goes away keeps serving at its
+/// own limits, without waiting long on each request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_redis_goes_away_keeps_serving() {
+    let mut redis = Redis::start().await;
+    let app = with(&[("FLOWGATE_REDIS_URL", &redis.url)]).await;
+    assert_eq!(
+        reads(&app, None, &app.admin_key, 3).await,
+        vec![StatusCode::OK; 3]
+    );
+    redis.stop();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reads(&app, None, &app.admin_key, 5).await,
+        vec![StatusCode::OK; 5],
+        "served at this replica's own limits"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "each request waits on Redis for a bounded time"
+    );
+    let bad = "fgk_0000000000000000wrongwrongwrongwrongwrongwrongwrongwrongwro";
+    assert_eq!(
+        reads(&app, None, bad, 2).await,
+        vec![StatusCode::UNAUTHORIZED; 2],
+        "failures are still counted"
     );
 }

@@ -13,8 +13,12 @@ pub struct Model {
     pub name: String,
     /// `dev`, `stage` or `prod`.
     pub environment: String,
-    /// `active` or `suspended`.
+    /// `provisioning`, `active`, `suspended` or `deleting`.
     pub status: String,
+    /// Requests per second of one principal; `None`: the process default.
+    pub rate_limit_principal: Option<i32>,
+    /// Requests per second to the whole tenant; `None`: the process default.
+    pub rate_limit_tenant: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

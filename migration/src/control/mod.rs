@@ -1,2 +1,3 @@
 pub mod m20261129_000001_control;
 pub mod m20261201_000001_platform_audit;
+pub mod m20261202_000001_tenant_rate_limits;

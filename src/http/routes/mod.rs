@@ -66,6 +66,7 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(platform::create_tenant),
                 operation!(platform::list_tenants),
                 operation!(platform::get_tenant),
+                operation!(platform::set_tenant_rate_limits),
                 operation!(platform::suspend_tenant),
                 operation!(platform::resume_tenant),
                 operation!(platform::delete_tenant),

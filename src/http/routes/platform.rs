@@ -1,5 +1,7 @@
 //! `/api/v1/platform/tenants`: tenant onboarding for platform operators.
 
+use std::num::NonZeroU32;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
@@ -15,7 +17,7 @@ use crate::http::extract::{JsonBody, PathSlug};
 use crate::http::middleware::request_meta;
 use crate::http::operator::{self, Operator};
 use crate::platform::{self, NewTenant};
-use crate::tenancy::{Environment, Slug, Tenant, TenantStatus};
+use crate::tenancy::{Environment, Slug, Tenant, TenantRateLimits, TenantStatus};
 
 /// A tenant to onboard.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -49,8 +51,70 @@ pub struct TenantView {
     pub name: String,
     pub environment: Environment,
     pub status: TenantStatus,
+    pub rate_limits: RateLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Most requests per second a tenant's rate limit can be set to.
+const MAX_RATE: u32 = 1_000_000;
+
+/// A tenant's own rate limits; `null` (or absent) keeps the server's setting
+/// (`FLOWGATE_RATE_LIMIT_PRINCIPAL`, `FLOWGATE_RATE_LIMIT_TENANT`). Requests beyond them are
+/// answered 429, on every replica together when the replicas share Redis.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"principal_per_second": 50, "tenant_per_second": 500}))]
+pub struct RateLimits {
+    /// Requests per second of one principal (a burst of two seconds' worth is allowed).
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default)]
+    pub principal_per_second: Option<u32>,
+    /// Requests per second to the whole tenant.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default)]
+    pub tenant_per_second: Option<u32>,
+}
+
+impl RateLimits {
+    fn validate(self) -> Result<TenantRateLimits, ApiError> {
+        let rate = |field: &str, value: Option<u32>| {
+            value
+                .map(|v| {
+                    NonZeroU32::new(v)
+                        .filter(|v| v.get() <= MAX_RATE)
+                        .ok_or(FieldError {
+                            field: field.into(),
+                            message: format!("between 1 and {MAX_RATE} requests per second"),
+                        })
+                })
+                .transpose()
+        };
+        match (
+            rate("principal_per_second", self.principal_per_second),
+            rate("tenant_per_second", self.tenant_per_second),
+        ) {
+            (Ok(principal_per_second), Ok(tenant_per_second)) => Ok(TenantRateLimits {
+                principal_per_second,
+                tenant_per_second,
+            }),
+            (principal, tenant) => Err(ApiError::validation(
+                [principal.err(), tenant.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+        }
+    }
+}
+
+impl From<TenantRateLimits> for RateLimits {
+    fn from(limits: TenantRateLimits) -> Self {
+        RateLimits {
+            principal_per_second: limits.principal_per_second.map(NonZeroU32::get),
+            tenant_per_second: limits.tenant_per_second.map(NonZeroU32::get),
+        }
+    }
 }
 
 /// A new tenant and its bootstrap admin API key, shown this once.
@@ -75,6 +139,7 @@ impl From<Tenant> for TenantView {
             name: t.name,
             environment: t.environment,
             status: t.status,
+            rate_limits: t.rate_limits.into(),
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -169,6 +234,27 @@ pub async fn get_tenant(
         .load(&slug.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    Ok(web::Json(tenant.into()))
+}
+
+/// Set a tenant's own rate limits.
+///
+/// They replace the server's for this tenant from its next request on, on every replica.
+#[utoipa::path(
+    put,
+    path = "/tenants/{slug}/rate-limits",
+    tag = "platform",
+    responses((status = 200, body = TenantView))
+)]
+pub async fn set_tenant_rate_limits(
+    _operator: Operator<operator::TenantLimit>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    slug: PathSlug,
+    body: JsonBody<RateLimits>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    let limits = body.parse().await?.validate()?;
+    let tenant = platform::set_rate_limits(&state, &slug.0, limits, &request_meta(&req)).await?;
     Ok(web::Json(tenant.into()))
 }
 
