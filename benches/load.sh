@@ -8,10 +8,12 @@
 #   1. GET /healthz                          (the floor: TLS + HTTP + middleware)
 #   2. GET /t/{t}/api/v1/users  secure       (authentication, Cedar decision, read, audit write)
 #   3. GET /t/{t}/api/v1/users  insecure     (the read only: no authentication, decision or audit)
+#   4. GET /healthz  on a bare actix-web + rustls server (examples/bare_healthz.rs: same TLS
+#      versions, provider, certificate and body, nothing else) — the floor of the floor
 # in alternating rounds, so that a machine that speeds up or slows down during the run affects
-# both alike; it prints the median requests per second of each, and the median of the rounds'
-# secure/insecure ratios (each round's two runs are neighbours in time).
-# Target: secure ≥ 90 % of insecure.
+# all alike; it prints the median requests per second of each, and the medians of the rounds'
+# ratios (each round's runs are neighbours in time).
+# Targets: secure ≥ 90 % of insecure; Flowgate's /healthz ≥ 1/1.5 of the bare one.
 #
 # Usage: benches/load.sh [seconds per round, default 5] [connections, default 32] [rounds, default 9]
 set -euo pipefail
@@ -30,10 +32,13 @@ cp "$CARGO_TARGET_DIR/release/flowgate" "$out/flowgate-secure"
 cargo build --release --quiet --features insecure-bench
 cp "$CARGO_TARGET_DIR/release/flowgate" "$out/flowgate-insecure"
 cargo build --release --quiet  # leave the normal build in place
+cargo build --release --quiet --example bare_healthz
+cp "$CARGO_TARGET_DIR/release/examples/bare_healthz" "$out/bare-healthz"
 
 TOKEN="bench-operator-token-0123456789abcdef"
 PORT=18443
 INSECURE_PORT=18444
+BARE_PORT=18445
 
 start() { # binary data_dir database_url port; prints the server's pid
   local env=(FLOWGATE_DATA_DIR="$2" FLOWGATE_LISTEN="127.0.0.1:$4" FLOWGATE_OPERATOR_TOKEN="$TOKEN"
@@ -80,25 +85,34 @@ run() { # label database_url(or empty)
   key=$(onboard)
   # Same storage, same tenant, same key: only the build differs.
   insecure_pid=$(start "$out/flowgate-insecure" "$data" "$url" "$INSECURE_PORT")
-  local health=() secure=() insecure=()
+  "$out/bare-healthz" "127.0.0.1:$BARE_PORT" "$data/tls/cert.pem" "$data/tls/key.pem" &
+  local bare_pid=$!
+  for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$BARE_PORT/healthz" >/dev/null && break; sleep 0.1; done
+  local health=() secure=() insecure=() bare=()
   for _ in $(seq 1 "$ROUNDS"); do
+    bare+=("$(rps "https://127.0.0.1:$BARE_PORT/healthz")")
     health+=("$(rps "https://127.0.0.1:$PORT/healthz")")
     secure+=("$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")")
     insecure+=("$(rps "https://127.0.0.1:$INSECURE_PORT/t/bench/api/v1/users" "$key")")
   done
-  stop "$secure_pid" "$insecure_pid"
+  stop "$secure_pid" "$insecure_pid" "$bare_pid"
   rm -rf "$data"
-  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" <<'PY'
+  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" "${bare[*]}" <<'PY'
 import statistics, sys
 label, *runs = sys.argv[1:]
-health, secure, insecure = ([float(x) for x in r.split()] for r in runs)
-h, s, i = (statistics.median(r) for r in (health, secure, insecure))
-# Each round's secure run sits next to its insecure run: their ratio is what drift spares.
-ratios = [a / b for a, b in zip(secure, insecure)]
-rounds = " ".join(f"{r:.0%}" for r in ratios)
-print(f"{label:10s} healthz {h:9.0f} req/s | users secure {s:8.0f} req/s | users insecure {i:8.0f} req/s"
-      f" | secure/insecure {statistics.median(ratios):6.1%} (median of rounds: {rounds})"
-      f" | secure/healthz {s / h:6.1%}")
+health, secure, insecure, bare = ([float(x) for x in r.split()] for r in runs)
+h, s, i, b = (statistics.median(r) for r in (health, secure, insecure, bare))
+# Each round's runs are neighbours in time: their ratios are what drift spares.
+def ratio(xs, ys):
+    rs = [x / y for x, y in zip(xs, ys)]
+    return statistics.median(rs), " ".join(f"{r:.0%}" for r in rs)
+si, si_rounds = ratio(secure, insecure)
+hb, hb_rounds = ratio(health, bare)
+sh, _ = ratio(secure, health)
+print(f"{label:10s} bare healthz {b:9.0f} req/s | healthz {h:9.0f} req/s | users secure {s:8.0f} req/s"
+      f" | users insecure {i:8.0f} req/s\n"
+      f"{'':10s} secure/insecure {si:6.1%} (rounds: {si_rounds}) | healthz/bare {hb:6.1%}"
+      f" (rounds: {hb_rounds}) | secure/healthz {sh:6.1%}")
 PY
 }
 

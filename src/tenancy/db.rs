@@ -253,16 +253,20 @@ impl Databases {
     ) -> Result<DatabaseTransaction, TenancyError> {
         match &self.backend {
             Backend::Postgres { tenants, audit, .. } => {
-                let (pool, mode) = match access {
-                    Access::Read => (tenants, AccessMode::ReadOnly),
-                    Access::Write => (tenants, AccessMode::ReadWrite),
-                    Access::Audit => (audit, AccessMode::ReadWrite),
+                let (pool, read_only) = match access {
+                    Access::Read => (tenants, "on"),
+                    Access::Write => (tenants, "off"),
+                    Access::Audit => (audit, "off"),
                 };
-                let tx = pool.begin_with_config(None, Some(mode)).await?;
+                // One exchange after BEGIN sets both the tenant's schema and the access mode
+                // (what `SET TRANSACTION READ ONLY` would take a second exchange for), both
+                // for this transaction only.
+                let tx = pool.begin().await?;
                 tx.execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
-                    "SELECT set_config('search_path', $1, true)",
-                    [slug.schema().into()],
+                    "SELECT set_config('search_path', $1, true), \
+                            set_config('transaction_read_only', $2, true)",
+                    [slug.schema().into(), read_only.into()],
                 ))
                 .await?;
                 Ok(tx)
@@ -397,6 +401,9 @@ async fn connect_postgres(
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
+        // A connection in steady use is not pinged before each use (a round trip per request);
+        // one that sat idle, and may have been cut meanwhile, is.
+        .test_before_acquire_if_idle_for(Duration::from_secs(5))
         .set_schema_search_path(schema)
         .sqlx_logging(false);
     Database::connect(opts).await

@@ -136,3 +136,53 @@ async fn a_re_created_sqlite_tenant_never_sees_the_deleted_ones_data() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On PostgreSQL a tenant read is read-only and confined to the tenant's schema, set in the one
+/// exchange after `BEGIN`; a write transaction of the same pool, taken right after, is not
+/// read-only (the mode is the transaction's, not the connection's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_are_read_only_and_confined_and_writes_are_not() {
+    let database = crate::helpers::TestDatabase::create().await;
+    let dbs = Databases::connect(&DatabaseSettings::Postgres {
+        url: database.url().into(),
+        ca_file: None,
+    })
+    .await
+    .unwrap();
+    let slug = Slug::parse("confined").unwrap();
+    dbs.create_tenant_storage(&slug).await.unwrap();
+    let insert = |email: &str| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO users (id, email, display_name, attributes, status, created_at, updated_at) \
+             VALUES ($1, $2, 'Marker', '{}', 'active', now(), now())",
+            [Uuid::new_v4().into(), email.into()],
+        )
+    };
+    for _ in 0..3 {
+        let read = dbs.begin(&slug, Access::Read).await.unwrap();
+        let refused = read.execute_raw(insert("r@example.com")).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("read-only"),
+            "a read transaction refuses writes: {refused}"
+        );
+        drop(read);
+        let write = dbs.begin(&slug, Access::Write).await.unwrap();
+        let schema = write
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT current_schema() AS s",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<String>("", "s")
+            .unwrap();
+        assert_eq!(schema, slug.schema());
+        write
+            .execute_raw(insert(&format!("{}@example.com", Uuid::new_v4())))
+            .await
+            .unwrap();
+        write.commit().await.unwrap();
+    }
+}
