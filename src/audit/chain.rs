@@ -133,6 +133,12 @@ pub async fn append_after(
     let optional =
         |field: fn(&audit_event::Model) -> Option<&str>| rows.iter().map(field).collect::<Vec<_>>();
     let details: Vec<String> = rows.iter().map(|r| r.details.to_string()).collect();
+    // Acquired apart from the statement, so that a connection the database will not give (it
+    // is down, full, or refusing connections) reads as unavailable, never as a bad statement.
+    let mut connection = pool
+        .acquire()
+        .await
+        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
     // The only text spliced in is the schema name, made from a validated slug.
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(next.seq)
@@ -155,7 +161,7 @@ pub async fn append_after(
         .bind(details)
         .bind(text(|r| &r.prev_hash))
         .bind(text(|r| &r.hash))
-        .execute(pool)
+        .execute(&mut *connection)
         .await
         .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))?;
     Ok((done.rows_affected() == rows.len() as u64).then_some(next))

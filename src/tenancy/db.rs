@@ -401,9 +401,6 @@ async fn connect_postgres(
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
-        // A connection in steady use is not pinged before each use (a round trip per request);
-        // one that sat idle, and may have been cut meanwhile, is.
-        .test_before_acquire_if_idle_for(Duration::from_secs(5))
         .set_schema_search_path(schema)
         .sqlx_logging(false);
     Database::connect(opts).await
