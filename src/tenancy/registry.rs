@@ -151,17 +151,8 @@ impl TenantRegistry {
         slug: &Slug,
         status: TenantStatus,
     ) -> Result<Tenant, TenancyError> {
-        let model = tenant::Entity::find()
-            .filter(tenant::Column::Slug.eq(slug.as_str()))
-            .one(self.dbs.control())
-            .await?
-            .ok_or_else(|| TenancyError::NotFound(slug.to_string()))?;
-        let mut row: tenant::ActiveModel = model.into();
-        row.status = Set(status.as_str().to_owned());
-        row.updated_at = Set(Utc::now());
-        let updated = row.update(self.dbs.control()).await?;
-        self.cache.invalidate(slug.as_str());
-        Tenant::try_from(updated)
+        self.update(slug, |row| row.status = Set(status.as_str().to_owned()))
+            .await
     }
 
     /// Sets the tenant's own rate limits and forgets the cached record.
@@ -170,16 +161,28 @@ impl TenantRegistry {
         slug: &Slug,
         limits: TenantRateLimits,
     ) -> Result<Tenant, TenancyError> {
+        let stored =
+            |rate: Option<NonZeroU32>| rate.map(|r| i32::try_from(r.get()).unwrap_or(i32::MAX));
+        self.update(slug, |row| {
+            row.rate_limit_principal = Set(stored(limits.principal_per_second));
+            row.rate_limit_tenant = Set(stored(limits.tenant_per_second));
+        })
+        .await
+    }
+
+    /// Applies `change` to the tenant's row, stamps `updated_at` and forgets the cached record.
+    async fn update(
+        &self,
+        slug: &Slug,
+        change: impl FnOnce(&mut tenant::ActiveModel),
+    ) -> Result<Tenant, TenancyError> {
         let model = tenant::Entity::find()
             .filter(tenant::Column::Slug.eq(slug.as_str()))
             .one(self.dbs.control())
             .await?
             .ok_or_else(|| TenancyError::NotFound(slug.to_string()))?;
-        let stored =
-            |rate: Option<NonZeroU32>| rate.map(|r| i32::try_from(r.get()).unwrap_or(i32::MAX));
         let mut row: tenant::ActiveModel = model.into();
-        row.rate_limit_principal = Set(stored(limits.principal_per_second));
-        row.rate_limit_tenant = Set(stored(limits.tenant_per_second));
+        change(&mut row);
         row.updated_at = Set(Utc::now());
         let updated = row.update(self.dbs.control()).await?;
         self.cache.invalidate(slug.as_str());
