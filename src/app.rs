@@ -11,12 +11,12 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditWriter;
 use crate::authz::Authz;
 use crate::config::Settings;
-use crate::http::rate_limit::Limits;
-use crate::http::tenant::INVALIDATION_CHANNEL;
+use crate::http::pipeline::rate_limit::Limits;
 use crate::identity::api_key::ApiKeys;
 use crate::identity::operator::OperatorToken;
 use crate::keystore::{self, KeyStore};
 use crate::telemetry::Metrics;
+use crate::tenancy::work::INVALIDATION_CHANNEL;
 use crate::tenancy::{Databases, Slug, TenancyError, TenantRegistry};
 
 /// Everything a request or a command needs.
@@ -103,6 +103,10 @@ impl AppState {
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a notification, not a read or a write"
+    )]
     pub async fn publish_tenant_change(&self, slug: &Slug) -> Result<(), TenancyError> {
         if self.dbs.postgres_pool().is_some() {
             self.dbs

@@ -65,7 +65,7 @@ pub struct TlsSettings {
     pub reload_interval: Duration,
 }
 
-/// Rate limits (see `http::rate_limit`); bursts are twice the per-second rates.
+/// Rate limits (see `http::pipeline::rate_limit`); bursts are twice the per-second rates.
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
     /// Requests per second from one source address, before authentication.

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::app::AppState;
-use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, Trail, chain};
+use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, Trail};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::directory::service_accounts;
 use crate::identity::IdentityError;
+use crate::identity::operator::OperatorAuthority;
 use crate::keystore::KeyStoreError;
-use crate::tenancy::{
-    Access, Environment, Slug, TenancyError, Tenant, TenantRateLimits, TenantStatus,
-};
+use crate::tenancy::work::{Change, Onboarding, WorkError, WriteTx};
+use crate::tenancy::{Environment, Slug, TenancyError, Tenant, TenantRateLimits, TenantStatus};
 
 /// Name of the service account that holds the bootstrap admin key.
 pub const BOOTSTRAP_ACCOUNT: &str = "bootstrap-admin";
@@ -36,6 +36,8 @@ pub enum PlatformError {
     KeyStore(#[from] KeyStoreError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Work(#[from] WorkError),
 }
 
 impl From<sea_orm::DbErr> for PlatformError {
@@ -64,26 +66,29 @@ pub struct Onboarded {
 /// in nothing at all.
 pub async fn create_tenant(
     state: &Arc<AppState>,
+    authority: &OperatorAuthority,
     new: NewTenant,
     meta: &RequestMeta,
 ) -> Result<Onboarded, PlatformError> {
     let (state, meta) = (Arc::clone(state), meta.clone());
-    tokio::spawn(async move { onboard(&state, new, &meta).await })
+    let onboarding = Onboarding::new(authority);
+    tokio::spawn(async move { onboard(&state, new, &meta, &onboarding).await })
         .await
         .map_err(|e| TenancyError::Unexpected(anyhow::anyhow!("onboarding stopped: {e}")))?
 }
 
 async fn onboard(
-    state: &AppState,
+    state: &Arc<AppState>,
     new: NewTenant,
     meta: &RequestMeta,
+    onboarding: &Onboarding,
 ) -> Result<Onboarded, PlatformError> {
     let claimed = state
         .tenants
         .claim(&new.slug, &new.name, new.environment)
         .await?;
     let provisioned = async {
-        let admin_api_key = provision(state, &claimed, meta).await?;
+        let admin_api_key = provision(state, &claimed, meta, onboarding).await?;
         let tenant = state
             .tenants
             .set_status(&new.slug, TenantStatus::Active)
@@ -110,19 +115,27 @@ async fn onboard(
 }
 
 async fn provision(
-    state: &AppState,
+    state: &Arc<AppState>,
     tenant: &Tenant,
     meta: &RequestMeta,
+    onboarding: &Onboarding,
 ) -> Result<SecretString, PlatformError> {
     let slug = &tenant.slug;
     // The slug is ours now, so any key or record under its name is a leftover of an earlier
     // tenant (a deletion that raced a checkpoint): a new tenant starts with none.
     state.keystore.destroy_tenant(slug.as_str()).await?;
     state.dbs.create_tenant_storage(slug).await?;
-    let tx = state.dbs.begin(slug, Access::Write).await?;
-    let account = service_accounts::create(&tx, BOOTSTRAP_ACCOUNT.to_owned()).await?;
+    let mut tx = WriteTx::onboarding(state, slug, meta, onboarding).await?;
+    tx.record(
+        Change::new("tenant", slug, 201)
+            .action("tenant.create")
+            .detail("environment", tenant.environment.as_str()),
+    );
+    let account = service_accounts::create(&tx, onboarding, BOOTSTRAP_ACCOUNT.to_owned()).await?;
+    tx.record(Change::new("service_account", account.id, 201).action("service_account.create"));
     let binding = bindings::create(
         &tx,
+        onboarding,
         NewBinding {
             role: "Admin".to_owned(),
             subject_type: SubjectType::ServiceAccount,
@@ -134,33 +147,24 @@ async fn provision(
     .await?
     .ok_or_else(|| anyhow::anyhow!("a new tenant already had a bootstrap binding"))
     .map_err(TenancyError::from)?;
+    tx.record(
+        Change::new("role_binding", binding.id, 201)
+            .action("role_binding.create")
+            .detail("role", "Admin"),
+    );
     let issued = state
         .api_keys
-        .issue(&tx, slug, "bootstrap admin key", account.id, None)
-        .await?;
-    let event = |action: &str, resource_type: &str, id: String| {
-        operator_event(meta, action, resource_type, 201).resource_id(id)
-    };
-    let events = vec![
-        event("tenant.create", "tenant", slug.to_string())
-            .detail("environment", tenant.environment.as_str()),
-        event(
-            "service_account.create",
-            "service_account",
-            account.id.to_string(),
-        ),
-        event(
-            "role_binding.create",
-            "role_binding",
-            binding.id.to_string(),
+        .issue(
+            &tx,
+            onboarding,
+            slug,
+            "bootstrap admin key",
+            account.id,
+            None,
         )
-        .detail("role", "Admin"),
-        event("api_key.create", "api_key", issued.record.id.to_string()),
-    ];
-    let count = events.len() as u64;
-    chain::append(&tx, &events).await?;
-    tx.commit().await?;
-    state.audit.touched(slug, count);
+        .await?;
+    tx.commit(Change::new("api_key", issued.record.id, 201).action("api_key.create"))
+        .await?;
     Ok(issued.key)
 }
 
@@ -181,6 +185,7 @@ async fn undo_provisioning(state: &AppState, slug: &Slug, drop_storage: bool) {
 /// on every replica.
 pub async fn set_suspended(
     state: &AppState,
+    _: &OperatorAuthority,
     slug: &Slug,
     suspended: bool,
     meta: &RequestMeta,
@@ -205,6 +210,7 @@ pub async fn set_suspended(
 /// Sets a live tenant's own rate limits; they apply to its next request on every replica.
 pub async fn set_rate_limits(
     state: &AppState,
+    _: &OperatorAuthority,
     slug: &Slug,
     limits: TenantRateLimits,
     meta: &RequestMeta,
@@ -229,6 +235,7 @@ pub async fn set_rate_limits(
 /// own trail goes with it, so the deletion is recorded in the platform trail first.
 pub async fn delete_tenant(
     state: &AppState,
+    _: &OperatorAuthority,
     slug: &Slug,
     meta: &RequestMeta,
 ) -> Result<(), PlatformError> {

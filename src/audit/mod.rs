@@ -5,7 +5,7 @@
 //!   event's hash and every field of the event ([`chain`]). Appending locks the chain head, so
 //!   the chain is a total order even with many writers and replicas.
 //! - An event that records a change is written in the same transaction as the change
-//!   (`http::tenant_tx`); every other event goes through the [`AuditWriter`], which commits
+//!   (`tenancy::work::WriteTx`); every other event goes through the [`AuditWriter`], which commits
 //!   events in groups and answers each request only after its event is durable.
 //! - Checkpoints sign `(seq, hash)` with the tenant's key in the key store, so that rewriting the
 //!   chain from some point on is detected even by someone who can write the database; the newest
@@ -20,7 +20,7 @@ pub mod verify;
 mod writer;
 
 pub use event::{AuditEvent, Outcome, RequestMeta};
-pub use trail::{PLATFORM, Trail};
+pub use trail::{PLATFORM, Trail, read_platform_trail};
 pub use verify::{VerifyReport, verify};
 pub use writer::AuditWriter;
 

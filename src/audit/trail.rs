@@ -6,6 +6,7 @@ use std::fmt;
 
 use sea_orm::DatabaseTransaction;
 
+use crate::identity::operator::OperatorAuthority;
 use crate::tenancy::{Access, CONTROL_SCHEMA, Databases, Slug, TenancyError};
 
 /// One hash chain of audit events.
@@ -28,8 +29,12 @@ impl Trail {
         }
     }
 
-    /// A transaction on the trail's tables.
-    pub async fn begin(
+    /// A transaction on the trail's tables, for the audit module's own reading and writing.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the audit module appends to and verifies trails below any unit of work"
+    )]
+    pub(super) async fn begin(
         &self,
         dbs: &Databases,
         access: Access,
@@ -47,6 +52,18 @@ impl Trail {
             Trail::Platform => CONTROL_SCHEMA.to_owned(),
         }
     }
+}
+
+/// Runs `read` in a read-only transaction on the platform's own trail, for the operator.
+pub async fn read_platform_trail<T, E: From<TenancyError>>(
+    dbs: &Databases,
+    _: &OperatorAuthority,
+    read: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx = Trail::Platform.begin(dbs, Access::Read).await?;
+    let value = read(&tx).await?;
+    tx.commit().await.map_err(TenancyError::from)?;
+    Ok(value)
 }
 
 impl From<&Slug> for Trail {

@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 use super::schema::EntityKind;
 
+use super::actions::{RoleBindingCreate, RoleBindingDelete};
+use crate::tenancy::work::{Permit, WriteTx};
+
 /// Who a binding grants to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -123,9 +126,11 @@ pub async fn subject_exists(
 /// Creates the binding unless the same role, subject and scope are already bound (`None`); a
 /// unique index keeps concurrent creations to one.
 pub async fn create(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<RoleBindingCreate>,
     new: NewBinding,
 ) -> Result<Option<role_binding::Model>, DbErr> {
+    let conn = tx.conn();
     let scope_filter = match &new.scope_id {
         Some(id) => role_binding::Column::ScopeId.eq(id.as_str()),
         None => role_binding::Column::ScopeId.is_null(),
@@ -161,9 +166,11 @@ pub async fn create(
 
 /// Deletes the binding `id` and returns it; `None` if there was none.
 pub async fn delete(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<RoleBindingDelete>,
     id: Uuid,
 ) -> Result<Option<role_binding::Model>, DbErr> {
+    let conn = tx.conn();
     let Some(binding) = role_binding::Entity::find_by_id(id).one(conn).await? else {
         return Ok(None);
     };

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - Every tenant endpoint names its [`Action`] in its signature (see
-//!   `http::tenant::Authorized`); there is no other way to reach a tenant handler.
+//!   `http::pipeline::authz::Authorized`; the tenant unit of work, `tenancy::work`, serves every other caller); there is no other way to reach a tenant handler.
 //! - Decisions fail closed: an evaluation error, an unknown entity or an unparsable request is a
 //!   denial, never an allow; and Cedar's `forbid` overrides every `permit`.
 //! - Roles are Cedar templates; each role binding links a role's templates to a subject
@@ -20,6 +20,7 @@ mod engine;
 pub mod impact;
 pub mod policy_text;
 pub mod roles;
+pub mod rules;
 pub mod schema;
 mod service;
 

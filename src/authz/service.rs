@@ -116,6 +116,10 @@ impl Authz {
     }
 
     /// The tenant's policy set, compiled from its stored rules on first use.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the rules are loaded before any principal's unit of work can exist"
+    )]
     pub async fn policies(&self, tenant: &Tenant) -> Result<Arc<TenantPolicies>, AuthzError> {
         self.cache
             .get_or_try_load(tenant.slug.as_str(), || async {

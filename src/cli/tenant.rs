@@ -9,6 +9,7 @@ use secrecy::ExposeSecret as _;
 use super::cli_meta;
 use crate::app::AppState;
 use crate::directory::clean_name;
+use crate::identity::operator::OperatorAuthority;
 use crate::platform::{self, NewTenant};
 use crate::tenancy::{Environment, Slug};
 
@@ -66,7 +67,9 @@ pub async fn run(state: Arc<AppState>, command: TenantCommand) -> anyhow::Result
                     .map_err(|e| anyhow::anyhow!("--name {e}"))?,
                 environment: environment.into(),
             };
-            let onboarded = platform::create_tenant(&state, new, &cli_meta()).await?;
+            let onboarded =
+                platform::create_tenant(&state, &OperatorAuthority::console(), new, &cli_meta())
+                    .await?;
             let t = &onboarded.tenant;
             println!(
                 "created tenant {} ({}, {})",
@@ -89,15 +92,35 @@ pub async fn run(state: Arc<AppState>, command: TenantCommand) -> anyhow::Result
             }
         }
         TenantCommand::Suspend { slug: s } => {
-            platform::set_suspended(&state, &slug(&s)?, true, &cli_meta()).await?;
+            platform::set_suspended(
+                &state,
+                &OperatorAuthority::console(),
+                &slug(&s)?,
+                true,
+                &cli_meta(),
+            )
+            .await?;
             println!("suspended tenant {s}");
         }
         TenantCommand::Resume { slug: s } => {
-            platform::set_suspended(&state, &slug(&s)?, false, &cli_meta()).await?;
+            platform::set_suspended(
+                &state,
+                &OperatorAuthority::console(),
+                &slug(&s)?,
+                false,
+                &cli_meta(),
+            )
+            .await?;
             println!("resumed tenant {s}");
         }
         TenantCommand::Delete { slug: s } => {
-            platform::delete_tenant(&state, &slug(&s)?, &cli_meta()).await?;
+            platform::delete_tenant(
+                &state,
+                &OperatorAuthority::console(),
+                &slug(&s)?,
+                &cli_meta(),
+            )
+            .await?;
             println!("deleted tenant {s} with its data and keys");
         }
     }

@@ -8,11 +8,16 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::authz::actions::{FolderCreate, FolderDelete, FolderUpdate};
+use crate::tenancy::work::{Permit, WriteTx};
+
 pub async fn create(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<FolderCreate>,
     name: String,
     parent: Option<Uuid>,
 ) -> Result<folder::Model, DbErr> {
+    let conn = tx.conn();
     let now = Utc::now();
     folder::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -37,10 +42,12 @@ pub async fn list(conn: &impl ConnectionTrait) -> Result<Vec<folder::Model>, DbE
 }
 
 pub async fn rename(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<FolderUpdate>,
     id: Uuid,
     name: String,
 ) -> Result<Option<folder::Model>, DbErr> {
+    let conn = tx.conn();
     let Some(existing) = get(conn, id).await? else {
         return Ok(None);
     };
@@ -63,7 +70,8 @@ pub async fn is_empty(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbE
     Ok(folders == 0 && processes == 0)
 }
 
-pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+pub async fn delete(tx: &WriteTx, _: &impl Permit<FolderDelete>, id: Uuid) -> Result<bool, DbErr> {
+    let conn = tx.conn();
     Ok(folder::Entity::delete_by_id(id)
         .exec(conn)
         .await?

@@ -8,12 +8,17 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::authz::actions::{ProcessCreate, ProcessDelete, ProcessEdit, ProcessPublish};
+use crate::tenancy::work::{Permit, WriteTx};
+
 pub async fn create(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<ProcessCreate>,
     name: String,
     folder: Option<Uuid>,
     definition: serde_json::Value,
 ) -> Result<process::Model, DbErr> {
+    let conn = tx.conn();
     let now = Utc::now();
     process::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -55,11 +60,13 @@ pub async fn page(
 
 /// Applies an edit to the draft and bumps its version.
 pub async fn edit(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<ProcessEdit>,
     existing: process::Model,
     name: Option<String>,
     definition: Option<serde_json::Value>,
 ) -> Result<process::Model, DbErr> {
+    let conn = tx.conn();
     let version = existing.version + 1;
     let mut row: process::ActiveModel = existing.into();
     if let Some(name) = name {
@@ -75,9 +82,11 @@ pub async fn edit(
 
 /// Publishes the current draft version.
 pub async fn publish(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<ProcessPublish>,
     existing: process::Model,
 ) -> Result<process::Model, DbErr> {
+    let conn = tx.conn();
     let version = existing.version;
     let mut row: process::ActiveModel = existing.into();
     row.published_version = Set(Some(version));
@@ -85,7 +94,8 @@ pub async fn publish(
     row.update(conn).await
 }
 
-pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+pub async fn delete(tx: &WriteTx, _: &impl Permit<ProcessDelete>, id: Uuid) -> Result<bool, DbErr> {
+    let conn = tx.conn();
     Ok(process::Entity::delete_by_id(id)
         .exec(conn)
         .await?

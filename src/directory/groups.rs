@@ -5,13 +5,20 @@ use entity::tenant::{group, group_member};
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
 use uuid::Uuid;
 
-pub async fn create(conn: &impl ConnectionTrait, name: String) -> Result<group::Model, DbErr> {
+use crate::authz::actions::{GroupCreate, GroupMemberAdd};
+use crate::tenancy::work::{Permit, WriteTx};
+
+pub async fn create(
+    tx: &WriteTx,
+    _: &impl Permit<GroupCreate>,
+    name: String,
+) -> Result<group::Model, DbErr> {
     group::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(name),
         created_at: Set(Utc::now()),
     }
-    .insert(conn)
+    .insert(tx.conn())
     .await
 }
 
@@ -21,10 +28,12 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<group::
 
 /// Adds `user_id` to `group_id`; adding an existing member is a no-op.
 pub async fn add_member(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<GroupMemberAdd>,
     group_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, DbErr> {
+    let conn = tx.conn();
     let existing = group_member::Entity::find_by_id((group_id, user_id))
         .one(conn)
         .await?;

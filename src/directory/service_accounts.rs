@@ -5,8 +5,12 @@ use entity::tenant::service_account;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
 use uuid::Uuid;
 
+use crate::authz::actions::ServiceAccountCreate;
+use crate::tenancy::work::{Permit, WriteTx};
+
 pub async fn create(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<ServiceAccountCreate>,
     name: String,
 ) -> Result<service_account::Model, DbErr> {
     service_account::ActiveModel {
@@ -14,7 +18,7 @@ pub async fn create(
         name: Set(name),
         created_at: Set(Utc::now()),
     }
-    .insert(conn)
+    .insert(tx.conn())
     .await
 }
 

@@ -7,6 +7,9 @@ use entity::tenant::user;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
 use uuid::Uuid;
 
+use crate::authz::actions::{UserCreate, UserUpdate};
+use crate::tenancy::work::{Permit, WriteTx};
+
 /// A validated new user.
 pub struct NewUser {
     pub email: String,
@@ -34,7 +37,11 @@ pub fn clean_email(value: &str) -> Result<String, String> {
     }
 }
 
-pub async fn create(conn: &impl ConnectionTrait, new: NewUser) -> Result<user::Model, DbErr> {
+pub async fn create(
+    tx: &WriteTx,
+    _: &impl Permit<UserCreate>,
+    new: NewUser,
+) -> Result<user::Model, DbErr> {
     let now = Utc::now();
     user::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -45,13 +52,14 @@ pub async fn create(conn: &impl ConnectionTrait, new: NewUser) -> Result<user::M
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(conn)
+    .insert(tx.conn())
     .await
 }
 
 /// Sets the display name (when given) and the attributes.
 pub async fn update(
-    conn: &impl ConnectionTrait,
+    tx: &WriteTx,
+    _: &impl Permit<UserUpdate>,
     existing: user::Model,
     display_name: Option<String>,
     attributes: &BTreeMap<String, String>,
@@ -62,7 +70,7 @@ pub async fn update(
     }
     row.attributes = Set(serde_json::to_value(attributes).unwrap_or_default());
     row.updated_at = Set(Utc::now());
-    row.update(conn).await
+    row.update(tx.conn()).await
 }
 
 pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::Model>, DbErr> {

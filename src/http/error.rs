@@ -15,7 +15,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::rate_limit::Refusal;
+use super::pipeline::rate_limit::Refusal;
 use super::request_id;
 use crate::audit::AuditError;
 use crate::authz::AuthzError;
@@ -23,6 +23,7 @@ use crate::identity::IdentityError;
 use crate::keystore::KeyStoreError;
 use crate::platform::PlatformError;
 use crate::tenancy::TenancyError;
+use crate::tenancy::work::WorkError;
 
 /// Base of every problem `type` URI.
 const TYPE_BASE: &str = "https://flowgate.dev/problems/";
@@ -444,6 +445,33 @@ impl From<PlatformError> for ApiError {
             PlatformError::Identity(e) => e.into(),
             PlatformError::KeyStore(e) => e.into(),
             PlatformError::Audit(e) => e.into(),
+            PlatformError::Work(e) => e.into(),
+        }
+    }
+}
+
+impl From<WorkError> for ApiError {
+    fn from(e: WorkError) -> Self {
+        match e {
+            WorkError::Denied(action) => Self::forbidden(action),
+            WorkError::Delegation(missing) => {
+                let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+                let more = if missing.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                };
+                Self::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "You cannot grant what you do not hold yourself: {}{more}.",
+                        shown.join(", ")
+                    ),
+                )
+            }
+            WorkError::Tenancy(e) => e.into(),
+            WorkError::Audit(e) => e.into(),
+            WorkError::Authz(e) => e.into(),
         }
     }
 }

@@ -1,22 +1,15 @@
-//! The HTTP layer: one request path for every endpoint.
-//!
-//! request id, span, access log and security headers ([`middleware`]) → for tenant routes, the
-//! tenant gate: tenant, authentication, policies, audit ([`tenant`]) → the authorization
-//! extractor → the handler → a tenant transaction that commits with its audit event. Operator
-//! routes take the operator credential instead and are audited in the platform trail
-//! ([`operator`]).
+//! The HTTP layer: one request pipeline for every endpoint ([`pipeline`], a stage a file in
+//! request order), the operations built from each handler's signature ([`operation`],
+//! [`contract`]), the handlers ([`routes`]), errors and TLS.
 
 pub mod contract;
 pub mod error;
 pub mod extract;
 mod fallback;
-pub mod middleware;
 pub mod operation;
-pub mod operator;
-pub mod rate_limit;
+pub mod pipeline;
 pub mod request_id;
 pub mod routes;
-pub mod tenant;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -67,9 +60,7 @@ impl Server {
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", document.clone()))
                 .service(web::redirect("/docs", "/docs/"))
                 .default_service(web::to(fallback::fallback))
-                .wrap(from_fn(operator::audit))
-                .wrap(from_fn(rate_limit::admit))
-                .wrap(from_fn(middleware::request_context))
+                .wrap(from_fn(pipeline::every_request))
         })
         .shutdown_timeout(10)
         .listen_rustls_0_23(options.listener, tls_config.clone())?;
@@ -91,7 +82,7 @@ impl Server {
                     .default_service(web::to(|| async {
                         Err::<actix_web::HttpResponse, _>(ApiError::not_found())
                     }))
-                    .wrap(from_fn(middleware::request_context))
+                    .wrap(from_fn(pipeline::admin_request))
             })
             .workers(1)
             .shutdown_timeout(10)

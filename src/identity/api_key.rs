@@ -12,15 +12,16 @@ use chrono::{DateTime, Utc};
 use entity::tenant::api_key;
 use lru::LruCache;
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
-    QueryFilter as _,
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
 use super::{IdentityError, InvalidReason, Principal};
+use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, hmac_sha256_hex, random_token};
 use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose, SecretBytes};
+use crate::tenancy::work::{Permit, WriteTx};
 use crate::tenancy::{Access, Databases, Slug, TenantCache};
 
 pub const PREFIX: &str = "fgk_";
@@ -67,7 +68,8 @@ impl ApiKeys {
     /// Creates a key for `service_account_id` inside the caller's transaction.
     pub async fn issue(
         &self,
-        conn: &impl ConnectionTrait,
+        tx: &WriteTx,
+        _: &impl Permit<ApiKeyCreate>,
         slug: &Slug,
         name: &str,
         service_account_id: Uuid,
@@ -85,7 +87,7 @@ impl ApiKeys {
             expires_at: Set(expires_at),
             revoked_at: Set(None),
         }
-        .insert(conn)
+        .insert(tx.conn())
         .await?;
         Ok(IssuedKey { record, key })
     }
@@ -121,6 +123,10 @@ impl ApiKeys {
 
     /// The record of the key with `lookup`, from the cache or the database. Unknown lookups are
     /// not cached, so guessing cannot fill the cache.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "authentication reads key records before any principal exists"
+    )]
     async fn record(
         &self,
         dbs: &Databases,
@@ -175,6 +181,25 @@ impl ApiKeys {
             key.expose_secret().as_bytes(),
         ))
     }
+}
+
+/// Revokes the key `id` (revoking a revoked key changes nothing); `None` when the tenant has no
+/// such key. The key stops working once the tenant's cached records are dropped, which the
+/// change's commit does.
+pub async fn revoke(
+    tx: &WriteTx,
+    _: &impl Permit<ApiKeyRevoke>,
+    id: Uuid,
+) -> Result<Option<api_key::Model>, sea_orm::DbErr> {
+    let Some(key) = api_key::Entity::find_by_id(id).one(tx.conn()).await? else {
+        return Ok(None);
+    };
+    if key.revoked_at.is_some() {
+        return Ok(Some(key));
+    }
+    let mut key: api_key::ActiveModel = key.into();
+    key.revoked_at = Set(Some(Utc::now()));
+    key.update(tx.conn()).await.map(Some)
 }
 
 fn lock(index: &KeyIndex) -> std::sync::MutexGuard<'_, LruCache<String, api_key::Model>> {

@@ -23,6 +23,10 @@ pub struct OperatorToken {
 impl OperatorToken {
     /// The configured token, or the deployment's generated one. Returns the token itself only
     /// when it was generated just now, so that the caller can print it once.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the operator token's hash is a platform setting"
+    )]
     pub async fn resolve(
         configured: Option<&SecretString>,
         dbs: &Databases,
@@ -65,10 +69,26 @@ impl OperatorToken {
         }
     }
 
-    pub fn verify(&self, presented: &str) -> bool {
+    /// The operator's authority, when `presented` is the operator token.
+    pub fn verify(&self, presented: &str) -> Option<OperatorAuthority> {
         constant_time_eq(
             sha256_hex(presented.as_bytes()).as_bytes(),
             self.sha256.as_bytes(),
         )
+        .then_some(OperatorAuthority { _proven: () })
+    }
+}
+
+/// Proof that the platform operator is acting: what platform operations on tenants require.
+#[derive(Debug)]
+pub struct OperatorAuthority {
+    _proven: (),
+}
+
+impl OperatorAuthority {
+    /// The command line's authority: whoever runs it holds the deployment's configuration, and
+    /// with it the database and key-store credentials, so is the operator already.
+    pub fn console() -> Self {
+        OperatorAuthority { _proven: () }
     }
 }

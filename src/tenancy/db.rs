@@ -56,6 +56,9 @@ pub enum Access {
     Audit,
 }
 
+/// A transaction confined to one tenant.
+pub type TenantTx = DatabaseTransaction;
+
 /// The control plane and every tenant's storage.
 pub struct Databases {
     control: DatabaseConnection,

@@ -1,6 +1,8 @@
 //! Tenancy: who the tenants are and where each one's data lives.
 //!
 //! Invariants:
+//! - Everything that acts on a tenant's data goes through its unit of work ([`work`]):
+//!   a principal's context, its decisions and proofs, and transactions that carry the audit.
 //! - A tenant's data is reachable only through [`Databases::begin`], which confines the
 //!   transaction to that tenant: on PostgreSQL it sets the tenant schema transaction-locally on
 //!   a pool whose default search path names no real schema (a forgotten schema fails, it never
@@ -12,9 +14,10 @@ mod cache;
 mod db;
 mod registry;
 pub mod slug;
+pub mod work;
 
 pub use cache::TenantCache;
-pub use db::{Access, CONTROL_SCHEMA, Databases, DbKind};
+pub use db::{Access, CONTROL_SCHEMA, Databases, DbKind, TenantTx};
 pub use registry::{Environment, Tenant, TenantRateLimits, TenantRegistry, TenantStatus};
 pub use slug::{Slug, SlugError};
 

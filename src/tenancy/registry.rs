@@ -70,6 +70,10 @@ pub struct TenantRegistry {
     cache: TenantCache<Arc<Tenant>>,
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the registry is the control plane's owner"
+)]
 impl TenantRegistry {
     pub fn new(dbs: Arc<Databases>) -> Self {
         let capacity = NonZeroUsize::new(CACHED_TENANTS).unwrap_or(NonZeroUsize::MIN);

@@ -427,7 +427,8 @@ async fn onboarding_is_not_cut_short_by_a_caller_that_goes_away() {
             environment: flowgate::tenancy::Environment::Dev,
         };
         let meta = flowgate::audit::RequestMeta::default();
-        let onboarding = flowgate::platform::create_tenant(&app.state, new, &meta);
+        let operator = flowgate::identity::operator::OperatorAuthority::console();
+        let onboarding = flowgate::platform::create_tenant(&app.state, &operator, new, &meta);
         let cut = tokio::time::timeout(std::time::Duration::from_millis(2), onboarding).await;
         assert!(cut.is_err(), "the caller gave up before the answer");
         let mut status = String::new();

@@ -20,4 +20,5 @@ mod rate_limits;
 mod storage;
 mod tenant_isolation;
 mod tls;
+mod unit_of_work;
 mod vault;

@@ -1,5 +1,9 @@
 //! Tenant storage under concurrent use: deleting and re-creating a tenant while its data is
 //! being read.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "these tests exercise the storage layer below the unit of work"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,6 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::tenant::api_key;
-use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,8 +14,9 @@ use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
 use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change};
-use crate::identity::api_key::PREFIX;
+use crate::http::pipeline::authz::Authorized;
+use crate::identity::api_key::{PREFIX, revoke};
+use crate::tenancy::work::Change;
 
 /// An API key to issue.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,11 +108,11 @@ pub async fn create_api_key(
     auth.refuse_escalation(None, &Subject::service_account(service_account_id))
         .await?;
     let tx = auth.write().await?;
-    let state = auth.state();
-    let issued = state
-        .api_keys
+    let issued = auth
+        .api_keys()
         .issue(
-            tx.conn(),
+            &tx,
+            auth.allowed(),
             auth.slug(),
             &name,
             service_account_id,
@@ -167,15 +167,9 @@ pub async fn delete_api_key(
     id: PathId,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
-    let key = api_key::Entity::find_by_id(id.0)
-        .one(tx.conn())
+    revoke(&tx, auth.allowed(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if key.revoked_at.is_none() {
-        let mut key: api_key::ActiveModel = key.into();
-        key.revoked_at = Set(Some(Utc::now()));
-        key.update(tx.conn()).await?;
-    }
     tx.commit(Change::new("api_key", id.0, 204).invalidating())
         .await?;
     Ok(HttpResponse::NoContent().finish())

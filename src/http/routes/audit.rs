@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 use super::Page;
 use crate::app::AppState;
-use crate::audit::{Trail, VerifyReport, verify};
+use crate::audit::{Trail, VerifyReport, read_platform_trail, verify};
 use crate::authz::actions::{AuditExport, AuditRead, AuditVerify};
 use crate::http::error::ApiError;
-use crate::http::operator::{self, Operator};
-use crate::http::tenant::Authorized;
-use crate::tenancy::Access;
+use crate::http::pipeline::authz::Authorized;
+use crate::http::pipeline::operator::{self, Operator};
+use crate::tenancy::work::TenantContext;
 
 /// Paging of the audit trail, oldest first.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -174,16 +174,15 @@ pub async fn export_audit(
         .await?
         .map_or(0, |h| h.seq);
     tx.commit().await?;
-    let state = auth.state_handle();
-    let slug = auth.slug().clone();
-    let trail = Trail::from(&slug);
+    let context = TenantContext::clone(&auth);
+    let trail = Trail::from(auth.slug());
     let pages = futures_util::stream::try_unfold(seq(query.after)?, move |after| {
-        let (state, slug, trail) = (state.clone(), slug.clone(), trail.clone());
+        let (context, trail) = (context.clone(), trail.clone());
         async move {
             if after >= head {
                 return Ok(None);
             }
-            let tx = state.dbs.begin(&slug, Access::Read).await?;
+            let tx = context.read().await?;
             let rows = audit_event::Entity::find()
                 .filter(audit_event::Column::Seq.gt(after))
                 .filter(audit_event::Column::Seq.lte(head))
@@ -231,10 +230,7 @@ const EXPORT_PAGE: u64 = 1_000;
 pub async fn verify_audit(
     auth: Authorized<AuditVerify>,
 ) -> Result<web::Json<VerifyReport>, ApiError> {
-    let state = auth.state();
-    Ok(web::Json(
-        verify(&state.dbs, state.keystore.as_ref(), auth.slug()).await?,
-    ))
+    Ok(web::Json(auth.verify_audit(auth.allowed()).await?))
 }
 
 /// Read the platform audit trail.
@@ -248,14 +244,14 @@ pub async fn verify_audit(
     responses((status = 200, body = AuditEventPage))
 )]
 pub async fn list_platform_audit_events(
-    _operator: Operator<operator::PlatformAuditRead>,
+    operator: Operator<operator::PlatformAuditRead>,
     state: web::Data<AppState>,
     query: web::Query<AuditParams>,
 ) -> Result<web::Json<Page<AuditEventView>>, ApiError> {
-    let trail = Trail::Platform;
-    let tx = trail.begin(&state.dbs, Access::Read).await?;
-    let page = page_of_events(&tx, &trail, &query).await?;
-    tx.commit().await?;
+    let page = read_platform_trail(&state.dbs, operator.authority(), async |tx| {
+        page_of_events(tx, &Trail::Platform, &query).await
+    })
+    .await?;
     Ok(web::Json(page))
 }
 

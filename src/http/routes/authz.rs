@@ -7,16 +7,15 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::authz::actions::{ActionInfo, AuthzCheck, PolicyRead, RoleRead, info};
 use crate::authz::bindings::SubjectType;
 use crate::authz::impact::{Abilities, Access, Universe, what_can, who_can};
 use crate::authz::schema::{EntityKind, NAMESPACE, schema_text};
-use crate::authz::{CATALOGUE, Resource, Subject, TenantPolicies, load_subject, resolve_resource};
+use crate::authz::{CATALOGUE, Resource, Subject, load_subject, resolve_resource};
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::tenant::{Authorized, TenantRequest};
-use std::sync::Arc;
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::TenantContext;
 
 /// The Cedar schema policies are validated against.
 #[derive(Debug, Serialize, ToSchema)]
@@ -189,7 +188,7 @@ pub async fn list_actions(_auth: Authorized<RoleRead>) -> web::Json<ActionList> 
 }
 
 async fn subject(
-    request: &TenantRequest,
+    request: &TenantContext,
     kind: SubjectType,
     id: Uuid,
 ) -> Result<Subject, ApiError> {
@@ -206,7 +205,7 @@ async fn subject(
 }
 
 async fn resource(
-    request: &TenantRequest,
+    request: &TenantContext,
     kind: &str,
     id: &str,
     folder: Option<Uuid>,
@@ -226,13 +225,11 @@ async fn resource(
 }
 
 /// What an access analysis needs off the worker thread (it may make many decisions).
-async fn analysis(
-    request: &TenantRequest,
-) -> Result<(web::Data<AppState>, Arc<TenantPolicies>, Universe), ApiError> {
+async fn analysis(request: &TenantContext) -> Result<(TenantContext, Universe), ApiError> {
     let tx = request.read().await?;
     let universe = Universe::load(&tx, request.policies()).await?;
     tx.commit().await?;
-    Ok((request.state_handle(), request.policies_handle(), universe))
+    Ok((request.clone(), universe))
 }
 
 /// Explain a decision.
@@ -272,8 +269,6 @@ pub async fn check(
         ));
     }
     let decision = auth
-        .state()
-        .authz
         .engine()
         .decide_with_context(
             auth.policies(),
@@ -305,10 +300,11 @@ pub async fn resource_access(
     query: web::Query<ResourceQuery>,
 ) -> Result<web::Json<Access>, ApiError> {
     let resource = resource(&auth, &query.kind, &query.id, query.folder_id).await?;
-    let (state, policies, universe) = analysis(&auth).await?;
-    let access = web::block(move || who_can(state.authz.engine(), &policies, &universe, &resource))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
+    let (context, universe) = analysis(&auth).await?;
+    let access =
+        web::block(move || who_can(context.engine(), context.policies(), &universe, &resource))
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
     Ok(web::Json(access))
 }
 
@@ -327,9 +323,9 @@ pub async fn principal_permissions(
     query: web::Query<PrincipalQuery>,
 ) -> Result<web::Json<Abilities>, ApiError> {
     let subject = subject(&auth, query.kind, query.id).await?;
-    let (state, policies, universe) = analysis(&auth).await?;
+    let (context, universe) = analysis(&auth).await?;
     let abilities =
-        web::block(move || what_can(state.authz.engine(), &policies, &universe, &subject))
+        web::block(move || what_can(context.engine(), context.policies(), &universe, &subject))
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
     Ok(web::Json(abilities))

@@ -14,7 +14,8 @@ use crate::content::folders;
 use crate::directory::{self, clean_name, is_foreign_key};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change, OnFolder};
+use crate::http::pipeline::authz::{Authorized, OnFolder};
+use crate::tenancy::work::Change;
 
 /// A folder to create, or a new name for one.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -103,7 +104,7 @@ pub async fn create_folder(
 ) -> Result<HttpResponse, ApiError> {
     let name = name(body).await?;
     let tx = auth.write().await?;
-    let folder = folders::create(tx.conn(), name, None).await?;
+    let folder = folders::create(&tx, auth.allowed(), name, None).await?;
     tx.commit(Change::new("folder", folder.id, 201).invalidating())
         .await?;
     Ok(HttpResponse::Created().json(FolderView::from(folder)))
@@ -131,7 +132,7 @@ pub async fn create_subfolder(
         ));
     }
     let tx = auth.write().await?;
-    let folder = match folders::create(tx.conn(), name, Some(parent.0)).await {
+    let folder = match folders::create(&tx, auth.allowed(), name, Some(parent.0)).await {
         // The parent was deleted since the request was authorized.
         Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
         other => other?,
@@ -178,7 +179,7 @@ pub async fn update_folder(
 ) -> Result<web::Json<FolderView>, ApiError> {
     let name = name(body).await?;
     let tx = auth.write().await?;
-    let folder = folders::rename(tx.conn(), id.0, name)
+    let folder = folders::rename(&tx, auth.allowed(), id.0, name)
         .await?
         .ok_or_else(ApiError::not_found)?;
     tx.commit(Change::new("folder", folder.id, 200)).await?;
@@ -202,7 +203,7 @@ pub async fn delete_folder(
     if !folders::is_empty(tx.conn(), id.0).await? {
         return Err(ApiError::conflict("The folder is not empty."));
     }
-    match folders::delete(tx.conn(), id.0).await {
+    match folders::delete(&tx, auth.allowed(), id.0).await {
         Ok(true) => {}
         Ok(false) => return Err(ApiError::not_found()),
         // Something was put in the folder meanwhile.

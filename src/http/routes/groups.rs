@@ -14,7 +14,8 @@ use crate::authz::load_subject;
 use crate::directory::{self, clean_name, groups, is_duplicate};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change};
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::Change;
 
 /// A group to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -69,7 +70,7 @@ pub async fn create_group(
     let name = clean_name(&body.parse().await?.name, 100)
         .map_err(|m| ApiError::invalid_field("name", m))?;
     let tx = auth.write().await?;
-    let group = match groups::create(tx.conn(), name).await {
+    let group = match groups::create(&tx, auth.allowed(), name).await {
         Err(e) if is_duplicate(&e) => {
             return Err(ApiError::conflict("A group with this name exists."));
         }
@@ -135,7 +136,7 @@ pub async fn add_group_member(
     joined.groups.push(id.0.to_string());
     auth.refuse_escalation(Some(&member), &joined).await?;
     let tx = auth.write().await?;
-    groups::add_member(tx.conn(), id.0, user_id).await?;
+    groups::add_member(&tx, auth.allowed(), id.0, user_id).await?;
     let change = Change::new("group", id.0, 204)
         .detail("user_id", user_id.to_string())
         .invalidating();

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::http::contract::Public;
 use crate::http::error::{ApiError, ErrorCode};
-use crate::http::operator::{MetricsRead, Operator};
+use crate::http::pipeline::operator::{MetricsRead, Operator};
 
 /// Liveness and readiness answers.
 #[derive(Debug, Serialize, ToSchema)]

@@ -30,10 +30,11 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::operation::Operation;
-use super::tenant::{TenantRequest, gate};
+use super::pipeline::tenant_api;
 use crate::authz::StoredRules;
 use crate::authz::impact::{Impact, Universe, impact};
 use crate::operation;
+use crate::tenancy::work::TenantContext;
 
 /// Where a group of operations lives, and whether the tenant gate guards it.
 pub struct Scope {
@@ -141,7 +142,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 cfg.service(resource);
             });
         } else if scope.tenant {
-            let gated = web::scope(scope.prefix).wrap(from_fn(gate));
+            let gated = web::scope(scope.prefix).wrap(from_fn(tenant_api));
             cfg.service(resources.fold(gated, |s, resource| s.service(resource)));
         } else {
             let open = web::scope(scope.prefix);
@@ -324,11 +325,10 @@ impl DryRunParam {
 /// The impact of applying `change` to the tenant's stored rules, computed off the worker thread
 /// (it evaluates every principal against every resource).
 pub async fn dry_run(
-    request: &TenantRequest,
+    request: &TenantContext,
     change: impl FnOnce(&mut StoredRules) + Send + 'static,
 ) -> Result<Impact, ApiError> {
-    let state = request.state_handle();
-    let engine = state.authz.engine();
+    let engine = request.engine();
     let tx = request.read().await?;
     let rules = StoredRules::load(&tx).await?;
     let before = engine.build(&rules.for_tenant(request.tenant()))?;
@@ -337,7 +337,8 @@ pub async fn dry_run(
     let mut changed = rules;
     change(&mut changed);
     let after = engine.build(&changed.for_tenant(request.tenant()))?;
-    let impact = web::block(move || impact(state.authz.engine(), &before, &after, &universe))
+    let context = request.clone();
+    let impact = web::block(move || impact(context.engine(), &before, &after, &universe))
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("dry run failed: {e}")))?;
     Ok(impact)

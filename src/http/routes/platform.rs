@@ -14,8 +14,8 @@ use crate::app::AppState;
 use crate::directory::clean_name;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathSlug};
-use crate::http::middleware::request_meta;
-use crate::http::operator::{self, Operator};
+use crate::http::pipeline::context::request_meta;
+use crate::http::pipeline::operator::{self, Operator};
 use crate::platform::{self, NewTenant};
 use crate::tenancy::{Environment, Slug, Tenant, TenantRateLimits, TenantStatus};
 
@@ -182,14 +182,19 @@ impl CreateTenant {
     responses((status = 201, body = CreatedTenant), (status = 409, description = "The slug is taken"))
 )]
 pub async fn create_tenant(
-    _operator: Operator<operator::TenantCreate>,
+    operator: Operator<operator::TenantCreate>,
     req: HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body.parse().await?.validate()?;
-    let onboarded =
-        platform::create_tenant(&state.clone().into_inner(), new, &request_meta(&req)).await?;
+    let onboarded = platform::create_tenant(
+        &state.clone().into_inner(),
+        operator.authority(),
+        new,
+        &request_meta(&req),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(CreatedTenant {
         tenant: onboarded.tenant.into(),
         admin_api_key: onboarded.admin_api_key.expose_secret().to_owned(),
@@ -247,14 +252,21 @@ pub async fn get_tenant(
     responses((status = 200, body = TenantView))
 )]
 pub async fn set_tenant_rate_limits(
-    _operator: Operator<operator::TenantLimit>,
+    operator: Operator<operator::TenantLimit>,
     req: HttpRequest,
     state: web::Data<AppState>,
     slug: PathSlug,
     body: JsonBody<RateLimits>,
 ) -> Result<web::Json<TenantView>, ApiError> {
     let limits = body.parse().await?.validate()?;
-    let tenant = platform::set_rate_limits(&state, &slug.0, limits, &request_meta(&req)).await?;
+    let tenant = platform::set_rate_limits(
+        &state,
+        operator.authority(),
+        &slug.0,
+        limits,
+        &request_meta(&req),
+    )
+    .await?;
     Ok(web::Json(tenant.into()))
 }
 
@@ -268,12 +280,19 @@ pub async fn set_tenant_rate_limits(
     responses((status = 200, body = TenantView))
 )]
 pub async fn suspend_tenant(
-    _operator: Operator<operator::TenantSuspend>,
+    operator: Operator<operator::TenantSuspend>,
     req: HttpRequest,
     state: web::Data<AppState>,
     slug: PathSlug,
 ) -> Result<web::Json<TenantView>, ApiError> {
-    let tenant = platform::set_suspended(&state, &slug.0, true, &request_meta(&req)).await?;
+    let tenant = platform::set_suspended(
+        &state,
+        operator.authority(),
+        &slug.0,
+        true,
+        &request_meta(&req),
+    )
+    .await?;
     Ok(web::Json(tenant.into()))
 }
 
@@ -285,12 +304,19 @@ pub async fn suspend_tenant(
     responses((status = 200, body = TenantView))
 )]
 pub async fn resume_tenant(
-    _operator: Operator<operator::TenantResume>,
+    operator: Operator<operator::TenantResume>,
     req: HttpRequest,
     state: web::Data<AppState>,
     slug: PathSlug,
 ) -> Result<web::Json<TenantView>, ApiError> {
-    let tenant = platform::set_suspended(&state, &slug.0, false, &request_meta(&req)).await?;
+    let tenant = platform::set_suspended(
+        &state,
+        operator.authority(),
+        &slug.0,
+        false,
+        &request_meta(&req),
+    )
+    .await?;
     Ok(web::Json(tenant.into()))
 }
 
@@ -304,11 +330,11 @@ pub async fn resume_tenant(
     responses((status = 204, description = "Deleted"))
 )]
 pub async fn delete_tenant(
-    _operator: Operator<operator::TenantDelete>,
+    operator: Operator<operator::TenantDelete>,
     req: HttpRequest,
     state: web::Data<AppState>,
     slug: PathSlug,
 ) -> Result<HttpResponse, ApiError> {
-    platform::delete_tenant(&state, &slug.0, &request_meta(&req)).await?;
+    platform::delete_tenant(&state, operator.authority(), &slug.0, &request_meta(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,10 +4,7 @@ use actix_web::{HttpResponse, web};
 use cedar_policy::{Effect, Policy};
 use chrono::{DateTime, Utc};
 use entity::tenant::{policy, policy_version};
-use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _,
-};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -16,11 +13,13 @@ use super::{DryRunParam, ListParams, Page, dry_run};
 use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::authz::policy_text;
+use crate::authz::rules::{self, PolicyText};
 use crate::authz::{StoredRules, TenantPolicies};
 use crate::directory;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change, TenantRequest};
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::{Change, TenantContext};
 
 /// A policy to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,7 +107,7 @@ impl From<policy::Model> for PolicyView {
 /// Checks a policy's name (when given) and text; the text must validate against the schema.
 /// Returns the description and the parsed policy.
 fn validate(
-    request: &TenantRequest,
+    request: &TenantContext,
     name: Option<&str>,
     text: &str,
     description: Option<String>,
@@ -129,8 +128,6 @@ fn validate(
         }
     }
     let policy = match request
-        .state()
-        .authz
         .engine()
         .validate_policy(name.unwrap_or("draft"), text)
     {
@@ -159,16 +156,15 @@ fn validate(
 /// Refuses to put `policy` in force (a permit) or to lift it (a forbid) unless the caller holds
 /// everything it can decide on its whole scope: `policy.manage` is not a way around the rule
 /// that nobody hands out more than they hold.
-fn refuse_escalation(request: &TenantRequest, policy: &Policy) -> Result<(), ApiError> {
-    let missing = request.state().authz.engine().policy_not_delegable(
-        request.policies(),
-        request.subject(),
-        policy,
-    );
+fn refuse_escalation(request: &TenantContext, policy: &Policy) -> Result<(), ApiError> {
+    let missing =
+        request
+            .engine()
+            .policy_not_delegable(request.policies(), request.subject(), policy);
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(request.refuse_delegation(&missing))
+        Err(request.refuse_delegation(&missing).into())
     }
 }
 
@@ -178,11 +174,11 @@ fn refuse_escalation(request: &TenantRequest, policy: &Policy) -> Result<(), Api
 /// it may win back only if it then holds the whole catalogue tenant-wide (an Admin, whom a
 /// forbid on everyone binds too).
 async fn refuse_lifting(
-    request: &TenantRequest,
+    request: &TenantContext,
     existing: &policy::Model,
     change: impl FnOnce(&mut StoredRules),
 ) -> Result<(), ApiError> {
-    let engine = request.state().authz.engine();
+    let engine = request.engine();
     let everything = || crate::authz::CATALOGUE.iter().map(|a| a.name);
     let lifted = match policy_text::parse(&existing.name, &existing.text) {
         Ok(parsed) if parsed.policy.effect() == Effect::Permit => return Ok(()),
@@ -213,29 +209,8 @@ async fn refuse_lifting(
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(request.refuse_delegation(&missing))
+        Err(request.refuse_delegation(&missing).into())
     }
-}
-
-async fn record_version(
-    conn: &impl ConnectionTrait,
-    request: &TenantRequest,
-    policy: &policy::Model,
-    text: Option<String>,
-) -> Result<(), ApiError> {
-    policy_version::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        policy_id: Set(policy.id),
-        name: Set(policy.name.clone()),
-        version: Set(policy.version),
-        text: Set(text),
-        actor_type: Set(request.principal().actor_type().to_owned()),
-        actor_id: Set(request.principal().actor_id()),
-        created_at: Set(Utc::now()),
-    }
-    .insert(conn)
-    .await?;
-    Ok(())
 }
 
 /// List claim-based policies.
@@ -344,17 +319,17 @@ pub async fn create_policy(
         return Ok(HttpResponse::Ok().json(impact));
     }
     let tx = auth.write().await?;
-    let now = Utc::now();
-    let inserted = policy::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        name: Set(body.name.clone()),
-        description: Set(description),
-        text: Set(body.text.clone()),
-        version: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(tx.conn())
+    let new = PolicyText {
+        description,
+        text: body.text.clone(),
+    };
+    let inserted = rules::create_policy(
+        &tx,
+        auth.allowed(),
+        auth.principal(),
+        body.name.clone(),
+        new,
+    )
     .await;
     let created = match inserted {
         Err(e) if crate::directory::is_duplicate(&e) => {
@@ -365,7 +340,6 @@ pub async fn create_policy(
         }
         other => other?,
     };
-    record_version(tx.conn(), &auth, &created, Some(created.text.clone())).await?;
     let change = Change::new("policy", created.id, 201)
         .detail("name", created.name.clone())
         .detail("after", created.text.clone())
@@ -392,10 +366,7 @@ pub async fn update_policy(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.parse().await?;
     let tx = auth.write().await?;
-    // Locked, so that concurrent changes take turns at the next version number.
-    let existing = policy::Entity::find_by_id(id.0)
-        .lock_exclusive()
-        .one(tx.conn())
+    let existing = rules::lock_policy(&tx, id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
     let (description, policy) = validate(
@@ -420,13 +391,12 @@ pub async fn update_policy(
         return Ok(HttpResponse::Ok().json(PolicyChange::DryRun(impact)));
     }
     let before = existing.text.clone();
-    let mut row: policy::ActiveModel = existing.clone().into();
-    row.text = Set(body.text.clone());
-    row.description = Set(description);
-    row.version = Set(existing.version + 1);
-    row.updated_at = Set(Utc::now());
-    let updated = row.update(tx.conn()).await?;
-    record_version(tx.conn(), &auth, &updated, Some(updated.text.clone())).await?;
+    let new = PolicyText {
+        description,
+        text: body.text,
+    };
+    let updated =
+        rules::update_policy(&tx, auth.allowed(), auth.principal(), existing, new).await?;
     let change = Change::new("policy", updated.id, 200)
         .detail("name", updated.name.clone())
         .detail("version", updated.version)
@@ -453,10 +423,7 @@ pub async fn delete_policy(
     params: web::Query<DryRunParam>,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
-    // Locked, so that concurrent changes take turns at the next version number.
-    let existing = policy::Entity::find_by_id(id.0)
-        .lock_exclusive()
-        .one(tx.conn())
+    let existing = rules::lock_policy(&tx, id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
     let name = existing.name.clone();
@@ -467,14 +434,7 @@ pub async fn delete_policy(
         let impact = dry_run(&auth, remove).await?;
         return Ok(HttpResponse::Ok().json(impact));
     }
-    policy::Entity::delete_by_id(existing.id)
-        .exec(tx.conn())
-        .await?;
-    let deleted = policy::Model {
-        version: existing.version + 1,
-        ..existing.clone()
-    };
-    record_version(tx.conn(), &auth, &deleted, None).await?;
+    rules::delete_policy(&tx, auth.allowed(), auth.principal(), &existing).await?;
     let change = Change::new("policy", existing.id, 204)
         .detail("name", existing.name)
         .detail("before", existing.text)

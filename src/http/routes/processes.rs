@@ -16,7 +16,8 @@ use crate::content::processes;
 use crate::directory::{clean_name, is_foreign_key};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change, OnFolder, OnProcess, TenantRequest};
+use crate::http::pipeline::authz::{Authorized, OnFolder, OnProcess};
+use crate::tenancy::work::{Change, TenantContext};
 
 /// A process definition to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -133,7 +134,7 @@ pub async fn list_folder_processes(
 /// A page of the processes (all, or those in `folder`) the caller may read, each decided on
 /// its own.
 async fn readable_processes(
-    request: &TenantRequest,
+    request: &TenantContext,
     folder: Option<Uuid>,
     query: &ListParams,
 ) -> Result<web::Json<ProcessPage>, ApiError> {
@@ -170,7 +171,7 @@ pub async fn create_process(
 ) -> Result<HttpResponse, ApiError> {
     let (name, definition) = new_process(body).await?;
     let tx = auth.write().await?;
-    let process = processes::create(tx.conn(), name, None, definition).await?;
+    let process = processes::create(&tx, auth.allowed(), name, None, definition).await?;
     tx.commit(Change::new("process", process.id, 201)).await?;
     Ok(HttpResponse::Created().json(ProcessView::from(process)))
 }
@@ -189,11 +190,12 @@ pub async fn create_folder_process(
 ) -> Result<HttpResponse, ApiError> {
     let (name, definition) = new_process(body).await?;
     let tx = auth.write().await?;
-    let process = match processes::create(tx.conn(), name, Some(folder.0), definition).await {
-        // The folder was deleted since the request was authorized.
-        Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
-        other => other?,
-    };
+    let process =
+        match processes::create(&tx, auth.allowed(), name, Some(folder.0), definition).await {
+            // The folder was deleted since the request was authorized.
+            Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
+            other => other?,
+        };
     tx.commit(Change::new("process", process.id, 201).detail("folder_id", folder.0.to_string()))
         .await?;
     Ok(HttpResponse::Created().json(ProcessView::from(process)))
@@ -242,7 +244,7 @@ pub async fn update_process(
     let existing = processes::get(tx.conn(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let process = processes::edit(tx.conn(), existing, name, definition).await?;
+    let process = processes::edit(&tx, auth.allowed(), existing, name, definition).await?;
     tx.commit(Change::new("process", process.id, 200).detail("version", process.version))
         .await?;
     Ok(web::Json(process.into()))
@@ -265,7 +267,7 @@ pub async fn publish_process(
     let existing = processes::get(tx.conn(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let process = processes::publish(tx.conn(), existing).await?;
+    let process = processes::publish(&tx, auth.allowed(), existing).await?;
     tx.commit(Change::new("process", process.id, 200).detail("version", process.version))
         .await?;
     Ok(web::Json(process.into()))
@@ -283,7 +285,7 @@ pub async fn delete_process(
     id: PathId,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
-    if !processes::delete(tx.conn(), id.0).await? {
+    if !processes::delete(&tx, auth.allowed(), id.0).await? {
         return Err(ApiError::not_found());
     }
     tx.commit(Change::new("process", id.0, 204)).await?;

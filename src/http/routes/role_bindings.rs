@@ -15,7 +15,8 @@ use crate::authz::{Resource, TenantPolicies, resolve_resource};
 use crate::directory;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change};
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::Change;
 use entity::tenant::role;
 use sea_orm::{ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _};
 
@@ -190,7 +191,7 @@ pub async fn create_role_binding(
     if !subject_exists {
         return Err(ApiError::no_such("subject.id", new.subject_type.as_str()));
     }
-    let engine = auth.state().authz.engine();
+    let engine = auth.engine();
     let missing = engine.not_delegable(
         auth.policies(),
         auth.subject(),
@@ -198,12 +199,14 @@ pub async fn create_role_binding(
         &scope,
     );
     if !missing.is_empty() {
-        return Err(auth.refuse_delegation(&missing));
+        return Err(auth.refuse_delegation(&missing).into());
     }
     let role = new.role.clone();
-    let binding = bindings::create(tx.conn(), new).await?.ok_or_else(|| {
-        ApiError::conflict("This role is already bound to this subject on this scope.")
-    })?;
+    let binding = bindings::create(&tx, auth.allowed(), new)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict("This role is already bound to this subject on this scope.")
+        })?;
     let change = Change::new("role_binding", binding.id, 201)
         .detail("role", role)
         .detail("subject_id", binding.subject_id.to_string())
@@ -259,7 +262,7 @@ pub async fn delete_role_binding(
     id: PathId,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
-    let removed = bindings::delete(tx.conn(), id.0)
+    let removed = bindings::delete(&tx, auth.allowed(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
     // As stored, so that even a malformed binding can be removed.

@@ -1,23 +1,20 @@
 //! `/t/{tenant}/api/v1/roles`
 
 use actix_web::{HttpResponse, web};
-use chrono::Utc;
-use entity::tenant::{role, role_binding};
-use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _,
-    PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
-};
+use entity::tenant::role;
+use sea_orm::{EntityTrait as _, QueryOrder as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{DryRunParam, dry_run};
 use crate::authz::actions::{RoleManage, RoleRead, is_known};
 use crate::authz::impact::Impact;
 use crate::authz::roles::{BUILTIN_ROLES, RoleDef, builtin};
+use crate::authz::rules;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathName};
-use crate::http::tenant::{Authorized, Change, TenantRequest};
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::{Change, TenantContext};
 
 /// A role to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -209,15 +206,17 @@ pub async fn get_role(
         )));
     }
     let tx = auth.read().await?;
-    let role = find(&tx, &name.0).await?.ok_or_else(ApiError::not_found)?;
+    let role = rules::find_role(&tx, &name.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     tx.commit().await?;
     Ok(web::Json(RoleView::custom(role)))
 }
 
 /// A role may hold only actions its author holds tenant-wide: otherwise whoever manages roles
 /// could hand anyone (themselves included) more than they have.
-fn refuse_escalation(request: &TenantRequest, actions: &[String]) -> Result<(), ApiError> {
-    let engine = request.state().authz.engine();
+fn refuse_escalation(request: &TenantContext, actions: &[String]) -> Result<(), ApiError> {
+    let engine = request.engine();
     let tenant = request.policies().tenant();
     let missing = engine.not_delegable(
         request.policies(),
@@ -228,26 +227,16 @@ fn refuse_escalation(request: &TenantRequest, actions: &[String]) -> Result<(), 
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(request.refuse_delegation(&missing))
+        Err(request.refuse_delegation(&missing).into())
     }
 }
 
 /// 404 unless the tenant has the custom role `name`.
-async fn require_custom(request: &TenantRequest, name: &str) -> Result<(), ApiError> {
+async fn require_custom(request: &TenantContext, name: &str) -> Result<(), ApiError> {
     let tx = request.read().await?;
-    let found = find(&tx, name).await?;
+    let found = rules::find_role(&tx, name).await?;
     tx.commit().await?;
     found.map(|_| ()).ok_or_else(ApiError::not_found)
-}
-
-async fn find(
-    conn: &impl sea_orm::ConnectionTrait,
-    name: &str,
-) -> Result<Option<role::Model>, ApiError> {
-    Ok(role::Entity::find()
-        .filter(role::Column::Name.eq(name))
-        .one(conn)
-        .await?)
 }
 
 /// Create a custom role.
@@ -279,20 +268,11 @@ pub async fn create_role(
         return Ok(HttpResponse::Ok().json(impact));
     }
     let tx = auth.write().await?;
-    if find(tx.conn(), &name).await?.is_some() {
+    if rules::find_role(tx.conn(), &name).await?.is_some() {
         return Err(ApiError::conflict(format!("A role `{name}` exists.")));
     }
-    let now = Utc::now();
-    let inserted = role::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        name: Set(name.clone()),
-        description: Set(description),
-        actions: Set(serde_json::json!(actions)),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(tx.conn())
-    .await;
+    let inserted =
+        rules::create_role(&tx, auth.allowed(), name.clone(), description, &actions).await;
     let created = match inserted {
         Err(e) if crate::directory::is_duplicate(&e) => {
             return Err(ApiError::conflict(format!("A role `{name}` exists.")));
@@ -342,15 +322,11 @@ pub async fn update_role(
         return Ok(HttpResponse::Ok().json(RoleChange::DryRun(impact)));
     }
     let tx = auth.write().await?;
-    let existing = find(tx.conn(), &name.0)
+    let existing = rules::find_role(tx.conn(), &name.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
     let before = existing.actions.clone();
-    let mut row: role::ActiveModel = existing.into();
-    row.actions = Set(serde_json::json!(actions));
-    row.description = Set(description);
-    row.updated_at = Set(Utc::now());
-    let updated = row.update(tx.conn()).await?;
+    let updated = rules::update_role(&tx, auth.allowed(), existing, description, &actions).await?;
     let change = Change::new("role", &updated.name, 200)
         .detail("before", before)
         .detail("after", serde_json::json!(actions))
@@ -388,21 +364,16 @@ pub async fn delete_role(
         return Ok(HttpResponse::Ok().json(impact));
     }
     let tx = auth.write().await?;
-    let existing = find(tx.conn(), &name.0)
+    let existing = rules::find_role(tx.conn(), &name.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let bound = role_binding::Entity::find()
-        .filter(role_binding::Column::Role.eq(&existing.name))
-        .count(tx.conn())
-        .await?;
+    let bound = rules::role_bindings(tx.conn(), &existing.name).await?;
     if bound > 0 {
         return Err(ApiError::conflict(format!(
             "The role has {bound} binding(s); remove them first."
         )));
     }
-    role::Entity::delete_by_id(existing.id)
-        .exec(tx.conn())
-        .await?;
+    rules::delete_role(&tx, auth.allowed(), existing.id).await?;
     let change = Change::new("role", &existing.name, 204)
         .detail("before", existing.actions)
         .invalidating();

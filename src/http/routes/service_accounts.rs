@@ -12,7 +12,8 @@ use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead};
 use crate::directory::{self, clean_name, is_duplicate, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change};
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::Change;
 
 /// A service account to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -59,7 +60,7 @@ pub async fn create_service_account(
     let name = clean_name(&body.parse().await?.name, 100)
         .map_err(|m| ApiError::invalid_field("name", m))?;
     let tx = auth.write().await?;
-    let account = match service_accounts::create(tx.conn(), name).await {
+    let account = match service_accounts::create(&tx, auth.allowed(), name).await {
         Err(e) if is_duplicate(&e) => {
             return Err(ApiError::conflict(
                 "A service account with this name exists.",

@@ -17,7 +17,8 @@ use crate::authz::{Subject, load_subject};
 use crate::directory::{self, clean_name, is_duplicate, users};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::tenant::{Authorized, Change};
+use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::work::Change;
 
 /// A user to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,7 +115,7 @@ pub async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let new = body.parse().await?.validate()?;
     let tx = auth.write().await?;
-    let user = match users::create(tx.conn(), new).await {
+    let user = match users::create(&tx, auth.allowed(), new).await {
         Err(e) if is_duplicate(&e) => {
             return Err(ApiError::conflict("A user with this email exists."));
         }
@@ -215,13 +216,11 @@ pub async fn update_user(
             .filter(|k| before.get(*k) != attributes.get(*k))
             .cloned()
             .collect();
-        let missing = auth.state().authz.engine().claims_not_delegable(
-            auth.policies(),
-            auth.subject(),
-            &changed,
-        );
+        let missing = auth
+            .engine()
+            .claims_not_delegable(auth.policies(), auth.subject(), &changed);
         if !missing.is_empty() {
-            return Err(auth.refuse_delegation(&missing));
+            return Err(auth.refuse_delegation(&missing).into());
         }
         let updated = Subject {
             tags: attributes.clone(),
@@ -244,7 +243,7 @@ pub async fn update_user(
             "The user's attributes changed meanwhile; read them again and retry.",
         ));
     }
-    let user = users::update(tx.conn(), locked, display_name, &attributes).await?;
+    let user = users::update(&tx, auth.allowed(), locked, display_name, &attributes).await?;
     let change = Change::new("user", user.id, 200)
         .detail("attributes_before", serde_json::json!(before))
         .detail("attributes_after", serde_json::json!(attributes));

@@ -1,17 +1,17 @@
-//! Middleware that every request passes: request id, access log, metrics, security headers.
+//! Stage 1, the request's context: its id and span, its access-log line and metrics, and the
+//! hardening headers of its response. Every request passes it, on every listener.
 
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, HttpRequest, web};
 use tracing::Instrument as _;
 
-use super::request_id;
 use crate::app::AppState;
 use crate::audit::RequestMeta;
+use crate::http::request_id;
 
 /// Who is asking from where, for the audit trail. The source address is the TCP peer.
 pub fn request_meta(req: &HttpRequest) -> RequestMeta {
@@ -36,12 +36,16 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Outermost: gives the request its id, a span, an access-log line, metrics and the security
-/// headers.
-pub async fn request_context(
+/// Runs the rest of the pipeline (`inner`) within the request's context: an id, a span, an
+/// access-log line, metrics and the hardening headers.
+pub async fn within<F, Fut>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    inner: F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    F: FnOnce(ServiceRequest) -> Fut,
+    Fut: Future<Output = Result<ServiceResponse<BoxBody>, Error>>,
+{
     let id = request_id::generate();
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -55,7 +59,7 @@ pub async fn request_context(
     request_id::scope(id, async move {
         // Handlers and extractors turn their errors into responses inside this scope; an `Err`
         // here could only come from a middleware and is rendered by actix itself.
-        let mut res = next.call(req).await?.map_into_boxed_body();
+        let mut res = inner(req).await?;
         if let Ok(value) = HeaderValue::from_str(&header_id) {
             res.headers_mut()
                 .insert(HeaderName::from_static("x-request-id"), value);

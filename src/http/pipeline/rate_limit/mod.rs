@@ -1,4 +1,4 @@
-//! Rate limits, with `governor`'s GCRA: per source address before authentication, per source
+//! Stage 4, rate limits, with `governor`'s GCRA: per source address before authentication, per source
 //! address on failed authentications, and per principal and per tenant after authentication.
 //!
 //! Invariants:
@@ -24,20 +24,19 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{Error, web};
 use lru::LruCache;
 use secrecy::SecretString;
 
-use super::error::ApiError;
-use super::middleware::request_meta;
-use super::tenant::respond_audited;
+use super::audit::respond_audited;
+use super::context::request_meta;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, Trail};
 use crate::config::RateLimitSettings;
-use crate::tenancy::TenantRateLimits;
+use crate::http::error::ApiError;
+use crate::identity::Principal;
+use crate::tenancy::{Tenant, TenantRateLimits};
 
 /// Blocked keys remembered at once.
 const MAX_BLOCKED: usize = 100_000;
@@ -319,27 +318,63 @@ pub async fn record_trip(state: &AppState, trail: impl Into<Trail>, event: Audit
     }
 }
 
-/// The stage before authentication: a source address over its rate, or whose failed
-/// authentications are spent, is answered 429 at once. Health probes are not limited.
-pub async fn admit(
+/// The limit of the request's source address, checked before anything else: an address over
+/// its rate, or whose failed authentications are spent, is answered 429 at once (the first
+/// refusal of a block audited in the platform trail). Health probes are not limited.
+pub async fn admit_source(
+    state: &AppState,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+) -> Result<ServiceRequest, ServiceResponse<BoxBody>> {
     let probe = matches!(req.path(), "/healthz" | "/readyz");
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let (false, Some(state), Some(source)) = (probe, state, req.peer_addr().map(|a| a.ip()))
-        && let Err(refusal) = state.limits.admit_source(source).await
-    {
-        let meta = request_meta(req.request());
-        let res = req.error_response(ApiError::rate_limited(&refusal));
-        if !refusal.first {
-            return Ok(res);
-        }
-        return Ok(
-            respond_audited(&state, Trail::Platform, trip_event(&meta, &refusal), res).await,
-        );
+    let Some(source) = req.peer_addr().map(|a| a.ip()).filter(|_| !probe) else {
+        return Ok(req);
+    };
+    match state.limits.admit_source(source).await {
+        Ok(()) => Ok(req),
+        Err(refusal) => Err(refuse(state, Trail::Platform, req, &refusal, None).await),
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The limits of an authenticated principal and of its tenant, at the tenant's own rates where
+/// its operator set them.
+pub async fn admit_principal(
+    state: &AppState,
+    tenant: &Tenant,
+    principal: &Principal,
+    req: ServiceRequest,
+) -> Result<ServiceRequest, ServiceResponse<BoxBody>> {
+    let admitted = state
+        .limits
+        .admit_principal(
+            tenant.slug.as_str(),
+            tenant.rate_limits,
+            &principal.actor_id(),
+        )
+        .await;
+    match admitted {
+        Ok(()) => Ok(req),
+        Err(refusal) => Err(refuse(state, &tenant.slug, req, &refusal, Some(principal)).await),
+    }
+}
+
+/// Answers 429 for `refusal`, recording the trip in `trail` when it is the first of its block.
+async fn refuse(
+    state: &AppState,
+    trail: impl Into<Trail>,
+    req: ServiceRequest,
+    refusal: &Refusal,
+    principal: Option<&Principal>,
+) -> ServiceResponse<BoxBody> {
+    let meta = request_meta(req.request());
+    let res = req.error_response(ApiError::rate_limited(refusal));
+    if !refusal.first {
+        return res;
+    }
+    let mut event = trip_event(&meta, refusal);
+    if let Some(principal) = principal {
+        event = event.actor(principal.actor_type(), principal.actor_id());
+    }
+    respond_audited(state, trail, event, res).await
 }
 
 #[cfg(test)]

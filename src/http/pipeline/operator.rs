@@ -1,4 +1,4 @@
-//! The platform operator's request path: the credential, the operation it names, and the
+//! The platform operator's stages 3 and 7: the credential and the operation it names, and the
 //! platform audit trail.
 //!
 //! Every operator endpoint takes an [`Operator<A>`] argument, whose type names the operation
@@ -9,20 +9,20 @@
 
 use std::marker::PhantomData;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
+use actix_web::body::BoxBody;
+use actix_web::dev::{Payload, ServiceResponse};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 
-use super::contract::{Contract, Documented, Guard, Requirement, Security};
-use super::error::{ApiError, ErrorCode};
-use super::extract::bearer_token;
-use super::middleware::request_meta;
+use super::audit::respond_audited;
+use super::context::request_meta;
 use super::rate_limit::{Refusal, record_trip, trip_event};
-use super::tenant::respond_audited;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, Trail};
+use crate::http::contract::{Contract, Documented, Guard, Requirement, Security};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::extract::bearer_token;
+use crate::identity::operator::OperatorAuthority;
 use crate::tenancy::Slug;
 
 /// An operation of the platform operator, named in its audit events.
@@ -66,7 +66,7 @@ operator_actions! {
     MetricsRead = "metrics.read";
 }
 
-/// What an operator call was, noted by [`Operator`] for [`audit`].
+/// What an operator call was, noted by [`Operator`] for [`record`].
 #[derive(Debug, Clone, Copy)]
 struct OperatorCall {
     action: &'static str,
@@ -77,7 +77,10 @@ struct OperatorCall {
 }
 
 /// A caller that presented the platform operator token, for the operation `A`.
-pub struct Operator<A: OperatorAction>(PhantomData<A>);
+pub struct Operator<A: OperatorAction> {
+    authority: OperatorAuthority,
+    _operation: PhantomData<A>,
+}
 
 impl<A: OperatorAction> FromRequest for Operator<A> {
     type Error = ApiError;
@@ -90,6 +93,11 @@ impl<A: OperatorAction> FromRequest for Operator<A> {
 }
 
 impl<A: OperatorAction> Operator<A> {
+    /// The operator's authority, which platform operations on tenants require.
+    pub fn authority(&self) -> &OperatorAuthority {
+        &self.authority
+    }
+
     /// Checks the operator token, spending the source address's failure budget on a bad one,
     /// and notes the call for [`audit`].
     async fn check(req: &HttpRequest) -> Result<Self, ApiError> {
@@ -106,14 +114,22 @@ impl<A: OperatorAction> Operator<A> {
                     "Send `Authorization: Bearer <operator token>`.",
                 )),
             ),
-            Some(token) if state.operator.verify(token) => (None, Ok(Operator(PhantomData))),
-            Some(_) => (
-                Some("invalid_operator_token"),
-                Err(ApiError::new(
-                    ErrorCode::InvalidCredentials,
-                    "The operator token is not valid.",
-                )),
-            ),
+            Some(token) => match state.operator.verify(token) {
+                Some(authority) => (
+                    None,
+                    Ok(Operator {
+                        authority,
+                        _operation: PhantomData,
+                    }),
+                ),
+                None => (
+                    Some("invalid_operator_token"),
+                    Err(ApiError::new(
+                        ErrorCode::InvalidCredentials,
+                        "The operator token is not valid.",
+                    )),
+                ),
+            },
         };
         let trip = match refused.and(req.peer_addr()) {
             Some(peer) => state.limits.failed(peer.ip()).await,
@@ -148,17 +164,11 @@ impl<A: OperatorAction> Documented for Operator<A> {
 
 impl<A: OperatorAction> Guard for Operator<A> {}
 
-/// Records every operator call (one that reached an [`Operator`] argument) in the platform
-/// trail before answering it; other requests pass untouched.
-pub async fn audit(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let res = next.call(req).await?.map_into_boxed_body();
-    let call = res.request().extensions().get::<OperatorCall>().copied();
-    let (Some(state), Some(call)) = (state, call) else {
-        return Ok(res);
+/// Records an operator call (one that reached an [`Operator`] argument), allowed or refused,
+/// in the platform trail before it is answered; other responses pass untouched.
+pub async fn record(state: &AppState, res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let Some(call) = res.request().extensions().get::<OperatorCall>().copied() else {
+        return res;
     };
     let meta = request_meta(res.request());
     // Only a slug that can exist is recorded: the path is the caller's text.
@@ -191,7 +201,7 @@ pub async fn audit(
         Some(reason) => event.detail("reason", reason),
     };
     if let Some(trip) = &call.trip {
-        record_trip(&state, Trail::Platform, trip_event(&meta, trip)).await;
+        record_trip(state, Trail::Platform, trip_event(&meta, trip)).await;
     }
-    Ok(respond_audited(&state, Trail::Platform, event, res).await)
+    respond_audited(state, Trail::Platform, event, res).await
 }

@@ -1,0 +1,123 @@
+//! Stage 3, authentication: a chain of authenticators turns the request's credential into one
+//! [`Principal`] of the resolved tenant.
+//!
+//! Invariants:
+//! - Each authenticator recognises its own kind of credential and says nothing about others;
+//!   the first that recognises the request's credential decides, and its refusal is final (a
+//!   bad API key is not retried as another kind of token).
+//! - A credential no authenticator recognises is invalid, and no credential at all is missing:
+//!   authentication fails closed.
+
+use actix_web::HttpRequest;
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use futures_util::future::LocalBoxFuture;
+
+use super::audit::respond_audited;
+use super::context::request_meta;
+use super::rate_limit::{record_trip, trip_event};
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Outcome, Trail};
+use crate::http::error::ApiError;
+use crate::http::extract::bearer_token;
+use crate::identity::api_key::PREFIX as API_KEY_PREFIX;
+use crate::identity::{IdentityError, InvalidReason, Principal};
+use crate::tenancy::Tenant;
+
+/// One way for a caller to prove who they are.
+pub trait Authenticator: Sync {
+    /// `None` when the request carries no credential of this kind; otherwise the principal it
+    /// proves, or why it proves none.
+    fn authenticate<'a>(
+        &'a self,
+        state: &'a AppState,
+        tenant: &'a Tenant,
+        req: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>>;
+}
+
+/// `Authorization: Bearer fgk_…`: an API key of one of the tenant's service accounts.
+pub struct ApiKey;
+
+impl Authenticator for ApiKey {
+    fn authenticate<'a>(
+        &'a self,
+        state: &'a AppState,
+        tenant: &'a Tenant,
+        req: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>> {
+        Box::pin(async move {
+            let token = bearer_token(req).filter(|t| t.starts_with(API_KEY_PREFIX))?;
+            Some(
+                state
+                    .api_keys
+                    .authenticate(&state.dbs, &tenant.slug, token)
+                    .await,
+            )
+        })
+    }
+}
+
+/// The authenticators of tenant requests, in the order they are asked.
+const CHAIN: &[&dyn Authenticator] = &[&ApiKey];
+
+/// The principal the request's credential proves in `tenant`.
+pub async fn authenticate(
+    state: &AppState,
+    tenant: &Tenant,
+    req: &HttpRequest,
+) -> Result<Principal, IdentityError> {
+    if cfg!(feature = "insecure-bench") {
+        // The benchmark's baseline: no authentication, authorization or audit at all.
+        return Ok(Principal::ServiceAccount {
+            id: uuid::Uuid::nil(),
+            api_key_id: uuid::Uuid::nil(),
+        });
+    }
+    for authenticator in CHAIN {
+        if let Some(outcome) = authenticator.authenticate(state, tenant, req).await {
+            return outcome;
+        }
+    }
+    Err(match bearer_token(req) {
+        None => IdentityError::MissingCredentials,
+        Some(_) => IdentityError::InvalidCredentials(InvalidReason::Malformed),
+    })
+}
+
+/// Answers a caller who proved no principal: 401, with a failure spent from the source
+/// address's budget (the trip that blocks it recorded once). A failed attempt at a tenant is
+/// recorded in its trail; at a tenant that does not exist (`None`) the answer is the same as for
+/// a wrong credential and no tenant's trail is touched, so the answer tells nobody which slugs
+/// exist.
+pub async fn refuse(
+    state: &AppState,
+    tenant: Option<&Tenant>,
+    req: ServiceRequest,
+    error: IdentityError,
+) -> ServiceResponse<BoxBody> {
+    let meta = request_meta(req.request());
+    let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
+    if let Some(ip) = req.peer_addr().map(|a| a.ip())
+        && let Some(trip) = state.limits.failed(ip).await
+    {
+        record_trip(state, trail.clone(), trip_event(&meta, &trip)).await;
+    }
+    let reason = error.audit_reason();
+    let res = req.error_response(ApiError::from(error));
+    if tenant.is_none() {
+        return res;
+    }
+    let event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
+        .outcome(Outcome::None, res.status().as_u16())
+        .detail("reason", reason);
+    respond_audited(state, trail, event, res).await
+}
+
+/// The error for a tenant that does not exist, as the caller's credential would have got it.
+pub fn unknown_tenant(req: &HttpRequest) -> IdentityError {
+    match bearer_token(req) {
+        None => IdentityError::MissingCredentials,
+        Some(_) => IdentityError::InvalidCredentials(InvalidReason::UnknownKey),
+    }
+}

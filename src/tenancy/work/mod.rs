@@ -1,0 +1,290 @@
+//! The tenant unit of work: how anything — an HTTP request, a command, a platform operation,
+//! and next the workflow workers — acts on one tenant's data with authorization and audit.
+//!
+//! Invariants:
+//! - A [`TenantContext`] names one tenant, one principal authenticated for that tenant, and the
+//!   tenant's compiled policies. [`TenantContext::authorize`] is the only way to an [`Allowed`]
+//!   proof, and every decision it makes is noted for the context's audit event.
+//! - Tenant data is reached only through a context's transactions, confined to its tenant:
+//!   [`TenantContext::read`] is read-only; [`TenantContext::write`] needs a [`Proof`], and its
+//!   only way to commit ([`WriteTx::commit`]) appends the audit event in the same transaction.
+//!   Domain functions that change tenant data take a [`Permit`] for their own action as well.
+//! - A context leaves exactly one audit event for its caller's outcome: the one its write
+//!   transaction committed, or else the one [`TenantContext::finish`] appends through the
+//!   group-commit writer (allowed, denied or failed alike).
+//! - The platform operator acts on a tenant only when onboarding it, with an [`Onboarding`]
+//!   proof that only the operator's authority makes ([`WriteTx::onboarding`]).
+
+mod escalation;
+mod proof;
+mod tx;
+
+pub use proof::{Allowed, Onboarding, Permit, Proof};
+pub use tx::{Change, INVALIDATION_CHANNEL, WriteTx};
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Access, Slug, TenancyError, Tenant, TenantTx};
+use crate::app::AppState;
+use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, VerifyReport, verify};
+use crate::authz::actions::AuditVerify;
+use crate::authz::{
+    Action, AuthzError, Decision, Facts, PolicyEngine, Resource, Subject, TenantPolicies,
+};
+use crate::identity::Principal;
+use crate::identity::api_key::ApiKeys;
+
+/// Numbers contexts, so that a proof cannot serve another context's transaction.
+static NEXT_CONTEXT: AtomicU64 = AtomicU64::new(1);
+
+/// One principal's work in one tenant.
+#[derive(Clone)]
+pub struct TenantContext(Arc<Inner>);
+
+struct Inner {
+    id: u64,
+    state: Arc<AppState>,
+    tenant: Arc<Tenant>,
+    principal: Principal,
+    /// The principal as the policy engine sees it.
+    subject: Subject,
+    policies: Arc<TenantPolicies>,
+    /// The facts about the caller that decisions may read.
+    source_ip: Option<IpAddr>,
+    meta: RequestMeta,
+    note: Mutex<AuditNote>,
+}
+
+/// What the audit event of this context must say, filled in as the work goes.
+#[derive(Default)]
+struct AuditNote {
+    action: Option<&'static str>,
+    /// The API name and id of the resource decided on.
+    resource: Option<(&'static str, String)>,
+    decision: Option<Outcome>,
+    reasons: Vec<String>,
+    /// Set once the event was written inside a change's transaction.
+    recorded: bool,
+}
+
+/// Why a unit of work refused to go on.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    /// The policies do not allow the action.
+    #[error("the caller lacks the permission `{0}`")]
+    Denied(&'static str),
+    /// A grant would give away more than its author holds.
+    #[error("the caller cannot grant what they do not hold: {}", .0.join(", "))]
+    Delegation(Vec<String>),
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
+}
+
+impl From<sea_orm::DbErr> for WorkError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        WorkError::Tenancy(e.into())
+    }
+}
+
+impl TenantContext {
+    /// Opens the work of `principal`, authenticated for `tenant`, loading the tenant's policies.
+    pub async fn open(
+        state: Arc<AppState>,
+        tenant: Arc<Tenant>,
+        principal: Principal,
+        meta: RequestMeta,
+    ) -> Result<Self, AuthzError> {
+        let policies = state.authz.policies(&tenant).await?;
+        let subject = match &principal {
+            Principal::ServiceAccount { id, .. } => Subject::service_account(*id),
+        };
+        let source_ip = meta.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        Ok(TenantContext(Arc::new(Inner {
+            id: NEXT_CONTEXT.fetch_add(1, Ordering::Relaxed),
+            state,
+            tenant,
+            principal,
+            subject,
+            policies,
+            source_ip,
+            meta,
+            note: Mutex::new(AuditNote::default()),
+        })))
+    }
+
+    pub fn tenant(&self) -> &Tenant {
+        &self.0.tenant
+    }
+
+    pub fn slug(&self) -> &Slug {
+        &self.0.tenant.slug
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.0.principal
+    }
+
+    /// The principal as the policy engine sees it.
+    pub fn subject(&self) -> &Subject {
+        &self.0.subject
+    }
+
+    /// The tenant's compiled policies, as loaded for this work.
+    pub fn policies(&self) -> &TenantPolicies {
+        &self.0.policies
+    }
+
+    /// The same policies, shareable with work off the current thread.
+    pub fn policies_handle(&self) -> Arc<TenantPolicies> {
+        Arc::clone(&self.0.policies)
+    }
+
+    /// The policy engine, for analyses beyond one decision (dry runs, explanations).
+    pub fn engine(&self) -> &PolicyEngine {
+        self.0.state.authz.engine()
+    }
+
+    /// Issues and revokes API keys (issuing takes the change's proof).
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.0.state.api_keys
+    }
+
+    /// Verifies the tenant's audit chain and its signed checkpoints.
+    pub async fn verify_audit(&self, _: &Allowed<AuditVerify>) -> Result<VerifyReport, AuditError> {
+        let state = &self.0.state;
+        verify(&state.dbs, state.keystore.as_ref(), self.slug()).await
+    }
+
+    fn state(&self) -> &Arc<AppState> {
+        &self.0.state
+    }
+
+    /// Decides whether the principal may do `A` on `resource`, noting the decision for the
+    /// audit event; the proof of an allowed decision is what changes require.
+    pub fn authorize<A: Action>(&self, resource: Resource) -> Result<Allowed<A>, WorkError> {
+        if cfg!(feature = "insecure-bench") {
+            return Ok(Allowed::new(resource, self.0.id));
+        }
+        let decision = self.decide::<A>(&resource);
+        let mut note = self.note();
+        note.action = Some(A::NAME);
+        note.resource = Some((resource.kind.api_name(), resource.id.clone()));
+        note.decision = Some(if decision.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        });
+        note.reasons = decision.reasons;
+        if decision.allowed {
+            Ok(Allowed::new(resource, self.0.id))
+        } else {
+            Err(WorkError::Denied(A::NAME))
+        }
+    }
+
+    /// Whether the principal may do `A` on `resource`, without noting it for the audit event:
+    /// for filtering what a list shows, after the list's own action was authorized.
+    pub fn may<A: Action>(&self, resource: &Resource) -> bool {
+        cfg!(feature = "insecure-bench") || self.decide::<A>(resource).allowed
+    }
+
+    fn decide<A: Action>(&self, resource: &Resource) -> Decision {
+        let state = &self.0.state;
+        let facts = Facts {
+            source_ip: self.0.source_ip,
+            ..Facts::default()
+        };
+        let decision = state.authz.engine().decide(
+            &self.0.policies,
+            &self.0.subject,
+            A::NAME,
+            resource,
+            &facts,
+        );
+        state.metrics.observe_decision(decision.allowed);
+        if !decision.errors.is_empty() {
+            tracing::warn!(action = A::NAME, errors = ?decision.errors, "policy evaluation errors");
+        }
+        decision
+    }
+
+    /// A read-only transaction in this tenant.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the unit of work's own read transaction"
+    )]
+    pub async fn read(&self) -> Result<TenantTx, TenancyError> {
+        self.0.state.dbs.begin(self.slug(), Access::Read).await
+    }
+
+    /// A read-write transaction in this tenant for the change `proof` authorized; it commits
+    /// only together with its audit event.
+    pub async fn write(&self, proof: &impl Proof) -> Result<WriteTx, WorkError> {
+        if !proof.decided_by(self.0.id) {
+            return Err(WorkError::Denied(proof.action()));
+        }
+        WriteTx::begin(self.clone()).await
+    }
+
+    fn note(&self) -> MutexGuard<'_, AuditNote> {
+        // The note is plain data; a panic elsewhere cannot leave it half-updated.
+        self.0.note.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a refusal that is not a policy decision (a grant beyond the author's own).
+    fn note_denial(&self, reason: String) {
+        let mut note = self.note();
+        note.decision = Some(Outcome::Deny);
+        note.reasons = vec![reason];
+    }
+
+    /// The audit event of this work, as far as it is known, for an outcome of `status`.
+    pub fn event(&self, status: u16) -> AuditEvent {
+        let note = self.note();
+        let decision = note.decision.unwrap_or(Outcome::None);
+        let (resource_type, resource_id) = match &note.resource {
+            Some((kind, id)) => (*kind, Some(id.clone())),
+            None => ("tenant", None),
+        };
+        let principal = &self.0.principal;
+        let mut event = AuditEvent::new(
+            &self.0.meta,
+            note.action.unwrap_or("request"),
+            resource_type,
+        )
+        .actor(principal.actor_type(), principal.actor_id())
+        .outcome(decision, status);
+        event.resource_id = resource_id;
+        if !note.reasons.is_empty() {
+            event = event.detail("policies", note.reasons.clone());
+        } else if decision == Outcome::Deny {
+            event = event.detail("policies", "no policy permits this");
+        }
+        event
+    }
+
+    /// Whether a write transaction already committed this work's audit event.
+    pub fn recorded(&self) -> bool {
+        self.note().recorded
+    }
+
+    /// Ends the work with an outcome of `status`: unless a committed change already recorded
+    /// it, its event is appended through the group-commit writer, and the caller must not
+    /// report success before this returns.
+    pub async fn finish(&self, status: u16) -> Result<(), AuditError> {
+        if cfg!(feature = "insecure-bench") || self.recorded() {
+            return Ok(());
+        }
+        self.0
+            .state
+            .audit
+            .record(self.slug(), self.event(status))
+            .await
+    }
+}

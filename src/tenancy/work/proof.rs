@@ -1,0 +1,104 @@
+//! Proofs of authorization: values that only a decision (or the operator's authority) makes.
+//!
+//! Invariant: an [`Allowed<A>`] exists only if the tenant's policies allowed its context's
+//! principal the action `A` on its resource; it cannot be built or cloned outside this module,
+//! and it opens write transactions only in the context that decided it. Every write transaction is opened from a [`Proof`], and every domain
+//! function that changes tenant data also takes a [`Permit`] for its own action, so a change
+//! that nobody authorized does not compile.
+
+use std::marker::PhantomData;
+
+use crate::authz::Action;
+use crate::authz::Resource;
+use crate::authz::actions::{ApiKeyCreate, RoleBindingCreate, ServiceAccountCreate};
+use crate::identity::operator::OperatorAuthority;
+
+/// The tenant's policies allowed the actor of a unit of work to do `A` on [`Self::resource`].
+#[derive(Debug)]
+pub struct Allowed<A: Action> {
+    resource: Resource,
+    /// Ties the proof to the context that decided it.
+    context: u64,
+    _action: PhantomData<fn() -> A>,
+}
+
+impl<A: Action> Allowed<A> {
+    /// Made by [`super::TenantContext::authorize`] only.
+    pub(super) fn new(resource: Resource, context: u64) -> Self {
+        Allowed {
+            resource,
+            context,
+            _action: PhantomData,
+        }
+    }
+
+    /// What the decision was about.
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+}
+
+/// The platform operator is onboarding a tenant: the bootstrap service account, its Admin
+/// binding and its first API key are made by the operator's authority, before any policy
+/// of the tenant exists.
+#[derive(Debug)]
+pub struct Onboarding {
+    _made_by_the_operator: (),
+}
+
+impl Onboarding {
+    /// Only the operator onboards.
+    pub fn new(_: &OperatorAuthority) -> Self {
+        Onboarding {
+            _made_by_the_operator: (),
+        }
+    }
+}
+
+/// Evidence that a change may be made in a unit of work: what opens its write transaction.
+pub trait Proof: sealed::Sealed {
+    /// The action the change is recorded under.
+    fn action(&self) -> &'static str;
+
+    /// Whether the proof was made by the unit of work numbered `context`.
+    fn decided_by(&self, context: u64) -> bool;
+}
+
+/// A proof that covers the action `A`: what a domain function changing tenant data for `A`
+/// requires.
+pub trait Permit<A: Action>: Proof {}
+
+impl<A: Action> Proof for Allowed<A> {
+    fn action(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn decided_by(&self, context: u64) -> bool {
+        self.context == context
+    }
+}
+
+impl<A: Action> Permit<A> for Allowed<A> {}
+
+impl Proof for Onboarding {
+    fn action(&self) -> &'static str {
+        "tenant.create"
+    }
+
+    /// Onboarding is no principal's decision.
+    fn decided_by(&self, _: u64) -> bool {
+        false
+    }
+}
+
+impl Permit<ServiceAccountCreate> for Onboarding {}
+impl Permit<RoleBindingCreate> for Onboarding {}
+impl Permit<ApiKeyCreate> for Onboarding {}
+
+mod sealed {
+    /// Only this module's proofs are proofs.
+    pub trait Sealed {}
+
+    impl<A: crate::authz::Action> Sealed for super::Allowed<A> {}
+    impl Sealed for super::Onboarding {}
+}

@@ -1,0 +1,181 @@
+//! The write transaction of a unit of work, whose only commit records its audit events.
+//!
+//! Invariant: dropping a [`WriteTx`] rolls it back; [`WriteTx::commit`] appends every event of
+//! the change to the tenant's hash chain inside the same transaction, so a change is visible if
+//! and only if its record is.
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
+use serde_json::Value;
+
+use super::{Onboarding, TenantContext, WorkError};
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
+use crate::tenancy::{Access, DbKind, Slug, TenantTx};
+
+/// PostgreSQL channel on which replicas tell each other that a tenant's cached state changed.
+pub const INVALIDATION_CHANNEL: &str = "flowgate_invalidate";
+
+/// What a committed change did, for its audit event.
+pub struct Change {
+    /// The action recorded, when it is not the one the context decided.
+    action: Option<&'static str>,
+    resource_type: &'static str,
+    resource_id: String,
+    /// The status the caller is answered with.
+    status: u16,
+    details: Value,
+    /// The change alters what the tenant's caches hold (bindings, keys, status).
+    invalidates: bool,
+}
+
+impl Change {
+    pub fn new(resource_type: &'static str, resource_id: impl ToString, status: u16) -> Self {
+        Change {
+            action: None,
+            resource_type,
+            resource_id: resource_id.to_string(),
+            status,
+            details: Value::Object(Default::default()),
+            invalidates: false,
+        }
+    }
+
+    /// Records the change under `action` (one of several changes of one transaction).
+    pub fn action(mut self, action: &'static str) -> Self {
+        self.action = Some(action);
+        self
+    }
+
+    /// Marks a change that cached authorization or credential state depends on.
+    pub fn invalidating(mut self) -> Self {
+        self.invalidates = true;
+        self
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Value::Object(map) = &mut self.details {
+            map.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+}
+
+/// Who a write transaction's events are about.
+enum Author {
+    /// A principal's work: its decisions and reasons go into the events.
+    Context(TenantContext),
+    /// The platform operator onboarding the tenant.
+    Operator(RequestMeta),
+}
+
+/// A tenant write transaction.
+pub struct WriteTx {
+    tx: TenantTx,
+    state: Arc<AppState>,
+    slug: Slug,
+    author: Author,
+    /// Changes recorded before the final one.
+    earlier: Vec<AuditEvent>,
+    invalidates: bool,
+}
+
+impl WriteTx {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the unit of work's own write transaction"
+    )]
+    pub(super) async fn begin(context: TenantContext) -> Result<Self, WorkError> {
+        let state = Arc::clone(context.state());
+        let slug = context.slug().clone();
+        let tx = state.dbs.begin(&slug, Access::Write).await?;
+        Ok(WriteTx {
+            tx,
+            state,
+            slug,
+            author: Author::Context(context),
+            earlier: Vec::new(),
+            invalidates: false,
+        })
+    }
+
+    /// The operator's write transaction in a tenant being onboarded.
+    #[expect(clippy::disallowed_methods, reason = "onboarding's write transaction")]
+    pub async fn onboarding(
+        state: &Arc<AppState>,
+        slug: &Slug,
+        meta: &RequestMeta,
+        _proof: &Onboarding,
+    ) -> Result<Self, WorkError> {
+        let tx = state.dbs.begin(slug, Access::Write).await?;
+        Ok(WriteTx {
+            tx,
+            state: Arc::clone(state),
+            slug: slug.clone(),
+            author: Author::Operator(meta.clone()),
+            earlier: Vec::new(),
+            invalidates: false,
+        })
+    }
+
+    /// The transaction, for domain functions (which take the proof of their change as well).
+    pub fn conn(&self) -> &TenantTx {
+        &self.tx
+    }
+
+    /// Records `change` as one of several made in this transaction; it is appended with the
+    /// last one, at commit.
+    pub fn record(&mut self, change: Change) {
+        self.invalidates |= change.invalidates;
+        let event = self.event(change);
+        self.earlier.push(event);
+    }
+
+    /// Appends the audit events of the earlier changes and of `change`, and commits.
+    pub async fn commit(mut self, change: Change) -> Result<(), WorkError> {
+        self.invalidates |= change.invalidates;
+        let last = self.event(change);
+        let mut events = std::mem::take(&mut self.earlier);
+        events.push(last);
+        chain::append(&self.tx, &events).await?;
+        if self.invalidates && self.state.dbs.kind() == DbKind::Postgres {
+            // NOTIFY is transactional: other replicas hear it only if the change commits.
+            self.tx
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [INVALIDATION_CHANNEL.into(), self.slug.to_string().into()],
+                ))
+                .await?;
+        }
+        self.tx.commit().await?;
+        if let Author::Context(context) = &self.author {
+            context.note().recorded = true;
+        }
+        if self.invalidates {
+            self.state.forget_tenant(self.slug.as_str());
+        }
+        self.state.audit.touched(&self.slug, events.len() as u64);
+        Ok(())
+    }
+
+    fn event(&self, change: Change) -> AuditEvent {
+        let mut event = match &self.author {
+            Author::Context(context) => context.event(change.status),
+            Author::Operator(meta) => AuditEvent::new(meta, "tenant.create", "tenant")
+                .actor("operator", "platform")
+                .outcome(Outcome::Allow, change.status),
+        };
+        if let Some(action) = change.action {
+            event.action = action.to_owned();
+        }
+        event.resource_type = change.resource_type.to_owned();
+        event.resource_id = Some(change.resource_id);
+        if let (Value::Object(target), Value::Object(extra)) = (&mut event.details, change.details)
+        {
+            target.extend(extra);
+        }
+        event
+    }
+}
