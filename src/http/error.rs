@@ -205,8 +205,8 @@ pub struct ApiError {
     fields: Vec<FieldError>,
     /// Headers the error answers with (`Allow`, `Retry-After`, `RateLimit`…).
     headers: Vec<(&'static str, String)>,
-    /// The cause of a 5xx, for the log only.
-    cause: Option<anyhow::Error>,
+    /// The cause of a 5xx and the part of Flowgate it came from, for the log only.
+    cause: Option<(&'static str, anyhow::Error)>,
 }
 
 impl ApiError {
@@ -307,9 +307,10 @@ impl ApiError {
         }
     }
 
-    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+    /// A 503: `origin` (the part of Flowgate that found it) could not reach a dependency.
+    pub fn unavailable(origin: &'static str, cause: impl Into<anyhow::Error>) -> Self {
         ApiError {
-            cause: Some(cause.into()),
+            cause: Some((origin, cause.into())),
             ..Self::new(
                 ErrorCode::DependencyUnavailable,
                 "A dependency is unavailable; retry later.",
@@ -317,9 +318,10 @@ impl ApiError {
         }
     }
 
-    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+    /// A 500: something `origin` (the part of Flowgate that failed) did not expect.
+    pub fn internal(origin: &'static str, cause: impl Into<anyhow::Error>) -> Self {
         ApiError {
-            cause: Some(cause.into()),
+            cause: Some((origin, cause.into())),
             ..Self::new(ErrorCode::Internal, "Something went wrong on our side.")
         }
     }
@@ -339,8 +341,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (status, code, title) = self.code.row();
         let request_id = request_id::current();
-        if let Some(cause) = &self.cause {
-            tracing::error!(request_id = %request_id, code, error = format!("{cause:#}"), "request failed");
+        if let Some((origin, cause)) = &self.cause {
+            tracing::error!(request_id = %request_id, code, origin, error = format!("{cause:#}"), "request failed");
         }
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
@@ -378,8 +380,8 @@ impl From<TenancyError> for ApiError {
                 Self::conflict(format!("Tenant `{slug}` already exists."))
             }
             TenancyError::NotFound(_) => Self::not_found(),
-            TenancyError::Unavailable(e) => Self::unavailable(e),
-            TenancyError::Unexpected(e) => Self::internal(e),
+            TenancyError::Unavailable(e) => Self::unavailable("tenancy", e),
+            TenancyError::Unexpected(e) => Self::internal("tenancy", e),
         }
     }
 }
@@ -401,8 +403,8 @@ impl From<IdentityError> for ApiError {
                 ErrorCode::InvalidCredentials,
                 "The credentials are invalid, revoked or expired.",
             ),
-            IdentityError::Unavailable(why) => Self::unavailable(anyhow::anyhow!(why)),
-            IdentityError::Unexpected(e) => Self::internal(e),
+            IdentityError::Unavailable(why) => Self::unavailable("identity", anyhow::anyhow!(why)),
+            IdentityError::Unexpected(e) => Self::internal("identity", e),
         }
     }
 }
@@ -410,8 +412,8 @@ impl From<IdentityError> for ApiError {
 impl From<KeyStoreError> for ApiError {
     fn from(e: KeyStoreError) -> Self {
         match e {
-            KeyStoreError::Unavailable(why) => Self::unavailable(anyhow::anyhow!(why)),
-            KeyStoreError::Unexpected(e) => Self::internal(e),
+            KeyStoreError::Unavailable(why) => Self::unavailable("keystore", anyhow::anyhow!(why)),
+            KeyStoreError::Unexpected(e) => Self::internal("keystore", e),
         }
     }
 }
@@ -420,7 +422,7 @@ impl From<AuthzError> for ApiError {
     fn from(e: AuthzError) -> Self {
         match e {
             AuthzError::Tenancy(e) => e.into(),
-            AuthzError::Unexpected(e) => Self::internal(e),
+            AuthzError::Unexpected(e) => Self::internal("authz", e),
         }
     }
 }
@@ -431,9 +433,9 @@ impl From<AuditError> for ApiError {
             AuditError::Tenancy(e) => e.into(),
             AuditError::KeyStore(e) => e.into(),
             AuditError::WriterStopped => {
-                Self::unavailable(anyhow::anyhow!("the audit writer has stopped"))
+                Self::unavailable("audit", anyhow::anyhow!("the audit writer has stopped"))
             }
-            AuditError::Unexpected(e) => Self::internal(e),
+            AuditError::Unexpected(e) => Self::internal("audit", e),
         }
     }
 }
@@ -476,12 +478,6 @@ impl From<WorkError> for ApiError {
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::internal(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,7 +492,7 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
-        let e = ApiError::internal(anyhow::anyhow!("SELECT * FROM secrets failed"));
+        let e = ApiError::internal("tenancy", anyhow::anyhow!("SELECT * FROM secrets failed"));
         let body = actix_web::body::to_bytes(e.error_response().into_body());
         let body = futures_util::FutureExt::now_or_never(body)
             .unwrap()

@@ -122,7 +122,10 @@ impl<A: Action, T: Target> FromRequest for Authorized<A, T> {
         let http = req.clone();
         Box::pin(async move {
             let context = context.ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("tenant route outside the tenant pipeline"))
+                ApiError::internal(
+                    "http",
+                    anyhow::anyhow!("tenant route outside the tenant pipeline"),
+                )
             })?;
             let resource = T::resolve(&context, &http).await?;
             let allowed = context.authorize::<A>(resource)?;

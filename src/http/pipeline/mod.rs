@@ -142,5 +142,5 @@ async fn refuse(
 }
 
 fn missing_state() -> ApiError {
-    ApiError::internal(anyhow::anyhow!("application state missing"))
+    ApiError::internal("http", anyhow::anyhow!("application state missing"))
 }

@@ -102,9 +102,10 @@ impl<A: OperatorAction> Operator<A> {
     /// and notes the call for [`audit`].
     async fn check(req: &HttpRequest) -> Result<Self, ApiError> {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "application state missing"
-            )));
+            return Err(ApiError::internal(
+                "http",
+                anyhow::anyhow!("application state missing"),
+            ));
         };
         let (refused, result) = match bearer_token(req) {
             None => (

@@ -197,7 +197,7 @@ pub async fn export_audit(
             let mut lines = Vec::new();
             for row in rows {
                 serde_json::to_writer(&mut lines, &AuditEventView::of(&trail, row))
-                    .map_err(anyhow::Error::from)?;
+                    .map_err(|e| ApiError::internal("audit export", e))?;
                 lines.push(b'\n');
             }
             Ok::<_, ApiError>(Some((web::Bytes::from(lines), last)))

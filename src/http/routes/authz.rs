@@ -304,7 +304,9 @@ pub async fn resource_access(
     let access =
         web::block(move || who_can(context.engine(), context.policies(), &universe, &resource))
             .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal("authz", anyhow::anyhow!("access analysis failed: {e}"))
+            })?;
     Ok(web::Json(access))
 }
 
@@ -327,6 +329,8 @@ pub async fn principal_permissions(
     let abilities =
         web::block(move || what_can(context.engine(), context.policies(), &universe, &subject))
             .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("access analysis failed: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal("authz", anyhow::anyhow!("access analysis failed: {e}"))
+            })?;
     Ok(web::Json(abilities))
 }

@@ -31,8 +31,8 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::operation::Operation;
 use super::pipeline::tenant_api;
-use crate::authz::StoredRules;
 use crate::authz::impact::{Impact, Universe, impact};
+use crate::authz::{AuthzError, StoredRules};
 use crate::operation;
 use crate::tenancy::work::TenantContext;
 
@@ -331,15 +331,19 @@ pub async fn dry_run(
     let engine = request.engine();
     let tx = request.read().await?;
     let rules = StoredRules::load(&tx).await?;
-    let before = engine.build(&rules.for_tenant(request.tenant()))?;
+    let before = engine
+        .build(&rules.for_tenant(request.tenant()))
+        .map_err(AuthzError::from)?;
     let universe = Universe::load(&tx, &before).await?;
     tx.commit().await?;
     let mut changed = rules;
     change(&mut changed);
-    let after = engine.build(&changed.for_tenant(request.tenant()))?;
+    let after = engine
+        .build(&changed.for_tenant(request.tenant()))
+        .map_err(AuthzError::from)?;
     let context = request.clone();
     let impact = web::block(move || impact(context.engine(), &before, &after, &universe))
         .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("dry run failed: {e}")))?;
+        .map_err(|e| ApiError::internal("authz", anyhow::anyhow!("dry run failed: {e}")))?;
     Ok(impact)
 }

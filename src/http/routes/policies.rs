@@ -14,7 +14,7 @@ use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::authz::policy_text;
 use crate::authz::rules::{self, PolicyText};
-use crate::authz::{StoredRules, TenantPolicies};
+use crate::authz::{AuthzError, StoredRules, TenantPolicies};
 use crate::directory;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
@@ -190,7 +190,9 @@ async fn refuse_lifting(
     let mut rules = StoredRules::load(&tx).await?;
     tx.commit().await?;
     change(&mut rules);
-    let after = engine.build(&rules.for_tenant(request.tenant()))?;
+    let after = engine
+        .build(&rules.for_tenant(request.tenant()))
+        .map_err(AuthzError::from)?;
     let caller = request.subject();
     let decided = |policies: &TenantPolicies| match &lifted {
         Some(policy) => engine.policy_not_delegable(policies, caller, policy),

@@ -65,7 +65,12 @@ impl TryFrom<role_binding::Model> for RoleBindingView {
     type Error = ApiError;
 
     fn try_from(m: role_binding::Model) -> Result<Self, ApiError> {
-        let corrupt = || ApiError::internal(anyhow::anyhow!("role binding {} is malformed", m.id));
+        let corrupt = || {
+            ApiError::internal(
+                "authz",
+                anyhow::anyhow!("role binding {} is malformed", m.id),
+            )
+        };
         Ok(RoleBindingView {
             subject: SubjectRef {
                 kind: SubjectType::parse(&m.subject_type).ok_or_else(corrupt)?,
