@@ -42,7 +42,7 @@ BARE_PORT=18445
 
 start() { # binary data_dir database_url port; prints the server's pid
   local env=(FLOWGATE_DATA_DIR="$2" FLOWGATE_LISTEN="127.0.0.1:$4" FLOWGATE_OPERATOR_TOKEN="$TOKEN"
-             FLOWGATE_LOG=warn FLOWGATE_INSECURE_BENCH=1
+             FLOWGATE_INSECURE_BENCH=1
              # One key at full speed: the limits are part of the path measured, not a cap on it.
              FLOWGATE_RATE_LIMIT_PRINCIPAL=1000000 FLOWGATE_RATE_LIMIT_TENANT=1000000
              FLOWGATE_RATE_LIMIT_SOURCE=1000000)

@@ -1,9 +1,14 @@
 //! Logs and metrics.
 //!
 //! Logs are JSON lines on stdout with the request id on every line of a request; spans that see
-//! credentials skip their fields. Metrics are Prometheus text, served on `/metrics`. Label values
-//! come from small fixed sets (never from request text) so a caller cannot grow the series.
+//! credentials skip their fields. The server writes them from a thread of its own through a
+//! bounded queue, so a slow stdout never slows a request: lines beyond the queue are dropped and
+//! counted (`flowgate_log_lines_dropped_total`); the audit trail, not the log, is the record.
+//! Metrics are Prometheus text, served on `/metrics`. Label values come from small fixed sets
+//! (never from request text) so a caller cannot grow the series.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +17,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Log lines the server may queue before it drops new ones.
+const QUEUED_LOG_LINES: usize = 64 * 1024;
+
+/// Counts the server's dropped log lines, once its logging is installed.
+static DROPPED_LOG_LINES: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Where log lines go: the server logs to stdout; commands keep stdout for their output.
 #[derive(Debug, Clone, Copy)]
@@ -21,18 +33,32 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// Installs the JSON log subscriber once; later calls (tests) keep the first.
-pub fn init_logging(filter: &str, target: LogTarget) {
+/// Installs the JSON log subscriber once; later calls (tests) keep the first. The server's
+/// lines go through the queue whose guard is returned: keep it until exit, when it flushes them.
+pub fn init_logging(filter: &str, target: LogTarget) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter);
-    let _ = match target {
-        LogTarget::Stdout => builder.with_writer(std::io::stdout).try_init(),
-        LogTarget::Stderr => builder.with_writer(std::io::stderr).try_init(),
-    };
+    match target {
+        LogTarget::Stdout => {
+            let (writer, guard) = NonBlockingBuilder::default()
+                .lossy(true)
+                .buffered_lines_limit(QUEUED_LOG_LINES)
+                .thread_name("flowgate-log")
+                .finish(std::io::stdout());
+            let dropped = writer.error_counter();
+            builder.with_writer(writer).try_init().ok()?;
+            let _ = DROPPED_LOG_LINES.set(dropped);
+            Some(guard)
+        }
+        LogTarget::Stderr => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +78,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histogram,
     decisions: Family<DecisionLabels, Counter>,
+    dropped_log_lines: Counter,
+    /// The dropped lines already added to `dropped_log_lines`.
+    dropped_log_lines_seen: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -71,11 +100,19 @@ impl Default for Metrics {
             "Authorization decisions",
             decisions.clone(),
         );
+        let dropped_log_lines = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log queue was full",
+            dropped_log_lines.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             decisions,
+            dropped_log_lines,
+            dropped_log_lines_seen: AtomicU64::new(0),
         }
     }
 }
@@ -100,6 +137,11 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Some(dropped) = DROPPED_LOG_LINES.get() {
+            let now = dropped.dropped_lines() as u64;
+            let before = self.dropped_log_lines_seen.swap(now, Ordering::Relaxed);
+            self.dropped_log_lines.inc_by(now.saturating_sub(before));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

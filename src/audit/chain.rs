@@ -1,18 +1,17 @@
 //! The hash chain: how events are appended and how an event's hash is computed.
 
-use std::sync::Arc;
-
 use chrono::SecondsFormat;
 use entity::tenant::{audit_event, audit_head};
-use sea_orm::sqlx::{self, PgPool};
+use sea_orm::sqlx;
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _,
-    QuerySelect as _, RuntimeErr,
+    QuerySelect as _,
 };
 use serde::Serialize;
 
 use super::AuditEvent;
 use crate::crypto::sha256_hex;
+use crate::tenancy::PgTx;
 
 /// The head of the chain: the last sequence number and its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +109,7 @@ pub async fn read_head<C: ConnectionTrait>(conn: &C) -> Result<Head, DbErr> {
 /// statement is atomic on its own, so no lock is held across round trips. `schema` is the
 /// tenant's validated schema name.
 pub async fn append_after(
-    pool: &PgPool,
+    tx: &PgTx,
     schema: &str,
     head: &Head,
     events: &[AuditEvent],
@@ -133,14 +132,8 @@ pub async fn append_after(
     let optional =
         |field: fn(&audit_event::Model) -> Option<&str>| rows.iter().map(field).collect::<Vec<_>>();
     let details: Vec<String> = rows.iter().map(|r| r.details.to_string()).collect();
-    // Acquired apart from the statement, so that a connection the database will not give (it
-    // is down, full, or refusing connections) reads as unavailable, never as a bad statement.
-    let mut connection = pool
-        .acquire()
-        .await
-        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
     // The only text spliced in is the schema name, made from a validated slug.
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let statement = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(next.seq)
         .bind(&next.hash)
         .bind(head.seq)
@@ -160,10 +153,10 @@ pub async fn append_after(
         .bind(optional(|r| r.user_agent.as_deref()))
         .bind(details)
         .bind(text(|r| &r.prev_hash))
-        .bind(text(|r| &r.hash))
-        .execute(&mut *connection)
-        .await
-        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))?;
+        .bind(text(|r| &r.hash));
+    let done = tx
+        .with_connection(async |conn| statement.execute(conn).await)
+        .await?;
     Ok((done.rows_affected() == rows.len() as u64).then_some(next))
 }
 

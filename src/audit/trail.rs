@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use sea_orm::DatabaseTransaction;
+use crate::tenancy::Tx;
 
 use crate::identity::operator::OperatorAuthority;
 use crate::tenancy::{Access, CONTROL_SCHEMA, Databases, Slug, TenancyError};
@@ -34,11 +34,7 @@ impl Trail {
         clippy::disallowed_methods,
         reason = "the audit module appends to and verifies trails below any unit of work"
     )]
-    pub(super) async fn begin(
-        &self,
-        dbs: &Databases,
-        access: Access,
-    ) -> Result<DatabaseTransaction, TenancyError> {
+    pub(super) async fn begin(&self, dbs: &Databases, access: Access) -> Result<Tx, TenancyError> {
         match self {
             Trail::Tenant(slug) => dbs.begin(slug, access).await,
             Trail::Platform => dbs.begin_control(access).await,
@@ -58,7 +54,7 @@ impl Trail {
 pub async fn read_platform_trail<T, E: From<TenancyError>>(
     dbs: &Databases,
     _: &OperatorAuthority,
-    read: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    read: impl AsyncFnOnce(&Tx) -> Result<T, E>,
 ) -> Result<T, E> {
     let tx = Trail::Platform.begin(dbs, Access::Read).await?;
     let value = read(&tx).await?;

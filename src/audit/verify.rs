@@ -115,7 +115,7 @@ pub async fn verify(
 
 /// Walks the events up to `head`, counting them in `report`; the first break found, if any.
 async fn walk(
-    tx: &sea_orm::DatabaseTransaction,
+    tx: &crate::tenancy::Tx,
     head: &audit_head::Model,
     checkpoints: &BTreeMap<i64, audit_checkpoint::Model>,
     anchor: Option<&anchor::Anchor>,

@@ -24,7 +24,7 @@ use super::chain::{Head, append, append_after, append_after_known, checkpoint_me
 use super::trail::Trail;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
-use crate::tenancy::{Access, Databases, Slug, TenancyError};
+use crate::tenancy::{Access, Databases, DbKind, Slug, TenancyError};
 
 /// Most events taken into one flush.
 const MAX_BATCH: usize = 2048;
@@ -430,10 +430,10 @@ async fn flush(
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
 ) -> (Result<(), FlushError>, Option<Head>) {
-    let result: Result<Option<Head>, TenancyError> = match dbs.audit_pool() {
-        Some(pool) => append_optimistically(dbs, pool, trail, events, known_head).await,
+    let result: Result<Option<Head>, TenancyError> = match dbs.kind() {
+        DbKind::Postgres => append_optimistically(dbs, trail, events, known_head).await,
         // SQLite: the transaction holds the file's write lock from its start.
-        None => {
+        DbKind::Sqlite => {
             async {
                 let tx = trail.begin(dbs, Access::Audit).await?;
                 let head = append_after_known(&tx, known_head.as_ref(), &events).await?;
@@ -460,24 +460,24 @@ async fn flush(
 /// read again and the batch re-linked. After a few lost races the batch takes the head's lock.
 async fn append_optimistically(
     dbs: &Databases,
-    pool: &sea_orm::sqlx::PgPool,
     trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
 ) -> Result<Option<Head>, TenancyError> {
     let mut head = known_head;
     for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let tx = trail.begin(dbs, Access::Audit).await?;
         let current = match head.take() {
             Some(head) => head,
-            None => {
-                let tx = trail.begin(dbs, Access::Audit).await?;
-                let head = read_head(&tx).await?;
-                tx.commit().await?;
-                head
-            }
+            None => read_head(&tx).await?,
         };
-        if let Some(next) = append_after(pool, &trail.schema(), &current, &events).await? {
-            return Ok(Some(next));
+        let Some(pg) = tx.postgres() else {
+            return Err(anyhow::anyhow!("an optimistic append outside PostgreSQL").into());
+        };
+        let appended = append_after(pg, &trail.schema(), &current, &events).await?;
+        tx.commit().await?;
+        if appended.is_some() {
+            return Ok(appended);
         }
     }
     let tx = trail.begin(dbs, Access::Audit).await?;
@@ -545,14 +545,7 @@ async fn insert_checkpoint(
     .await;
     match inserted {
         Ok(_) => Ok(tx.commit().await?),
-        Err(e)
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            Ok(())
-        }
+        Err(e) if crate::tenancy::is_unique_violation(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -159,7 +159,7 @@ pub async fn create(
     .await;
     match inserted {
         // A concurrent request bound the same role first.
-        Err(e) if crate::directory::is_duplicate(&e) => Ok(None),
+        Err(e) if crate::tenancy::is_unique_violation(&e) => Ok(None),
         other => other.map(Some),
     }
 }

@@ -18,6 +18,7 @@ use super::actions::CATALOGUE;
 use super::delegation::probe;
 use super::engine::{Facts, PolicyEngine, Resource, Subject, TenantPolicies};
 use super::schema::EntityKind;
+use super::service::ProcessFolder;
 
 /// Most decisions one analysis makes.
 const MAX_EVALUATIONS: usize = 200_000;
@@ -156,12 +157,14 @@ async fn resources(
         .column(process::Column::Id)
         .column(process::Column::FolderId)
         .limit(MAX_PROCESSES)
-        .into_tuple::<(Uuid, Option<Uuid>)>()
+        .into_model::<ProcessFolder>()
         .all(conn)
         .await?;
-    resources.extend(processes.into_iter().filter_map(|(id, folder)| {
-        policies.resource_in(EntityKind::Process, id.to_string(), folder)
-    }));
+    resources.extend(
+        processes.into_iter().filter_map(|p| {
+            policies.resource_in(EntityKind::Process, p.id.to_string(), p.folder_id)
+        }),
+    );
     Ok(resources)
 }
 

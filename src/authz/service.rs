@@ -8,7 +8,8 @@ use entity::tenant::{
     folder, group_member, policy, process, role, role_binding, service_account, user,
 };
 use sea_orm::{
-    ColumnTrait as _, ConnectionTrait, DbErr, EntityTrait as _, QueryFilter as _, QuerySelect as _,
+    ColumnTrait as _, ConnectionTrait, DbErr, EntityTrait as _, FromQueryResult, QueryFilter as _,
+    QuerySelect as _,
 };
 use uuid::Uuid;
 
@@ -71,9 +72,12 @@ impl StoredRules {
             .select_only()
             .column(folder::Column::Id)
             .column(folder::Column::ParentId)
-            .into_tuple::<(Uuid, Option<Uuid>)>()
+            .into_model::<FolderParent>()
             .all(conn)
-            .await?;
+            .await?
+            .into_iter()
+            .map(|f| (f.id, f.parent_id))
+            .collect();
         Ok(StoredRules {
             custom_roles,
             bindings,
@@ -211,10 +215,26 @@ pub async fn process_folder(
     conn: &impl ConnectionTrait,
     id: Uuid,
 ) -> Result<Option<Option<Uuid>>, DbErr> {
-    process::Entity::find_by_id(id)
+    Ok(process::Entity::find_by_id(id)
         .select_only()
+        .column(process::Column::Id)
         .column(process::Column::FolderId)
-        .into_tuple::<Option<Uuid>>()
+        .into_model::<ProcessFolder>()
         .one(conn)
-        .await
+        .await?
+        .map(|p| p.folder_id))
+}
+
+/// A folder's place in the tree, read by column name.
+#[derive(FromQueryResult)]
+struct FolderParent {
+    id: Uuid,
+    parent_id: Option<Uuid>,
+}
+
+/// A process's folder, read by column name.
+#[derive(FromQueryResult)]
+pub(super) struct ProcessFolder {
+    pub id: Uuid,
+    pub folder_id: Option<Uuid>,
 }

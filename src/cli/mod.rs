@@ -95,7 +95,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         Command::Serve => LogTarget::Stdout,
         _ => LogTarget::Stderr,
     };
-    init_logging(&settings.log_filter, target);
+    // Held to the end: dropping it flushes the lines still queued.
+    let _logs = init_logging(&settings.log_filter, target);
     match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => with_state(settings, migrate).await,

@@ -50,7 +50,7 @@ pub async fn add_member(
     match inserted {
         Ok(_) => Ok(true),
         // A concurrent request added the same member first.
-        Err(e) if super::is_duplicate(&e) => Ok(false),
+        Err(e) if crate::tenancy::is_unique_violation(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }

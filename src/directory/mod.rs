@@ -28,22 +28,6 @@ pub async fn page_by_id<E: EntityTrait>(
     query.all(conn).await
 }
 
-/// Whether `e` is a unique-constraint violation (a duplicate name or email).
-pub fn is_duplicate(e: &DbErr) -> bool {
-    matches!(
-        e.sql_err(),
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-    )
-}
-
-/// Whether `e` is a foreign-key violation (a parent that vanished, or a child that appeared).
-pub fn is_foreign_key(e: &DbErr) -> bool {
-    matches!(
-        e.sql_err(),
-        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
-    )
-}
-
 /// Checks a human-entered name: trimmed, 1 to `max` characters, no control characters.
 pub fn clean_name(value: &str, max: usize) -> Result<String, String> {
     let value = value.trim();

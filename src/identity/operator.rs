@@ -57,12 +57,7 @@ impl OperatorToken {
         match inserted {
             Ok(_) => Ok((OperatorToken { sha256 }, Some(token))),
             // Another replica generated one first: use theirs.
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
+            Err(e) if crate::tenancy::is_unique_violation(&e) => {
                 Box::pin(Self::resolve(None, dbs)).await
             }
             Err(e) => Err(e.into()),

@@ -1,23 +1,24 @@
 //! Connections: the control plane, and per-tenant transactions on PostgreSQL or SQLite.
 
 use std::num::NonZeroUsize;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::str::FromStr as _;
+use std::sync::Arc;
 
-use sea_orm::sqlx::postgres::PgSslMode;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lru::LruCache;
 use migration::{ControlMigrator, MigratorTrait as _, TenantMigrator};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait as _,
+    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbErr, RuntimeErr,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::Mutex;
 
+use super::postgres::{Mode as PgMode, PgConnections};
+use super::sqlite::{self, Mode, SqliteFile};
+use super::tx::Tx;
 use super::{Slug, TenancyError};
 use crate::config::DatabaseSettings;
 
@@ -26,17 +27,13 @@ pub const CONTROL_SCHEMA: &str = "flowgate";
 /// Default search path of the shared tenant pool: a schema that never exists, so a statement
 /// that escaped [`Databases::begin`] finds no table instead of another tenant's.
 const NO_TENANT_SCHEMA: &str = "flowgate_no_tenant";
-/// Open SQLite tenant pools kept at once; older ones are closed when the bound is reached.
+/// Open SQLite tenant files kept at once; older ones are closed when the bound is reached.
 const SQLITE_OPEN_TENANTS: usize = 64;
-/// Reading connections per SQLite tenant file (WAL: many readers, and one writer beside them).
-const SQLITE_TENANT_CONNECTIONS: u32 = 8;
 /// Connections of the shared PostgreSQL tenant pool.
 const PG_TENANT_CONNECTIONS: u32 = 16;
 /// Connections reserved for the audit writer on PostgreSQL, so that a burst of reads can never
 /// starve the appends those reads are waiting for.
 const PG_AUDIT_CONNECTIONS: u32 = 4;
-/// How long a SQLite writer waits for the file's write lock.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -56,9 +53,6 @@ pub enum Access {
     Audit,
 }
 
-/// A transaction confined to one tenant.
-pub type TenantTx = DatabaseTransaction;
-
 /// The control plane and every tenant's storage.
 pub struct Databases {
     control: DatabaseConnection,
@@ -68,20 +62,15 @@ pub struct Databases {
 enum Backend {
     Postgres {
         url: PgUrl,
-        tenants: DatabaseConnection,
-        audit: DatabaseConnection,
+        tenants: Arc<PgConnections>,
+        audit: Arc<PgConnections>,
     },
     Sqlite {
         dir: PathBuf,
-        pools: Mutex<LruCache<Slug, SqlitePools>>,
+        /// The control plane's file; `control` runs its statements outside transactions.
+        control: Arc<SqliteFile>,
+        files: Mutex<LruCache<Slug, Arc<SqliteFile>>>,
     },
-}
-
-/// The pools of one SQLite tenant file: readers, and the single writer (SQLite allows one).
-#[derive(Clone)]
-struct SqlitePools {
-    read: DatabaseConnection,
-    write: DatabaseConnection,
 }
 
 impl Databases {
@@ -100,9 +89,9 @@ impl Databases {
                         "CREATE SCHEMA IF NOT EXISTS \"{CONTROL_SCHEMA}\""
                     ))
                     .await?;
-                let tenants =
-                    connect_postgres(url, NO_TENANT_SCHEMA, PG_TENANT_CONNECTIONS).await?;
-                let audit = connect_postgres(url, NO_TENANT_SCHEMA, PG_AUDIT_CONNECTIONS).await?;
+                let options = url.options(NO_TENANT_SCHEMA)?;
+                let tenants = PgConnections::new(options.clone(), PG_TENANT_CONNECTIONS);
+                let audit = PgConnections::new(options, PG_AUDIT_CONNECTIONS);
                 Databases {
                     control,
                     backend: Backend::Postgres {
@@ -118,13 +107,15 @@ impl Databases {
                     .map(|p| p.join("tenants"))
                     .unwrap_or_else(|| PathBuf::from("tenants"));
                 crate::files::create_private_dir(&dir)?;
-                let control = connect_sqlite(control_file, true, 4).await?;
+                sqlite::create(control_file)?;
+                let file = Arc::new(SqliteFile::open(control_file));
                 let capacity = NonZeroUsize::new(SQLITE_OPEN_TENANTS).unwrap_or(NonZeroUsize::MIN);
                 Databases {
-                    control,
+                    control: sqlite::connection(Arc::clone(&file))?,
                     backend: Backend::Sqlite {
                         dir,
-                        pools: Mutex::new(LruCache::new(capacity)),
+                        control: file,
+                        files: Mutex::new(LruCache::new(capacity)),
                     },
                 }
             }
@@ -149,8 +140,12 @@ impl Databases {
     pub async fn ping(&self) -> Result<(), TenancyError> {
         self.control.ping().await?;
         if let Backend::Postgres { tenants, audit, .. } = &self.backend {
-            tenants.ping().await?;
-            audit.ping().await?;
+            for pool in [tenants, audit] {
+                PgConnections::begin(pool, NO_TENANT_SCHEMA, PgMode::Read)
+                    .await?
+                    .commit()
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -159,8 +154,9 @@ impl Databases {
     /// [`TenancyError::AlreadyExists`] when the storage is already there.
     pub async fn create_tenant_storage(&self, slug: &Slug) -> Result<(), TenancyError> {
         match &self.backend {
-            Backend::Postgres { url, tenants, .. } => {
-                let created = tenants
+            Backend::Postgres { url, .. } => {
+                let created = self
+                    .control
                     .execute_unprepared(&format!("CREATE SCHEMA \"{}\"", slug.schema()))
                     .await;
                 match created {
@@ -176,24 +172,11 @@ impl Databases {
                 Ok(migrated?)
             }
             Backend::Sqlite { dir, .. } => {
-                let file = tenant_file(dir, slug);
-                // Private from the start; SQLite gives the journal files the same mode.
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&file)
-                {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Err(TenancyError::AlreadyExists(slug.to_string()));
-                    }
-                    Err(e) => {
-                        return Err(anyhow::anyhow!("creating {}: {e}", file.display()).into());
-                    }
+                if !sqlite::create(&tenant_file(dir, slug))? {
+                    return Err(TenancyError::AlreadyExists(slug.to_string()));
                 }
-                let pools = self.sqlite_pools(slug).await?;
-                Ok(TenantMigrator::up(&pools.write, None).await?)
+                let conn = sqlite::connection(self.sqlite_file(slug).await?)?;
+                Ok(TenantMigrator::up(&conn, None).await?)
             }
         }
     }
@@ -202,41 +185,40 @@ impl Databases {
     pub async fn migrate_tenant(&self, slug: &Slug) -> Result<usize, TenancyError> {
         let conn = match &self.backend {
             Backend::Postgres { url, .. } => connect_postgres(url, &slug.schema(), 1).await?,
-            Backend::Sqlite { .. } => self.sqlite_pools(slug).await?.write,
+            Backend::Sqlite { .. } => sqlite::connection(self.sqlite_file(slug).await?)?,
         };
-        let pending = TenantMigrator::get_pending_migrations(&conn).await?.len();
-        TenantMigrator::up(&conn, None).await?;
+        let migrated = async {
+            let pending = TenantMigrator::get_pending_migrations(&conn).await?.len();
+            TenantMigrator::up(&conn, None).await?;
+            Ok::<_, DbErr>(pending)
+        }
+        .await;
         if matches!(self.backend, Backend::Postgres { .. }) {
             conn.close().await?;
         }
-        Ok(pending)
+        Ok(migrated?)
     }
 
     /// Drops the tenant's schema or deletes its file. Idempotent.
     pub async fn drop_tenant_storage(&self, slug: &Slug) -> Result<(), TenancyError> {
         match &self.backend {
-            Backend::Postgres { tenants, .. } => {
-                tenants
+            Backend::Postgres { .. } => {
+                self.control
                     .execute_unprepared(&format!(
                         "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
                         slug.schema()
                     ))
                     .await?;
             }
-            Backend::Sqlite { dir, pools } => {
-                // Under the cache's lock, so that no reader can open a pool on the file between
-                // its leaving the cache and its removal: such a pool would outlive the tenant
-                // and serve a re-created one the deleted one's data.
-                let mut cache = pools.lock().await;
+            Backend::Sqlite { dir, files, .. } => {
+                // Under the cache's lock, so that no reader can open the file between its
+                // leaving the cache and its removal: such a pool would outlive the tenant and
+                // serve a re-created one the deleted one's data.
+                let mut cache = files.lock().await;
                 let open = cache.pop(slug);
-                // Closing marks the pools closed at once (no new connection to this path from
-                // here); the wait for borrowed connections happens outside the lock.
-                let closing = open.as_ref().map(|open| {
-                    futures_util::future::join(
-                        open.read.get_sqlite_connection_pool().close(),
-                        open.write.get_sqlite_connection_pool().close(),
-                    )
-                });
+                // Closing refuses new transactions at once; the wait for those under way
+                // happens outside the lock.
+                let closing = open.as_ref().map(|open| open.close());
                 let removed = remove_tenant_files(&tenant_file(dir, slug));
                 drop(cache);
                 if let Some(closing) = closing {
@@ -249,102 +231,51 @@ impl Databases {
     }
 
     /// Begins a transaction confined to the tenant `slug`.
-    pub async fn begin(
-        &self,
-        slug: &Slug,
-        access: Access,
-    ) -> Result<DatabaseTransaction, TenancyError> {
+    pub async fn begin(&self, slug: &Slug, access: Access) -> Result<Tx, TenancyError> {
         match &self.backend {
             Backend::Postgres { tenants, audit, .. } => {
-                let (pool, read_only) = match access {
-                    Access::Read => (tenants, "on"),
-                    Access::Write => (tenants, "off"),
-                    Access::Audit => (audit, "off"),
-                };
-                // One exchange after BEGIN sets both the tenant's schema and the access mode
-                // (what `SET TRANSACTION READ ONLY` would take a second exchange for), both
-                // for this transaction only.
-                let tx = pool.begin().await?;
-                tx.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT set_config('search_path', $1, true), \
-                            set_config('transaction_read_only', $2, true)",
-                    [slug.schema().into(), read_only.into()],
+                let (pool, mode) = pg_access(tenants, audit, access);
+                Ok(Tx::Postgres(
+                    PgConnections::begin(pool, &slug.schema(), mode).await?,
                 ))
-                .await?;
-                Ok(tx)
             }
             Backend::Sqlite { .. } => {
-                let pools = self.sqlite_pools(slug).await?;
-                let (pool, mode) = match access {
-                    Access::Read => (&pools.read, SqliteTransactionMode::Deferred),
-                    Access::Write | Access::Audit => {
-                        (&pools.write, SqliteTransactionMode::Immediate)
-                    }
-                };
-                Ok(pool
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(mode),
-                        ..TransactionOptions::default()
-                    })
-                    .await?)
+                let file = self.sqlite_file(slug).await?;
+                Ok(Tx::Sqlite(file.begin(mode_of(access)).await?))
             }
         }
     }
 
     /// Begins a transaction on the control plane (the platform's own audit trail).
-    pub async fn begin_control(&self, access: Access) -> Result<DatabaseTransaction, TenancyError> {
+    pub async fn begin_control(&self, access: Access) -> Result<Tx, TenancyError> {
         Ok(match &self.backend {
-            Backend::Postgres { .. } => {
-                let mode = match access {
-                    Access::Read => AccessMode::ReadOnly,
-                    Access::Write | Access::Audit => AccessMode::ReadWrite,
-                };
-                self.control.begin_with_config(None, Some(mode)).await?
+            Backend::Postgres { tenants, audit, .. } => {
+                let (pool, mode) = pg_access(tenants, audit, access);
+                Tx::Postgres(PgConnections::begin(pool, CONTROL_SCHEMA, mode).await?)
             }
-            Backend::Sqlite { .. } => {
-                let mode = match access {
-                    Access::Read => SqliteTransactionMode::Deferred,
-                    Access::Write | Access::Audit => SqliteTransactionMode::Immediate,
-                };
-                self.control
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(mode),
-                        ..TransactionOptions::default()
-                    })
-                    .await?
-            }
+            Backend::Sqlite { control, .. } => Tx::Sqlite(control.begin(mode_of(access)).await?),
         })
     }
 
-    /// The pools of a SQLite tenant file, opened on first use; the file must exist.
-    async fn sqlite_pools(&self, slug: &Slug) -> Result<SqlitePools, TenancyError> {
-        let Backend::Sqlite { dir, pools } = &self.backend else {
+    /// A SQLite tenant file, opened on first use; it must exist. A file pushed out of the
+    /// bounded cache is closed once its transactions end.
+    async fn sqlite_file(&self, slug: &Slug) -> Result<Arc<SqliteFile>, TenancyError> {
+        let Backend::Sqlite { dir, files, .. } = &self.backend else {
             return Err(anyhow::anyhow!("not a SQLite deployment").into());
         };
-        let mut pools = pools.lock().await;
-        if let Some(open) = pools.get(slug) {
-            return Ok(open.clone());
+        let mut files = files.lock().await;
+        if let Some(open) = files.get(slug) {
+            return Ok(Arc::clone(open));
         }
-        let file = tenant_file(dir, slug);
-        if !file.is_file() {
+        let path = tenant_file(dir, slug);
+        if !path.is_file() {
             return Err(TenancyError::NotFound(slug.to_string()));
         }
-        let open = SqlitePools {
-            read: connect_sqlite(&file, false, SQLITE_TENANT_CONNECTIONS).await?,
-            write: connect_sqlite(&file, false, 1).await?,
-        };
-        pools.put(slug.clone(), open.clone());
-        Ok(open)
-    }
-
-    /// The PostgreSQL pool reserved for the audit writer's statements, which name their tenant's
-    /// schema themselves; `None` on SQLite.
-    pub fn audit_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
-        match &self.backend {
-            Backend::Postgres { audit, .. } => Some(audit.get_postgres_connection_pool()),
-            Backend::Sqlite { .. } => None,
+        let open = Arc::new(SqliteFile::open(&path));
+        if let Some((_, evicted)) = files.push(slug.clone(), Arc::clone(&open)) {
+            tokio::spawn(async move { evicted.close().await });
         }
+        Ok(open)
     }
 
     /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.
@@ -380,6 +311,23 @@ struct PgUrl {
     ca_file: Option<PathBuf>,
 }
 
+impl PgUrl {
+    /// The options of a connection whose search path is `schema`.
+    fn options(&self, schema: &str) -> Result<PgConnectOptions, DbErr> {
+        let url = self.url.expose_secret();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?
+            .options([("search_path", schema)]);
+        Ok(match &self.ca_file {
+            // A CA is asked for to verify the server: verify the host name too, unless the URL
+            // chose its own `sslmode`.
+            Some(ca) if url.contains("sslmode=") => options.ssl_root_cert(ca),
+            Some(ca) => options.ssl_root_cert(ca).ssl_mode(PgSslMode::VerifyFull),
+            None => options,
+        })
+    }
+}
+
 async fn connect_postgres(
     url: &PgUrl,
     schema: &str,
@@ -409,32 +357,28 @@ async fn connect_postgres(
     Database::connect(opts).await
 }
 
-/// A pool on one SQLite file in WAL mode. Without `mmap_size`: the audit trail grows the file
-/// hundreds of times a second, and every growth remaps each connection's view at the cost of
-/// TLB shootdowns on every core (measured with `benches/load.sh`: 8 % of throughput).
-async fn connect_sqlite(file: &Path, create: bool, max: u32) -> Result<DatabaseConnection, DbErr> {
-    if create {
-        // Created private before SQLite opens it; SQLite gives the journal files its mode.
-        crate::files::touch_private(file).map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+/// The pool and the kind of PostgreSQL transaction an access needs: the audit writer's appends
+/// have connections of their own, so that a burst of reads cannot starve the appends they wait
+/// for.
+fn pg_access<'a>(
+    tenants: &'a Arc<PgConnections>,
+    audit: &'a Arc<PgConnections>,
+    access: Access,
+) -> (&'a Arc<PgConnections>, PgMode) {
+    match access {
+        Access::Read => (tenants, PgMode::Read),
+        Access::Write => (tenants, PgMode::Write),
+        Access::Audit => (audit, PgMode::Write),
     }
-    // The URL only selects the driver; the file is set on the parsed options so that paths with
-    // URL-special characters need no escaping.
-    let mut opts = ConnectOptions::new("sqlite://flowgate.db");
-    let file = file.to_owned();
-    opts.max_connections(max)
-        .min_connections(0)
-        .acquire_timeout(SQLITE_BUSY_TIMEOUT)
-        .idle_timeout(Duration::from_secs(60))
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(move |o| {
-            o.filename(&file)
-                .create_if_missing(create)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .foreign_keys(true)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        });
-    Database::connect(opts).await
+}
+
+/// The kind of SQLite transaction an access needs: all writes of a file go through its one
+/// writing connection.
+fn mode_of(access: Access) -> Mode {
+    match access {
+        Access::Read => Mode::Read,
+        Access::Write | Access::Audit => Mode::Write,
+    }
 }
 
 /// Whether `e` means the database cannot serve the statement now (as opposed to a bad
@@ -477,6 +421,30 @@ fn is_unavailable_code(code: &str) -> bool {
         // LOCKED, IOERR, FULL, CANTOPEN.
         code.parse::<u32>()
             .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
+    }
+}
+
+/// Whether `e` is a unique-constraint violation (a duplicate name or email).
+pub fn is_unique_violation(e: &DbErr) -> bool {
+    database_error(e).is_some_and(|d| d.is_unique_violation())
+}
+
+/// Whether `e` is a foreign-key violation (a parent that vanished, or a child that appeared).
+pub fn is_foreign_key_violation(e: &DbErr) -> bool {
+    database_error(e).is_some_and(|d| d.is_foreign_key_violation())
+}
+
+/// The database's own error inside `e`, whichever the driver (sea-orm's `sql_err` knows only
+/// sqlx's drivers).
+fn database_error(e: &DbErr) -> Option<&dyn sea_orm::sqlx::error::DatabaseError> {
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sea_orm::sqlx::Error::Database(d) => Some(d.as_ref()),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

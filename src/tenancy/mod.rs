@@ -12,14 +12,22 @@
 
 mod cache;
 mod db;
+mod postgres;
 mod registry;
 pub mod slug;
+mod sqlite;
+mod tx;
 pub mod work;
 
 pub use cache::TenantCache;
-pub use db::{Access, CONTROL_SCHEMA, Databases, DbKind, TenantTx};
+pub use db::{
+    Access, CONTROL_SCHEMA, Databases, DbKind, is_foreign_key_violation, is_unique_violation,
+};
+pub use postgres::PgTx;
 pub use registry::{Environment, Tenant, TenantRateLimits, TenantRegistry, TenantStatus};
 pub use slug::{Slug, SlugError};
+pub use sqlite::open as open_sqlite;
+pub use tx::Tx;
 
 /// Errors of the tenancy layer.
 #[derive(Debug, thiserror::Error)]

@@ -137,12 +137,7 @@ impl TenantRegistry {
         };
         match row.insert(self.dbs.control()).await {
             Ok(model) => Tenant::try_from(model),
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
+            Err(e) if crate::tenancy::is_unique_violation(&e) => {
                 Err(TenancyError::AlreadyExists(slug.to_string()))
             }
             Err(e) => Err(e.into()),

@@ -4,6 +4,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::helpers::{Db, TestApp, assert_problem, spawn_app, unique_slug};
 use crate::on_both_databases;
@@ -880,4 +881,106 @@ async fn concurrent_identical_bindings_make_one() {
     let mut statuses = [a.0, b.0];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+}
+
+/// A replica whose invalidation listener lost its connection may have missed notifications:
+/// once it reconnects it holds no cached policy from before. The change is made behind the
+/// application's back (no notification is ever sent), so only the flush on reconnection can
+/// make the replica see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_listener_reconnects_forgets_what_it_cached() {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let app = spawn_app(Db::Postgres).await;
+    let (replica, _server, _state) = app.replica().await;
+    let key = app.key_with_role(None).await;
+    let on_replica = || {
+        app.client
+            .get(format!("{replica}/t/{}/api/v1/users", app.tenant))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(on_replica().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let (_, accounts) = app.get("/service-accounts?limit=500", &app.admin_key).await;
+    let account = accounts["items"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.tenant_sql(&format!(
+        "INSERT INTO role_bindings (id, role, subject_type, subject_id, scope_type, scope_id, created_at) \
+         VALUES ('{}', 'Viewer', 'service_account', '{account}', 'tenant', NULL, now())",
+        Uuid::now_v7()
+    ))
+    .await;
+    assert_eq!(
+        on_replica().await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "without a notification the replica still serves what it cached"
+    );
+
+    let admin = sea_orm::Database::connect(crate::helpers::POSTGRES_ADMIN_URL)
+        .await
+        .unwrap();
+    let name = app
+        .database_url()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let listeners = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
+    );
+    let pids = |rows: Vec<sea_orm::QueryResult>| -> Vec<i32> {
+        rows.iter()
+            .map(|r| r.try_get::<i32>("", "pid").unwrap())
+            .collect()
+    };
+    let before = pids(
+        admin
+            .query_all_raw(Statement::from_string(
+                admin.get_database_backend(),
+                &listeners,
+            ))
+            .await
+            .unwrap(),
+    );
+    assert!(!before.is_empty(), "the replicas listen");
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
+        ))
+        .await
+        .unwrap();
+    let mut reconnected = false;
+    for _ in 0..100 {
+        let now = pids(
+            admin
+                .query_all_raw(Statement::from_string(
+                    admin.get_database_backend(),
+                    &listeners,
+                ))
+                .await
+                .unwrap(),
+        );
+        if now.len() >= before.len() && now.iter().all(|pid| !before.contains(pid)) {
+            reconnected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reconnected, "the listeners came back");
+    let mut status = StatusCode::FORBIDDEN;
+    for _ in 0..20 {
+        status = on_replica().await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the reconnected replica reloaded its policies"
+    );
 }

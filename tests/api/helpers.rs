@@ -300,9 +300,7 @@ impl TestApp {
                     .data_dir
                     .join("tenants")
                     .join(format!("{}.db", self.tenant));
-                sea_orm::Database::connect(format!("sqlite://{}?mode=rw", file.display()))
-                    .await
-                    .unwrap()
+                flowgate::tenancy::open_sqlite(&file).unwrap()
             }
             Db::Postgres => {
                 let mut opts = sea_orm::ConnectOptions::new(self.database.as_ref().unwrap().url());
@@ -328,12 +326,9 @@ impl TestApp {
     pub async fn control_sql(&self, sql: &str) {
         use sea_orm::ConnectionTrait as _;
         let conn = match self.db {
-            Db::Sqlite => sea_orm::Database::connect(format!(
-                "sqlite://{}?mode=rw",
-                self.data_dir.join("control.db").display()
-            ))
-            .await
-            .unwrap(),
+            Db::Sqlite => {
+                flowgate::tenancy::open_sqlite(&self.data_dir.join("control.db")).unwrap()
+            }
             Db::Postgres => {
                 let mut opts = sea_orm::ConnectOptions::new(self.database.as_ref().unwrap().url());
                 opts.set_schema_search_path(flowgate::tenancy::CONTROL_SCHEMA);

@@ -11,10 +11,11 @@ use super::{ListParams, Page};
 use crate::authz::MAX_FOLDER_DEPTH;
 use crate::authz::actions::{FolderCreate, FolderDelete, FolderRead, FolderUpdate};
 use crate::content::folders;
-use crate::directory::{self, clean_name, is_foreign_key};
+use crate::directory::{self, clean_name};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::{Authorized, OnFolder};
+use crate::tenancy::is_foreign_key_violation;
 use crate::tenancy::work::Change;
 
 /// A folder to create, or a new name for one.
@@ -134,7 +135,7 @@ pub async fn create_subfolder(
     let tx = auth.write().await?;
     let folder = match folders::create(&tx, auth.allowed(), name, Some(parent.0)).await {
         // The parent was deleted since the request was authorized.
-        Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
+        Err(e) if is_foreign_key_violation(&e) => return Err(ApiError::not_found()),
         other => other?,
     };
     tx.commit(
@@ -207,7 +208,9 @@ pub async fn delete_folder(
         Ok(true) => {}
         Ok(false) => return Err(ApiError::not_found()),
         // Something was put in the folder meanwhile.
-        Err(e) if is_foreign_key(&e) => return Err(ApiError::conflict("The folder is not empty.")),
+        Err(e) if is_foreign_key_violation(&e) => {
+            return Err(ApiError::conflict("The folder is not empty."));
+        }
         Err(e) => return Err(e.into()),
     }
     tx.commit(Change::new("folder", id.0, 204).invalidating())

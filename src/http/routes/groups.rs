@@ -11,10 +11,11 @@ use super::{ListParams, Page};
 use crate::authz::actions::{GroupCreate, GroupMemberAdd, GroupRead};
 use crate::authz::bindings::SubjectType;
 use crate::authz::load_subject;
-use crate::directory::{self, clean_name, groups, is_duplicate};
+use crate::directory::{self, clean_name, groups};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::Change;
 
 /// A group to create.
@@ -71,7 +72,7 @@ pub async fn create_group(
         .map_err(|m| ApiError::invalid_field("name", m))?;
     let tx = auth.write().await?;
     let group = match groups::create(&tx, auth.allowed(), name).await {
-        Err(e) if is_duplicate(&e) => {
+        Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::conflict("A group with this name exists."));
         }
         other => other?,

@@ -334,7 +334,7 @@ pub async fn create_policy(
     )
     .await;
     let created = match inserted {
-        Err(e) if crate::directory::is_duplicate(&e) => {
+        Err(e) if crate::tenancy::is_unique_violation(&e) => {
             return Err(ApiError::conflict(format!(
                 "A policy `{}` exists.",
                 body.name

@@ -13,10 +13,11 @@ use crate::authz::actions::{
 };
 use crate::authz::schema::EntityKind;
 use crate::content::processes;
-use crate::directory::{clean_name, is_foreign_key};
+use crate::directory::clean_name;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::{Authorized, OnFolder, OnProcess};
+use crate::tenancy::is_foreign_key_violation;
 use crate::tenancy::work::{Change, TenantContext};
 
 /// A process definition to create.
@@ -193,7 +194,7 @@ pub async fn create_folder_process(
     let process =
         match processes::create(&tx, auth.allowed(), name, Some(folder.0), definition).await {
             // The folder was deleted since the request was authorized.
-            Err(e) if is_foreign_key(&e) => return Err(ApiError::not_found()),
+            Err(e) if is_foreign_key_violation(&e) => return Err(ApiError::not_found()),
             other => other?,
         };
     tx.commit(Change::new("process", process.id, 201).detail("folder_id", folder.0.to_string()))

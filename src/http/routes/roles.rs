@@ -274,7 +274,7 @@ pub async fn create_role(
     let inserted =
         rules::create_role(&tx, auth.allowed(), name.clone(), description, &actions).await;
     let created = match inserted {
-        Err(e) if crate::directory::is_duplicate(&e) => {
+        Err(e) if crate::tenancy::is_unique_violation(&e) => {
             return Err(ApiError::conflict(format!("A role `{name}` exists.")));
         }
         other => other?,

@@ -9,10 +9,11 @@ use uuid::Uuid;
 
 use super::{ListParams, Page};
 use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead};
-use crate::directory::{self, clean_name, is_duplicate, service_accounts};
+use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::Change;
 
 /// A service account to create.
@@ -61,7 +62,7 @@ pub async fn create_service_account(
         .map_err(|m| ApiError::invalid_field("name", m))?;
     let tx = auth.write().await?;
     let account = match service_accounts::create(&tx, auth.allowed(), name).await {
-        Err(e) if is_duplicate(&e) => {
+        Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::conflict(
                 "A service account with this name exists.",
             ));

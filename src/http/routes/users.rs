@@ -14,10 +14,11 @@ use super::{ListParams, Page};
 use crate::authz::actions::{UserCreate, UserRead, UserUpdate};
 use crate::authz::bindings::SubjectType;
 use crate::authz::{Subject, load_subject};
-use crate::directory::{self, clean_name, is_duplicate, users};
+use crate::directory::{self, clean_name, users};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
+use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::Change;
 
 /// A user to create.
@@ -116,7 +117,7 @@ pub async fn create_user(
     let new = body.parse().await?.validate()?;
     let tx = auth.write().await?;
     let user = match users::create(&tx, auth.allowed(), new).await {
-        Err(e) if is_duplicate(&e) => {
+        Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::conflict("A user with this email exists."));
         }
         other => other?,

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Access, Slug, TenancyError, Tenant, TenantTx};
+use super::{Access, Slug, TenancyError, Tenant, Tx};
 use crate::app::AppState;
 use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, VerifyReport, verify};
 use crate::authz::actions::AuditVerify;
@@ -219,7 +219,7 @@ impl TenantContext {
         clippy::disallowed_methods,
         reason = "the unit of work's own read transaction"
     )]
-    pub async fn read(&self) -> Result<TenantTx, TenancyError> {
+    pub async fn read(&self) -> Result<Tx, TenancyError> {
         self.0.state.dbs.begin(self.slug(), Access::Read).await
     }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Onboarding, TenantContext, WorkError};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
-use crate::tenancy::{Access, DbKind, Slug, TenantTx};
+use crate::tenancy::{Access, DbKind, Slug, Tx};
 
 /// PostgreSQL channel on which replicas tell each other that a tenant's cached state changed.
 pub const INVALIDATION_CHANNEL: &str = "flowgate_invalidate";
@@ -72,7 +72,7 @@ enum Author {
 
 /// A tenant write transaction.
 pub struct WriteTx {
-    tx: TenantTx,
+    tx: Tx,
     state: Arc<AppState>,
     slug: Slug,
     author: Author,
@@ -120,7 +120,7 @@ impl WriteTx {
     }
 
     /// The transaction, for domain functions (which take the proof of their change as well).
-    pub fn conn(&self) -> &TenantTx {
+    pub fn conn(&self) -> &Tx {
         &self.tx
     }
 
