@@ -13,9 +13,15 @@
 # in alternating rounds, so that a machine that speeds up or slows down during the run affects
 # all alike; it prints the median requests per second of each, and the medians of the rounds'
 # ratios (each round's runs are neighbours in time).
-# Targets: secure ≥ 90 % of insecure; Flowgate's /healthz ≥ 1/1.5 of the bare one.
+# With FLOWGATE_BENCH_BASELINE=<git revision> it also builds that revision of Flowgate (in a
+# throw-away worktree of this repository) and measures its secure read in the same rounds, on its
+# own storage, so that a change is measured against what it replaced on the same machine:
+#   5. GET /t/{t}/api/v1/users  secure, the baseline revision
+# Targets: secure ≥ 90 % of insecure; Flowgate's /healthz ≥ 1/1.5 of the bare one; the secure read
+# ≥ 4× the baseline on SQLite and ≥ 2× on PostgreSQL (issue 10, baseline 4dba1ae).
 #
-# Usage: benches/load.sh [seconds per round, default 5] [connections, default 32] [rounds, default 9]
+# Usage: [FLOWGATE_BENCH_BASELINE=rev] benches/load.sh [seconds per round, default 5]
+#        [connections, default 32] [rounds, default 9]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-5}"
@@ -34,11 +40,23 @@ cp "$CARGO_TARGET_DIR/release/flowgate" "$out/flowgate-insecure"
 cargo build --release --quiet  # leave the normal build in place
 cargo build --release --quiet --example bare_healthz
 cp "$CARGO_TARGET_DIR/release/examples/bare_healthz" "$out/bare-healthz"
+BASELINE="${FLOWGATE_BENCH_BASELINE:-}"
+rm -f "$out/flowgate-baseline"
+if [ -n "$BASELINE" ]; then
+  echo "building the baseline $BASELINE…" >&2
+  tree=$(mktemp -d)
+  git worktree add --quiet --detach "$tree" "$BASELINE"
+  (cd "$tree" && cargo build --release --quiet)
+  cp "$CARGO_TARGET_DIR/release/flowgate" "$out/flowgate-baseline"
+  git worktree remove --force "$tree"
+  cargo build --release --quiet  # leave the normal build in place
+fi
 
 TOKEN="bench-operator-token-0123456789abcdef"
 PORT=18443
 INSECURE_PORT=18444
 BARE_PORT=18445
+BASELINE_PORT=18446
 
 start() { # binary data_dir database_url port; prints the server's pid
   local env=(FLOWGATE_DATA_DIR="$2" FLOWGATE_LISTEN="127.0.0.1:$4" FLOWGATE_OPERATOR_TOKEN="$TOKEN"
@@ -61,12 +79,12 @@ stop() { # pids (started in a subshell, so not ours to wait for)
   for pid in "$@"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
 }
 
-onboard() { # prints the admin key of a new tenant "bench" with 50 users
+onboard() { # port; prints the admin key of a new tenant "bench" with 50 users
   local key
-  key=$(curl -skf -X POST "https://127.0.0.1:$PORT/api/v1/platform/tenants" -H "Authorization: Bearer $TOKEN" \
+  key=$(curl -skf -X POST "https://127.0.0.1:$1/api/v1/platform/tenants" -H "Authorization: Bearer $TOKEN" \
         -H 'content-type: application/json' -d '{"slug":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["admin_api_key"])')
   for i in $(seq 1 50); do
-    curl -skf -o /dev/null -X POST "https://127.0.0.1:$PORT/t/bench/api/v1/users" -H "Authorization: Bearer $key" \
+    curl -skf -o /dev/null -X POST "https://127.0.0.1:$1/t/bench/api/v1/users" -H "Authorization: Bearer $key" \
       -H 'content-type: application/json' -d "{\"email\":\"user$i@example.com\",\"display_name\":\"User $i\"}"
   done
   echo "$key"
@@ -78,29 +96,35 @@ rps() { # url [bearer]
   wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${header[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
-run() { # label database_url(or empty)
-  local label=$1 url=$2 data secure_pid insecure_pid key
+run() { # label database_url(or empty) baseline_database_url(or empty)
+  local label=$1 url=$2 data secure_pid insecure_pid key baseline_pid="" baseline_key="" baseline_data=""
   data=$(mktemp -d)
   secure_pid=$(start "$out/flowgate-secure" "$data" "$url" "$PORT")
-  key=$(onboard)
+  key=$(onboard "$PORT")
+  if [ -x "$out/flowgate-baseline" ]; then
+    baseline_data=$(mktemp -d)
+    baseline_pid=$(start "$out/flowgate-baseline" "$baseline_data" "$3" "$BASELINE_PORT")
+    baseline_key=$(onboard "$BASELINE_PORT")
+  fi
   # Same storage, same tenant, same key: only the build differs.
   insecure_pid=$(start "$out/flowgate-insecure" "$data" "$url" "$INSECURE_PORT")
   "$out/bare-healthz" "127.0.0.1:$BARE_PORT" "$data/tls/cert.pem" "$data/tls/key.pem" &
   local bare_pid=$!
   for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$BARE_PORT/healthz" >/dev/null && break; sleep 0.1; done
-  local health=() secure=() insecure=() bare=()
+  local health=() secure=() insecure=() bare=() baseline=()
   for _ in $(seq 1 "$ROUNDS"); do
     bare+=("$(rps "https://127.0.0.1:$BARE_PORT/healthz")")
     health+=("$(rps "https://127.0.0.1:$PORT/healthz")")
     secure+=("$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")")
     insecure+=("$(rps "https://127.0.0.1:$INSECURE_PORT/t/bench/api/v1/users" "$key")")
+    [ -n "$baseline_pid" ] && baseline+=("$(rps "https://127.0.0.1:$BASELINE_PORT/t/bench/api/v1/users" "$baseline_key")")
   done
-  stop "$secure_pid" "$insecure_pid" "$bare_pid"
-  rm -rf "$data"
-  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" "${bare[*]}" <<'PY'
+  stop "$secure_pid" "$insecure_pid" "$bare_pid" $baseline_pid
+  rm -rf "$data" $baseline_data
+  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" "${bare[*]}" "${baseline[*]:-}" <<'PY'
 import statistics, sys
 label, *runs = sys.argv[1:]
-health, secure, insecure, bare = ([float(x) for x in r.split()] for r in runs)
+health, secure, insecure, bare, baseline = ([float(x) for x in r.split()] for r in runs)
 h, s, i, b = (statistics.median(r) for r in (health, secure, insecure, bare))
 # Each round's runs are neighbours in time: their ratios are what drift spares.
 def ratio(xs, ys):
@@ -113,14 +137,20 @@ print(f"{label:10s} bare healthz {b:9.0f} req/s | healthz {h:9.0f} req/s | users
       f" | users insecure {i:8.0f} req/s\n"
       f"{'':10s} secure/insecure {si:6.1%} (rounds: {si_rounds}) | healthz/bare {hb:6.1%}"
       f" (rounds: {hb_rounds}) | secure/healthz {sh:6.1%}")
+if baseline:
+    sb, sb_rounds = ratio(secure, baseline)
+    print(f"{'':10s} users secure, baseline {statistics.median(baseline):8.0f} req/s"
+          f" | secure/baseline {sb:5.2f}× (rounds: {' '.join(f'{r:.2f}' for r in (x / y for x, y in zip(secure, baseline)))})")
 PY
 }
 
 echo "wrk: ${ROUNDS} alternating rounds of ${DURATION}s, ${CONNECTIONS} connections, 2 threads, TLS with keep-alive" >&2
-run sqlite ""
+run sqlite "" ""
 if pg_isready -q -h 127.0.0.1 -p 5432; then
   db="flowgate_bench_$$"
   psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
-  run postgres "postgres://postgres@127.0.0.1:5432/$db"
+  psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE ${db}_baseline"
+  run postgres "postgres://postgres@127.0.0.1:5432/$db" "postgres://postgres@127.0.0.1:5432/${db}_baseline"
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db WITH (FORCE)"
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE ${db}_baseline WITH (FORCE)"
 fi

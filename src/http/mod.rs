@@ -10,6 +10,7 @@ pub mod operation;
 pub mod pipeline;
 pub mod request_id;
 pub mod routes;
+pub mod timestamp;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};

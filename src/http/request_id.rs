@@ -1,10 +1,19 @@
-//! The request id: made once per request by the outermost middleware and visible to everything
-//! that runs inside that request (error bodies, audit events, log lines).
+//! The request id: made once per request by the outermost stage and visible to everything that
+//! runs inside that request (error bodies, audit events, log lines).
 
 use std::future::Future;
+use std::sync::Arc;
+
+/// What every log line written during a request says about it.
+#[derive(Debug)]
+pub struct Current {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+}
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static CURRENT: Arc<Current>;
 }
 
 /// A new request id.
@@ -12,14 +21,19 @@ pub fn generate() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Runs `fut` with `id` as the current request id.
-pub async fn scope<F: Future>(id: String, fut: F) -> F::Output {
-    REQUEST_ID.scope(id, fut).await
+/// Runs `fut` as the request `current`.
+pub async fn scope<F: Future>(current: Current, fut: F) -> F::Output {
+    CURRENT.scope(Arc::new(current), fut).await
 }
 
 /// The current request id, or `-` outside a request.
 pub fn current() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
+    CURRENT
+        .try_with(|c| c.id.clone())
         .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// The current request, if any (for log lines).
+pub fn current_request() -> Option<Arc<Current>> {
+    CURRENT.try_with(Arc::clone).ok()
 }

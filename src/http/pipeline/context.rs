@@ -7,7 +7,6 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{Error, HttpMessage as _, HttpRequest, web};
-use tracing::Instrument as _;
 
 use crate::app::AppState;
 use crate::audit::RequestMeta;
@@ -36,8 +35,8 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Runs the rest of the pipeline (`inner`) within the request's context: an id, a span, an
-/// access-log line, metrics and the hardening headers.
+/// Runs the rest of the pipeline (`inner`) within the request's context: an id (which every log
+/// line of the request carries), an access-log line, metrics and the hardening headers.
 pub async fn within<F, Fut>(
     req: ServiceRequest,
     inner: F,
@@ -52,11 +51,14 @@ where
     let hsts = state.as_ref().is_none_or(|s| s.settings.hsts);
     let docs = req.path().starts_with("/docs");
     let method = req.method().to_string();
-    let path = req.path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     let started = Instant::now();
     let header_id = id.clone();
-    request_id::scope(id, async move {
+    let current = request_id::Current {
+        id,
+        method: method.clone(),
+        path: req.path().to_owned(),
+    };
+    request_id::scope(current, async move {
         // Handlers and extractors turn their errors into responses inside this scope; an `Err`
         // here could only come from a middleware and is rendered by actix itself.
         let mut res = inner(req).await?;
@@ -77,7 +79,6 @@ where
         );
         Ok(res)
     })
-    .instrument(span)
     .await
 }
 

@@ -28,6 +28,7 @@ pub struct CreateApiKey {
     /// The service account the key authenticates as.
     pub service_account_id: Uuid,
     /// When the key stops working (RFC 3339, in the future); never if absent.
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -40,8 +41,11 @@ pub struct ApiKeyView {
     /// The public beginning of the key, to recognise it.
     #[schema(example = "fgk_Q2hhcmxlcyBCYWJi")]
     pub prefix: String,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

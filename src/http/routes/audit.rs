@@ -41,6 +41,7 @@ pub struct AuditEventView {
     pub trail: String,
     pub seq: i64,
     pub id: Uuid,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
     pub request_id: String,
     /// `service_account`, `user`, `operator` or `anonymous`.

@@ -34,7 +34,9 @@ pub struct FolderView {
     pub name: String,
     /// Absent at the tenant's root.
     pub parent_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -33,6 +33,7 @@ pub struct CreateGroup {
 pub struct GroupView {
     pub id: Uuid,
     pub name: String,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -52,7 +52,9 @@ pub struct TenantView {
     pub environment: Environment,
     pub status: TenantStatus,
     pub rate_limits: RateLimits,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

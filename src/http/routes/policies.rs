@@ -67,7 +67,9 @@ pub struct PolicyView {
     pub text: String,
     /// 1 at creation, +1 on every change.
     pub version: i32,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -81,6 +83,7 @@ pub struct PolicyVersionView {
     pub text: Option<String>,
     pub actor_type: String,
     pub actor_id: String,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

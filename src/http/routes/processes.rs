@@ -54,8 +54,11 @@ pub struct ProcessView {
     pub version: i32,
     /// The version last published, if any.
     pub published_version: Option<i32>,
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
     pub published_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

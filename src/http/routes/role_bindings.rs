@@ -58,6 +58,7 @@ pub struct RoleBindingView {
     pub role: String,
     pub subject: SubjectRef,
     pub scope: ScopeRef,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -31,6 +31,7 @@ pub struct CreateServiceAccount {
 pub struct ServiceAccountView {
     pub id: Uuid,
     pub name: String,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -58,7 +58,9 @@ pub struct UserView {
     /// Claims the authorization engine sees as entity tags.
     pub attributes: BTreeMap<String, String>,
     pub status: String,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -172,12 +172,52 @@ fn computed(raw: ValueRef<'_>) -> Value {
 
 /// A timestamp as sqlx writes it (RFC 3339), or as SQLite's own functions do.
 fn timestamp(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Some(t) = utc_rfc3339(text) {
+        return Ok(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
     chrono::NaiveDateTime::parse_from_str(text, "%F %T%.f")
         .map(|t| t.and_utc())
         .map_err(|e| format!("`{text}` is not a timestamp: {e}"))
+}
+
+/// The common case, read without chrono's general parser (a tenth of reading a page of users):
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)`, as written for UTC timestamps.
+fn utc_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    let bytes = text.as_bytes();
+    let rest = text
+        .strip_suffix("+00:00")
+        .or_else(|| text.strip_suffix('Z'))?
+        .as_bytes();
+    if rest.len() < 19 || [4, 7, 10, 13, 16].map(|i| bytes[i]) != *b"--T::" {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        rest.get(range)?.iter().try_fold(0u32, |n, b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    let nanos = match rest.get(19..) {
+        Some([]) => 0,
+        Some([b'.', digits @ ..]) if (1..=9).contains(&digits.len()) => {
+            number(20..rest.len())? * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(0..4)?).ok()?,
+        number(5..7)?,
+        number(8..10)?,
+    )?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        nanos,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// A parameter as sqlx binds it for SQLite.
@@ -240,6 +280,30 @@ mod tests {
             Sql::Text("2026-12-02T21:20:58.590550+00:00".to_owned())
         );
         assert_eq!(timestamp("2026-12-02T21:20:58.590550+00:00").unwrap(), t);
+        for text in [
+            "2026-12-02T21:20:58+00:00",
+            "2026-12-02T21:20:58.5Z",
+            "2026-12-02T21:20:58.590607909+00:00",
+        ] {
+            assert_eq!(
+                utc_rfc3339(text),
+                Some(
+                    DateTime::parse_from_rfc3339(text)
+                        .unwrap()
+                        .with_timezone(&Utc)
+                ),
+                "{text}"
+            );
+        }
+        for odd in [
+            "2026-12-02T21:20:58+01:00",
+            "2026-13-02T21:20:58Z",
+            "2026-12-02 21:20:58Z",
+            "2026-12-02T21:20:58.Z",
+            "2026-12-02T21:20:58.1234567890Z",
+        ] {
+            assert_eq!(utc_rfc3339(odd), None, "{odd}");
+        }
         assert_eq!(
             timestamp("2026-12-02 21:20:58.590550").unwrap(),
             t,

@@ -1,14 +1,18 @@
 //! Logs and metrics.
 //!
 //! Logs are JSON lines on stdout with the request id on every line of a request; spans that see
-//! credentials skip their fields. The server writes them from a thread of its own through a
-//! bounded queue, so a slow stdout never slows a request: lines beyond the queue are dropped and
-//! counted (`flowgate_log_lines_dropped_total`); the audit trail, not the log, is the record.
+//! credentials skip their fields. The server collects them in memory and writes them from a
+//! thread of its own ([`log_buffer`]), so a slow stdout never slows a request: lines beyond the
+//! buffer are dropped and counted (`flowgate_log_lines_dropped_total`); the audit trail, not the
+//! log, is the record.
 //! Metrics are Prometheus text, served on `/metrics`. Label values come from small fixed sets
 //! (never from request text) so a caller cannot grow the series.
 
-use std::sync::OnceLock;
+mod json_line;
+mod log_buffer;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,14 +21,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-/// Log lines the server may queue before it drops new ones.
-const QUEUED_LOG_LINES: usize = 64 * 1024;
+pub use log_buffer::Flusher;
+use log_buffer::{LineWriter, LogBuffer};
 
-/// Counts the server's dropped log lines, once its logging is installed.
-static DROPPED_LOG_LINES: OnceLock<ErrorCounter> = OnceLock::new();
+/// The server's log buffer, once its logging is installed (for the dropped-lines metric).
+static SERVER_LOG: OnceLock<Arc<LogBuffer>> = OnceLock::new();
 
 /// Where log lines go: the server logs to stdout; commands keep stdout for their output.
 #[derive(Debug, Clone, Copy)]
@@ -34,25 +37,23 @@ pub enum LogTarget {
 }
 
 /// Installs the JSON log subscriber once; later calls (tests) keep the first. The server's
-/// lines go through the queue whose guard is returned: keep it until exit, when it flushes them.
-pub fn init_logging(filter: &str, target: LogTarget) -> Option<WorkerGuard> {
+/// lines are written by the flusher returned: keep it until exit, when it writes the last ones.
+pub fn init_logging(filter: &str, target: LogTarget) -> Option<Flusher> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
+        .event_format(json_line::JsonLine)
         .with_env_filter(filter);
     match target {
         LogTarget::Stdout => {
-            let (writer, guard) = NonBlockingBuilder::default()
-                .lossy(true)
-                .buffered_lines_limit(QUEUED_LOG_LINES)
-                .thread_name("flowgate-log")
-                .finish(std::io::stdout());
-            let dropped = writer.error_counter();
-            builder.with_writer(writer).try_init().ok()?;
-            let _ = DROPPED_LOG_LINES.set(dropped);
-            Some(guard)
+            let buffer = Arc::new(LogBuffer::default());
+            let flusher = Flusher::start(Arc::clone(&buffer), std::io::stdout()).ok()?;
+            let lines = Arc::clone(&buffer);
+            builder
+                .with_writer(move || LineWriter(Arc::clone(&lines)))
+                .try_init()
+                .ok()?;
+            let _ = SERVER_LOG.set(buffer);
+            Some(flusher)
         }
         LogTarget::Stderr => {
             let _ = builder.with_writer(std::io::stderr).try_init();
@@ -137,8 +138,8 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        if let Some(dropped) = DROPPED_LOG_LINES.get() {
-            let now = dropped.dropped_lines() as u64;
+        if let Some(log) = SERVER_LOG.get() {
+            let now = log.dropped();
             let before = self.dropped_log_lines_seen.swap(now, Ordering::Relaxed);
             self.dropped_log_lines.inc_by(now.saturating_sub(before));
         }
