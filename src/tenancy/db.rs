@@ -29,8 +29,10 @@ pub const CONTROL_SCHEMA: &str = "flowgate";
 const NO_TENANT_SCHEMA: &str = "flowgate_no_tenant";
 /// Open SQLite tenant files kept at once; older ones are closed when the bound is reached.
 const SQLITE_OPEN_TENANTS: usize = 64;
-/// Connections of the shared PostgreSQL tenant pool.
-const PG_TENANT_CONNECTIONS: u32 = 16;
+/// Reading connections to the tenants' PostgreSQL schemas.
+const PG_READ_CONNECTIONS: u32 = 12;
+/// Connections for the tenants' PostgreSQL write transactions.
+const PG_WRITE_CONNECTIONS: u32 = 8;
 /// Connections reserved for the audit writer on PostgreSQL, so that a burst of reads can never
 /// starve the appends those reads are waiting for.
 const PG_AUDIT_CONNECTIONS: u32 = 4;
@@ -44,7 +46,8 @@ pub enum DbKind {
 /// What a tenant transaction may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Read-only (enforced by PostgreSQL; a deferred transaction on SQLite).
+    /// Read-only (PostgreSQL: on a read-only session, outside a transaction; SQLite: a deferred
+    /// transaction).
     Read,
     /// Read-write. On SQLite all writes of a tenant go through its one writer connection and
     /// take the file's write lock at `BEGIN`, so writers queue instead of failing busy.
@@ -62,7 +65,8 @@ pub struct Databases {
 enum Backend {
     Postgres {
         url: PgUrl,
-        tenants: Arc<PgConnections>,
+        reads: Arc<PgConnections>,
+        writes: Arc<PgConnections>,
         audit: Arc<PgConnections>,
     },
     Sqlite {
@@ -90,13 +94,16 @@ impl Databases {
                     ))
                     .await?;
                 let options = url.options(NO_TENANT_SCHEMA)?;
-                let tenants = PgConnections::new(options.clone(), PG_TENANT_CONNECTIONS);
-                let audit = PgConnections::new(options, PG_AUDIT_CONNECTIONS);
+                let reads = PgConnections::new(options.clone(), PgMode::Read, PG_READ_CONNECTIONS);
+                let writes =
+                    PgConnections::new(options.clone(), PgMode::Write, PG_WRITE_CONNECTIONS);
+                let audit = PgConnections::new(options, PgMode::Write, PG_AUDIT_CONNECTIONS);
                 Databases {
                     control,
                     backend: Backend::Postgres {
                         url: url.clone(),
-                        tenants,
+                        reads,
+                        writes,
                         audit,
                     },
                 }
@@ -139,12 +146,17 @@ impl Databases {
     /// Succeeds when the database answers.
     pub async fn ping(&self) -> Result<(), TenancyError> {
         self.control.ping().await?;
-        if let Backend::Postgres { tenants, audit, .. } = &self.backend {
-            for pool in [tenants, audit] {
-                PgConnections::begin(pool, NO_TENANT_SCHEMA, PgMode::Read)
-                    .await?
-                    .commit()
-                    .await?;
+        if let Backend::Postgres {
+            reads,
+            writes,
+            audit,
+            ..
+        } = &self.backend
+        {
+            for pool in [reads, writes, audit] {
+                let work = PgConnections::begin(pool, NO_TENANT_SCHEMA).await?;
+                work.execute_unprepared("SELECT 1").await?;
+                work.commit().await?;
             }
         }
         Ok(())
@@ -233,10 +245,15 @@ impl Databases {
     /// Begins a transaction confined to the tenant `slug`.
     pub async fn begin(&self, slug: &Slug, access: Access) -> Result<Tx, TenancyError> {
         match &self.backend {
-            Backend::Postgres { tenants, audit, .. } => {
-                let (pool, mode) = pg_access(tenants, audit, access);
+            Backend::Postgres {
+                reads,
+                writes,
+                audit,
+                ..
+            } => {
+                let pool = pg_pool([reads, writes, audit], access);
                 Ok(Tx::Postgres(
-                    PgConnections::begin(pool, &slug.schema(), mode).await?,
+                    PgConnections::begin(pool, &slug.schema()).await?,
                 ))
             }
             Backend::Sqlite { .. } => {
@@ -249,9 +266,14 @@ impl Databases {
     /// Begins a transaction on the control plane (the platform's own audit trail).
     pub async fn begin_control(&self, access: Access) -> Result<Tx, TenancyError> {
         Ok(match &self.backend {
-            Backend::Postgres { tenants, audit, .. } => {
-                let (pool, mode) = pg_access(tenants, audit, access);
-                Tx::Postgres(PgConnections::begin(pool, CONTROL_SCHEMA, mode).await?)
+            Backend::Postgres {
+                reads,
+                writes,
+                audit,
+                ..
+            } => {
+                let pool = pg_pool([reads, writes, audit], access);
+                Tx::Postgres(PgConnections::begin(pool, CONTROL_SCHEMA).await?)
             }
             Backend::Sqlite { control, .. } => Tx::Sqlite(control.begin(mode_of(access)).await?),
         })
@@ -357,18 +379,17 @@ async fn connect_postgres(
     Database::connect(opts).await
 }
 
-/// The pool and the kind of PostgreSQL transaction an access needs: the audit writer's appends
-/// have connections of their own, so that a burst of reads cannot starve the appends they wait
-/// for.
-fn pg_access<'a>(
-    tenants: &'a Arc<PgConnections>,
-    audit: &'a Arc<PgConnections>,
+/// The PostgreSQL pool (of reads, writes, audit) for `access`: the audit writer's appends have
+/// connections of their own, so that a burst of reads or writes cannot starve the appends they
+/// wait for.
+fn pg_pool(
+    [reads, writes, audit]: [&Arc<PgConnections>; 3],
     access: Access,
-) -> (&'a Arc<PgConnections>, PgMode) {
+) -> &Arc<PgConnections> {
     match access {
-        Access::Read => (tenants, PgMode::Read),
-        Access::Write => (tenants, PgMode::Write),
-        Access::Audit => (audit, PgMode::Write),
+        Access::Read => reads,
+        Access::Write => writes,
+        Access::Audit => audit,
     }
 }
 

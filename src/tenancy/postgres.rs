@@ -1,24 +1,30 @@
-//! PostgreSQL tenant connections: a pool of our own, so that a tenant transaction costs the
-//! fewest exchanges with the server.
+//! PostgreSQL tenant connections: pools of our own, so that a tenant's work costs the fewest
+//! exchanges with the server.
 //!
 //! sqlx's pool pings every connection it hands out and every one it takes back; with sea-orm's
-//! transactions, a tenant read was six exchanges (ping, BEGIN, configuration, SELECT, COMMIT,
-//! ping). Here it is three: `BEGIN … ; SET LOCAL search_path …` in one simple query, the
-//! statements, `COMMIT`.
+//! transactions a tenant read was six exchanges (ping, BEGIN, configuration, SELECT, COMMIT,
+//! ping). Here a read is its statements alone, and a write three exchanges: `BEGIN; SET LOCAL
+//! search_path …` in one simple query, the statements, `COMMIT`.
 //!
 //! Invariants:
-//! - Every transaction sets its tenant's schema, transaction-locally, in the same exchange as its
-//!   `BEGIN`; the connections' own search path names no schema, so a statement outside such a
-//!   transaction finds no table. The schema name comes from a validated slug, never from request
-//!   text, and is quoted.
-//! - Reads are `READ ONLY` transactions, enforced by PostgreSQL.
-//! - A connection is reused only after its transaction ended: committed, or rolled back by a task
-//!   of its own when the transaction was dropped; a connection that failed is closed.
+//! - Reads run on connections whose sessions are read-only (`default_transaction_read_only`,
+//!   enforced by PostgreSQL) and outside transactions: under `READ COMMITTED` a transaction gave
+//!   them nothing (each statement takes its own snapshot either way). A reading connection keeps
+//!   the search path of the tenant it last served, and a read for another tenant sets its own
+//!   before its first statement; the schema each connection is set to is tracked, and a
+//!   connection whose setting failed is closed, never reused.
+//! - Writes run in transactions on other connections, whose own search path names no schema: the
+//!   tenant's schema is set transaction-locally in the same exchange as `BEGIN`.
+//! - Schema names come from validated slugs, never from request text, and are quoted.
+//! - A connection is reused only after its work ended: a committed transaction, a read whose
+//!   statements are done, or a transaction rolled back by a task of its own when it was dropped;
+//!   a connection that failed is closed.
 //! - Nothing is pinged. A connection that the server closed while it was idle (a restart, a
-//!   terminated backend) fails its `BEGIN`, which has done nothing yet: it is dropped together
-//!   with every other idle connection (they met the same fate, most likely), and the
-//!   transaction begins on a new one.
+//!   terminated backend) fails its first exchange, which changed nothing (a `BEGIN`, a `SET`, or
+//!   a read): it is dropped together with every other idle connection (they met the same fate,
+//!   most likely), and the work starts again on a new one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex, MutexGuard as SyncGuard};
 use std::time::{Duration, Instant};
 
@@ -33,73 +39,87 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A bounded pool of connections to the tenants' database.
-pub struct PgConnections {
-    options: PgConnectOptions,
-    size: u32,
-    idle: SyncMutex<Vec<(PgConnection, Instant)>>,
-    permits: Arc<Semaphore>,
-}
-
-/// What a transaction may do.
+/// What a pool's connections are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Read-only sessions; statements outside transactions.
     Read,
+    /// Transactions.
     Write,
 }
 
+/// A bounded pool of connections to the tenants' database, all for one [`Mode`].
+pub struct PgConnections {
+    options: PgConnectOptions,
+    mode: Mode,
+    size: u32,
+    idle: SyncMutex<Vec<Pooled>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection and the schema its session's search path names (reading connections only).
+struct Pooled {
+    conn: PgConnection,
+    schema: Option<String>,
+    since: Instant,
+}
+
 impl PgConnections {
-    pub fn new(options: PgConnectOptions, size: u32) -> Arc<Self> {
+    /// A pool of `size` connections made with `options`, whose search path must name no schema.
+    pub fn new(options: PgConnectOptions, mode: Mode, size: u32) -> Arc<Self> {
+        let options = match mode {
+            Mode::Read => options.options([("default_transaction_read_only", "on")]),
+            Mode::Write => options,
+        };
         Arc::new(PgConnections {
             options,
+            mode,
             size,
             idle: SyncMutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
         })
     }
 
-    fn idle(&self) -> SyncGuard<'_, Vec<(PgConnection, Instant)>> {
+    fn idle(&self) -> SyncGuard<'_, Vec<Pooled>> {
         // A push, a pop or a clear; a panic elsewhere cannot leave the list half-changed.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A recently used idle connection, if there is one.
-    fn reuse(&self) -> Option<PgConnection> {
+    /// A recently used idle connection, one already set to `schema` when there is one.
+    fn reuse(&self, schema: &str) -> Option<Pooled> {
         let mut idle = self.idle();
-        while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT {
-                return Some(conn);
-            }
-            // Closed by dropping; the server ends the session when the socket closes.
-        }
-        None
+        idle.retain(|p| p.since.elapsed() < IDLE_TIMEOUT);
+        let at = idle
+            .iter()
+            .rposition(|p| p.schema.as_deref() == Some(schema))
+            .or_else(|| idle.len().checked_sub(1))?;
+        Some(idle.swap_remove(at))
     }
 
-    /// Begins a transaction in `schema` (a tenant's validated schema name).
-    pub async fn begin(pool: &Arc<Self>, schema: &str, mode: Mode) -> Result<PgTx, DbErr> {
+    /// Starts work in `schema` (a tenant's validated schema name): a read, or a transaction.
+    pub async fn begin(pool: &Arc<Self>, schema: &str) -> Result<PgTx, DbErr> {
         let permit =
             tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(&pool.permits).acquire_owned())
                 .await
                 .map_err(|_| DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))?
                 .map_err(|_| DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed))?;
-        let access = match mode {
-            Mode::Read => "READ ONLY",
-            Mode::Write => "READ WRITE",
-        };
-        let begin = format!("BEGIN {access}; SET LOCAL search_path TO \"{schema}\"");
         // Every idle connection may have died with the one that failed: at most that many
         // failures before a new connection is made, and a new one is not retried.
         for _ in 0..=pool.size {
-            let (mut conn, reused) = match pool.reuse() {
-                Some(conn) => (conn, true),
-                None => (connect(&pool.options).await?, false),
+            let (mut pooled, reused) = match pool.reuse(schema) {
+                Some(pooled) => (pooled, true),
+                None => (pool.connect().await?, false),
             };
-            // The only text spliced in is the schema name, made from a validated slug.
-            match conn.execute(sqlx::AssertSqlSafe(begin.as_str())).await {
-                Ok(_) => {
+            let prepared = pool.prepare(&mut pooled, schema).await;
+            match prepared {
+                Ok(exchanged) => {
                     return Ok(PgTx {
-                        conn: Mutex::new(Some(conn)),
+                        conn: Mutex::new(Some(pooled)),
                         pool: Arc::clone(pool),
+                        schema: schema.to_owned(),
+                        // A read on a connection already set to its schema has not heard from
+                        // the server yet: its first statement proves the connection alive.
+                        unproven: AtomicBool::new(reused && !exchanged),
                         permit: Some(permit),
                     });
                 }
@@ -108,22 +128,48 @@ impl PgConnections {
             }
         }
         Err(DbErr::Conn(RuntimeErr::Internal(
-            "no connection to the database could begin a transaction".to_owned(),
+            "no connection to the database could start work".to_owned(),
         )))
     }
 
-    /// Takes back a connection whose transaction ended.
-    fn give_back(&self, conn: PgConnection) {
-        self.idle().push((conn, Instant::now()));
+    async fn connect(&self) -> Result<Pooled, DbErr> {
+        let connecting = PgConnection::connect_with(&self.options);
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => Ok(Pooled {
+                conn,
+                schema: None,
+                since: Instant::now(),
+            }),
+            Ok(Err(e)) => Err(DbErr::Conn(runtime(e))),
+            Err(_) => Err(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout)),
+        }
     }
-}
 
-async fn connect(options: &PgConnectOptions) -> Result<PgConnection, DbErr> {
-    let connecting = PgConnection::connect_with(options);
-    match tokio::time::timeout(ACQUIRE_TIMEOUT, connecting).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(DbErr::Conn(runtime(e))),
-        Err(_) => Err(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout)),
+    /// Readies `pooled` for work in `schema`; whether that took an exchange with the server.
+    async fn prepare(&self, pooled: &mut Pooled, schema: &str) -> Result<bool, sqlx::Error> {
+        // The only text spliced in is the schema name, made from a validated slug.
+        match self.mode {
+            Mode::Write => {
+                let begin = format!("BEGIN; SET LOCAL search_path TO \"{schema}\"");
+                pooled.conn.execute(sqlx::AssertSqlSafe(begin)).await?;
+                Ok(true)
+            }
+            Mode::Read if pooled.schema.as_deref() == Some(schema) => Ok(false),
+            Mode::Read => {
+                // Not known to be set until the server says so.
+                pooled.schema = None;
+                let set = format!("SET search_path TO \"{schema}\"");
+                pooled.conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                pooled.schema = Some(schema.to_owned());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Takes back a connection whose work ended.
+    fn give_back(&self, mut pooled: Pooled) {
+        pooled.since = Instant::now();
+        self.idle().push(pooled);
     }
 }
 
@@ -143,62 +189,108 @@ fn runtime(e: sqlx::Error) -> RuntimeErr {
     RuntimeErr::SqlxError(Arc::new(e))
 }
 
-/// A transaction on a tenant's schema. Dropping it rolls it back.
+/// Runs `$statement` (a future using `$conn`, the work's connection) and, if it found an unproven
+/// connection dead, runs it again on a new one (see [`PgTx::recover`]).
+macro_rules! retried {
+    ($tx:expr, $conn:ident => $statement:expr) => {{
+        let mut guard = $tx.conn.lock().await;
+        match guard.as_mut() {
+            None => Err(sqlx::Error::Protocol("the work has ended".to_owned())),
+            Some(pooled) => {
+                let first = {
+                    let $conn = &mut pooled.conn;
+                    $statement.await
+                };
+                match first {
+                    Err(e) => match $tx.recover(pooled, &e).await {
+                        Ok(true) => {
+                            let $conn = &mut pooled.conn;
+                            $statement.await
+                        }
+                        Ok(false) => Err(e),
+                        Err(again) => Err(again),
+                    },
+                    ok => {
+                        $tx.unproven.store(false, Ordering::Relaxed);
+                        ok
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// Work on a tenant's schema: a read, or a transaction. Dropping a transaction rolls it back.
 pub struct PgTx {
     /// `None` once committed. An async mutex: sea-orm shares transactions by reference.
-    conn: Mutex<Option<PgConnection>>,
+    conn: Mutex<Option<Pooled>>,
     pool: Arc<PgConnections>,
+    schema: String,
+    /// The connection has not answered yet (a read on a connection already set to its schema).
+    unproven: AtomicBool,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PgTx {
-    /// Commits. The connection goes back to the pool only when the commit succeeded.
+    /// Ends the work: commits a transaction; a read has nothing to commit. The connection goes
+    /// back to the pool only when that succeeded.
     pub async fn commit(mut self) -> Result<(), DbErr> {
-        let Some(mut conn) = self.conn.get_mut().take() else {
+        let Some(mut pooled) = self.conn.get_mut().take() else {
             return Ok(());
         };
-        conn.execute("COMMIT")
-            .await
-            .map_err(|e| DbErr::Exec(runtime(e)))?;
-        self.pool.give_back(conn);
+        if self.pool.mode == Mode::Write {
+            pooled
+                .conn
+                .execute("COMMIT")
+                .await
+                .map_err(|e| DbErr::Exec(runtime(e)))?;
+        }
+        self.pool.give_back(pooled);
         Ok(())
     }
 
-    pub async fn execute(&self, statement: &Statement) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn.lock().await;
-        let conn = conn.as_mut().ok_or_else(ended)?;
-        query(statement)
-            .execute(conn)
+    /// Replaces a connection found dead by the first statement of a read that had not heard
+    /// from the server yet (`unproven`); whether the statement should run again. It changed
+    /// nothing, and a read has no effect to repeat.
+    async fn recover(
+        &self,
+        pooled: &mut Pooled,
+        failure: &sqlx::Error,
+    ) -> Result<bool, sqlx::Error> {
+        if !self.unproven.swap(false, Ordering::Relaxed) || !is_dead(failure) {
+            return Ok(false);
+        }
+        self.pool.idle().clear();
+        let mut fresh = self
+            .pool
+            .connect()
             .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        self.pool.prepare(&mut fresh, &self.schema).await?;
+        *pooled = fresh;
+        Ok(true)
+    }
+
+    pub async fn execute(&self, statement: &Statement) -> Result<ExecResult, DbErr> {
+        retried!(self, conn => query(statement).execute(conn))
             .map(ExecResult::from)
             .map_err(|e| DbErr::Exec(runtime(e)))
     }
 
     pub async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn.lock().await;
-        let conn = conn.as_mut().ok_or_else(ended)?;
-        conn.execute(sqlx::AssertSqlSafe(sql))
-            .await
+        retried!(self, conn => conn.execute(sqlx::AssertSqlSafe(sql)))
             .map(ExecResult::from)
             .map_err(|e| DbErr::Exec(runtime(e)))
     }
 
     pub async fn query_one(&self, statement: &Statement) -> Result<Option<QueryResult>, DbErr> {
-        let mut conn = self.conn.lock().await;
-        let conn = conn.as_mut().ok_or_else(ended)?;
-        query(statement)
-            .fetch_optional(conn)
-            .await
+        retried!(self, conn => query(statement).fetch_optional(conn))
             .map(|row| row.map(QueryResult::from))
             .map_err(|e| DbErr::Query(runtime(e)))
     }
 
     pub async fn query_all(&self, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let mut conn = self.conn.lock().await;
-        let conn = conn.as_mut().ok_or_else(ended)?;
-        query(statement)
-            .fetch_all(conn)
-            .await
+        retried!(self, conn => query(statement).fetch_all(conn))
             .map(|rows| rows.into_iter().map(QueryResult::from).collect())
             .map_err(|e| DbErr::Query(runtime(e)))
     }
@@ -209,24 +301,33 @@ impl PgTx {
         &self,
         run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, DbErr> {
-        let mut conn = self.conn.lock().await;
-        let conn = conn.as_mut().ok_or_else(ended)?;
-        run(conn).await.map_err(|e| DbErr::Exec(runtime(e)))
+        let mut guard = self.conn.lock().await;
+        let pooled = guard
+            .as_mut()
+            .ok_or_else(|| DbErr::Custom("the transaction has ended".to_owned()))?;
+        run(&mut pooled.conn)
+            .await
+            .map_err(|e| DbErr::Exec(runtime(e)))
     }
 }
 
 impl Drop for PgTx {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.get_mut().take() else {
+        let Some(mut pooled) = self.conn.get_mut().take() else {
             return;
         };
         let (pool, permit) = (Arc::clone(&self.pool), self.permit.take());
+        if pool.mode == Mode::Read {
+            // Nothing to undo; a statement cut short is drained by the connection's next use.
+            pool.give_back(pooled);
+            return;
+        }
         // Rolled back before anyone else may use the connection; without a runtime (the
         // process is stopping) it is closed, which ends the transaction too.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if conn.execute("ROLLBACK").await.is_ok() {
-                    pool.give_back(conn);
+                if pooled.conn.execute("ROLLBACK").await.is_ok() {
+                    pool.give_back(pooled);
                 }
                 drop(permit);
             });
@@ -242,8 +343,4 @@ fn query(statement: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxVa
             .unwrap_or(sea_orm::Values(Vec::new())),
     );
     sqlx::query_with(sqlx::AssertSqlSafe(statement.sql.as_str()), values)
-}
-
-fn ended() -> DbErr {
-    DbErr::Custom("the transaction has ended".to_owned())
 }
