@@ -41,6 +41,8 @@ cargo build --release --quiet  # leave the normal build in place
 cargo build --release --quiet --example bare_healthz
 cp "$CARGO_TARGET_DIR/release/examples/bare_healthz" "$out/bare-healthz"
 BASELINE="${FLOWGATE_BENCH_BASELINE:-}"
+# Not a server setting: the servers started below refuse unknown FLOWGATE_* variables.
+unset FLOWGATE_BENCH_BASELINE
 rm -f "$out/flowgate-baseline"
 if [ -n "$BASELINE" ]; then
   echo "building the baseline $BASELINE…" >&2

@@ -15,6 +15,8 @@ use crate::http::pipeline::rate_limit::Limits;
 use crate::identity::api_key::ApiKeys;
 use crate::identity::operator::OperatorToken;
 use crate::keystore::{self, KeyStore};
+use crate::signin::oidc::OidcLogins;
+use crate::signin::outbound::Outbound;
 use crate::telemetry::Metrics;
 use crate::tenancy::work::INVALIDATION_CHANNEL;
 use crate::tenancy::{Databases, Slug, TenancyError, TenantRegistry};
@@ -31,6 +33,8 @@ pub struct AppState {
     pub operator: OperatorToken,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// The OpenID Connect relying party of every tenant's sign-ins.
+    pub oidc: OidcLogins,
     /// The last readiness check and when it was made.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -67,6 +71,7 @@ impl AppState {
             authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
+            oidc: OidcLogins::new(Outbound::new()?),
             readiness: tokio::sync::Mutex::new(None),
             settings,
             dbs,

@@ -17,5 +17,6 @@ pub mod identity;
 pub mod keystore;
 pub mod openapi;
 pub mod platform;
+pub mod signin;
 pub mod telemetry;
 pub mod tenancy;

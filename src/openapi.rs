@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, built from the same list of operations as the routes.
 
 use utoipa::openapi::OpenApi as Document;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema as _};
 
 use crate::http::error::Problem;
@@ -49,6 +49,12 @@ impl Modify for SecuritySchemes {
         let mut operator = Http::new(HttpAuthScheme::Bearer);
         operator.description = Some("The platform operator token.".into());
         components.add_security_scheme("operator", SecurityScheme::Http(operator));
+        let session = ApiKeyValue::with_description(
+            "__Host-flowgate-session",
+            "A browser session, set by signing in at `/t/{tenant}/auth/…`; it opens only the \
+             tenant it was made in. Changes made with it must carry this server's `Origin`.",
+        );
+        components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(session)));
     }
 }
 

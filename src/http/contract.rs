@@ -60,6 +60,8 @@ pub type Schemas = Vec<(String, RefOr<Schema>)>;
 pub struct Contract {
     pub security: Option<Security>,
     pub requirement: Option<Requirement>,
+    /// A tenant operation any authenticated principal may call about itself (`/me`).
+    pub self_service: bool,
     /// Path and query parameters, in the order the arguments declare them.
     pub parameters: Vec<Parameter>,
     pub body: Option<Body>,

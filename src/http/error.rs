@@ -48,6 +48,7 @@ error_codes! {
     MalformedRequest,
     Unauthenticated,
     InvalidCredentials,
+    SignInFailed,
     Forbidden,
     TenantSuspended,
     NotFound,
@@ -82,6 +83,7 @@ impl ErrorCode {
                 "invalid_credentials",
                 "The credentials are not valid",
             ),
+            SignInFailed => (StatusCode::UNAUTHORIZED, "sign_in_failed", "Sign-in failed"),
             Forbidden => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -402,6 +404,11 @@ impl From<IdentityError> for ApiError {
             IdentityError::InvalidCredentials(_) => Self::new(
                 ErrorCode::InvalidCredentials,
                 "The credentials are invalid, revoked or expired.",
+            ),
+            IdentityError::ForeignOrigin => Self::new(
+                ErrorCode::Forbidden,
+                "A change made with a session cookie must come from this server's own pages \
+                 (the Origin header is missing or foreign).",
             ),
             IdentityError::Unavailable(why) => Self::unavailable("identity", anyhow::anyhow!(why)),
             IdentityError::Unexpected(e) => Self::internal("identity", e),

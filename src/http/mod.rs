@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 mod fallback;
 pub mod operation;
+pub mod pages;
 pub mod pipeline;
 pub mod request_id;
 pub mod routes;

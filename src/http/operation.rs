@@ -136,6 +136,10 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
             Some(on) => format!("Requires `{}` on {on}.", r.action),
             None => format!("Requires `{}`.", r.action),
         },
+        (Some(Security::Tenant), None) if contract.self_service => {
+            "Requires a credential of the tenant and no permission: any caller, about itself."
+                .to_owned()
+        }
         (Some(Security::Operator), _) => "Requires the operator token.".to_owned(),
         _ => "Public: no credentials.".to_owned(),
     };
@@ -144,10 +148,23 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
         _ => requirement,
     });
     operation.security = match contract.security {
-        Some(Security::Tenant) => Some(vec![SecurityRequirement::new("bearer", [""; 0])]),
+        Some(Security::Tenant) => Some(vec![
+            SecurityRequirement::new("bearer", [""; 0]),
+            SecurityRequirement::new("session", [""; 0]),
+        ]),
         Some(Security::Operator) => Some(vec![SecurityRequirement::new("operator", [""; 0])]),
         Some(Security::Public) | None => None,
     };
+    if contract.self_service {
+        operation
+            .extensions
+            .get_or_insert_with(Default::default)
+            .merge(
+                ExtensionsBuilder::new()
+                    .add("x-flowgate-self-service", true)
+                    .build(),
+            );
+    }
     if let Some(r) = contract.requirement {
         let action = ExtensionsBuilder::new()
             .add("x-flowgate-action", r.action)

@@ -10,7 +10,7 @@ pub mod api_key;
 pub mod operator;
 mod principal;
 
-pub use principal::Principal;
+pub use principal::{Principal, UserCredential};
 
 use crate::keystore::KeyStoreError;
 use crate::tenancy::TenancyError;
@@ -21,6 +21,9 @@ pub enum IdentityError {
     MissingCredentials,
     #[error("the credentials are not valid")]
     InvalidCredentials(InvalidReason),
+    /// A change authenticated by a session cookie came without this server's `Origin`.
+    #[error("a cookie-authenticated change came from a foreign or unknown origin")]
+    ForeignOrigin,
     #[error("the identity store is unavailable")]
     Unavailable(String),
     #[error(transparent)]
@@ -47,6 +50,7 @@ impl IdentityError {
             IdentityError::InvalidCredentials(InvalidReason::WrongSecret) => "wrong_secret",
             IdentityError::InvalidCredentials(InvalidReason::Revoked) => "revoked_key",
             IdentityError::InvalidCredentials(InvalidReason::Expired) => "expired_key",
+            IdentityError::ForeignOrigin => "foreign_origin",
             IdentityError::Unavailable(_) => "identity_store_unavailable",
             IdentityError::Unexpected(_) => "identity_error",
         }

@@ -1,25 +1,64 @@
 //! The authenticated caller of a tenant request.
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::authz::Subject;
 
 /// Who made a tenant request; produced only by successful authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A service account that presented one of its API keys.
     ServiceAccount { id: Uuid, api_key_id: Uuid },
+    /// A person of the tenant, signed in through one of its identity providers.
+    User {
+        id: Uuid,
+        credential: UserCredential,
+        /// The user as the policy engine sees them (groups, attributes), read when the
+        /// credential was checked.
+        subject: Arc<Subject>,
+    },
+}
+
+/// How a user proved who they are on this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCredential {
+    /// A browser session's cookie.
+    Session {
+        id: Uuid,
+        /// Whether the session passed a second factor.
+        mfa: bool,
+        /// When the user last proved themselves strongly.
+        strong_auth_at: DateTime<Utc>,
+    },
 }
 
 impl Principal {
-    /// `service_account`, as recorded in the audit trail and used in role-binding subjects.
+    /// `service_account` or `user`, as recorded in the audit trail and used in role-binding
+    /// subjects.
     pub fn actor_type(&self) -> &'static str {
         match self {
             Principal::ServiceAccount { .. } => "service_account",
+            Principal::User { .. } => "user",
         }
     }
 
     pub fn actor_id(&self) -> String {
         match self {
-            Principal::ServiceAccount { id, .. } => id.to_string(),
+            Principal::ServiceAccount { id, .. } | Principal::User { id, .. } => id.to_string(),
+        }
+    }
+
+    /// The kind of credential that authenticated the request, for the audit trail.
+    pub fn credential_kind(&self) -> &'static str {
+        match self {
+            Principal::ServiceAccount { .. } => "api_key",
+            Principal::User {
+                credential: UserCredential::Session { .. },
+                ..
+            } => "session",
         }
     }
 }

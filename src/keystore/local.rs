@@ -188,6 +188,14 @@ impl KeyStore for LocalKeyStore {
         }
     }
 
+    async fn delete_record(&self, name: &KeyName) -> Result<(), KeyStoreError> {
+        match std::fs::remove_file(self.file(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow::Error::from(e).context("deleting a record").into()),
+        }
+    }
+
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
         let dir = self.dir.join("tenants").join(slug);
         match std::fs::remove_dir_all(&dir) {

@@ -32,29 +32,39 @@ pub enum Purpose {
     AuditSigning,
     /// Not a key: the newest signed audit checkpoint, kept where the database cannot rewrite it.
     AuditAnchor,
+    /// Records, one per identity provider (the name's item): the client secret Flowgate
+    /// presents to the tenant's OIDC provider.
+    IdpClientSecret,
 }
 
 impl Purpose {
+    /// The purposes of one key per tenant.
     pub const ALL: [Purpose; 3] = [
         Purpose::ApiKeyPepper,
         Purpose::AuditSigning,
         Purpose::AuditAnchor,
     ];
 
+    /// The purposes of records kept per item (several per tenant).
+    pub const PER_ITEM: [Purpose; 1] = [Purpose::IdpClientSecret];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::ApiKeyPepper => "api-key-pepper",
             Purpose::AuditSigning => "audit-signing",
             Purpose::AuditAnchor => "audit-anchor",
+            Purpose::IdpClientSecret => "idp-client-secret",
         }
     }
 }
 
-/// The name of one tenant key.
+/// The name of one tenant key or record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyName {
     pub tenant: String,
     pub purpose: Purpose,
+    /// Which one of several records of a per-item purpose (an identity provider's id).
+    pub item: Option<String>,
 }
 
 impl KeyName {
@@ -62,12 +72,26 @@ impl KeyName {
         KeyName {
             tenant: tenant.to_owned(),
             purpose,
+            item: None,
         }
     }
 
-    /// `tenants/<slug>/<purpose>`: a stable, unambiguous name (slugs contain no `/`).
+    /// The record `item` of a per-item purpose; `item` is an id (letters, digits, `-`).
+    pub fn item(tenant: &str, purpose: Purpose, item: &uuid::Uuid) -> Self {
+        KeyName {
+            tenant: tenant.to_owned(),
+            purpose,
+            item: Some(item.to_string()),
+        }
+    }
+
+    /// `tenants/<slug>/<purpose>[/<item>]`: a stable, unambiguous name (slugs and items
+    /// contain no `/`).
     pub fn path(&self) -> String {
-        format!("tenants/{}/{}", self.tenant, self.purpose.as_str())
+        match &self.item {
+            None => format!("tenants/{}/{}", self.tenant, self.purpose.as_str()),
+            Some(item) => format!("tenants/{}/{}/{item}", self.tenant, self.purpose.as_str()),
+        }
     }
 }
 
@@ -110,6 +134,9 @@ pub trait KeyStore: Send + Sync {
 
     /// The record kept under `name`, if any.
     async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError>;
+
+    /// Destroys the record kept under `name`; destroying a missing record changes nothing.
+    async fn delete_record(&self, name: &KeyName) -> Result<(), KeyStoreError>;
 
     /// Forgets what is cached about the keys of `slug` (another replica may have destroyed
     /// them); the next use asks the backend again.

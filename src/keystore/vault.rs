@@ -226,7 +226,29 @@ impl KeyStore for VaultKeyStore {
         self.known_keys().retain(|key| !key.starts_with(&prefix));
     }
 
+    async fn delete_record(&self, name: &KeyName) -> Result<(), KeyStoreError> {
+        match kv2::delete_metadata(&self.client, &self.kv_mount, &Self::kv_path(name)).await {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
+        for purpose in Purpose::PER_ITEM {
+            let folder = Self::kv_path(&KeyName::new(slug, purpose));
+            let items = match kv2::list(&self.client, &self.kv_mount, &folder).await {
+                Ok(items) => items,
+                Err(ClientError::APIError { code: 404, .. }) => Vec::new(),
+                Err(e) => return Err(map_error(e)),
+            };
+            for item in items {
+                let path = format!("{folder}/{}", item.trim_end_matches('/'));
+                match kv2::delete_metadata(&self.client, &self.kv_mount, &path).await {
+                    Ok(()) | Err(ClientError::APIError { code: 404, .. }) => {}
+                    Err(e) => return Err(map_error(e)),
+                }
+            }
+        }
         for purpose in Purpose::ALL {
             let name = KeyName::new(slug, purpose);
             match kv2::delete_metadata(&self.client, &self.kv_mount, &Self::kv_path(&name)).await {

@@ -19,6 +19,10 @@ struct Operation {
     /// The documented path, with `{placeholders}`.
     template: String,
     public: bool,
+    /// Under a tenant but before any credential: signing in and out (`/t/{tenant}/auth/…`).
+    sign_in: bool,
+    /// Any authenticated caller of the tenant may call it, about itself (`x-flowgate-self-service`).
+    self_service: bool,
     /// The permission its handler's signature requires (`x-flowgate-action`, written from the
     /// `Authorized<A, T>` argument), for tenant operations.
     action: Option<String>,
@@ -40,12 +44,15 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
         for (method, op) in item.as_object().unwrap() {
             let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
             let public = PUBLIC.contains(&(method.as_str(), path.as_str()));
+            let sign_in = path.starts_with("/t/{tenant}/auth/");
             assert_eq!(
-                !secured, public,
+                !secured,
+                public || sign_in,
                 "{method} {path}: only the declared public operations may go without security"
             );
             let action = op["x-flowgate-action"].as_str().map(str::to_owned);
-            if path.starts_with("/t/") {
+            let self_service = op["x-flowgate-self-service"] == true;
+            if path.starts_with("/t/") && !sign_in && !self_service {
                 let action = action.as_deref().unwrap_or_else(|| {
                     panic!("{method} {path} must document the permission it requires")
                 });
@@ -59,6 +66,8 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
                 method: method.to_uppercase().parse().unwrap(),
                 template: path.clone(),
                 public,
+                sign_in,
+                self_service,
                 action,
             });
         }
@@ -110,6 +119,13 @@ async fn objects(app: &TestApp) -> Objects {
         )
         .await;
     let policy = create(app, "/policies", json!({"name": format!("p-{unique}"), "text": "forbid(principal, action == Flowgate::Action::\"secret.read\", resource) when { context.environment == \"prod\" };"})).await;
+    let provider = create(
+        app,
+        "/identity-providers",
+        json!({"name": format!("idp-{unique}"), "kind": "oidc", "issuer": "https://idp.example.com",
+               "client_id": "c", "client_secret": "s"}),
+    )
+    .await;
     let role = format!("Custom {unique}");
     let (status, body) = app
         .post(
@@ -129,6 +145,7 @@ async fn objects(app: &TestApp) -> Objects {
             ("/policies/", policy),
             ("/folders/", folder.clone()),
             ("/processes/", process),
+            ("/identity-providers/", provider),
         ],
         folder,
         other_folder,
@@ -170,7 +187,7 @@ async fn send(app: &TestApp, op: &Operation, path: &str, key: Option<&str>) -> S
 on_both_databases! {
     async fn every_operation_refuses_unauthenticated_callers(app) {
         let objects = objects(&app).await;
-        for op in operations(&app).await.iter().filter(|op| !op.public) {
+        for op in operations(&app).await.iter().filter(|op| !op.public && !op.sign_in) {
             let path = objects.path(&app, &op.template);
             assert_eq!(send(&app, op, &path, None).await, StatusCode::UNAUTHORIZED, "{} {path}", op.method);
         }
@@ -179,15 +196,16 @@ on_both_databases! {
     async fn every_tenant_operation_refuses_a_caller_without_the_permission(app) {
         let objects = objects(&app).await;
         let no_role = app.key_with_role(None).await;
-        for op in operations(&app).await.iter().filter(|op| op.template.starts_with("/t/")) {
+        for op in operations(&app).await.iter().filter(|op| op.template.starts_with("/t/") && !op.sign_in) {
             let path = objects.path(&app, &op.template);
-            assert_eq!(send(&app, op, &path, Some(&no_role)).await, StatusCode::FORBIDDEN, "{} {path}", op.method);
+            let expected = if op.self_service { StatusCode::OK } else { StatusCode::FORBIDDEN };
+            assert_eq!(send(&app, op, &path, Some(&no_role)).await, expected, "{} {path}", op.method);
         }
     }
 
     async fn operator_operations_refuse_tenant_credentials(app) {
         let objects = objects(&app).await;
-        for op in operations(&app).await.iter().filter(|op| !op.public && !op.template.starts_with("/t/")) {
+        for op in operations(&app).await.iter().filter(|op| !op.public && !op.sign_in && !op.template.starts_with("/t/")) {
             let path = objects.path(&app, &op.template);
             assert_eq!(send(&app, op, &path, Some(&app.admin_key)).await, StatusCode::UNAUTHORIZED, "{} {path}", op.method);
         }
@@ -316,7 +334,7 @@ on_both_databases! {
                     "folder" => key_for(&app, role, Some(&objects.folder)).await,
                     _ => key_for(&app, role, Some(&objects.other_folder)).await,
                 };
-                for op in ops.iter().filter(|op| op.template.starts_with("/t/")) {
+                for op in ops.iter().filter(|op| op.template.starts_with("/t/") && op.action.is_some()) {
                     let action = op.action.as_deref().unwrap();
                     // What the operation decides on: the process or folder of its path, else the tenant.
                     let in_folder = op.template.contains("/processes/{id}")

@@ -114,10 +114,18 @@ async fn spawn(db: Db, options: Options, client: Option<reqwest::Client>) -> Tes
             Some(database)
         }
     };
+    // Bound first, so that the public URL (redirect URIs, cookie origins) names its port.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    vars.insert(
+        "FLOWGATE_PUBLIC_URL".into(),
+        format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        ),
+    );
     vars.extend(options.vars);
     let settings = Settings::from_sources(None, &|name| vars.get(name).cloned()).unwrap();
     let opened = AppState::open(settings).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin_listener = options
         .admin_listener
         .then(|| TcpListener::bind("127.0.0.1:0").unwrap());

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
+mod oidc_peer;
 
 mod api_keys;
 mod attacks;
@@ -17,6 +18,7 @@ mod health;
 mod openapi;
 mod platform;
 mod rate_limits;
+mod signin;
 mod storage;
 mod tenant_isolation;
 mod tls;

@@ -1,2 +1,3 @@
 pub mod m20261129_000001_spine;
 pub mod m20261129_000002_authz;
+pub mod m20261203_000001_signin;

@@ -58,8 +58,23 @@ impl Authenticator for ApiKey {
     }
 }
 
-/// The authenticators of tenant requests, in the order they are asked.
-const CHAIN: &[&dyn Authenticator] = &[&ApiKey];
+/// The tenant's `__Host-` session cookie: a person signed in through an identity provider.
+pub struct SessionCookie;
+
+impl Authenticator for SessionCookie {
+    fn authenticate<'a>(
+        &'a self,
+        state: &'a AppState,
+        tenant: &'a Tenant,
+        req: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>> {
+        Box::pin(crate::signin::sessions::authenticate(state, tenant, req))
+    }
+}
+
+/// The authenticators of tenant requests, in the order they are asked. A bearer credential
+/// wins over a cookie: an API client that also holds a browser's cookie is the client.
+const CHAIN: &[&dyn Authenticator] = &[&ApiKey, &SessionCookie];
 
 /// The principal the request's credential proves in `tenant`.
 pub async fn authenticate(

@@ -180,3 +180,47 @@ fn path_id(http: &HttpRequest) -> Result<uuid::Uuid, ApiError> {
         .and_then(|id| uuid::Uuid::parse_str(id).ok())
         .ok_or_else(ApiError::not_found)
 }
+
+/// A handler argument for operations any authenticated caller may make about themselves
+/// (`/me`): the caller's unit of work, with no decision to make.
+pub struct Caller(TenantContext);
+
+impl Deref for Caller {
+    type Target = TenantContext;
+
+    fn deref(&self) -> &TenantContext {
+        &self.0
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<TenantContext>()
+                .cloned()
+                .map(Caller)
+                .ok_or_else(|| {
+                    ApiError::internal(
+                        "http",
+                        anyhow::anyhow!("tenant route outside the tenant pipeline"),
+                    )
+                }),
+        )
+    }
+}
+
+/// The tenant's credential, and nothing to decide.
+impl Documented for Caller {
+    fn document(contract: &mut Contract) {
+        Authorized::<crate::authz::actions::UserRead>::document(contract);
+        contract.requirement = None;
+        contract.self_service = true;
+        contract.errors.remove(&ErrorCode::Forbidden);
+    }
+}
+
+impl Guard for Caller {}

@@ -75,7 +75,7 @@ pub async fn tenant_api(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(req.error_response(missing_state()));
     };
-    let tenant = match tenant::resolve(&state, &req).await {
+    let tenant = match tenant::resolve(&state, req.request()).await {
         Ok(tenant) => tenant,
         Err(e) if e.code() == ErrorCode::NotFound => {
             let error = authn::unknown_tenant(req.request());

@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::ServiceRequest;
+use actix_web::HttpRequest;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::tenancy::{Slug, TenancyError, Tenant, TenantStatus};
 
 /// The live tenant the path names; 404 when there is none.
-pub async fn resolve(state: &AppState, req: &ServiceRequest) -> Result<Arc<Tenant>, ApiError> {
+pub async fn resolve(state: &AppState, req: &HttpRequest) -> Result<Arc<Tenant>, ApiError> {
     let slug = req
         .match_info()
         .get("tenant")

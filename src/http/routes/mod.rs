@@ -9,12 +9,16 @@ pub mod authz;
 pub mod folders;
 pub mod groups;
 pub mod health;
+pub mod identity_providers;
+pub mod me;
 pub mod platform;
 pub mod policies;
 pub mod processes;
 pub mod role_bindings;
 pub mod roles;
 pub mod service_accounts;
+pub mod settings;
+pub mod signin;
 pub mod users;
 
 use actix_web::middleware::from_fn;
@@ -46,6 +50,9 @@ pub struct Scope {
 
 /// Where each tenant's API lives.
 pub const TENANT_API: &str = "/t/{tenant}/api/v1";
+
+/// Where each tenant's people sign in and out.
+pub const SIGN_IN: &str = "/t/{tenant}/auth";
 
 /// Every operation of the API, by scope: the one list both the routes and the OpenAPI document
 /// are built from.
@@ -128,6 +135,24 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(audit::list_audit_events),
                 operation!(audit::export_audit),
                 operation!(audit::verify_audit),
+                operation!(identity_providers::create_identity_provider),
+                operation!(identity_providers::list_identity_providers),
+                operation!(identity_providers::get_identity_provider),
+                operation!(identity_providers::update_identity_provider),
+                operation!(identity_providers::delete_identity_provider),
+                operation!(me::get_me),
+                operation!(settings::get_settings),
+                operation!(settings::update_settings),
+            ],
+        },
+        Scope {
+            prefix: SIGN_IN,
+            tenant: false,
+            operations: vec![
+                operation!(signin::login_page),
+                operation!(signin::oidc_login),
+                operation!(signin::oidc_callback),
+                operation!(signin::logout),
             ],
         },
     ]

@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use entity::control::{platform_setting, tenant};
 use entity::tenant::{
-    api_key, audit_checkpoint, audit_event, audit_head, folder, group, group_member, policy,
-    policy_version, process, role, role_binding, service_account, user,
+    api_key, audit_checkpoint, audit_event, audit_head, folder, group, group_member,
+    identity_provider, login_state, policy, policy_version, process, role, role_binding,
+    service_account, session, tenant_setting, user, user_identity,
 };
 
 /// How a stored column is decoded.
@@ -81,13 +82,18 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<folder::Entity>(&mut columns);
     add::<group::Entity>(&mut columns);
     add::<group_member::Entity>(&mut columns);
+    add::<identity_provider::Entity>(&mut columns);
+    add::<login_state::Entity>(&mut columns);
     add::<policy::Entity>(&mut columns);
     add::<policy_version::Entity>(&mut columns);
     add::<process::Entity>(&mut columns);
     add::<role::Entity>(&mut columns);
     add::<role_binding::Entity>(&mut columns);
     add::<service_account::Entity>(&mut columns);
+    add::<session::Entity>(&mut columns);
+    add::<tenant_setting::Entity>(&mut columns);
     add::<user::Entity>(&mut columns);
+    add::<user_identity::Entity>(&mut columns);
     columns
 });
 

@@ -19,7 +19,7 @@ mod escalation;
 mod proof;
 mod tx;
 
-pub use proof::{Allowed, Onboarding, Permit, Proof};
+pub use proof::{Allowed, Onboarding, Permit, Proof, SignIn};
 pub use tx::{Change, INVALIDATION_CHANNEL, WriteTx};
 
 use std::net::IpAddr;
@@ -103,6 +103,7 @@ impl TenantContext {
         let policies = state.authz.policies(&tenant).await?;
         let subject = match &principal {
             Principal::ServiceAccount { id, .. } => Subject::service_account(*id),
+            Principal::User { subject, .. } => Subject::clone(subject),
         };
         let source_ip = meta.source_ip.as_deref().and_then(|ip| ip.parse().ok());
         Ok(TenantContext(Arc::new(Inner {
@@ -153,6 +154,21 @@ impl TenantContext {
     /// Issues and revokes API keys (issuing takes the change's proof).
     pub fn api_keys(&self) -> &ApiKeys {
         &self.0.state.api_keys
+    }
+
+    /// The key store, for the secrets a change keeps outside the database.
+    pub fn keystore(&self) -> &dyn crate::keystore::KeyStore {
+        self.0.state.keystore.as_ref()
+    }
+
+    /// The relying party of the tenants' OpenID sign-ins (to forget a changed provider).
+    pub fn sign_ins(&self) -> &crate::signin::oidc::OidcLogins {
+        &self.0.state.oidc
+    }
+
+    /// Where Flowgate is reached from outside (`https://host[:port]`, no trailing `/`).
+    pub fn public_url(&self) -> &str {
+        self.0.state.settings.public_url.trim_end_matches('/')
     }
 
     /// Verifies the tenant's audit chain and its signed checkpoints.
@@ -259,7 +275,8 @@ impl TenantContext {
             resource_type,
         )
         .actor(principal.actor_type(), principal.actor_id())
-        .outcome(decision, status);
+        .outcome(decision, status)
+        .detail("credential", principal.credential_kind());
         event.resource_id = resource_id;
         if !note.reasons.is_empty() {
             event = event.detail("policies", note.reasons.clone());

@@ -10,8 +10,12 @@ use std::marker::PhantomData;
 
 use crate::authz::Action;
 use crate::authz::Resource;
-use crate::authz::actions::{ApiKeyCreate, RoleBindingCreate, ServiceAccountCreate};
+use crate::authz::actions::{
+    ApiKeyCreate, GroupCreate, GroupMemberAdd, RoleBindingCreate, ServiceAccountCreate,
+};
 use crate::identity::operator::OperatorAuthority;
+use crate::identity::{Principal, UserCredential};
+use crate::signin::oidc::Vouched;
 
 /// The tenant's policies allowed the actor of a unit of work to do `A` on [`Self::resource`].
 #[derive(Debug)]
@@ -51,6 +55,34 @@ impl Onboarding {
     pub fn new(_: &OperatorAuthority) -> Self {
         Onboarding {
             _made_by_the_operator: (),
+        }
+    }
+}
+
+/// A person's own sign-in: an identity provider vouched for them (the just-in-time user, its
+/// mapped groups and the new session are made under it), or their session ends by their own
+/// hand. Nobody's policy decides these; the provider's word or the session itself does.
+#[derive(Debug)]
+pub struct SignIn {
+    action: &'static str,
+}
+
+impl SignIn {
+    /// The provider vouched for the person: only a verified login makes a [`Vouched`].
+    pub fn vouched(_: &Vouched) -> Self {
+        SignIn {
+            action: "auth.login",
+        }
+    }
+
+    /// The person ends their own session; `None` unless `principal` signed in with one.
+    pub fn own_session(principal: &Principal, action: &'static str) -> Option<(Self, uuid::Uuid)> {
+        match principal {
+            Principal::User {
+                credential: UserCredential::Session { id, .. },
+                ..
+            } => Some((SignIn { action }, *id)),
+            Principal::ServiceAccount { .. } => None,
         }
     }
 }
@@ -95,10 +127,26 @@ impl Permit<ServiceAccountCreate> for Onboarding {}
 impl Permit<RoleBindingCreate> for Onboarding {}
 impl Permit<ApiKeyCreate> for Onboarding {}
 
+impl Proof for SignIn {
+    fn action(&self) -> &'static str {
+        self.action
+    }
+
+    /// A sign-in is no principal's decision.
+    fn decided_by(&self, _: u64) -> bool {
+        false
+    }
+}
+
+/// Groups the provider's mappings grant are created and joined at sign-in.
+impl Permit<GroupCreate> for SignIn {}
+impl Permit<GroupMemberAdd> for SignIn {}
+
 mod sealed {
     /// Only this module's proofs are proofs.
     pub trait Sealed {}
 
     impl<A: crate::authz::Action> Sealed for super::Allowed<A> {}
     impl Sealed for super::Onboarding {}
+    impl Sealed for super::SignIn {}
 }

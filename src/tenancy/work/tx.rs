@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde_json::Value;
 
-use super::{Onboarding, TenantContext, WorkError};
+use super::{Onboarding, Proof as _, SignIn, TenantContext, WorkError};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
 use crate::tenancy::{Access, DbKind, Slug, Tx};
@@ -28,6 +28,8 @@ pub struct Change {
     details: Value,
     /// The change alters what the tenant's caches hold (bindings, keys, status).
     invalidates: bool,
+    /// Who the event names, when the transaction's author does not say (a sign-in).
+    actor: Option<(&'static str, String)>,
 }
 
 impl Change {
@@ -39,7 +41,14 @@ impl Change {
             status,
             details: Value::Object(Default::default()),
             invalidates: false,
+            actor: None,
         }
+    }
+
+    /// Names the actor of a change made under a sign-in (the user who signed in).
+    pub fn by(mut self, actor_type: &'static str, actor_id: impl ToString) -> Self {
+        self.actor = Some((actor_type, actor_id.to_string()));
+        self
     }
 
     /// Records the change under `action` (one of several changes of one transaction).
@@ -68,6 +77,8 @@ enum Author {
     Context(TenantContext),
     /// The platform operator onboarding the tenant.
     Operator(RequestMeta),
+    /// A person signing in or out; the action is the sign-in's.
+    SignIn(RequestMeta, &'static str),
 }
 
 /// A tenant write transaction.
@@ -114,6 +125,25 @@ impl WriteTx {
             state: Arc::clone(state),
             slug: slug.clone(),
             author: Author::Operator(meta.clone()),
+            earlier: Vec::new(),
+            invalidates: false,
+        })
+    }
+
+    /// The write transaction of a sign-in (or of a person ending their own session).
+    #[expect(clippy::disallowed_methods, reason = "sign-in's write transaction")]
+    pub async fn sign_in(
+        state: &Arc<AppState>,
+        slug: &Slug,
+        meta: &RequestMeta,
+        proof: &SignIn,
+    ) -> Result<Self, WorkError> {
+        let tx = state.dbs.begin(slug, Access::Write).await?;
+        Ok(WriteTx {
+            tx,
+            state: Arc::clone(state),
+            slug: slug.clone(),
+            author: Author::SignIn(meta.clone(), proof.action()),
             earlier: Vec::new(),
             invalidates: false,
         })
@@ -166,7 +196,13 @@ impl WriteTx {
             Author::Operator(meta) => AuditEvent::new(meta, "tenant.create", "tenant")
                 .actor("operator", "platform")
                 .outcome(Outcome::Allow, change.status),
+            Author::SignIn(meta, action) => {
+                AuditEvent::new(meta, action, "session").outcome(Outcome::None, change.status)
+            }
         };
+        if let Some((actor_type, actor_id)) = change.actor {
+            event = event.actor(actor_type, actor_id);
+        }
         if let Some(action) = change.action {
             event.action = action.to_owned();
         }

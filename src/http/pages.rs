@@ -1,0 +1,97 @@
+//! Flowgate's own HTML pages: the login page. No external assets and no script; every value
+//! shown is HTML-escaped, and the page forbids framing and loading anything from elsewhere.
+
+use std::fmt::Write as _;
+
+use actix_web::HttpResponse;
+use actix_web::http::header;
+use uuid::Uuid;
+
+use crate::tenancy::Slug;
+
+/// What the page allows: its own inline style, forms back to this server, nothing else.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;color:#1b1b1f}\
+h1{font-size:1.4rem}form,ul{margin:1.5rem 0}input{padding:.5rem;width:16rem}button{padding:.5rem 1rem}\
+.error{color:#a4001d}.note{color:#17603a}li{margin:.4rem 0}";
+
+/// The login page of tenant `slug`: `providers` are (id, name, email domains).
+pub fn login(
+    slug: &Slug,
+    providers: &[(Uuid, String, Vec<String>)],
+    error: Option<&str>,
+    note: Option<&str>,
+) -> HttpResponse {
+    let slug = escape(slug.as_str());
+    let mut html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>Sign in to {slug}</title><style>{STYLE}</style></head><body>\
+         <h1>Sign in to {slug}</h1>"
+    );
+    if let Some(error) = error {
+        let _ = write!(
+            html,
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape(error)
+        );
+    }
+    if let Some(note) = note {
+        let _ = write!(html, "<p class=\"note\">{}</p>", escape(note));
+    }
+    let _ = write!(
+        html,
+        "<form method=\"get\" action=\"/t/{slug}/auth/login\">\
+         <label for=\"email\">Work email</label><br>\
+         <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required> \
+         <button type=\"submit\">Continue</button></form>"
+    );
+    if !providers.is_empty() {
+        html.push_str("<p>Or choose your organisation's sign-in:</p><ul>");
+        for (id, name, _) in providers {
+            let _ = write!(
+                html,
+                "<li><a href=\"/t/{slug}/auth/oidc/{id}/login\">{}</a></li>",
+                escape(name)
+            );
+        }
+        html.push_str("</ul>");
+    }
+    html.push_str("</body></html>");
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(html)
+}
+
+/// `text` with the five characters that mean something in HTML escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_names_is_shown_not_run() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! `/t/{tenant}/auth/…`: signing in and out in a browser. These routes sit under a tenant but
+//! before any credential (stage 2 of the pipeline only): the person is not signed in yet.
+
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::future::LocalBoxFuture;
+use secrecy::ExposeSecret as _;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Outcome};
+use crate::crypto::random_token;
+use crate::http::contract::{Contract, Documented, Guard, Security};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::extract::PathId;
+use crate::http::pages;
+use crate::http::pipeline::context::request_meta;
+use crate::http::pipeline::tenant;
+use crate::identity::IdentityError;
+use crate::signin::oidc::Callback;
+use crate::signin::providers::{self, ProviderSettings};
+use crate::signin::sessions::{self, LOGIN_TTL};
+use crate::signin::{SignInError, logins, provisioning};
+use crate::tenancy::slug::SLUG_PATTERN;
+use crate::tenancy::work::{Change, SignIn, WriteTx};
+use crate::tenancy::{Tenant, TenantStatus};
+
+/// The guard of the sign-in routes: the live, unsuspended tenant of the path, and nobody's
+/// credential.
+pub struct SignInTenant {
+    state: Arc<AppState>,
+    tenant: Arc<Tenant>,
+}
+
+impl FromRequest for SignInTenant {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.clone().into_inner())
+                .ok_or_else(|| ApiError::internal("http", anyhow::anyhow!("state missing")))?;
+            let tenant = tenant::resolve(&state, &req).await?;
+            if tenant.status != TenantStatus::Active {
+                return Err(ApiError::new(
+                    ErrorCode::TenantSuspended,
+                    "This tenant is suspended.",
+                ));
+            }
+            Ok(SignInTenant { state, tenant })
+        })
+    }
+}
+
+impl Documented for SignInTenant {
+    fn document(contract: &mut Contract) {
+        contract.security = Some(Security::Public);
+        contract.parameters(vec![
+            ParameterBuilder::new()
+                .name("tenant")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The tenant's slug."))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(SLUG_PATTERN)),
+                ))
+                .build(),
+        ]);
+        contract.errors(&[
+            ErrorCode::NotFound,
+            ErrorCode::TenantSuspended,
+            ErrorCode::RateLimited,
+            ErrorCode::DependencyUnavailable,
+        ]);
+    }
+}
+
+impl Guard for SignInTenant {}
+
+impl SignInTenant {
+    fn base(&self) -> String {
+        format!(
+            "{}/t/{}",
+            self.state.settings.public_url.trim_end_matches('/'),
+            self.tenant.slug
+        )
+    }
+
+    fn redirect_uri(&self, idp: Uuid) -> String {
+        format!("{}/auth/oidc/{idp}/callback", self.base())
+    }
+
+    /// The login page, relative to the server.
+    fn login_page(&self, query: &str) -> String {
+        format!("/t/{}/auth/login{query}", self.tenant.slug)
+    }
+
+    /// The stored OIDC provider `id` and its settings; 404 when the tenant has none.
+    async fn provider(&self, id: Uuid) -> Result<ProviderSettings, ApiError> {
+        let row = logins::provider(&self.state, &self.tenant.slug, id)
+            .await
+            .map_err(signin_error)?
+            .ok_or_else(ApiError::not_found)?;
+        providers::settings(&row)
+            .map_err(|e| ApiError::internal("signin", anyhow::anyhow!("stored provider: {e}")))
+    }
+
+    /// Records a refused sign-in in the tenant's trail and answers it.
+    async fn refuse(&self, req: &HttpRequest, idp: Uuid, error: SignInError) -> HttpResponse {
+        let SignInError::Refused(refusal) = error else {
+            return HttpResponse::from_error(signin_error(error));
+        };
+        let event = AuditEvent::new(&request_meta(req), "auth.login", "identity_provider")
+            .resource_id(idp.to_string())
+            .outcome(Outcome::Deny, 401)
+            .detail("reason", refusal.code());
+        if let Err(e) = self.state.audit.record(&self.tenant.slug, event).await {
+            return HttpResponse::from_error(ApiError::from(e));
+        }
+        let cookie = sessions::removal(sessions::LOGIN_COOKIE);
+        let mut res = if wants_html(req) {
+            pages::login(&self.tenant.slug, &[], Some(refusal.advice()), None)
+        } else {
+            HttpResponse::from_error(ApiError::new(ErrorCode::SignInFailed, refusal.advice()))
+        };
+        *res.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+        let _ = res.add_cookie(&cookie);
+        res
+    }
+}
+
+/// Sign-in failures that are not the person's: the provider, the key store or the database.
+fn signin_error(error: SignInError) -> ApiError {
+    match error {
+        SignInError::Refused(refusal) => ApiError::new(ErrorCode::SignInFailed, refusal.advice()),
+        SignInError::Provider(why) => ApiError::unavailable("signin", anyhow::anyhow!(why)),
+        SignInError::KeyStore(e) => e.into(),
+        SignInError::Tenancy(e) => e.into(),
+        SignInError::Work(e) => e.into(),
+        SignInError::Unexpected(e) => ApiError::internal("signin", e),
+    }
+}
+
+fn wants_html(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// Begin signing in with an OpenID Connect provider.
+///
+/// Redirects the browser to the provider's authorization endpoint (code flow, PKCE S256, `state`
+/// and `nonce`), setting the short-lived pre-login cookie the callback requires.
+#[utoipa::path(
+    get,
+    path = "/oidc/{id}/login",
+    tag = "sign-in",
+    responses((status = 303, description = "To the provider, with the pre-login cookie"))
+)]
+pub async fn oidc_login(page: SignInTenant, id: PathId) -> Result<HttpResponse, ApiError> {
+    let settings = page.provider(id.0).await?;
+    let begun = page
+        .state
+        .oidc
+        .begin(id.0, &settings, &page.redirect_uri(id.0))
+        .await
+        .map_err(signin_error)?;
+    let binding = random_token::<32>().map_err(|e| ApiError::internal("signin", e))?;
+    logins::remember(&page.state, &page.tenant.slug, id.0, &binding, &begun)
+        .await
+        .map_err(signin_error)?;
+    let cookie = sessions::host_cookie(sessions::LOGIN_COOKIE, binding, LOGIN_TTL);
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, begun.authorize_url))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .finish())
+}
+
+/// What an OpenID provider sends back to the callback (other parameters are ignored).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackParams {
+    /// The authorization code.
+    pub code: Option<String>,
+    /// The `state` of the login.
+    pub state: Option<String>,
+    /// RFC 9207: the issuer sending the browser back.
+    pub iss: Option<String>,
+    /// The provider's error code, when the login did not succeed there.
+    pub error: Option<String>,
+}
+
+/// Complete signing in with an OpenID Connect provider.
+///
+/// Verifies the login (single-use `state`, the pre-login cookie, the ID token), provisions the
+/// user and opens a session; redirects with the `__Host-` session cookie. A refusal is 401
+/// (`sign_in_failed`), recorded in the audit trail with its reason.
+#[utoipa::path(
+    get,
+    path = "/oidc/{id}/callback",
+    tag = "sign-in",
+    responses(
+        (status = 303, description = "Signed in: to the login page, with the session cookie"),
+        (status = 401, description = "Sign-in refused (`sign_in_failed`)")
+    )
+)]
+pub async fn oidc_callback(
+    page: SignInTenant,
+    id: PathId,
+    query: web::Query<CallbackParams>,
+    req: HttpRequest,
+) -> HttpResponse {
+    match complete_oidc(&page, id.0, query.into_inner(), &req).await {
+        Ok(res) => res,
+        Err(error) => page.refuse(&req, id.0, error).await,
+    }
+}
+
+async fn complete_oidc(
+    page: &SignInTenant,
+    idp: Uuid,
+    params: CallbackParams,
+    req: &HttpRequest,
+) -> Result<HttpResponse, SignInError> {
+    let slug = &page.tenant.slug;
+    let binding = req.cookie(sessions::LOGIN_COOKIE);
+    let pending = logins::consume(
+        &page.state,
+        slug,
+        idp,
+        params.state.as_deref().unwrap_or_default(),
+        binding.as_ref().map(|c| c.value()),
+    )
+    .await?;
+    if let Some(error) = params.error {
+        let code: String = error
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(64)
+            .collect();
+        return Err(crate::signin::Refusal::ProviderError(code).into());
+    }
+    let code = params.code.filter(|c| !c.is_empty() && c.len() <= 2048);
+    let code = code.ok_or(crate::signin::Refusal::UnknownState)?;
+    let row = logins::provider(&page.state, slug, idp)
+        .await?
+        .ok_or(crate::signin::Refusal::UnknownState)?;
+    let settings = providers::settings(&row).map_err(anyhow::Error::from)?;
+    let secret = providers::client_secret(page.state.keystore.as_ref(), slug.as_str(), idp)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("provider {idp} has no client secret"))?;
+    let vouched = page
+        .state
+        .oidc
+        .finish(
+            idp,
+            &settings,
+            secret,
+            &page.redirect_uri(idp),
+            pending,
+            Callback {
+                code,
+                iss: params.iss,
+            },
+        )
+        .await?;
+    let proof = SignIn::vouched(&vouched);
+    let meta = request_meta(req);
+    let tx = WriteTx::sign_in(&page.state, slug, &meta, &proof).await?;
+    let provisioned = provisioning::provision(&tx, &proof, idp, &settings, &vouched).await?;
+    let opened = sessions::open(
+        &tx,
+        &proof,
+        provisioned.user.id,
+        idp,
+        "oidc",
+        vouched.authenticated_at(),
+        &meta,
+    )
+    .await
+    .map_err(identity_error)?;
+    tx.commit(
+        Change::new("session", opened.session.id, 303)
+            .by("user", provisioned.user.id)
+            .detail("identity_provider", idp.to_string())
+            .detail("method", "oidc")
+            .detail("user_created", provisioned.created)
+            .detail("groups", provisioned.groups.clone())
+            .detail("groups_overage", provisioned.groups_overage),
+    )
+    .await?;
+    let session_cookie = sessions::host_cookie(
+        sessions::COOKIE,
+        opened.token.expose_secret().to_owned(),
+        opened.timeouts.absolute,
+    );
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, page.login_page("?signed_in=1")))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(session_cookie)
+        .cookie(sessions::removal(sessions::LOGIN_COOKIE))
+        .finish())
+}
+
+fn identity_error(e: IdentityError) -> SignInError {
+    match e {
+        IdentityError::Unavailable(why) => SignInError::Provider(why),
+        other => SignInError::Unexpected(anyhow::anyhow!(other.to_string())),
+    }
+}
+
+/// How far a sign-out reaches.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogoutParams {
+    /// End every session of the user, on every device.
+    pub everywhere: Option<bool>,
+}
+
+/// Sign out.
+///
+/// Ends the session of the cookie (with `?everywhere=true`, every session of its user) and
+/// clears the cookie. Like every change made with a session cookie, it must carry this server's
+/// `Origin` (otherwise 403).
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "sign-in",
+    responses((status = 303, description = "Signed out: to the login page"), (status = 401, description = "No live session"), (status = 403, description = "Missing or foreign Origin"))
+)]
+pub async fn logout(
+    page: SignInTenant,
+    query: web::Query<LogoutParams>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let principal = sessions::authenticate(&page.state, &page.tenant, &req)
+        .await
+        .unwrap_or(Err(IdentityError::MissingCredentials))?;
+    let everywhere = query.everywhere.unwrap_or(false);
+    let action = if everywhere {
+        "auth.logout_everywhere"
+    } else {
+        "auth.logout"
+    };
+    let Some((proof, session)) = SignIn::own_session(&principal, action) else {
+        return Err(IdentityError::MissingCredentials.into());
+    };
+    let user = principal.actor_id();
+    let tx = WriteTx::sign_in(&page.state, &page.tenant.slug, &request_meta(&req), &proof).await?;
+    let ended = if everywhere {
+        sessions::revoke_all(&tx, &proof, principal_id(&principal)).await?
+    } else {
+        u64::from(sessions::revoke(&tx, &proof, principal_id(&principal), session).await?)
+    };
+    tx.commit(
+        Change::new("session", session, 303)
+            .by("user", user)
+            .detail("sessions_ended", ended),
+    )
+    .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, page.login_page("?signed_out=1")))
+        .cookie(sessions::removal(sessions::COOKIE))
+        .finish())
+}
+
+fn principal_id(principal: &crate::identity::Principal) -> Uuid {
+    match principal {
+        crate::identity::Principal::User { id, .. }
+        | crate::identity::Principal::ServiceAccount { id, .. } => *id,
+    }
+}
+
+/// What the login page is asked.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LoginPageParams {
+    /// The person's email: the page sends them to the provider of its domain.
+    pub email: Option<String>,
+    pub signed_in: Option<u8>,
+    pub signed_out: Option<u8>,
+}
+
+/// The login page.
+///
+/// A small HTML page without external assets: the tenant's identity providers, and a form that
+/// finds a person's provider by the domain of their email.
+#[utoipa::path(
+    get,
+    path = "/login",
+    tag = "sign-in",
+    responses(
+        (status = 200, content_type = "text/html", body = String, description = "The page"),
+        (status = 303, description = "To the provider of the email's domain")
+    )
+)]
+pub async fn login_page(
+    page: SignInTenant,
+    query: web::Query<LoginPageParams>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = logins::providers(&page.state, &page.tenant.slug)
+        .await
+        .map_err(signin_error)?;
+    let choices: Vec<(Uuid, String, Vec<String>)> = rows
+        .into_iter()
+        .filter_map(|row| {
+            let settings = providers::settings(&row).ok()?;
+            Some((row.id, row.name, settings.email_domains))
+        })
+        .collect();
+    if let Some(email) = &query.email {
+        let domain = email.rsplit_once('@').map(|(_, d)| d.trim().to_lowercase());
+        let home = choices
+            .iter()
+            .find(|(_, _, domains)| domain.as_ref().is_some_and(|d| domains.contains(d)));
+        return Ok(match home {
+            Some((id, _, _)) => HttpResponse::SeeOther()
+                .insert_header((
+                    header::LOCATION,
+                    format!("/t/{}/auth/oidc/{id}/login", page.tenant.slug),
+                ))
+                .finish(),
+            None => pages::login(
+                &page.tenant.slug,
+                &choices,
+                Some(
+                    "No identity provider of this organisation signs in addresses of that domain.",
+                ),
+                None,
+            ),
+        });
+    }
+    let note = if query.signed_in.is_some() {
+        Some("You are signed in.")
+    } else if query.signed_out.is_some() {
+        Some("You are signed out.")
+    } else {
+        None
+    };
+    Ok(pages::login(&page.tenant.slug, &choices, None, note))
+}

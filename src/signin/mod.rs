@@ -1,0 +1,161 @@
+//! Sign-in: a tenant's staff prove who they are at one of the tenant's identity providers, and
+//! leave with a session.
+//!
+//! The flow, one module a step: [`providers`] holds each provider's settings and secret;
+//! [`oidc`] runs the authorization code flow with the provider and verifies what it vouches
+//! for; [`provisioning`] turns the vouched-for claims into the tenant's user, attributes and
+//! groups (just in time); [`sessions`] opens the server-side session behind the browser's
+//! cookie and finds it again on later requests; [`outbound`] is the HTTP client for providers.
+//!
+//! Invariants:
+//! - Every refusal has a [`Refusal`] reason that goes into the audit trail; the browser is told
+//!   only that sign-in failed and what a person can do about it. No code, token, assertion or
+//!   secret is ever logged, audited or shown.
+//! - A user is found by provider and subject, never by email alone.
+
+pub mod logins;
+pub mod oidc;
+pub mod outbound;
+pub mod providers;
+pub mod provisioning;
+pub mod sessions;
+pub mod settings;
+
+use openidconnect::{ClaimsVerificationError, SignatureVerificationError};
+
+use crate::keystore::KeyStoreError;
+use crate::tenancy::TenancyError;
+use crate::tenancy::work::WorkError;
+
+/// Why a sign-in was refused: recorded in the audit trail, never detailed to the browser.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the login is unknown, used or expired")]
+    UnknownState,
+    #[error("the login was begun in another browser")]
+    ForeignBrowser,
+    #[error("the provider answered with an error: {0}")]
+    ProviderError(String),
+    #[error("the provider refused the code: {0}")]
+    CodeRejected(String),
+    #[error("the token response carries no ID token")]
+    NoIdToken,
+    #[error("the ID token is malformed")]
+    Malformed,
+    #[error("the ID token is not signed with an allowed algorithm")]
+    DisallowedAlgorithm,
+    #[error("the ID token's signature does not verify")]
+    BadSignature,
+    #[error("the ID token names a key the provider does not publish")]
+    UnknownKey,
+    #[error("the ID token is from another issuer")]
+    WrongIssuer,
+    #[error("the ID token is for another client")]
+    WrongAudience,
+    #[error("the ID token is expired or not yet valid")]
+    Expired,
+    #[error("the ID token's nonce does not match the login")]
+    WrongNonce,
+    #[error("the ID token's at_hash does not match the access token")]
+    AccessTokenHash,
+    #[error("the user belongs to a directory this provider does not admit")]
+    WrongDirectory,
+    #[error("the user is not in the required hosted domain")]
+    WrongDomain,
+    #[error("the provider did not verify the user's email")]
+    EmailNotVerified,
+    #[error("the provider sent no usable email address")]
+    NoEmail,
+    #[error("another user already has this email address")]
+    EmailTaken,
+    #[error("the user is deactivated")]
+    UserDisabled,
+}
+
+impl Refusal {
+    /// The audit trail's name of the reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::UnknownState => "unknown_state",
+            Refusal::ForeignBrowser => "foreign_browser",
+            Refusal::ProviderError(_) => "provider_error",
+            Refusal::CodeRejected(_) => "code_rejected",
+            Refusal::NoIdToken => "no_id_token",
+            Refusal::Malformed => "malformed_id_token",
+            Refusal::DisallowedAlgorithm => "disallowed_algorithm",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::WrongIssuer => "wrong_issuer",
+            Refusal::WrongAudience => "wrong_audience",
+            Refusal::Expired => "expired",
+            Refusal::WrongNonce => "wrong_nonce",
+            Refusal::AccessTokenHash => "at_hash_mismatch",
+            Refusal::WrongDirectory => "wrong_directory",
+            Refusal::WrongDomain => "wrong_hosted_domain",
+            Refusal::EmailNotVerified => "email_not_verified",
+            Refusal::NoEmail => "no_email",
+            Refusal::EmailTaken => "email_taken",
+            Refusal::UserDisabled => "user_disabled",
+        }
+    }
+
+    /// What a person is told.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            Refusal::UnknownState | Refusal::ForeignBrowser => {
+                "This sign-in link was already used, has expired or was opened in another browser. Start again."
+            }
+            Refusal::EmailTaken => {
+                "An account with your email address exists but is not linked to this identity provider. Ask your administrator."
+            }
+            Refusal::UserDisabled => "Your account is deactivated. Ask your administrator.",
+            Refusal::WrongDirectory | Refusal::WrongDomain | Refusal::EmailNotVerified => {
+                "Your account at the identity provider is not admitted to this tenant."
+            }
+            _ => {
+                "The identity provider's answer could not be accepted. Try again, or ask your administrator."
+            }
+        }
+    }
+
+    fn from_verification(e: &ClaimsVerificationError) -> Self {
+        match e {
+            ClaimsVerificationError::Expired(_) => Refusal::Expired,
+            ClaimsVerificationError::InvalidAudience(_) => Refusal::WrongAudience,
+            ClaimsVerificationError::InvalidIssuer(_) => Refusal::WrongIssuer,
+            ClaimsVerificationError::InvalidNonce(_) => Refusal::WrongNonce,
+            ClaimsVerificationError::SignatureVerification(e) => match e {
+                SignatureVerificationError::NoMatchingKey => Refusal::UnknownKey,
+                SignatureVerificationError::DisallowedAlg(_)
+                | SignatureVerificationError::NoSignature
+                | SignatureVerificationError::UnsupportedAlg(_) => Refusal::DisallowedAlgorithm,
+                _ => Refusal::BadSignature,
+            },
+            _ => Refusal::Malformed,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The person cannot be signed in, for the reason given.
+    #[error("sign-in refused: {0}")]
+    Refused(#[from] Refusal),
+    /// The provider could not be reached or answered nonsense (discovery, keys).
+    #[error("the identity provider is unavailable: {0}")]
+    Provider(String),
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    #[error(transparent)]
+    Work(#[from] WorkError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sea_orm::DbErr> for SignInError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        SignInError::Tenancy(e.into())
+    }
+}

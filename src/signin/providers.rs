@@ -1,0 +1,407 @@
+//! A tenant's identity providers: their settings, checked once when written, and their client
+//! secrets, which live in the key store and never come back out.
+//!
+//! Invariants:
+//! - A stored provider's `config` is a [`ProviderSettings`] that passed [`ProviderSettings::check`];
+//!   nothing else is ever written there, and it never holds a secret.
+//! - A provider's client secret is the key-store record named by its id; it is written before
+//!   the provider's row commits and destroyed after the row is gone, so a row never names a
+//!   secret that does not exist.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use entity::tenant::identity_provider;
+use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::authz::actions::IdentityProviderManage;
+use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
+use crate::tenancy::work::{Permit, WriteTx};
+
+/// The provider families whose habits Flowgate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// Any OpenID provider that follows the specification.
+    Generic,
+    /// Microsoft Entra ID (Azure AD), one directory's v2.0 issuer.
+    AzureAd,
+    /// Okta, the org or a custom authorization server.
+    Okta,
+    /// Google Workspace.
+    Google,
+}
+
+/// An OpenID provider's settings, as stored and shown (never the client secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSettings {
+    pub preset: Preset,
+    /// The issuer identifier: discovery is `{issuer}/.well-known/openid-configuration`, and
+    /// ID tokens must carry exactly this `iss`.
+    pub issuer: String,
+    pub client_id: String,
+    /// Scopes asked for beside `openid`.
+    pub scopes: Vec<String>,
+    /// Email domains whose people this provider signs in (the login page's chooser).
+    pub email_domains: Vec<String>,
+    /// Flowgate attribute → the claim that fills it at every sign-in.
+    pub claim_mappings: BTreeMap<String, String>,
+    /// The provider's group name → the Flowgate group it grants.
+    pub group_mappings: BTreeMap<String, String>,
+    /// The claim holding the user's groups.
+    pub groups_claim: String,
+    /// Azure AD: directories (`tid`) whose users may sign in; empty means the issuer's own.
+    pub allowed_tenants: Vec<String>,
+    /// Google: the Workspace domain (`hd`) every user must belong to.
+    pub hosted_domain: Option<String>,
+}
+
+/// Longest lists and strings a provider's settings may hold.
+pub const MAX_ENTRIES: usize = 64;
+const MAX_VALUE: usize = 256;
+
+/// A problem with one field of a provider's settings.
+pub type FieldProblem = (String, String);
+
+impl ProviderSettings {
+    /// Checks the settings as a whole; every problem names its field.
+    pub fn check(&self) -> Vec<FieldProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, message: &str| {
+            problems.push((field.to_owned(), message.to_owned()));
+        };
+        match issuer_problem(&self.issuer) {
+            Some(message) => problem("issuer", message),
+            None => {
+                if self.preset == Preset::AzureAd && azure_directory(&self.issuer).is_none() {
+                    problem(
+                        "issuer",
+                        "an Azure AD issuer is https://login.microsoftonline.com/<directory id>/v2.0 \
+                         (a directory's own; the organizations and common endpoints are not accepted)",
+                    );
+                }
+            }
+        }
+        if !is_token(&self.client_id) {
+            problem("client_id", "must be 1 to 256 visible characters");
+        }
+        if self.scopes.len() > MAX_ENTRIES || !self.scopes.iter().all(|s| is_scope(s)) {
+            problem("scopes", "at most 64 scopes of visible characters");
+        }
+        if self.email_domains.len() > MAX_ENTRIES
+            || !self.email_domains.iter().all(|d| is_domain(d))
+        {
+            problem(
+                "email_domains",
+                "at most 64 lower-case domain names such as example.com",
+            );
+        }
+        if self.claim_mappings.len() > MAX_ENTRIES
+            || !self
+                .claim_mappings
+                .iter()
+                .all(|(attr, claim)| is_attribute(attr) && is_token(claim))
+        {
+            problem(
+                "claim_mappings",
+                "at most 64 entries; keys are attribute names (lower-case letters, digits and `_`), \
+                 values claim names",
+            );
+        }
+        if self.group_mappings.len() > MAX_ENTRIES
+            || !self
+                .group_mappings
+                .iter()
+                .all(|(idp, ours)| is_token(idp) && is_token(ours))
+        {
+            problem("group_mappings", "at most 64 entries of non-empty names");
+        }
+        if !is_token(&self.groups_claim) {
+            problem("groups_claim", "must be a claim name");
+        }
+        if self.allowed_tenants.len() > MAX_ENTRIES
+            || !self
+                .allowed_tenants
+                .iter()
+                .all(|t| Uuid::parse_str(t).is_ok())
+        {
+            problem("allowed_tenants", "at most 64 directory ids (UUIDs)");
+        }
+        if !self.allowed_tenants.is_empty() && self.preset != Preset::AzureAd {
+            problem("allowed_tenants", "only for the azure_ad preset");
+        }
+        match (&self.hosted_domain, self.preset) {
+            (Some(domain), Preset::Google) if !is_domain(domain) => {
+                problem("hosted_domain", "must be a domain name such as example.com");
+            }
+            (Some(_), preset) if preset != Preset::Google => {
+                problem("hosted_domain", "only for the google preset");
+            }
+            _ => {}
+        }
+        problems
+    }
+
+    /// The Azure AD directory the issuer names.
+    pub fn azure_directory(&self) -> Option<&str> {
+        azure_directory(&self.issuer)
+    }
+}
+
+/// Why `issuer` cannot be an issuer, if it cannot: an `https` URL without query or fragment
+/// (plain `http` only on the loopback interface, for local providers).
+fn issuer_problem(issuer: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(issuer) else {
+        return Some("must be an absolute URL");
+    };
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Some("must be an https:// URL");
+    }
+    if url.query().is_some() || url.fragment().is_some() || issuer.len() > 512 {
+        return Some("must have no query or fragment and be at most 512 characters");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("must not carry credentials");
+    }
+    None
+}
+
+/// The directory id of an Azure AD v2.0 issuer (`…/<directory id>/v2.0`).
+fn azure_directory(issuer: &str) -> Option<&str> {
+    let path = issuer.trim_end_matches('/').strip_suffix("/v2.0")?;
+    let directory = path.rsplit('/').next()?;
+    Uuid::parse_str(directory).ok().map(|_| directory)
+}
+
+fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_VALUE
+        && !value.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+fn is_scope(value: &str) -> bool {
+    is_token(value)
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+}
+
+fn is_attribute(value: &str) -> bool {
+    let mut chars = value.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && value.len() <= 64
+}
+
+/// A lower-case DNS name with at least two labels.
+pub fn is_domain(value: &str) -> bool {
+    value.len() <= 253
+        && value.contains('.')
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// The settings stored in `row`.
+pub fn settings(row: &identity_provider::Model) -> Result<ProviderSettings, serde_json::Error> {
+    serde_json::from_value(row.config.clone())
+}
+
+fn secret_name(slug: &str, id: Uuid) -> KeyName {
+    KeyName::item(slug, Purpose::IdpClientSecret, &id)
+}
+
+/// The client secret of provider `id`.
+pub async fn client_secret(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    id: Uuid,
+) -> Result<Option<String>, KeyStoreError> {
+    let Some(bytes) = keystore.record(&secret_name(slug, id)).await? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("the client secret of {id} is not text").into())
+}
+
+/// Keeps `secret` as the client secret of provider `id`.
+pub async fn store_client_secret(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    id: Uuid,
+    secret: &str,
+) -> Result<(), KeyStoreError> {
+    keystore
+        .put_record(&secret_name(slug, id), secret.as_bytes())
+        .await
+}
+
+/// Destroys the client secret of provider `id`.
+pub async fn destroy_client_secret(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    id: Uuid,
+) -> Result<(), KeyStoreError> {
+    keystore.delete_record(&secret_name(slug, id)).await
+}
+
+pub async fn create(
+    tx: &WriteTx,
+    _: &impl Permit<IdentityProviderManage>,
+    id: Uuid,
+    name: String,
+    settings: &ProviderSettings,
+) -> Result<identity_provider::Model, DbErr> {
+    let now = Utc::now();
+    identity_provider::ActiveModel {
+        id: Set(id),
+        name: Set(name),
+        kind: Set("oidc".into()),
+        config: Set(to_json(settings)?),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(tx.conn())
+    .await
+}
+
+pub async fn update(
+    tx: &WriteTx,
+    _: &impl Permit<IdentityProviderManage>,
+    existing: identity_provider::Model,
+    name: String,
+    settings: &ProviderSettings,
+) -> Result<identity_provider::Model, DbErr> {
+    let mut row: identity_provider::ActiveModel = existing.into();
+    row.name = Set(name);
+    row.config = Set(to_json(settings)?);
+    row.updated_at = Set(Utc::now());
+    row.update(tx.conn()).await
+}
+
+/// Deletes provider `id` with its users' identities at it (the users stay) and its logins in
+/// progress; `false` when the tenant has no such provider.
+pub async fn delete(
+    tx: &WriteTx,
+    _: &impl Permit<IdentityProviderManage>,
+    id: Uuid,
+) -> Result<bool, DbErr> {
+    let deleted = identity_provider::Entity::delete_by_id(id)
+        .exec(tx.conn())
+        .await?;
+    Ok(deleted.rows_affected == 1)
+}
+
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<identity_provider::Model>, DbErr> {
+    identity_provider::Entity::find_by_id(id).one(conn).await
+}
+
+fn to_json(settings: &ProviderSettings) -> Result<serde_json::Value, DbErr> {
+    serde_json::to_value(settings).map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic() -> ProviderSettings {
+        ProviderSettings {
+            preset: Preset::Generic,
+            issuer: "https://idp.example.com".into(),
+            client_id: "flowgate".into(),
+            scopes: vec!["email".into(), "profile".into()],
+            email_domains: vec!["example.com".into()],
+            claim_mappings: BTreeMap::from([("department".into(), "dept".into())]),
+            group_mappings: BTreeMap::from([("Finance".into(), "finance".into())]),
+            groups_claim: "groups".into(),
+            allowed_tenants: Vec::new(),
+            hosted_domain: None,
+        }
+    }
+
+    fn fields(settings: &ProviderSettings) -> Vec<String> {
+        settings.check().into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn good_settings_pass() {
+        assert!(generic().check().is_empty());
+    }
+
+    #[test]
+    fn issuers_are_https_except_on_loopback() {
+        for (issuer, ok) in [
+            ("https://idp.example.com/oauth2/default", true),
+            ("http://127.0.0.1:8080/x", true),
+            ("http://idp.example.com", false),
+            ("https://idp.example.com/?a=b", false),
+            ("https://user:pw@idp.example.com", false),
+            ("idp.example.com", false),
+            ("javascript:alert(1)", false),
+        ] {
+            let settings = ProviderSettings {
+                issuer: issuer.into(),
+                ..generic()
+            };
+            assert_eq!(fields(&settings).is_empty(), ok, "{issuer}");
+        }
+    }
+
+    #[test]
+    fn presets_check_their_own_fields() {
+        let azure = ProviderSettings {
+            preset: Preset::AzureAd,
+            issuer: "https://login.microsoftonline.com/organizations/v2.0".into(),
+            ..generic()
+        };
+        assert_eq!(fields(&azure), ["issuer"]);
+        let azure = ProviderSettings {
+            issuer: "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
+                .into(),
+            ..azure
+        };
+        assert!(fields(&azure).is_empty());
+        assert_eq!(
+            azure.azure_directory(),
+            Some("9188040d-6c67-4c5b-b112-36a304b66dad")
+        );
+        let misplaced = ProviderSettings {
+            hosted_domain: Some("example.com".into()),
+            allowed_tenants: vec!["not-a-uuid".into()],
+            ..generic()
+        };
+        assert_eq!(
+            fields(&misplaced),
+            ["allowed_tenants", "allowed_tenants", "hosted_domain"]
+        );
+    }
+
+    #[test]
+    fn domains_and_attributes_are_strict() {
+        assert!(is_domain("example.com") && is_domain("a-b.example.co.uk"));
+        for bad in [
+            "example",
+            "Example.com",
+            "-a.com",
+            "a..com",
+            "a.com.",
+            "exa mple.com",
+        ] {
+            assert!(!is_domain(bad), "{bad}");
+        }
+        assert!(is_attribute("department") && !is_attribute("Department") && !is_attribute("1x"));
+    }
+}

@@ -1,0 +1,283 @@
+//! Browser sessions: a server-side record behind a `__Host-` cookie.
+//!
+//! Invariants:
+//! - The cookie holds a random 256-bit token; only its SHA-256 is stored, so a copy of the
+//!   database opens no session. Every sign-in makes a new token (no fixation), and the token is
+//!   never logged or audited (the session's id is).
+//! - A session authenticates only while it is unrevoked, younger than its absolute end, used
+//!   within the tenant's idle timeout, and its user is active.
+//! - A request authenticated by a session cookie that can change something (any method but
+//!   GET, HEAD and OPTIONS) must carry this server's `Origin`; a missing or foreign one is
+//!   refused before anything runs.
+//! - The session records how strongly its user proved themselves ([`Level`]) and when, so a
+//!   second factor raises the same record.
+
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+use actix_web::cookie::{Cookie, SameSite, time};
+use actix_web::http::Method;
+use chrono::{DateTime, Duration, Utc};
+use entity::tenant::{session, user};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
+    EntityTrait as _, QueryFilter as _,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use uuid::Uuid;
+
+use super::settings::TenantSettings;
+use crate::app::AppState;
+use crate::audit::RequestMeta;
+use crate::authz::bindings::SubjectType;
+use crate::authz::load_subject;
+use crate::crypto::{random_token, sha256_hex};
+use crate::identity::{IdentityError, InvalidReason, Principal, UserCredential};
+use crate::tenancy::work::{SignIn, WriteTx};
+use crate::tenancy::{Access, Tenant};
+
+/// How stale `last_seen_at` may get before a request writes it again.
+const TOUCH_AFTER: Duration = Duration::seconds(60);
+/// How long a pre-login cookie (and its login record) lives.
+pub const LOGIN_TTL: Duration = Duration::minutes(10);
+
+/// How strongly a session's user proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Single sign-on at an identity provider.
+    Sso,
+    /// Single sign-on and a second factor.
+    SsoMfa,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Sso => "sso",
+            Level::SsoMfa => "sso+mfa",
+        }
+    }
+
+    fn parse(value: &str) -> Level {
+        if value == Level::SsoMfa.as_str() {
+            Level::SsoMfa
+        } else {
+            Level::Sso
+        }
+    }
+}
+
+/// The session cookie. One name for every tenant (API clients and their generators need a fixed
+/// name): a browser holds one tenant's session at a time, and a session is looked up only in
+/// the tenant it was opened in, so another tenant's cookie is simply unknown there.
+pub const COOKIE: &str = "__Host-flowgate-session";
+
+/// The pre-login cookie, binding a login in progress to its browser.
+pub const LOGIN_COOKIE: &str = "__Host-flowgate-login";
+
+/// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax, `Path=/`, no Domain.
+pub fn host_cookie(name: &'static str, value: String, max_age: Duration) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .max_age(time::Duration::seconds(max_age.num_seconds()))
+        .finish()
+}
+
+/// A cookie that tells the browser to forget `name`.
+pub fn removal(name: &'static str) -> Cookie<'static> {
+    let mut cookie = host_cookie(name, String::new(), Duration::zero());
+    cookie.make_removal();
+    cookie
+}
+
+/// The tenant's session timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl Timeouts {
+    pub async fn load(conn: &impl ConnectionTrait) -> Result<Self, DbErr> {
+        let settings = TenantSettings::load(conn).await?;
+        Ok(Timeouts {
+            idle: Duration::minutes(settings.session_idle_minutes),
+            absolute: Duration::minutes(settings.session_absolute_minutes),
+        })
+    }
+}
+
+/// A freshly opened session and the token its cookie carries (shown to the browser once).
+pub struct Opened {
+    pub session: session::Model,
+    pub token: SecretString,
+    pub timeouts: Timeouts,
+}
+
+/// Opens a session for `user_id`, who signed in at `idp_id` by `method` at `authenticated_at`.
+pub async fn open(
+    tx: &WriteTx,
+    _: &SignIn,
+    user_id: Uuid,
+    idp_id: Uuid,
+    method: &'static str,
+    authenticated_at: DateTime<Utc>,
+    meta: &RequestMeta,
+) -> Result<Opened, IdentityError> {
+    let conn = tx.conn();
+    let timeouts = Timeouts::load(conn).await?;
+    let token = SecretString::from(random_token::<32>()?);
+    let now = Utc::now();
+    let session = session::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        token_hash: Set(sha256_hex(token.expose_secret().as_bytes())),
+        user_id: Set(user_id),
+        idp_id: Set(Some(idp_id)),
+        method: Set(method.to_owned()),
+        level: Set(Level::Sso.as_str().to_owned()),
+        strong_auth_at: Set(authenticated_at.min(now)),
+        created_at: Set(now),
+        last_seen_at: Set(now),
+        expires_at: Set(now + timeouts.absolute),
+        source_ip: Set(meta.source_ip.clone()),
+        user_agent: Set(meta
+            .user_agent
+            .as_ref()
+            .map(|ua| ua.chars().take(512).collect())),
+        revoked_at: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok(Opened {
+        session,
+        token,
+        timeouts,
+    })
+}
+
+/// Revokes session `id` of `user_id`; `false` when the user has no such live session.
+pub async fn revoke(tx: &WriteTx, _: &SignIn, user_id: Uuid, id: Uuid) -> Result<bool, DbErr> {
+    let revoked = session::Entity::update_many()
+        .col_expr(
+            session::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(Utc::now())),
+        )
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    Ok(revoked.rows_affected == 1)
+}
+
+/// Revokes every live session of `user_id`; returns how many ended.
+pub async fn revoke_all(tx: &WriteTx, _: &SignIn, user_id: Uuid) -> Result<u64, DbErr> {
+    let revoked = session::Entity::update_many()
+        .col_expr(
+            session::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(Utc::now())),
+        )
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    Ok(revoked.rows_affected)
+}
+
+/// The session cookie's principal, if the request carries the tenant's session cookie.
+pub async fn authenticate(
+    state: &AppState,
+    tenant: &Tenant,
+    req: &HttpRequest,
+) -> Option<Result<Principal, IdentityError>> {
+    let cookie = req.cookie(COOKIE)?;
+    if changes_state(req.method()) && !same_origin(req, &state.settings.public_url) {
+        return Some(Err(IdentityError::ForeignOrigin));
+    }
+    Some(find(state, tenant, cookie.value()).await)
+}
+
+/// Whether a request with `method` may change something.
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request's `Origin` is the origin of `public_url`.
+pub fn same_origin(req: &HttpRequest, public_url: &str) -> bool {
+    let Some(origin) = req
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    match (url::Url::parse(origin), url::Url::parse(public_url)) {
+        (Ok(origin), Ok(public)) => origin.origin() == public.origin() && origin.path() == "/",
+        _ => false,
+    }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "authentication reads sessions before any principal exists, and keeps last_seen_at"
+)]
+async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principal, IdentityError> {
+    let invalid = IdentityError::InvalidCredentials;
+    if token.len() != 43
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(InvalidReason::Malformed));
+    }
+    let hash = sha256_hex(token.as_bytes());
+    let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
+    let session = session::Entity::find()
+        .filter(session::Column::TokenHash.eq(hash.as_str()))
+        .one(&tx)
+        .await?
+        .ok_or(invalid(InvalidReason::UnknownKey))?;
+    let now = Utc::now();
+    if session.revoked_at.is_some() {
+        return Err(invalid(InvalidReason::Revoked));
+    }
+    let timeouts = Timeouts::load(&tx).await?;
+    if session.expires_at <= now || session.last_seen_at + timeouts.idle <= now {
+        return Err(invalid(InvalidReason::Expired));
+    }
+    let active = user::Entity::find_by_id(session.user_id)
+        .one(&tx)
+        .await?
+        .is_some_and(|u| u.status == "active");
+    if !active {
+        return Err(invalid(InvalidReason::Revoked));
+    }
+    let subject = load_subject(&tx, SubjectType::User, session.user_id)
+        .await?
+        .ok_or(invalid(InvalidReason::UnknownKey))?;
+    tx.commit().await?;
+    if now - session.last_seen_at > TOUCH_AFTER {
+        let tx = state.dbs.begin(&tenant.slug, Access::Write).await?;
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::LastSeenAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(session::Column::Id.eq(session.id))
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(Principal::User {
+        id: session.user_id,
+        credential: UserCredential::Session {
+            id: session.id,
+            mfa: Level::parse(&session.level) == Level::SsoMfa,
+            strong_auth_at: session.strong_auth_at,
+        },
+        subject: Arc::new(subject),
+    })
+}

@@ -1,0 +1,732 @@
+//! Sign-in through a tenant's OpenID providers, against a real provider (npm `oidc-provider`),
+//! with the attacks a relying party must refuse.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
+use crate::oidc_peer::{AZURE_DIRECTORY, Browser, CLIENT_ID, CLIENT_SECRET, OidcPeer};
+
+const ADA: &str = "ada-subject-0001";
+
+fn ada_claims() -> Value {
+    json!({
+        "email": "ada@acme.example",
+        "email_verified": true,
+        "name": "Ada Lovelace",
+        "groups": ["idp-finance", "idp-staff"],
+        "department": "finance",
+    })
+}
+
+/// Configures provider `preset` in Flowgate, then starts the peer that plays it (its redirect
+/// URI names the provider's id), and points the provider at the peer.
+async fn provider(
+    app: &TestApp,
+    preset: &str,
+    accounts: &[(&str, Value)],
+    extra: Value,
+) -> (String, OidcPeer) {
+    let mut body = json!({
+        "name": format!("{preset} IdP"),
+        "kind": "oidc",
+        "preset": preset,
+        "issuer": "http://127.0.0.1:9/placeholder",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "email_domains": ["acme.example"],
+        "claim_mappings": {"department": "department"},
+        "group_mappings": {"idp-finance": "finance"},
+    });
+    if preset == "azure_ad" {
+        body["issuer"] = json!(format!("http://127.0.0.1:9/{AZURE_DIRECTORY}/v2.0"));
+    }
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    let (status, created) = app.post("/identity-providers", &app.admin_key, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(!created.to_string().contains(CLIENT_SECRET), "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let peer =
+        OidcPeer::with_accounts(preset, accounts, created["redirect_uri"].as_str().unwrap()).await;
+    let (status, updated) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{id}"),
+            &app.admin_key,
+            Some(json!({"issuer": peer.issuer})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    (id, peer)
+}
+
+/// The audit events of action `action`, newest last.
+async fn events(app: &TestApp, action: &str) -> Vec<Value> {
+    app.audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+async fn last_refusal(app: &TestApp) -> String {
+    let refusals: Vec<Value> = events(app, "auth.login")
+        .await
+        .into_iter()
+        .filter(|e| e["decision"] == "deny")
+        .collect();
+    refusals.last().expect("a refused sign-in on record")["details"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+crate::on_both_databases! {
+    async fn a_person_signs_in_and_is_provisioned_with_claims_and_groups(app) {
+        let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+        let browser = Browser::new(&app);
+        let landing = browser.sign_in(&app, &idp, ADA).await;
+        assert_eq!(landing.status, StatusCode::SEE_OTHER, "{}", landing.body);
+        assert_eq!(
+            landing.location.as_deref(),
+            Some(format!("/t/{}/auth/login?signed_in=1", app.tenant).as_str())
+        );
+        let session = landing
+            .set_cookies
+            .iter()
+            .find(|c| c.starts_with("__Host-flowgate-session="))
+            .expect("a session cookie");
+        for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+            assert!(session.contains(attribute), "{session} lacks {attribute}");
+        }
+        assert!(!session.contains("Domain"), "{session}");
+
+        let (status, me) = browser.api(&app, Method::GET, "/me").await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!(me["type"], "user");
+        assert_eq!(me["email"], "ada@acme.example");
+        assert_eq!(me["name"], "Ada Lovelace");
+        assert_eq!(me["attributes"], json!({"department": "finance"}));
+        assert_eq!(me["groups"], json!(["finance"]));
+        assert_eq!(me["auth"]["method"], "session");
+        assert_eq!(me["auth"]["mfa"], false);
+
+        // The audit trail names the user, the provider and the session, and no secret.
+        let logins = events(&app, "auth.login").await;
+        let login = logins.last().unwrap();
+        assert_eq!(login["actor_type"], "user");
+        assert_eq!(login["actor_id"], me["id"]);
+        assert_eq!(login["details"]["identity_provider"], idp);
+        let token = session.split(';').next().unwrap().split_once('=').unwrap().1;
+        let trail = app.audit_events().await.iter().map(Value::to_string).collect::<String>();
+        assert!(!trail.contains(token) && !trail.contains(CLIENT_SECRET));
+        assert!(!trail.contains("code="), "no authorization code in the trail");
+        // A request made with the session is audited as the user, with its credential.
+        let reads: Vec<Value> = app.audit_events().await.into_iter()
+            .filter(|e| e["actor_id"] == me["id"] && e["details"]["credential"] == "session")
+            .collect();
+        assert!(!reads.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_follow_the_provider_at_every_sign_in() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, peer) = provider(&app, "okta", &[(ADA, ada_claims())], json!({})).await;
+    // The mapped group grants reading users, once it exists.
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let (_, groups) = app.get("/groups", &app.admin_key).await;
+    let finance = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "finance")
+        .unwrap()["id"]
+        .clone();
+    let (status, body) = app
+        .post(
+            "/role-bindings",
+            &app.admin_key,
+            json!({"role": "Viewer", "subject": {"type": "group", "id": finance}, "scope": {"type": "tenant"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = browser.api(&app, Method::GET, "/users").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Removed from the group at the provider: the next sign-in takes the access away.
+    let mut claims = ada_claims();
+    claims["groups"] = json!(["idp-staff"]);
+    claims["department"] = Value::Null;
+    peer.set_account(ADA, claims).await;
+    let again = Browser::new(&app);
+    assert_eq!(
+        again.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let (_, me) = again.api(&app, Method::GET, "/me").await;
+    assert_eq!(me["groups"], json!([]));
+    assert_eq!(me["attributes"], json!({}), "an unmapped claim is removed");
+    let (status, body) = again.api(&app, Method::GET, "/users").await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // The same person, not a second user.
+    let (_, users) = app.get("/users", &app.admin_key).await;
+    let adas = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["email"] == "ada@acme.example")
+        .count();
+    assert_eq!(adas, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_callback_or_one_from_another_browser_is_refused() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+
+    // Replay: the same state and code, a second time, from the same browser.
+    let browser = Browser::new(&app);
+    let first = browser.sign_in(&app, &idp, ADA).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    let replay = browser.land(&first.callback).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
+    assert_eq!(last_refusal(&app).await, "unknown_state");
+
+    // Login fixation: a callback begun in the attacker's browser, delivered to the victim's.
+    let attacker = Browser::new(&app);
+    let callback = attacker.authorize(&app, &idp, ADA).await;
+    let victim = Browser::new(&app);
+    let landing = victim.land(&callback).await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
+    let problem: Value = serde_json::from_str(&landing.body).unwrap();
+    assert_problem(
+        landing.status,
+        &problem,
+        StatusCode::UNAUTHORIZED,
+        "sign_in_failed",
+    );
+    assert_eq!(last_refusal(&app).await, "foreign_browser");
+    // The consumed login cannot be finished by its own browser afterwards either.
+    assert_eq!(
+        attacker.land(&callback).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A state that was never issued.
+    let forged = callback.replace("state=", "state=x");
+    assert_eq!(
+        attacker.land(&forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_mismatched_id_tokens_are_refused() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        (json!({"sign": "none"}), "alg: none"),
+        (
+            json!({"sign": "foreign"}),
+            "signed by an unpublished key with a published kid",
+        ),
+        (
+            json!({"sign": "hs256-public-key"}),
+            "HMAC keyed with the public key",
+        ),
+        (
+            json!({"claims": {"aud": "someone-else"}}),
+            "another audience",
+        ),
+        (
+            json!({"claims": {"aud": [CLIENT_ID, "other"], "azp": "other"}}),
+            "another authorized party",
+        ),
+        (
+            json!({"claims": {"iss": "http://127.0.0.1:1/evil"}}),
+            "another issuer",
+        ),
+        (
+            json!({"claims": {"nonce": "not-the-login-nonce"}}),
+            "another nonce",
+        ),
+        (
+            json!({"claims": {"exp": now - 3600, "iat": now - 4000}}),
+            "expired",
+        ),
+        (
+            json!({"claims": {"iat": now + 3600, "exp": now + 7200}}),
+            "issued in the future",
+        ),
+        (
+            json!({"claims": {"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}}),
+            "an at_hash of another token",
+        ),
+        (
+            json!({"claims": {"email_verified": false}}),
+            "an unverified email",
+        ),
+    ];
+    for (tamper, what) in cases {
+        peer.tamper_next_id_token(tamper).await;
+        let browser = Browser::new(&app);
+        let landing = browser.sign_in(&app, &idp, ADA).await;
+        assert_eq!(
+            landing.status,
+            StatusCode::UNAUTHORIZED,
+            "{what}: {}",
+            landing.body
+        );
+        assert!(
+            !landing
+                .set_cookies
+                .iter()
+                .any(|c| c.starts_with("__Host-flowgate-acme")),
+            "{what}: no session"
+        );
+        let (status, _) = browser.api(&app, Method::GET, "/me").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+    }
+    // Nobody was provisioned by a refused token.
+    let (_, users) = app.get("/users", &app.admin_key).await;
+    assert!(users["items"].as_array().unwrap().is_empty(), "{users}");
+    // An untampered token still signs in.
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_provider_keys_are_fetched_again_at_most_once_a_minute() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    assert_eq!(
+        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let before = peer.stats().await["jwks"].as_u64().unwrap();
+    peer.rotate_keys().await;
+    // The new kid is unknown: the keys are fetched again, once, and the login succeeds.
+    assert_eq!(
+        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(peer.stats().await["jwks"].as_u64().unwrap(), before + 1);
+    // Tokens naming unknown keys cannot make Flowgate fetch again within the minute.
+    for _ in 0..3 {
+        peer.tamper_next_id_token(json!({"header": {"kid": "no-such-key"}}))
+            .await;
+        let landing = Browser::new(&app).sign_in(&app, &idp, ADA).await;
+        assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(peer.stats().await["jwks"].as_u64().unwrap(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_changes_need_the_servers_origin_and_logout_ends_the_session() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let logout = app.url(&format!("/t/{}/auth/logout", app.tenant));
+    // A cross-site form post carries a foreign Origin; a forged request may carry none.
+    for origin in [None, Some("https://evil.example"), Some("null")] {
+        let mut request = browser.client.post(&logout);
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        let mut request = browser
+            .client
+            .post(app.tenant_url("/users"))
+            .json(&json!({"email": "x@acme.example", "display_name": "X"}));
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        assert_eq!(
+            request.send().await.unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "{origin:?}"
+        );
+    }
+    let (status, _) = browser.api(&app, Method::GET, "/me").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the session survived the forged requests"
+    );
+
+    let response = browser
+        .client
+        .post(&logout)
+        .header("Origin", &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, body) = browser.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(events(&app, "auth.logout").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_everywhere_ends_every_session_of_the_user() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let laptop = Browser::new(&app);
+    let phone = Browser::new(&app);
+    for browser in [&laptop, &phone] {
+        assert_eq!(
+            browser.sign_in(&app, &idp, ADA).await.status,
+            StatusCode::SEE_OTHER
+        );
+    }
+    let response = laptop
+        .client
+        .post(app.url(&format!("/t/{}/auth/logout?everywhere=true", app.tenant)))
+        .header("Origin", &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        phone.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let ended = events(&app, "auth.logout_everywhere").await;
+    assert_eq!(ended[0]["details"]["sessions_ended"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_user_cannot_sign_in_or_keep_a_session() {
+    let app = spawn_app(Db::Postgres).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    app.tenant_sql("UPDATE users SET status = 'disabled'").await;
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let landing = Browser::new(&app).sign_in(&app, &idp, ADA).await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_refusal(&app).await, "user_disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_email_is_not_taken_over_by_a_new_identity() {
+    let app = spawn_app(Db::Sqlite).await;
+    app.create_user("ada@acme.example").await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let landing = Browser::new(&app).sign_in(&app, &idp, ADA).await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_refusal(&app).await, "email_taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_ad_admits_its_directories_and_distrusts_overflowing_groups() {
+    let app = spawn_app(Db::Sqlite).await;
+    let many: Vec<String> = (0..7).map(|i| format!("g{i}")).collect();
+    let mut bob = ada_claims();
+    bob["email"] = json!("bob@acme.example");
+    bob["groups"] = json!(many);
+    let (idp, peer) = provider(
+        &app,
+        "azure_ad",
+        &[(ADA, ada_claims()), ("bob-subject", bob)],
+        json!({"group_mappings": {"idp-finance": "finance", "g1": "g-one"}}),
+    )
+    .await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            Some(json!({"allowed_tenants": [AZURE_DIRECTORY]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.1["groups"],
+        json!(["finance"])
+    );
+
+    // Too many groups for the token: `_claim_names` instead of `groups`, and none are granted.
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, "bob-subject").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.1["groups"],
+        json!([])
+    );
+    let logins = events(&app, "auth.login").await;
+    assert_eq!(logins.last().unwrap()["details"]["groups_overage"], true);
+
+    // A token of another directory is refused.
+    peer.tamper_next_id_token(json!({"claims": {"tid": "00000000-0000-0000-0000-000000000001"}}))
+        .await;
+    let landing = Browser::new(&app).sign_in(&app, &idp, ADA).await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_refusal(&app).await, "wrong_directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_requires_a_verified_email_in_the_hosted_domain() {
+    let app = spawn_app(Db::Sqlite).await;
+    let mut ada = ada_claims();
+    ada["hd"] = json!("acme.example");
+    let (idp, peer) = provider(
+        &app,
+        "google",
+        &[(ADA, ada)],
+        json!({"hosted_domain": "acme.example"}),
+    )
+    .await;
+    assert_eq!(
+        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    peer.tamper_next_id_token(json!({"claims": {"hd": "gmail.com"}}))
+        .await;
+    assert_eq!(
+        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(last_refusal(&app).await, "wrong_hosted_domain");
+    peer.tamper_next_id_token(json!({"claims": {"email_verified": null}}))
+        .await;
+    assert_eq!(
+        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(last_refusal(&app).await, "email_not_verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_providers_are_managed_without_revealing_secrets_or_escalating() {
+    let app = spawn_app(Db::Sqlite).await;
+    // Missing and invalid fields are named.
+    let (status, body) = app
+        .post(
+            "/identity-providers",
+            &app.admin_key,
+            json!({"name": "x", "kind": "oidc", "issuer": "ftp://idp", "email_domains": ["Not A Domain"]}),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for field in ["client_id", "client_secret"] {
+        assert!(fields.contains(&field), "{body}");
+    }
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    for path in [
+        "/identity-providers".to_owned(),
+        format!("/identity-providers/{idp}"),
+    ] {
+        let (status, body) = app.get(&path, &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!body.to_string().contains(CLIENT_SECRET), "{body}");
+    }
+    // A holder of only `identity_provider.manage` cannot map a provider group onto a group
+    // whose bindings grant more than it holds.
+    app.post("/groups", &app.admin_key, json!({"name": "admins"}))
+        .await;
+    let (_, groups) = app.get("/groups", &app.admin_key).await;
+    let admins = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "admins")
+        .unwrap()["id"]
+        .clone();
+    let (status, body) = app
+        .post(
+            "/role-bindings",
+            &app.admin_key,
+            json!({"role": "Admin", "subject": {"type": "group", "id": admins}, "scope": {"type": "tenant"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, role) = app
+        .post(
+            "/roles",
+            &app.admin_key,
+            json!({"name": "IdP admin", "description": "", "actions": ["identity_provider.manage", "identity_provider.read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{role}");
+    let idp_admin = app.key_with_role(Some("IdP admin")).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{idp}"),
+            &idp_admin,
+            Some(json!({"group_mappings": {"idp-staff": "admins"}})),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // Without the permission at all, nothing is shown.
+    let nobody = app.key_with_role(None).await;
+    let (status, _) = app.get("/identity-providers", &nobody).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Deleting the provider ends sign-in through it.
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let response = Browser::new(&app)
+        .client
+        .get(app.url(&format!("/t/{}/auth/oidc/{idp}/login", app.tenant)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_sends_a_person_to_the_provider_of_their_domain() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(
+        &app,
+        "generic",
+        &[(ADA, ada_claims())],
+        json!({"name": "<b>Acme</b> SSO"}),
+    )
+    .await;
+    let browser = Browser::new(&app);
+    let page = app.url(&format!("/t/{}/auth/login", app.tenant));
+    let response = browser.client.get(&page).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("&lt;b&gt;Acme&lt;/b&gt; SSO") && !html.contains("<b>Acme"),
+        "{html}"
+    );
+    let to = browser
+        .redirect(&format!("{page}?email=ada%40Acme.example"))
+        .await;
+    assert_eq!(to, format!("/t/{}/auth/oidc/{idp}/login", app.tenant));
+    let response = browser
+        .client
+        .get(format!("{page}?email=eve%40elsewhere.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("No identity provider")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exists() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({"mfa": "required"})),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(body["errors"][0]["field"], "mfa");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({"session_idle_minutes": 0})),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (status, settings) = app
+        .call(
+            Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({"mfa": "optional", "session_idle_minutes": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(
+        settings,
+        json!({"mfa": "optional", "session_idle_minutes": 5, "session_absolute_minutes": 720})
+    );
+
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.sign_in(&app, &idp, ADA).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.0,
+        StatusCode::OK
+    );
+    // Six minutes without a request: the session is over.
+    let idle = (chrono::Utc::now() - chrono::Duration::minutes(6)).to_rfc3339();
+    app.tenant_sql(&format!("UPDATE sessions SET last_seen_at = '{idle}'"))
+        .await;
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
