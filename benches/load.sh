@@ -17,8 +17,13 @@
 # throw-away worktree of this repository) and measures its secure read in the same rounds, on its
 # own storage, so that a change is measured against what it replaced on the same machine:
 #   5. GET /t/{t}/api/v1/users  secure, the baseline revision
+# and, for sign-in (issue 11), in the same rounds:
+#   6. GET /t/{t}/api/v1/users  secure, with a bearer access token (JWT) instead of the API key
+#   7. POST /t/{t}/auth/token   client-credentials grant (benches/token.lua): tokens issued per
+#      second, and per core (the box's cores, which wrk shares)
 # Targets: secure ≥ 90 % of insecure; Flowgate's /healthz ≥ 1/1.5 of the bare one; the secure read
-# ≥ 4× the baseline on SQLite and ≥ 2× on PostgreSQL (issue 10, baseline 4dba1ae).
+# ≥ 4× the baseline on SQLite and ≥ 2× on PostgreSQL (issue 10, baseline 4dba1ae); the JWT read
+# ≥ 95 % of the API-key read, and ≥ 1,200 tokens issued per second per core (issue 11).
 #
 # Usage: [FLOWGATE_BENCH_BASELINE=rev] benches/load.sh [seconds per round, default 5]
 #        [connections, default 32] [rounds, default 9]
@@ -98,11 +103,34 @@ rps() { # url [bearer]
   wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${header[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
+client() { # port admin_key; prints "client_id client_secret" of an OAuth client of the admin's account
+  local account
+  account=$(curl -skf "https://127.0.0.1:$1/t/bench/api/v1/me" -H "Authorization: Bearer $2" \
+            | python3 -c 'import sys,json;print(json.load(sys.stdin)["id"])')
+  curl -skf -X POST "https://127.0.0.1:$1/t/bench/api/v1/clients" -H "Authorization: Bearer $2" \
+    -H 'content-type: application/json' -d "{\"name\":\"bench\",\"service_account_id\":\"$account\"}" \
+    | python3 -c 'import sys,json;c=json.load(sys.stdin);print(c["client_id"], c["client_secret"])'
+}
+
+access_token() { # port client_id client_secret
+  curl -skf -X POST "https://127.0.0.1:$1/t/bench/auth/token" -u "$2:$3" -d grant_type=client_credentials \
+    | python3 -c 'import sys,json;print(json.load(sys.stdin)["access_token"])'
+}
+
+issuance() { # port client_id client_secret: tokens issued per second
+  CLIENT_BASIC=$(printf '%s:%s' "$2" "$3" | base64 -w0) \
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/token.lua "https://127.0.0.1:$1/t/bench/auth/token" \
+    | awk '/Requests\/sec/ {print $2}'
+}
+
 run() { # label database_url(or empty) baseline_database_url(or empty)
   local label=$1 url=$2 data secure_pid insecure_pid key baseline_pid="" baseline_key="" baseline_data=""
   data=$(mktemp -d)
   secure_pid=$(start "$out/flowgate-secure" "$data" "$url" "$PORT")
   key=$(onboard "$PORT")
+  local id secret token
+  read -r id secret < <(client "$PORT" "$key")
+  token=$(access_token "$PORT" "$id" "$secret")
   if [ -x "$out/flowgate-baseline" ]; then
     baseline_data=$(mktemp -d)
     baseline_pid=$(start "$out/flowgate-baseline" "$baseline_data" "$3" "$BASELINE_PORT")
@@ -113,20 +141,25 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   "$out/bare-healthz" "127.0.0.1:$BARE_PORT" "$data/tls/cert.pem" "$data/tls/key.pem" &
   local bare_pid=$!
   for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$BARE_PORT/healthz" >/dev/null && break; sleep 0.1; done
-  local health=() secure=() insecure=() bare=() baseline=()
+  local health=() secure=() insecure=() bare=() baseline=() jwt=() issued=()
   for _ in $(seq 1 "$ROUNDS"); do
     bare+=("$(rps "https://127.0.0.1:$BARE_PORT/healthz")")
     health+=("$(rps "https://127.0.0.1:$PORT/healthz")")
     secure+=("$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$key")")
     insecure+=("$(rps "https://127.0.0.1:$INSECURE_PORT/t/bench/api/v1/users" "$key")")
     [ -n "$baseline_pid" ] && baseline+=("$(rps "https://127.0.0.1:$BASELINE_PORT/t/bench/api/v1/users" "$baseline_key")")
+    jwt+=("$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$token")")
+    issued+=("$(issuance "$PORT" "$id" "$secret")")
+    # Tokens live ten minutes: a fresh one for each round.
+    token=$(access_token "$PORT" "$id" "$secret")
   done
   stop "$secure_pid" "$insecure_pid" "$bare_pid" $baseline_pid
   rm -rf "$data" $baseline_data
-  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" "${bare[*]}" "${baseline[*]:-}" <<'PY'
+  python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" "${bare[*]}" "${baseline[*]:-}" \
+    "${jwt[*]}" "${issued[*]}" "$(nproc)" <<'PY'
 import statistics, sys
-label, *runs = sys.argv[1:]
-health, secure, insecure, bare, baseline = ([float(x) for x in r.split()] for r in runs)
+label, *runs, cores = sys.argv[1:]
+health, secure, insecure, bare, baseline, jwt, issued = ([float(x) for x in r.split()] for r in runs)
 h, s, i, b = (statistics.median(r) for r in (health, secure, insecure, bare))
 # Each round's runs are neighbours in time: their ratios are what drift spares.
 def ratio(xs, ys):
@@ -139,6 +172,10 @@ print(f"{label:10s} bare healthz {b:9.0f} req/s | healthz {h:9.0f} req/s | users
       f" | users insecure {i:8.0f} req/s\n"
       f"{'':10s} secure/insecure {si:6.1%} (rounds: {si_rounds}) | healthz/bare {hb:6.1%}"
       f" (rounds: {hb_rounds}) | secure/healthz {sh:6.1%}")
+jk, jk_rounds = ratio(jwt, secure)
+tokens = statistics.median(issued)
+print(f"{'':10s} users with a JWT {statistics.median(jwt):8.0f} req/s | jwt/api-key {jk:6.1%} (rounds: {jk_rounds})"
+      f" | tokens issued {tokens:8.0f}/s = {tokens / int(cores):6.0f}/s per core")
 if baseline:
     sb, sb_rounds = ratio(secure, baseline)
     print(f"{'':10s} users secure, baseline {statistics.median(baseline):8.0f} req/s"

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::http::pipeline::rate_limit::Limits;
 use crate::identity::api_key::ApiKeys;
 use crate::identity::operator::OperatorToken;
+use crate::identity::tokens::AccessTokens;
 use crate::keystore::{self, KeyStore};
 use crate::signin::oidc::OidcLogins;
 use crate::signin::outbound::Outbound;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub keystore: Arc<dyn KeyStore>,
     pub tenants: TenantRegistry,
     pub api_keys: ApiKeys,
+    pub tokens: AccessTokens,
     pub authz: Authz,
     pub audit: AuditWriter,
     pub operator: OperatorToken,
@@ -68,6 +70,7 @@ impl AppState {
         let state = Arc::new(AppState {
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
+            tokens: AccessTokens::new(Arc::clone(&keystore)),
             authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
@@ -97,6 +100,7 @@ impl AppState {
         self.tenants.invalidate(slug);
         self.authz.invalidate(slug);
         self.api_keys.forget_tenant(slug);
+        self.tokens.forget_tenant(slug);
         self.keystore.forget(slug);
     }
 
@@ -105,6 +109,7 @@ impl AppState {
         self.tenants.invalidate_all();
         self.authz.invalidate_all();
         self.api_keys.forget_all_keys();
+        self.tokens.forget_all();
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.

@@ -43,8 +43,10 @@ pub struct Requirement {
     pub on: Option<&'static str>,
 }
 
-/// A JSON request body.
+/// A request body.
 pub struct Body {
+    /// `application/json`, or `application/x-www-form-urlencoded` for the token endpoint.
+    pub media_type: &'static str,
     pub schema: RefOr<Schema>,
     /// The example its schema gives, shown with the operation.
     pub example: Option<serde_json::Value>,

@@ -91,6 +91,7 @@ impl<T: ToSchema + DeserializeOwned> Documented for JsonBody<T> {
             _ => None,
         };
         contract.body = Some(Body {
+            media_type: "application/json",
             schema: Ref::from_schema_name(T::name()).into(),
             example,
             accepts: |value| parse_json::<T>(value.to_string().as_bytes()).is_ok(),

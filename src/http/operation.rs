@@ -182,7 +182,7 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
         content.example = body.example;
         operation.request_body = Some(RefOr::T(
             RequestBodyBuilder::new()
-                .content("application/json", content)
+                .content(body.media_type, content)
                 .required(Some(Required::True))
                 .build(),
         ));
@@ -223,7 +223,11 @@ fn document_responses(
                 .to_owned();
         }
         if status >= 400 {
-            response.content.clear();
+            // An error body the handler declares itself (the token endpoint's RFC 6749 errors)
+            // stays beside the problem document the pipeline and the extractors answer with.
+            response
+                .content
+                .retain(|media_type, _| media_type == "application/json");
             response.content.insert(
                 PROBLEM_JSON.to_owned(),
                 RefOr::T(

@@ -17,7 +17,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use super::{IdentityError, InvalidReason, Principal};
+use super::{AccountCredential, IdentityError, InvalidReason, Principal};
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, hmac_sha256_hex, random_token};
 use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose, SecretBytes};
@@ -117,7 +117,7 @@ impl ApiKeys {
         }
         Ok(Principal::ServiceAccount {
             id: record.service_account_id,
-            api_key_id: record.id,
+            credential: AccountCredential::ApiKey(record.id),
         })
     }
 
@@ -168,7 +168,13 @@ impl ApiKeys {
         self.records.clear();
     }
 
-    async fn hash(&self, slug: &Slug, key: &SecretString) -> Result<String, KeyStoreError> {
+    /// The keyed hash (HMAC-SHA256 under the tenant's pepper) of `key`: how API keys and client
+    /// secrets are stored.
+    pub(crate) async fn hash(
+        &self,
+        slug: &Slug,
+        key: &SecretString,
+    ) -> Result<String, KeyStoreError> {
         let pepper = self
             .peppers
             .get_or_try_load(slug.as_str(), || async {

@@ -9,8 +9,9 @@
 pub mod api_key;
 pub mod operator;
 mod principal;
+pub mod tokens;
 
-pub use principal::{Principal, UserCredential};
+pub use principal::{AccountCredential, Principal, UserCredential};
 
 use crate::keystore::KeyStoreError;
 use crate::tenancy::TenancyError;

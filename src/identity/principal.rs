@@ -10,8 +10,11 @@ use crate::authz::Subject;
 /// Who made a tenant request; produced only by successful authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// A service account that presented one of its API keys.
-    ServiceAccount { id: Uuid, api_key_id: Uuid },
+    /// A service account, by one of its API keys or an access token of one of its clients.
+    ServiceAccount {
+        id: Uuid,
+        credential: AccountCredential,
+    },
     /// A person of the tenant, signed in through one of its identity providers.
     User {
         id: Uuid,
@@ -20,6 +23,15 @@ pub enum Principal {
         /// credential was checked.
         subject: Arc<Subject>,
     },
+}
+
+/// How a service account proved who it is on this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountCredential {
+    /// The API key with this id.
+    ApiKey(Uuid),
+    /// An access token issued to the OAuth client with this id.
+    AccessToken { client: Uuid },
 }
 
 /// How a user proved who they are on this request.
@@ -54,7 +66,14 @@ impl Principal {
     /// The kind of credential that authenticated the request, for the audit trail.
     pub fn credential_kind(&self) -> &'static str {
         match self {
-            Principal::ServiceAccount { .. } => "api_key",
+            Principal::ServiceAccount {
+                credential: AccountCredential::ApiKey(_),
+                ..
+            } => "api_key",
+            Principal::ServiceAccount {
+                credential: AccountCredential::AccessToken { .. },
+                ..
+            } => "access_token",
             Principal::User {
                 credential: UserCredential::Session { .. },
                 ..

@@ -32,6 +32,8 @@ pub enum Purpose {
     AuditSigning,
     /// Not a key: the newest signed audit checkpoint, kept where the database cannot rewrite it.
     AuditAnchor,
+    /// The seed of the Ed25519 key that signs the tenant's access tokens.
+    TokenSigning,
     /// Records, one per identity provider (the name's item): the client secret Flowgate
     /// presents to the tenant's OIDC provider.
     IdpClientSecret,
@@ -39,10 +41,11 @@ pub enum Purpose {
 
 impl Purpose {
     /// The purposes of one key per tenant.
-    pub const ALL: [Purpose; 3] = [
+    pub const ALL: [Purpose; 4] = [
         Purpose::ApiKeyPepper,
         Purpose::AuditSigning,
         Purpose::AuditAnchor,
+        Purpose::TokenSigning,
     ];
 
     /// The purposes of records kept per item (several per tenant).
@@ -53,6 +56,7 @@ impl Purpose {
             Purpose::ApiKeyPepper => "api-key-pepper",
             Purpose::AuditSigning => "audit-signing",
             Purpose::AuditAnchor => "audit-anchor",
+            Purpose::TokenSigning => "token-signing",
             Purpose::IdpClientSecret => "idp-client-secret",
         }
     }

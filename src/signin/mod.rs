@@ -70,6 +70,8 @@ pub enum Refusal {
     EmailTaken,
     #[error("the user is deactivated")]
     UserDisabled,
+    #[error("another sign-in of the same person made the user first")]
+    Concurrent,
 }
 
 impl Refusal {
@@ -96,6 +98,7 @@ impl Refusal {
             Refusal::NoEmail => "no_email",
             Refusal::EmailTaken => "email_taken",
             Refusal::UserDisabled => "user_disabled",
+            Refusal::Concurrent => "concurrent_sign_in",
         }
     }
 
@@ -109,6 +112,7 @@ impl Refusal {
                 "An account with your email address exists but is not linked to this identity provider. Ask your administrator."
             }
             Refusal::UserDisabled => "Your account is deactivated. Ask your administrator.",
+            Refusal::Concurrent => "You were signing in twice at once. Start again.",
             Refusal::WrongDirectory | Refusal::WrongDomain | Refusal::EmailNotVerified => {
                 "Your account at the identity provider is not admitted to this tenant."
             }
@@ -155,7 +159,13 @@ pub enum SignInError {
 }
 
 impl From<sea_orm::DbErr> for SignInError {
+    /// A unique violation is a concurrent sign-in of the same new person (the user, an
+    /// identity or a mapped group made twice): the loser starts again.
     fn from(e: sea_orm::DbErr) -> Self {
-        SignInError::Tenancy(e.into())
+        if crate::tenancy::is_unique_violation(&e) {
+            SignInError::Refused(Refusal::Concurrent)
+        } else {
+            SignInError::Tenancy(e.into())
+        }
     }
 }

@@ -44,7 +44,8 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
         for (method, op) in item.as_object().unwrap() {
             let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
             let public = PUBLIC.contains(&(method.as_str(), path.as_str()));
-            let sign_in = path.starts_with("/t/{tenant}/auth/");
+            let sign_in = path.starts_with("/t/{tenant}/auth/")
+                || path.starts_with("/t/{tenant}/.well-known/");
             assert_eq!(
                 !secured,
                 public || sign_in,
@@ -126,6 +127,12 @@ async fn objects(app: &TestApp) -> Objects {
                "client_id": "c", "client_secret": "s"}),
     )
     .await;
+    let client = create(
+        app,
+        "/clients",
+        json!({"name": "c", "service_account_id": account}),
+    )
+    .await;
     let role = format!("Custom {unique}");
     let (status, body) = app
         .post(
@@ -146,6 +153,7 @@ async fn objects(app: &TestApp) -> Objects {
             ("/folders/", folder.clone()),
             ("/processes/", process),
             ("/identity-providers/", provider),
+            ("/clients/", client),
         ],
         folder,
         other_folder,

@@ -22,5 +22,6 @@ mod signin;
 mod storage;
 mod tenant_isolation;
 mod tls;
+mod tokens;
 mod unit_of_work;
 mod vault;

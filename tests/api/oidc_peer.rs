@@ -40,11 +40,13 @@ impl OidcPeer {
         let file = dir.join("config.json");
         std::fs::write(&file, config.to_string()).unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oidc/provider.mjs");
+        let log = dir.join("peer.log");
         let mut child = Command::new("node")
             .arg(script)
             .arg(&file)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
             .spawn()
             .expect("node runs the OIDC peer (scripts/test installs it)");
@@ -52,9 +54,13 @@ impl OidcPeer {
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
             .await
-            .expect("the peer starts within 30 s")
-            .unwrap();
-        let info: Value = serde_json::from_str(&line.expect("the peer announces itself")).unwrap();
+            .ok()
+            .and_then(|line| line.ok().flatten())
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the OIDC peer did not start within 30 s:\n{log}")
+            });
+        let info: Value = serde_json::from_str(&line).unwrap();
         let port = info["port"].as_u64().unwrap();
         OidcPeer {
             _child: child,

@@ -37,7 +37,7 @@ async fn principal_with(app: &TestApp, role: Option<&str>) -> Principal {
     }
     Principal::ServiceAccount {
         id,
-        api_key_id: Uuid::nil(),
+        credential: flowgate::identity::AccountCredential::ApiKey(Uuid::nil()),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod group;
 pub mod group_member;
 pub mod identity_provider;
 pub mod login_state;
+pub mod oauth_client;
 pub mod policy;
 pub mod policy_version;
 pub mod process;

@@ -58,6 +58,28 @@ impl Authenticator for ApiKey {
     }
 }
 
+/// `Authorization: Bearer eyJ…`: an access token the tenant issued to one of its clients.
+pub struct AccessToken;
+
+impl Authenticator for AccessToken {
+    fn authenticate<'a>(
+        &'a self,
+        state: &'a AppState,
+        tenant: &'a Tenant,
+        req: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>> {
+        Box::pin(async move {
+            let token = bearer_token(req).filter(|t| t.starts_with("ey") && t.contains('.'))?;
+            Some(
+                state
+                    .tokens
+                    .authenticate(&state.dbs, &tenant.slug, &state.settings.public_url, token)
+                    .await,
+            )
+        })
+    }
+}
+
 /// The tenant's `__Host-` session cookie: a person signed in through an identity provider.
 pub struct SessionCookie;
 
@@ -74,7 +96,7 @@ impl Authenticator for SessionCookie {
 
 /// The authenticators of tenant requests, in the order they are asked. A bearer credential
 /// wins over a cookie: an API client that also holds a browser's cookie is the client.
-const CHAIN: &[&dyn Authenticator] = &[&ApiKey, &SessionCookie];
+const CHAIN: &[&dyn Authenticator] = &[&ApiKey, &AccessToken, &SessionCookie];
 
 /// The principal the request's credential proves in `tenant`.
 pub async fn authenticate(
@@ -86,7 +108,7 @@ pub async fn authenticate(
         // The benchmark's baseline: no authentication, authorization or audit at all.
         return Ok(Principal::ServiceAccount {
             id: uuid::Uuid::nil(),
-            api_key_id: uuid::Uuid::nil(),
+            credential: crate::identity::AccountCredential::ApiKey(uuid::Uuid::nil()),
         });
     }
     for authenticator in CHAIN {

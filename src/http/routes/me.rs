@@ -18,7 +18,7 @@ use crate::identity::{Principal, UserCredential};
 /// How the caller proved who they are on this request.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuthInfo {
-    /// `session` (a browser's cookie) or `api_key`.
+    /// `session` (a browser's cookie), `api_key` or `access_token`.
     pub method: &'static str,
     /// Whether a second factor was passed.
     pub mfa: bool,
@@ -68,7 +68,7 @@ pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
                 attributes: BTreeMap::new(),
                 groups: Vec::new(),
                 auth: AuthInfo {
-                    method: "api_key",
+                    method: caller.principal().credential_kind(),
                     mfa: false,
                     session_id: None,
                     strong_auth_at: None,

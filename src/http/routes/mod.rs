@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod authz;
+pub mod clients;
 pub mod folders;
 pub mod groups;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod roles;
 pub mod service_accounts;
 pub mod settings;
 pub mod signin;
+pub mod tokens;
 pub mod users;
 
 use actix_web::middleware::from_fn;
@@ -51,8 +53,11 @@ pub struct Scope {
 /// Where each tenant's API lives.
 pub const TENANT_API: &str = "/t/{tenant}/api/v1";
 
-/// Where each tenant's people sign in and out.
+/// Where each tenant's people sign in and out, and its clients get tokens.
 pub const SIGN_IN: &str = "/t/{tenant}/auth";
+
+/// Where each tenant publishes its token keys and authorization-server metadata.
+pub const WELL_KNOWN: &str = "/t/{tenant}/.well-known";
 
 /// Every operation of the API, by scope: the one list both the routes and the OpenAPI document
 /// are built from.
@@ -141,6 +146,9 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(identity_providers::update_identity_provider),
                 operation!(identity_providers::delete_identity_provider),
                 operation!(me::get_me),
+                operation!(clients::create_client),
+                operation!(clients::list_clients),
+                operation!(clients::delete_client),
                 operation!(settings::get_settings),
                 operation!(settings::update_settings),
             ],
@@ -153,7 +161,13 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(signin::oidc_login),
                 operation!(signin::oidc_callback),
                 operation!(signin::logout),
+                operation!(tokens::token),
             ],
+        },
+        Scope {
+            prefix: WELL_KNOWN,
+            tenant: false,
+            operations: vec![operation!(tokens::jwks), operation!(tokens::metadata)],
         },
     ]
 }

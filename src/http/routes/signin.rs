@@ -91,6 +91,14 @@ impl Documented for SignInTenant {
 impl Guard for SignInTenant {}
 
 impl SignInTenant {
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
     fn base(&self) -> String {
         format!(
             "{}/t/{}",

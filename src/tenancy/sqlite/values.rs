@@ -22,8 +22,8 @@ use uuid::Uuid;
 use entity::control::{platform_setting, tenant};
 use entity::tenant::{
     api_key, audit_checkpoint, audit_event, audit_head, folder, group, group_member,
-    identity_provider, login_state, policy, policy_version, process, role, role_binding,
-    service_account, session, tenant_setting, user, user_identity,
+    identity_provider, login_state, oauth_client, policy, policy_version, process, role,
+    role_binding, service_account, session, tenant_setting, user, user_identity,
 };
 
 /// How a stored column is decoded.
@@ -84,6 +84,7 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<group_member::Entity>(&mut columns);
     add::<identity_provider::Entity>(&mut columns);
     add::<login_state::Entity>(&mut columns);
+    add::<oauth_client::Entity>(&mut columns);
     add::<policy::Entity>(&mut columns);
     add::<policy_version::Entity>(&mut columns);
     add::<process::Entity>(&mut columns);

@@ -156,6 +156,11 @@ impl TenantContext {
         &self.0.state.api_keys
     }
 
+    /// Issues access tokens and makes the OAuth clients that get them.
+    pub fn access_tokens(&self) -> &crate::identity::tokens::AccessTokens {
+        &self.0.state.tokens
+    }
+
     /// The key store, for the secrets a change keeps outside the database.
     pub fn keystore(&self) -> &dyn crate::keystore::KeyStore {
         self.0.state.keystore.as_ref()

@@ -1,0 +1,350 @@
+//! `/t/{tenant}/auth/token` (the OAuth 2.0 token endpoint) and `/t/{tenant}/.well-known/…` (the
+//! tenant's signing keys and authorization-server metadata). Answers of the token endpoint are
+//! RFC 6749's, not problem documents: OAuth clients parse `error`.
+
+use std::collections::BTreeMap;
+
+use actix_web::dev::Payload;
+use actix_web::http::{StatusCode, header};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::Ref;
+
+use super::signin::SignInTenant;
+use crate::audit::{AuditEvent, Outcome};
+use crate::http::contract::{Body, Contract, Documented};
+use crate::http::error::ApiError;
+use crate::http::pipeline::context::request_meta;
+use crate::identity::IdentityError;
+use crate::identity::tokens::{audience, issuer};
+
+/// Largest token request read.
+const MAX_FORM: usize = 8 * 1024;
+
+/// A token request (RFC 6749 §4.4): `application/x-www-form-urlencoded`. The client
+/// authenticates with HTTP Basic (`client_secret_basic`) or with `client_id` and
+/// `client_secret` in the form (`client_secret_post`), not both.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"grant_type": "client_credentials", "client_id": "fgc_AbCdEfGhIjKlMnOp", "client_secret": "…"}))]
+pub struct TokenRequest {
+    /// `client_credentials`.
+    pub grant_type: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// Accepted and ignored: a token carries its account's permissions.
+    pub scope: Option<String>,
+}
+
+/// The token request's fields, read whole before any check; a malformed form is the handler's
+/// `invalid_request`, answered in OAuth's shape.
+pub struct TokenForm(Result<BTreeMap<String, String>, &'static str>);
+
+impl FromRequest for TokenForm {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !form {
+                return Ok(TokenForm(Err(
+                    "the body must be application/x-www-form-urlencoded",
+                )));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = payload.next().await {
+                let Ok(chunk) = chunk else {
+                    return Ok(TokenForm(Err("the body could not be read")));
+                };
+                if body.len() + chunk.len() > MAX_FORM {
+                    return Ok(TokenForm(Err("the body is larger than 8 KiB")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut fields = BTreeMap::new();
+            for (name, value) in url::form_urlencoded::parse(&body) {
+                if fields
+                    .insert(name.into_owned(), value.into_owned())
+                    .is_some()
+                {
+                    return Ok(TokenForm(Err("a parameter is repeated")));
+                }
+            }
+            Ok(TokenForm(Ok(fields)))
+        })
+    }
+}
+
+impl Documented for TokenForm {
+    fn document(contract: &mut Contract) {
+        contract.schema::<TokenRequest>();
+        let example = serde_json::json!({"grant_type": "client_credentials", "client_id": "fgc_AbCdEfGhIjKlMnOp", "client_secret": "s"});
+        contract.body = Some(Body {
+            media_type: "application/x-www-form-urlencoded",
+            schema: Ref::from_schema_name("TokenRequest").into(),
+            example: Some(example),
+            accepts: |value| {
+                value
+                    .get("grant_type")
+                    .is_some_and(serde_json::Value::is_string)
+            },
+        });
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// An EdDSA-signed JWT (`typ` `at+jwt`); send it as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// An error of the token endpoint (RFC 6749 §5.2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthError {
+    /// `invalid_request`, `invalid_client`, `unsupported_grant_type` or
+    /// `temporarily_unavailable`.
+    pub error: &'static str,
+    pub error_description: String,
+}
+
+fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"));
+    if status == StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="flowgate""#));
+    }
+    response.json(OAuthError {
+        error,
+        error_description: description.to_owned(),
+    })
+}
+
+/// The client's credentials: HTTP Basic or the form's, never both.
+fn client_credentials(
+    req: &HttpRequest,
+    fields: &BTreeMap<String, String>,
+) -> Result<Option<(String, SecretString)>, &'static str> {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, encoded)| encoded.trim());
+    let posted = (fields.get("client_id"), fields.get("client_secret"));
+    match (basic, posted) {
+        (Some(_), (Some(_), _) | (_, Some(_))) => {
+            Err("the client authenticated in two ways at once")
+        }
+        (Some(encoded), _) => {
+            // RFC 6749 §2.3.1: base64 of the form-encoded id, `:`, the form-encoded secret.
+            let decoded = STANDARD
+                .decode(encoded)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or("the Basic credentials are not base64 of UTF-8")?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or("the Basic credentials have no `:`")?;
+            let unescape = |text: &str| {
+                url::form_urlencoded::parse(format!("v={text}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Ok(Some((unescape(id), SecretString::from(unescape(secret)))))
+        }
+        (None, (Some(id), Some(secret))) => {
+            Ok(Some((id.clone(), SecretString::from(secret.clone()))))
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// Get an access token (OAuth 2.0 token endpoint).
+///
+/// The client-credentials grant: a service account's OAuth client (made at
+/// `/t/{tenant}/api/v1/clients`) gets a JWT valid for ten minutes, to send as a bearer token to
+/// the tenant's API. Errors are RFC 6749's (`{"error": …}`), not problem documents.
+#[utoipa::path(
+    post,
+    path = "/token",
+    tag = "sign-in",
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, body = OAuthError, description = "`invalid_request` or `unsupported_grant_type`"),
+        (status = 401, body = OAuthError, description = "`invalid_client`"),
+        (status = 503, body = OAuthError, description = "`temporarily_unavailable`")
+    )
+)]
+pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> HttpResponse {
+    let fields = match form.0 {
+        Ok(fields) => fields,
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+    };
+    match fields.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing",
+            );
+        }
+    }
+    let (client_id, secret) = match client_credentials(&req, &fields) {
+        Ok(Some(credentials)) => credentials,
+        Ok(None) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "no client credentials",
+            );
+        }
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+    };
+    let state = page.state();
+    let slug = &page.tenant().slug;
+    let issued = state
+        .tokens
+        .issue(
+            &state.api_keys,
+            &state.dbs,
+            slug,
+            &state.settings.public_url,
+            &client_id,
+            &secret,
+        )
+        .await;
+    let meta = request_meta(&req);
+    match issued {
+        Ok(issued) => {
+            let event = AuditEvent::new(&meta, "auth.token", "oauth_client")
+                .resource_id(issued.client.id.to_string())
+                .actor(
+                    "service_account",
+                    issued.client.service_account_id.to_string(),
+                )
+                .outcome(Outcome::Allow, 200)
+                .detail("grant_type", "client_credentials")
+                .detail("jti", issued.jti.clone());
+            if let Err(e) = state.audit.record(slug, event).await {
+                return HttpResponse::from_error(ApiError::from(e));
+            }
+            HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::PRAGMA, "no-cache"))
+                .json(TokenResponse {
+                    access_token: issued.token.expose_secret().to_owned(),
+                    token_type: "Bearer",
+                    expires_in: issued.expires_in,
+                })
+        }
+        Err(IdentityError::InvalidCredentials(reason)) => {
+            if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+                let _ = state.limits.failed(ip).await;
+            }
+            let event = AuditEvent::new(&meta, "auth.token", "oauth_client")
+                .outcome(Outcome::Deny, 401)
+                .detail(
+                    "reason",
+                    IdentityError::InvalidCredentials(reason).audit_reason(),
+                );
+            if let Err(e) = state.audit.record(slug, event).await {
+                return HttpResponse::from_error(ApiError::from(e));
+            }
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "the client is unknown, revoked, or its secret is wrong",
+            )
+        }
+        Err(IdentityError::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "token endpoint: a dependency is unavailable");
+            let mut response = oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "retry later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            response
+        }
+        Err(e) => HttpResponse::from_error(ApiError::from(e)),
+    }
+}
+
+/// The tenant's token-signing keys (JWK set).
+#[utoipa::path(
+    get,
+    path = "/jwks.json",
+    tag = "sign-in",
+    responses((status = 200, content_type = "application/jwk-set+json", body = Object, description = "The JWK set"))
+)]
+pub async fn jwks(page: SignInTenant) -> Result<HttpResponse, ApiError> {
+    let keys = page.state().tokens.jwks(&page.tenant().slug).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/jwk-set+json"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(keys.to_string()))
+}
+
+/// Authorization-server metadata (RFC 8414) of the tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub grant_types_supported: Vec<&'static str>,
+    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub response_types_supported: Vec<&'static str>,
+    /// The audience of the tenant's access tokens: its API.
+    pub audience: String,
+}
+
+/// The tenant's authorization-server metadata.
+#[utoipa::path(
+    get,
+    path = "/oauth-authorization-server",
+    tag = "sign-in",
+    responses((status = 200, body = ServerMetadata))
+)]
+pub async fn metadata(page: SignInTenant) -> web::Json<ServerMetadata> {
+    let public_url = &page.state().settings.public_url;
+    let issuer = issuer(public_url, &page.tenant().slug);
+    web::Json(ServerMetadata {
+        token_endpoint: format!("{issuer}/auth/token"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        grant_types_supported: vec!["client_credentials"],
+        token_endpoint_auth_methods_supported: vec!["client_secret_basic", "client_secret_post"],
+        response_types_supported: Vec::new(),
+        audience: audience(public_url, &page.tenant().slug),
+        issuer,
+    })
+}

@@ -1,0 +1,423 @@
+//! Access tokens: short-lived JWTs a tenant issues to its service accounts' OAuth clients (the
+//! client-credentials grant), and the bearer authenticator that accepts them.
+//!
+//! Invariants:
+//! - A token is an EdDSA JWT (`typ` `at+jwt`, RFC 9068) signed by the tenant's own Ed25519 key,
+//!   whose seed is a key-store secret; `iss` is the tenant's URL and `aud` its API, so a token of
+//!   one tenant is nothing to another. It lives [`TOKEN_TTL`].
+//! - A token authenticates only while its client is unrevoked: revoking the client (or deleting
+//!   its account) stops its tokens at once, not at `exp` (the tenant's cached records and
+//!   verified tokens are dropped with the revocation's commit).
+//! - Client secrets are stored as keyed hashes under the tenant's pepper, like API keys, and
+//!   compared in constant time; unknown client ids are not cached, so guessing fills nothing.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use entity::tenant::oauth_client;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lru::LruCache;
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::api_key::ApiKeys;
+use super::{AccountCredential, IdentityError, InvalidReason, Principal};
+use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
+use crate::crypto::{constant_time_eq, random_token, sha256_hex};
+use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
+use crate::tenancy::work::{Permit, WriteTx};
+use crate::tenancy::{Access, Databases, Slug, TenantCache};
+
+/// `client_id`s are `fgc_` and a 16-character lookup.
+pub const CLIENT_PREFIX: &str = "fgc_";
+const LOOKUP_LEN: usize = 16;
+/// How long an access token lives.
+pub const TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+const LEEWAY_SECONDS: u64 = 30;
+/// Tenants whose signing keys, client records and verified tokens are kept in memory.
+const CACHED_TENANTS: usize = 1_000;
+/// Client records and verified tokens kept per tenant.
+const CACHED_PER_TENANT: usize = 4_096;
+/// Longest a cached client record is trusted without a reload (revocation drops it at once).
+const CLIENT_RECORD_TTL: Duration = Duration::from_secs(60);
+/// Longest bearer token looked at.
+const MAX_TOKEN: usize = 4096;
+
+/// A tenant's token key: the signer, the verifier and its public JWK.
+struct TenantKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// The public key, base64url (the JWK's `x`).
+    x: String,
+}
+
+/// What a verified token says, kept until it expires.
+#[derive(Clone)]
+struct Verified {
+    service_account: Uuid,
+    /// The lookup of the client the token was issued to.
+    lookup: String,
+    exp: i64,
+}
+
+type Index<T> = Mutex<LruCache<String, T>>;
+
+/// The claims of an access token.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    jti: String,
+    client_id: String,
+}
+
+/// A freshly issued access token.
+pub struct Issued {
+    pub token: SecretString,
+    pub expires_in: u64,
+    pub jti: String,
+    pub client: oauth_client::Model,
+}
+
+/// A client made for a service account; `secret` is shown once and never stored.
+pub struct NewClient {
+    pub record: oauth_client::Model,
+    pub secret: SecretString,
+}
+
+/// Issues and checks access tokens.
+pub struct AccessTokens {
+    keystore: Arc<dyn KeyStore>,
+    keys: TenantCache<Arc<TenantKey>>,
+    clients: TenantCache<Arc<Index<oauth_client::Model>>>,
+    verified: TenantCache<Arc<Index<Verified>>>,
+}
+
+/// The issuer of tenant `slug`'s tokens.
+pub fn issuer(public_url: &str, slug: &Slug) -> String {
+    format!("{}/t/{slug}", public_url.trim_end_matches('/'))
+}
+
+/// The audience of tenant `slug`'s tokens: its API.
+pub fn audience(public_url: &str, slug: &Slug) -> String {
+    format!("{}/api/v1", issuer(public_url, slug))
+}
+
+impl AccessTokens {
+    pub fn new(keystore: Arc<dyn KeyStore>) -> Self {
+        let tenants = NonZeroUsize::new(CACHED_TENANTS).unwrap_or(NonZeroUsize::MIN);
+        AccessTokens {
+            keystore,
+            keys: TenantCache::new(tenants),
+            clients: TenantCache::with_ttl(tenants, CLIENT_RECORD_TTL),
+            verified: TenantCache::new(tenants),
+        }
+    }
+
+    /// Makes an OAuth client for `service_account_id` inside the caller's transaction.
+    pub async fn create_client(
+        &self,
+        api_keys: &ApiKeys,
+        tx: &WriteTx,
+        _: &impl Permit<ApiKeyCreate>,
+        slug: &Slug,
+        name: &str,
+        service_account_id: Uuid,
+    ) -> Result<NewClient, IdentityError> {
+        let lookup = random_token::<12>()?;
+        let secret = SecretString::from(random_token::<32>()?);
+        let client_id = format!("{CLIENT_PREFIX}{lookup}");
+        let record = oauth_client::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.to_owned()),
+            service_account_id: Set(service_account_id),
+            secret_hash: Set(api_keys
+                .hash(slug, &credential(&client_id, &secret))
+                .await?),
+            lookup: Set(lookup),
+            created_at: Set(Utc::now()),
+            revoked_at: Set(None),
+        }
+        .insert(tx.conn())
+        .await?;
+        Ok(NewClient { record, secret })
+    }
+
+    /// Issues a token to the client `client_id` that proved `secret` (client credentials).
+    pub async fn issue(
+        &self,
+        api_keys: &ApiKeys,
+        dbs: &Databases,
+        slug: &Slug,
+        public_url: &str,
+        client_id: &str,
+        secret: &SecretString,
+    ) -> Result<Issued, IdentityError> {
+        let invalid = IdentityError::InvalidCredentials;
+        let lookup = parse_client_id(client_id).ok_or(invalid(InvalidReason::Malformed))?;
+        let client = self
+            .client(dbs, slug, lookup)
+            .await?
+            .ok_or(invalid(InvalidReason::UnknownKey))?;
+        let presented = api_keys.hash(slug, &credential(client_id, secret)).await?;
+        if !constant_time_eq(presented.as_bytes(), client.secret_hash.as_bytes()) {
+            return Err(invalid(InvalidReason::WrongSecret));
+        }
+        if client.revoked_at.is_some() {
+            return Err(invalid(InvalidReason::Revoked));
+        }
+        let key = self.key(slug).await?;
+        let now = Utc::now().timestamp();
+        let ttl = i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(600);
+        let jti = Uuid::new_v4().to_string();
+        let claims = Claims {
+            iss: issuer(public_url, slug),
+            sub: client.service_account_id.to_string(),
+            aud: audience(public_url, slug),
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: jti.clone(),
+            client_id: client_id.to_owned(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| anyhow::anyhow!("signing an access token: {e}"))?;
+        Ok(Issued {
+            token: SecretString::from(token),
+            expires_in: TOKEN_TTL.as_secs(),
+            jti,
+            client,
+        })
+    }
+
+    /// The principal that the access token `token` authenticates in tenant `slug`.
+    pub async fn authenticate(
+        &self,
+        dbs: &Databases,
+        slug: &Slug,
+        public_url: &str,
+        token: &str,
+    ) -> Result<Principal, IdentityError> {
+        let invalid = IdentityError::InvalidCredentials;
+        if token.len() > MAX_TOKEN {
+            return Err(invalid(InvalidReason::Malformed));
+        }
+        let fingerprint = sha256_hex(token.as_bytes());
+        let verified = self.verified_index(slug).await?;
+        let cached = lock(&verified).get(&fingerprint).cloned();
+        let facts = match cached {
+            Some(facts) => facts,
+            None => {
+                let facts = self.verify(slug, public_url, token).await?;
+                lock(&verified).put(fingerprint, facts.clone());
+                facts
+            }
+        };
+        if facts.exp + i64::try_from(LEEWAY_SECONDS).unwrap_or(0) <= Utc::now().timestamp() {
+            return Err(invalid(InvalidReason::Expired));
+        }
+        let client = self
+            .client(dbs, slug, &facts.lookup)
+            .await?
+            .filter(|c| c.service_account_id == facts.service_account)
+            .ok_or(invalid(InvalidReason::Revoked))?;
+        if client.revoked_at.is_some() {
+            return Err(invalid(InvalidReason::Revoked));
+        }
+        Ok(Principal::ServiceAccount {
+            id: facts.service_account,
+            credential: AccountCredential::AccessToken { client: client.id },
+        })
+    }
+
+    /// Checks a token's signature and claims.
+    async fn verify(
+        &self,
+        slug: &Slug,
+        public_url: &str,
+        token: &str,
+    ) -> Result<Verified, IdentityError> {
+        let invalid = IdentityError::InvalidCredentials;
+        let key = self.key(slug).await?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer(public_url, slug)]);
+        validation.set_audience(&[audience(public_url, slug)]);
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| invalid(InvalidReason::Malformed))?;
+        if header.kid.as_deref() != Some(key.kid.as_str()) {
+            return Err(invalid(InvalidReason::UnknownKey));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    invalid(InvalidReason::Expired)
+                }
+                _ => invalid(InvalidReason::WrongSecret),
+            },
+        )?;
+        let claims = data.claims;
+        let lookup = parse_client_id(&claims.client_id).ok_or(invalid(InvalidReason::Malformed))?;
+        let service_account =
+            Uuid::parse_str(&claims.sub).map_err(|_| invalid(InvalidReason::Malformed))?;
+        Ok(Verified {
+            service_account,
+            lookup: lookup.to_owned(),
+            exp: claims.exp,
+        })
+    }
+
+    /// The tenant's public keys, as a JWK set.
+    pub async fn jwks(&self, slug: &Slug) -> Result<serde_json::Value, KeyStoreError> {
+        let key = self.key(slug).await?;
+        Ok(serde_json::json!({"keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": key.x,
+            "kid": key.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }]}))
+    }
+
+    /// Forgets everything cached about `slug` (a revocation, a deletion).
+    pub fn forget_tenant(&self, slug: &str) {
+        self.keys.invalidate(slug);
+        self.clients.invalidate(slug);
+        self.verified.invalidate(slug);
+    }
+
+    /// Forgets every cached client record and verified token.
+    pub fn forget_all(&self) {
+        self.clients.clear();
+        self.verified.clear();
+    }
+
+    async fn key(&self, slug: &Slug) -> Result<Arc<TenantKey>, KeyStoreError> {
+        self.keys
+            .get_or_try_load(slug.as_str(), || async {
+                let name = KeyName::new(slug.as_str(), Purpose::TokenSigning);
+                let seed = self.keystore.secret(&name).await?;
+                tenant_key(seed.expose_secret()).map(Arc::new)
+            })
+            .await
+    }
+
+    async fn verified_index(&self, slug: &Slug) -> Result<Arc<Index<Verified>>, IdentityError> {
+        self.verified
+            .get_or_try_load(slug.as_str(), || async { Ok::<_, IdentityError>(index()) })
+            .await
+    }
+
+    /// The record of the client with `lookup`, from the cache or the database.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "authentication reads client records before any principal exists"
+    )]
+    async fn client(
+        &self,
+        dbs: &Databases,
+        slug: &Slug,
+        lookup: &str,
+    ) -> Result<Option<oauth_client::Model>, IdentityError> {
+        let index = self
+            .clients
+            .get_or_try_load(slug.as_str(), || async { Ok::<_, IdentityError>(index()) })
+            .await?;
+        if let Some(record) = lock(&index).get(lookup) {
+            return Ok(Some(record.clone()));
+        }
+        let tx = dbs.begin(slug, Access::Read).await?;
+        let record = oauth_client::Entity::find()
+            .filter(oauth_client::Column::Lookup.eq(lookup))
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        if let Some(record) = &record {
+            lock(&index).put(lookup.to_owned(), record.clone());
+        }
+        Ok(record)
+    }
+}
+
+/// Revokes client `id` (revoking a revoked client changes nothing); `None` when the tenant has
+/// no such client. Its tokens stop working once the tenant's caches are dropped, which the
+/// change's commit does.
+pub async fn revoke_client(
+    tx: &WriteTx,
+    _: &impl Permit<ApiKeyRevoke>,
+    id: Uuid,
+) -> Result<Option<oauth_client::Model>, sea_orm::DbErr> {
+    let Some(client) = oauth_client::Entity::find_by_id(id).one(tx.conn()).await? else {
+        return Ok(None);
+    };
+    if client.revoked_at.is_some() {
+        return Ok(Some(client));
+    }
+    let mut client: oauth_client::ActiveModel = client.into();
+    client.revoked_at = Set(Some(Utc::now()));
+    client.update(tx.conn()).await.map(Some)
+}
+
+/// The tenant key of a 32-byte Ed25519 seed.
+fn tenant_key(seed: &[u8]) -> Result<TenantKey, KeyStoreError> {
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+        .map_err(|_| anyhow::anyhow!("the token-signing seed is not an Ed25519 seed"))?;
+    let public = pair.public_key().as_ref().to_vec();
+    // PKCS#8 v1 of an Ed25519 private key (RFC 8410): a fixed prefix, then the seed.
+    let mut pkcs8 = hex::decode("302e020100300506032b657004220420")
+        .map_err(|e| anyhow::anyhow!("PKCS#8 prefix: {e}"))?;
+    pkcs8.extend_from_slice(seed);
+    let kid = sha256_hex(&public)[..16].to_owned();
+    Ok(TenantKey {
+        kid,
+        encoding: EncodingKey::from_ed_der(&pkcs8),
+        decoding: DecodingKey::from_ed_der(&public),
+        x: URL_SAFE_NO_PAD.encode(&public),
+    })
+}
+
+/// What the keyed hash of a client secret covers: the client id and the secret.
+fn credential(client_id: &str, secret: &SecretString) -> SecretString {
+    SecretString::from(format!("{client_id}:{}", secret.expose_secret()))
+}
+
+/// The lookup part of a well-formed client id, or `None`.
+pub fn parse_client_id(client_id: &str) -> Option<&str> {
+    let lookup = client_id.strip_prefix(CLIENT_PREFIX)?;
+    (lookup.len() == LOOKUP_LEN
+        && lookup
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(lookup)
+}
+
+fn index<T>() -> Arc<Index<T>> {
+    let capacity = NonZeroUsize::new(CACHED_PER_TENANT).unwrap_or(NonZeroUsize::MIN);
+    Arc::new(Mutex::new(LruCache::new(capacity)))
+}
+
+fn lock<T>(index: &Index<T>) -> std::sync::MutexGuard<'_, LruCache<String, T>> {
+    // Every mutation is one LruCache call; a poisoned lock still holds a consistent map.
+    index.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,346 @@
+//! Access tokens: the client-credentials grant at the token endpoint, bearer JWTs at the API,
+//! and the attacks on both. Tokens are checked by a standard JOSE library (`jose`, npm) against
+//! the tenant's published JWKS.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
+
+/// A service account holding `role`, and an OAuth client of it: `(client_id, client_secret)`.
+async fn client_with_role(app: &TestApp, role: &str) -> (String, String, String) {
+    let (_, account) = app
+        .post(
+            "/service-accounts",
+            &app.admin_key,
+            json!({"name": format!("sa-{}", uuid::Uuid::new_v4().simple())}),
+        )
+        .await;
+    let account = account["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            "/role-bindings",
+            &app.admin_key,
+            json!({"role": role, "subject": {"type": "service_account", "id": account}, "scope": {"type": "tenant"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, client) = app
+        .post(
+            "/clients",
+            &app.admin_key,
+            json!({"name": "script", "service_account_id": account}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{client}");
+    (
+        client["client_id"].as_str().unwrap().to_owned(),
+        client["client_secret"].as_str().unwrap().to_owned(),
+        client["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn token_url(app: &TestApp) -> String {
+    app.url(&format!("/t/{}/auth/token", app.tenant))
+}
+
+/// Asks the token endpoint with HTTP Basic client authentication.
+async fn token(app: &TestApp, client_id: &str, secret: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(token_url(app))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// Sends `request` and reads its JSON answer (or text).
+async fn fetch(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+crate::on_both_databases! {
+    async fn a_client_gets_a_token_and_uses_it_until_revoked(app) {
+        let (client_id, secret, id) = client_with_role(&app, "Viewer").await;
+        let (status, issued) = token(&app, &client_id, &secret).await;
+        assert_eq!(status, StatusCode::OK, "{issued}");
+        assert_eq!(issued["token_type"], "Bearer");
+        assert_eq!(issued["expires_in"], 600);
+        let access = issued["access_token"].as_str().unwrap().to_owned();
+        let (status, _) = app.get("/users", &access).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, me) = app.get("/me", &access).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["type"], "service_account");
+        assert_eq!(me["auth"]["method"], "access_token");
+        // The token carries its account's permissions, no more.
+        let (status, body) = app.post("/users", &access, json!({"email": "x@acme.example", "display_name": "X"})).await;
+        assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+
+        // Revoking the client stops its tokens now, not at `exp`.
+        let (status, _) = app.call(Method::DELETE, &format!("/clients/{id}"), &app.admin_key, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = app.get("/users", &access).await;
+        assert_problem(status, &body, StatusCode::UNAUTHORIZED, "invalid_credentials");
+        let (status, body) = token(&app, &client_id, &secret).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+
+        // Issuance and refusals are on record; no token or secret is.
+        let events = app.audit_events().await;
+        assert!(events.iter().any(|e| e["action"] == "auth.token" && e["decision"] == "allow"));
+        assert!(events.iter().any(|e| e["action"] == "auth.token" && e["decision"] == "deny"));
+        let trail: String = events.iter().map(Value::to_string).collect();
+        assert!(!trail.contains(&access) && !trail.contains(&secret));
+        assert!(events.iter().any(|e| e["details"]["credential"] == "access_token"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_jose_library_verifies_the_token_against_the_published_keys() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (client_id, secret, _) = client_with_role(&app, "Viewer").await;
+    let (_, issued) = token(&app, &client_id, &secret).await;
+    let access = issued["access_token"].as_str().unwrap();
+    let (status, metadata) = fetch(app.client.get(app.url(&format!(
+        "/t/{}/.well-known/oauth-authorization-server",
+        app.tenant
+    ))))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{metadata}");
+    let script = r#"
+        import * as jose from 'jose';
+        const [token, jwksUri, issuer, audience] = process.argv.slice(1);
+        const keys = jose.createRemoteJWKSet(new URL(jwksUri));
+        const { payload, protectedHeader } = await jose.jwtVerify(token, keys, { issuer, audience, algorithms: ['EdDSA'], typ: 'at+jwt' });
+        console.log(JSON.stringify({ payload, protectedHeader }));
+    "#;
+    let output = tokio::process::Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oidc"))
+        .env("NODE_EXTRA_CA_CERTS", app.data_dir.join("tls/cert.pem"))
+        .args(["--input-type=module", "-e", script])
+        .args([
+            access,
+            metadata["jwks_uri"].as_str().unwrap(),
+            metadata["issuer"].as_str().unwrap(),
+            metadata["audience"].as_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let verified: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(verified["protectedHeader"]["alg"], "EdDSA");
+    assert_eq!(verified["payload"]["client_id"], client_id);
+    let lifetime =
+        verified["payload"]["exp"].as_i64().unwrap() - verified["payload"]["iat"].as_i64().unwrap();
+    assert!((300..=900).contains(&lifetime), "{lifetime}");
+    assert!(verified["payload"]["jti"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_foreign_tokens_are_refused() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (client_id, secret, _) = client_with_role(&app, "Viewer").await;
+    let (_, issued) = token(&app, &client_id, &secret).await;
+    let access = issued["access_token"].as_str().unwrap().to_owned();
+    let parts: Vec<&str> = access.split('.').collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+
+    // Another account's id under the same signature.
+    payload["sub"] = json!(uuid::Uuid::new_v4().to_string());
+    let swapped = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
+    // `alg: none`, with and without a signature.
+    let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
+    let unsigned = format!("{none_header}.{}.", parts[1]);
+    // HS256 keyed with the published public key.
+    let (_, jwks) = fetch(
+        app.client
+            .get(app.url(&format!("/t/{}/.well-known/jwks.json", app.tenant))),
+    )
+    .await;
+    let x = jwks["keys"][0]["x"].as_str().unwrap();
+    let hs_header = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"alg":"HS256","typ":"at+jwt","kid":"{}"}}"#,
+        jwks["keys"][0]["kid"].as_str().unwrap()
+    ));
+    let signing_input = format!("{hs_header}.{}", parts[1]);
+    let mac = hmac_sha256(x.as_bytes(), signing_input.as_bytes());
+    let hmac_forged = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac));
+    for (forged, what) in [
+        (&swapped, "a changed subject"),
+        (&unsigned, "alg none"),
+        (&hmac_forged, "HS256 with the public key"),
+    ] {
+        let (status, body) = app.get("/users", forged).await;
+        assert_problem(
+            status,
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        );
+        let _ = what;
+    }
+
+    // A token of one tenant is nothing to another, even for the same operation.
+    let other = crate::helpers::unique_slug("other");
+    app.create_tenant(&other).await;
+    let response = app
+        .client
+        .get(app.url(&format!("/t/{other}/api/v1/users")))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_endpoint_answers_bad_requests_as_rfc_6749_says() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (client_id, secret, _) = client_with_role(&app, "Viewer").await;
+    let url = token_url(&app);
+    let cases = [
+        (
+            app.client
+                .post(&url)
+                .basic_auth(&client_id, Some("wrong"))
+                .form(&[("grant_type", "client_credentials")]),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            app.client
+                .post(&url)
+                .form(&[("grant_type", "client_credentials")]),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            app.client
+                .post(&url)
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[("grant_type", "password")]),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (
+            app.client
+                .post(&url)
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[("scope", "x")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                ]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .basic_auth(&client_id, Some(&secret))
+                .json(&json!({"grant_type": "client_credentials"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "grant_type=client_credentials&x={}",
+                    "a".repeat(9000)
+                )),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("grant_type=client_credentials&grant_type=client_credentials"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .header("authorization", "Basic !!!")
+                .form(&[("grant_type", "client_credentials")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (request, status, error) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{error}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(
+                response.headers()["www-authenticate"],
+                r#"Basic realm="flowgate""#
+            );
+        }
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], error, "{body}");
+    }
+    // client_secret_post works too.
+    let response = app
+        .client
+        .post(&url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // So does a Basic header with form-encoded parts, as RFC 6749 §2.3.1 writes them.
+    let basic = STANDARD.encode(format!("{client_id}:{secret}"));
+    let response = app
+        .client
+        .post(&url)
+        .header("authorization", format!("Basic {basic}"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// HMAC-SHA256, for forging a token the way an attacker would.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    aws_lc_rs::hmac::sign(&key, message).as_ref().to_vec()
+}
