@@ -5,18 +5,18 @@
 //! guessed key. Keys are shown once, at issue.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::tenant::api_key;
-use lru::LruCache;
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
+use super::records::RecordIndex;
 use super::{AccountCredential, IdentityError, InvalidReason, Principal};
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, hmac_sha256_hex, random_token};
@@ -37,9 +37,6 @@ const CACHED_KEYS_PER_TENANT: usize = 1_024;
 /// the damage of a lost notification.
 const KEY_RECORD_TTL: Duration = Duration::from_secs(60);
 
-/// Key records of one tenant already read from the database, by lookup id.
-type KeyIndex = Mutex<LruCache<String, api_key::Model>>;
-
 /// A freshly issued key; `key` is shown to the caller once and never stored.
 pub struct IssuedKey {
     pub record: api_key::Model,
@@ -51,17 +48,20 @@ pub struct IssuedKey {
 pub struct ApiKeys {
     keystore: Arc<dyn KeyStore>,
     peppers: TenantCache<Arc<SecretBytes>>,
-    records: TenantCache<Arc<KeyIndex>>,
+    records: RecordIndex<api_key::Model>,
 }
 
 impl ApiKeys {
     pub fn new(keystore: Arc<dyn KeyStore>) -> Self {
         let peppers = NonZeroUsize::new(CACHED_PEPPERS).unwrap_or(NonZeroUsize::MIN);
-        let tenants = NonZeroUsize::new(CACHED_KEY_TENANTS).unwrap_or(NonZeroUsize::MIN);
         ApiKeys {
             keystore,
             peppers: TenantCache::new(peppers),
-            records: TenantCache::with_ttl(tenants, KEY_RECORD_TTL),
+            records: RecordIndex::new(
+                CACHED_KEY_TENANTS,
+                CACHED_KEYS_PER_TENANT,
+                Some(KEY_RECORD_TTL),
+            ),
         }
     }
 
@@ -121,8 +121,7 @@ impl ApiKeys {
         })
     }
 
-    /// The record of the key with `lookup`, from the cache or the database. Unknown lookups are
-    /// not cached, so guessing cannot fill the cache.
+    /// The record of the key with `lookup`, from the cache or the database.
     #[expect(
         clippy::disallowed_methods,
         reason = "authentication reads key records before any principal exists"
@@ -133,33 +132,23 @@ impl ApiKeys {
         slug: &Slug,
         lookup: &str,
     ) -> Result<Option<api_key::Model>, IdentityError> {
-        let index = self
-            .records
-            .get_or_try_load(slug.as_str(), || async {
-                let capacity =
-                    NonZeroUsize::new(CACHED_KEYS_PER_TENANT).unwrap_or(NonZeroUsize::MIN);
-                Ok::<_, IdentityError>(Arc::new(Mutex::new(LruCache::new(capacity))))
+        self.records
+            .get_or_load(slug.as_str(), lookup, || async {
+                let tx = dbs.begin(slug, Access::Read).await?;
+                let record = api_key::Entity::find()
+                    .filter(api_key::Column::Lookup.eq(lookup))
+                    .one(&tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(record)
             })
-            .await?;
-        if let Some(record) = lock(&index).get(lookup) {
-            return Ok(Some(record.clone()));
-        }
-        let tx = dbs.begin(slug, Access::Read).await?;
-        let record = api_key::Entity::find()
-            .filter(api_key::Column::Lookup.eq(lookup))
-            .one(&tx)
-            .await?;
-        tx.commit().await?;
-        if let Some(record) = &record {
-            lock(&index).put(lookup.to_owned(), record.clone());
-        }
-        Ok(record)
+            .await
     }
 
     /// Forgets everything cached about `slug`: key records (after a revocation) and its pepper
     /// (after its deletion, perhaps on another replica).
     pub fn forget_tenant(&self, slug: &str) {
-        self.records.invalidate(slug);
+        self.records.forget(slug);
         self.peppers.invalidate(slug);
     }
 
@@ -206,11 +195,6 @@ pub async fn revoke(
     let mut key: api_key::ActiveModel = key.into();
     key.revoked_at = Set(Some(Utc::now()));
     key.update(tx.conn()).await.map(Some)
-}
-
-fn lock(index: &KeyIndex) -> std::sync::MutexGuard<'_, LruCache<String, api_key::Model>> {
-    // Every mutation is one LruCache call; a poisoned lock still holds a consistent map.
-    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The lookup part of a well-formed key, or `None`.

@@ -9,6 +9,7 @@
 pub mod api_key;
 pub mod operator;
 mod principal;
+mod records;
 pub mod tokens;
 
 pub use principal::{AccountCredential, Principal, UserCredential};

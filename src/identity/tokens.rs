@@ -12,7 +12,7 @@
 //!   compared in constant time; unknown client ids are not cached, so guessing fills nothing.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
@@ -21,7 +21,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use entity::tenant::oauth_client;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use lru::LruCache;
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
 };
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::api_key::ApiKeys;
+use super::records::RecordIndex;
 use super::{AccountCredential, IdentityError, InvalidReason, Principal};
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
@@ -71,8 +71,6 @@ struct Verified {
     exp: i64,
 }
 
-type Index<T> = Mutex<LruCache<String, T>>;
-
 /// The claims of an access token.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -104,8 +102,10 @@ pub struct NewClient {
 pub struct AccessTokens {
     keystore: Arc<dyn KeyStore>,
     keys: TenantCache<Arc<TenantKey>>,
-    clients: TenantCache<Arc<Index<oauth_client::Model>>>,
-    verified: TenantCache<Arc<Index<Verified>>>,
+    clients: RecordIndex<oauth_client::Model>,
+    /// Tokens already verified, by SHA-256: a script reuses its token for ten minutes, and
+    /// each use after the first costs a hash instead of a signature check.
+    verified: RecordIndex<Verified>,
 }
 
 /// The issuer of tenant `slug`'s tokens.
@@ -124,8 +124,8 @@ impl AccessTokens {
         AccessTokens {
             keystore,
             keys: TenantCache::new(tenants),
-            clients: TenantCache::with_ttl(tenants, CLIENT_RECORD_TTL),
-            verified: TenantCache::new(tenants),
+            clients: RecordIndex::new(CACHED_TENANTS, CACHED_PER_TENANT, Some(CLIENT_RECORD_TTL)),
+            verified: RecordIndex::new(CACHED_TENANTS, CACHED_PER_TENANT, None),
         }
     }
 
@@ -221,13 +221,13 @@ impl AccessTokens {
             return Err(invalid(InvalidReason::Malformed));
         }
         let fingerprint = sha256_hex(token.as_bytes());
-        let verified = self.verified_index(slug).await?;
-        let cached = lock(&verified).get(&fingerprint).cloned();
-        let facts = match cached {
+        let facts = match self.verified.get(slug.as_str(), &fingerprint).await? {
             Some(facts) => facts,
             None => {
                 let facts = self.verify(slug, public_url, token).await?;
-                lock(&verified).put(fingerprint, facts.clone());
+                self.verified
+                    .put(slug.as_str(), fingerprint, facts.clone())
+                    .await?;
                 facts
             }
         };
@@ -303,8 +303,8 @@ impl AccessTokens {
     /// Forgets everything cached about `slug` (a revocation, a deletion).
     pub fn forget_tenant(&self, slug: &str) {
         self.keys.invalidate(slug);
-        self.clients.invalidate(slug);
-        self.verified.invalidate(slug);
+        self.clients.forget(slug);
+        self.verified.forget(slug);
     }
 
     /// Forgets every cached client record and verified token.
@@ -323,12 +323,6 @@ impl AccessTokens {
             .await
     }
 
-    async fn verified_index(&self, slug: &Slug) -> Result<Arc<Index<Verified>>, IdentityError> {
-        self.verified
-            .get_or_try_load(slug.as_str(), || async { Ok::<_, IdentityError>(index()) })
-            .await
-    }
-
     /// The record of the client with `lookup`, from the cache or the database.
     #[expect(
         clippy::disallowed_methods,
@@ -340,23 +334,17 @@ impl AccessTokens {
         slug: &Slug,
         lookup: &str,
     ) -> Result<Option<oauth_client::Model>, IdentityError> {
-        let index = self
-            .clients
-            .get_or_try_load(slug.as_str(), || async { Ok::<_, IdentityError>(index()) })
-            .await?;
-        if let Some(record) = lock(&index).get(lookup) {
-            return Ok(Some(record.clone()));
-        }
-        let tx = dbs.begin(slug, Access::Read).await?;
-        let record = oauth_client::Entity::find()
-            .filter(oauth_client::Column::Lookup.eq(lookup))
-            .one(&tx)
-            .await?;
-        tx.commit().await?;
-        if let Some(record) = &record {
-            lock(&index).put(lookup.to_owned(), record.clone());
-        }
-        Ok(record)
+        self.clients
+            .get_or_load(slug.as_str(), lookup, || async {
+                let tx = dbs.begin(slug, Access::Read).await?;
+                let record = oauth_client::Entity::find()
+                    .filter(oauth_client::Column::Lookup.eq(lookup))
+                    .one(&tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(record)
+            })
+            .await
     }
 }
 
@@ -410,14 +398,4 @@ pub fn parse_client_id(client_id: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     .then_some(lookup)
-}
-
-fn index<T>() -> Arc<Index<T>> {
-    let capacity = NonZeroUsize::new(CACHED_PER_TENANT).unwrap_or(NonZeroUsize::MIN);
-    Arc::new(Mutex::new(LruCache::new(capacity)))
-}
-
-fn lock<T>(index: &Index<T>) -> std::sync::MutexGuard<'_, LruCache<String, T>> {
-    // Every mutation is one LruCache call; a poisoned lock still holds a consistent map.
-    index.lock().unwrap_or_else(|p| p.into_inner())
 }

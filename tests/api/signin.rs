@@ -62,6 +62,26 @@ async fn provider(
     (id, peer)
 }
 
+/// Binds `role` on the tenant to the group called `name`.
+async fn bind_group(app: &TestApp, name: &str, role: &str) {
+    let (_, groups) = app.get("/groups", &app.admin_key).await;
+    let group = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap()["id"]
+        .clone();
+    let (status, body) = app
+        .post(
+            "/role-bindings",
+            &app.admin_key,
+            json!({"role": role, "subject": {"type": "group", "id": group}, "scope": {"type": "tenant"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 /// The audit events of action `action`, newest last.
 async fn events(app: &TestApp, action: &str) -> Vec<Value> {
     app.audit_events()
@@ -141,22 +161,7 @@ async fn groups_follow_the_provider_at_every_sign_in() {
         browser.sign_in(&app, &idp, ADA).await.status,
         StatusCode::SEE_OTHER
     );
-    let (_, groups) = app.get("/groups", &app.admin_key).await;
-    let finance = groups["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "finance")
-        .unwrap()["id"]
-        .clone();
-    let (status, body) = app
-        .post(
-            "/role-bindings",
-            &app.admin_key,
-            json!({"role": "Viewer", "subject": {"type": "group", "id": finance}, "scope": {"type": "tenant"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    bind_group(&app, "finance", "Viewer").await;
     let (status, _) = browser.api(&app, Method::GET, "/users").await;
     assert_eq!(status, StatusCode::OK);
 
@@ -564,22 +569,7 @@ async fn identity_providers_are_managed_without_revealing_secrets_or_escalating(
     // whose bindings grant more than it holds.
     app.post("/groups", &app.admin_key, json!({"name": "admins"}))
         .await;
-    let (_, groups) = app.get("/groups", &app.admin_key).await;
-    let admins = groups["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "admins")
-        .unwrap()["id"]
-        .clone();
-    let (status, body) = app
-        .post(
-            "/role-bindings",
-            &app.admin_key,
-            json!({"role": "Admin", "subject": {"type": "group", "id": admins}, "scope": {"type": "tenant"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    bind_group(&app, "admins", "Admin").await;
     let (status, role) = app
         .post(
             "/roles",

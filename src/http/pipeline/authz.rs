@@ -9,7 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use utoipa::openapi::Required;
-use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::authz::schema::EntityKind;
@@ -147,19 +147,7 @@ impl<A: Action, T: Target> Documented for Authorized<A, T> {
             action: A::NAME,
             on: T::ON,
         });
-        contract.parameters(vec![
-            ParameterBuilder::new()
-                .name("tenant")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some("The tenant's slug."))
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(SLUG_PATTERN)),
-                ))
-                .build(),
-        ]);
+        contract.parameters(vec![tenant_parameter()]);
         contract.errors(&[
             ErrorCode::Unauthenticated,
             ErrorCode::InvalidCredentials,
@@ -173,6 +161,21 @@ impl<A: Action, T: Target> Documented for Authorized<A, T> {
 }
 
 impl<A: Action, T: Target> Guard for Authorized<A, T> {}
+
+/// The `{tenant}` path parameter of every operation under a tenant.
+pub fn tenant_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("tenant")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The tenant's slug."))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SLUG_PATTERN)),
+        ))
+        .build()
+}
 
 fn path_id(http: &HttpRequest) -> Result<uuid::Uuid, ApiError> {
     http.match_info()

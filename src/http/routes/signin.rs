@@ -10,9 +10,6 @@ use futures_util::future::LocalBoxFuture;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa::openapi::Required;
-use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -22,6 +19,7 @@ use crate::http::contract::{Contract, Documented, Guard, Security};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::PathId;
 use crate::http::pages;
+use crate::http::pipeline::authz::tenant_parameter;
 use crate::http::pipeline::context::request_meta;
 use crate::http::pipeline::tenant;
 use crate::identity::IdentityError;
@@ -29,7 +27,6 @@ use crate::signin::oidc::Callback;
 use crate::signin::providers::{self, ProviderSettings};
 use crate::signin::sessions::{self, LOGIN_TTL};
 use crate::signin::{SignInError, logins, provisioning};
-use crate::tenancy::slug::SLUG_PATTERN;
 use crate::tenancy::work::{Change, SignIn, WriteTx};
 use crate::tenancy::{Tenant, TenantStatus};
 
@@ -66,19 +63,7 @@ impl FromRequest for SignInTenant {
 impl Documented for SignInTenant {
     fn document(contract: &mut Contract) {
         contract.security = Some(Security::Public);
-        contract.parameters(vec![
-            ParameterBuilder::new()
-                .name("tenant")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some("The tenant's slug."))
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(SLUG_PATTERN)),
-                ))
-                .build(),
-        ]);
+        contract.parameters(vec![tenant_parameter()]);
         contract.errors(&[
             ErrorCode::NotFound,
             ErrorCode::TenantSuspended,

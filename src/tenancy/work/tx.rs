@@ -93,57 +93,45 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the unit of work's own write transaction"
-    )]
+    /// The write transaction of a principal's work.
     pub(super) async fn begin(context: TenantContext) -> Result<Self, WorkError> {
         let state = Arc::clone(context.state());
         let slug = context.slug().clone();
-        let tx = state.dbs.begin(&slug, Access::Write).await?;
-        Ok(WriteTx {
-            tx,
-            state,
-            slug,
-            author: Author::Context(context),
-            earlier: Vec::new(),
-            invalidates: false,
-        })
+        Self::open(&state, &slug, Author::Context(context)).await
     }
 
     /// The operator's write transaction in a tenant being onboarded.
-    #[expect(clippy::disallowed_methods, reason = "onboarding's write transaction")]
     pub async fn onboarding(
         state: &Arc<AppState>,
         slug: &Slug,
         meta: &RequestMeta,
         _proof: &Onboarding,
     ) -> Result<Self, WorkError> {
-        let tx = state.dbs.begin(slug, Access::Write).await?;
-        Ok(WriteTx {
-            tx,
-            state: Arc::clone(state),
-            slug: slug.clone(),
-            author: Author::Operator(meta.clone()),
-            earlier: Vec::new(),
-            invalidates: false,
-        })
+        Self::open(state, slug, Author::Operator(meta.clone())).await
     }
 
     /// The write transaction of a sign-in (or of a person ending their own session).
-    #[expect(clippy::disallowed_methods, reason = "sign-in's write transaction")]
     pub async fn sign_in(
         state: &Arc<AppState>,
         slug: &Slug,
         meta: &RequestMeta,
         proof: &SignIn,
     ) -> Result<Self, WorkError> {
+        Self::open(state, slug, Author::SignIn(meta.clone(), proof.action())).await
+    }
+
+    /// The one place a write transaction begins; each constructor above is made from a proof.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the unit of work's own write transaction"
+    )]
+    async fn open(state: &Arc<AppState>, slug: &Slug, author: Author) -> Result<Self, WorkError> {
         let tx = state.dbs.begin(slug, Access::Write).await?;
         Ok(WriteTx {
             tx,
             state: Arc::clone(state),
             slug: slug.clone(),
-            author: Author::SignIn(meta.clone(), proof.action()),
+            author,
             earlier: Vec::new(),
             invalidates: false,
         })

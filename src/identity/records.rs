@@ -1,0 +1,97 @@
+//! Per-tenant indexes of records that authentication reads on every request (API keys, OAuth
+//! clients, verified tokens), kept in memory by lookup key.
+//!
+//! Invariant: an index holds only what was found; a miss is loaded by the caller's loader and
+//! nothing is kept for a key that does not exist, so guessing keys fills nothing. Dropping a
+//! tenant's index (after a revocation) makes the next request read the database again.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lru::LruCache;
+
+use super::IdentityError;
+use crate::tenancy::TenantCache;
+
+type Index<M> = Mutex<LruCache<String, M>>;
+
+/// Records of each tenant, by key, at most `per_tenant` each.
+pub struct RecordIndex<M> {
+    tenants: TenantCache<Arc<Index<M>>>,
+    per_tenant: NonZeroUsize,
+}
+
+impl<M: Clone> RecordIndex<M> {
+    /// An index of `tenants` tenants; with a `ttl`, a tenant's records are read again at least
+    /// that often (bounding the harm of a lost invalidation).
+    pub fn new(tenants: usize, per_tenant: usize, ttl: Option<Duration>) -> Self {
+        let tenants = NonZeroUsize::new(tenants).unwrap_or(NonZeroUsize::MIN);
+        RecordIndex {
+            tenants: match ttl {
+                Some(ttl) => TenantCache::with_ttl(tenants, ttl),
+                None => TenantCache::new(tenants),
+            },
+            per_tenant: NonZeroUsize::new(per_tenant).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+
+    /// The record under `key`, from memory or else from `load` (kept if found).
+    pub async fn get_or_load<Fut>(
+        &self,
+        slug: &str,
+        key: &str,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Option<M>, IdentityError>
+    where
+        Fut: Future<Output = Result<Option<M>, IdentityError>>,
+    {
+        let index = self.index(slug).await?;
+        if let Some(record) = lock(&index).get(key) {
+            return Ok(Some(record.clone()));
+        }
+        let record = load().await?;
+        if let Some(record) = &record {
+            lock(&index).put(key.to_owned(), record.clone());
+        }
+        Ok(record)
+    }
+
+    /// The record under `key`, if in memory.
+    pub async fn get(&self, slug: &str, key: &str) -> Result<Option<M>, IdentityError> {
+        let index = self.index(slug).await?;
+        let record = lock(&index).get(key).cloned();
+        Ok(record)
+    }
+
+    /// Keeps `record` under `key`.
+    pub async fn put(&self, slug: &str, key: String, record: M) -> Result<(), IdentityError> {
+        let index = self.index(slug).await?;
+        lock(&index).put(key, record);
+        Ok(())
+    }
+
+    /// Forgets the records of `slug`.
+    pub fn forget(&self, slug: &str) {
+        self.tenants.invalidate(slug);
+    }
+
+    /// Forgets every record.
+    pub fn clear(&self) {
+        self.tenants.clear();
+    }
+
+    async fn index(&self, slug: &str) -> Result<Arc<Index<M>>, IdentityError> {
+        let capacity = self.per_tenant;
+        self.tenants
+            .get_or_try_load(slug, || async move {
+                Ok::<_, IdentityError>(Arc::new(Mutex::new(LruCache::new(capacity))))
+            })
+            .await
+    }
+}
+
+fn lock<M>(index: &Index<M>) -> MutexGuard<'_, LruCache<String, M>> {
+    // Every mutation is one LruCache call; a poisoned lock still holds a consistent map.
+    index.lock().unwrap_or_else(|p| p.into_inner())
+}
