@@ -20,6 +20,8 @@ pub const AZURE_DIRECTORY: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 /// A running provider.
 pub struct OidcPeer {
     _child: Child,
+    /// The peer's configuration and logs.
+    dir: std::path::PathBuf,
     pub issuer: String,
     /// `http://127.0.0.1:PORT`
     pub origin: String,
@@ -39,31 +41,22 @@ impl OidcPeer {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("config.json");
         std::fs::write(&file, config.to_string()).unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oidc/provider.mjs");
-        let log = dir.join("peer.log");
-        let mut child = Command::new("node")
-            .arg(script)
-            .arg(&file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs the OIDC peer (scripts/test installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .ok()
-            .and_then(|line| line.ok().flatten())
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("the OIDC peer did not start within 30 s:\n{log}")
-            });
+        // A peer that has not announced itself after 15 s is started again, once: on this box
+        // node now and then stalls at start under a loaded full run (its log is kept for that).
+        let (child, line) = match spawn_peer(&file, &dir.join("peer.log")).await {
+            Ok(started) => started,
+            Err(log) => {
+                eprintln!("the OIDC peer stalled at start; starting another. Its log:\n{log}");
+                spawn_peer(&file, &dir.join("peer-2.log"))
+                    .await
+                    .unwrap_or_else(|log| panic!("the OIDC peer did not start twice:\n{log}"))
+            }
+        };
         let info: Value = serde_json::from_str(&line).unwrap();
         let port = info["port"].as_u64().unwrap();
         OidcPeer {
             _child: child,
+            dir,
             issuer: info["issuer"].as_str().unwrap().to_owned(),
             origin: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
@@ -132,6 +125,37 @@ impl OidcPeer {
             .await
             .unwrap();
         assert!(response.status().is_success(), "{path}");
+    }
+}
+
+impl Drop for OidcPeer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `node provider.mjs config` and reads the line it announces itself with; the peer's
+/// stderr goes to `log`, which is returned when no line came within 15 s.
+async fn spawn_peer(
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<(Child, String), String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oidc/provider.mjs");
+    let mut child = Command::new("node")
+        .arg(script)
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the OIDC peer (scripts/test installs it)");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(15), lines.next_line()).await;
+    match line {
+        Ok(Ok(Some(line))) => Ok((child, line)),
+        _ => Err(std::fs::read_to_string(log).unwrap_or_default()),
     }
 }
 
