@@ -7,7 +7,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
+use crate::helpers::{Db, Options, TestApp, assert_problem, spawn_app, spawn_app_with};
 
 /// A service account holding `role`, and an OAuth client of it: `(client_id, client_secret)`.
 async fn client_with_role(app: &TestApp, role: &str) -> (String, String, String) {
@@ -48,16 +48,13 @@ fn token_url(app: &TestApp) -> String {
 
 /// Asks the token endpoint with HTTP Basic client authentication.
 async fn token(app: &TestApp, client_id: &str, secret: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .post(token_url(app))
-        .basic_auth(client_id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
+    fetch(
+        app.client
+            .post(token_url(app))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await
 }
 
 /// Sends `request` and reads its JSON answer (or text).
@@ -343,4 +340,39 @@ async fn the_token_endpoint_answers_bad_requests_as_rfc_6749_says() {
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
     aws_lc_rs::hmac::sign(&key, message).as_ref().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_client_secrets_spends_the_addresss_failure_budget() {
+    let app = spawn_app_with(
+        Db::Sqlite,
+        Options {
+            vars: vec![("FLOWGATE_RATE_LIMIT_FAILURES".into(), "5".into())],
+            ..Options::default()
+        },
+    )
+    .await;
+    let (client_id, secret, _) = client_with_role(&app, "Viewer").await;
+    let mut statuses = Vec::new();
+    for guess in 0..8 {
+        let (status, _) = token(&app, &client_id, &format!("guess-{guess}")).await;
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..5], &[StatusCode::UNAUTHORIZED; 5]);
+    assert!(
+        statuses[6..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // The right secret from the blocked address waits too.
+    let response = app
+        .client
+        .post(token_url(&app))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -133,13 +133,9 @@ pub async fn refuse(
     req: ServiceRequest,
     error: IdentityError,
 ) -> ServiceResponse<BoxBody> {
-    let meta = request_meta(req.request());
     let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
-    if let Some(ip) = req.peer_addr().map(|a| a.ip())
-        && let Some(trip) = state.limits.failed(ip).await
-    {
-        record_trip(state, trail.clone(), trip_event(&meta, &trip)).await;
-    }
+    spend_failure(state, trail.clone(), req.request()).await;
+    let meta = request_meta(req.request());
     let reason = error.audit_reason();
     let res = req.error_response(ApiError::from(error));
     if tenant.is_none() {
@@ -149,6 +145,16 @@ pub async fn refuse(
         .outcome(Outcome::None, res.status().as_u16())
         .detail("reason", reason);
     respond_audited(state, trail, event, res).await
+}
+
+/// Spends a failure from the budget of the request's source address; the trip that blocks the
+/// address is recorded in `trail`, once.
+pub async fn spend_failure(state: &AppState, trail: Trail, req: &HttpRequest) {
+    if let Some(ip) = req.peer_addr().map(|a| a.ip())
+        && let Some(trip) = state.limits.failed(ip).await
+    {
+        record_trip(state, trail, trip_event(&request_meta(req), &trip)).await;
+    }
 }
 
 /// The error for a tenant that does not exist, as the caller's credential would have got it.

@@ -13,12 +13,14 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::audit::Trail;
 use crate::audit::{AuditEvent, Outcome};
 use crate::crypto::random_token;
 use crate::http::contract::{Contract, Documented, Guard, Security};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::PathId;
 use crate::http::pages;
+use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::authz::tenant_parameter;
 use crate::http::pipeline::context::request_meta;
 use crate::http::pipeline::tenant;
@@ -116,6 +118,8 @@ impl SignInTenant {
         let SignInError::Refused(refusal) = error else {
             return HttpResponse::from_error(signin_error(error));
         };
+        // A refused sign-in spends the address's failure budget, like a wrong credential.
+        spend_failure(&self.state, Trail::from(&self.tenant.slug), req).await;
         let event = AuditEvent::new(&request_meta(req), "auth.login", "identity_provider")
             .resource_id(idp.to_string())
             .outcome(Outcome::Deny, 401)

@@ -17,9 +17,10 @@ use utoipa::ToSchema;
 use utoipa::openapi::Ref;
 
 use super::signin::SignInTenant;
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{AuditEvent, Outcome, Trail};
 use crate::http::contract::{Body, Contract, Documented};
 use crate::http::error::ApiError;
+use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::context::request_meta;
 use crate::identity::IdentityError;
 use crate::identity::tokens::{audience, issuer};
@@ -266,9 +267,7 @@ pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> Htt
                 })
         }
         Err(IdentityError::InvalidCredentials(reason)) => {
-            if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-                let _ = state.limits.failed(ip).await;
-            }
+            spend_failure(state, Trail::from(slug), &req).await;
             let event = AuditEvent::new(&meta, "auth.token", "oauth_client")
                 .outcome(Outcome::Deny, 401)
                 .detail(
