@@ -57,10 +57,15 @@ impl Principal {
         }
     }
 
-    pub fn actor_id(&self) -> String {
+    /// The id of the service account or user.
+    pub fn id(&self) -> Uuid {
         match self {
-            Principal::ServiceAccount { id, .. } | Principal::User { id, .. } => id.to_string(),
+            Principal::ServiceAccount { id, .. } | Principal::User { id, .. } => *id,
         }
+    }
+
+    pub fn actor_id(&self) -> String {
+        self.id().to_string()
     }
 
     /// The kind of credential that authenticated the request, for the audit trail.

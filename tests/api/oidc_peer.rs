@@ -251,6 +251,12 @@ impl Browser {
         self.land(&callback).await
     }
 
+    /// Signs in as `account` through provider `idp`, which must succeed.
+    pub async fn sign_in_ok(&self, app: &TestApp, idp: &str, account: &str) {
+        let landing = self.sign_in(app, idp, account).await;
+        assert_eq!(landing.status, StatusCode::SEE_OTHER, "{}", landing.body);
+    }
+
     /// A tenant API call with this browser's cookies.
     pub async fn api(
         &self,

@@ -157,10 +157,7 @@ async fn groups_follow_the_provider_at_every_sign_in() {
     let (idp, peer) = provider(&app, "okta", &[(ADA, ada_claims())], json!({})).await;
     // The mapped group grants reading users, once it exists.
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, ADA).await;
     bind_group(&app, "finance", "Viewer").await;
     let (status, _) = browser.api(&app, Method::GET, "/users").await;
     assert_eq!(status, StatusCode::OK);
@@ -171,10 +168,7 @@ async fn groups_follow_the_provider_at_every_sign_in() {
     claims["department"] = Value::Null;
     peer.set_account(ADA, claims).await;
     let again = Browser::new(&app);
-    assert_eq!(
-        again.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    again.sign_in_ok(&app, &idp, ADA).await;
     let (_, me) = again.api(&app, Method::GET, "/me").await;
     assert_eq!(me["groups"], json!([]));
     assert_eq!(me["attributes"], json!({}), "an unmapped claim is removed");
@@ -304,27 +298,18 @@ async fn forged_and_mismatched_id_tokens_are_refused() {
     assert!(users["items"].as_array().unwrap().is_empty(), "{users}");
     // An untampered token still signs in.
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, ADA).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_provider_keys_are_fetched_again_at_most_once_a_minute() {
     let app = spawn_app(Db::Sqlite).await;
     let (idp, peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
-    assert_eq!(
-        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
     let before = peer.stats().await["jwks"].as_u64().unwrap();
     peer.rotate_keys().await;
     // The new kid is unknown: the keys are fetched again, once, and the login succeeds.
-    assert_eq!(
-        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
     assert_eq!(peer.stats().await["jwks"].as_u64().unwrap(), before + 1);
     // Tokens naming unknown keys cannot make Flowgate fetch again within the minute.
     for _ in 0..3 {
@@ -341,10 +326,7 @@ async fn session_changes_need_the_servers_origin_and_logout_ends_the_session() {
     let app = spawn_app(Db::Sqlite).await;
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, ADA).await;
     let logout = app.url(&format!("/t/{}/auth/logout", app.tenant));
     // A cross-site form post carries a foreign Origin; a forged request may carry none.
     for origin in [None, Some("https://evil.example"), Some("null")] {
@@ -394,10 +376,7 @@ async fn logging_out_everywhere_ends_every_session_of_the_user() {
     let laptop = Browser::new(&app);
     let phone = Browser::new(&app);
     for browser in [&laptop, &phone] {
-        assert_eq!(
-            browser.sign_in(&app, &idp, ADA).await.status,
-            StatusCode::SEE_OTHER
-        );
+        browser.sign_in_ok(&app, &idp, ADA).await;
     }
     let response = laptop
         .client
@@ -420,10 +399,7 @@ async fn a_deactivated_user_cannot_sign_in_or_keep_a_session() {
     let app = spawn_app(Db::Postgres).await;
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, ADA).await;
     app.tenant_sql("UPDATE users SET status = 'disabled'").await;
     assert_eq!(
         browser.api(&app, Method::GET, "/me").await.0,
@@ -468,10 +444,7 @@ async fn azure_ad_admits_its_directories_and_distrusts_overflowing_groups() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, ADA).await;
     assert_eq!(
         browser.api(&app, Method::GET, "/me").await.1["groups"],
         json!(["finance"])
@@ -479,10 +452,7 @@ async fn azure_ad_admits_its_directories_and_distrusts_overflowing_groups() {
 
     // Too many groups for the token: `_claim_names` instead of `groups`, and none are granted.
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, "bob-subject").await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, "bob-subject").await;
     assert_eq!(
         browser.api(&app, Method::GET, "/me").await.1["groups"],
         json!([])
@@ -510,10 +480,7 @@ async fn google_requires_a_verified_email_in_the_hosted_domain() {
         json!({"hosted_domain": "acme.example"}),
     )
     .await;
-    assert_eq!(
-        Browser::new(&app).sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
     peer.tamper_next_id_token(json!({"claims": {"hd": "gmail.com"}}))
         .await;
     assert_eq!(
@@ -703,10 +670,7 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exis
 
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
     let browser = Browser::new(&app);
-    assert_eq!(
-        browser.sign_in(&app, &idp, ADA).await.status,
-        StatusCode::SEE_OTHER
-    );
+    browser.sign_in_ok(&app, &idp, ADA).await;
     assert_eq!(
         browser.api(&app, Method::GET, "/me").await.0,
         StatusCode::OK

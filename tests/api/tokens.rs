@@ -376,3 +376,48 @@ async fn guessing_client_secrets_spends_the_addresss_failure_budget() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_for_a_bad_or_foreign_account_is_422_and_nothing_is_made() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (_, account) = app
+        .post("/service-accounts", &app.admin_key, json!({"name": "sa"}))
+        .await;
+    let account = account["id"].as_str().unwrap();
+    let cases = [
+        (
+            json!({"name": "x", "service_account_id": uuid::Uuid::new_v4()}),
+            "service_account_id",
+        ),
+        (json!({"name": "  ", "service_account_id": account}), "name"),
+        (
+            json!({"name": "x", "service_account_id": "not-a-uuid"}),
+            "service_account_id",
+        ),
+        (
+            json!({"name": "x", "service_account_id": account, "secret": "mine"}),
+            "secret",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, problem) = app.post("/clients", &app.admin_key, body).await;
+        assert_problem(
+            status,
+            &problem,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        assert!(problem.to_string().contains(field), "{problem}");
+    }
+    let (status, problem) = app
+        .call(
+            Method::DELETE,
+            &format!("/clients/{}", uuid::Uuid::new_v4()),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not_found");
+    let (_, clients) = app.get("/clients", &app.admin_key).await;
+    assert_eq!(clients["items"], json!([]), "nothing was made");
+}

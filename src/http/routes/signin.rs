@@ -361,9 +361,9 @@ pub async fn logout(
     let user = principal.actor_id();
     let tx = WriteTx::sign_in(&page.state, &page.tenant.slug, &request_meta(&req), &proof).await?;
     let ended = if everywhere {
-        sessions::revoke_all(&tx, &proof, principal_id(&principal)).await?
+        sessions::revoke_all(&tx, &proof, principal.id()).await?
     } else {
-        u64::from(sessions::revoke(&tx, &proof, principal_id(&principal), session).await?)
+        u64::from(sessions::revoke(&tx, &proof, principal.id(), session).await?)
     };
     tx.commit(
         Change::new("session", session, 303)
@@ -375,13 +375,6 @@ pub async fn logout(
         .insert_header((header::LOCATION, page.login_page("?signed_out=1")))
         .cookie(sessions::removal(sessions::COOKIE))
         .finish())
-}
-
-fn principal_id(principal: &crate::identity::Principal) -> Uuid {
-    match principal {
-        crate::identity::Principal::User { id, .. }
-        | crate::identity::Principal::ServiceAccount { id, .. } => *id,
-    }
 }
 
 /// What the login page is asked.
