@@ -37,6 +37,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The OpenID Connect relying party of every tenant's sign-ins.
     pub oidc: OidcLogins,
+    /// The HTTP client for identity providers (discovery, keys, SAML metadata).
+    pub outbound: Outbound,
     /// The last readiness check and when it was made.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -67,6 +69,7 @@ impl AppState {
             Arc::clone(&keystore),
             settings.audit_checkpoint_interval,
         );
+        let outbound = Outbound::new()?;
         let state = Arc::new(AppState {
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
@@ -74,7 +77,8 @@ impl AppState {
             authz: Authz::new(Arc::clone(&dbs))?,
             metrics: Metrics::default(),
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
-            oidc: OidcLogins::new(Outbound::new()?),
+            oidc: OidcLogins::new(outbound.clone()),
+            outbound,
             readiness: tokio::sync::Mutex::new(None),
             settings,
             dbs,

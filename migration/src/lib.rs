@@ -44,6 +44,7 @@ impl MigratorTrait for TenantMigrator {
             Box::new(tenant::m20261129_000002_authz::Migration),
             Box::new(tenant::m20261203_000001_signin::Migration),
             Box::new(tenant::m20261203_000002_clients::Migration),
+            Box::new(tenant::m20261203_000003_saml::Migration),
         ]
     }
 

@@ -1,11 +1,12 @@
-//! Extractors: the JSON body and object ids in the path.
+//! Extractors: the JSON body, form bodies and object ids in the path.
 //!
 //! Authentication happens before any of these run (in `tenant::gate` for tenant routes, and in
 //! `operator::Operator`, which completes on its first poll), and bodies are read only by the handler,
 //! after authorization: an unauthenticated caller always gets 401 and an unauthorized one 403,
 //! never a body error.
 
-use std::future::{Ready, ready};
+use std::collections::BTreeMap;
+use std::future::{Future, Ready, ready};
 use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
@@ -328,6 +329,45 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Reads an `application/x-www-form-urlencoded` body of at most `limit` bytes into its fields.
+/// A body of another type, larger, unreadable or repeating a field is refused with the reason,
+/// for the caller to answer in its own shape (OAuth's, a sign-in page's).
+pub fn read_form(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> impl Future<Output = Result<BTreeMap<String, String>, &'static str>> + 'static {
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let mut payload = payload.take();
+    async move {
+        if !form {
+            return Err("the body must be application/x-www-form-urlencoded");
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| "the body could not be read")?;
+            if body.len() + chunk.len() > limit {
+                return Err("the body is too large");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let mut fields = BTreeMap::new();
+        for (name, value) in url::form_urlencoded::parse(&body) {
+            if fields
+                .insert(name.into_owned(), value.into_owned())
+                .is_some()
+            {
+                return Err("a parameter is repeated");
+            }
+        }
+        Ok(fields)
+    }
 }
 
 #[cfg(test)]

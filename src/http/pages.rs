@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
-use uuid::Uuid;
 
 use crate::tenancy::Slug;
 
@@ -17,10 +16,18 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margi
 h1{font-size:1.4rem}form,ul{margin:1.5rem 0}input{padding:.5rem;width:16rem}button{padding:.5rem 1rem}\
 .error{color:#a4001d}.note{color:#17603a}li{margin:.4rem 0}";
 
-/// The login page of tenant `slug`: `providers` are (id, name, email domains).
+/// An identity provider as the login page offers it.
+pub struct Choice {
+    pub name: String,
+    /// Where a browser begins signing in with it (a path on this server).
+    pub login_path: String,
+    pub email_domains: Vec<String>,
+}
+
+/// The login page of tenant `slug`.
 pub fn login(
     slug: &Slug,
-    providers: &[(Uuid, String, Vec<String>)],
+    providers: &[Choice],
     error: Option<&str>,
     note: Option<&str>,
 ) -> HttpResponse {
@@ -50,11 +57,12 @@ pub fn login(
     );
     if !providers.is_empty() {
         html.push_str("<p>Or choose your organisation's sign-in:</p><ul>");
-        for (id, name, _) in providers {
+        for choice in providers {
             let _ = write!(
                 html,
-                "<li><a href=\"/t/{slug}/auth/oidc/{id}/login\">{}</a></li>",
-                escape(name)
+                "<li><a href=\"{}\">{}</a></li>",
+                escape(&choice.login_path),
+                escape(&choice.name)
             );
         }
         html.push_str("</ul>");

@@ -1,23 +1,33 @@
 //! Logins in progress: what a sign-in must remember between sending the browser to its provider
 //! and the provider sending it back.
 //!
-//! Invariant: a login record is consumed (deleted) by the first callback that names its `state`,
-//! whatever that callback's fate, and expires after [`LOGIN_TTL`]; expired records are swept
-//! whenever a login begins, so the table holds only logins of the last few minutes.
+//! Invariants:
+//! - A login record is consumed (deleted) by the first callback that names its `state`,
+//!   whatever that callback's fate, and expires after [`LOGIN_TTL`]; expired records are swept
+//!   whenever a login begins, so the table holds only logins of the last few minutes.
+//! - A SAML assertion's `ID` is spent at most once per provider ([`spend_assertion`]).
 
 use chrono::Utc;
-use entity::tenant::{identity_provider, login_state};
+use entity::tenant::{identity_provider, login_state, saml_assertion};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
 };
 use uuid::Uuid;
 
-use super::oidc::{Begun, Pending};
 use super::sessions::LOGIN_TTL;
 use super::{Refusal, SignInError};
 use crate::app::AppState;
 use crate::crypto::sha256_hex;
 use crate::tenancy::{Access, Slug};
+
+/// What a login remembers until its provider sends the browser back.
+pub struct Pending {
+    /// OIDC: the ID token's `nonce`. SAML: the `ID` of the AuthnRequest, which the assertion
+    /// must answer (`InResponseTo`).
+    pub nonce: String,
+    /// OIDC: the PKCE code verifier. SAML: empty.
+    pub pkce_verifier: String,
+}
 
 /// The provider `id` of tenant `slug`, read before anyone is signed in.
 #[expect(
@@ -50,7 +60,8 @@ pub async fn providers(
     Ok(rows)
 }
 
-/// Remembers the login `begun` at provider `idp`, bound to the pre-login cookie `binding`.
+/// Remembers the login whose `state` (or SAML `RelayState`) hashes to `state_hash`, begun at
+/// provider `idp` and bound to the pre-login cookie `binding`.
 #[expect(
     clippy::disallowed_methods,
     reason = "a login in progress is bookkeeping before anyone is signed in; the sign-in that completes it is audited"
@@ -60,7 +71,8 @@ pub async fn remember(
     slug: &Slug,
     idp: Uuid,
     binding: &str,
-    begun: &Begun,
+    state_hash: &str,
+    pending: &Pending,
 ) -> Result<(), SignInError> {
     let tx = state.dbs.begin(slug, Access::Write).await?;
     let now = Utc::now();
@@ -69,11 +81,11 @@ pub async fn remember(
         .exec(&tx)
         .await?;
     login_state::ActiveModel {
-        id: Set(begun.state_hash.clone()),
+        id: Set(state_hash.to_owned()),
         idp_id: Set(idp),
         binding: Set(sha256_hex(binding.as_bytes())),
-        nonce: Set(begun.nonce.clone()),
-        pkce_verifier: Set(begun.pkce_verifier.clone()),
+        nonce: Set(pending.nonce.clone()),
+        pkce_verifier: Set(pending.pkce_verifier.clone()),
         expires_at: Set(now + LOGIN_TTL),
     }
     .insert(&tx)
@@ -82,7 +94,7 @@ pub async fn remember(
     Ok(())
 }
 
-/// Consumes the login whose `state` the callback brought: it must exist, be unexpired, belong
+/// Consumes the login whose `state` (or `RelayState`) the callback brought: it must exist, be unexpired, belong
 /// to provider `idp` and to the browser holding the pre-login cookie `binding`.
 #[expect(
     clippy::disallowed_methods,
@@ -127,4 +139,41 @@ pub async fn consume(
         nonce: record.nonce,
         pkce_verifier: record.pkce_verifier,
     })
+}
+
+/// Spends SAML assertion `assertion_id` of provider `idp`: refused as a replay when it was spent
+/// before. Its ledger entry lives until `valid_until`, after which the assertion would be
+/// refused as expired anyway; expired entries are swept here.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the replay ledger is written before anyone is signed in; the sign-in is audited"
+)]
+pub async fn spend_assertion(
+    state: &AppState,
+    slug: &Slug,
+    idp: Uuid,
+    assertion_id: &str,
+    valid_until: chrono::DateTime<Utc>,
+) -> Result<(), SignInError> {
+    let id = sha256_hex(format!("{idp}\n{assertion_id}").as_bytes());
+    let tx = state.dbs.begin(slug, Access::Write).await?;
+    saml_assertion::Entity::delete_many()
+        .filter(saml_assertion::Column::ExpiresAt.lt(Utc::now()))
+        .exec(&tx)
+        .await?;
+    let spent = saml_assertion::ActiveModel {
+        id: Set(id),
+        idp_id: Set(idp),
+        expires_at: Set(valid_until),
+    }
+    .insert(&tx)
+    .await;
+    match spent {
+        Err(e) if crate::tenancy::is_unique_violation(&e) => Err(Refusal::Replayed.into()),
+        Err(e) => Err(e.into()),
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(())
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! leave with a session.
 //!
 //! The flow, one module a step: [`providers`] holds each provider's settings and secret;
-//! [`oidc`] runs the authorization code flow with the provider and verifies what it vouches
-//! for; [`provisioning`] turns the vouched-for claims into the tenant's user, attributes and
+//! [`oidc`] runs the authorization code flow with an OpenID provider, and [`saml`] the Web
+//! Browser SSO profile with a SAML provider, each verifying what the provider vouches for; [`provisioning`] turns the vouched-for claims into the tenant's user, attributes and
 //! groups (just in time); [`sessions`] opens the server-side session behind the browser's
 //! cookie and finds it again on later requests; [`outbound`] is the HTTP client for providers.
 //!
@@ -18,10 +18,13 @@ pub mod oidc;
 pub mod outbound;
 pub mod providers;
 pub mod provisioning;
+pub mod saml;
 pub mod sessions;
 pub mod settings;
 
+use chrono::{DateTime, Utc};
 use openidconnect::{ClaimsVerificationError, SignatureVerificationError};
+use serde_json::{Map, Value};
 
 use crate::keystore::KeyStoreError;
 use crate::tenancy::TenancyError;
@@ -40,20 +43,30 @@ pub enum Refusal {
     CodeRejected(String),
     #[error("the token response carries no ID token")]
     NoIdToken,
-    #[error("the ID token is malformed")]
+    #[error("the ID token or assertion is malformed")]
     Malformed,
     #[error("the ID token is not signed with an allowed algorithm")]
     DisallowedAlgorithm,
-    #[error("the ID token's signature does not verify")]
+    #[error("the ID token's or assertion's signature does not verify, or it is unsigned")]
     BadSignature,
     #[error("the ID token names a key the provider does not publish")]
     UnknownKey,
-    #[error("the ID token is from another issuer")]
+    #[error("the ID token or assertion is from another issuer")]
     WrongIssuer,
-    #[error("the ID token is for another client")]
+    #[error("the ID token or assertion is for another client")]
     WrongAudience,
-    #[error("the ID token is expired or not yet valid")]
+    #[error("the ID token or assertion is expired or not yet valid")]
     Expired,
+    #[error("the SAML response is addressed to another service")]
+    WrongRecipient,
+    #[error("the SAML response answers no login of this browser")]
+    Unsolicited,
+    #[error("the SAML response is too large, too deep, has a DTD, or not exactly one assertion")]
+    Structure,
+    #[error("the SAML assertion names a transient subject")]
+    TransientSubject,
+    #[error("the SAML assertion was already used")]
+    Replayed,
     #[error("the ID token's nonce does not match the login")]
     WrongNonce,
     #[error("the ID token's at_hash does not match the access token")]
@@ -90,6 +103,11 @@ impl Refusal {
             Refusal::WrongIssuer => "wrong_issuer",
             Refusal::WrongAudience => "wrong_audience",
             Refusal::Expired => "expired",
+            Refusal::WrongRecipient => "wrong_recipient",
+            Refusal::Unsolicited => "unsolicited_response",
+            Refusal::Structure => "unacceptable_structure",
+            Refusal::TransientSubject => "transient_subject",
+            Refusal::Replayed => "replayed_assertion",
             Refusal::WrongNonce => "wrong_nonce",
             Refusal::AccessTokenHash => "at_hash_mismatch",
             Refusal::WrongDirectory => "wrong_directory",
@@ -105,7 +123,7 @@ impl Refusal {
     /// What a person is told.
     pub fn advice(&self) -> &'static str {
         match self {
-            Refusal::UnknownState | Refusal::ForeignBrowser => {
+            Refusal::UnknownState | Refusal::ForeignBrowser | Refusal::Replayed => {
                 "This sign-in link was already used, has expired or was opened in another browser. Start again."
             }
             Refusal::EmailTaken => {
@@ -137,6 +155,45 @@ impl Refusal {
             },
             _ => Refusal::Malformed,
         }
+    }
+}
+
+/// A person an identity provider vouched for: every claim of a verified ID token, or every
+/// attribute of a verified SAML assertion. Made only by [`oidc`] and [`saml`], after
+/// verification.
+#[derive(Debug)]
+pub struct Vouched {
+    subject: String,
+    claims: Map<String, Value>,
+    authenticated_at: DateTime<Utc>,
+}
+
+impl Vouched {
+    pub(super) fn new(
+        subject: String,
+        claims: Map<String, Value>,
+        authenticated_at: DateTime<Utc>,
+    ) -> Self {
+        Vouched {
+            subject,
+            claims,
+            authenticated_at,
+        }
+    }
+
+    /// The provider's subject identifier of the person.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Every claim of the verified ID token.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// When the provider authenticated the person (`auth_time`, else the token's `iat`).
+    pub fn authenticated_at(&self) -> DateTime<Utc> {
+        self.authenticated_at
     }
 }
 

@@ -32,9 +32,10 @@ use openidconnect::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::logins::Pending;
 use super::outbound::Outbound;
-use super::providers::{Preset, ProviderSettings};
-use super::{Refusal, SignInError};
+use super::providers::{OidcSettings, Preset};
+use super::{Refusal, SignInError, Vouched};
 
 /// Least time between two fetches of one provider's keys.
 pub const JWKS_REFRESH: Duration = Duration::from_secs(60);
@@ -78,8 +79,7 @@ pub struct Begun {
     pub authorize_url: String,
     /// SHA-256 of `state`, the login record's id.
     pub state_hash: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
+    pub pending: Pending,
 }
 
 /// What the provider sent back to the callback.
@@ -87,38 +87,6 @@ pub struct Callback {
     pub code: String,
     /// RFC 9207: the issuer that sent the browser back, when the provider says.
     pub iss: Option<String>,
-}
-
-/// The login record [`OidcLogins::finish`] completes.
-pub struct Pending {
-    pub nonce: String,
-    pub pkce_verifier: String,
-}
-
-/// A person the provider vouched for, with every claim of the verified ID token. Made only
-/// here, after verification.
-#[derive(Debug)]
-pub struct Vouched {
-    subject: String,
-    claims: Map<String, Value>,
-    authenticated_at: DateTime<Utc>,
-}
-
-impl Vouched {
-    /// The provider's subject identifier of the person.
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    /// Every claim of the verified ID token.
-    pub fn claims(&self) -> &Map<String, Value> {
-        &self.claims
-    }
-
-    /// When the provider authenticated the person (`auth_time`, else the token's `iat`).
-    pub fn authenticated_at(&self) -> DateTime<Utc> {
-        self.authenticated_at
-    }
 }
 
 /// The OIDC relying party of every tenant on this replica.
@@ -140,7 +108,7 @@ impl OidcLogins {
     pub async fn begin(
         &self,
         idp: Uuid,
-        settings: &ProviderSettings,
+        settings: &OidcSettings,
         redirect_uri: &str,
     ) -> Result<Begun, SignInError> {
         let known = self.known(idp, settings, false).await?;
@@ -168,8 +136,10 @@ impl OidcLogins {
         Ok(Begun {
             authorize_url: url.to_string(),
             state_hash: crate::crypto::sha256_hex(state.secret().as_bytes()),
-            nonce: nonce.secret().clone(),
-            pkce_verifier: verifier.secret().clone(),
+            pending: Pending {
+                nonce: nonce.secret().clone(),
+                pkce_verifier: verifier.secret().clone(),
+            },
         })
     }
 
@@ -177,7 +147,7 @@ impl OidcLogins {
     pub async fn finish(
         &self,
         idp: Uuid,
-        settings: &ProviderSettings,
+        settings: &OidcSettings,
         client_secret: String,
         redirect_uri: &str,
         pending: Pending,
@@ -239,11 +209,7 @@ impl OidcLogins {
             .find_map(|claim| claims.get(*claim).and_then(Value::as_i64))
             .and_then(|t| DateTime::from_timestamp(t, 0))
             .unwrap_or_else(Utc::now);
-        Ok(Vouched {
-            subject,
-            claims,
-            authenticated_at,
-        })
+        Ok(Vouched::new(subject, claims, authenticated_at))
     }
 
     /// Forgets what is known about provider `idp` (its settings changed or it was deleted).
@@ -257,7 +223,7 @@ impl OidcLogins {
     async fn known(
         &self,
         idp: Uuid,
-        settings: &ProviderSettings,
+        settings: &OidcSettings,
         refresh_keys: bool,
     ) -> Result<Arc<Known>, SignInError> {
         let cached = self.lock().get(&idp).cloned();
@@ -314,7 +280,7 @@ fn verify(
     known: &Known,
     id_token: &CoreIdToken,
     nonce: &Nonce,
-    settings: &ProviderSettings,
+    settings: &OidcSettings,
 ) -> Result<(), Refusal> {
     let verifier = verifier(known, settings);
     match id_token.claims(&verifier, nonce) {
@@ -333,7 +299,7 @@ fn verify(
 
 /// The verifier of the provider's ID tokens: as a public client's, so that no HMAC key exists
 /// (the algorithms allowed are asymmetric anyway).
-fn verifier<'a>(known: &'a Known, settings: &ProviderSettings) -> CoreIdTokenVerifier<'a> {
+fn verifier<'a>(known: &'a Known, settings: &OidcSettings) -> CoreIdTokenVerifier<'a> {
     CoreIdTokenVerifier::new_public_client(
         ClientId::new(settings.client_id.clone()),
         known.metadata.issuer().clone(),
@@ -360,7 +326,7 @@ fn check_at_hash(
     claims: &Map<String, Value>,
     id_token: &CoreIdToken,
     known: &Known,
-    settings: &ProviderSettings,
+    settings: &OidcSettings,
     access_token: &AccessToken,
 ) -> Result<(), Refusal> {
     let Some(expected) = claims.get("at_hash") else {
@@ -381,7 +347,7 @@ fn check_at_hash(
 }
 
 /// The provider-specific rules of the preset.
-fn check_preset(settings: &ProviderSettings, claims: &Map<String, Value>) -> Result<(), Refusal> {
+fn check_preset(settings: &OidcSettings, claims: &Map<String, Value>) -> Result<(), Refusal> {
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
     match settings.preset {
         Preset::AzureAd => {

@@ -1,5 +1,5 @@
-//! Calls from Flowgate to identity providers (discovery, JWKS, token endpoints): the HTTP client
-//! that `openidconnect` is given.
+//! Calls from Flowgate to identity providers (discovery, JWKS, token endpoints, SAML metadata):
+//! the HTTP client that `openidconnect` is given.
 //!
 //! Invariants:
 //! - Redirects are never followed (a provider's answer comes from the URL it was configured or
@@ -102,6 +102,21 @@ impl Outbound {
             anyhow::bail!("{url} answered {}", response.status());
         }
         Ok(serde_json::from_slice(response.body())?)
+    }
+
+    /// GETs the XML document at `url`, which must answer `200 OK` with UTF-8 text.
+    pub async fn get_xml(&self, url: &str) -> Result<String, anyhow::Error> {
+        let request = http::Request::get(url)
+            .header(
+                http::header::ACCEPT,
+                "application/samlmetadata+xml, application/xml, text/xml",
+            )
+            .body(Vec::new())?;
+        let response = self.send(request).await?;
+        if response.status() != http::StatusCode::OK {
+            anyhow::bail!("{url} answered {}", response.status());
+        }
+        Ok(String::from_utf8(response.into_body())?)
     }
 
     /// The client in the shape `openidconnect` calls.

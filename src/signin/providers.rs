@@ -34,9 +34,23 @@ pub enum Preset {
     Google,
 }
 
+/// What every kind of provider holds beside how to talk to it: whose people it signs in, and
+/// how what it says about them becomes their attributes and groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mappings {
+    /// Email domains whose people this provider signs in (the login page's chooser).
+    pub email_domains: Vec<String>,
+    /// Flowgate attribute → the claim (OIDC) or attribute (SAML) that fills it at every sign-in.
+    pub claim_mappings: BTreeMap<String, String>,
+    /// The provider's group name → the Flowgate group it grants.
+    pub group_mappings: BTreeMap<String, String>,
+    /// The claim (OIDC) or attribute (SAML) holding the user's groups.
+    pub groups_claim: String,
+}
+
 /// An OpenID provider's settings, as stored and shown (never the client secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderSettings {
+pub struct OidcSettings {
     pub preset: Preset,
     /// The issuer identifier: discovery is `{issuer}/.well-known/openid-configuration`, and
     /// ID tokens must carry exactly this `iss`.
@@ -44,18 +58,66 @@ pub struct ProviderSettings {
     pub client_id: String,
     /// Scopes asked for beside `openid`.
     pub scopes: Vec<String>,
-    /// Email domains whose people this provider signs in (the login page's chooser).
-    pub email_domains: Vec<String>,
-    /// Flowgate attribute → the claim that fills it at every sign-in.
-    pub claim_mappings: BTreeMap<String, String>,
-    /// The provider's group name → the Flowgate group it grants.
-    pub group_mappings: BTreeMap<String, String>,
-    /// The claim holding the user's groups.
-    pub groups_claim: String,
+    #[serde(flatten)]
+    pub mappings: Mappings,
     /// Azure AD: directories (`tid`) whose users may sign in; empty means the issuer's own.
     pub allowed_tenants: Vec<String>,
     /// Google: the Workspace domain (`hd`) every user must belong to.
     pub hosted_domain: Option<String>,
+}
+
+/// A SAML identity provider's settings: its metadata document, kept as given (or as fetched
+/// from `metadata_url` when the provider was saved), and how its attributes are read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlSettings {
+    /// Where the metadata was fetched from, when it was.
+    pub metadata_url: Option<String>,
+    pub metadata_xml: String,
+    /// The attribute holding the user's email (else an email-format NameID is used).
+    pub email_attribute: String,
+    /// The attribute holding the user's display name.
+    pub name_attribute: String,
+    #[serde(flatten)]
+    pub mappings: Mappings,
+}
+
+/// A stored provider's settings, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settings {
+    Oidc(OidcSettings),
+    Saml(SamlSettings),
+}
+
+impl Settings {
+    /// The `kind` column of the provider's row.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Settings::Oidc(_) => "oidc",
+            Settings::Saml(_) => "saml",
+        }
+    }
+
+    pub fn mappings(&self) -> &Mappings {
+        match self {
+            Settings::Oidc(oidc) => &oidc.mappings,
+            Settings::Saml(saml) => &saml.mappings,
+        }
+    }
+
+    /// Checks the settings as a whole; every problem names its field.
+    pub fn check(&self) -> Vec<FieldProblem> {
+        match self {
+            Settings::Oidc(oidc) => oidc.check(),
+            Settings::Saml(saml) => saml.check(),
+        }
+    }
+
+    fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Settings::Oidc(oidc) => serde_json::to_value(oidc),
+            Settings::Saml(saml) => serde_json::to_value(saml),
+        }
+    }
 }
 
 /// Longest lists and strings a provider's settings may hold.
@@ -65,14 +127,14 @@ const MAX_VALUE: usize = 256;
 /// A problem with one field of a provider's settings.
 pub type FieldProblem = (String, String);
 
-impl ProviderSettings {
+impl OidcSettings {
     /// Checks the settings as a whole; every problem names its field.
     pub fn check(&self) -> Vec<FieldProblem> {
-        let mut problems = Vec::new();
+        let mut problems = self.mappings.check();
         let mut problem = |field: &str, message: &str| {
             problems.push((field.to_owned(), message.to_owned()));
         };
-        match issuer_problem(&self.issuer) {
+        match url_problem(&self.issuer) {
             Some(message) => problem("issuer", message),
             None => {
                 if self.preset == Preset::AzureAd && azure_directory(&self.issuer).is_none() {
@@ -90,6 +152,42 @@ impl ProviderSettings {
         if self.scopes.len() > MAX_ENTRIES || !self.scopes.iter().all(|s| is_scope(s)) {
             problem("scopes", "at most 64 scopes of visible characters");
         }
+        if self.allowed_tenants.len() > MAX_ENTRIES
+            || !self
+                .allowed_tenants
+                .iter()
+                .all(|t| Uuid::parse_str(t).is_ok())
+        {
+            problem("allowed_tenants", "at most 64 directory ids (UUIDs)");
+        }
+        if !self.allowed_tenants.is_empty() && self.preset != Preset::AzureAd {
+            problem("allowed_tenants", "only for the azure_ad preset");
+        }
+        match (&self.hosted_domain, self.preset) {
+            (Some(domain), Preset::Google) if !is_domain(domain) => {
+                problem("hosted_domain", "must be a domain name such as example.com");
+            }
+            (Some(_), preset) if preset != Preset::Google => {
+                problem("hosted_domain", "only for the google preset");
+            }
+            _ => {}
+        }
+        problems
+    }
+
+    /// The Azure AD directory the issuer names.
+    pub fn azure_directory(&self) -> Option<&str> {
+        azure_directory(&self.issuer)
+    }
+}
+
+impl Mappings {
+    /// Checks the mappings; every problem names its field.
+    pub fn check(&self) -> Vec<FieldProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, message: &str| {
+            problems.push((field.to_owned(), message.to_owned()));
+        };
         if self.email_domains.len() > MAX_ENTRIES
             || !self.email_domains.iter().all(|d| is_domain(d))
         {
@@ -121,46 +219,44 @@ impl ProviderSettings {
         if !is_token(&self.groups_claim) {
             problem("groups_claim", "must be a claim name");
         }
-        if self.allowed_tenants.len() > MAX_ENTRIES
-            || !self
-                .allowed_tenants
-                .iter()
-                .all(|t| Uuid::parse_str(t).is_ok())
-        {
-            problem("allowed_tenants", "at most 64 directory ids (UUIDs)");
-        }
-        if !self.allowed_tenants.is_empty() && self.preset != Preset::AzureAd {
-            problem("allowed_tenants", "only for the azure_ad preset");
-        }
-        match (&self.hosted_domain, self.preset) {
-            (Some(domain), Preset::Google) if !is_domain(domain) => {
-                problem("hosted_domain", "must be a domain name such as example.com");
-            }
-            (Some(_), preset) if preset != Preset::Google => {
-                problem("hosted_domain", "only for the google preset");
-            }
-            _ => {}
-        }
         problems
-    }
-
-    /// The Azure AD directory the issuer names.
-    pub fn azure_directory(&self) -> Option<&str> {
-        azure_directory(&self.issuer)
     }
 }
 
-/// Why `issuer` cannot be an issuer, if it cannot: an `https` URL without query or fragment
-/// (plain `http` only on the loopback interface, for local providers).
-fn issuer_problem(issuer: &str) -> Option<&'static str> {
-    let Ok(url) = url::Url::parse(issuer) else {
+impl SamlSettings {
+    /// Checks the settings as a whole; every problem names its field.
+    pub fn check(&self) -> Vec<FieldProblem> {
+        let mut problems = self.mappings.check();
+        if let Some(message) = self.metadata_url.as_deref().and_then(url_problem) {
+            problems.push(("metadata_url".into(), message.into()));
+        }
+        if let Err(message) = super::saml::IdpMetadata::read(&self.metadata_xml) {
+            problems.push(("metadata_xml".into(), message));
+        }
+        for (field, value) in [
+            ("email_attribute", &self.email_attribute),
+            ("name_attribute", &self.name_attribute),
+        ] {
+            if !is_token(value) {
+                problems.push((field.into(), "must be an attribute name".into()));
+            }
+        }
+        problems
+    }
+}
+
+/// Why `address` cannot be a provider's issuer or metadata URL, if it cannot: an `https` URL
+/// without query, fragment or credentials (plain `http` only on the loopback interface, for
+/// local providers).
+pub fn url_problem(address: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(address) else {
         return Some("must be an absolute URL");
     };
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
         return Some("must be an https:// URL");
     }
-    if url.query().is_some() || url.fragment().is_some() || issuer.len() > 512 {
+    if url.query().is_some() || url.fragment().is_some() || address.len() > 512 {
         return Some("must have no query or fragment and be at most 512 characters");
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -211,9 +307,13 @@ pub fn is_domain(value: &str) -> bool {
         })
 }
 
-/// The settings stored in `row`.
-pub fn settings(row: &identity_provider::Model) -> Result<ProviderSettings, serde_json::Error> {
-    serde_json::from_value(row.config.clone())
+/// The settings stored in `row`, read by its kind.
+pub fn settings(row: &identity_provider::Model) -> Result<Settings, serde_json::Error> {
+    let config = row.config.clone();
+    Ok(match row.kind.as_str() {
+        "saml" => Settings::Saml(serde_json::from_value(config)?),
+        _ => Settings::Oidc(serde_json::from_value(config)?),
+    })
 }
 
 fn secret_name(slug: &str, id: Uuid) -> KeyName {
@@ -260,13 +360,13 @@ pub async fn create(
     _: &impl Permit<IdentityProviderManage>,
     id: Uuid,
     name: String,
-    settings: &ProviderSettings,
+    settings: &Settings,
 ) -> Result<identity_provider::Model, DbErr> {
     let now = Utc::now();
     identity_provider::ActiveModel {
         id: Set(id),
         name: Set(name),
-        kind: Set("oidc".into()),
+        kind: Set(settings.kind().into()),
         config: Set(to_json(settings)?),
         created_at: Set(now),
         updated_at: Set(now),
@@ -280,8 +380,16 @@ pub async fn update(
     _: &impl Permit<IdentityProviderManage>,
     existing: identity_provider::Model,
     name: String,
-    settings: &ProviderSettings,
+    settings: &Settings,
 ) -> Result<identity_provider::Model, DbErr> {
+    if existing.kind != settings.kind() {
+        return Err(DbErr::Custom(format!(
+            "provider {} is {}, not {}",
+            existing.id,
+            existing.kind,
+            settings.kind()
+        )));
+    }
     let mut row: identity_provider::ActiveModel = existing.into();
     row.name = Set(name);
     row.config = Set(to_json(settings)?);
@@ -309,30 +417,32 @@ pub async fn get(
     identity_provider::Entity::find_by_id(id).one(conn).await
 }
 
-fn to_json(settings: &ProviderSettings) -> Result<serde_json::Value, DbErr> {
-    serde_json::to_value(settings).map_err(|e| DbErr::Custom(e.to_string()))
+fn to_json(settings: &Settings) -> Result<serde_json::Value, DbErr> {
+    settings.to_json().map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn generic() -> ProviderSettings {
-        ProviderSettings {
+    fn generic() -> OidcSettings {
+        OidcSettings {
             preset: Preset::Generic,
             issuer: "https://idp.example.com".into(),
             client_id: "flowgate".into(),
             scopes: vec!["email".into(), "profile".into()],
-            email_domains: vec!["example.com".into()],
-            claim_mappings: BTreeMap::from([("department".into(), "dept".into())]),
-            group_mappings: BTreeMap::from([("Finance".into(), "finance".into())]),
-            groups_claim: "groups".into(),
+            mappings: Mappings {
+                email_domains: vec!["example.com".into()],
+                claim_mappings: BTreeMap::from([("department".into(), "dept".into())]),
+                group_mappings: BTreeMap::from([("Finance".into(), "finance".into())]),
+                groups_claim: "groups".into(),
+            },
             allowed_tenants: Vec::new(),
             hosted_domain: None,
         }
     }
 
-    fn fields(settings: &ProviderSettings) -> Vec<String> {
+    fn fields(settings: &OidcSettings) -> Vec<String> {
         settings.check().into_iter().map(|(f, _)| f).collect()
     }
 
@@ -352,7 +462,7 @@ mod tests {
             ("idp.example.com", false),
             ("javascript:alert(1)", false),
         ] {
-            let settings = ProviderSettings {
+            let settings = OidcSettings {
                 issuer: issuer.into(),
                 ..generic()
             };
@@ -362,13 +472,13 @@ mod tests {
 
     #[test]
     fn presets_check_their_own_fields() {
-        let azure = ProviderSettings {
+        let azure = OidcSettings {
             preset: Preset::AzureAd,
             issuer: "https://login.microsoftonline.com/organizations/v2.0".into(),
             ..generic()
         };
         assert_eq!(fields(&azure), ["issuer"]);
-        let azure = ProviderSettings {
+        let azure = OidcSettings {
             issuer: "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
                 .into(),
             ..azure
@@ -378,7 +488,7 @@ mod tests {
             azure.azure_directory(),
             Some("9188040d-6c67-4c5b-b112-36a304b66dad")
         );
-        let misplaced = ProviderSettings {
+        let misplaced = OidcSettings {
             hosted_domain: Some("example.com".into()),
             allowed_tenants: vec!["not-a-uuid".into()],
             ..generic()

@@ -23,9 +23,8 @@ use sea_orm::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::oidc::Vouched;
-use super::providers::ProviderSettings;
-use super::{Refusal, SignInError};
+use super::providers::Mappings;
+use super::{Refusal, SignInError, Vouched};
 use crate::directory::{clean_name, groups, users};
 use crate::tenancy::work::{SignIn, WriteTx};
 
@@ -50,7 +49,7 @@ pub async fn provision(
     tx: &WriteTx,
     proof: &SignIn,
     idp: Uuid,
-    settings: &ProviderSettings,
+    mappings: &Mappings,
     vouched: &Vouched,
 ) -> Result<Provisioned, SignInError> {
     let conn = tx.conn();
@@ -108,9 +107,9 @@ pub async fn provision(
     if existing.status != "active" {
         return Err(Refusal::UserDisabled.into());
     }
-    let user = refresh_user(tx, existing, &email, name, settings, vouched.claims()).await?;
-    let (idp_groups, groups_overage) = idp_groups(vouched.claims(), &settings.groups_claim);
-    let granted = sync_groups(tx, proof, user.id, settings, &idp_groups).await?;
+    let user = refresh_user(tx, existing, &email, name, mappings, vouched.claims()).await?;
+    let (idp_groups, groups_overage) = idp_groups(vouched.claims(), &mappings.groups_claim);
+    let granted = sync_groups(tx, proof, user.id, mappings, &idp_groups).await?;
     Ok(Provisioned {
         user,
         created,
@@ -125,13 +124,13 @@ async fn refresh_user(
     existing: user::Model,
     email: &str,
     name: String,
-    settings: &ProviderSettings,
+    mappings: &Mappings,
     claims: &Map<String, Value>,
 ) -> Result<user::Model, DbErr> {
     let conn = tx.conn();
     let mut attributes: BTreeMap<String, String> =
         serde_json::from_value(existing.attributes.clone()).unwrap_or_default();
-    for (attribute, claim) in &settings.claim_mappings {
+    for (attribute, claim) in &mappings.claim_mappings {
         match claims.get(claim).and_then(attribute_value) {
             Some(value) => attributes.insert(attribute.clone(), value),
             None => attributes.remove(attribute),
@@ -159,12 +158,12 @@ async fn sync_groups(
     tx: &WriteTx,
     proof: &SignIn,
     user_id: Uuid,
-    settings: &ProviderSettings,
+    mappings: &Mappings,
     idp_groups: &BTreeSet<String>,
 ) -> Result<Vec<String>, DbErr> {
     let conn = tx.conn();
-    let managed: BTreeSet<&String> = settings.group_mappings.values().collect();
-    let granted: BTreeSet<&String> = settings
+    let managed: BTreeSet<&String> = mappings.group_mappings.values().collect();
+    let granted: BTreeSet<&String> = mappings
         .group_mappings
         .iter()
         .filter(|(theirs, _)| idp_groups.contains(*theirs))

@@ -75,12 +75,23 @@ pub const COOKIE: &str = "__Host-flowgate-session";
 /// The pre-login cookie, binding a login in progress to its browser.
 pub const LOGIN_COOKIE: &str = "__Host-flowgate-login";
 
-/// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax, `Path=/`, no Domain.
+/// The pre-login cookie of a SAML login. The provider sends the browser back with a
+/// cross-site POST, on which browsers withhold `SameSite=Lax` cookies, so this one is
+/// `SameSite=None`; it only binds the login to the browser and grants nothing.
+pub const SAML_LOGIN_COOKIE: &str = "__Host-flowgate-saml-login";
+
+/// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax (None for [`SAML_LOGIN_COOKIE`]),
+/// `Path=/`, no Domain.
 pub fn host_cookie(name: &'static str, value: String, max_age: Duration) -> Cookie<'static> {
+    let same_site = if name == SAML_LOGIN_COOKIE {
+        SameSite::None
+    } else {
+        SameSite::Lax
+    };
     Cookie::build(name, value)
         .secure(true)
         .http_only(true)
-        .same_site(SameSite::Lax)
+        .same_site(same_site)
         .path("/")
         .max_age(time::Duration::seconds(max_age.num_seconds()))
         .finish()

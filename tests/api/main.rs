@@ -4,6 +4,7 @@
 
 mod helpers;
 mod oidc_peer;
+mod saml_peer;
 
 mod api_keys;
 mod attacks;
@@ -18,6 +19,7 @@ mod health;
 mod openapi;
 mod platform;
 mod rate_limits;
+mod saml;
 mod signin;
 mod storage;
 mod tenant_isolation;

@@ -168,11 +168,33 @@ pub struct Browser {
 /// What a sign-in ended with.
 pub struct Landing {
     pub status: StatusCode,
-    /// The callback URL the provider sent the browser to (with its code and state).
+    /// The URL that answered: the callback the provider sent the browser to (with its code
+    /// and state), or the SAML ACS.
     pub callback: String,
     pub location: Option<String>,
     pub set_cookies: Vec<String>,
     pub body: String,
+}
+
+impl Landing {
+    /// What the browser saw when `url` answered `response`.
+    pub async fn of(url: &str, response: reqwest::Response) -> Self {
+        Landing {
+            status: response.status(),
+            callback: url.to_owned(),
+            location: response
+                .headers()
+                .get(LOCATION)
+                .map(|v| v.to_str().unwrap().to_owned()),
+            set_cookies: response
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect(),
+            body: response.text().await.unwrap(),
+        }
+    }
 }
 
 impl Browser {
@@ -228,21 +250,7 @@ impl Browser {
     /// Visits the callback URL.
     pub async fn land(&self, callback: &str) -> Landing {
         let response = self.client.get(callback).send().await.unwrap();
-        Landing {
-            status: response.status(),
-            callback: callback.to_owned(),
-            location: response
-                .headers()
-                .get(LOCATION)
-                .map(|v| v.to_str().unwrap().to_owned()),
-            set_cookies: response
-                .headers()
-                .get_all(SET_COOKIE)
-                .iter()
-                .map(|v| v.to_str().unwrap().to_owned())
-                .collect(),
-            body: response.text().await.unwrap(),
-        }
+        Landing::of(callback, response).await
     }
 
     /// Signs in as `account` through provider `idp`, all the way.

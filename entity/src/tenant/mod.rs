@@ -15,6 +15,7 @@ pub mod policy_version;
 pub mod process;
 pub mod role;
 pub mod role_binding;
+pub mod saml_assertion;
 pub mod service_account;
 pub mod session;
 pub mod tenant_setting;

@@ -18,7 +18,9 @@ use crate::directory::{self, clean_name};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
-use crate::signin::providers::{self, Preset, ProviderSettings};
+use crate::signin::outbound::Outbound;
+use crate::signin::providers::{self, Mappings, OidcSettings, Preset, SamlSettings, Settings};
+use crate::signin::saml::IdpMetadata;
 use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::{Change, TenantContext};
 
@@ -61,26 +63,32 @@ pub struct CreateIdentityProvider {
     /// Email domains whose people this provider signs in.
     #[serde(default)]
     pub email_domains: Vec<String>,
-    /// Flowgate attribute → claim.
+    /// Flowgate attribute → claim (OIDC) or attribute name (SAML).
     #[serde(default)]
     pub claim_mappings: BTreeMap<String, String>,
     /// Provider group → Flowgate group name.
     #[serde(default)]
     pub group_mappings: BTreeMap<String, String>,
-    /// The claim holding the groups (default `groups`).
+    /// The claim (OIDC) or attribute (SAML) holding the groups (default `groups`).
     pub groups_claim: Option<String>,
     /// Azure AD: directories (`tid`) whose users may sign in.
     #[serde(default)]
     pub allowed_tenants: Vec<String>,
     /// Google: the Workspace domain (`hd`) users must belong to.
     pub hosted_domain: Option<String>,
-    /// SAML: the provider's metadata document.
+    /// SAML: the provider's metadata document (this or `metadata_url`).
     pub metadata_xml: Option<String>,
-    /// SAML: where the provider's metadata document is published.
+    /// SAML: where the provider's metadata document is published; fetched when saved.
     pub metadata_url: Option<String>,
+    /// SAML: the attribute holding the user's email (default `email`; else an email-format
+    /// NameID is used).
+    pub email_attribute: Option<String>,
+    /// SAML: the attribute holding the user's display name (default `name`).
+    pub name_attribute: Option<String>,
 }
 
-/// Changes to an identity provider; fields left out keep their value.
+/// Changes to an identity provider; fields left out keep their value. A provider's kind does
+/// not change, and fields of the other kind are refused.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email_domains": ["contoso.com", "contoso.co.uk"], "client_secret": "a rotated secret"}))]
@@ -98,28 +106,61 @@ pub struct UpdateIdentityProvider {
     pub groups_claim: Option<String>,
     pub allowed_tenants: Option<Vec<String>>,
     pub hosted_domain: Option<String>,
+    /// SAML: a new metadata document.
+    pub metadata_xml: Option<String>,
+    /// SAML: fetch the metadata again, from this URL.
+    pub metadata_url: Option<String>,
+    pub email_attribute: Option<String>,
+    pub name_attribute: Option<String>,
 }
 
-/// An identity provider as the API shows it: never its secret.
+/// An identity provider as the API shows it: never its secret. Fields of the other kind are
+/// left out.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IdentityProviderView {
     pub id: Uuid,
     pub name: String,
     pub kind: ProviderKind,
-    pub preset: Preset,
-    pub issuer: String,
-    pub client_id: String,
-    /// Whether a client secret is kept for the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Whether a client secret is kept for the provider (OIDC).
     pub client_secret_set: bool,
-    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
     pub email_domains: Vec<String>,
     pub claim_mappings: BTreeMap<String, String>,
     pub group_mappings: BTreeMap<String, String>,
     pub groups_claim: String,
-    pub allowed_tenants: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_tenants: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted_domain: Option<String>,
-    /// The redirect URI to register at the provider.
-    pub redirect_uri: String,
+    /// OIDC: the redirect URI to register at the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// SAML: where the metadata was fetched from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_url: Option<String>,
+    /// SAML: the provider's entity id (the issuer of its assertions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_entity_id: Option<String>,
+    /// SAML: SHA-256 fingerprints of the provider's signing certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_fingerprints: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_attribute: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_attribute: Option<String>,
+    /// SAML: Flowgate's entity id for this provider, which is also where its SP metadata is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sp_entity_id: Option<String>,
+    /// SAML: the Assertion Consumer Service URL to register at the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acs_url: Option<String>,
     /// Where a browser begins signing in with this provider.
     pub login_url: String,
     #[serde(serialize_with = "crate::http::timestamp::serialize")]
@@ -139,142 +180,328 @@ impl IdentityProviderView {
         let settings = providers::settings(&row)
             .map_err(|e| ApiError::internal("signin", anyhow::anyhow!("stored provider: {e}")))?;
         let base = format!(
-            "{}/t/{}/auth/oidc/{}",
+            "{}/t/{}/auth/{}/{}",
             context.public_url(),
             context.slug(),
+            settings.kind(),
             row.id
         );
-        Ok(IdentityProviderView {
+        let mappings = settings.mappings().clone();
+        let mut view = IdentityProviderView {
             id: row.id,
             name: row.name,
             kind: ProviderKind::Oidc,
-            preset: settings.preset,
-            issuer: settings.issuer,
-            client_id: settings.client_id,
-            client_secret_set: true,
-            scopes: settings.scopes,
-            email_domains: settings.email_domains,
-            claim_mappings: settings.claim_mappings,
-            group_mappings: settings.group_mappings,
-            groups_claim: settings.groups_claim,
-            allowed_tenants: settings.allowed_tenants,
-            hosted_domain: settings.hosted_domain,
-            redirect_uri: format!("{base}/callback"),
+            preset: None,
+            issuer: None,
+            client_id: None,
+            client_secret_set: false,
+            scopes: None,
+            email_domains: mappings.email_domains,
+            claim_mappings: mappings.claim_mappings,
+            group_mappings: mappings.group_mappings,
+            groups_claim: mappings.groups_claim,
+            allowed_tenants: None,
+            hosted_domain: None,
+            redirect_uri: None,
+            metadata_url: None,
+            idp_entity_id: None,
+            certificate_fingerprints: None,
+            email_attribute: None,
+            name_attribute: None,
+            sp_entity_id: None,
+            acs_url: None,
             login_url: format!("{base}/login"),
             created_at: row.created_at,
             updated_at: row.updated_at,
+        };
+        match settings {
+            Settings::Oidc(oidc) => {
+                view.preset = Some(oidc.preset);
+                view.issuer = Some(oidc.issuer);
+                view.client_id = Some(oidc.client_id);
+                view.client_secret_set = true;
+                view.scopes = Some(oidc.scopes);
+                view.allowed_tenants = Some(oidc.allowed_tenants);
+                view.hosted_domain = oidc.hosted_domain;
+                view.redirect_uri = Some(format!("{base}/callback"));
+            }
+            Settings::Saml(saml) => {
+                let metadata = IdpMetadata::read(&saml.metadata_xml).map_err(|e| {
+                    ApiError::internal("signin", anyhow::anyhow!("stored SAML metadata: {e}"))
+                })?;
+                view.kind = ProviderKind::Saml;
+                view.metadata_url = saml.metadata_url;
+                view.idp_entity_id = Some(metadata.entity_id().to_owned());
+                view.certificate_fingerprints = Some(metadata.fingerprints());
+                view.email_attribute = Some(saml.email_attribute);
+                view.name_attribute = Some(saml.name_attribute);
+                view.sp_entity_id = Some(format!("{base}/metadata"));
+                view.acs_url = Some(format!("{base}/acs"));
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// Collects the problems of a body, field by field, to answer them all at once.
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, field: &str, message: &str) {
+        self.0.push((field.to_owned(), message.to_owned()));
+    }
+
+    /// Refuses each field that is given although the provider's kind has no use for it.
+    fn foreign(&mut self, kind: &str, given: &[(&str, bool)]) {
+        for (field, present) in given {
+            if *present {
+                self.add(field, &format!("is not a setting of {kind} providers"));
+            }
+        }
+    }
+
+    fn required(&mut self, field: &str, value: Option<String>) -> String {
+        value.unwrap_or_else(|| {
+            self.add(field, "is required");
+            String::new()
         })
+    }
+
+    fn into_result(mut self, settings: &Settings) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            self.0 = settings.check();
+        }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(self.0))
+        }
     }
 }
 
 impl CreateIdentityProvider {
-    /// The checked name, settings and client secret.
-    fn validate(self) -> Result<(String, ProviderSettings, String), ApiError> {
-        if self.kind == ProviderKind::Saml {
-            return Err(ApiError::invalid_field(
-                "kind",
-                "SAML identity providers are not available yet; use an OpenID Connect provider",
-            ));
-        }
-        let mut problems = Vec::new();
+    /// The checked name, settings and (OIDC) client secret; a SAML provider's metadata is
+    /// fetched from its `metadata_url` here.
+    async fn validate(
+        self,
+        outbound: &Outbound,
+    ) -> Result<(String, Settings, Option<String>), ApiError> {
+        let mut problems = Problems::default();
         let name = clean_name(&self.name, 200)
-            .map_err(|m| problems.push(("name".to_owned(), m)))
+            .map_err(|m| problems.add("name", &m))
             .unwrap_or_default();
-        for (field, given) in [
-            ("metadata_xml", self.metadata_xml.is_some()),
-            ("metadata_url", self.metadata_url.is_some()),
-        ] {
-            if given {
-                problems.push((field.into(), "only for SAML providers".into()));
-            }
-        }
-        let required = |field: &str, value: Option<String>, problems: &mut Vec<_>| {
-            value.unwrap_or_else(|| {
-                problems.push((
-                    field.to_owned(),
-                    "is required for an OIDC provider".to_owned(),
-                ));
-                String::new()
-            })
-        };
-        let issuer = required("issuer", self.issuer, &mut problems);
-        let client_id = required("client_id", self.client_id, &mut problems);
-        let secret = required("client_secret", self.client_secret, &mut problems);
-        if let Some(message) = secret_problem(&secret) {
-            problems.push(("client_secret".into(), message.into()));
-        }
-        let settings = ProviderSettings {
-            preset: self.preset.unwrap_or(Preset::Generic),
-            issuer: issuer.trim_end_matches('/').to_owned(),
-            client_id,
-            scopes: self
-                .scopes
-                .unwrap_or_else(|| vec!["email".into(), "profile".into()]),
+        let mappings = Mappings {
             email_domains: lower(self.email_domains),
             claim_mappings: self.claim_mappings,
             group_mappings: self.group_mappings,
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".into()),
-            allowed_tenants: self.allowed_tenants,
-            hosted_domain: self.hosted_domain.map(|d| d.to_lowercase()),
         };
-        if problems.is_empty() {
-            problems = settings.check();
-        }
-        if problems.is_empty() {
-            Ok((name, settings, secret))
-        } else {
-            Err(invalid(problems))
-        }
+        let (settings, secret) = match self.kind {
+            ProviderKind::Oidc => {
+                problems.foreign(
+                    "OIDC",
+                    &[
+                        ("metadata_xml", self.metadata_xml.is_some()),
+                        ("metadata_url", self.metadata_url.is_some()),
+                        ("email_attribute", self.email_attribute.is_some()),
+                        ("name_attribute", self.name_attribute.is_some()),
+                    ],
+                );
+                let issuer = problems.required("issuer", self.issuer);
+                let client_id = problems.required("client_id", self.client_id);
+                let secret = problems.required("client_secret", self.client_secret);
+                if let Some(message) = secret_problem(&secret) {
+                    problems.add("client_secret", message);
+                }
+                let oidc = OidcSettings {
+                    preset: self.preset.unwrap_or(Preset::Generic),
+                    issuer: issuer.trim_end_matches('/').to_owned(),
+                    client_id,
+                    scopes: self
+                        .scopes
+                        .unwrap_or_else(|| vec!["email".into(), "profile".into()]),
+                    mappings,
+                    allowed_tenants: self.allowed_tenants,
+                    hosted_domain: self.hosted_domain.map(|d| d.to_lowercase()),
+                };
+                (Settings::Oidc(oidc), Some(secret))
+            }
+            ProviderKind::Saml => {
+                problems.foreign(
+                    "SAML",
+                    &[
+                        ("preset", self.preset.is_some()),
+                        ("issuer", self.issuer.is_some()),
+                        ("client_id", self.client_id.is_some()),
+                        ("client_secret", self.client_secret.is_some()),
+                        ("scopes", self.scopes.is_some()),
+                        ("allowed_tenants", !self.allowed_tenants.is_empty()),
+                        ("hosted_domain", self.hosted_domain.is_some()),
+                    ],
+                );
+                let metadata_xml = match (self.metadata_xml, &self.metadata_url) {
+                    (Some(xml), None) => xml,
+                    (None, Some(url)) if problems.0.is_empty() => {
+                        fetch_metadata(outbound, url).await?
+                    }
+                    (None, Some(_)) => String::new(),
+                    _ => {
+                        problems.add(
+                            "metadata_xml",
+                            "give exactly one of metadata_xml and metadata_url",
+                        );
+                        String::new()
+                    }
+                };
+                let saml = SamlSettings {
+                    metadata_url: self.metadata_url,
+                    metadata_xml,
+                    email_attribute: self.email_attribute.unwrap_or_else(|| "email".into()),
+                    name_attribute: self.name_attribute.unwrap_or_else(|| "name".into()),
+                    mappings,
+                };
+                (Settings::Saml(saml), None)
+            }
+        };
+        problems.into_result(&settings)?;
+        Ok((name, settings, secret))
     }
 }
 
+/// Fetches a SAML provider's metadata from `url` (which must be a provider URL: https, or http
+/// on the loopback interface); a failure is the field's problem.
+async fn fetch_metadata(outbound: &Outbound, url: &str) -> Result<String, ApiError> {
+    if let Some(message) = providers::url_problem(url) {
+        return Err(ApiError::invalid_field("metadata_url", message));
+    }
+    outbound.get_xml(url).await.map_err(|e| {
+        ApiError::invalid_field(
+            "metadata_url",
+            format!("the metadata could not be fetched: {e}"),
+        )
+    })
+}
+
 impl UpdateIdentityProvider {
-    /// The stored provider with these changes, checked.
-    fn apply(
+    /// The stored provider with these changes, checked; with the new client secret, if any.
+    async fn apply(
         self,
         name: String,
-        mut settings: ProviderSettings,
-    ) -> Result<(String, ProviderSettings, Option<String>), ApiError> {
+        settings: Settings,
+        outbound: &Outbound,
+    ) -> Result<(String, Settings, Option<String>), ApiError> {
         let name = match self.name {
             Some(name) => clean_name(&name, 200).map_err(|m| ApiError::invalid_field("name", m))?,
             None => name,
         };
-        if let Some(secret) = &self.client_secret
-            && let Some(message) = secret_problem(secret)
-        {
-            return Err(ApiError::invalid_field("client_secret", message));
-        }
-        macro_rules! set {
-            ($($field:ident),*) => {$(
-                if let Some(value) = self.$field {
-                    settings.$field = value;
+        let mut problems = Problems::default();
+        let settings = match settings {
+            Settings::Oidc(mut oidc) => {
+                problems.foreign(
+                    "OIDC",
+                    &[
+                        ("metadata_xml", self.metadata_xml.is_some()),
+                        ("metadata_url", self.metadata_url.is_some()),
+                        ("email_attribute", self.email_attribute.is_some()),
+                        ("name_attribute", self.name_attribute.is_some()),
+                    ],
+                );
+                if let Some(secret) = &self.client_secret
+                    && let Some(message) = secret_problem(secret)
+                {
+                    problems.add("client_secret", message);
                 }
-            )*};
-        }
-        set!(
-            preset,
-            client_id,
-            scopes,
-            claim_mappings,
-            group_mappings,
-            groups_claim,
-            allowed_tenants
-        );
-        if let Some(issuer) = self.issuer {
-            settings.issuer = issuer.trim_end_matches('/').to_owned();
-        }
-        if let Some(domains) = self.email_domains {
-            settings.email_domains = lower(domains);
-        }
-        if let Some(domain) = self.hosted_domain {
-            settings.hosted_domain = Some(domain.to_lowercase());
-        }
-        let problems = settings.check();
-        if problems.is_empty() {
-            Ok((name, settings, self.client_secret))
-        } else {
-            Err(invalid(problems))
-        }
+                macro_rules! set {
+                    ($($field:ident),*) => {$(
+                        if let Some(value) = self.$field {
+                            oidc.$field = value;
+                        }
+                    )*};
+                }
+                set!(preset, client_id, scopes, allowed_tenants);
+                if let Some(issuer) = self.issuer {
+                    oidc.issuer = issuer.trim_end_matches('/').to_owned();
+                }
+                if let Some(domain) = self.hosted_domain {
+                    oidc.hosted_domain = Some(domain.to_lowercase());
+                }
+                update_mappings(
+                    &mut oidc.mappings,
+                    self.email_domains,
+                    self.claim_mappings,
+                    self.group_mappings,
+                    self.groups_claim,
+                );
+                Settings::Oidc(oidc)
+            }
+            Settings::Saml(mut saml) => {
+                problems.foreign(
+                    "SAML",
+                    &[
+                        ("preset", self.preset.is_some()),
+                        ("issuer", self.issuer.is_some()),
+                        ("client_id", self.client_id.is_some()),
+                        ("client_secret", self.client_secret.is_some()),
+                        ("scopes", self.scopes.is_some()),
+                        ("allowed_tenants", self.allowed_tenants.is_some()),
+                        ("hosted_domain", self.hosted_domain.is_some()),
+                    ],
+                );
+                match (self.metadata_xml, self.metadata_url) {
+                    (Some(_), Some(_)) => problems.add(
+                        "metadata_xml",
+                        "give at most one of metadata_xml and metadata_url",
+                    ),
+                    (Some(xml), None) => {
+                        saml.metadata_xml = xml;
+                        saml.metadata_url = None;
+                    }
+                    (None, Some(url)) if problems.0.is_empty() => {
+                        saml.metadata_xml = fetch_metadata(outbound, &url).await?;
+                        saml.metadata_url = Some(url);
+                    }
+                    _ => {}
+                }
+                if let Some(attribute) = self.email_attribute {
+                    saml.email_attribute = attribute;
+                }
+                if let Some(attribute) = self.name_attribute {
+                    saml.name_attribute = attribute;
+                }
+                update_mappings(
+                    &mut saml.mappings,
+                    self.email_domains,
+                    self.claim_mappings,
+                    self.group_mappings,
+                    self.groups_claim,
+                );
+                Settings::Saml(saml)
+            }
+        };
+        problems.into_result(&settings)?;
+        Ok((name, settings, self.client_secret))
+    }
+}
+
+fn update_mappings(
+    mappings: &mut Mappings,
+    email_domains: Option<Vec<String>>,
+    claim_mappings: Option<BTreeMap<String, String>>,
+    group_mappings: Option<BTreeMap<String, String>>,
+    groups_claim: Option<String>,
+) {
+    if let Some(domains) = email_domains {
+        mappings.email_domains = lower(domains);
+    }
+    if let Some(claims) = claim_mappings {
+        mappings.claim_mappings = claims;
+    }
+    if let Some(groups) = group_mappings {
+        mappings.group_mappings = groups;
+    }
+    if let Some(claim) = groups_claim {
+        mappings.groups_claim = claim;
     }
 }
 
@@ -302,10 +529,8 @@ fn invalid(problems: Vec<(String, String)>) -> ApiError {
 /// Refuses mappings that would let the provider hand its users more than the caller holds:
 /// every attribute a mapping fills can take any value the provider sends, and every mapped
 /// group's bindings are granted to whoever the provider says belongs to it.
-async fn refuse_escalation(
-    auth: &TenantContext,
-    settings: &ProviderSettings,
-) -> Result<(), ApiError> {
+async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<(), ApiError> {
+    let settings = settings.mappings();
     let claims: BTreeSet<String> = settings.claim_mappings.keys().cloned().collect();
     let missing = auth
         .engine()
@@ -332,6 +557,26 @@ async fn refuse_escalation(
     Ok(auth.refuse_escalation(None, &member).await?)
 }
 
+/// `change` with what the audit trail says of a provider's settings: its kind and whom it
+/// trusts.
+fn described(change: Change, settings: &Settings) -> Change {
+    let change = change.detail("kind", settings.kind());
+    match settings {
+        Settings::Oidc(oidc) => change
+            .detail(
+                "preset",
+                serde_json::to_value(oidc.preset).unwrap_or_default(),
+            )
+            .detail("issuer", oidc.issuer.clone()),
+        Settings::Saml(saml) => match IdpMetadata::read(&saml.metadata_xml) {
+            Ok(metadata) => change
+                .detail("idp_entity_id", metadata.entity_id())
+                .detail("certificate_fingerprints", metadata.fingerprints()),
+            Err(_) => change,
+        },
+    }
+}
+
 /// Configure an identity provider.
 ///
 /// The client secret goes to the key store and is never shown again. Mappings are checked like
@@ -347,10 +592,12 @@ pub async fn create_identity_provider(
     auth: Authorized<IdentityProviderManage>,
     body: JsonBody<CreateIdentityProvider>,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, settings, secret) = body.parse().await?.validate()?;
+    let (name, settings, secret) = body.parse().await?.validate(auth.outbound()).await?;
     refuse_escalation(&auth, &settings).await?;
     let id = Uuid::now_v7();
-    providers::store_client_secret(auth.keystore(), auth.slug().as_str(), id, &secret).await?;
+    if let Some(secret) = &secret {
+        providers::store_client_secret(auth.keystore(), auth.slug().as_str(), id, secret).await?;
+    }
     let tx = auth.write().await?;
     let row = match providers::create(&tx, auth.allowed(), id, name, &settings).await {
         Err(e) if is_unique_violation(&e) => {
@@ -360,14 +607,10 @@ pub async fn create_identity_provider(
         }
         other => other?,
     };
-    tx.commit(
-        Change::new("identity_provider", row.id, 201)
-            .detail(
-                "preset",
-                serde_json::to_value(settings.preset).unwrap_or_default(),
-            )
-            .detail("issuer", settings.issuer.clone()),
-    )
+    tx.commit(described(
+        Change::new("identity_provider", row.id, 201),
+        &settings,
+    ))
     .await?;
     Ok(HttpResponse::Created().json(IdentityProviderView::of(&auth, row)?))
 }
@@ -440,7 +683,9 @@ pub async fn update_identity_provider(
     read.commit().await?;
     let stored = providers::settings(&existing)
         .map_err(|e| ApiError::internal("signin", anyhow::anyhow!("stored provider: {e}")))?;
-    let (name, settings, secret) = changes.apply(existing.name.clone(), stored)?;
+    let (name, settings, secret) = changes
+        .apply(existing.name.clone(), stored, auth.outbound())
+        .await?;
     refuse_escalation(&auth, &settings).await?;
     if let Some(secret) = &secret {
         providers::store_client_secret(auth.keystore(), auth.slug().as_str(), id.0, secret).await?;
@@ -455,8 +700,7 @@ pub async fn update_identity_provider(
         other => other?,
     };
     tx.commit(
-        Change::new("identity_provider", row.id, 200)
-            .detail("issuer", settings.issuer.clone())
+        described(Change::new("identity_provider", row.id, 200), &settings)
             .detail("client_secret_rotated", secret.is_some()),
     )
     .await?;

@@ -1,6 +1,7 @@
 //! `/t/{tenant}/auth/…`: signing in and out in a browser. These routes sit under a tenant but
 //! before any credential (stage 2 of the pipeline only): the person is not signed in yet.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -9,26 +10,32 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::openapi::Ref;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::Trail;
 use crate::audit::{AuditEvent, Outcome};
 use crate::crypto::random_token;
-use crate::http::contract::{Contract, Documented, Guard, Security};
+use crate::crypto::sha256_hex;
+use crate::http::contract::{Body, Contract, Documented, Guard, Security};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::PathId;
+use crate::http::extract::read_form;
 use crate::http::pages;
+use crate::http::pages::Choice;
 use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::authz::tenant_parameter;
 use crate::http::pipeline::context::request_meta;
 use crate::http::pipeline::tenant;
 use crate::identity::IdentityError;
+use crate::signin::logins::Pending;
 use crate::signin::oidc::Callback;
-use crate::signin::providers::{self, ProviderSettings};
+use crate::signin::providers::{self, Mappings, OidcSettings, SamlSettings, Settings};
+use crate::signin::saml::{self, Endpoints};
 use crate::signin::sessions::{self, LOGIN_TTL};
-use crate::signin::{SignInError, logins, provisioning};
+use crate::signin::{Refusal, SignInError, Vouched, logins, provisioning};
 use crate::tenancy::work::{Change, SignIn, WriteTx};
 use crate::tenancy::{Tenant, TenantStatus};
 
@@ -103,14 +110,48 @@ impl SignInTenant {
         format!("/t/{}/auth/login{query}", self.tenant.slug)
     }
 
-    /// The stored OIDC provider `id` and its settings; 404 when the tenant has none.
-    async fn provider(&self, id: Uuid) -> Result<ProviderSettings, ApiError> {
+    /// What SAML provider `idp` knows this tenant by.
+    fn endpoints(&self, idp: Uuid) -> Endpoints {
+        let base = format!("{}/auth/saml/{idp}", self.base());
+        Endpoints {
+            entity_id: format!("{base}/metadata"),
+            acs_url: format!("{base}/acs"),
+        }
+    }
+
+    /// The stored settings of provider `id`; 404 when the tenant has none.
+    async fn provider(&self, id: Uuid) -> Result<Settings, ApiError> {
         let row = logins::provider(&self.state, &self.tenant.slug, id)
             .await
             .map_err(signin_error)?
             .ok_or_else(ApiError::not_found)?;
         providers::settings(&row)
             .map_err(|e| ApiError::internal("signin", anyhow::anyhow!("stored provider: {e}")))
+    }
+
+    /// The OpenID provider `id`; 404 when the tenant has none (or it is a SAML provider).
+    async fn oidc_provider(&self, id: Uuid) -> Result<OidcSettings, ApiError> {
+        match self.provider(id).await? {
+            Settings::Oidc(settings) => Ok(settings),
+            Settings::Saml(_) => Err(ApiError::not_found()),
+        }
+    }
+
+    /// The SAML provider `id`; 404 when the tenant has none (or it is an OpenID provider).
+    async fn saml_provider(&self, id: Uuid) -> Result<SamlSettings, ApiError> {
+        match self.provider(id).await? {
+            Settings::Saml(settings) => Ok(settings),
+            Settings::Oidc(_) => Err(ApiError::not_found()),
+        }
+    }
+
+    /// The provider a callback names, as it is now; a login at a provider since deleted or
+    /// changed into another kind is unknown.
+    async fn provider_for_callback(&self, idp: Uuid) -> Result<Settings, SignInError> {
+        let row = logins::provider(&self.state, &self.tenant.slug, idp)
+            .await?
+            .ok_or(Refusal::UnknownState)?;
+        Ok(providers::settings(&row).map_err(anyhow::Error::from)?)
     }
 
     /// Records a refused sign-in in the tenant's trail and answers it.
@@ -127,15 +168,65 @@ impl SignInTenant {
         if let Err(e) = self.state.audit.record(&self.tenant.slug, event).await {
             return HttpResponse::from_error(ApiError::from(e));
         }
-        let cookie = sessions::removal(sessions::LOGIN_COOKIE);
         let mut res = if wants_html(req) {
             pages::login(&self.tenant.slug, &[], Some(refusal.advice()), None)
         } else {
             HttpResponse::from_error(ApiError::new(ErrorCode::SignInFailed, refusal.advice()))
         };
         *res.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
-        let _ = res.add_cookie(&cookie);
+        for cookie in [sessions::LOGIN_COOKIE, sessions::SAML_LOGIN_COOKIE] {
+            let _ = res.add_cookie(&sessions::removal(cookie));
+        }
         res
+    }
+
+    /// Provisions the person `vouched` names, opens their session and answers with its cookie
+    /// (clearing the pre-login cookie `login_cookie`); the sign-in is audited.
+    async fn open_session(
+        &self,
+        req: &HttpRequest,
+        idp: Uuid,
+        method: &'static str,
+        mappings: &Mappings,
+        vouched: &Vouched,
+        login_cookie: &'static str,
+    ) -> Result<HttpResponse, SignInError> {
+        let proof = SignIn::vouched(vouched);
+        let meta = request_meta(req);
+        let tx = WriteTx::sign_in(&self.state, &self.tenant.slug, &meta, &proof).await?;
+        let provisioned = provisioning::provision(&tx, &proof, idp, mappings, vouched).await?;
+        let opened = sessions::open(
+            &tx,
+            &proof,
+            provisioned.user.id,
+            idp,
+            method,
+            vouched.authenticated_at(),
+            &meta,
+        )
+        .await
+        .map_err(identity_error)?;
+        tx.commit(
+            Change::new("session", opened.session.id, 303)
+                .by("user", provisioned.user.id)
+                .detail("identity_provider", idp.to_string())
+                .detail("method", method)
+                .detail("user_created", provisioned.created)
+                .detail("groups", provisioned.groups.clone())
+                .detail("groups_overage", provisioned.groups_overage),
+        )
+        .await?;
+        let session_cookie = sessions::host_cookie(
+            sessions::COOKIE,
+            opened.token.expose_secret().to_owned(),
+            opened.timeouts.absolute,
+        );
+        Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, self.login_page("?signed_in=1")))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .cookie(session_cookie)
+            .cookie(sessions::removal(login_cookie))
+            .finish())
     }
 }
 
@@ -169,7 +260,7 @@ fn wants_html(req: &HttpRequest) -> bool {
     responses((status = 303, description = "To the provider, with the pre-login cookie"))
 )]
 pub async fn oidc_login(page: SignInTenant, id: PathId) -> Result<HttpResponse, ApiError> {
-    let settings = page.provider(id.0).await?;
+    let settings = page.oidc_provider(id.0).await?;
     let begun = page
         .state
         .oidc
@@ -177,9 +268,16 @@ pub async fn oidc_login(page: SignInTenant, id: PathId) -> Result<HttpResponse, 
         .await
         .map_err(signin_error)?;
     let binding = random_token::<32>().map_err(|e| ApiError::internal("signin", e))?;
-    logins::remember(&page.state, &page.tenant.slug, id.0, &binding, &begun)
-        .await
-        .map_err(signin_error)?;
+    logins::remember(
+        &page.state,
+        &page.tenant.slug,
+        id.0,
+        &binding,
+        &begun.state_hash,
+        &begun.pending,
+    )
+    .await
+    .map_err(signin_error)?;
     let cookie = sessions::host_cookie(sessions::LOGIN_COOKIE, binding, LOGIN_TTL);
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, begun.authorize_url))
@@ -250,14 +348,13 @@ async fn complete_oidc(
             .filter(char::is_ascii_alphanumeric)
             .take(64)
             .collect();
-        return Err(crate::signin::Refusal::ProviderError(code).into());
+        return Err(Refusal::ProviderError(code).into());
     }
     let code = params.code.filter(|c| !c.is_empty() && c.len() <= 2048);
-    let code = code.ok_or(crate::signin::Refusal::UnknownState)?;
-    let row = logins::provider(&page.state, slug, idp)
-        .await?
-        .ok_or(crate::signin::Refusal::UnknownState)?;
-    let settings = providers::settings(&row).map_err(anyhow::Error::from)?;
+    let code = code.ok_or(Refusal::UnknownState)?;
+    let Settings::Oidc(settings) = page.provider_for_callback(idp).await? else {
+        return Err(Refusal::UnknownState.into());
+    };
     let secret = providers::client_secret(page.state.keystore.as_ref(), slug.as_str(), idp)
         .await?
         .ok_or_else(|| anyhow::anyhow!("provider {idp} has no client secret"))?;
@@ -276,42 +373,15 @@ async fn complete_oidc(
             },
         )
         .await?;
-    let proof = SignIn::vouched(&vouched);
-    let meta = request_meta(req);
-    let tx = WriteTx::sign_in(&page.state, slug, &meta, &proof).await?;
-    let provisioned = provisioning::provision(&tx, &proof, idp, &settings, &vouched).await?;
-    let opened = sessions::open(
-        &tx,
-        &proof,
-        provisioned.user.id,
+    page.open_session(
+        req,
         idp,
         "oidc",
-        vouched.authenticated_at(),
-        &meta,
+        &settings.mappings,
+        &vouched,
+        sessions::LOGIN_COOKIE,
     )
     .await
-    .map_err(identity_error)?;
-    tx.commit(
-        Change::new("session", opened.session.id, 303)
-            .by("user", provisioned.user.id)
-            .detail("identity_provider", idp.to_string())
-            .detail("method", "oidc")
-            .detail("user_created", provisioned.created)
-            .detail("groups", provisioned.groups.clone())
-            .detail("groups_overage", provisioned.groups_overage),
-    )
-    .await?;
-    let session_cookie = sessions::host_cookie(
-        sessions::COOKIE,
-        opened.token.expose_secret().to_owned(),
-        opened.timeouts.absolute,
-    );
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, page.login_page("?signed_in=1")))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(session_cookie)
-        .cookie(sessions::removal(sessions::LOGIN_COOKIE))
-        .finish())
 }
 
 fn identity_error(e: IdentityError) -> SignInError {
@@ -319,6 +389,174 @@ fn identity_error(e: IdentityError) -> SignInError {
         IdentityError::Unavailable(why) => SignInError::Provider(why),
         other => SignInError::Unexpected(anyhow::anyhow!(other.to_string())),
     }
+}
+
+/// Largest SAML response form read (a signed response is a few KiB; base64 of
+/// [`saml::MAX_DOCUMENT`] with room for `RelayState`).
+const MAX_ACS_FORM: usize = 400 * 1024;
+
+/// Begin signing in with a SAML identity provider.
+///
+/// Redirects the browser to the provider's single sign-on service with an AuthnRequest
+/// (HTTP-Redirect binding) and a `RelayState` naming the login, setting the short-lived
+/// pre-login cookie the ACS requires.
+#[utoipa::path(
+    get,
+    path = "/saml/{id}/login",
+    tag = "sign-in",
+    responses((status = 303, description = "To the provider, with the pre-login cookie"))
+)]
+pub async fn saml_login(page: SignInTenant, id: PathId) -> Result<HttpResponse, ApiError> {
+    let settings = page.saml_provider(id.0).await?;
+    let begun = saml::begin(&settings, &page.endpoints(id.0)).map_err(signin_error)?;
+    let binding = random_token::<32>().map_err(|e| ApiError::internal("signin", e))?;
+    let pending = Pending {
+        nonce: begun.request_id,
+        pkce_verifier: String::new(),
+    };
+    logins::remember(
+        &page.state,
+        &page.tenant.slug,
+        id.0,
+        &binding,
+        &sha256_hex(begun.relay_state.as_bytes()),
+        &pending,
+    )
+    .await
+    .map_err(signin_error)?;
+    let cookie = sessions::host_cookie(sessions::SAML_LOGIN_COOKIE, binding, LOGIN_TTL);
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, begun.redirect_url))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .finish())
+}
+
+/// What a SAML provider posts to the ACS (HTTP-POST binding).
+#[derive(Debug, ToSchema)]
+#[allow(non_snake_case, reason = "the SAML binding's parameter names")]
+pub struct SamlPost {
+    /// The provider's `<samlp:Response>`, base64-encoded.
+    pub SAMLResponse: String,
+    /// The `RelayState` of the login.
+    pub RelayState: String,
+}
+
+/// The ACS form's fields, read whole before any check.
+pub struct AcsForm(Result<BTreeMap<String, String>, &'static str>);
+
+impl FromRequest for AcsForm {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let form = read_form(req, payload, MAX_ACS_FORM);
+        Box::pin(async move { Ok(AcsForm(form.await)) })
+    }
+}
+
+impl Documented for AcsForm {
+    fn document(contract: &mut Contract) {
+        contract.schema::<SamlPost>();
+        contract.body = Some(Body {
+            media_type: "application/x-www-form-urlencoded",
+            schema: Ref::from_schema_name("SamlPost").into(),
+            example: Some(
+                serde_json::json!({"SAMLResponse": "PHNhbWxwOlJlc3BvbnNlIC4uLg==", "RelayState": "…"}),
+            ),
+            accepts: |value| {
+                value
+                    .get("SAMLResponse")
+                    .is_some_and(serde_json::Value::is_string)
+            },
+        });
+    }
+}
+
+/// Complete signing in with a SAML identity provider (Assertion Consumer Service).
+///
+/// Verifies the response (the provider's signature over the assertion or the response, the
+/// issuer, audience, recipient, `InResponseTo` the login's AuthnRequest, the validity window, a
+/// single use of the assertion and of the `RelayState`, the pre-login cookie), provisions the
+/// user and opens a session; redirects with the `__Host-` session cookie. A refusal is 401
+/// (`sign_in_failed`), recorded in the audit trail with its reason.
+#[utoipa::path(
+    post,
+    path = "/saml/{id}/acs",
+    tag = "sign-in",
+    responses(
+        (status = 303, description = "Signed in: to the login page, with the session cookie"),
+        (status = 401, description = "Sign-in refused (`sign_in_failed`)")
+    )
+)]
+pub async fn saml_acs(
+    page: SignInTenant,
+    id: PathId,
+    form: AcsForm,
+    req: HttpRequest,
+) -> HttpResponse {
+    match complete_saml(&page, id.0, form.0, &req).await {
+        Ok(res) => res,
+        Err(error) => page.refuse(&req, id.0, error).await,
+    }
+}
+
+async fn complete_saml(
+    page: &SignInTenant,
+    idp: Uuid,
+    form: Result<BTreeMap<String, String>, &'static str>,
+    req: &HttpRequest,
+) -> Result<HttpResponse, SignInError> {
+    let fields = form.map_err(|_| Refusal::Structure)?;
+    let binding = req.cookie(sessions::SAML_LOGIN_COOKIE);
+    let pending = logins::consume(
+        &page.state,
+        &page.tenant.slug,
+        idp,
+        fields.get("RelayState").map_or("", String::as_str),
+        binding.as_ref().map(|c| c.value()),
+    )
+    .await?;
+    let response = fields.get("SAMLResponse").ok_or(Refusal::Malformed)?;
+    let Settings::Saml(settings) = page.provider_for_callback(idp).await? else {
+        return Err(Refusal::UnknownState.into());
+    };
+    let accepted = saml::finish(&settings, &page.endpoints(idp), response, &pending.nonce).await?;
+    logins::spend_assertion(
+        &page.state,
+        &page.tenant.slug,
+        idp,
+        &accepted.assertion_id,
+        accepted.valid_until,
+    )
+    .await?;
+    page.open_session(
+        req,
+        idp,
+        "saml",
+        &settings.mappings,
+        &accepted.vouched,
+        sessions::SAML_LOGIN_COOKIE,
+    )
+    .await
+}
+
+/// This tenant's SAML service-provider metadata for one identity provider.
+///
+/// The document to register at the provider: Flowgate's entity id for it (this URL) and its
+/// Assertion Consumer Service (HTTP-POST); assertions must be signed.
+#[utoipa::path(
+    get,
+    path = "/saml/{id}/metadata",
+    tag = "sign-in",
+    responses((status = 200, content_type = "application/samlmetadata+xml", body = String, description = "The SP metadata"))
+)]
+pub async fn saml_metadata(page: SignInTenant, id: PathId) -> Result<HttpResponse, ApiError> {
+    page.saml_provider(id.0).await?;
+    let xml = page.endpoints(id.0).metadata().map_err(signin_error)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/samlmetadata+xml"))
+        .body(xml))
 }
 
 /// How far a sign-out reaches.
@@ -408,27 +646,31 @@ pub async fn login_page(
     let rows = logins::providers(&page.state, &page.tenant.slug)
         .await
         .map_err(signin_error)?;
-    let choices: Vec<(Uuid, String, Vec<String>)> = rows
+    let slug = &page.tenant.slug;
+    let choices: Vec<Choice> = rows
         .into_iter()
         .filter_map(|row| {
             let settings = providers::settings(&row).ok()?;
-            Some((row.id, row.name, settings.email_domains))
+            Some(Choice {
+                login_path: format!("/t/{slug}/auth/{}/{}/login", settings.kind(), row.id),
+                email_domains: settings.mappings().email_domains.clone(),
+                name: row.name,
+            })
         })
         .collect();
     if let Some(email) = &query.email {
         let domain = email.rsplit_once('@').map(|(_, d)| d.trim().to_lowercase());
-        let home = choices
-            .iter()
-            .find(|(_, _, domains)| domain.as_ref().is_some_and(|d| domains.contains(d)));
+        let home = choices.iter().find(|choice| {
+            domain
+                .as_ref()
+                .is_some_and(|d| choice.email_domains.contains(d))
+        });
         return Ok(match home {
-            Some((id, _, _)) => HttpResponse::SeeOther()
-                .insert_header((
-                    header::LOCATION,
-                    format!("/t/{}/auth/oidc/{id}/login", page.tenant.slug),
-                ))
+            Some(choice) => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, choice.login_path.clone()))
                 .finish(),
             None => pages::login(
-                &page.tenant.slug,
+                slug,
                 &choices,
                 Some(
                     "No identity provider of this organisation signs in addresses of that domain.",

@@ -9,7 +9,6 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
@@ -20,6 +19,7 @@ use super::signin::SignInTenant;
 use crate::audit::{AuditEvent, Outcome, Trail};
 use crate::http::contract::{Body, Contract, Documented};
 use crate::http::error::ApiError;
+use crate::http::extract::read_form;
 use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::context::request_meta;
 use crate::identity::IdentityError;
@@ -51,39 +51,8 @@ impl FromRequest for TokenForm {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if !form {
-                return Ok(TokenForm(Err(
-                    "the body must be application/x-www-form-urlencoded",
-                )));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = payload.next().await {
-                let Ok(chunk) = chunk else {
-                    return Ok(TokenForm(Err("the body could not be read")));
-                };
-                if body.len() + chunk.len() > MAX_FORM {
-                    return Ok(TokenForm(Err("the body is larger than 8 KiB")));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let mut fields = BTreeMap::new();
-            for (name, value) in url::form_urlencoded::parse(&body) {
-                if fields
-                    .insert(name.into_owned(), value.into_owned())
-                    .is_some()
-                {
-                    return Ok(TokenForm(Err("a parameter is repeated")));
-                }
-            }
-            Ok(TokenForm(Ok(fields)))
-        })
+        let form = read_form(req, payload, MAX_FORM);
+        Box::pin(async move { Ok(TokenForm(form.await)) })
     }
 }
 

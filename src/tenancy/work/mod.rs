@@ -171,6 +171,11 @@ impl TenantContext {
         &self.0.state.oidc
     }
 
+    /// The HTTP client for identity providers (to fetch a SAML provider's metadata).
+    pub fn outbound(&self) -> &crate::signin::outbound::Outbound {
+        &self.0.state.outbound
+    }
+
     /// Where Flowgate is reached from outside (`https://host[:port]`, no trailing `/`).
     pub fn public_url(&self) -> &str {
         self.0.state.settings.public_url.trim_end_matches('/')

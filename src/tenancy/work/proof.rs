@@ -15,7 +15,7 @@ use crate::authz::actions::{
 };
 use crate::identity::operator::OperatorAuthority;
 use crate::identity::{Principal, UserCredential};
-use crate::signin::oidc::Vouched;
+use crate::signin::Vouched;
 
 /// The tenant's policies allowed the actor of a unit of work to do `A` on [`Self::resource`].
 #[derive(Debug)]
