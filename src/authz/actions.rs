@@ -78,6 +78,8 @@ catalogue! {
     AuthzCheck => "authz.check" on TENANT, "Explain decisions: check, who can do what, dry runs.";
     IdentityProviderRead => "identity_provider.read" on TENANT, "Read identity provider settings.";
     IdentityProviderManage => "identity_provider.manage" on TENANT, "Configure identity providers.";
+    SessionRead => "session.read" on TENANT, "List users' browser sessions.";
+    SessionRevoke => "session.revoke" on TENANT, "End users' browser sessions.";
     ApiKeyRead => "api_key.read" on TENANT, "List API keys (never their secret part).";
     ApiKeyCreate => "api_key.create" on TENANT, "Issue API keys for service accounts.";
     ApiKeyRevoke => "api_key.revoke" on TENANT, "Revoke API keys.";

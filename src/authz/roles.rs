@@ -159,6 +159,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
             "policy.read",
             "authz.check",
             "identity_provider.read",
+            "session.read",
             "api_key.read",
             "settings.read",
             "audit.read",

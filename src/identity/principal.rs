@@ -44,7 +44,11 @@ pub enum UserCredential {
         mfa: bool,
         /// When the user last proved themselves strongly.
         strong_auth_at: DateTime<Utc>,
+        /// The session's absolute end.
+        expires_at: DateTime<Utc>,
     },
+    /// An access token exchanged for the browser session `session` (for scripts).
+    AccessToken { session: Uuid },
 }
 
 impl Principal {
@@ -83,6 +87,10 @@ impl Principal {
                 credential: UserCredential::Session { .. },
                 ..
             } => "session",
+            Principal::User {
+                credential: UserCredential::AccessToken { .. },
+                ..
+            } => "access_token",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Access tokens: short-lived JWTs a tenant issues to its service accounts' OAuth clients (the
-//! client-credentials grant), and the bearer authenticator that accepts them.
+//! client-credentials grant) and to people for their scripts (a session exchanged for a
+//! token, RFC 8693), and the bearer authenticator that accepts them.
 //!
 //! Invariants:
 //! - A token is an EdDSA JWT (`typ` `at+jwt`, RFC 9068) signed by the tenant's own Ed25519 key,
@@ -7,7 +8,9 @@
 //!   one tenant is nothing to another. It lives [`TOKEN_TTL`].
 //! - A token authenticates only while its client is unrevoked: revoking the client (or deleting
 //!   its account) stops its tokens at once, not at `exp` (the tenant's cached records and
-//!   verified tokens are dropped with the revocation's commit).
+//!   verified tokens are dropped with the revocation's commit). A person's token names the
+//!   session it was exchanged for (`sid`), never outlives it, and authenticates only while that
+//!   session does (the caller checks it at every request: [`Holder::Person`]).
 //! - Client secrets are stored as keyed hashes under the tenant's pepper, like API keys, and
 //!   compared in constant time; unknown client ids are not cached, so guessing fills nothing.
 
@@ -62,13 +65,32 @@ struct TenantKey {
     x: String,
 }
 
+/// Whom a verified token was issued to.
+#[derive(Clone)]
+enum Issuee {
+    /// A service account, through its OAuth client with this lookup.
+    Client {
+        service_account: Uuid,
+        lookup: String,
+    },
+    /// A person, through their browser session.
+    Session { user: Uuid, session: Uuid },
+}
+
 /// What a verified token says, kept until it expires.
 #[derive(Clone)]
 struct Verified {
-    service_account: Uuid,
-    /// The lookup of the client the token was issued to.
-    lookup: String,
+    issuee: Issuee,
     exp: i64,
+}
+
+/// Who a valid token speaks for.
+pub enum Holder {
+    /// A service account (its client checked live).
+    Account(Principal),
+    /// A person, by the token exchanged for their session `session`: the caller must find the
+    /// session still live before believing it.
+    Person { user: Uuid, session: Uuid },
 }
 
 /// The claims of an access token.
@@ -81,7 +103,12 @@ struct Claims {
     iat: i64,
     nbf: i64,
     jti: String,
-    client_id: String,
+    /// The OAuth client, for a client-credentials token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    /// The session exchanged for this token, for a person's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
 /// A freshly issued access token.
@@ -181,41 +208,86 @@ impl AccessTokens {
         if client.revoked_at.is_some() {
             return Err(invalid(InvalidReason::Revoked));
         }
-        let key = self.key(slug).await?;
-        let now = Utc::now().timestamp();
-        let ttl = i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(600);
-        let jti = Uuid::new_v4().to_string();
-        let claims = Claims {
-            iss: issuer(public_url, slug),
-            sub: client.service_account_id.to_string(),
-            aud: audience(public_url, slug),
-            exp: now + ttl,
-            iat: now,
-            nbf: now,
-            jti: jti.clone(),
-            client_id: client_id.to_owned(),
-        };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .map_err(|e| anyhow::anyhow!("signing an access token: {e}"))?;
+        let subject = client.service_account_id.to_string();
+        let (token, expires_in, jti) = self
+            .sign(slug, public_url, subject, TOKEN_TTL, |claims| {
+                claims.client_id = Some(client_id.to_owned());
+            })
+            .await?;
         Ok(Issued {
-            token: SecretString::from(token),
-            expires_in: TOKEN_TTL.as_secs(),
+            token,
+            expires_in,
             jti,
             client,
         })
     }
 
-    /// The principal that the access token `token` authenticates in tenant `slug`.
+    /// Issues a token for `user`'s session `session` (token exchange), living [`TOKEN_TTL`] but
+    /// not past `session_ends`. Returns the token, its lifetime in seconds and its `jti`.
+    pub async fn issue_for_session(
+        &self,
+        slug: &Slug,
+        public_url: &str,
+        user: Uuid,
+        session: Uuid,
+        session_ends: chrono::DateTime<Utc>,
+    ) -> Result<(SecretString, u64, String), IdentityError> {
+        let left = (session_ends - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return Err(IdentityError::InvalidCredentials(InvalidReason::Expired));
+        }
+        self.sign(
+            slug,
+            public_url,
+            user.to_string(),
+            TOKEN_TTL.min(left),
+            |claims| {
+                claims.sid = Some(session.to_string());
+            },
+        )
+        .await
+    }
+
+    /// Signs a token for `subject` living `ttl`, with what `complete` adds to its claims.
+    async fn sign(
+        &self,
+        slug: &Slug,
+        public_url: &str,
+        subject: String,
+        ttl: Duration,
+        complete: impl FnOnce(&mut Claims),
+    ) -> Result<(SecretString, u64, String), IdentityError> {
+        let key = self.key(slug).await?;
+        let now = Utc::now().timestamp();
+        let jti = Uuid::new_v4().to_string();
+        let mut claims = Claims {
+            iss: issuer(public_url, slug),
+            sub: subject,
+            aud: audience(public_url, slug),
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(600),
+            iat: now,
+            nbf: now,
+            jti: jti.clone(),
+            client_id: None,
+            sid: None,
+        };
+        complete(&mut claims);
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| anyhow::anyhow!("signing an access token: {e}"))?;
+        Ok((SecretString::from(token), ttl.as_secs(), jti))
+    }
+
+    /// Whom the access token `token` speaks for in tenant `slug`.
     pub async fn authenticate(
         &self,
         dbs: &Databases,
         slug: &Slug,
         public_url: &str,
         token: &str,
-    ) -> Result<Principal, IdentityError> {
+    ) -> Result<Holder, IdentityError> {
         let invalid = IdentityError::InvalidCredentials;
         if token.len() > MAX_TOKEN {
             return Err(invalid(InvalidReason::Malformed));
@@ -234,18 +306,25 @@ impl AccessTokens {
         if facts.exp + i64::try_from(LEEWAY_SECONDS).unwrap_or(0) <= Utc::now().timestamp() {
             return Err(invalid(InvalidReason::Expired));
         }
+        let (service_account, lookup) = match facts.issuee {
+            Issuee::Session { user, session } => return Ok(Holder::Person { user, session }),
+            Issuee::Client {
+                service_account,
+                lookup,
+            } => (service_account, lookup),
+        };
         let client = self
-            .client(dbs, slug, &facts.lookup)
+            .client(dbs, slug, &lookup)
             .await?
-            .filter(|c| c.service_account_id == facts.service_account)
+            .filter(|c| c.service_account_id == service_account)
             .ok_or(invalid(InvalidReason::Revoked))?;
         if client.revoked_at.is_some() {
             return Err(invalid(InvalidReason::Revoked));
         }
-        Ok(Principal::ServiceAccount {
-            id: facts.service_account,
+        Ok(Holder::Account(Principal::ServiceAccount {
+            id: service_account,
             credential: AccountCredential::AccessToken { client: client.id },
-        })
+        }))
     }
 
     /// Checks a token's signature and claims.
@@ -277,12 +356,23 @@ impl AccessTokens {
             },
         )?;
         let claims = data.claims;
-        let lookup = parse_client_id(&claims.client_id).ok_or(invalid(InvalidReason::Malformed))?;
-        let service_account =
+        let subject =
             Uuid::parse_str(&claims.sub).map_err(|_| invalid(InvalidReason::Malformed))?;
+        let issuee = match (&claims.client_id, &claims.sid) {
+            (Some(client_id), None) => Issuee::Client {
+                service_account: subject,
+                lookup: parse_client_id(client_id)
+                    .ok_or(invalid(InvalidReason::Malformed))?
+                    .to_owned(),
+            },
+            (None, Some(sid)) => Issuee::Session {
+                user: subject,
+                session: Uuid::parse_str(sid).map_err(|_| invalid(InvalidReason::Malformed))?,
+            },
+            _ => return Err(invalid(InvalidReason::Malformed)),
+        };
         Ok(Verified {
-            service_account,
-            lookup: lookup.to_owned(),
+            issuee,
             exp: claims.exp,
         })
     }

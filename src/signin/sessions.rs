@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use entity::tenant::{session, user};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
-    EntityTrait as _, QueryFilter as _,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
@@ -29,11 +29,12 @@ use uuid::Uuid;
 use super::settings::TenantSettings;
 use crate::app::AppState;
 use crate::audit::RequestMeta;
+use crate::authz::actions::SessionRevoke;
 use crate::authz::bindings::SubjectType;
 use crate::authz::load_subject;
 use crate::crypto::{random_token, sha256_hex};
 use crate::identity::{IdentityError, InvalidReason, Principal, UserCredential};
-use crate::tenancy::work::{SignIn, WriteTx};
+use crate::tenancy::work::{Permit, SignIn, WriteTx};
 use crate::tenancy::{Access, Tenant};
 
 /// How stale `last_seen_at` may get before a request writes it again.
@@ -169,8 +170,37 @@ pub async fn open(
     })
 }
 
+/// A page of the live (unrevoked, unexpired) sessions of `user_id`, oldest first.
+pub async fn live(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<session::Model>, DbErr> {
+    let mut query = session::Entity::find()
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(Utc::now()))
+        .order_by_asc(session::Column::Id)
+        .limit(limit);
+    if let Some(after) = after {
+        query = query.filter(session::Column::Id.gt(after));
+    }
+    query.all(conn).await
+}
+
+/// Session `id`, whoever's it is.
+pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<session::Model>, DbErr> {
+    session::Entity::find_by_id(id).one(conn).await
+}
+
 /// Revokes session `id` of `user_id`; `false` when the user has no such live session.
-pub async fn revoke(tx: &WriteTx, _: &SignIn, user_id: Uuid, id: Uuid) -> Result<bool, DbErr> {
+pub async fn revoke(
+    tx: &WriteTx,
+    _: &impl Permit<SessionRevoke>,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<bool, DbErr> {
     let revoked = session::Entity::update_many()
         .col_expr(
             session::Column::RevokedAt,
@@ -185,7 +215,11 @@ pub async fn revoke(tx: &WriteTx, _: &SignIn, user_id: Uuid, id: Uuid) -> Result
 }
 
 /// Revokes every live session of `user_id`; returns how many ended.
-pub async fn revoke_all(tx: &WriteTx, _: &SignIn, user_id: Uuid) -> Result<u64, DbErr> {
+pub async fn revoke_all(
+    tx: &WriteTx,
+    _: &impl Permit<SessionRevoke>,
+    user_id: Uuid,
+) -> Result<u64, DbErr> {
     let revoked = session::Entity::update_many()
         .col_expr(
             session::Column::RevokedAt,
@@ -209,6 +243,16 @@ pub async fn authenticate(
         return Some(Err(IdentityError::ForeignOrigin));
     }
     Some(find(state, tenant, cookie.value()).await)
+}
+
+/// The principal of the session whose cookie value is `token` (a script exchanging the session
+/// for an access token presents it without the cookie).
+pub async fn by_token(
+    state: &AppState,
+    tenant: &Tenant,
+    token: &str,
+) -> Result<Principal, IdentityError> {
+    find(state, tenant, token).await
 }
 
 /// Whether a request with `method` may change something.
@@ -252,23 +296,11 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
         .await?
         .ok_or(invalid(InvalidReason::UnknownKey))?;
     let now = Utc::now();
-    if session.revoked_at.is_some() {
-        return Err(invalid(InvalidReason::Revoked));
-    }
     let timeouts = Timeouts::load(&tx).await?;
-    if session.expires_at <= now || session.last_seen_at + timeouts.idle <= now {
+    if session.last_seen_at + timeouts.idle <= now {
         return Err(invalid(InvalidReason::Expired));
     }
-    let active = user::Entity::find_by_id(session.user_id)
-        .one(&tx)
-        .await?
-        .is_some_and(|u| u.status == "active");
-    if !active {
-        return Err(invalid(InvalidReason::Revoked));
-    }
-    let subject = load_subject(&tx, SubjectType::User, session.user_id)
-        .await?
-        .ok_or(invalid(InvalidReason::UnknownKey))?;
+    let subject = live_subject(&tx, &session, now).await?;
     tx.commit().await?;
     if now - session.last_seen_at > TOUCH_AFTER {
         let tx = state.dbs.begin(&tenant.slug, Access::Write).await?;
@@ -288,7 +320,62 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
             id: session.id,
             mfa: Level::parse(&session.level) == Level::SsoMfa,
             strong_auth_at: session.strong_auth_at,
+            expires_at: session.expires_at,
         },
         subject: Arc::new(subject),
     })
+}
+
+/// The person an access token exchanged for session `id` of `user_id` speaks for: the session
+/// must still be unrevoked, within its absolute end, and its user active. (A script's use
+/// neither needs nor extends the browser's idle time.)
+#[expect(
+    clippy::disallowed_methods,
+    reason = "authentication reads sessions before any principal exists"
+)]
+pub async fn exchanged(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Principal, IdentityError> {
+    let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
+    let session = session::Entity::find_by_id(id)
+        .one(&tx)
+        .await?
+        .filter(|s| s.user_id == user_id)
+        .ok_or(IdentityError::InvalidCredentials(InvalidReason::Revoked))?;
+    let subject = live_subject(&tx, &session, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(Principal::User {
+        id: user_id,
+        credential: UserCredential::AccessToken { session: id },
+        subject: Arc::new(subject),
+    })
+}
+
+/// The user of `session` as the policy engine sees them, if the session is unrevoked, before
+/// its absolute end, and its user active.
+async fn live_subject(
+    conn: &impl ConnectionTrait,
+    session: &session::Model,
+    now: DateTime<Utc>,
+) -> Result<crate::authz::Subject, IdentityError> {
+    let invalid = IdentityError::InvalidCredentials;
+    if session.revoked_at.is_some() {
+        return Err(invalid(InvalidReason::Revoked));
+    }
+    if session.expires_at <= now {
+        return Err(invalid(InvalidReason::Expired));
+    }
+    let active = user::Entity::find_by_id(session.user_id)
+        .one(conn)
+        .await?
+        .is_some_and(|u| u.status == "active");
+    if !active {
+        return Err(invalid(InvalidReason::Revoked));
+    }
+    load_subject(conn, SubjectType::User, session.user_id)
+        .await?
+        .ok_or(invalid(InvalidReason::UnknownKey))
 }

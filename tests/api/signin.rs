@@ -684,3 +684,245 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exis
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// The session cookie's value a sign-in set.
+fn session_token(landing: &crate::oidc_peer::Landing) -> String {
+    landing
+        .set_cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("__Host-flowgate-session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_end_their_own_sessions_and_admins_anyones() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let laptop = Browser::new(&app);
+    let phone = Browser::new(&app);
+    for browser in [&laptop, &phone] {
+        browser.sign_in_ok(&app, &idp, ADA).await;
+    }
+    let (status, mine) = laptop.api(&app, Method::GET, "/me/sessions").await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let sessions = mine["items"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(!mine.to_string().contains("token"), "{mine}");
+    let phone_session = sessions.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ada = sessions[0]["user_id"].as_str().unwrap().to_owned();
+
+    // Ending a session is a change: it needs this server's Origin.
+    let end = |browser: &Browser, path: String, origin: Option<String>| {
+        let mut request = browser.client.delete(app.tenant_url(&path));
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        request.send()
+    };
+    let forged = end(&laptop, format!("/me/sessions/{phone_session}"), None)
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let ended = end(
+        &laptop,
+        format!("/me/sessions/{phone_session}"),
+        Some(app.base.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        phone.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let again = end(
+        &laptop,
+        format!("/me/sessions/{phone_session}"),
+        Some(app.base.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::NOT_FOUND,
+        "an ended session is gone"
+    );
+    assert_eq!(laptop.api(&app, Method::GET, "/me").await.0, StatusCode::OK);
+    assert!(!events(&app, "auth.session_revoke").await.is_empty());
+
+    // An admin lists and ends anyone's sessions.
+    let (status, listed) = app
+        .get(&format!("/users/{ada}/sessions"), &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/sessions/{phone_session}"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "already ended");
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{ada}/sessions"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        laptop.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, listed) = app
+        .get(&format!("/users/{ada}/sessions"), &app.admin_key)
+        .await;
+    assert_eq!(listed["items"], json!([]));
+    let (status, _) = app
+        .get(
+            &format!("/users/{}/sessions", uuid::Uuid::new_v4()),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A service account has no sessions of its own.
+    let (status, none) = app.get("/me/sessions", &app.admin_key).await;
+    assert_eq!((status, none["items"].clone()), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_exchanged_for_a_token_that_ends_with_it() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    let landing = browser.sign_in(&app, &idp, ADA).await;
+    let session = session_token(&landing);
+    let endpoint = app.url(&format!("/t/{}/auth/token", app.tenant));
+    let exchange =
+        |fields: Vec<(&'static str, String)>| app.client.post(&endpoint).form(&fields).send();
+    let grant = (
+        "grant_type",
+        "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+    );
+    let session_type = (
+        "subject_token_type",
+        "urn:flowgate:params:oauth:token-type:session".to_owned(),
+    );
+
+    let response = exchange(vec![
+        grant.clone(),
+        session_type.clone(),
+        ("subject_token", session.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let issued: Value = response.json().await.unwrap();
+    assert_eq!(
+        issued["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert!(issued["expires_in"].as_u64().unwrap() <= 600);
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    let (status, me) = app.get("/me", &token).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["email"], "ada@acme.example");
+    assert_eq!(me["auth"]["method"], "access_token");
+    let (status, _) = app.get("/users", &token).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the token holds what the person holds"
+    );
+
+    // The browser's own cookie may be the subject, with this server's Origin only.
+    let with_cookie = |origin: Option<&str>| {
+        let mut request = browser
+            .client
+            .post(&endpoint)
+            .form(&[grant.clone(), session_type.clone()]);
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        request.send()
+    };
+    assert_eq!(
+        with_cookie(Some(&app.base)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    for origin in [None, Some("https://evil.example")] {
+        let refused = with_cookie(origin).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{origin:?}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+    // Wrong, forged and mistyped subjects.
+    for fields in [
+        vec![
+            grant.clone(),
+            session_type.clone(),
+            ("subject_token", "x".repeat(43)),
+        ],
+        vec![
+            grant.clone(),
+            session_type.clone(),
+            ("subject_token", token.clone()),
+        ],
+        vec![grant.clone(), ("subject_token", session.clone())],
+        vec![
+            grant.clone(),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token".into(),
+            ),
+            ("subject_token", token.clone()),
+        ],
+    ] {
+        let response = exchange(fields).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let refusal = events(&app, "auth.token")
+        .await
+        .into_iter()
+        .rfind(|e| e["decision"] == "deny");
+    assert!(refusal.is_some(), "refused exchanges are audited");
+    let trail = app
+        .audit_events()
+        .await
+        .iter()
+        .map(Value::to_string)
+        .collect::<String>();
+    assert!(
+        !trail.contains(&session) && !trail.contains(&token),
+        "no token in the trail"
+    );
+
+    // Signing out ends the token with the session, before its exp.
+    let logout = browser
+        .client
+        .post(app.url(&format!("/t/{}/auth/logout", app.tenant)))
+        .header("Origin", &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    let (status, _) = app.get("/me", &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = exchange(vec![grant, session_type, ("subject_token", session)])
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "an ended session buys nothing"
+    );
+}

@@ -21,6 +21,7 @@ use crate::audit::{AuditEvent, Outcome, Trail};
 use crate::http::error::ApiError;
 use crate::http::extract::bearer_token;
 use crate::identity::api_key::PREFIX as API_KEY_PREFIX;
+use crate::identity::tokens::Holder;
 use crate::identity::{IdentityError, InvalidReason, Principal};
 use crate::tenancy::Tenant;
 
@@ -58,7 +59,8 @@ impl Authenticator for ApiKey {
     }
 }
 
-/// `Authorization: Bearer eyJ…`: an access token the tenant issued to one of its clients.
+/// `Authorization: Bearer eyJ…`: an access token the tenant issued to one of its clients, or to a
+/// person for the session they exchanged for it (which must still be live).
 pub struct AccessToken;
 
 impl Authenticator for AccessToken {
@@ -70,12 +72,17 @@ impl Authenticator for AccessToken {
     ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>> {
         Box::pin(async move {
             let token = bearer_token(req).filter(|t| t.starts_with("ey") && t.contains('.'))?;
-            Some(
-                state
-                    .tokens
-                    .authenticate(&state.dbs, &tenant.slug, &state.settings.public_url, token)
-                    .await,
-            )
+            let holder = state
+                .tokens
+                .authenticate(&state.dbs, &tenant.slug, &state.settings.public_url, token)
+                .await;
+            Some(match holder {
+                Ok(Holder::Account(principal)) => Ok(principal),
+                Ok(Holder::Person { user, session }) => {
+                    crate::signin::sessions::exchanged(state, tenant, user, session).await
+                }
+                Err(e) => Err(e),
+            })
         })
     }
 }

@@ -22,7 +22,8 @@ pub struct AuthInfo {
     pub method: &'static str,
     /// Whether a second factor was passed.
     pub mfa: bool,
-    /// The session's id, for a session.
+    /// The session's id, for a session (or the session a person's access token was
+    /// exchanged for).
     pub session_id: Option<Uuid>,
     /// When the caller last proved themselves strongly, for a session.
     #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
@@ -91,11 +92,15 @@ pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
                 .map(|g| g.name)
                 .collect();
             groups.sort();
-            let UserCredential::Session {
-                id: session,
-                mfa,
-                strong_auth_at,
-            } = credential;
+            let (session_id, mfa, strong_auth_at) = match credential {
+                UserCredential::Session {
+                    id,
+                    mfa,
+                    strong_auth_at,
+                    ..
+                } => (*id, *mfa, Some(*strong_auth_at)),
+                UserCredential::AccessToken { session } => (*session, false, None),
+            };
             Me {
                 id: *id,
                 kind: "user",
@@ -104,10 +109,10 @@ pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
                 attributes: serde_json::from_value(user.attributes).unwrap_or_default(),
                 groups,
                 auth: AuthInfo {
-                    method: "session",
-                    mfa: *mfa,
-                    session_id: Some(*session),
-                    strong_auth_at: Some(*strong_auth_at),
+                    method: caller.principal().credential_kind(),
+                    mfa,
+                    session_id: Some(session_id),
+                    strong_auth_at,
                 },
             }
         }

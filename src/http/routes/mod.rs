@@ -18,6 +18,7 @@ pub mod processes;
 pub mod role_bindings;
 pub mod roles;
 pub mod service_accounts;
+pub mod sessions;
 pub mod settings;
 pub mod signin;
 pub mod tokens;
@@ -146,6 +147,11 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(identity_providers::update_identity_provider),
                 operation!(identity_providers::delete_identity_provider),
                 operation!(me::get_me),
+                operation!(sessions::list_my_sessions),
+                operation!(sessions::delete_my_session),
+                operation!(sessions::list_user_sessions),
+                operation!(sessions::delete_user_sessions),
+                operation!(sessions::delete_session),
                 operation!(clients::create_client),
                 operation!(clients::list_clients),
                 operation!(clients::delete_client),

@@ -22,22 +22,38 @@ use crate::http::error::ApiError;
 use crate::http::extract::read_form;
 use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::context::request_meta;
-use crate::identity::IdentityError;
 use crate::identity::tokens::{audience, issuer};
+use crate::identity::{IdentityError, Principal, UserCredential};
+use crate::signin::sessions;
 
 /// Largest token request read.
 const MAX_FORM: usize = 8 * 1024;
+/// RFC 8693's grant type.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The type of a subject token that is a browser session (the session cookie's value).
+const SESSION_TOKEN_TYPE: &str = "urn:flowgate:params:oauth:token-type:session";
+/// RFC 8693's type of the token issued.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
-/// A token request (RFC 6749 §4.4): `application/x-www-form-urlencoded`. The client
-/// authenticates with HTTP Basic (`client_secret_basic`) or with `client_id` and
-/// `client_secret` in the form (`client_secret_post`), not both.
+/// A token request: `application/x-www-form-urlencoded`. With `client_credentials` (RFC 6749
+/// §4.4) the client authenticates with HTTP Basic (`client_secret_basic`) or with `client_id`
+/// and `client_secret` in the form (`client_secret_post`), not both. With token exchange
+/// (RFC 8693, `urn:ietf:params:oauth:grant-type:token-exchange`) a person's browser session is
+/// the subject.
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"grant_type": "client_credentials", "client_id": "fgc_AbCdEfGhIjKlMnOp", "client_secret": "…"}))]
 pub struct TokenRequest {
-    /// `client_credentials`.
+    /// `client_credentials` or `urn:ietf:params:oauth:grant-type:token-exchange`.
     pub grant_type: String,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// Token exchange: the session cookie's value (without it, the request's own session
+    /// cookie is the subject).
+    pub subject_token: Option<String>,
+    /// Token exchange: `urn:flowgate:params:oauth:token-type:session`.
+    pub subject_token_type: Option<String>,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token`, if given.
+    pub requested_token_type: Option<String>,
     /// Accepted and ignored: a token carries its account's permissions.
     pub scope: Option<String>,
 }
@@ -82,6 +98,9 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     /// Seconds until the token expires.
     pub expires_in: u64,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// An error of the token endpoint (RFC 6749 §5.2).
@@ -171,23 +190,28 @@ pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> Htt
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     match fields.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => {}
-        Some(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "only client_credentials is supported",
-            );
-        }
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is missing",
-            );
-        }
+        Some("client_credentials") => client_credentials_grant(&page, &fields, &req).await,
+        Some(TOKEN_EXCHANGE) => token_exchange_grant(&page, &fields, &req).await,
+        Some(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "the grant types are client_credentials and token exchange (RFC 8693)",
+        ),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is missing",
+        ),
     }
-    let (client_id, secret) = match client_credentials(&req, &fields) {
+}
+
+/// RFC 6749 §4.4: a service account's client proves its secret.
+async fn client_credentials_grant(
+    page: &SignInTenant,
+    fields: &BTreeMap<String, String>,
+    req: &HttpRequest,
+) -> HttpResponse {
+    let (client_id, secret) = match client_credentials(req, fields) {
         Ok(Some(credentials)) => credentials,
         Ok(None) => {
             return oauth_error(
@@ -211,7 +235,7 @@ pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> Htt
             &secret,
         )
         .await;
-    let meta = request_meta(&req);
+    let meta = request_meta(req);
     match issued {
         Ok(issued) => {
             let event = AuditEvent::new(&meta, "auth.token", "oauth_client")
@@ -223,36 +247,167 @@ pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> Htt
                 .outcome(Outcome::Allow, 200)
                 .detail("grant_type", "client_credentials")
                 .detail("jti", issued.jti.clone());
-            if let Err(e) = state.audit.record(slug, event).await {
-                return HttpResponse::from_error(ApiError::from(e));
-            }
-            HttpResponse::Ok()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .insert_header((header::PRAGMA, "no-cache"))
-                .json(TokenResponse {
+            granted(
+                page,
+                event,
+                TokenResponse {
                     access_token: issued.token.expose_secret().to_owned(),
                     token_type: "Bearer",
                     expires_in: issued.expires_in,
-                })
+                    issued_token_type: None,
+                },
+            )
+            .await
         }
         Err(IdentityError::InvalidCredentials(reason)) => {
-            spend_failure(state, Trail::from(slug), &req).await;
-            let event = AuditEvent::new(&meta, "auth.token", "oauth_client")
-                .outcome(Outcome::Deny, 401)
-                .detail(
-                    "reason",
-                    IdentityError::InvalidCredentials(reason).audit_reason(),
-                );
-            if let Err(e) = state.audit.record(slug, event).await {
-                return HttpResponse::from_error(ApiError::from(e));
-            }
-            oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "the client is unknown, revoked, or its secret is wrong",
+            refused(
+                page,
+                req,
+                AuditEvent::new(&meta, "auth.token", "oauth_client"),
+                IdentityError::InvalidCredentials(reason).audit_reason(),
+                oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "the client is unknown, revoked, or its secret is wrong",
+                ),
             )
+            .await
         }
-        Err(IdentityError::Unavailable(why)) => {
+        Err(e) => failed(e),
+    }
+}
+
+/// RFC 8693: a person exchanges their browser session for an access token for scripts. The
+/// session is the `subject_token` (the session cookie's value) or, without one, the request's
+/// session cookie (with this server's `Origin`, like every change made with a cookie).
+async fn token_exchange_grant(
+    page: &SignInTenant,
+    fields: &BTreeMap<String, String>,
+    req: &HttpRequest,
+) -> HttpResponse {
+    if fields.get("subject_token_type").map(String::as_str) != Some(SESSION_TOKEN_TYPE) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "subject_token_type must be urn:flowgate:params:oauth:token-type:session",
+        );
+    }
+    if fields
+        .get("requested_token_type")
+        .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "only access tokens are issued",
+        );
+    }
+    let state = page.state();
+    let tenant = page.tenant();
+    let session = match fields.get("subject_token") {
+        Some(token) => sessions::by_token(state, tenant, token).await,
+        None => sessions::authenticate(state, tenant, req)
+            .await
+            .unwrap_or(Err(IdentityError::MissingCredentials)),
+    };
+    let meta = request_meta(req);
+    let (user, session, ends) = match session {
+        Ok(Principal::User {
+            id,
+            credential:
+                UserCredential::Session {
+                    id: session,
+                    expires_at,
+                    ..
+                },
+            ..
+        }) => (id, session, expires_at),
+        Ok(_) => return failed(IdentityError::MissingCredentials),
+        Err(
+            e @ (IdentityError::InvalidCredentials(_)
+            | IdentityError::MissingCredentials
+            | IdentityError::ForeignOrigin),
+        ) => {
+            return refused(
+                page,
+                req,
+                AuditEvent::new(&meta, "auth.token", "session"),
+                e.audit_reason(),
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the session is unknown, ended, or was not presented",
+                ),
+            )
+            .await;
+        }
+        Err(e) => return failed(e),
+    };
+    let public_url = &state.settings.public_url;
+    match state
+        .tokens
+        .issue_for_session(&tenant.slug, public_url, user, session, ends)
+        .await
+    {
+        Ok((token, expires_in, jti)) => {
+            let event = AuditEvent::new(&meta, "auth.token", "session")
+                .resource_id(session.to_string())
+                .actor("user", user.to_string())
+                .outcome(Outcome::Allow, 200)
+                .detail("grant_type", "token_exchange")
+                .detail("jti", jti);
+            granted(
+                page,
+                event,
+                TokenResponse {
+                    access_token: token.expose_secret().to_owned(),
+                    token_type: "Bearer",
+                    expires_in,
+                    issued_token_type: Some(ACCESS_TOKEN_TYPE),
+                },
+            )
+            .await
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Records `event` and answers with the token.
+async fn granted(page: &SignInTenant, event: AuditEvent, response: TokenResponse) -> HttpResponse {
+    if let Err(e) = page.state().audit.record(&page.tenant().slug, event).await {
+        return HttpResponse::from_error(ApiError::from(e));
+    }
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(response)
+}
+
+/// Records a refused token request (which spends the address's failure budget, like a wrong
+/// credential) and answers `answer`.
+async fn refused(
+    page: &SignInTenant,
+    req: &HttpRequest,
+    event: AuditEvent,
+    reason: &'static str,
+    answer: HttpResponse,
+) -> HttpResponse {
+    let state = page.state();
+    let slug = &page.tenant().slug;
+    spend_failure(state, Trail::from(slug), req).await;
+    let event = event
+        .outcome(Outcome::Deny, answer.status().as_u16())
+        .detail("reason", reason);
+    if let Err(e) = state.audit.record(slug, event).await {
+        return HttpResponse::from_error(ApiError::from(e));
+    }
+    answer
+}
+
+/// A token request that failed for a reason not the caller's.
+fn failed(error: IdentityError) -> HttpResponse {
+    match error {
+        IdentityError::Unavailable(why) => {
             tracing::warn!(reason = %why, "token endpoint: a dependency is unavailable");
             let mut response = oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -264,7 +419,7 @@ pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> Htt
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             response
         }
-        Err(e) => HttpResponse::from_error(ApiError::from(e)),
+        e => HttpResponse::from_error(ApiError::from(e)),
     }
 }
 
@@ -309,7 +464,7 @@ pub async fn metadata(page: SignInTenant) -> web::Json<ServerMetadata> {
     web::Json(ServerMetadata {
         token_endpoint: format!("{issuer}/auth/token"),
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
-        grant_types_supported: vec!["client_credentials"],
+        grant_types_supported: vec!["client_credentials", TOKEN_EXCHANGE],
         token_endpoint_auth_methods_supported: vec!["client_secret_basic", "client_secret_post"],
         response_types_supported: Vec::new(),
         audience: audience(public_url, &page.tenant().slug),

@@ -258,6 +258,12 @@ impl TenantContext {
         WriteTx::begin(self.clone()).await
     }
 
+    /// A read-write transaction for a change the caller makes to their own sign-in state (ending
+    /// one of their sessions), under `proof`; it commits only together with its audit event.
+    pub async fn write_own(&self, proof: &SignIn) -> Result<WriteTx, WorkError> {
+        WriteTx::sign_in(&self.0.state, self.slug(), &self.0.meta, proof).await
+    }
+
     fn note(&self) -> MutexGuard<'_, AuditNote> {
         // The note is plain data; a panic elsewhere cannot leave it half-updated.
         self.0.note.lock().unwrap_or_else(|p| p.into_inner())

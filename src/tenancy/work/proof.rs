@@ -12,6 +12,7 @@ use crate::authz::Action;
 use crate::authz::Resource;
 use crate::authz::actions::{
     ApiKeyCreate, GroupCreate, GroupMemberAdd, RoleBindingCreate, ServiceAccountCreate,
+    SessionRevoke,
 };
 use crate::identity::operator::OperatorAuthority;
 use crate::identity::{Principal, UserCredential};
@@ -75,6 +76,15 @@ impl SignIn {
         }
     }
 
+    /// The person manages their own sessions (ends one of them); `None` unless `principal` is
+    /// a person. Returns the proof and the person's user id.
+    pub fn own_sessions(principal: &Principal, action: &'static str) -> Option<(Self, uuid::Uuid)> {
+        match principal {
+            Principal::User { id, .. } => Some((SignIn { action }, *id)),
+            Principal::ServiceAccount { .. } => None,
+        }
+    }
+
     /// The person ends their own session; `None` unless `principal` signed in with one.
     pub fn own_session(principal: &Principal, action: &'static str) -> Option<(Self, uuid::Uuid)> {
         match principal {
@@ -82,7 +92,11 @@ impl SignIn {
                 credential: UserCredential::Session { id, .. },
                 ..
             } => Some((SignIn { action }, *id)),
-            Principal::ServiceAccount { .. } => None,
+            Principal::User {
+                credential: UserCredential::AccessToken { .. },
+                ..
+            }
+            | Principal::ServiceAccount { .. } => None,
         }
     }
 }
@@ -141,6 +155,8 @@ impl Proof for SignIn {
 /// Groups the provider's mappings grant are created and joined at sign-in.
 impl Permit<GroupCreate> for SignIn {}
 impl Permit<GroupMemberAdd> for SignIn {}
+/// A person ends their own sessions (the callers pass only the person's own user id).
+impl Permit<SessionRevoke> for SignIn {}
 
 mod sealed {
     /// Only this module's proofs are proofs.
