@@ -69,7 +69,7 @@ impl AppState {
             Arc::clone(&keystore),
             settings.audit_checkpoint_interval,
         );
-        let outbound = Outbound::new()?;
+        let outbound = Outbound::new(settings.idp_private_networks.clone())?;
         let state = Arc::new(AppState {
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),

@@ -98,6 +98,10 @@ pub struct Settings {
     pub audit_checkpoint_interval: Duration,
     pub rate_limits: RateLimitSettings,
     pub log_filter: String,
+    /// Non-public networks that identity providers (issuers, keys, SAML metadata) may be
+    /// reached at; public addresses always may. Empty by default: a tenant's provider URL can
+    /// then reach nothing inside this deployment's network.
+    pub idp_private_networks: Vec<ipnet::IpNet>,
 }
 
 /// Environment variable prefix; a file key `listen` is the variable `FLOWGATE_LISTEN`.
@@ -114,6 +118,7 @@ const SETTINGS: &[&str] = &[
     "DATABASE_URL",
     "DATA_DIR",
     "HSTS",
+    "IDP_PRIVATE_NETWORKS",
     "KEK_FILE",
     "KEYSTORE",
     "LISTEN",
@@ -206,6 +211,9 @@ impl Settings {
             ),
             rate_limits: rate_limits(&src)?,
             log_filter: src.get("LOG").unwrap_or_else(|| "info".into()),
+            idp_private_networks: src
+                .parse("IDP_PRIVATE_NETWORKS", networks)?
+                .unwrap_or_default(),
             data_dir,
         })
     }
@@ -408,6 +416,18 @@ fn rate_limits(src: &Source) -> Result<RateLimitSettings, ConfigError> {
     })
 }
 
+/// A comma-separated list of CIDR ranges, such as `10.20.0.0/16,127.0.0.1/32`.
+fn networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .map_err(|_| format!("`{n}` is not a CIDR range such as 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "true" | "1" | "on" | "yes" => Ok(true),
@@ -467,10 +487,25 @@ mod tests {
         ));
         assert!(s.hsts);
         assert_eq!(s.body_limit, 1024 * 1024);
+        assert!(
+            s.idp_private_networks.is_empty(),
+            "providers are public by default"
+        );
     }
 
     #[test]
     fn bad_values_name_their_variable() {
+        assert_eq!(
+            error_var(settings(&[(
+                "FLOWGATE_IDP_PRIVATE_NETWORKS",
+                "10.0.0.0/8, intranet"
+            )])),
+            "FLOWGATE_IDP_PRIVATE_NETWORKS"
+        );
+        let networks = settings(&[("FLOWGATE_IDP_PRIVATE_NETWORKS", "10.0.0.0/8, fd00::/8")])
+            .unwrap()
+            .idp_private_networks;
+        assert_eq!(networks.len(), 2);
         assert_eq!(
             error_var(settings(&[("FLOWGATE_LISTEN", "nowhere")])),
             "FLOWGATE_LISTEN"

@@ -50,6 +50,8 @@ const ALLOWED: [AllowedSignatureAlgorithm; 6] = [
 pub const MAX_DOCUMENT: usize = 256 * 1024;
 /// Deepest element nesting accepted; SAML responses and metadata need about ten.
 const MAX_DEPTH: usize = 32;
+/// SAML responses verified at once, on this replica.
+static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// Clock skew allowed on the assertion's time bounds.
 const SKEW: Duration = Duration::seconds(60);
 /// Oldest `IssueInstant` accepted: an assertion is used within moments of being issued.
@@ -60,44 +62,147 @@ const MAX_VALUES: usize = 1000;
 const EMAIL_NAME_ID: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 const TRANSIENT_NAME_ID: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 
+/// Most elements in a screened document, and children of one element.
+const MAX_ELEMENTS: usize = 10_000;
+const MAX_CHILDREN: usize = 1_000;
+/// Most XML signatures in a response (the response's and the assertion's).
+const MAX_SIGNATURES: usize = 2;
+/// The transforms and canonicalizations a response's signatures may use: the ones SAML
+/// prescribes (SAML Core 5.4.3, 5.4.4), none that fetches, runs or selects anything.
+const ALLOWED_TRANSFORMS: [&[u8]; 5] = [
+    b"http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    b"http://www.w3.org/2001/10/xml-exc-c14n#",
+    b"http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+    b"http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    b"http://www.w3.org/2006/12/xml-c14n11",
+];
+
+/// What is screened: an IdP's metadata (read by a serde parser only) or a response (also given
+/// to xmlsec, and so screened harder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Document {
+    Metadata,
+    Response,
+}
+
 /// What a screened document holds.
 struct Screened {
     /// `Assertion` and `EncryptedAssertion` elements, at any depth.
     assertions: usize,
 }
 
-/// Reads `xml` once as a stream, without building anything: refuses documents larger than
-/// [`MAX_DOCUMENT`], nested deeper than [`MAX_DEPTH`], with a DTD, or not well-formed.
-fn screen(xml: &str) -> Result<Screened, &'static str> {
+/// Reads `xml` once as a stream, without building anything, and refuses what no parser after
+/// it should see: documents larger than [`MAX_DOCUMENT`], deeper than [`MAX_DEPTH`], wider
+/// than [`MAX_ELEMENTS`] / [`MAX_CHILDREN`], with a DTD, in an encoding other than UTF-8 (so that
+/// libxml2 reads the very text screened here), or not well-formed. A response may moreover
+/// hold no comment, CDATA section or processing instruction (they make samael's matching of
+/// signed content backtrack), and its signatures may only reference elements of the document
+/// (`URI=""` or `#id`: no file, no URL), with one reference each, through the transforms SAML
+/// prescribes, and without `Object`, `Manifest` or `RetrievalMethod`: xmlsec computes reference
+/// digests before it checks a signature, so none of that may reach it.
+fn screen(xml: &str, document: Document) -> Result<Screened, &'static str> {
     if xml.len() > MAX_DOCUMENT {
         return Err("is larger than 256 KiB");
     }
+    let response = document == Document::Response;
     let mut reader = quick_xml::Reader::from_str(xml);
-    let mut depth = 0usize;
-    let mut assertions = 0usize;
-    let mut count = |name: &[u8]| {
-        if matches!(name, b"Assertion" | b"EncryptedAssertion") {
-            assertions += 1;
-        }
-    };
+    // Children counted per open element.
+    let mut open: Vec<usize> = Vec::new();
+    let (mut elements, mut assertions, mut signatures, mut references) = (0usize, 0, 0, 0);
     loop {
-        match reader.read_event() {
-            Ok(Event::Start(element)) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err("is nested too deeply");
-                }
-                count(element.local_name().as_ref());
+        let (element, empty) = match reader.read_event() {
+            Ok(Event::Start(element)) => (element, false),
+            Ok(Event::Empty(element)) => (element, true),
+            Ok(Event::End(_)) => {
+                open.pop();
+                continue;
             }
-            Ok(Event::Empty(element)) => count(element.local_name().as_ref()),
-            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
             Ok(Event::DocType(_)) => return Err("must not have a document type declaration"),
+            Ok(Event::Decl(declaration)) => {
+                let utf8 = declaration.encoding().is_none_or(|encoding| {
+                    encoding.is_ok_and(|e| e.eq_ignore_ascii_case(b"utf-8"))
+                });
+                if !utf8 {
+                    return Err("must be encoded in UTF-8");
+                }
+                continue;
+            }
+            Ok(Event::Comment(_) | Event::CData(_) | Event::PI(_)) if response => {
+                return Err("must hold no comment, CDATA section or processing instruction");
+            }
             Ok(Event::Eof) => break,
-            Ok(_) => {}
+            Ok(_) => continue,
             Err(_) => return Err("is not well-formed XML"),
+        };
+        elements += 1;
+        if elements > MAX_ELEMENTS {
+            return Err("has too many elements");
+        }
+        if let Some(children) = open.last_mut() {
+            *children += 1;
+            if *children > MAX_CHILDREN {
+                return Err("has an element with too many children");
+            }
+        }
+        if !empty {
+            open.push(0);
+            if open.len() > MAX_DEPTH {
+                return Err("is nested too deeply");
+            }
+        }
+        let attribute = |name: &[u8]| {
+            element
+                .try_get_attribute(name)
+                .ok()
+                .flatten()
+                .map(|a| a.value.into_owned())
+        };
+        match element.local_name().as_ref() {
+            b"Assertion" | b"EncryptedAssertion" => assertions += 1,
+            b"Signature" if response => {
+                signatures += 1;
+                if signatures > MAX_SIGNATURES {
+                    return Err("has too many signatures");
+                }
+            }
+            b"Reference" if response => {
+                references += 1;
+                let local = attribute(b"URI").is_some_and(|uri| is_local_reference(&uri));
+                if references > signatures || !local {
+                    return Err(
+                        "has a signature reference that is not one element of the document",
+                    );
+                }
+            }
+            b"Transform" | b"CanonicalizationMethod" if response => {
+                let allowed = attribute(b"Algorithm")
+                    .is_some_and(|algorithm| ALLOWED_TRANSFORMS.contains(&algorithm.as_slice()));
+                if !allowed {
+                    return Err("has a signature transform SAML does not use");
+                }
+            }
+            b"Object" | b"Manifest" | b"RetrievalMethod" if response => {
+                return Err("has a signature part SAML does not use");
+            }
+            _ => {}
         }
     }
     Ok(Screened { assertions })
+}
+
+/// `URI=""` (the whole document) or `#` and an XML name: a reference to an element of the
+/// signed document itself.
+fn is_local_reference(uri: &[u8]) -> bool {
+    match uri.split_first() {
+        None => true,
+        Some((b'#', id)) => {
+            !id.is_empty()
+                && id
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        }
+        Some(_) => false,
+    }
 }
 
 /// An identity provider's metadata, read and found usable.
@@ -112,7 +217,7 @@ impl IdpMetadata {
     /// Reads a metadata document: one `EntityDescriptor` with an IdP role, a single sign-on
     /// service for the HTTP-Redirect binding and at least one signing certificate.
     pub fn read(xml: &str) -> Result<Self, String> {
-        screen(xml).map_err(|why| format!("the metadata {why}"))?;
+        screen(xml, Document::Metadata).map_err(|why| format!("the metadata {why}"))?;
         let descriptor: EntityDescriptor = xml.parse().map_err(|_| {
             "must be a SAML 2.0 metadata document with one EntityDescriptor".to_owned()
         })?;
@@ -130,8 +235,14 @@ impl IdpMetadata {
             .ok_or("the provider has no SingleSignOnService with the HTTP-Redirect binding")?;
         url::Url::parse(&sso_url)
             .ok()
-            .filter(|u| matches!(u.scheme(), "https" | "http"))
-            .ok_or("the SingleSignOnService location is not an http(s) URL")?;
+            .filter(|u| {
+                u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+            })
+            .ok_or(
+                "the SingleSignOnService location is not an https URL (http only on loopback)",
+            )?;
         let certificates = probe
             .idp_signing_certs()
             .map_err(|_| "a signing certificate of the provider cannot be read".to_owned())?
@@ -264,20 +375,32 @@ pub async fn finish(
     encoded: &str,
     request_id: &str,
 ) -> Result<Accepted, SignInError> {
-    if encoded.len() > MAX_DOCUMENT * 4 / 3 + 4 {
+    // Some providers wrap their base64 in lines.
+    let encoded: Vec<u8> = encoded
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if encoded.len() > MAX_DOCUMENT.div_ceil(3) * 4 {
         return Err(Refusal::Structure.into());
     }
-    let bytes = STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| Refusal::Malformed)?;
+    let bytes = STANDARD.decode(encoded).map_err(|_| Refusal::Malformed)?;
     let xml = String::from_utf8(bytes).map_err(|_| Refusal::Malformed)?;
-    if screen(&xml).map_err(|_| Refusal::Structure)?.assertions != 1 {
+    let screened = screen(&xml, Document::Response).map_err(|why| {
+        tracing::info!(why, "a SAML response was refused by the screen");
+        Refusal::Structure
+    })?;
+    if screened.assertions != 1 {
         return Err(Refusal::Structure.into());
     }
     let idp = IdpMetadata::read(&settings.metadata_xml).map_err(SignInError::Provider)?;
     let sp = endpoints.service_provider(&idp);
     let expected = request_id.to_owned();
-    // xmlsec's verification is CPU work: off the request thread.
+    // xmlsec's verification is CPU work: off the request thread, and a bounded number at once,
+    // so that no tenant's provider can occupy every blocking thread.
+    let _permit = VERIFYING
+        .acquire()
+        .await
+        .map_err(|_| SignInError::Unexpected(anyhow::anyhow!("the verifier is closed")))?;
     let verified = tokio::task::spawn_blocking(move || {
         sp.parse_xml_response(&xml, Some(&[expected.as_str()]))
             .map_err(|e| refusal(&e))
@@ -327,12 +450,14 @@ fn accept(
     if let Some(name) = claims.get(&settings.name_attribute).cloned() {
         claims.insert("name".into(), first(name));
     }
+    // The Web Browser SSO profile requires an AuthnStatement: without one, nothing says the
+    // person authenticated at all (nor when).
     let authenticated_at = assertion
         .authn_statements
         .iter()
         .flatten()
         .find_map(|s| s.authn_instant)
-        .unwrap_or_else(Utc::now);
+        .ok_or(Refusal::Malformed)?;
     let confirmed_until = assertion
         .subject
         .iter()
@@ -352,17 +477,17 @@ fn accept(
     })
 }
 
-/// The assertion's attributes as claims, by `Name` (and by `FriendlyName` when that is not
-/// also a `Name`): one value as text, several as a list.
+/// The assertion's attributes as claims, by `Name`, and by `FriendlyName` where no attribute
+/// has that `Name`: one value as text, several as a list.
 fn attributes(assertion: &Assertion) -> Map<String, Value> {
-    let mut claims = Map::new();
-    let all = assertion
+    let all: Vec<_> = assertion
         .attribute_statements
         .iter()
         .flatten()
         .flat_map(|s| s.attributes.iter())
-        .take(MAX_ATTRIBUTES);
-    for attribute in all {
+        .take(MAX_ATTRIBUTES)
+        .collect();
+    let value = |attribute: &samael::attribute::Attribute| {
         let mut values: Vec<Value> = attribute
             .values
             .iter()
@@ -370,16 +495,25 @@ fn attributes(assertion: &Assertion) -> Map<String, Value> {
             .take(MAX_VALUES)
             .map(Value::String)
             .collect();
-        let value = if values.len() == 1 {
+        if values.len() == 1 {
             values.remove(0)
         } else {
             Value::Array(values)
-        };
-        for name in [&attribute.name, &attribute.friendly_name]
-            .into_iter()
-            .flatten()
-        {
-            claims.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+    };
+    let mut claims = Map::new();
+    for attribute in &all {
+        if let Some(name) = &attribute.name {
+            claims
+                .entry(name.clone())
+                .or_insert_with(|| value(attribute));
+        }
+    }
+    for attribute in &all {
+        if let Some(name) = &attribute.friendly_name {
+            claims
+                .entry(name.clone())
+                .or_insert_with(|| value(attribute));
         }
     }
     claims
@@ -431,9 +565,15 @@ mod tests {
 
     #[test]
     fn screening_bounds_depth_and_refuses_dtds() {
+        let screen = |xml: &str| screen(xml, Document::Response);
         assert_eq!(screen("<a><b/><Assertion/></a>").unwrap().assertions, 1);
         let deep = format!("{}{}", "<a>".repeat(40), "</a>".repeat(40));
         assert_eq!(screen(&deep).err(), Some("is nested too deeply"));
+        let wide = format!("<a>{}</a>", "<b/>".repeat(MAX_CHILDREN + 1));
+        assert_eq!(
+            screen(&wide).err(),
+            Some("has an element with too many children")
+        );
         // A billion laughs never reaches a parser that would expand it.
         let laughs = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><a>&lol2;</a>"#;
         assert_eq!(
@@ -444,6 +584,54 @@ mod tests {
         assert!(screen(&"x".repeat(MAX_DOCUMENT + 1)).is_err());
         let wrapped = "<p:Response xmlns:p='p' xmlns:s='s'><s:Assertion><s:Assertion/></s:Assertion><s:EncryptedAssertion/></p:Response>";
         assert_eq!(screen(wrapped).unwrap().assertions, 3);
+        // UTF-7 would let libxml2 read a document this screen never saw.
+        let utf7 = "<?xml version=\"1.0\" encoding=\"UTF-7\"?><a/>";
+        assert_eq!(screen(utf7).err(), Some("must be encoded in UTF-8"));
+        assert!(screen("<?xml version=\"1.0\" encoding=\"utf-8\"?><a/>").is_ok());
+        // Comments are refused in responses (they split signed text), kept in metadata.
+        assert!(screen("<a><!-- x --></a>").is_err());
+        assert!(super::screen("<a><!-- x --></a>", Document::Metadata).is_ok());
+    }
+
+    #[test]
+    fn signatures_may_reference_only_the_document_through_saml_transforms() {
+        let signed = |reference: &str, transform: &str| {
+            format!(
+                "<r><ds:Signature xmlns:ds='d'><ds:SignedInfo>\
+                 <ds:CanonicalizationMethod Algorithm='http://www.w3.org/2001/10/xml-exc-c14n#'/>\
+                 <ds:Reference {reference}><ds:Transforms><ds:Transform Algorithm='{transform}'/>\
+                 </ds:Transforms></ds:Reference></ds:SignedInfo></ds:Signature></r>"
+            )
+        };
+        let enveloped = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+        let screen = |xml: String| screen(&xml, Document::Response).map(|_| ());
+        assert!(screen(signed("URI='#_a1-b.c'", enveloped)).is_ok());
+        assert!(screen(signed("URI=''", enveloped)).is_ok());
+        for reference in [
+            "URI='file:///dev/zero'",
+            "URI='http://169.254.169.254/latest'",
+            "URI='#a b'",
+            "",
+        ] {
+            assert!(screen(signed(reference, enveloped)).is_err(), "{reference}");
+        }
+        for transform in [
+            "http://www.w3.org/TR/1999/REC-xslt-19991116",
+            "http://www.w3.org/TR/1999/REC-xpath-19991116",
+            "http://www.w3.org/2002/06/xmldsig-filter2",
+        ] {
+            assert!(screen(signed("URI=''", transform)).is_err(), "{transform}");
+        }
+        let two_references = signed("URI=''", enveloped).replace(
+            "</ds:SignedInfo>",
+            "<ds:Reference URI='#x'/></ds:SignedInfo>",
+        );
+        assert!(screen(two_references).is_err());
+        let manifest = signed("URI=''", enveloped).replace(
+            "</ds:Signature>",
+            "<ds:Object><ds:Manifest/></ds:Object></ds:Signature>",
+        );
+        assert!(screen(manifest).is_err());
     }
 
     #[test]

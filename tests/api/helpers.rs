@@ -123,6 +123,8 @@ async fn spawn(db: Db, options: Options, client: Option<reqwest::Client>) -> Tes
             listener.local_addr().unwrap().port()
         ),
     );
+    // The test peers (OpenID and SAML providers) listen on the loopback interface.
+    vars.insert("FLOWGATE_IDP_PRIVATE_NETWORKS".into(), "127.0.0.0/8".into());
     vars.extend(options.vars);
     let settings = Settings::from_sources(None, &|name| vars.get(name).cloned()).unwrap();
     let opened = AppState::open(settings).await.unwrap();

@@ -214,6 +214,37 @@ async fn replayed_tampered_and_wrapped_responses_are_refused() {
     refused(&browser.saml_post(&post.with_xml(&stripped)).await);
     assert_eq!(last_refusal(&app).await, "bad_signature");
 
+    // A signature whose reference leaves the document (xmlsec would read the file, or fetch
+    // the URL, before checking anything) never reaches xmlsec.
+    for target in [
+        "file:///dev/zero",
+        "http://169.254.169.254/latest/meta-data",
+    ] {
+        let post = browser.saml_authorize(&app, &idp, "alice").await;
+        let xml = post.xml();
+        let at = xml.find("<ds:Reference URI=\"").unwrap() + "<ds:Reference URI=\"".len();
+        let end = at + xml[at..].find('"').unwrap();
+        let external = format!("{}{target}{}", &xml[..at], &xml[end..]);
+        refused(&browser.saml_post(&post.with_xml(&external)).await);
+        assert_eq!(
+            last_refusal(&app).await,
+            "unacceptable_structure",
+            "{target}"
+        );
+    }
+    // Comment injection into a signed value (alice@acme.example<!---->.evil.example) and a
+    // document libxml2 would decode differently from the screen (UTF-7).
+    let post = browser.saml_authorize(&app, &idp, "alice").await;
+    let commented = post
+        .xml()
+        .replace("alice@acme.example", "alice@acme.example<!---->.evil");
+    refused(&browser.saml_post(&post.with_xml(&commented)).await);
+    assert_eq!(last_refusal(&app).await, "unacceptable_structure");
+    let post = browser.saml_authorize(&app, &idp, "alice").await;
+    let utf7 = format!("<?xml version=\"1.0\" encoding=\"UTF-7\"?>{}", post.xml());
+    refused(&browser.saml_post(&post.with_xml(&utf7)).await);
+    assert_eq!(last_refusal(&app).await, "unacceptable_structure");
+
     // A DTD (an entity-expansion bomb) never reaches a parser.
     let post = browser.saml_authorize(&app, &idp, "alice").await;
     let bomb = format!(

@@ -370,15 +370,20 @@ impl CreateIdentityProvider {
 }
 
 /// Fetches a SAML provider's metadata from `url` (which must be a provider URL: https, or http
-/// on the loopback interface); a failure is the field's problem.
+/// on the loopback interface, at an address providers may have); a failure is the field's
+/// problem.
 async fn fetch_metadata(outbound: &Outbound, url: &str) -> Result<String, ApiError> {
     if let Some(message) = providers::url_problem(url) {
         return Err(ApiError::invalid_field("metadata_url", message));
     }
     outbound.get_xml(url).await.map_err(|e| {
+        // The reason stays in the server's log: told to the caller, it would map the network
+        // behind Flowgate for whoever may configure a provider.
+        tracing::warn!(error = %e, "a SAML provider's metadata could not be fetched");
         ApiError::invalid_field(
             "metadata_url",
-            format!("the metadata could not be fetched: {e}"),
+            "the metadata could not be fetched (no answer, an error status, or an address \
+             providers may not have); the server's log says which",
         )
     })
 }

@@ -391,9 +391,9 @@ fn identity_error(e: IdentityError) -> SignInError {
     }
 }
 
-/// Largest SAML response form read (a signed response is a few KiB; base64 of
-/// [`saml::MAX_DOCUMENT`] with room for `RelayState`).
-const MAX_ACS_FORM: usize = 400 * 1024;
+/// Largest SAML response form read (a signed response is a few KiB; the base64 of
+/// [`saml::MAX_DOCUMENT`], form-encoded, with room for `RelayState`).
+const MAX_ACS_FORM: usize = 1024 * 1024;
 
 /// Begin signing in with a SAML identity provider.
 ///
