@@ -80,6 +80,7 @@ catalogue! {
     IdentityProviderManage => "identity_provider.manage" on TENANT, "Configure identity providers.";
     SessionRead => "session.read" on TENANT, "List users' browser sessions.";
     SessionRevoke => "session.revoke" on TENANT, "End users' browser sessions.";
+    TokenKeyRotate => "token_key.rotate" on TENANT, "Rotate the key that signs the tenant's access tokens.";
     ApiKeyRead => "api_key.read" on TENANT, "List API keys (never their secret part).";
     ApiKeyCreate => "api_key.create" on TENANT, "Issue API keys for service accounts.";
     ApiKeyRevoke => "api_key.revoke" on TENANT, "Revoke API keys.";

@@ -10,6 +10,7 @@ pub mod api_key;
 pub mod operator;
 mod principal;
 mod records;
+pub mod token_keys;
 pub mod tokens;
 
 pub use principal::{AccountCredential, Principal, UserCredential};

@@ -18,12 +18,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use entity::tenant::oauth_client;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
 };
@@ -33,10 +30,11 @@ use uuid::Uuid;
 
 use super::api_key::ApiKeys;
 use super::records::RecordIndex;
+use super::token_keys::{self, KeyRing};
 use super::{AccountCredential, IdentityError, InvalidReason, Principal};
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
-use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
+use crate::keystore::{KeyStore, KeyStoreError};
 use crate::tenancy::work::{Permit, WriteTx};
 use crate::tenancy::{Access, Databases, Slug, TenantCache};
 
@@ -55,15 +53,6 @@ const CACHED_PER_TENANT: usize = 4_096;
 const CLIENT_RECORD_TTL: Duration = Duration::from_secs(60);
 /// Longest bearer token looked at.
 const MAX_TOKEN: usize = 4096;
-
-/// A tenant's token key: the signer, the verifier and its public JWK.
-struct TenantKey {
-    kid: String,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    /// The public key, base64url (the JWK's `x`).
-    x: String,
-}
 
 /// Whom a verified token was issued to.
 #[derive(Clone)]
@@ -128,7 +117,7 @@ pub struct NewClient {
 /// Issues and checks access tokens.
 pub struct AccessTokens {
     keystore: Arc<dyn KeyStore>,
-    keys: TenantCache<Arc<TenantKey>>,
+    keys: TenantCache<Arc<KeyRing>>,
     clients: RecordIndex<oauth_client::Model>,
     /// Tokens already verified, by SHA-256: a script reuses its token for ten minutes, and
     /// each use after the first costs a hash instead of a signature check.
@@ -257,7 +246,10 @@ impl AccessTokens {
         ttl: Duration,
         complete: impl FnOnce(&mut Claims),
     ) -> Result<(SecretString, u64, String), IdentityError> {
-        let key = self.key(slug).await?;
+        let ring = self.ring(slug).await?;
+        let key = ring
+            .current()
+            .ok_or_else(|| anyhow::anyhow!("the token key ring of {slug} is empty"))?;
         let now = Utc::now().timestamp();
         let jti = Uuid::new_v4().to_string();
         let mut claims = Claims {
@@ -335,7 +327,7 @@ impl AccessTokens {
         token: &str,
     ) -> Result<Verified, IdentityError> {
         let invalid = IdentityError::InvalidCredentials;
-        let key = self.key(slug).await?;
+        let ring = self.ring(slug).await?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
@@ -344,9 +336,11 @@ impl AccessTokens {
         validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| invalid(InvalidReason::Malformed))?;
-        if header.kid.as_deref() != Some(key.kid.as_str()) {
-            return Err(invalid(InvalidReason::UnknownKey));
-        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| ring.find(kid))
+            .ok_or(invalid(InvalidReason::UnknownKey))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -379,15 +373,15 @@ impl AccessTokens {
 
     /// The tenant's public keys, as a JWK set.
     pub async fn jwks(&self, slug: &Slug) -> Result<serde_json::Value, KeyStoreError> {
-        let key = self.key(slug).await?;
-        Ok(serde_json::json!({"keys": [{
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": key.x,
-            "kid": key.kid,
-            "alg": "EdDSA",
-            "use": "sig",
-        }]}))
+        Ok(self.ring(slug).await?.jwks())
+    }
+
+    /// Rotates the tenant's signing key (see [`token_keys::rotate`]); the caller's change must
+    /// be invalidating, so that every replica reloads the ring. Returns the new `kid`.
+    pub async fn rotate(&self, slug: &Slug) -> Result<String, KeyStoreError> {
+        let kid = token_keys::rotate(self.keystore.as_ref(), slug.as_str()).await?;
+        self.keys.invalidate(slug.as_str());
+        Ok(kid)
     }
 
     /// Forgets everything cached about `slug` (a revocation, a deletion).
@@ -403,12 +397,13 @@ impl AccessTokens {
         self.verified.clear();
     }
 
-    async fn key(&self, slug: &Slug) -> Result<Arc<TenantKey>, KeyStoreError> {
+    /// The tenant's key ring, from the cache or the key store.
+    pub async fn ring(&self, slug: &Slug) -> Result<Arc<KeyRing>, KeyStoreError> {
         self.keys
             .get_or_try_load(slug.as_str(), || async {
-                let name = KeyName::new(slug.as_str(), Purpose::TokenSigning);
-                let seed = self.keystore.secret(&name).await?;
-                tenant_key(seed.expose_secret()).map(Arc::new)
+                token_keys::load(self.keystore.as_ref(), slug.as_str())
+                    .await
+                    .map(Arc::new)
             })
             .await
     }
@@ -458,23 +453,6 @@ pub async fn revoke_client(
 }
 
 /// The tenant key of a 32-byte Ed25519 seed.
-fn tenant_key(seed: &[u8]) -> Result<TenantKey, KeyStoreError> {
-    let pair = Ed25519KeyPair::from_seed_unchecked(seed)
-        .map_err(|_| anyhow::anyhow!("the token-signing seed is not an Ed25519 seed"))?;
-    let public = pair.public_key().as_ref().to_vec();
-    // PKCS#8 v1 of an Ed25519 private key (RFC 8410): a fixed prefix, then the seed.
-    let mut pkcs8 = hex::decode("302e020100300506032b657004220420")
-        .map_err(|e| anyhow::anyhow!("PKCS#8 prefix: {e}"))?;
-    pkcs8.extend_from_slice(seed);
-    let kid = sha256_hex(&public)[..16].to_owned();
-    Ok(TenantKey {
-        kid,
-        encoding: EncodingKey::from_ed_der(&pkcs8),
-        decoding: DecodingKey::from_ed_der(&public),
-        x: URL_SAFE_NO_PAD.encode(&public),
-    })
-}
-
 /// What the keyed hash of a client secret covers: the client id and the secret.
 fn credential(client_id: &str, secret: &SecretString) -> SecretString {
     SecretString::from(format!("{client_id}:{}", secret.expose_secret()))

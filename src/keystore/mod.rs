@@ -32,8 +32,11 @@ pub enum Purpose {
     AuditSigning,
     /// Not a key: the newest signed audit checkpoint, kept where the database cannot rewrite it.
     AuditAnchor,
-    /// The seed of the Ed25519 key that signs the tenant's access tokens.
+    /// The seed of the Ed25519 key that signs the tenant's access tokens (until the first
+    /// rotation).
     TokenSigning,
+    /// Not a key: the ring of the tenant's token-signing keys, once rotated.
+    TokenKeyring,
     /// Records, one per identity provider (the name's item): the client secret Flowgate
     /// presents to the tenant's OIDC provider.
     IdpClientSecret,
@@ -41,11 +44,12 @@ pub enum Purpose {
 
 impl Purpose {
     /// The purposes of one key per tenant.
-    pub const ALL: [Purpose; 4] = [
+    pub const ALL: [Purpose; 5] = [
         Purpose::ApiKeyPepper,
         Purpose::AuditSigning,
         Purpose::AuditAnchor,
         Purpose::TokenSigning,
+        Purpose::TokenKeyring,
     ];
 
     /// The purposes of records kept per item (several per tenant).
@@ -57,6 +61,7 @@ impl Purpose {
             Purpose::AuditSigning => "audit-signing",
             Purpose::AuditAnchor => "audit-anchor",
             Purpose::TokenSigning => "token-signing",
+            Purpose::TokenKeyring => "token-keyring",
             Purpose::IdpClientSecret => "idp-client-secret",
         }
     }

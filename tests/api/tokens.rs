@@ -421,3 +421,53 @@ async fn a_client_for_a_bad_or_foreign_account_is_422_and_nothing_is_made() {
     let (_, clients) = app.get("/clients", &app.admin_key).await;
     assert_eq!(clients["items"], json!([]), "nothing was made");
 }
+
+/// The `kid` of a compact JWS.
+fn kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+crate::on_both_databases! {
+    async fn rotating_the_signing_key_keeps_earlier_tokens_valid_through_the_overlap(app) {
+        let (client_id, secret, _) = client_with_role(&app, "Viewer").await;
+        let (_, before) = token(&app, &client_id, &secret).await;
+        let before = before["access_token"].as_str().unwrap().to_owned();
+        let jwks_url = app.url(&format!("/t/{}/.well-known/jwks.json", app.tenant));
+        let (_, jwks) = fetch(app.client.get(&jwks_url)).await;
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+
+        // Only whoever holds token_key.rotate rotates.
+        let (status, _) = app.post("/token-keys/rotate", &before, json!({})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, rotated) = app.post("/token-keys/rotate", &app.admin_key, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{rotated}");
+        let keys = rotated["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2, "{rotated}");
+        assert_eq!(keys[0]["kid"], kid(&before));
+        assert_eq!((keys[0]["current"].clone(), keys[1]["current"].clone()), (json!(false), json!(true)));
+        assert!(keys[0]["verifies_until"].is_string());
+
+        // The earlier token still works; new tokens carry the new kid; both keys are published.
+        assert_eq!(app.get("/users", &before).await.0, StatusCode::OK);
+        let (_, after) = token(&app, &client_id, &secret).await;
+        let after = after["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(kid(&after), keys[1]["kid"].as_str().unwrap());
+        assert_ne!(kid(&after), kid(&before));
+        assert_eq!(app.get("/users", &after).await.0, StatusCode::OK);
+        let (_, jwks) = fetch(app.client.get(&jwks_url)).await;
+        let published: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        assert_eq!(published, [kid(&before), kid(&after)]);
+
+        // A third rotation keeps every key still inside its overlap.
+        let (_, again) = app.post("/token-keys/rotate", &app.admin_key, json!({})).await;
+        assert_eq!(again["keys"].as_array().unwrap().len(), 3);
+        assert_eq!(app.get("/users", &before).await.0, StatusCode::OK);
+        let (_, listed) = app.get("/token-keys", &app.admin_key).await;
+        assert_eq!(listed, again);
+        let rotation = app.audit_events().await.into_iter().rfind(|e| e["action"] == "token_key.rotate").unwrap();
+        assert_eq!(rotation["resource_id"], again["keys"][2]["kid"]);
+        assert!(!rotation.to_string().contains("seed"));
+    }
+}

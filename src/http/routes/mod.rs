@@ -21,6 +21,7 @@ pub mod service_accounts;
 pub mod sessions;
 pub mod settings;
 pub mod signin;
+pub mod token_keys;
 pub mod tokens;
 pub mod users;
 
@@ -157,6 +158,8 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(clients::delete_client),
                 operation!(settings::get_settings),
                 operation!(settings::update_settings),
+                operation!(token_keys::list_token_keys),
+                operation!(token_keys::rotate_token_key),
             ],
         },
         Scope {

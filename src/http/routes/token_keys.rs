@@ -1,0 +1,95 @@
+//! `/t/{tenant}/api/v1/token-keys`: the keys that sign the tenant's access tokens, and their
+//! rotation. The public keys are also at `/t/{tenant}/.well-known/jwks.json`.
+
+use actix_web::web;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::authz::actions::{SettingsRead, TokenKeyRotate};
+use crate::http::error::ApiError;
+use crate::http::pipeline::authz::Authorized;
+use crate::identity::token_keys::{KeyRing, OVERLAP};
+use crate::tenancy::work::Change;
+
+/// One token-signing key (its public part's id; never the key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenKeyView {
+    /// The `kid` of the tokens it signs.
+    pub kid: String,
+    /// Whether it signs new tokens (the newest key does).
+    pub current: bool,
+    /// When it was made by a rotation; none for the tenant's first key.
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it stopped signing; it verifies until `verifies_until`.
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
+    pub retired_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::http::timestamp::optional::serialize")]
+    pub verifies_until: Option<DateTime<Utc>>,
+}
+
+/// The tenant's token-signing keys, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenKeys {
+    pub keys: Vec<TokenKeyView>,
+}
+
+impl From<&KeyRing> for TokenKeys {
+    fn from(ring: &KeyRing) -> Self {
+        let current = ring.current().map(|k| k.kid.clone());
+        TokenKeys {
+            keys: ring
+                .keys()
+                .iter()
+                .map(|key| TokenKeyView {
+                    current: current.as_deref() == Some(key.kid.as_str()),
+                    kid: key.kid.clone(),
+                    created_at: key.created_at,
+                    retired_at: key.retired_at,
+                    verifies_until: key.retired_at.map(|at| at + OVERLAP),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// List the token-signing keys.
+#[utoipa::path(
+    get,
+    path = "/token-keys",
+    tag = "settings",
+    responses((status = 200, body = TokenKeys))
+)]
+pub async fn list_token_keys(
+    auth: Authorized<SettingsRead>,
+) -> Result<web::Json<TokenKeys>, ApiError> {
+    let ring = auth.access_tokens().ring(auth.slug()).await?;
+    Ok(web::Json(TokenKeys::from(ring.as_ref())))
+}
+
+/// Rotate the token-signing key.
+///
+/// A new key signs from now on and is published at once; the previous one keeps verifying the
+/// tokens it signed for 15 minutes (longer than any token lives), so nobody's token stops
+/// early. Keys past that overlap leave the ring.
+#[utoipa::path(
+    post,
+    path = "/token-keys/rotate",
+    tag = "settings",
+    responses((status = 200, body = TokenKeys))
+)]
+pub async fn rotate_token_key(
+    auth: Authorized<TokenKeyRotate>,
+) -> Result<web::Json<TokenKeys>, ApiError> {
+    let tx = auth.write().await?;
+    let kid = auth.access_tokens().rotate(auth.slug()).await?;
+    tx.commit(
+        Change::new("token_key", kid, 200)
+            .invalidating()
+            .detail("overlap_minutes", OVERLAP.num_minutes()),
+    )
+    .await?;
+    let ring = auth.access_tokens().ring(auth.slug()).await?;
+    Ok(web::Json(TokenKeys::from(ring.as_ref())))
+}

@@ -1,0 +1,186 @@
+//! A tenant's token-signing keys: the ring of Ed25519 keys its access tokens are signed and
+//! checked with, rotated with overlap.
+//!
+//! Invariants:
+//! - The newest key of the ring signs; every key of the ring verifies and is published in the
+//!   tenant's JWKS. A key leaves the ring only [`OVERLAP`] after it stopped signing, when every
+//!   token it signed has expired: rotating never ends a token early.
+//! - The ring is one key-store record (the seeds are secrets: sealed locally, or in Vault). A
+//!   tenant that never rotated has a ring of one key, the key store's token-signing secret.
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::{random_bytes, sha256_hex};
+use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
+
+/// How long a key keeps verifying after it stopped signing: longer than any token lives.
+pub const OVERLAP: Duration = Duration::minutes(15);
+
+/// One key of the ring, ready to sign and verify.
+pub struct TenantKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    /// The public key, base64url (the JWK's `x`).
+    pub x: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it stopped signing, if it did.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// A tenant's keys, oldest first; the last one signs.
+pub struct KeyRing {
+    keys: Vec<TenantKey>,
+}
+
+impl KeyRing {
+    /// The key that signs.
+    pub fn current(&self) -> Option<&TenantKey> {
+        self.keys.last()
+    }
+
+    /// The key `kid`, if the ring holds it.
+    pub fn find(&self, kid: &str) -> Option<&TenantKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    pub fn keys(&self) -> &[TenantKey] {
+        &self.keys
+    }
+
+    /// The ring's public keys, as a JWK set.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|key| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": key.x,
+                    "kid": key.kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+/// The ring as the key store keeps it.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    /// The Ed25519 seed, base64url.
+    seed: String,
+    /// None for the key store's original token-signing secret.
+    created_at: Option<DateTime<Utc>>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+fn ring_name(slug: &str) -> KeyName {
+    KeyName::new(slug, Purpose::TokenKeyring)
+}
+
+/// Tenant `slug`'s ring, without the keys past their overlap.
+pub async fn load(keystore: &dyn KeyStore, slug: &str) -> Result<KeyRing, KeyStoreError> {
+    let stored = stored(keystore, slug).await?;
+    let now = Utc::now();
+    let keys = stored
+        .keys
+        .iter()
+        .filter(|k| k.retired_at.is_none_or(|at| at + OVERLAP > now))
+        .map(|k| {
+            let seed = Zeroizing::new(decode_seed(&k.seed)?);
+            let mut key = tenant_key(&seed)?;
+            key.created_at = k.created_at;
+            key.retired_at = k.retired_at;
+            Ok(key)
+        })
+        .collect::<Result<Vec<_>, KeyStoreError>>()?;
+    Ok(KeyRing { keys })
+}
+
+/// Rotates tenant `slug`'s ring: a new key signs from now on, the one before keeps verifying for
+/// [`OVERLAP`], and keys past their overlap are dropped. Returns the new key's `kid`.
+pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<String, KeyStoreError> {
+    let mut stored = stored(keystore, slug).await?;
+    let now = Utc::now();
+    stored
+        .keys
+        .retain(|k| k.retired_at.is_none_or(|at| at + OVERLAP > now));
+    for key in &mut stored.keys {
+        key.retired_at.get_or_insert(now);
+    }
+    let seed = Zeroizing::new(random_bytes::<32>()?);
+    let kid = tenant_key(seed.as_slice())?.kid;
+    stored.keys.push(StoredKey {
+        seed: URL_SAFE_NO_PAD.encode(seed.as_slice()),
+        created_at: Some(now),
+        retired_at: None,
+    });
+    let bytes = Zeroizing::new(
+        serde_json::to_vec(&stored).map_err(|e| anyhow::anyhow!("the token key ring: {e}"))?,
+    );
+    keystore.put_record(&ring_name(slug), &bytes).await?;
+    Ok(kid)
+}
+
+/// The stored ring, or the ring of the key store's token-signing secret alone.
+async fn stored(keystore: &dyn KeyStore, slug: &str) -> Result<Stored, KeyStoreError> {
+    if let Some(bytes) = keystore.record(&ring_name(slug)).await? {
+        let bytes = Zeroizing::new(bytes);
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!("the token key ring of {slug} is unreadable: {e}").into()
+        });
+    }
+    let seed = keystore
+        .secret(&KeyName::new(slug, Purpose::TokenSigning))
+        .await?;
+    Ok(Stored {
+        keys: vec![StoredKey {
+            seed: URL_SAFE_NO_PAD.encode(seed.expose_secret()),
+            created_at: None,
+            retired_at: None,
+        }],
+    })
+}
+
+fn decode_seed(seed: &str) -> Result<Vec<u8>, KeyStoreError> {
+    URL_SAFE_NO_PAD
+        .decode(seed)
+        .map_err(|_| anyhow::anyhow!("a token key seed is not base64url").into())
+}
+
+/// The key of Ed25519 `seed`; its `kid` is the first 16 hex digits of its public key's SHA-256.
+fn tenant_key(seed: &[u8]) -> Result<TenantKey, KeyStoreError> {
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+        .map_err(|_| anyhow::anyhow!("the token-signing seed is not an Ed25519 seed"))?;
+    let public = pair.public_key().as_ref().to_vec();
+    // PKCS#8 v1 of an Ed25519 private key (RFC 8410): a fixed prefix, then the seed.
+    let mut pkcs8 = Zeroizing::new(
+        hex::decode("302e020100300506032b657004220420")
+            .map_err(|e| anyhow::anyhow!("PKCS#8 prefix: {e}"))?,
+    );
+    pkcs8.extend_from_slice(seed);
+    Ok(TenantKey {
+        kid: sha256_hex(&public)[..16].to_owned(),
+        encoding: EncodingKey::from_ed_der(&pkcs8),
+        decoding: DecodingKey::from_ed_der(&public),
+        x: URL_SAFE_NO_PAD.encode(&public),
+        created_at: None,
+        retired_at: None,
+    })
+}
