@@ -13,6 +13,7 @@ use crate::authz::Authz;
 use crate::config::Settings;
 use crate::http::pipeline::rate_limit::Limits;
 use crate::identity::api_key::ApiKeys;
+use crate::identity::federation::Federation;
 use crate::identity::operator::OperatorToken;
 use crate::identity::tokens::AccessTokens;
 use crate::keystore::{self, KeyStore};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub oidc: OidcLogins,
     /// The HTTP client for identity providers (discovery, keys, SAML metadata).
     pub outbound: Outbound,
+    /// The outside JWT issuers tenants trust for their service accounts.
+    pub federation: Federation,
     /// The last readiness check and when it was made.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -78,6 +81,7 @@ impl AppState {
             metrics: Metrics::default(),
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
             oidc: OidcLogins::new(outbound.clone()),
+            federation: Federation::new(outbound.clone()),
             outbound,
             readiness: tokio::sync::Mutex::new(None),
             settings,
@@ -105,6 +109,7 @@ impl AppState {
         self.authz.invalidate(slug);
         self.api_keys.forget_tenant(slug);
         self.tokens.forget_tenant(slug);
+        self.federation.forget_tenant(slug);
         self.keystore.forget(slug);
     }
 
@@ -114,6 +119,7 @@ impl AppState {
         self.authz.invalidate_all();
         self.api_keys.forget_all_keys();
         self.tokens.forget_all();
+        self.federation.forget_all();
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.

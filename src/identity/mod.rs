@@ -7,11 +7,13 @@
 //! - Credentials are compared in constant time and never logged, returned or audited.
 
 pub mod api_key;
+pub mod federation;
 pub mod operator;
 mod principal;
 mod records;
 pub mod token_keys;
 pub mod tokens;
+pub mod trust;
 
 pub use principal::{AccountCredential, Principal, UserCredential};
 

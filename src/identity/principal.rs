@@ -32,6 +32,8 @@ pub enum AccountCredential {
     ApiKey(Uuid),
     /// An access token issued to the OAuth client with this id.
     AccessToken { client: Uuid },
+    /// A token of an outside issuer the tenant trusts (the trust with this id).
+    Federated { trust: Uuid },
 }
 
 /// How a user proved who they are on this request.
@@ -83,6 +85,10 @@ impl Principal {
                 credential: AccountCredential::AccessToken { .. },
                 ..
             } => "access_token",
+            Principal::ServiceAccount {
+                credential: AccountCredential::Federated { .. },
+                ..
+            } => "federated_token",
             Principal::User {
                 credential: UserCredential::Session { .. },
                 ..

@@ -15,6 +15,7 @@ mod cli;
 mod clients;
 mod database_tls;
 mod errors;
+mod federation;
 mod health;
 mod openapi;
 mod platform;

@@ -19,5 +19,6 @@ pub mod saml_assertion;
 pub mod service_account;
 pub mod session;
 pub mod tenant_setting;
+pub mod trusted_issuer;
 pub mod user;
 pub mod user_identity;

@@ -3,3 +3,4 @@ pub mod m20261129_000002_authz;
 pub mod m20261203_000001_signin;
 pub mod m20261203_000002_clients;
 pub mod m20261203_000003_saml;
+pub mod m20261203_000004_trusted_issuers;

@@ -21,7 +21,8 @@ use crate::audit::{AuditEvent, Outcome, Trail};
 use crate::http::error::ApiError;
 use crate::http::extract::bearer_token;
 use crate::identity::api_key::PREFIX as API_KEY_PREFIX;
-use crate::identity::tokens::Holder;
+use crate::identity::federation::unverified_issuer;
+use crate::identity::tokens::{self, Holder};
 use crate::identity::{IdentityError, InvalidReason, Principal};
 use crate::tenancy::Tenant;
 
@@ -60,7 +61,8 @@ impl Authenticator for ApiKey {
 }
 
 /// `Authorization: Bearer eyJ…`: an access token the tenant issued to one of its clients, or to a
-/// person for the session they exchanged for it (which must still be live).
+/// person for the session they exchanged for it (which must still be live), or a token of an
+/// outside issuer the tenant trusts for one of its service accounts.
 pub struct AccessToken;
 
 impl Authenticator for AccessToken {
@@ -72,9 +74,20 @@ impl Authenticator for AccessToken {
     ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>> {
         Box::pin(async move {
             let token = bearer_token(req).filter(|t| t.starts_with("ey") && t.contains('.'))?;
+            let public_url = &state.settings.public_url;
+            if let Some(outside) = unverified_issuer(token)
+                .filter(|iss| *iss != tokens::issuer(public_url, &tenant.slug))
+            {
+                return Some(
+                    state
+                        .federation
+                        .authenticate(&state.dbs, &tenant.slug, &outside, token)
+                        .await,
+                );
+            }
             let holder = state
                 .tokens
-                .authenticate(&state.dbs, &tenant.slug, &state.settings.public_url, token)
+                .authenticate(&state.dbs, &tenant.slug, public_url, token)
                 .await;
             Some(match holder {
                 Ok(Holder::Account(principal)) => Ok(principal),

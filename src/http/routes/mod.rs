@@ -23,6 +23,7 @@ pub mod settings;
 pub mod signin;
 pub mod token_keys;
 pub mod tokens;
+pub mod trusted_issuers;
 pub mod users;
 
 use actix_web::middleware::from_fn;
@@ -156,6 +157,9 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(clients::create_client),
                 operation!(clients::list_clients),
                 operation!(clients::delete_client),
+                operation!(trusted_issuers::create_trusted_issuer),
+                operation!(trusted_issuers::list_trusted_issuers),
+                operation!(trusted_issuers::delete_trusted_issuer),
                 operation!(settings::get_settings),
                 operation!(settings::update_settings),
                 operation!(token_keys::list_token_keys),

@@ -23,7 +23,8 @@ use entity::control::{platform_setting, tenant};
 use entity::tenant::{
     api_key, audit_checkpoint, audit_event, audit_head, folder, group, group_member,
     identity_provider, login_state, oauth_client, policy, policy_version, process, role,
-    role_binding, saml_assertion, service_account, session, tenant_setting, user, user_identity,
+    role_binding, saml_assertion, service_account, session, tenant_setting, trusted_issuer, user,
+    user_identity,
 };
 
 /// How a stored column is decoded.
@@ -94,6 +95,7 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<service_account::Entity>(&mut columns);
     add::<session::Entity>(&mut columns);
     add::<tenant_setting::Entity>(&mut columns);
+    add::<trusted_issuer::Entity>(&mut columns);
     add::<user::Entity>(&mut columns);
     add::<user_identity::Entity>(&mut columns);
     columns

@@ -1,0 +1,268 @@
+//! Trusted issuers (workload identity federation): a tenant trusts an outside JWT issuer — a CI
+//! system, a cloud's workload identity, another company's authorization server — to vouch for
+//! one of its service accounts, so that workload calls the API with the issuer's own token
+//! instead of a stored secret.
+//!
+//! Invariants:
+//! - A token is believed only when its signature verifies against the issuer's published keys
+//!   (fetched from its `jwks_url` through the guarded outbound client; fetched again when a
+//!   token names an unknown `kid`, at most once a [`JWKS_REFRESH`]) with an asymmetric
+//!   algorithm, its `iss` is exactly the trusted issuer's, its `aud` names one of the trust's
+//!   audiences, it has not expired (`exp` is required; [`LEEWAY`] of skew), and it carries every
+//!   required claim with its value.
+//! - The token then acts as the trust's service account, with exactly its permissions; making a
+//!   trust follows the no-escalation rule of API keys. Deleting the trust (or the account) stops
+//!   its tokens at once: the tenant's cached trusts are dropped with the change's commit.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use entity::tenant::trusted_issuer;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sea_orm::EntityTrait as _;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{AccountCredential, IdentityError, InvalidReason, Principal};
+use crate::signin::outbound::Outbound;
+use crate::tenancy::{Access, Databases, Slug, TenantCache};
+
+/// Least time between two fetches of one issuer's keys on account of an unknown `kid`.
+pub const JWKS_REFRESH: Duration = Duration::from_secs(60);
+/// How long fetched keys are used before they are fetched again anyway.
+const JWKS_TTL: Duration = Duration::from_secs(3600);
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY: u64 = 60;
+/// Tenants whose trusts are kept in memory.
+const CACHED_TENANTS: usize = 1_000;
+/// Algorithms an outside token may be signed with: asymmetric ones only.
+const ALLOWED: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// An issuer's keys as last fetched.
+struct Keys {
+    jwks_url: String,
+    set: JwkSet,
+    fetched_at: Instant,
+    /// When an unknown `kid` last made this replica fetch them again.
+    refreshed_at: Option<Instant>,
+}
+
+/// The trusted issuers of every tenant on this replica, and their keys.
+pub struct Federation {
+    outbound: Outbound,
+    trusts: TenantCache<Arc<Vec<trusted_issuer::Model>>>,
+    keys: Mutex<HashMap<Uuid, Arc<Keys>>>,
+}
+
+/// The `iss` of a compact JWT, read without verifying anything: only to route the token to
+/// its verifier.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+impl Federation {
+    pub fn new(outbound: Outbound) -> Self {
+        Federation {
+            outbound,
+            trusts: TenantCache::new(
+                NonZeroUsize::new(CACHED_TENANTS).unwrap_or(NonZeroUsize::MIN),
+            ),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The service account that `token`, from outside issuer `issuer`, speaks for in tenant
+    /// `slug`; `MissingCredentials` when the tenant trusts no such issuer.
+    pub async fn authenticate(
+        &self,
+        dbs: &Databases,
+        slug: &Slug,
+        issuer: &str,
+        token: &str,
+    ) -> Result<Principal, IdentityError> {
+        let invalid = IdentityError::InvalidCredentials;
+        let trusts = self.trusts(dbs, slug).await?;
+        let trust = trusts
+            .iter()
+            .find(|t| t.issuer == issuer)
+            .ok_or(invalid(InvalidReason::UnknownKey))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| invalid(InvalidReason::Malformed))?;
+        if !ALLOWED.contains(&header.alg) {
+            return Err(invalid(InvalidReason::WrongSecret));
+        }
+        let kid = header.kid.ok_or(invalid(InvalidReason::UnknownKey))?;
+        let key = match self.key(trust, &kid, false).await? {
+            Some(key) => key,
+            // The issuer may have rotated its keys: fetch them again (rate-limited).
+            None => self
+                .key(trust, &kid, true)
+                .await?
+                .ok_or(invalid(InvalidReason::UnknownKey))?,
+        };
+        let audiences: Vec<String> =
+            serde_json::from_value(trust.audiences.clone()).unwrap_or_default();
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[trust.issuer.as_str()]);
+        validation.set_audience(&audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    invalid(InvalidReason::Expired)
+                }
+                _ => invalid(InvalidReason::WrongSecret),
+            })?
+            .claims;
+        if !carries(&claims, &trust.required_claims) {
+            return Err(invalid(InvalidReason::WrongSecret));
+        }
+        Ok(Principal::ServiceAccount {
+            id: trust.service_account_id,
+            credential: AccountCredential::Federated { trust: trust.id },
+        })
+    }
+
+    /// Forgets what is cached about `slug`'s trusts (one changed).
+    pub fn forget_tenant(&self, slug: &str) {
+        self.trusts.invalidate(slug);
+    }
+
+    /// Forgets every tenant's cached trusts.
+    pub fn forget_all(&self) {
+        self.trusts.clear();
+    }
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "authentication reads the tenant's trusts before any principal exists"
+    )]
+    async fn trusts(
+        &self,
+        dbs: &Databases,
+        slug: &Slug,
+    ) -> Result<Arc<Vec<trusted_issuer::Model>>, IdentityError> {
+        self.trusts
+            .get_or_try_load(slug.as_str(), || async {
+                let tx = dbs.begin(slug, Access::Read).await?;
+                let rows = trusted_issuer::Entity::find().all(&tx).await?;
+                tx.commit().await?;
+                Ok::<_, IdentityError>(Arc::new(rows))
+            })
+            .await
+    }
+
+    /// The key `kid` of `trust`'s issuer: from the keys fetched before, or (with `refresh`, at
+    /// most once a [`JWKS_REFRESH`], or when they are stale or were fetched from another URL)
+    /// from keys fetched now.
+    async fn key(
+        &self,
+        trust: &trusted_issuer::Model,
+        kid: &str,
+        refresh: bool,
+    ) -> Result<Option<DecodingKey>, IdentityError> {
+        let cached = self.lock().get(&trust.id).cloned();
+        let usable =
+            cached.filter(|k| k.jwks_url == trust.jwks_url && k.fetched_at.elapsed() < JWKS_TTL);
+        let keys = match usable {
+            Some(keys) if !refresh => keys,
+            Some(keys)
+                if keys
+                    .refreshed_at
+                    .is_some_and(|at| at.elapsed() < JWKS_REFRESH) =>
+            {
+                return Ok(None);
+            }
+            _ => {
+                let set: JwkSet =
+                    self.outbound.get_json(&trust.jwks_url).await.map_err(|e| {
+                        IdentityError::Unavailable(format!("an issuer's keys: {e}"))
+                    })?;
+                let keys = Arc::new(Keys {
+                    jwks_url: trust.jwks_url.clone(),
+                    set,
+                    fetched_at: Instant::now(),
+                    refreshed_at: refresh.then(Instant::now),
+                });
+                self.lock().insert(trust.id, Arc::clone(&keys));
+                keys
+            }
+        };
+        Ok(keys
+            .set
+            .find(kid)
+            .and_then(|jwk| DecodingKey::from_jwk(jwk).ok()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Keys>>> {
+        // Every mutation is one map call; a poisoned lock still holds a consistent map.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether `claims` carry every claim `required` names with its value (for a list claim, among
+/// its items).
+fn carries(claims: &Map<String, Value>, required: &Value) -> bool {
+    let Some(required) = required.as_object() else {
+        return false;
+    };
+    required
+        .iter()
+        .all(|(name, wanted)| match claims.get(name) {
+            Some(Value::Array(items)) => items.contains(wanted),
+            Some(value) => value == wanted,
+            None => false,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn required_claims_must_all_be_carried() {
+        let claims = json!({"repository": "acme/deploy", "groups": ["ci", "prod"], "n": 1});
+        let claims = claims.as_object().unwrap();
+        assert!(carries(claims, &json!({})));
+        assert!(carries(
+            claims,
+            &json!({"repository": "acme/deploy", "groups": "prod"})
+        ));
+        assert!(!carries(claims, &json!({"repository": "acme/other"})));
+        assert!(!carries(claims, &json!({"missing": "x"})));
+        assert!(!carries(claims, &json!({"n": "1"})), "types must match");
+        assert!(!carries(claims, &json!(["not", "an", "object"])));
+    }
+
+    #[test]
+    fn the_issuer_is_read_only_to_route_the_token() {
+        let token = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2NpLmV4YW1wbGUifQ.";
+        assert_eq!(
+            unverified_issuer(token).as_deref(),
+            Some("https://ci.example")
+        );
+        assert_eq!(unverified_issuer("not-a-jwt"), None);
+    }
+}
