@@ -207,6 +207,9 @@ pub enum SignInError {
     Provider(String),
     #[error(transparent)]
     KeyStore(#[from] KeyStoreError),
+    /// Opening the session failed (the store, the random source).
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
     #[error(transparent)]

@@ -10,6 +10,10 @@
 //!   published keys with an asymmetric algorithm, and its `iss`, `aud`, `azp`, `exp`, `iat`,
 //!   `nonce` and (when present) `at_hash` matched; the claims handed on are read from the very
 //!   bytes whose signature was checked.
+//! - `iss` is the configured issuer, exactly; at Azure AD's `organizations` and `common`
+//!   endpoints, whose metadata names only the template `…/{tenantid}/v2.0`, it is the issuer of
+//!   the directory the token's own `tid` names, and that directory must be one of the
+//!   provider's `allowed_tenants`. A callback's RFC 9207 `iss`, when given, is that same issuer.
 //! - A provider's keys are fetched again when a token names a key they lack, at most once a
 //!   [`JWKS_REFRESH`] per provider.
 
@@ -34,7 +38,7 @@ use uuid::Uuid;
 
 use super::logins::Pending;
 use super::outbound::Outbound;
-use super::providers::{OidcSettings, Preset};
+use super::providers::{MultiTenantIssuer, OidcSettings, Preset, is_directory_id};
 use super::{Refusal, SignInError, Vouched};
 
 /// Least time between two fetches of one provider's keys.
@@ -65,8 +69,10 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 10] = [
 
 /// A provider as this replica knows it: its discovered metadata and keys.
 struct Known {
-    /// The settings it was discovered with (a changed issuer means a new discovery).
+    /// The settings it was discovered with (a changed issuer, or one now read as another kind
+    /// of endpoint, means a new discovery).
     issuer: String,
+    multi_tenant: bool,
     metadata: CoreProviderMetadata,
     discovered_at: Instant,
     /// When an unknown `kid` last made this replica fetch the keys again (the fetch at
@@ -153,11 +159,15 @@ impl OidcLogins {
         pending: Pending,
         callback: Callback,
     ) -> Result<Vouched, SignInError> {
-        if callback
-            .iss
-            .as_deref()
-            .is_some_and(|iss| iss != settings.issuer)
-        {
+        let multi_tenant = settings.multi_tenant_issuer();
+        // RFC 9207, before the code goes anywhere. At a multi-tenant endpoint only the token says
+        // which directory's issuer this must be; that is checked once it is verified.
+        let plausible = match (callback.iss.as_deref(), &multi_tenant) {
+            (None, _) => true,
+            (Some(iss), None) => iss == settings.issuer,
+            (Some(iss), Some(issuers)) => issuers.names_a_directory(iss),
+        };
+        if !plausible {
             return Err(Refusal::WrongIssuer.into());
         }
         let known = self.known(idp, settings, false).await?;
@@ -190,6 +200,9 @@ impl OidcLogins {
             other => other.map(|()| known),
         }?;
         let claims = payload(&compact).ok_or(Refusal::Malformed)?;
+        if let Some(issuers) = &multi_tenant {
+            check_directory_issuer(issuers, &claims, callback.iss.as_deref())?;
+        }
         check_at_hash(
             &claims,
             &id_token,
@@ -228,9 +241,11 @@ impl OidcLogins {
     ) -> Result<Arc<Known>, SignInError> {
         let cached = self.lock().get(&idp).cloned();
         let http = self.outbound.for_oidc();
+        let multi_tenant = settings.multi_tenant_issuer();
         match cached {
             Some(known)
                 if known.issuer == settings.issuer
+                    && known.multi_tenant == multi_tenant.is_some()
                     && known.discovered_at.elapsed() < METADATA_TTL =>
             {
                 let recently = known
@@ -244,6 +259,7 @@ impl OidcLogins {
                     .map_err(|e| SignInError::Provider(format!("fetching its keys: {e}")))?;
                 let refreshed = Arc::new(Known {
                     issuer: known.issuer.clone(),
+                    multi_tenant: known.multi_tenant,
                     metadata: known.metadata.clone().set_jwks(keys),
                     discovered_at: known.discovered_at,
                     keys_refreshed_at: Some(Instant::now()),
@@ -252,13 +268,19 @@ impl OidcLogins {
                 Ok(refreshed)
             }
             _ => {
-                let issuer = IssuerUrl::new(settings.issuer.clone())
-                    .map_err(|e| SignInError::Provider(format!("its issuer: {e}")))?;
-                let metadata = CoreProviderMetadata::discover_async(issuer, &http)
-                    .await
-                    .map_err(|e| SignInError::Provider(format!("discovery: {e}")))?;
+                let metadata = match &multi_tenant {
+                    None => {
+                        let issuer = IssuerUrl::new(settings.issuer.clone())
+                            .map_err(|e| SignInError::Provider(format!("its issuer: {e}")))?;
+                        CoreProviderMetadata::discover_async(issuer, &http)
+                            .await
+                            .map_err(|e| SignInError::Provider(format!("discovery: {e}")))?
+                    }
+                    Some(issuers) => self.discover_multi_tenant(settings, issuers).await?,
+                };
                 let known = Arc::new(Known {
                     issuer: settings.issuer.clone(),
+                    multi_tenant: multi_tenant.is_some(),
                     metadata,
                     discovered_at: Instant::now(),
                     keys_refreshed_at: None,
@@ -267,6 +289,35 @@ impl OidcLogins {
                 Ok(known)
             }
         }
+    }
+
+    /// Discovers an Azure AD multi-tenant endpoint, whose metadata names the issuer template
+    /// rather than the issuer it is served under (which `discover_async` rightly refuses): the
+    /// template of exactly this endpoint is required instead, and nothing else.
+    async fn discover_multi_tenant(
+        &self,
+        settings: &OidcSettings,
+        issuers: &MultiTenantIssuer,
+    ) -> Result<CoreProviderMetadata, SignInError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            settings.issuer.trim_end_matches('/')
+        );
+        let metadata: CoreProviderMetadata = self
+            .outbound
+            .get_json(&url)
+            .await
+            .map_err(|e| SignInError::Provider(format!("discovery: {e}")))?;
+        let template = issuers.template();
+        if metadata.issuer().as_str() != template {
+            return Err(SignInError::Provider(format!(
+                "discovery: the metadata's issuer is not `{template}`"
+            )));
+        }
+        let keys = CoreJsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.outbound.for_oidc())
+            .await
+            .map_err(|e| SignInError::Provider(format!("fetching its keys: {e}")))?;
+        Ok(metadata.set_jwks(keys))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Known>>> {
@@ -298,13 +349,15 @@ fn verify(
 }
 
 /// The verifier of the provider's ID tokens: as a public client's, so that no HMAC key exists
-/// (the algorithms allowed are asymmetric anyway).
+/// (the algorithms allowed are asymmetric anyway). At a multi-tenant endpoint the discovered
+/// issuer is a template no token carries, so `iss` is left to [`check_directory_issuer`].
 fn verifier<'a>(known: &'a Known, settings: &OidcSettings) -> CoreIdTokenVerifier<'a> {
     CoreIdTokenVerifier::new_public_client(
         ClientId::new(settings.client_id.clone()),
         known.metadata.issuer().clone(),
         known.metadata.jwks().clone(),
     )
+    .require_issuer_match(settings.multi_tenant_issuer().is_none())
     .set_allowed_algs(ALLOWED_ALGS)
     // `exp` may be up to SKEW in the past by our clock.
     .set_time_fn(|| Utc::now() - SKEW)
@@ -318,6 +371,27 @@ fn verifier<'a>(known: &'a Known, settings: &OidcSettings) -> CoreIdTokenVerifie
             Ok(())
         }
     })
+}
+
+/// The issuer check of a verified ID token from an Azure AD multi-tenant endpoint: `iss` must
+/// be the issuer of the directory the token's `tid` names, and so must the callback's RFC 9207
+/// `iss` when it came with one. Whether that directory is admitted is [`check_preset`]'s.
+fn check_directory_issuer(
+    issuers: &MultiTenantIssuer,
+    claims: &Map<String, Value>,
+    callback_iss: Option<&str>,
+) -> Result<(), Refusal> {
+    let tid = claims
+        .get("tid")
+        .and_then(Value::as_str)
+        .filter(|tid| is_directory_id(tid))
+        .ok_or(Refusal::WrongDirectory)?;
+    let expected = issuers.for_directory(tid);
+    let iss = claims.get("iss").and_then(Value::as_str);
+    if iss != Some(expected.as_str()) || callback_iss.is_some_and(|iss| iss != expected) {
+        return Err(Refusal::WrongIssuer);
+    }
+    Ok(())
 }
 
 /// OpenID Connect Core 3.1.3.8: when the ID token carries `at_hash`, it must be the hash of the
@@ -352,10 +426,18 @@ fn check_preset(settings: &OidcSettings, claims: &Map<String, Value>) -> Result<
     match settings.preset {
         Preset::AzureAd => {
             let tid = text("tid").ok_or(Refusal::WrongDirectory)?;
-            let own = settings.azure_directory() == Some(tid);
-            let allowed = settings.allowed_tenants.is_empty()
-                || settings.allowed_tenants.iter().any(|t| t == tid);
-            if !(own && allowed) {
+            let admitted = match settings.azure_directory() {
+                // One directory's issuer: its own people, if `allowed_tenants` (when given)
+                // names it too.
+                Some(own) => {
+                    own == tid
+                        && (settings.allowed_tenants.is_empty() || settings.admits_directory(tid))
+                }
+                // The organizations or common endpoint: the directories `allowed_tenants`
+                // names, and no other (it is never empty there; empty would admit none).
+                None => settings.admits_directory(tid),
+            };
+            if !admitted {
                 return Err(Refusal::WrongDirectory);
             }
         }

@@ -26,7 +26,8 @@ use crate::tenancy::work::{Permit, WriteTx};
 pub enum Preset {
     /// Any OpenID provider that follows the specification.
     Generic,
-    /// Microsoft Entra ID (Azure AD), one directory's v2.0 issuer.
+    /// Microsoft Entra ID (Azure AD): one directory's v2.0 issuer, or the multi-tenant
+    /// `organizations` or `common` endpoint limited to `allowed_tenants`.
     AzureAd,
     /// Okta, the org or a custom authorization server.
     Okta,
@@ -53,14 +54,16 @@ pub struct Mappings {
 pub struct OidcSettings {
     pub preset: Preset,
     /// The issuer identifier: discovery is `{issuer}/.well-known/openid-configuration`, and
-    /// ID tokens must carry exactly this `iss`.
+    /// ID tokens must carry exactly this `iss` (except at Azure AD's multi-tenant endpoints,
+    /// whose tokens carry their directory's issuer: see [`MultiTenantIssuer`]).
     pub issuer: String,
     pub client_id: String,
     /// Scopes asked for beside `openid`.
     pub scopes: Vec<String>,
     #[serde(flatten)]
     pub mappings: Mappings,
-    /// Azure AD: directories (`tid`) whose users may sign in; empty means the issuer's own.
+    /// Azure AD: directories (`tid`) whose users may sign in; empty means the issuer's own,
+    /// and is refused with the multi-tenant endpoints (which would admit every directory).
     pub allowed_tenants: Vec<String>,
     /// Google: the Workspace domain (`hd`) every user must belong to.
     pub hosted_domain: Option<String>,
@@ -136,15 +139,24 @@ impl OidcSettings {
         };
         match url_problem(&self.issuer) {
             Some(message) => problem("issuer", message),
-            None => {
-                if self.preset == Preset::AzureAd && azure_directory(&self.issuer).is_none() {
+            None if self.preset == Preset::AzureAd => {
+                if self.multi_tenant_issuer().is_some() {
+                    if self.allowed_tenants.is_empty() {
+                        problem(
+                            "allowed_tenants",
+                            "required with the organizations or common endpoint",
+                        );
+                    }
+                } else if azure_directory(&self.issuer).is_none() {
                     problem(
                         "issuer",
-                        "an Azure AD issuer is https://login.microsoftonline.com/<directory id>/v2.0 \
-                         (a directory's own; the organizations and common endpoints are not accepted)",
+                        "an Azure AD issuer is https://login.microsoftonline.com/<directory id>/v2.0, \
+                         or the organizations or common endpoint \
+                         (https://login.microsoftonline.com/organizations/v2.0, …/common/v2.0)",
                     );
                 }
             }
+            None => {}
         }
         if !is_token(&self.client_id) {
             problem("client_id", "must be 1 to 256 visible characters");
@@ -179,6 +191,85 @@ impl OidcSettings {
     pub fn azure_directory(&self) -> Option<&str> {
         azure_directory(&self.issuer)
     }
+
+    /// The issuers behind an `azure_ad` provider at Microsoft's `organizations` or `common`
+    /// endpoint; `None` for every other provider, whose tokens carry exactly its issuer.
+    pub fn multi_tenant_issuer(&self) -> Option<MultiTenantIssuer> {
+        if self.preset != Preset::AzureAd {
+            return None;
+        }
+        MultiTenantIssuer::of(&self.issuer)
+    }
+
+    /// Whether `allowed_tenants` names directory `tid` (directory ids compare as UUIDs, in any
+    /// letter case); never when it is empty.
+    pub fn admits_directory(&self, tid: &str) -> bool {
+        Uuid::parse_str(tid).is_ok_and(|tid| {
+            self.allowed_tenants
+                .iter()
+                .any(|allowed| Uuid::parse_str(allowed).is_ok_and(|allowed| allowed == tid))
+        })
+    }
+}
+
+/// Microsoft's host for Entra ID sign-in.
+const AZURE_HOST: &str = "https://login.microsoftonline.com";
+/// The path segments of Entra ID's multi-tenant endpoints.
+const MULTI_TENANT_ENDPOINTS: [&str; 2] = ["organizations", "common"];
+/// What a multi-tenant endpoint's discovery document has where a directory id goes.
+pub const DIRECTORY_PLACEHOLDER: &str = "{tenantid}";
+
+/// Entra ID's `organizations` or `common` endpoint: one discovery document for many directories,
+/// whose `issuer` is the template `{base}/{tenantid}/v2.0` and whose ID tokens each carry their
+/// own directory's issuer `{base}/<tid>/v2.0`.
+///
+/// Invariant: `base` is `https://login.microsoftonline.com`, or a loopback origin and path (a
+/// local test provider), so that the template names exactly the endpoint configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiTenantIssuer {
+    base: String,
+}
+
+impl MultiTenantIssuer {
+    /// The multi-tenant endpoint `issuer` is, if it is one: `…/organizations/v2.0` or
+    /// `…/common/v2.0` at Microsoft's host, or under any path of a loopback origin.
+    fn of(issuer: &str) -> Option<Self> {
+        let issuer = issuer.trim_end_matches('/');
+        let url = url::Url::parse(issuer).ok()?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return None;
+        }
+        let base = MULTI_TENANT_ENDPOINTS
+            .iter()
+            .find_map(|endpoint| issuer.strip_suffix(&format!("/{endpoint}/v2.0")))?;
+        (base == AZURE_HOST || is_loopback(&url)).then(|| MultiTenantIssuer {
+            base: base.to_owned(),
+        })
+    }
+
+    /// The `issuer` its discovery document must carry: `{base}/{tenantid}/v2.0`.
+    pub fn template(&self) -> String {
+        self.for_directory(DIRECTORY_PLACEHOLDER)
+    }
+
+    /// The issuer of directory `tid`'s ID tokens.
+    pub fn for_directory(&self, tid: &str) -> String {
+        format!("{}/{tid}/v2.0", self.base)
+    }
+
+    /// Whether `iss` is the issuer of some directory at this endpoint (RFC 9207's `iss` on a
+    /// callback, before the token names which directory it must be).
+    pub fn names_a_directory(&self, iss: &str) -> bool {
+        iss.strip_prefix(self.base.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.strip_suffix("/v2.0"))
+            .is_some_and(is_directory_id)
+    }
+}
+
+/// A directory id as Entra ID writes it: a UUID in its hyphenated form.
+pub fn is_directory_id(value: &str) -> bool {
+    value.len() == 36 && Uuid::parse_str(value).is_ok()
 }
 
 impl Mappings {
@@ -252,8 +343,7 @@ pub fn url_problem(address: &str) -> Option<&'static str> {
     let Ok(url) = url::Url::parse(address) else {
         return Some("must be an absolute URL");
     };
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+    if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
         return Some("must be an https:// URL");
     }
     if url.query().is_some() || url.fragment().is_some() || address.len() > 512 {
@@ -263,6 +353,11 @@ pub fn url_problem(address: &str) -> Option<&'static str> {
         return Some("must not carry credentials");
     }
     None
+}
+
+/// Whether `url` is on the loopback interface (where local test providers run).
+fn is_loopback(url: &url::Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
 }
 
 /// The directory id of an Azure AD v2.0 issuer (`…/<directory id>/v2.0`).
@@ -474,7 +569,7 @@ mod tests {
     fn presets_check_their_own_fields() {
         let azure = OidcSettings {
             preset: Preset::AzureAd,
-            issuer: "https://login.microsoftonline.com/organizations/v2.0".into(),
+            issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0".into(),
             ..generic()
         };
         assert_eq!(fields(&azure), ["issuer"]);
@@ -488,6 +583,7 @@ mod tests {
             azure.azure_directory(),
             Some("9188040d-6c67-4c5b-b112-36a304b66dad")
         );
+        assert_eq!(azure.multi_tenant_issuer(), None);
         let misplaced = OidcSettings {
             hosted_domain: Some("example.com".into()),
             allowed_tenants: vec!["not-a-uuid".into()],
@@ -496,6 +592,97 @@ mod tests {
         assert_eq!(
             fields(&misplaced),
             ["allowed_tenants", "allowed_tenants", "hosted_domain"]
+        );
+    }
+
+    const DIRECTORY: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    fn azure(issuer: &str, allowed_tenants: &[&str]) -> OidcSettings {
+        OidcSettings {
+            preset: Preset::AzureAd,
+            issuer: issuer.into(),
+            allowed_tenants: allowed_tenants.iter().map(|t| (*t).to_owned()).collect(),
+            ..generic()
+        }
+    }
+
+    #[test]
+    fn azure_multi_tenant_endpoints_need_a_list_of_directories() {
+        for issuer in [
+            "https://login.microsoftonline.com/organizations/v2.0",
+            "https://login.microsoftonline.com/common/v2.0",
+            "http://127.0.0.1:8080/organizations/v2.0",
+            "http://localhost:8080/idp/common/v2.0/",
+        ] {
+            assert_eq!(fields(&azure(issuer, &[])), ["allowed_tenants"], "{issuer}");
+            let limited = azure(issuer, &[DIRECTORY]);
+            assert!(fields(&limited).is_empty(), "{issuer}");
+            assert!(limited.multi_tenant_issuer().is_some(), "{issuer}");
+            assert_eq!(limited.azure_directory(), None, "{issuer}");
+        }
+        // Only Microsoft's own endpoints (or a local test provider), only for the azure_ad preset.
+        for issuer in [
+            "https://login.microsoftonline.com/tenant/organizations/v2.0",
+            "https://login.example.com/organizations/v2.0",
+            "https://login.microsoftonline.com.evil.example/common/v2.0",
+            "https://login.microsoftonline.com/consumers/v2.0",
+            "https://login.microsoftonline.com/organizations",
+        ] {
+            assert_eq!(fields(&azure(issuer, &[DIRECTORY])), ["issuer"], "{issuer}");
+        }
+        let generic = OidcSettings {
+            issuer: "https://login.microsoftonline.com/organizations/v2.0".into(),
+            ..generic()
+        };
+        assert!(fields(&generic).is_empty());
+        assert_eq!(generic.multi_tenant_issuer(), None);
+    }
+
+    #[test]
+    fn a_multi_tenant_endpoint_issues_per_directory() {
+        let issuers = azure("https://login.microsoftonline.com/organizations/v2.0", &[])
+            .multi_tenant_issuer()
+            .unwrap();
+        assert_eq!(
+            issuers.template(),
+            "https://login.microsoftonline.com/{tenantid}/v2.0"
+        );
+        assert_eq!(
+            issuers.for_directory(DIRECTORY),
+            format!("https://login.microsoftonline.com/{DIRECTORY}/v2.0")
+        );
+        assert!(issuers.names_a_directory(&issuers.for_directory(DIRECTORY)));
+        for foreign in [
+            issuers.template(),
+            "https://login.microsoftonline.com/organizations/v2.0".to_owned(),
+            format!("https://login.microsoftonline.com/{DIRECTORY}/v2.0/x"),
+            format!("https://login.microsoftonline.com/x/{DIRECTORY}/v2.0"),
+            format!("https://evil.example/{DIRECTORY}/v2.0"),
+            format!(
+                "https://login.microsoftonline.com/{}/v2.0",
+                DIRECTORY.replace('-', "")
+            ),
+        ] {
+            assert!(!issuers.names_a_directory(&foreign), "{foreign}");
+        }
+        let local = azure("http://127.0.0.1:4000/common/v2.0", &[])
+            .multi_tenant_issuer()
+            .unwrap();
+        assert_eq!(local.template(), "http://127.0.0.1:4000/{tenantid}/v2.0");
+    }
+
+    #[test]
+    fn allowed_directories_compare_as_uuids() {
+        let settings = azure(
+            "https://login.microsoftonline.com/common/v2.0",
+            &[&DIRECTORY.to_uppercase()],
+        );
+        assert!(settings.admits_directory(DIRECTORY));
+        assert!(!settings.admits_directory("00000000-0000-0000-0000-000000000001"));
+        assert!(!settings.admits_directory("not-a-uuid"));
+        assert!(
+            !azure("https://login.microsoftonline.com/common/v2.0", &[])
+                .admits_directory(DIRECTORY)
         );
     }
 

@@ -69,16 +69,30 @@ impl OidcPeer {
         accounts: &[(&str, Value)],
         redirect_uri: &str,
     ) -> Self {
-        let accounts: Vec<Value> = accounts
-            .iter()
-            .map(|(id, claims)| json!({"id": id, "claims": claims}))
-            .collect();
-        let mut config = json!({"preset": preset, "accounts": accounts});
+        let mut config = json!({"preset": preset, "accounts": account_list(accounts)});
         if preset == "azure_ad" {
             config["tenant_id"] = json!(AZURE_DIRECTORY);
             config["azure_overage"] = json!(true);
         }
         Self::start(config, redirect_uri).await
+    }
+
+    /// An Azure AD provider playing Entra ID's multi-tenant `organizations` endpoint: its
+    /// discovery names the issuer template `…/{tenantid}/v2.0`, and each account's ID token
+    /// carries its own `tid` (default [`AZURE_DIRECTORY`]) and that directory's issuer.
+    pub async fn azure_organizations(accounts: &[(&str, Value)], redirect_uri: &str) -> Self {
+        let config = json!({
+            "preset": "azure_ad",
+            "azure_multi_tenant": "organizations",
+            "tenant_id": AZURE_DIRECTORY,
+            "accounts": account_list(accounts),
+        });
+        Self::start(config, redirect_uri).await
+    }
+
+    /// The issuer of directory `tid`'s tokens at a multi-tenant peer.
+    pub fn directory_issuer(&self, tid: &str) -> String {
+        format!("{}/{tid}/v2.0", self.origin)
     }
 
     /// Queues a change of the next ID token the provider issues.
@@ -132,6 +146,14 @@ impl Drop for OidcPeer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The peer's `accounts`: one per `(subject, claims)`.
+fn account_list(accounts: &[(&str, Value)]) -> Vec<Value> {
+    accounts
+        .iter()
+        .map(|(id, claims)| json!({"id": id, "claims": claims}))
+        .collect()
 }
 
 /// Starts `node provider.mjs config` and reads the line it announces itself with; the peer's

@@ -468,6 +468,159 @@ async fn azure_ad_admits_its_directories_and_distrusts_overflowing_groups() {
     assert_eq!(last_refusal(&app).await, "wrong_directory");
 }
 
+/// A directory other than the peer's default one ([`AZURE_DIRECTORY`]).
+const OTHER_DIRECTORY: &str = "5b1d3a2e-7c4f-4e8a-9d6b-0f2a1c3e4d5f";
+
+/// The fields a 422 answer names.
+fn problem_fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Configures an `azure_ad` provider at Entra ID's multi-tenant `organizations` endpoint that
+/// admits `allowed_tenants`, then starts the peer that plays the endpoint and points the
+/// provider at it.
+async fn azure_organizations_provider(
+    app: &TestApp,
+    accounts: &[(&str, Value)],
+    allowed_tenants: Value,
+) -> (String, OidcPeer) {
+    let (status, created) = app
+        .post(
+            "/identity-providers",
+            &app.admin_key,
+            json!({
+                "name": "Entra ID (organizations)",
+                "kind": "oidc",
+                "preset": "azure_ad",
+                "issuer": "http://127.0.0.1:9/organizations/v2.0",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "email_domains": ["acme.example"],
+                "group_mappings": {"idp-finance": "finance"},
+                "allowed_tenants": allowed_tenants,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let peer =
+        OidcPeer::azure_organizations(accounts, created["redirect_uri"].as_str().unwrap()).await;
+    let (status, updated) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{id}"),
+            &app.admin_key,
+            Some(json!({"issuer": peer.issuer})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    (id, peer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_ad_multi_tenant_endpoints_admit_only_the_allowed_directories() {
+    //! Entra ID's organizations and common endpoints serve every directory: a token is believed
+    //! only with the issuer of the directory its own `tid` names, and only from a directory the
+    //! provider lists in `allowed_tenants`, which such a provider must have.
+    let app = spawn_app(Db::Sqlite).await;
+    for endpoint in ["organizations", "common"] {
+        let (status, body) = app
+            .post(
+                "/identity-providers",
+                &app.admin_key,
+                json!({
+                    "name": "Entra ID, every directory",
+                    "kind": "oidc",
+                    "preset": "azure_ad",
+                    "issuer": format!("https://login.microsoftonline.com/{endpoint}/v2.0"),
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                }),
+            )
+            .await;
+        assert_problem(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        assert_eq!(problem_fields(&body), ["allowed_tenants"], "{endpoint}");
+    }
+
+    let mut bob = ada_claims();
+    bob["email"] = json!("bob@acme.example");
+    bob["tid"] = json!(OTHER_DIRECTORY);
+    let (idp, peer) = azure_organizations_provider(
+        &app,
+        &[(ADA, ada_claims()), ("bob-subject", bob)],
+        // Directory ids compare as UUIDs, whatever their letter case.
+        json!([AZURE_DIRECTORY.to_uppercase()]),
+    )
+    .await;
+
+    // A person of an allowed directory signs in through the organizations endpoint.
+    let browser = Browser::new(&app);
+    browser.sign_in_ok(&app, &idp, ADA).await;
+    let (_, me) = browser.api(&app, Method::GET, "/me").await;
+    assert_eq!(me["email"], "ada@acme.example");
+    assert_eq!(me["groups"], json!(["finance"]));
+
+    // A person of a directory the provider does not list.
+    let landing = Browser::new(&app).sign_in(&app, &idp, "bob-subject").await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED, "{}", landing.body);
+    assert_eq!(last_refusal(&app).await, "wrong_directory");
+
+    // Tokens whose `iss` is not the issuer of their `tid`: another directory's, the template,
+    // and a listed `tid` slipped into the token of an unlisted directory.
+    let tampered = [
+        (ADA, json!({"iss": peer.directory_issuer(OTHER_DIRECTORY)})),
+        (ADA, json!({"iss": peer.directory_issuer("{tenantid}")})),
+        ("bob-subject", json!({"tid": AZURE_DIRECTORY})),
+    ];
+    for (account, claims) in tampered {
+        peer.tamper_next_id_token(json!({"claims": claims})).await;
+        let landing = Browser::new(&app).sign_in(&app, &idp, account).await;
+        assert_eq!(landing.status, StatusCode::UNAUTHORIZED, "{claims}");
+        assert_eq!(last_refusal(&app).await, "wrong_issuer", "{claims}");
+    }
+    let (_, users) = app.get("/users", &app.admin_key).await;
+    let emails: Vec<&Value> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["email"])
+        .collect();
+    assert_eq!(emails, [&json!("ada@acme.example")], "only Ada was let in");
+
+    // Rotated keys are fetched again for a multi-tenant endpoint too.
+    let before = peer.stats().await["jwks"].as_u64().unwrap();
+    peer.rotate_keys().await;
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
+    assert_eq!(peer.stats().await["jwks"].as_u64().unwrap(), before + 1);
+
+    // Emptying the list is refused as not giving one was.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            Some(json!({"allowed_tenants": []})),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(problem_fields(&body), ["allowed_tenants"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_requires_a_verified_email_in_the_hosted_domain() {
     let app = spawn_app(Db::Sqlite).await;

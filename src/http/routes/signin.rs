@@ -204,8 +204,7 @@ impl SignInTenant {
             vouched.authenticated_at(),
             &meta,
         )
-        .await
-        .map_err(identity_error)?;
+        .await?;
         tx.commit(
             Change::new("session", opened.session.id, 303)
                 .by("user", provisioned.user.id)
@@ -236,6 +235,7 @@ fn signin_error(error: SignInError) -> ApiError {
         SignInError::Refused(refusal) => ApiError::new(ErrorCode::SignInFailed, refusal.advice()),
         SignInError::Provider(why) => ApiError::unavailable("signin", anyhow::anyhow!(why)),
         SignInError::KeyStore(e) => e.into(),
+        SignInError::Identity(e) => e.into(),
         SignInError::Tenancy(e) => e.into(),
         SignInError::Work(e) => e.into(),
         SignInError::Unexpected(e) => ApiError::internal("signin", e),
@@ -382,13 +382,6 @@ async fn complete_oidc(
         sessions::LOGIN_COOKIE,
     )
     .await
-}
-
-fn identity_error(e: IdentityError) -> SignInError {
-    match e {
-        IdentityError::Unavailable(why) => SignInError::Provider(why),
-        other => SignInError::Unexpected(anyhow::anyhow!(other.to_string())),
-    }
 }
 
 /// Largest SAML response form read (a signed response is a few KiB; the base64 of

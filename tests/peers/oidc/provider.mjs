@@ -47,7 +47,20 @@ const DEFAULT_ISSUER_PATH = {
   okta: '/oauth2/default',
   google: '/',
 };
-let issuerPath = cfg.issuer ?? cfg.issuer_path ?? DEFAULT_ISSUER_PATH[preset];
+// azure_multi_tenant: "organizations" | "common" plays Entra ID's multi-tenant endpoint of that
+// name: mounted at /<endpoint>/v2.0 (the issuer Flowgate is configured with), its discovery
+// document's `issuer` is the template http://127.0.0.1:PORT/{tenantid}/v2.0 (literally), and
+// each ID token (and the callback's RFC 9207 `iss`) carries the issuer of its account's `tid`,
+// http://127.0.0.1:PORT/<tid>/v2.0. See multiTenantIssuer() and the middleware in buildProvider.
+const MULTI_TENANT_ENDPOINTS = new Set(['organizations', 'common']);
+const azureMultiTenant = cfg.azure_multi_tenant;
+if (azureMultiTenant !== undefined) {
+  if (preset !== 'azure_ad') fail('azure_multi_tenant is only for the azure_ad preset');
+  if (!MULTI_TENANT_ENDPOINTS.has(azureMultiTenant)) fail('azure_multi_tenant must be "organizations" or "common"');
+  if (cfg.issuer !== undefined || cfg.issuer_path !== undefined) fail('azure_multi_tenant sets the issuer path; give no issuer');
+}
+let issuerPath = azureMultiTenant ? `/${azureMultiTenant}/v2.0`
+  : cfg.issuer ?? cfg.issuer_path ?? DEFAULT_ISSUER_PATH[preset];
 if (issuerPath.includes('{tid}')) {
   if (!tenantId) fail('issuer contains {tid} but no tenant_id is set');
   issuerPath = issuerPath.replaceAll('{tid}', tenantId);
@@ -194,6 +207,17 @@ function signJwt(header, payload, how) {
   return `${input}.${sig.toString('base64url')}`;
 }
 
+// Multi-tenant mode: the issuer of directory `tid` (or the discovery template, for '{tenantid}').
+function multiTenantIssuer(tid) {
+  return `${origin}/${tid}/v2.0`;
+}
+
+// Multi-tenant mode: the ID token re-signed (issuer key) with the `iss` of its own `tid`.
+function withDirectoryIssuer(idToken) {
+  const payload = JSON.parse(Buffer.from(idToken.split('.')[1], 'base64url'));
+  return tamperIdToken(idToken, { claims: { iss: multiTenantIssuer(payload.tid) } });
+}
+
 function tamperIdToken(idToken, spec) {
   const [h, p] = idToken.split('.');
   const header = { ...JSON.parse(Buffer.from(h, 'base64url')), ...(spec.header ?? {}) };
@@ -285,6 +309,7 @@ function buildProvider() {
   p.use(async (ctx, next) => {
     await next();
     const route = ctx.oidc?.route;
+    if (azureMultiTenant) rewriteForMultiTenant(ctx, route);
     if (route === 'discovery') stats.discovery += 1;
     else if (route === 'jwks') stats.jwks += 1;
     else if (route === 'authorization') stats.authorization += 1;
@@ -298,6 +323,25 @@ function buildProvider() {
   });
   p.on('server_error', (ctx, err) => console.error('oidc peer server_error:', err));
   return p;
+}
+
+// Multi-tenant mode, applied to every answer of the provider (before any queued tampering): the
+// discovery document names the {tenantid} template, the authorization response's `iss` and the
+// ID token's `iss` name the directory of the signed-in account.
+function rewriteForMultiTenant(ctx, route) {
+  if (route === 'discovery' && ctx.status === 200 && ctx.body?.issuer) {
+    ctx.body = { ...ctx.body, issuer: multiTenantIssuer('{tenantid}') };
+  } else if ((route === 'authorization' || route === 'resume') && ctx.status === 303) {
+    const location = ctx.response.get('Location');
+    const url = location ? new URL(location, origin) : undefined;
+    if (!url?.searchParams.has('iss')) return; // not the response to the client
+    const tid = accounts.get(ctx.oidc.session?.accountId ?? '')?.tid;
+    if (tid) url.searchParams.set('iss', multiTenantIssuer(tid));
+    else url.searchParams.delete('iss'); // an error response: no account, no directory
+    ctx.redirect(url.href); // keeps the 303
+  } else if (route === 'token' && ctx.status === 200 && ctx.body?.id_token) {
+    ctx.body = { ...ctx.body, id_token: withDirectoryIssuer(ctx.body.id_token) };
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
