@@ -8,13 +8,13 @@
 //!   (fetched from its `jwks_url` through the guarded outbound client; fetched again when a
 //!   token names an unknown `kid`, at most once a [`JWKS_REFRESH`]) with an asymmetric
 //!   algorithm, its `iss` is exactly the trusted issuer's, its `aud` names one of the trust's
-//!   audiences, it has not expired (`exp` is required; [`LEEWAY`] of skew), and it carries every
-//!   required claim with its value.
+//!   audiences, it has not expired (`exp` is required; [`LEEWAY`] of skew) and does not live
+//!   longer than [`MAX_REMAINING`], and it carries every required claim (at least one) with its
+//!   value.
 //! - The token then acts as the trust's service account, with exactly its permissions; making a
 //!   trust follows the no-escalation rule of API keys. Deleting the trust (or the account) stops
 //!   its tokens at once: the tenant's cached trusts are dropped with the change's commit.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use entity::tenant::trusted_issuer;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lru::LruCache;
 use sea_orm::EntityTrait as _;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -36,6 +37,17 @@ pub const JWKS_REFRESH: Duration = Duration::from_secs(60);
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 /// Clock skew allowed on `exp` and `nbf`.
 const LEEWAY: u64 = 60;
+/// Longest an outside token may still live: a workload's token is short-lived, and one that is
+/// not is refused rather than trusted for days.
+const MAX_REMAINING: i64 = 24 * 3600;
+/// After a failed fetch of an issuer's keys, how long its tokens are refused without trying
+/// again (so that tokens naming a dead issuer cannot make Flowgate call out for each).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest a replica uses its copy of a tenant's trusts: a deletion reaches every replica with
+/// its commit (PostgreSQL), and within this time where nothing tells it.
+const TRUSTS_TTL: Duration = Duration::from_secs(60);
+/// Issuers whose keys are kept in memory.
+const CACHED_ISSUERS: usize = 10_000;
 /// Tenants whose trusts are kept in memory.
 const CACHED_TENANTS: usize = 1_000;
 /// Algorithms an outside token may be signed with: asymmetric ones only.
@@ -51,10 +63,10 @@ const ALLOWED: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-/// An issuer's keys as last fetched.
+/// An issuer's keys as last fetched (none when the fetch failed).
 struct Keys {
     jwks_url: String,
-    set: JwkSet,
+    set: Option<JwkSet>,
     fetched_at: Instant,
     /// When an unknown `kid` last made this replica fetch them again.
     refreshed_at: Option<Instant>,
@@ -64,7 +76,7 @@ struct Keys {
 pub struct Federation {
     outbound: Outbound,
     trusts: TenantCache<Arc<Vec<trusted_issuer::Model>>>,
-    keys: Mutex<HashMap<Uuid, Arc<Keys>>>,
+    keys: Mutex<LruCache<Uuid, Arc<Keys>>>,
 }
 
 /// The `iss` of a compact JWT, read without verifying anything: only to route the token to
@@ -83,10 +95,13 @@ impl Federation {
     pub fn new(outbound: Outbound) -> Self {
         Federation {
             outbound,
-            trusts: TenantCache::new(
+            trusts: TenantCache::with_ttl(
                 NonZeroUsize::new(CACHED_TENANTS).unwrap_or(NonZeroUsize::MIN),
+                TRUSTS_TTL,
             ),
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHED_ISSUERS).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -135,7 +150,11 @@ impl Federation {
                 _ => invalid(InvalidReason::WrongSecret),
             })?
             .claims;
-        if !carries(&claims, &trust.required_claims) {
+        let too_long = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .is_none_or(|exp| exp > chrono::Utc::now().timestamp() + MAX_REMAINING);
+        if too_long || !carries(&claims, &trust.required_claims) {
             return Err(invalid(InvalidReason::WrongSecret));
         }
         Ok(Principal::ServiceAccount {
@@ -186,39 +205,61 @@ impl Federation {
         let usable =
             cached.filter(|k| k.jwks_url == trust.jwks_url && k.fetched_at.elapsed() < JWKS_TTL);
         let keys = match usable {
-            Some(keys) if !refresh => keys,
+            Some(keys) if keys.set.is_none() && keys.fetched_at.elapsed() < FAILURE_BACKOFF => {
+                return Err(IdentityError::Unavailable(
+                    "an issuer's keys could not be fetched a moment ago".into(),
+                ));
+            }
+            Some(keys) if keys.set.is_some() && !refresh => keys,
             Some(keys)
-                if keys
-                    .refreshed_at
-                    .is_some_and(|at| at.elapsed() < JWKS_REFRESH) =>
+                if keys.set.is_some()
+                    && keys
+                        .refreshed_at
+                        .is_some_and(|at| at.elapsed() < JWKS_REFRESH) =>
             {
                 return Ok(None);
             }
             _ => {
-                let set: JwkSet =
-                    self.outbound.get_json(&trust.jwks_url).await.map_err(|e| {
-                        IdentityError::Unavailable(format!("an issuer's keys: {e}"))
-                    })?;
+                let fetched = self.outbound.get_json::<Value>(&trust.jwks_url).await;
                 let keys = Arc::new(Keys {
                     jwks_url: trust.jwks_url.clone(),
-                    set,
+                    set: fetched.as_ref().ok().map(readable_keys),
                     fetched_at: Instant::now(),
                     refreshed_at: refresh.then(Instant::now),
                 });
-                self.lock().insert(trust.id, Arc::clone(&keys));
+                self.lock().put(trust.id, Arc::clone(&keys));
+                if let Err(e) = fetched {
+                    return Err(IdentityError::Unavailable(format!("an issuer's keys: {e}")));
+                }
                 keys
             }
         };
         Ok(keys
             .set
-            .find(kid)
+            .as_ref()
+            .and_then(|set| set.find(kid))
             .and_then(|jwk| DecodingKey::from_jwk(jwk).ok()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Keys>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, Arc<Keys>>> {
         // Every mutation is one map call; a poisoned lock still holds a consistent map.
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The keys of a JWK set this verifier can read; the others (kinds it does not know) are
+/// skipped rather than spoiling the set.
+fn readable_keys(set: &Value) -> JwkSet {
+    let keys = set
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|key| serde_json::from_value(key.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    JwkSet { keys }
 }
 
 /// Whether `claims` carry every claim `required` names with its value (for a list claim, among

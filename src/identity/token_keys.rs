@@ -17,8 +17,11 @@ use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use sea_orm::{ConnectionTrait as _, DbBackend, DbErr, Statement};
+
 use crate::crypto::{random_bytes, sha256_hex};
 use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
+use crate::tenancy::work::WriteTx;
 
 /// How long a key keeps verifying after it stopped signing: longer than any token lives.
 pub const OVERLAP: Duration = Duration::minutes(15);
@@ -46,20 +49,26 @@ impl KeyRing {
         self.keys.last()
     }
 
-    /// The key `kid`, if the ring holds it.
+    /// The key `kid`, if the ring holds it and it still verifies now (a ring cached since
+    /// before the key's overlap ended must not keep it alive).
     pub fn find(&self, kid: &str) -> Option<&TenantKey> {
-        self.keys.iter().find(|k| k.kid == kid)
+        self.keys().into_iter().find(|k| k.kid == kid)
     }
 
-    pub fn keys(&self) -> &[TenantKey] {
-        &self.keys
+    /// The keys that verify now, oldest first.
+    pub fn keys(&self) -> Vec<&TenantKey> {
+        let now = Utc::now();
+        self.keys
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|at| at + OVERLAP > now))
+            .collect()
     }
 
-    /// The ring's public keys, as a JWK set.
+    /// The ring's public keys that verify now, as a JWK set.
     pub fn jwks(&self) -> serde_json::Value {
         let keys: Vec<_> = self
-            .keys
-            .iter()
+            .keys()
+            .into_iter()
             .map(|key| {
                 serde_json::json!({
                     "kty": "OKP",
@@ -114,7 +123,8 @@ pub async fn load(keystore: &dyn KeyStore, slug: &str) -> Result<KeyRing, KeySto
 }
 
 /// Rotates tenant `slug`'s ring: a new key signs from now on, the one before keeps verifying for
-/// [`OVERLAP`], and keys past their overlap are dropped. Returns the new key's `kid`.
+/// [`OVERLAP`], and keys past their overlap are dropped. Returns the new key's `kid`. The caller
+/// holds [`serialize_rotations`]: the ring is read and written back whole.
 pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<String, KeyStoreError> {
     let mut stored = stored(keystore, slug).await?;
     let now = Utc::now();
@@ -136,6 +146,22 @@ pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<String, KeySt
     );
     keystore.put_record(&ring_name(slug), &bytes).await?;
     Ok(kid)
+}
+
+/// Makes the tenant's rotations wait for each other until `tx` ends, so that none writes back a
+/// ring that lacks another's new key: on PostgreSQL a transaction-scoped advisory lock, on
+/// SQLite the write transaction itself (it holds the file's write lock).
+pub async fn serialize_rotations(tx: &WriteTx) -> Result<(), DbErr> {
+    if tx.conn().get_database_backend() == DbBackend::Postgres {
+        tx.conn()
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                // Any constant: the lock lives in the tenant's own database session.
+                "SELECT pg_advisory_xact_lock(7236510463001)",
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The stored ring, or the ring of the key store's token-signing secret alone.
@@ -183,4 +209,30 @@ fn tenant_key(seed: &[u8]) -> Result<TenantKey, KeyStoreError> {
         created_at: None,
         retired_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_past_its_overlap_neither_verifies_nor_is_published() {
+        let now = Utc::now();
+        let mut old = tenant_key(&[1u8; 32]).unwrap();
+        old.retired_at = Some(now - OVERLAP - Duration::minutes(1));
+        let mut recent = tenant_key(&[2u8; 32]).unwrap();
+        recent.retired_at = Some(now - Duration::minutes(1));
+        let current = tenant_key(&[3u8; 32]).unwrap();
+        let (old_kid, recent_kid, current_kid) =
+            (old.kid.clone(), recent.kid.clone(), current.kid.clone());
+        // As a ring cached since before the old key's overlap ended would hold them.
+        let ring = KeyRing {
+            keys: vec![old, recent, current],
+        };
+        assert!(ring.find(&old_kid).is_none());
+        assert!(ring.find(&recent_kid).is_some());
+        assert_eq!(ring.current().map(|k| k.kid.clone()), Some(current_kid));
+        let published = ring.jwks()["keys"].as_array().unwrap().len();
+        assert_eq!(published, 2);
+    }
 }

@@ -51,6 +51,10 @@ const CACHED_TENANTS: usize = 1_000;
 const CACHED_PER_TENANT: usize = 4_096;
 /// Longest a cached client record is trusted without a reload (revocation drops it at once).
 const CLIENT_RECORD_TTL: Duration = Duration::from_secs(60);
+/// Longest a replica uses its copy of a tenant's key ring: a rotation reaches every replica
+/// with its commit (PostgreSQL), and within this time where nothing tells it (several SQLite
+/// processes).
+const RING_TTL: Duration = Duration::from_secs(60);
 /// Longest bearer token looked at.
 const MAX_TOKEN: usize = 4096;
 
@@ -139,7 +143,7 @@ impl AccessTokens {
         let tenants = NonZeroUsize::new(CACHED_TENANTS).unwrap_or(NonZeroUsize::MIN);
         AccessTokens {
             keystore,
-            keys: TenantCache::new(tenants),
+            keys: TenantCache::with_ttl(tenants, RING_TTL),
             clients: RecordIndex::new(CACHED_TENANTS, CACHED_PER_TENANT, Some(CLIENT_RECORD_TTL)),
             verified: RecordIndex::new(CACHED_TENANTS, CACHED_PER_TENANT, None),
         }
@@ -336,6 +340,14 @@ impl AccessTokens {
         validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| invalid(InvalidReason::Malformed))?;
+        // RFC 9068 §4: an access token says so, and nothing else this key signs is one.
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+        {
+            return Err(invalid(InvalidReason::Malformed));
+        }
         let key = header
             .kid
             .as_deref()

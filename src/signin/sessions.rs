@@ -170,17 +170,21 @@ pub async fn open(
     })
 }
 
-/// A page of the live (unrevoked, unexpired) sessions of `user_id`, oldest first.
+/// A page of the live (unrevoked, within their absolute and idle timeouts) sessions of
+/// `user_id`, oldest first.
 pub async fn live(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
     after: Option<Uuid>,
     limit: u64,
 ) -> Result<Vec<session::Model>, DbErr> {
+    let now = Utc::now();
+    let idle = Timeouts::load(conn).await?.idle;
     let mut query = session::Entity::find()
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(Utc::now()))
+        .filter(session::Column::ExpiresAt.gt(now))
+        .filter(session::Column::LastSeenAt.gt(now - idle))
         .order_by_asc(session::Column::Id)
         .limit(limit);
     if let Some(after) = after {
@@ -194,7 +198,8 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<session
     session::Entity::find_by_id(id).one(conn).await
 }
 
-/// Revokes session `id` of `user_id`; `false` when the user has no such live session.
+/// Revokes session `id` of `user_id`; `false` when the user has no such unrevoked, unexpired
+/// session.
 pub async fn revoke(
     tx: &WriteTx,
     _: &impl Permit<SessionRevoke>,
@@ -209,6 +214,7 @@ pub async fn revoke(
         .filter(session::Column::Id.eq(id))
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(Utc::now()))
         .exec(tx.conn())
         .await?;
     Ok(revoked.rows_affected == 1)

@@ -112,7 +112,9 @@ async fn account(app: &TestApp, role: &str) -> String {
 async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_ends() {
     let app = spawn_app(Db::Sqlite).await;
     let key = IssuerKey::new("ci-1");
-    let jwks_url = serve_jwks(json!({"keys": [key.jwk]})).await;
+    // A key of a kind this verifier does not read does not spoil the set.
+    let unreadable = json!({"kty": "OKP", "crv": "X448", "kid": "other", "x": "AAAA"});
+    let jwks_url = serve_jwks(json!({"keys": [unreadable, key.jwk]})).await;
     let account = account(&app, "Viewer").await;
     let (status, trust) = app
         .post(
@@ -184,6 +186,10 @@ async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_end
         ),
         ("another key, same kid", intruder.sign(&claims(json!({})))),
         (
+            "living for days",
+            key.sign(&claims(json!({"exp": now + 3 * 24 * 3600}))),
+        ),
+        (
             "an unknown issuer",
             key.sign(&claims(json!({"iss": "https://evil.example"}))),
         ),
@@ -221,13 +227,17 @@ async fn trusts_are_checked_when_made() {
     let own_issuer = format!("{}/t/{}", app.base, app.tenant);
     let body = |changes: Value| {
         let mut body = json!({"name": "t", "issuer": ISSUER, "jwks_url": "https://ci.example/jwks",
-                              "audiences": [AUDIENCE], "service_account_id": account});
+                              "audiences": [AUDIENCE], "required_claims": {"sub": "repo:acme/deploy"},
+                              "service_account_id": account});
         for (k, v) in changes.as_object().unwrap() {
             body[k] = v.clone();
         }
         body
     };
+    let other_tenant = format!("{}/t/someone-else", app.base);
     for (field, changes) in [
+        ("required_claims", json!({"required_claims": {}})),
+        ("issuer", json!({"issuer": other_tenant})),
         (
             "jwks_url",
             json!({"jwks_url": "http://169.254.169.254/jwks"}),

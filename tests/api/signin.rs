@@ -1018,6 +1018,18 @@ async fn a_session_is_exchanged_for_a_token_that_ends_with_it() {
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"], "invalid_request");
     }
+    // A token for another audience is not this endpoint's to issue.
+    let elsewhere = exchange(vec![
+        grant.clone(),
+        session_type.clone(),
+        ("subject_token", session.clone()),
+        ("audience", "https://elsewhere.example".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
+    let body: Value = elsewhere.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_target");
     // Wrong, forged and mistyped subjects.
     for fields in [
         vec![

@@ -74,6 +74,11 @@ impl Authenticator for AccessToken {
     ) -> LocalBoxFuture<'a, Option<Result<Principal, IdentityError>>> {
         Box::pin(async move {
             let token = bearer_token(req).filter(|t| t.starts_with("ey") && t.contains('.'))?;
+            if token.len() > MAX_JWT {
+                return Some(Err(IdentityError::InvalidCredentials(
+                    InvalidReason::Malformed,
+                )));
+            }
             let public_url = &state.settings.public_url;
             if let Some(outside) = unverified_issuer(token)
                 .filter(|iss| *iss != tokens::issuer(public_url, &tenant.slug))
@@ -99,6 +104,9 @@ impl Authenticator for AccessToken {
         })
     }
 }
+
+/// Longest bearer JWT looked at (its claims are parsed to route it).
+const MAX_JWT: usize = 8 * 1024;
 
 /// The tenant's `__Host-` session cookie: a person signed in through an identity provider.
 pub struct SessionCookie;

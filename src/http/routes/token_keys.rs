@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::authz::actions::{SettingsRead, TokenKeyRotate};
 use crate::http::error::ApiError;
 use crate::http::pipeline::authz::Authorized;
-use crate::identity::token_keys::{KeyRing, OVERLAP};
+use crate::identity::token_keys::{self, KeyRing, OVERLAP};
 use crate::tenancy::work::Change;
 
 /// One token-signing key (its public part's id; never the key).
@@ -41,7 +41,7 @@ impl From<&KeyRing> for TokenKeys {
         TokenKeys {
             keys: ring
                 .keys()
-                .iter()
+                .into_iter()
                 .map(|key| TokenKeyView {
                     current: current.as_deref() == Some(key.kid.as_str()),
                     kid: key.kid.clone(),
@@ -83,6 +83,7 @@ pub async fn rotate_token_key(
     auth: Authorized<TokenKeyRotate>,
 ) -> Result<web::Json<TokenKeys>, ApiError> {
     let tx = auth.write().await?;
+    token_keys::serialize_rotations(&tx).await?;
     let kid = auth.access_tokens().rotate(auth.slug()).await?;
     tx.commit(
         Change::new("token_key", kid, 200)

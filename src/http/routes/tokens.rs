@@ -292,6 +292,13 @@ async fn token_exchange_grant(
             "subject_token_type must be urn:flowgate:params:oauth:token-type:session",
         );
     }
+    if fields.contains_key("audience") || fields.contains_key("resource") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "tokens are issued for this tenant's API only",
+        );
+    }
     if fields
         .get("requested_token_type")
         .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
@@ -434,7 +441,8 @@ pub async fn jwks(page: SignInTenant) -> Result<HttpResponse, ApiError> {
     let keys = page.state().tokens.jwks(&page.tenant().slug).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/jwk-set+json"))
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        // A rotated key signs at once: verifiers must not keep the set long.
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
         .body(keys.to_string()))
 }
 

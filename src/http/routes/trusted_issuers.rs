@@ -19,7 +19,6 @@ use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
-use crate::identity::tokens;
 use crate::identity::trust::{self, NewTrust};
 use crate::signin::providers::url_problem;
 use crate::tenancy::is_unique_violation;
@@ -49,7 +48,8 @@ pub struct CreateTrustedIssuer {
     pub jwks_url: String,
     /// A token's `aud` must name one of these (1 to 32).
     pub audiences: Vec<String>,
-    /// Claims a token must carry, with these values (for a list claim: among its items).
+    /// Claims a token must carry, with these values (for a list claim: among its items); at
+    /// least one, naming the workload.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub required_claims: BTreeMap<String, Value>,
@@ -91,8 +91,9 @@ impl From<trusted_issuer::Model> for TrustedIssuerView {
 }
 
 impl CreateTrustedIssuer {
-    /// The checked trust; `own_issuer` is this tenant's own, which no trust may claim.
-    fn validate(self, own_issuer: &str) -> Result<NewTrust, ApiError> {
+    /// The checked trust; `tenants_prefix` (`{public url}/t/`) starts every issuer of this
+    /// Flowgate's tenants, which no trust may name.
+    fn validate(self, tenants_prefix: &str) -> Result<NewTrust, ApiError> {
         let mut problems = Vec::new();
         let mut problem = |field: &str, message: &str| {
             problems.push(FieldError {
@@ -106,8 +107,11 @@ impl CreateTrustedIssuer {
         let issuer = self.issuer.trim().to_owned();
         if !is_text(&issuer) {
             problem("issuer", "must be 1 to 512 visible characters");
-        } else if issuer.starts_with(own_issuer.trim_end_matches(&['/'][..])) {
-            problem("issuer", "is this Flowgate's own issuer");
+        } else if issuer.starts_with(tenants_prefix) {
+            problem(
+                "issuer",
+                "is a tenant of this Flowgate (whose tokens are for that tenant only)",
+            );
         }
         if let Some(message) = url_problem(&self.jwks_url) {
             problem("jwks_url", message);
@@ -123,7 +127,14 @@ impl CreateTrustedIssuer {
             Value::Bool(_) | Value::Number(_) => true,
             _ => false,
         };
-        if self.required_claims.len() > MAX_ENTRIES
+        if self.required_claims.is_empty() {
+            // An issuer such as a CI system mints tokens for every workload it runs, for any
+            // audience asked: without a claim naming the workload, all of them would be trusted.
+            problem(
+                "required_claims",
+                "name at least one claim that identifies the workload (sub, repository, …)",
+            );
+        } else if self.required_claims.len() > MAX_ENTRIES
             || !self
                 .required_claims
                 .iter()
@@ -169,8 +180,8 @@ pub async fn create_trusted_issuer(
     auth: Authorized<ApiKeyCreate>,
     body: JsonBody<CreateTrustedIssuer>,
 ) -> Result<HttpResponse, ApiError> {
-    let own = tokens::issuer(auth.public_url(), auth.slug());
-    let new = body.parse().await?.validate(&own)?;
+    let tenants_prefix = format!("{}/t/", auth.public_url());
+    let new = body.parse().await?.validate(&tenants_prefix)?;
     let read = auth.read().await?;
     let account = service_accounts::get(&read, new.service_account_id).await?;
     read.commit().await?;
