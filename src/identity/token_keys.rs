@@ -25,6 +25,9 @@ use crate::tenancy::work::WriteTx;
 
 /// How long a key keeps verifying after it stopped signing: longer than any token lives.
 pub const OVERLAP: Duration = Duration::minutes(15);
+/// Most keys a ring holds at once: rotating again while it is full waits for the oldest
+/// retired key's overlap to end, so that the published key set stays small.
+pub const MAX_KEYS: usize = 4;
 
 /// One key of the ring, ready to sign and verify.
 pub struct TenantKey {

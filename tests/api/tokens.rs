@@ -466,8 +466,15 @@ crate::on_both_databases! {
         assert_eq!(app.get("/users", &before).await.0, StatusCode::OK);
         let (_, listed) = app.get("/token-keys", &app.admin_key).await;
         assert_eq!(listed, again);
-        let rotation = app.audit_events().await.into_iter().rfind(|e| e["action"] == "token_key.rotate").unwrap();
-        assert_eq!(rotation["resource_id"], again["keys"][2]["kid"]);
+        // The ring holds four keys at most: a fifth waits for the oldest overlap to end.
+        let (status, _) = app.post("/token-keys/rotate", &app.admin_key, json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, full) = app.post("/token-keys/rotate", &app.admin_key, json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{full}");
+        let rotation = app.audit_events().await.into_iter().rfind(|e| e["action"] == "token_key.rotate" && e["status"] == 200).unwrap();
+        let (_, latest) = app.get("/token-keys", &app.admin_key).await;
+        assert_eq!(latest["keys"].as_array().unwrap().len(), 4);
+        assert_eq!(rotation["resource_id"], latest["keys"][3]["kid"]);
         assert!(!rotation.to_string().contains("seed"));
     }
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::authz::actions::{SettingsRead, TokenKeyRotate};
 use crate::http::error::ApiError;
 use crate::http::pipeline::authz::Authorized;
-use crate::identity::token_keys::{self, KeyRing, OVERLAP};
+use crate::identity::token_keys::{self, KeyRing, MAX_KEYS, OVERLAP};
 use crate::tenancy::work::Change;
 
 /// One token-signing key (its public part's id; never the key).
@@ -72,18 +72,26 @@ pub async fn list_token_keys(
 ///
 /// A new key signs from now on and is published at once; the previous one keeps verifying the
 /// tokens it signed for 15 minutes (longer than any token lives), so nobody's token stops
-/// early. Keys past that overlap leave the ring.
+/// early. Keys past that overlap leave the ring. A ring holds at most four keys: a rotation
+/// while it is full is 409.
 #[utoipa::path(
     post,
     path = "/token-keys/rotate",
     tag = "settings",
-    responses((status = 200, body = TokenKeys))
+    responses((status = 200, body = TokenKeys), (status = 409, description = "The key ring is full"))
 )]
 pub async fn rotate_token_key(
     auth: Authorized<TokenKeyRotate>,
 ) -> Result<web::Json<TokenKeys>, ApiError> {
     let tx = auth.write().await?;
     token_keys::serialize_rotations(&tx).await?;
+    let ring = token_keys::load(auth.keystore(), auth.slug().as_str()).await?;
+    if ring.keys().len() >= MAX_KEYS {
+        return Err(ApiError::conflict(
+            "The tenant's key ring is full: rotate again once the oldest retired key's 15-minute \
+             overlap has ended.",
+        ));
+    }
     let kid = auth.access_tokens().rotate(auth.slug()).await?;
     tx.commit(
         Change::new("token_key", kid, 200)
