@@ -343,7 +343,7 @@ pub fn url_problem(address: &str) -> Option<&'static str> {
     let Ok(url) = url::Url::parse(address) else {
         return Some("must be an absolute URL");
     };
-    if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
+    if !is_secure_transport(&url) {
         return Some("must be an https:// URL");
     }
     if url.query().is_some() || url.fragment().is_some() || address.len() > 512 {
@@ -353,6 +353,12 @@ pub fn url_problem(address: &str) -> Option<&'static str> {
         return Some("must not carry credentials");
     }
     None
+}
+
+/// Whether `url` reaches a provider safely: `https`, or plain `http` only on the loopback
+/// interface (local providers).
+pub fn is_secure_transport(url: &url::Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url))
 }
 
 /// Whether `url` is on the loopback interface (where local test providers run).

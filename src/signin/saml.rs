@@ -33,7 +33,7 @@ use samael::service_provider::{Error as SamlError, ServiceProvider};
 use samael::traits::ToXml as _;
 use serde_json::{Map, Value};
 
-use super::providers::SamlSettings;
+use super::providers::{SamlSettings, is_secure_transport};
 use super::{Refusal, SignInError, Vouched};
 use crate::crypto::{random_token, sha256_hex};
 
@@ -235,11 +235,7 @@ impl IdpMetadata {
             .ok_or("the provider has no SingleSignOnService with the HTTP-Redirect binding")?;
         url::Url::parse(&sso_url)
             .ok()
-            .filter(|u| {
-                u.scheme() == "https"
-                    || (u.scheme() == "http"
-                        && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
-            })
+            .filter(is_secure_transport)
             .ok_or(
                 "the SingleSignOnService location is not an https URL (http only on loopback)",
             )?;
