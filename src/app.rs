@@ -17,6 +17,7 @@ use crate::identity::federation::Federation;
 use crate::identity::operator::OperatorToken;
 use crate::identity::tokens::AccessTokens;
 use crate::keystore::{self, KeyStore};
+use crate::secrets::envelope::Envelope;
 use crate::signin::oidc::OidcLogins;
 use crate::signin::outbound::Outbound;
 use crate::telemetry::Metrics;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub outbound: Outbound,
     /// The outside JWT issuers tenants trust for their service accounts.
     pub federation: Federation,
+    /// Per-tenant envelope encryption of fields, and the tenants' KEK rotations.
+    pub envelope: Arc<Envelope>,
     /// The last readiness check and when it was made.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -82,6 +85,7 @@ impl AppState {
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
             oidc: OidcLogins::new(outbound.clone()),
             federation: Federation::new(outbound.clone()),
+            envelope: Arc::new(Envelope::new(Arc::clone(&keystore), Arc::clone(&dbs))),
             outbound,
             readiness: tokio::sync::Mutex::new(None),
             settings,
@@ -110,6 +114,7 @@ impl AppState {
         self.api_keys.forget_tenant(slug);
         self.tokens.forget_tenant(slug);
         self.federation.forget_tenant(slug);
+        self.envelope.forget_tenant(slug);
         self.keystore.forget(slug);
     }
 

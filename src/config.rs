@@ -49,9 +49,24 @@ pub enum KeyStoreSettings {
     /// HashiCorp Vault or OpenBao: KV v2 for secrets, transit for signing keys.
     Vault {
         addr: String,
-        token: SecretString,
+        auth: VaultAuth,
         kv_mount: String,
         transit_mount: String,
+    },
+}
+
+/// How Flowgate gets its Vault token.
+#[derive(Debug, Clone)]
+pub enum VaultAuth {
+    /// `FLOWGATE_VAULT_TOKEN`, renewed while it is renewable.
+    Token(SecretString),
+    /// `FLOWGATE_VAULT_ROLE_ID` and `FLOWGATE_VAULT_SECRET_ID` at the AppRole mount
+    /// `FLOWGATE_VAULT_APPROLE_MOUNT` (default `approle`); logs in again when the token can
+    /// no longer be renewed.
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: SecretString,
     },
 }
 
@@ -136,7 +151,10 @@ const SETTINGS: &[&str] = &[
     "TLS_KEY",
     "TLS_RELOAD_INTERVAL_MS",
     "VAULT_ADDR",
+    "VAULT_APPROLE_MOUNT",
     "VAULT_KV_MOUNT",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
     "VAULT_TOKEN",
     "VAULT_TRANSIT_MOUNT",
 ];
@@ -349,12 +367,45 @@ fn keystore(src: &Source) -> Result<KeyStoreSettings, ConfigError> {
             let addr = src.parse("VAULT_ADDR", vault_addr)?.ok_or_else(|| {
                 src.invalid("VAULT_ADDR", "is required with FLOWGATE_KEYSTORE=vault")
             })?;
-            let token = src.get("VAULT_TOKEN").ok_or_else(|| {
-                src.invalid("VAULT_TOKEN", "is required with FLOWGATE_KEYSTORE=vault")
-            })?;
+            let auth = match (
+                src.get("VAULT_TOKEN"),
+                src.get("VAULT_ROLE_ID"),
+                src.get("VAULT_SECRET_ID"),
+            ) {
+                (Some(token), None, None) => VaultAuth::Token(SecretString::from(token)),
+                (None, Some(role_id), Some(secret_id)) => VaultAuth::AppRole {
+                    mount: src
+                        .get("VAULT_APPROLE_MOUNT")
+                        .unwrap_or_else(|| "approle".into()),
+                    role_id,
+                    secret_id: SecretString::from(secret_id),
+                },
+                (Some(_), _, _) => {
+                    return Err(src.invalid(
+                        "VAULT_TOKEN",
+                        "cannot be set together with FLOWGATE_VAULT_ROLE_ID / FLOWGATE_VAULT_SECRET_ID",
+                    ));
+                }
+                (None, Some(_), None) => {
+                    return Err(
+                        src.invalid("VAULT_SECRET_ID", "is required with FLOWGATE_VAULT_ROLE_ID")
+                    );
+                }
+                (None, None, Some(_)) => {
+                    return Err(
+                        src.invalid("VAULT_ROLE_ID", "is required with FLOWGATE_VAULT_SECRET_ID")
+                    );
+                }
+                (None, None, None) => {
+                    return Err(src.invalid(
+                        "VAULT_TOKEN",
+                        "is required with FLOWGATE_KEYSTORE=vault (or FLOWGATE_VAULT_ROLE_ID and FLOWGATE_VAULT_SECRET_ID)",
+                    ));
+                }
+            };
             Ok(KeyStoreSettings::Vault {
                 addr,
-                token: SecretString::from(token),
+                auth,
                 kv_mount: src.get("VAULT_KV_MOUNT").unwrap_or_else(|| "secret".into()),
                 transit_mount: src
                     .get("VAULT_TRANSIT_MOUNT")

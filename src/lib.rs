@@ -17,6 +17,7 @@ pub mod identity;
 pub mod keystore;
 pub mod openapi;
 pub mod platform;
+pub mod secrets;
 pub mod signin;
 pub mod telemetry;
 pub mod tenancy;

@@ -81,6 +81,7 @@ catalogue! {
     SessionRead => "session.read" on TENANT, "List users' browser sessions.";
     SessionRevoke => "session.revoke" on TENANT, "End users' browser sessions.";
     TokenKeyRotate => "token_key.rotate" on TENANT, "Rotate the key that signs the tenant's access tokens.";
+    EncryptionKeyRotate => "encryption_key.rotate" on TENANT, "Rotate the tenant's key-encryption key and re-wrap its data keys.";
     ApiKeyRead => "api_key.read" on TENANT, "List API keys (never their secret part).";
     ApiKeyCreate => "api_key.create" on TENANT, "Issue API keys for service accounts.";
     ApiKeyRevoke => "api_key.revoke" on TENANT, "Revoke API keys.";
@@ -106,9 +107,10 @@ catalogue! {
     FormSubmit => "form.submit" on &[Form], "Submit forms.";
     FormEdit => "form.edit" on &[Form], "Design forms.";
     ReportRead => "report.read" on &[Report], "Read reports.";
+    SecretList => "secret.list" on &[Secret, Folder, Tenant], "List secrets' names, versions and metadata (never values).";
     SecretRead => "secret.read" on &[Secret], "Read secret values.";
     SecretUse => "secret.use" on &[Secret], "Use secrets in processes without seeing them.";
-    SecretWrite => "secret.write" on &[Secret], "Create, rotate and delete secrets.";
+    SecretWrite => "secret.write" on &[Secret, Folder, Tenant], "Create, rotate and delete secrets.";
     TaskRead => "task.read" on &[Task], "See tasks.";
     TaskComplete => "task.complete" on &[Task], "Complete tasks assigned to you.";
     TaskApprove => "task.approve" on &[Task], amount true, "Approve tasks (the context carries the amount).";

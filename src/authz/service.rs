@@ -183,7 +183,7 @@ pub async fn load_subject(
 }
 
 /// The resource `kind`/`id` of the transaction's tenant with its containers, or `None` when the
-/// tenant has no such resource. Kinds the tenant does not store yet (forms, reports, secrets,
+/// tenant has no such resource. Kinds the tenant does not store yet (forms, reports,
 /// tasks) are taken as given, placed in `folder` when one is named.
 pub async fn resolve_resource(
     conn: &impl ConnectionTrait,
@@ -202,7 +202,13 @@ pub async fn resolve_resource(
                 .and_then(|folder| policies.resource_in(kind, id.to_string(), folder)),
             None => None,
         },
-        EntityKind::Form | EntityKind::Report | EntityKind::Secret | EntityKind::Task => {
+        EntityKind::Secret => match uuid {
+            Some(id) => crate::secrets::folder_of(conn, id)
+                .await?
+                .and_then(|folder| policies.resource_in(kind, id.to_string(), folder)),
+            None => None,
+        },
+        EntityKind::Form | EntityKind::Report | EntityKind::Task => {
             policies.resource_in(kind, id.to_owned(), folder)
         }
         EntityKind::User | EntityKind::Group | EntityKind::ServiceAccount => None,

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::app::AppState;
-use crate::audit::{PLATFORM, RequestMeta, Trail, verify};
+use crate::audit::{AuditEvent, Outcome, PLATFORM, RequestMeta, Trail, verify};
 use crate::config::Settings;
 use crate::http::{ServeOptions, Server, request_id};
 use crate::openapi;
@@ -49,6 +49,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Work with tenants' encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Rotate a tenant's key-encryption key and re-wrap its data keys, printing progress.
+    Rotate { slug: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +117,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         Command::Audit {
             command: AuditCommand::Verify { slug },
         } => with_state(settings, |state| verify_audit(state, slug)).await,
+        Command::Keys {
+            command: KeysCommand::Rotate { slug },
+        } => with_state(settings, |state| rotate_keys(state, slug)).await,
         Command::Openapi => Ok(ExitCode::SUCCESS),
     }
 }
@@ -216,6 +230,32 @@ async fn verify_audit(state: std::sync::Arc<AppState>, name: String) -> anyhow::
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Rotates the tenant's key-encryption key, then re-wraps its data keys here, printing progress;
+/// the rotation is an event of the tenant's audit trail.
+async fn rotate_keys(state: std::sync::Arc<AppState>, name: String) -> anyhow::Result<ExitCode> {
+    let slug = Slug::parse(&name).map_err(|e| anyhow::anyhow!("tenant slug: {e}"))?;
+    if state.tenants.load(&slug).await?.is_none() {
+        anyhow::bail!("no tenant `{slug}`");
+    }
+    let version = state.envelope.rotate(&slug).await?;
+    println!("tenant {slug}: key-encryption key now at version {version}");
+    let rewrapped = state
+        .envelope
+        .rewrap(&slug, |done, total| {
+            println!("re-wrapped {done}/{total} data key(s)")
+        })
+        .await?;
+    let event = AuditEvent::new(&cli_meta(), "encryption_key.rotate", "tenant")
+        .actor("operator", "cli")
+        .outcome(Outcome::Allow, 200)
+        .detail("version", version)
+        .detail("rewrapped", rewrapped);
+    state.audit.record(&slug, event).await?;
+    let status = state.envelope.status(&slug).await?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Audit context of a command-line action.

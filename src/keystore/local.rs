@@ -30,7 +30,15 @@ const SIGNATURE_PREFIX: &str = "local:v1:";
 pub struct LocalKeyStore {
     dir: PathBuf,
     kek: LessSafeKey,
+    /// Serializes rotations of wrapping-key rings (one process owns a local store).
+    rotations: tokio::sync::Mutex<()>,
 }
+
+/// Prefix of the texts [`KeyStore::wrap`] makes here.
+const WRAP_PREFIX: &str = "local";
+/// Bytes of one version in a wrapping-key ring (the ring is their concatenation, version 1
+/// first).
+const RING_KEY_LEN: usize = 32;
 
 impl LocalKeyStore {
     /// Opens the store in `dir`, creating the directory when absent. The key-encryption key is
@@ -51,6 +59,7 @@ impl LocalKeyStore {
         Ok(LocalKeyStore {
             dir: dir.to_owned(),
             kek: LessSafeKey::new(key),
+            rotations: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -110,6 +119,59 @@ impl LocalKeyStore {
             Err(e) => Err(e),
         }?;
         self.open_sealed(name, &std::fs::read(&path)?)
+    }
+
+    /// The versions of the wrapping key `name`, version 1 first; `None` when it does not exist.
+    fn ring(&self, name: &KeyName) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+        match std::fs::read(self.file(name)) {
+            Ok(sealed) => Ok(Some(self.open_sealed(name, &sealed)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::from(e).context("reading a wrapping key")),
+        }
+    }
+
+    fn ring_or_create(&self, name: &KeyName) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        self.get_or_create(name, || {
+            Ok(Zeroizing::new(random_bytes::<RING_KEY_LEN>()?.to_vec()))
+        })
+    }
+
+    fn seal_with(ring: &[u8], name: &KeyName, plaintext: &[u8]) -> anyhow::Result<String> {
+        let version = ring.len() / RING_KEY_LEN;
+        let key = ring_key(ring, version).context("empty wrapping key ring")?;
+        let nonce = random_bytes::<NONCE_LEN>()?;
+        let mut buf = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(wrap_aad(name, version).as_bytes()),
+            &mut buf,
+        )
+        .map_err(|_| anyhow::anyhow!("wrapping failed"))?;
+        Ok(format!(
+            "{WRAP_PREFIX}:v{version}:{}",
+            STANDARD.encode([nonce.as_slice(), &buf].concat())
+        ))
+    }
+
+    fn open_with(ring: &[u8], name: &KeyName, wrapped: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let version = super::wrapped_version(wrapped)?;
+        let body = wrapped.strip_prefix(&format!("{WRAP_PREFIX}:v{version}:"))?;
+        let key = ring_key(ring, usize::try_from(version).ok()?)?;
+        let bytes = STANDARD.decode(body).ok()?;
+        if bytes.len() <= NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
+        let plain = key
+            .open_in_place(
+                nonce,
+                Aad::from(wrap_aad(name, version as usize).as_bytes()),
+                &mut buf,
+            )
+            .ok()?;
+        Some(Zeroizing::new(plain.to_vec()))
     }
 
     fn signing_key(&self, name: &KeyName) -> anyhow::Result<Ed25519KeyPair> {
@@ -180,6 +242,53 @@ impl KeyStore for LocalKeyStore {
         Ok(replace_private(&path, &self.seal(name, value)?)?)
     }
 
+    async fn create_record(&self, name: &KeyName, value: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+        Ok(self
+            .get_or_create(name, || Ok(Zeroizing::new(value.to_vec())))?
+            .to_vec())
+    }
+
+    async fn wrap(&self, name: &KeyName, plaintext: &[u8]) -> Result<String, KeyStoreError> {
+        let ring = self.ring_or_create(name)?;
+        Ok(Self::seal_with(&ring, name, plaintext)?)
+    }
+
+    async fn unwrap(
+        &self,
+        name: &KeyName,
+        wrapped: &str,
+    ) -> Result<Option<SecretBytes>, KeyStoreError> {
+        let Some(ring) = self.ring(name)? else {
+            return Ok(None);
+        };
+        Ok(Self::open_with(&ring, name, wrapped).map(|plain| SecretBytes::from(plain.to_vec())))
+    }
+
+    async fn rotate_wrapping_key(&self, name: &KeyName) -> Result<u32, KeyStoreError> {
+        let _one_at_a_time = self.rotations.lock().await;
+        let mut ring = self.ring_or_create(name)?;
+        ring.extend_from_slice(&random_bytes::<RING_KEY_LEN>()?);
+        let path = self.file(name);
+        replace_private(&path, &self.seal(name, &ring)?)?;
+        Ok(u32::try_from(ring.len() / RING_KEY_LEN).context("too many versions")?)
+    }
+
+    async fn wrapping_version(&self, name: &KeyName) -> Result<Option<u32>, KeyStoreError> {
+        Ok(self
+            .ring(name)?
+            .map(|ring| u32::try_from(ring.len() / RING_KEY_LEN).unwrap_or(u32::MAX)))
+    }
+
+    async fn rewrap(&self, name: &KeyName, wrapped: &str) -> Result<Option<String>, KeyStoreError> {
+        let Some(ring) = self.ring(name)? else {
+            return Ok(None);
+        };
+        match Self::open_with(&ring, name, wrapped) {
+            Some(plain) => Ok(Some(Self::seal_with(&ring, name, &plain)?)),
+            None => Ok(None),
+        }
+    }
+
     async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError> {
         match std::fs::read(self.file(name)) {
             Ok(sealed) => Ok(Some(self.open_sealed(name, &sealed)?.to_vec())),
@@ -214,6 +323,18 @@ impl std::fmt::Debug for LocalKeyStore {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
+}
+
+/// Version `version` (from 1) of a wrapping-key ring.
+fn ring_key(ring: &[u8], version: usize) -> Option<LessSafeKey> {
+    let start = version.checked_sub(1)?.checked_mul(RING_KEY_LEN)?;
+    let bytes = ring.get(start..start + RING_KEY_LEN)?;
+    Some(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).ok()?))
+}
+
+/// What a wrapped text is bound to: the key's name and version, so that it opens under no other.
+fn wrap_aad(name: &KeyName, version: usize) -> String {
+    format!("{}:v{version}", name.path())
 }
 
 /// The KEK in `path`: 32 raw bytes, or 64 hex digits, or base64 of 32 bytes.

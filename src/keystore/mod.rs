@@ -10,6 +10,7 @@
 
 mod local;
 mod vault;
+mod vault_session;
 
 use std::sync::Arc;
 
@@ -40,20 +41,37 @@ pub enum Purpose {
     /// Records, one per identity provider (the name's item): the client secret Flowgate
     /// presents to the tenant's OIDC provider.
     IdpClientSecret,
+    /// Not a key: the tenant's RSA key pair (PKCS#8) that clients encrypt request payloads to
+    /// (`RSA-OAEP-256`, published in the tenant's JWKS with `use: enc`).
+    PayloadEncryption,
+    /// Records, one per API key or OAuth client (the name's item): the keys that client's
+    /// encrypted payloads use (its shared `dir` key, its registered public key).
+    PayloadClientKey,
+    /// Records, one per version of a tenant secret (the name's item): the secret's value.
+    SecretValue,
+    /// The tenant's key-encryption key, under which its data keys are wrapped (a transit key in
+    /// Vault; a ring of versions sealed by the local store's KEK otherwise).
+    DataKek,
 }
 
 impl Purpose {
     /// The purposes of one key per tenant.
-    pub const ALL: [Purpose; 5] = [
+    pub const ALL: [Purpose; 7] = [
         Purpose::ApiKeyPepper,
         Purpose::AuditSigning,
         Purpose::AuditAnchor,
         Purpose::TokenSigning,
         Purpose::TokenKeyring,
+        Purpose::PayloadEncryption,
+        Purpose::DataKek,
     ];
 
     /// The purposes of records kept per item (several per tenant).
-    pub const PER_ITEM: [Purpose; 1] = [Purpose::IdpClientSecret];
+    pub const PER_ITEM: [Purpose; 3] = [
+        Purpose::IdpClientSecret,
+        Purpose::PayloadClientKey,
+        Purpose::SecretValue,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +81,10 @@ impl Purpose {
             Purpose::TokenSigning => "token-signing",
             Purpose::TokenKeyring => "token-keyring",
             Purpose::IdpClientSecret => "idp-client-secret",
+            Purpose::PayloadEncryption => "payload-encryption",
+            Purpose::PayloadClientKey => "payload-client-key",
+            Purpose::SecretValue => "secret-value",
+            Purpose::DataKek => "data-kek",
         }
     }
 }
@@ -141,11 +163,38 @@ pub trait KeyStore: Send + Sync {
     /// outside the database, such as the newest audit checkpoint.
     async fn put_record(&self, name: &KeyName, value: &[u8]) -> Result<(), KeyStoreError>;
 
+    /// Keeps `value` under `name` unless a record is there already, and returns the record kept:
+    /// concurrent creators (on any replica) all get the first one's value.
+    async fn create_record(&self, name: &KeyName, value: &[u8]) -> Result<Vec<u8>, KeyStoreError>;
+
     /// The record kept under `name`, if any.
     async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError>;
 
     /// Destroys the record kept under `name`; destroying a missing record changes nothing.
     async fn delete_record(&self, name: &KeyName) -> Result<(), KeyStoreError>;
+
+    /// Wraps `plaintext` (a data key) under the newest version of the key-encryption key `name`
+    /// (created on first use). The result names the version: `<backend>:v<N>:<ciphertext>`.
+    async fn wrap(&self, name: &KeyName, plaintext: &[u8]) -> Result<String, KeyStoreError>;
+
+    /// Unwraps what [`KeyStore::wrap`] made under any version of `name`; `None` when it does not
+    /// open here (another key, a tampered text, a destroyed key). Never creates a key.
+    async fn unwrap(
+        &self,
+        name: &KeyName,
+        wrapped: &str,
+    ) -> Result<Option<SecretBytes>, KeyStoreError>;
+
+    /// Adds a version to the key-encryption key `name` (created at version 1 if absent) and
+    /// returns the newest version; earlier versions keep unwrapping.
+    async fn rotate_wrapping_key(&self, name: &KeyName) -> Result<u32, KeyStoreError>;
+
+    /// The newest version of the key-encryption key `name`, if it exists.
+    async fn wrapping_version(&self, name: &KeyName) -> Result<Option<u32>, KeyStoreError>;
+
+    /// `wrapped` wrapped again under the newest version of `name`, without the plaintext leaving
+    /// the backend (Vault) or this call (local); `None` when it does not open.
+    async fn rewrap(&self, name: &KeyName, wrapped: &str) -> Result<Option<String>, KeyStoreError>;
 
     /// Forgets what is cached about the keys of `slug` (another replica may have destroyed
     /// them); the next use asks the backend again.
@@ -153,6 +202,14 @@ pub trait KeyStore: Send + Sync {
 
     /// Destroys every key of the tenant `slug`.
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError>;
+}
+
+/// The version of the key-encryption key that `wrapped` (a [`KeyStore::wrap`] result) was
+/// wrapped under.
+pub fn wrapped_version(wrapped: &str) -> Option<u32> {
+    let mut parts = wrapped.splitn(3, ':');
+    let (_backend, version, _rest) = (parts.next()?, parts.next()?, parts.next()?);
+    version.strip_prefix('v')?.parse().ok()
 }
 
 /// Opens the key store the settings name.
@@ -164,9 +221,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
         )?),
         KeyStoreSettings::Vault {
             addr,
-            token,
+            auth,
             kv_mount,
             transit_mount,
-        } => Arc::new(VaultKeyStore::connect(addr, token, kv_mount, transit_mount).await?),
+        } => Arc::new(VaultKeyStore::connect(addr, auth.clone(), kv_mount, transit_mount).await?),
     })
 }

@@ -6,10 +6,11 @@
 //! keys named `flowgate-t-<slug>-<purpose>` and never leave Vault.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use vaultrs::api::kv2::requests::SetSecretRequestOptions;
@@ -17,18 +18,18 @@ use vaultrs::api::transit::KeyType;
 use vaultrs::api::transit::requests::{
     CreateKeyRequest, UpdateKeyConfigurationRequest, VerifySignedDataRequest,
 };
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::api::transit::responses::ReadKeyData;
+use vaultrs::client::VaultClient;
 use vaultrs::error::ClientError;
 use vaultrs::{kv2, sys, token, transit};
 
+use super::vault_session::Session;
 use super::{KeyName, KeyStore, KeyStoreError, Purpose, SecretBytes};
+use crate::config::VaultAuth;
 use crate::crypto::random_bytes;
 
-/// Longest wait for one Vault request.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 pub struct VaultKeyStore {
-    client: VaultClient,
+    session: Arc<Session>,
     kv_mount: String,
     transit_mount: String,
     /// Transit keys known to exist, so that signing does not re-create them each time.
@@ -42,21 +43,16 @@ struct StoredSecret {
 }
 
 impl VaultKeyStore {
-    /// Connects and makes sure the transit engine is mounted (when the token may do so).
+    /// Connects (logging in when `auth` is AppRole) and makes sure the transit engine is
+    /// mounted (when the token may do so); the token is kept fresh in the background.
     pub async fn connect(
         addr: &str,
-        token: &SecretString,
+        auth: VaultAuth,
         kv_mount: &str,
         transit_mount: &str,
     ) -> anyhow::Result<Self> {
-        let settings = VaultClientSettingsBuilder::default()
-            .address(addr)
-            .token(token.expose_secret())
-            // A Vault that stops answering must become a 503, not a request that never ends.
-            .timeout(Some(REQUEST_TIMEOUT))
-            .build()?;
         let store = VaultKeyStore {
-            client: VaultClient::new(settings)?,
+            session: Session::open(addr, auth).await?,
             kv_mount: kv_mount.to_owned(),
             transit_mount: transit_mount.to_owned(),
             signing_keys: Mutex::new(HashSet::new()),
@@ -66,13 +62,18 @@ impl VaultKeyStore {
         Ok(store)
     }
 
+    /// The client with the session's newest token.
+    fn client(&self) -> Arc<VaultClient> {
+        self.session.client()
+    }
+
     async fn ensure_transit_mount(&self) {
-        let mounted = sys::mount::list(&self.client)
+        let mounted = sys::mount::list(&*self.client())
             .await
             .map(|mounts| mounts.contains_key(&format!("{}/", self.transit_mount)));
         if let Ok(false) = mounted
             && let Err(e) =
-                sys::mount::enable(&self.client, &self.transit_mount, "transit", None).await
+                sys::mount::enable(&*self.client(), &self.transit_mount, "transit", None).await
         {
             tracing::warn!(error = %e, mount = %self.transit_mount, "could not mount the transit engine; signing will fail until it is mounted");
         }
@@ -87,7 +88,8 @@ impl VaultKeyStore {
     }
 
     async fn read_secret(&self, name: &KeyName) -> Result<Option<SecretBytes>, KeyStoreError> {
-        match kv2::read::<StoredSecret>(&self.client, &self.kv_mount, &Self::kv_path(name)).await {
+        match kv2::read::<StoredSecret>(&*self.client(), &self.kv_mount, &Self::kv_path(name)).await
+        {
             Ok(stored) => {
                 let bytes = STANDARD
                     .decode(stored.value)
@@ -104,10 +106,27 @@ impl VaultKeyStore {
         if !self.known_keys().contains(&key) {
             // Creating an existing transit key changes nothing, so racing creators are harmless.
             transit::key::create(
-                &self.client,
+                &*self.client(),
                 &self.transit_mount,
                 &key,
                 Some(CreateKeyRequest::builder().key_type(KeyType::Ed25519)),
+            )
+            .await
+            .map_err(map_error)?;
+            self.known_keys().insert(key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Makes sure the wrapping key `name` exists (an AES-256-GCM transit key).
+    async fn ensure_wrapping_key(&self, name: &KeyName) -> Result<String, KeyStoreError> {
+        let key = Self::transit_key(name);
+        if !self.known_keys().contains(&key) {
+            transit::key::create(
+                &*self.client(),
+                &self.transit_mount,
+                &key,
+                Some(CreateKeyRequest::builder().key_type(KeyType::Aes256Gcm96)),
             )
             .await
             .map_err(map_error)?;
@@ -130,7 +149,7 @@ impl KeyStore for VaultKeyStore {
 
     /// Looks up our own token: Vault answers, is unsealed, and accepts the token.
     async fn check(&self) -> Result<(), KeyStoreError> {
-        match token::lookup_self(&self.client).await {
+        match token::lookup_self(&*self.client()).await {
             Ok(_) => Ok(()),
             Err(ClientError::APIError { code: 403, .. }) => {
                 Err(KeyStoreError::Unavailable("Vault refused the token".into()))
@@ -143,34 +162,14 @@ impl KeyStore for VaultKeyStore {
         if let Some(secret) = self.read_secret(name).await? {
             return Ok(secret);
         }
-        let fresh = StoredSecret {
-            value: STANDARD.encode(random_bytes::<32>()?),
-        };
-        let created = kv2::set_with_options(
-            &self.client,
-            &self.kv_mount,
-            &Self::kv_path(name),
-            &fresh,
-            SetSecretRequestOptions { cas: 0 },
-        )
-        .await;
-        match created {
-            // Either ours was written or another writer's won the check-and-set: read the winner.
-            Ok(_) | Err(ClientError::APIError { code: 400, .. }) => {}
-            Err(e) => return Err(map_error(e)),
-        }
-        self.read_secret(name).await?.ok_or_else(|| {
-            KeyStoreError::Unexpected(anyhow::anyhow!(
-                "secret {} vanished after creation",
-                name.path()
-            ))
-        })
+        let kept = self.create_record(name, &random_bytes::<32>()?).await?;
+        Ok(SecretBytes::from(kept))
     }
 
     async fn sign(&self, name: &KeyName, message: &[u8]) -> Result<String, KeyStoreError> {
         let key = self.ensure_signing_key(name).await?;
         let signed = transit::data::sign(
-            &self.client,
+            &*self.client(),
             &self.transit_mount,
             &key,
             &STANDARD.encode(message),
@@ -189,7 +188,7 @@ impl KeyStore for VaultKeyStore {
     ) -> Result<bool, KeyStoreError> {
         let key = self.ensure_signing_key(name).await?;
         let verified = transit::data::verify(
-            &self.client,
+            &*self.client(),
             &self.transit_mount,
             &key,
             &STANDARD.encode(message),
@@ -208,10 +207,109 @@ impl KeyStore for VaultKeyStore {
         let stored = StoredSecret {
             value: STANDARD.encode(value),
         };
-        kv2::set(&self.client, &self.kv_mount, &Self::kv_path(name), &stored)
+        kv2::set(
+            &*self.client(),
+            &self.kv_mount,
+            &Self::kv_path(name),
+            &stored,
+        )
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn create_record(&self, name: &KeyName, value: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+        let fresh = StoredSecret {
+            value: STANDARD.encode(value),
+        };
+        let created = kv2::set_with_options(
+            &*self.client(),
+            &self.kv_mount,
+            &Self::kv_path(name),
+            &fresh,
+            SetSecretRequestOptions { cas: 0 },
+        )
+        .await;
+        match created {
+            // Either ours was written or another writer's won the check-and-set: read the winner.
+            Ok(_) | Err(ClientError::APIError { code: 400, .. }) => {}
+            Err(e) => return Err(map_error(e)),
+        }
+        let kept = self.read_secret(name).await?.ok_or_else(|| {
+            KeyStoreError::Unexpected(anyhow::anyhow!(
+                "record {} vanished after creation",
+                name.path()
+            ))
+        })?;
+        Ok(kept.expose_secret().to_vec())
+    }
+
+    async fn wrap(&self, name: &KeyName, plaintext: &[u8]) -> Result<String, KeyStoreError> {
+        let key = self.ensure_wrapping_key(name).await?;
+        let wrapped = transit::data::encrypt(
+            &*self.client(),
+            &self.transit_mount,
+            &key,
+            &STANDARD.encode(plaintext),
+            None,
+        )
+        .await
+        .map_err(map_error)?;
+        Ok(wrapped.ciphertext)
+    }
+
+    async fn unwrap(
+        &self,
+        name: &KeyName,
+        wrapped: &str,
+    ) -> Result<Option<SecretBytes>, KeyStoreError> {
+        let key = Self::transit_key(name);
+        match transit::data::decrypt(&*self.client(), &self.transit_mount, &key, wrapped, None)
+            .await
+        {
+            Ok(plain) => Ok(STANDARD.decode(plain.plaintext).ok().map(SecretBytes::from)),
+            // Vault answers 400 to a text that does not open and to a key that is gone.
+            Err(ClientError::APIError {
+                code: 400 | 404, ..
+            }) => Ok(None),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn rotate_wrapping_key(&self, name: &KeyName) -> Result<u32, KeyStoreError> {
+        let key = self.ensure_wrapping_key(name).await?;
+        transit::key::rotate(&*self.client(), &self.transit_mount, &key)
             .await
             .map_err(map_error)?;
-        Ok(())
+        self.wrapping_version(name).await?.ok_or_else(|| {
+            KeyStoreError::Unexpected(anyhow::anyhow!("wrapping key {key} vanished"))
+        })
+    }
+
+    async fn wrapping_version(&self, name: &KeyName) -> Result<Option<u32>, KeyStoreError> {
+        let key = Self::transit_key(name);
+        match transit::key::read(&*self.client(), &self.transit_mount, &key).await {
+            Ok(read) => Ok(match read.keys {
+                ReadKeyData::Symmetric(versions) => {
+                    versions.keys().filter_map(|v| v.parse().ok()).max()
+                }
+                ReadKeyData::Asymmetric(_) => None,
+            }),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn rewrap(&self, name: &KeyName, wrapped: &str) -> Result<Option<String>, KeyStoreError> {
+        let key = Self::transit_key(name);
+        match transit::data::rewrap(&*self.client(), &self.transit_mount, &key, wrapped, None).await
+        {
+            Ok(rewrapped) => Ok(Some(rewrapped.ciphertext)),
+            Err(ClientError::APIError {
+                code: 400 | 404, ..
+            }) => Ok(None),
+            Err(e) => Err(map_error(e)),
+        }
     }
 
     async fn record(&self, name: &KeyName) -> Result<Option<Vec<u8>>, KeyStoreError> {
@@ -227,7 +325,7 @@ impl KeyStore for VaultKeyStore {
     }
 
     async fn delete_record(&self, name: &KeyName) -> Result<(), KeyStoreError> {
-        match kv2::delete_metadata(&self.client, &self.kv_mount, &Self::kv_path(name)).await {
+        match kv2::delete_metadata(&*self.client(), &self.kv_mount, &Self::kv_path(name)).await {
             Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
             Err(e) => Err(map_error(e)),
         }
@@ -236,14 +334,14 @@ impl KeyStore for VaultKeyStore {
     async fn destroy_tenant(&self, slug: &str) -> Result<(), KeyStoreError> {
         for purpose in Purpose::PER_ITEM {
             let folder = Self::kv_path(&KeyName::new(slug, purpose));
-            let items = match kv2::list(&self.client, &self.kv_mount, &folder).await {
+            let items = match kv2::list(&*self.client(), &self.kv_mount, &folder).await {
                 Ok(items) => items,
                 Err(ClientError::APIError { code: 404, .. }) => Vec::new(),
                 Err(e) => return Err(map_error(e)),
             };
             for item in items {
                 let path = format!("{folder}/{}", item.trim_end_matches('/'));
-                match kv2::delete_metadata(&self.client, &self.kv_mount, &path).await {
+                match kv2::delete_metadata(&*self.client(), &self.kv_mount, &path).await {
                     Ok(()) | Err(ClientError::APIError { code: 404, .. }) => {}
                     Err(e) => return Err(map_error(e)),
                 }
@@ -251,20 +349,21 @@ impl KeyStore for VaultKeyStore {
         }
         for purpose in Purpose::ALL {
             let name = KeyName::new(slug, purpose);
-            match kv2::delete_metadata(&self.client, &self.kv_mount, &Self::kv_path(&name)).await {
+            match kv2::delete_metadata(&*self.client(), &self.kv_mount, &Self::kv_path(&name)).await
+            {
                 Ok(()) | Err(ClientError::APIError { code: 404, .. }) => {}
                 Err(e) => return Err(map_error(e)),
             }
             let key = Self::transit_key(&name);
             let allow = transit::key::update(
-                &self.client,
+                &*self.client(),
                 &self.transit_mount,
                 &key,
                 Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
             )
             .await;
             match allow {
-                Ok(()) => transit::key::delete(&self.client, &self.transit_mount, &key)
+                Ok(()) => transit::key::delete(&*self.client(), &self.transit_mount, &key)
                     .await
                     .map_err(map_error)?,
                 Err(ClientError::APIError {
@@ -293,6 +392,10 @@ fn map_error(e: ClientError) -> KeyStoreError {
     match e {
         ClientError::APIError { code, .. } if code >= 500 || code == 429 => {
             KeyStoreError::Unavailable(format!("Vault answered {code}"))
+        }
+        // Our token was refused (expired before its renewal, or revoked): retry later.
+        ClientError::APIError { code: 403, .. } => {
+            KeyStoreError::Unavailable("Vault refused the token".into())
         }
         ClientError::RestClientError { .. } => KeyStoreError::Unavailable(e.to_string()),
         other => KeyStoreError::Unexpected(anyhow::Error::new(other)),

@@ -85,6 +85,8 @@ struct Objects {
     other_folder: String,
     by_prefix: Vec<(&'static str, String)>,
     role: String,
+    /// A secret in `folder`, for `/secrets/{name}`.
+    secret: String,
 }
 
 async fn create(app: &TestApp, path: &str, body: Value) -> String {
@@ -133,6 +135,13 @@ async fn objects(app: &TestApp) -> Objects {
         json!({"name": "c", "service_account_id": account}),
     )
     .await;
+    let secret = format!("s-{unique}");
+    create(
+        app,
+        &format!("/folders/{folder}/secrets"),
+        json!({"name": secret, "value": "v"}),
+    )
+    .await;
     let role = format!("Custom {unique}");
     let (status, body) = app
         .post(
@@ -158,15 +167,21 @@ async fn objects(app: &TestApp) -> Objects {
         folder,
         other_folder,
         role,
+        secret,
     }
 }
 
 impl Objects {
     fn path(&self, app: &TestApp, template: &str) -> String {
+        let name = if template.contains("/secrets/{name}") {
+            &self.secret
+        } else {
+            &self.role
+        };
         let mut path = template
             .replace("{tenant}", &app.tenant)
             .replace("{slug}", &app.tenant)
-            .replace("{name}", &self.role);
+            .replace("{name}", name);
         if let Some(id) = self
             .by_prefix
             .iter()
@@ -352,7 +367,8 @@ on_both_databases! {
                     let action = op.action.as_deref().unwrap();
                     // What the operation decides on: the process or folder of its path, else the tenant.
                     let in_folder = op.template.contains("/processes/{id}")
-                        || op.template.contains("/folders/{id}");
+                        || op.template.contains("/folders/{id}")
+                        || op.template.contains("/secrets/{name}");
                     let covered = match scope {
                         "tenant" => true,
                         "folder" => in_folder,

@@ -766,7 +766,15 @@ async fn group_memberships_and_claims_give_only_what_their_author_holds() {
         .post("/groups", &app.admin_key, json!({"name": "vault-readers"}))
         .await;
     create_role(&app, "Secret reader", &["secret.read"]).await;
-    let (status, body) = app.post("/role-bindings", &app.admin_key, json!({"role": "Secret reader", "subject": {"type": "group", "id": vault_readers["id"]}, "scope": {"type": "secret", "id": "0b3c1d7e-5a1f-4c2e-9d8b-7f6a5e4d3c2b"}})).await;
+    let (status, secret) = app
+        .post(
+            "/secrets",
+            &app.admin_key,
+            json!({"name": "erp-token", "value": "v"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{secret}");
+    let (status, body) = app.post("/role-bindings", &app.admin_key, json!({"role": "Secret reader", "subject": {"type": "group", "id": vault_readers["id"]}, "scope": {"type": "secret", "id": secret["id"]}})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let user = app.create_user("joiner@example.com").await;
     let (member_adder, _) =

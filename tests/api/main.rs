@@ -21,6 +21,7 @@ mod openapi;
 mod platform;
 mod rate_limits;
 mod saml;
+mod secrets;
 mod signin;
 mod storage;
 mod tenant_isolation;

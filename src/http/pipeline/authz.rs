@@ -78,6 +78,30 @@ impl Target for OnProcess {
     }
 }
 
+/// The secret named `{name}` in the path.
+pub struct OnSecret;
+
+impl Target for OnSecret {
+    const ON: Option<&'static str> = Some("the secret");
+
+    async fn resolve(context: &TenantContext, http: &HttpRequest) -> Result<Resource, ApiError> {
+        let name = http.match_info().get("name").unwrap_or_default();
+        if crate::secrets::check_name(name).is_err() {
+            return Err(ApiError::not_found());
+        }
+        let tx = context.read().await?;
+        let secret = crate::secrets::by_name(&tx, name).await?;
+        tx.commit().await?;
+        secret
+            .and_then(|s| {
+                context
+                    .policies()
+                    .resource_in(EntityKind::Secret, s.id.to_string(), s.folder_id)
+            })
+            .ok_or_else(ApiError::not_found)
+    }
+}
+
 /// A handler argument proving that the caller may do `A` on the target `T` of the request
 /// (the tenant unless said otherwise).
 pub struct Authorized<A: Action, T: Target = OnTenant> {

@@ -17,6 +17,7 @@ pub mod policies;
 pub mod processes;
 pub mod role_bindings;
 pub mod roles;
+pub mod secrets;
 pub mod service_accounts;
 pub mod sessions;
 pub mod settings;
@@ -140,6 +141,15 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(processes::update_process),
                 operation!(processes::publish_process),
                 operation!(processes::delete_process),
+                operation!(secrets::list_secrets),
+                operation!(secrets::create_secret),
+                operation!(secrets::create_folder_secret),
+                operation!(secrets::get_secret),
+                operation!(secrets::read_secret_value),
+                operation!(secrets::rotate_secret),
+                operation!(secrets::delete_secret),
+                operation!(secrets::get_encryption_key),
+                operation!(secrets::rotate_encryption_key),
                 operation!(audit::list_audit_events),
                 operation!(audit::export_audit),
                 operation!(audit::verify_audit),

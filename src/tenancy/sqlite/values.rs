@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use entity::control::{platform_setting, tenant};
 use entity::tenant::{
-    api_key, audit_checkpoint, audit_event, audit_head, folder, group, group_member,
+    api_key, audit_checkpoint, audit_event, audit_head, data_key, folder, group, group_member,
     identity_provider, login_state, oauth_client, policy, policy_version, process, role,
-    role_binding, saml_assertion, service_account, session, tenant_setting, trusted_issuer, user,
-    user_identity,
+    role_binding, saml_assertion, secret, secret_version, service_account, session, tenant_setting,
+    trusted_issuer, user, user_identity,
 };
 
 /// How a stored column is decoded.
@@ -80,6 +80,7 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<audit_checkpoint::Entity>(&mut columns);
     add::<audit_event::Entity>(&mut columns);
     add::<audit_head::Entity>(&mut columns);
+    add::<data_key::Entity>(&mut columns);
     add::<folder::Entity>(&mut columns);
     add::<group::Entity>(&mut columns);
     add::<group_member::Entity>(&mut columns);
@@ -92,6 +93,8 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<role::Entity>(&mut columns);
     add::<role_binding::Entity>(&mut columns);
     add::<saml_assertion::Entity>(&mut columns);
+    add::<secret::Entity>(&mut columns);
+    add::<secret_version::Entity>(&mut columns);
     add::<service_account::Entity>(&mut columns);
     add::<session::Entity>(&mut columns);
     add::<tenant_setting::Entity>(&mut columns);

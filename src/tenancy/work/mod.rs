@@ -65,6 +65,8 @@ struct AuditNote {
     resource: Option<(&'static str, String)>,
     decision: Option<Outcome>,
     reasons: Vec<String>,
+    /// What the work adds about its outcome (which secret version was read), never a value.
+    details: Vec<(&'static str, serde_json::Value)>,
     /// Set once the event was written inside a change's transaction.
     recorded: bool,
 }
@@ -166,6 +168,11 @@ impl TenantContext {
         self.0.state.keystore.as_ref()
     }
 
+    /// Envelope encryption of the tenant's sensitive fields, and its KEK rotations.
+    pub fn envelope(&self) -> &Arc<crate::secrets::envelope::Envelope> {
+        &self.0.state.envelope
+    }
+
     /// The relying party of the tenants' OpenID sign-ins (to forget a changed provider).
     pub fn sign_ins(&self) -> &crate::signin::oidc::OidcLogins {
         &self.0.state.oidc
@@ -207,6 +214,40 @@ impl TenantContext {
             Outcome::Deny
         });
         note.reasons = decision.reasons;
+        if decision.allowed {
+            Ok(Allowed::new(resource, self.0.id))
+        } else {
+            Err(WorkError::Denied(A::NAME))
+        }
+    }
+
+    /// Decides `A` on `resource` as one of several uses inside this work (each secret a process
+    /// resolves), recording the decision as its own audit event with `details` — allowed or
+    /// denied alike — before answering.
+    pub async fn authorize_use<A: Action>(
+        &self,
+        resource: Resource,
+        details: &[(&'static str, serde_json::Value)],
+    ) -> Result<Allowed<A>, WorkError> {
+        let decision = self.decide::<A>(&resource);
+        let (outcome, status) = if decision.allowed {
+            (Outcome::Allow, 200)
+        } else {
+            (Outcome::Deny, 403)
+        };
+        let principal = &self.0.principal;
+        let mut event = AuditEvent::new(&self.0.meta, A::NAME, resource.kind.api_name())
+            .actor(principal.actor_type(), principal.actor_id())
+            .outcome(outcome, status)
+            .detail("credential", principal.credential_kind());
+        event.resource_id = Some(resource.id.clone());
+        for (key, value) in details {
+            event = event.detail(key, value.clone());
+        }
+        if !decision.reasons.is_empty() {
+            event = event.detail("policies", decision.reasons);
+        }
+        self.0.state.audit.record(self.slug(), event).await?;
         if decision.allowed {
             Ok(Allowed::new(resource, self.0.id))
         } else {
@@ -276,6 +317,12 @@ impl TenantContext {
         note.reasons = vec![reason];
     }
 
+    /// Adds `key: value` to the audit event this work leaves when no change records it (a read's
+    /// event: which secret version was read). Never a secret value.
+    pub fn note_detail(&self, key: &'static str, value: impl Into<serde_json::Value>) {
+        self.note().details.push((key, value.into()));
+    }
+
     /// The audit event of this work, as far as it is known, for an outcome of `status`.
     pub fn event(&self, status: u16) -> AuditEvent {
         let note = self.note();
@@ -294,6 +341,9 @@ impl TenantContext {
         .outcome(decision, status)
         .detail("credential", principal.credential_kind());
         event.resource_id = resource_id;
+        for (key, value) in &note.details {
+            event = event.detail(key, value.clone());
+        }
         if !note.reasons.is_empty() {
             event = event.detail("policies", note.reasons.clone());
         } else if decision == Outcome::Deny {
