@@ -101,7 +101,13 @@ impl VaultKeyStore {
         }
     }
 
-    async fn ensure_signing_key(&self, name: &KeyName) -> Result<String, KeyStoreError> {
+    /// Makes sure the transit key `name` exists with the type `kind` (Ed25519 for signing,
+    /// AES-256-GCM for wrapping); returns its transit name.
+    async fn ensure_transit_key(
+        &self,
+        name: &KeyName,
+        kind: KeyType,
+    ) -> Result<String, KeyStoreError> {
         let key = Self::transit_key(name);
         if !self.known_keys().contains(&key) {
             // Creating an existing transit key changes nothing, so racing creators are harmless.
@@ -109,24 +115,7 @@ impl VaultKeyStore {
                 &*self.client(),
                 &self.transit_mount,
                 &key,
-                Some(CreateKeyRequest::builder().key_type(KeyType::Ed25519)),
-            )
-            .await
-            .map_err(map_error)?;
-            self.known_keys().insert(key.clone());
-        }
-        Ok(key)
-    }
-
-    /// Makes sure the wrapping key `name` exists (an AES-256-GCM transit key).
-    async fn ensure_wrapping_key(&self, name: &KeyName) -> Result<String, KeyStoreError> {
-        let key = Self::transit_key(name);
-        if !self.known_keys().contains(&key) {
-            transit::key::create(
-                &*self.client(),
-                &self.transit_mount,
-                &key,
-                Some(CreateKeyRequest::builder().key_type(KeyType::Aes256Gcm96)),
+                Some(CreateKeyRequest::builder().key_type(kind)),
             )
             .await
             .map_err(map_error)?;
@@ -167,7 +156,7 @@ impl KeyStore for VaultKeyStore {
     }
 
     async fn sign(&self, name: &KeyName, message: &[u8]) -> Result<String, KeyStoreError> {
-        let key = self.ensure_signing_key(name).await?;
+        let key = self.ensure_transit_key(name, KeyType::Ed25519).await?;
         let signed = transit::data::sign(
             &*self.client(),
             &self.transit_mount,
@@ -186,7 +175,7 @@ impl KeyStore for VaultKeyStore {
         message: &[u8],
         signature: &str,
     ) -> Result<bool, KeyStoreError> {
-        let key = self.ensure_signing_key(name).await?;
+        let key = self.ensure_transit_key(name, KeyType::Ed25519).await?;
         let verified = transit::data::verify(
             &*self.client(),
             &self.transit_mount,
@@ -245,7 +234,7 @@ impl KeyStore for VaultKeyStore {
     }
 
     async fn wrap(&self, name: &KeyName, plaintext: &[u8]) -> Result<String, KeyStoreError> {
-        let key = self.ensure_wrapping_key(name).await?;
+        let key = self.ensure_transit_key(name, KeyType::Aes256Gcm96).await?;
         let wrapped = transit::data::encrypt(
             &*self.client(),
             &self.transit_mount,
@@ -277,7 +266,7 @@ impl KeyStore for VaultKeyStore {
     }
 
     async fn rotate_wrapping_key(&self, name: &KeyName) -> Result<u32, KeyStoreError> {
-        let key = self.ensure_wrapping_key(name).await?;
+        let key = self.ensure_transit_key(name, KeyType::Aes256Gcm96).await?;
         transit::key::rotate(&*self.client(), &self.transit_mount, &key)
             .await
             .map_err(map_error)?;

@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flowgate::app::AppState;
+use flowgate::audit::RequestMeta;
 use flowgate::config::Settings;
 use flowgate::http::{ServeOptions, Server};
+use flowgate::identity::{AccountCredential, Principal};
+use flowgate::tenancy::Slug;
+use flowgate::tenancy::work::TenantContext;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -251,14 +255,14 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    /// A new service account holding `role` on the tenant (or no role), and a key for it.
-    pub async fn key_with_role(&self, role: Option<&str>) -> String {
+    /// A new service account holding `role` on the tenant (or no role); its id.
+    pub async fn account_with_role(&self, role: Option<&str>) -> String {
         let name = format!("sa-{}", Uuid::new_v4().simple());
         let (status, account) = self
             .post("/service-accounts", &self.admin_key, json!({"name": name}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{account}");
-        let id = account["id"].as_str().unwrap();
+        let id = account["id"].as_str().unwrap().to_owned();
         if let Some(role) = role {
             let (status, body) = self
                 .post(
@@ -269,6 +273,12 @@ impl TestApp {
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
+        id
+    }
+
+    /// A new service account holding `role` on the tenant (or no role), and a key for it.
+    pub async fn key_with_role(&self, role: Option<&str>) -> String {
+        let id = self.account_with_role(role).await;
         let (status, key) = self
             .post(
                 "/api-keys",
@@ -278,6 +288,28 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{key}");
         key["key"].as_str().unwrap().to_owned()
+    }
+
+    /// A new service account with `role` (or none), as the principal a worker acting for it
+    /// holds outside HTTP.
+    pub async fn worker(&self, role: Option<&str>) -> Principal {
+        Principal::ServiceAccount {
+            id: self.account_with_role(role).await.parse().unwrap(),
+            credential: AccountCredential::ApiKey(Uuid::nil()),
+        }
+    }
+
+    /// The unit of work of `principal` in this app's tenant, as a job outside HTTP opens it.
+    pub async fn work(&self, principal: Principal) -> TenantContext {
+        let slug = Slug::parse(&self.tenant).unwrap();
+        let tenant = self.state.tenants.get(&slug).await.unwrap();
+        let meta = RequestMeta {
+            request_id: format!("job-{}", Uuid::new_v4().simple()),
+            ..RequestMeta::default()
+        };
+        TenantContext::open(self.state.clone(), tenant, principal, meta)
+            .await
+            .unwrap()
     }
 
     /// Every audit event of the tenant, oldest first (reading them adds events of its own).

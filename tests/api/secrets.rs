@@ -7,15 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use entity::tenant::data_key;
-use flowgate::audit::RequestMeta;
 use flowgate::authz::actions::{SecretRead, SecretWrite};
 use flowgate::authz::schema::EntityKind;
-use flowgate::identity::{AccountCredential, Principal};
 use flowgate::keystore::{KeyName, Purpose};
 use flowgate::secrets::envelope::{Envelope, Revealed};
 use flowgate::secrets::resolver::{ResolveError, resolve};
-use flowgate::tenancy::work::{Change, TenantContext};
-use flowgate::tenancy::{Slug, Tenant};
+use flowgate::tenancy::work::Change;
 use reqwest::{Method, StatusCode};
 use sea_orm::EntityTrait as _;
 use secrecy::ExposeSecret as _;
@@ -177,12 +174,12 @@ on_both_databases! {
         create(&app, "erp-token", &canary).await;
         create(&app, "erp-user", "robot").await;
 
-        let operator = context(&app, principal(&app, Some("Operator")).await).await;
+        let operator = app.work(app.worker(Some("Operator")).await).await;
         let resolved = resolve(&operator, "Basic ${secret:erp-user}:${secret:erp-token};").await.unwrap();
         assert_eq!(resolved.expose_secret(), format!("Basic robot:{canary};"));
         assert!(!format!("{resolved:?}").contains(&canary), "the result prints redacted");
 
-        let viewer = context(&app, principal(&app, Some("Viewer")).await).await;
+        let viewer = app.work(app.worker(Some("Viewer")).await).await;
         let denied = resolve(&viewer, "${secret:erp-token}").await.unwrap_err();
         assert!(matches!(denied, ResolveError::Denied(ref n) if n == "erp-token"), "{denied}");
         assert!(!denied.to_string().contains(&canary));
@@ -199,7 +196,7 @@ on_both_databases! {
     }
 
     async fn sealed_fields_survive_kek_rotation_and_die_with_the_tenant(app) {
-        let admin = context(&app, principal(&app, Some("Admin")).await).await;
+        let admin = app.work(app.worker(Some("Admin")).await).await;
         let envelope: &Arc<Envelope> = admin.envelope();
         // Sealing happens inside a change (a process variable would be saved with it).
         let secret = create(&app, "holder", "x").await;
@@ -216,7 +213,7 @@ on_both_databases! {
 
         let shown = envelope.reveal::<SecretRead>(&admin, &resource, "iban", &sealed).await.unwrap();
         assert!(matches!(shown, Revealed::Plain(ref p) if p.expose_secret() == "DE89 3704 0044 0532 0130 00"));
-        let viewer = context(&app, principal(&app, Some("Viewer")).await).await;
+        let viewer = app.work(app.worker(Some("Viewer")).await).await;
         let masked = envelope.reveal::<SecretRead>(&viewer, &resource, "iban", &sealed).await.unwrap();
         assert!(matches!(masked, Revealed::Masked));
         // Bound to its field, and tamper-evident.
@@ -243,7 +240,7 @@ on_both_databases! {
             status = app.get("/encryption-key", &app.admin_key).await.1;
         }
         assert_eq!(status["data_keys_current"], 1, "{status}");
-        let fresh = context(&app, principal(&app, Some("Admin")).await).await;
+        let fresh = app.work(app.worker(Some("Admin")).await).await;
         fresh.envelope().forget_tenant(&app.tenant);
         let shown = fresh.envelope().reveal::<SecretRead>(&fresh, &resource, "iban", &sealed).await.unwrap();
         assert!(matches!(shown, Revealed::Plain(_)), "readable after the re-wrap");
@@ -413,46 +410,10 @@ async fn secrets_in_a_folder_are_scoped_to_it() {
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
 }
 
-/// A service account with `role` on the tenant, as a worker acting for it holds it.
-async fn principal(app: &TestApp, role: Option<&str>) -> Principal {
-    let name = format!("worker-{}", Uuid::new_v4().simple());
-    let (status, account) = app
-        .post("/service-accounts", &app.admin_key, json!({"name": name}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{account}");
-    let id: Uuid = account["id"].as_str().unwrap().parse().unwrap();
-    if let Some(role) = role {
-        let (status, body) = app
-            .post(
-                "/role-bindings",
-                &app.admin_key,
-                json!({"role": role, "subject": {"type": "service_account", "id": id}, "scope": {"type": "tenant"}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    Principal::ServiceAccount {
-        id,
-        credential: AccountCredential::ApiKey(Uuid::nil()),
-    }
-}
-
-async fn context(app: &TestApp, principal: Principal) -> TenantContext {
-    let slug = Slug::parse(&app.tenant).unwrap();
-    let tenant: Arc<Tenant> = app.state.tenants.get(&slug).await.unwrap();
-    let meta = RequestMeta {
-        request_id: format!("job-{}", Uuid::new_v4().simple()),
-        ..RequestMeta::default()
-    };
-    TenantContext::open(app.state.clone(), tenant, principal, meta)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_rotates_a_tenant_key_and_rewraps_with_progress() {
     let app = spawn_app(Db::Sqlite).await;
-    let admin = context(&app, principal(&app, Some("Admin")).await).await;
+    let admin = app.work(app.worker(Some("Admin")).await).await;
     let secret = create(&app, "holder", "x").await;
     let resource = admin
         .policies()

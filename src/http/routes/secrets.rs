@@ -369,14 +369,6 @@ fn visible(request: &TenantContext, secret: &secret::Model) -> bool {
         .is_some_and(|r| request.may::<SecretList>(&r))
 }
 
-/// The secret the path names, read in `request`'s own transaction.
-async fn named(request: &TenantContext, name: &str) -> Result<secret::Model, ApiError> {
-    let tx = request.read().await?;
-    let secret = secrets::by_name(&tx, name).await?;
-    tx.commit().await?;
-    secret.ok_or_else(ApiError::not_found)
-}
-
 /// Get a secret's metadata and versions (never its value).
 #[utoipa::path(
     get,
@@ -388,8 +380,10 @@ pub async fn get_secret(
     auth: Authorized<SecretList, OnSecret>,
     name: SecretName,
 ) -> Result<web::Json<SecretView>, ApiError> {
-    let secret = named(&auth, &name.0).await?;
     let tx = auth.read().await?;
+    let secret = secrets::by_name(&tx, &name.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let versions = secrets::versions(&tx, secret.id).await?;
     tx.commit().await?;
     Ok(web::Json(view(secret, versions)))
@@ -411,9 +405,11 @@ pub async fn read_secret_value(
     name: SecretName,
     query: web::Query<ValueParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let secret = named(&auth, &name.0).await?;
-    auth.note_detail("name", secret.name.clone());
     let tx = auth.read().await?;
+    let secret = secrets::by_name(&tx, &name.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    auth.note_detail("name", secret.name.clone());
     let read = secrets::read_value(
         &tx,
         auth.keystore(),
