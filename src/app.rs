@@ -45,6 +45,8 @@ pub struct AppState {
     pub federation: Federation,
     /// Per-tenant envelope encryption of fields, and the tenants' KEK rotations.
     pub envelope: Arc<Envelope>,
+    /// Tenants' payload-encryption keys and requirements, as cached here.
+    pub payload_caches: crate::http::jose::PayloadCaches,
     /// The last readiness check and when it was made.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -86,6 +88,7 @@ impl AppState {
             oidc: OidcLogins::new(outbound.clone()),
             federation: Federation::new(outbound.clone()),
             envelope: Arc::new(Envelope::new(Arc::clone(&keystore), Arc::clone(&dbs))),
+            payload_caches: Default::default(),
             outbound,
             readiness: tokio::sync::Mutex::new(None),
             settings,
@@ -115,6 +118,7 @@ impl AppState {
         self.tokens.forget_tenant(slug);
         self.federation.forget_tenant(slug);
         self.envelope.forget_tenant(slug);
+        self.payload_caches.forget_tenant(slug);
         self.keystore.forget(slug);
     }
 
@@ -125,6 +129,7 @@ impl AppState {
         self.api_keys.forget_all_keys();
         self.tokens.forget_all();
         self.federation.forget_all();
+        self.payload_caches.forget_all();
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.

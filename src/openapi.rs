@@ -85,5 +85,28 @@ pub fn document() -> Document {
 
 /// The document as committed in `openapi/flowgate.json`.
 pub fn document_json() -> String {
-    document().to_pretty_json().unwrap_or_default() + "\n"
+    let mut value = serde_json::to_value(document()).unwrap_or_default();
+    sort_extensions(&mut value);
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+}
+
+/// Specification extensions (`x-…`) are kept in hash maps, so an object with several of them
+/// would list them in a new order on every run: the committed text lists them sorted, after the
+/// object's other members.
+fn sort_extensions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut members: Vec<_> = std::mem::take(map).into_iter().collect();
+            members.sort_by(
+                |(a, _), (b, _)| match (a.starts_with("x-"), b.starts_with("x-")) {
+                    (true, true) => a.cmp(b),
+                    (x, y) => x.cmp(&y),
+                },
+            );
+            map.extend(members);
+            map.values_mut().for_each(sort_extensions);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_extensions),
+        _ => {}
+    }
 }

@@ -46,6 +46,8 @@ macro_rules! error_codes {
 
 error_codes! {
     MalformedRequest,
+    InvalidJwe,
+    UnsupportedJwe,
     Unauthenticated,
     InvalidCredentials,
     SignInFailed,
@@ -55,7 +57,9 @@ error_codes! {
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    NotAcceptable,
     UnsupportedMediaType,
+    EncryptionRequired,
     ValidationFailed,
     RateLimited,
     DependencyUnavailable,
@@ -72,6 +76,16 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST,
                 "malformed_request",
                 "The request is malformed",
+            ),
+            InvalidJwe => (
+                StatusCode::BAD_REQUEST,
+                "invalid_jwe",
+                "The encrypted body could not be decrypted",
+            ),
+            UnsupportedJwe => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_jwe",
+                "The encrypted body uses an algorithm or feature that is not accepted",
             ),
             Unauthenticated => (
                 StatusCode::UNAUTHORIZED,
@@ -110,10 +124,20 @@ impl ErrorCode {
                 "payload_too_large",
                 "The request body is too large",
             ),
+            NotAcceptable => (
+                StatusCode::NOT_ACCEPTABLE,
+                "not_acceptable",
+                "The response cannot be given in an acceptable form",
+            ),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Unsupported content type",
+            ),
+            EncryptionRequired => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "encryption_required",
+                "This operation requires an encrypted body (application/jose)",
             ),
             ValidationFailed => (
                 StatusCode::UNPROCESSABLE_ENTITY,

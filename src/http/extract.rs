@@ -23,6 +23,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 
 use super::contract::{Body, Contract, Documented};
 use super::error::{ApiError, ErrorCode, FieldError};
+use super::jose;
 use crate::app::AppState;
 use crate::tenancy::Slug;
 use crate::tenancy::slug::SLUG_PATTERN;
@@ -32,10 +33,19 @@ use crate::tenancy::slug::SLUG_PATTERN;
 /// caller without the permission learns nothing from body errors. Unknown fields, wrong types
 /// and missing fields are 422 naming the field; syntax errors are 400; another content type is
 /// 415; a body over the limit is 413.
+///
+/// On the tenant API the body may also be a JWE (`application/jose`, see [`super::jose`]): the
+/// limit bounds the encrypted body, and what it decrypts to is parsed exactly as a plaintext
+/// body. A plaintext body on an operation that requires encryption is 415
+/// `encryption_required`.
 pub struct JsonBody<T> {
     payload: Payload,
     /// A content-type or declared-length problem, reported when the body is parsed.
     refused: Option<ApiError>,
+    /// The body is declared `application/jose`.
+    encrypted: bool,
+    /// The request, for its tenant context and its payload negotiation.
+    http: HttpRequest,
     limit: usize,
     _type: PhantomData<T>,
 }
@@ -48,11 +58,19 @@ impl<T> FromRequest for JsonBody<T> {
         let limit = req
             .app_data::<web::Data<AppState>>()
             .map_or(1024 * 1024, |s| s.settings.body_limit);
+        let encrypted = jose::negotiate::is_jose(req.headers());
+        let content_type = if encrypted {
+            Ok(())
+        } else {
+            check_content_type(req)
+        };
         ready(Ok(JsonBody {
             payload: payload.take(),
-            refused: check_content_type(req)
+            refused: content_type
                 .and_then(|()| check_declared_length(req, limit))
                 .err(),
+            encrypted,
+            http: req.clone(),
             limit,
             _type: PhantomData,
         }))
@@ -64,6 +82,13 @@ impl<T: DeserializeOwned> JsonBody<T> {
     pub async fn parse(mut self) -> Result<T, ApiError> {
         if let Some(refused) = self.refused {
             return Err(refused);
+        }
+        if !self.encrypted && jose::negotiate::plaintext_refused(&self.http) {
+            return Err(ApiError::new(
+                ErrorCode::EncryptionRequired,
+                "This tenant requires this operation's body to be encrypted: send a JWE as \
+                 `Content-Type: application/jose`.",
+            ));
         }
         let mut body = web::BytesMut::new();
         while let Some(chunk) = self.payload.next().await {
@@ -78,7 +103,12 @@ impl<T: DeserializeOwned> JsonBody<T> {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_json(&body)
+        if self.encrypted {
+            let plaintext = jose::negotiate::decrypt_request(&self.http, &body).await?;
+            parse_json(&plaintext)
+        } else {
+            parse_json(&body)
+        }
     }
 }
 
@@ -103,6 +133,13 @@ impl<T: ToSchema + DeserializeOwned> Documented for JsonBody<T> {
             ErrorCode::UnsupportedMediaType,
             ErrorCode::ValidationFailed,
         ]);
+        if contract.security == Some(super::contract::Security::Tenant) {
+            contract.errors(&[
+                ErrorCode::InvalidJwe,
+                ErrorCode::UnsupportedJwe,
+                ErrorCode::EncryptionRequired,
+            ]);
+        }
     }
 }
 
@@ -118,7 +155,8 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
-            "Send the body as `Content-Type: application/json`.",
+            "Send the body as `Content-Type: application/json` (or, on the tenant API, as a JWE \
+             with `Content-Type: application/jose`).",
         ))
     }
 }

@@ -6,6 +6,7 @@ pub mod contract;
 pub mod error;
 pub mod extract;
 mod fallback;
+pub mod jose;
 pub mod operation;
 pub mod pages;
 pub mod pipeline;

@@ -14,11 +14,13 @@ use actix_web::{FromRequest, Handler, Resource, Responder, guard};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation as DocOperation};
 use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, Response};
 
 use super::contract::{Contract, Schemas, Security, Signature};
 use super::error::ErrorCode;
+use super::jose;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -69,13 +71,13 @@ impl Operation {
         P: utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>,
     {
         let method = P::methods().into_iter().next().unwrap_or(HttpMethod::Get);
-        let http_method = method_of(&method);
+        let method_for_route = http_method(&method);
         Operation {
             method,
             path: P::path(),
             resource: Box::new(move |path| {
                 Resource::new(path)
-                    .guard(guard::Method(http_method.clone()))
+                    .guard(guard::Method(method_for_route.clone()))
                     .to(handler.clone())
             }),
             describe: || {
@@ -116,7 +118,8 @@ impl Operation {
     }
 }
 
-fn method_of(method: &HttpMethod) -> Method {
+/// The HTTP method of a documented one.
+pub fn http_method(method: &HttpMethod) -> Method {
     match method {
         HttpMethod::Get => Method::GET,
         HttpMethod::Post => Method::POST,
@@ -177,9 +180,14 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
     if !contract.parameters.is_empty() {
         operation.parameters = Some(contract.parameters.into_iter().map(RefOr::T).collect());
     }
+    let tenant = contract.security == Some(Security::Tenant);
+    let mut errors = contract.errors;
     if let Some(body) = contract.body {
         let mut content = Content::new(Some(body.schema));
         content.example = body.example;
+        // The JWE form of the body is said in the text and `x-flowgate-payload-encryption`, not
+        // as a second request media type: openapi-python-client 0.29 generates code that does
+        // not import for any body with two (a template bug), and an SDK must build either way.
         operation.request_body = Some(RefOr::T(
             RequestBodyBuilder::new()
                 .content(body.media_type, content)
@@ -187,8 +195,75 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
                 .build(),
         ));
     }
+    if tenant {
+        document_encryption(operation);
+        errors.insert(ErrorCode::NotAcceptable);
+    }
     schemas.extend(contract.schemas);
-    document_responses(operation, &contract.errors);
+    document_responses(operation, &errors);
+}
+
+/// A JWE compact serialization, as a response alternative.
+fn jwe_content() -> Content {
+    ContentBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "A JWE compact serialization (`alg` `dir` or `RSA-OAEP-256`, `enc` `A256GCM`) \
+                     of the JSON document.",
+                )),
+        ))
+        .build()
+}
+
+/// Every tenant operation takes and gives encrypted payloads beside plaintext JSON, and the
+/// tenant may require them ([`jose::negotiate`]); says which, in the text and in
+/// `x-flowgate-payload-encryption` (`tenant-settable` or `never-required`).
+fn document_encryption(operation: &mut DocOperation) {
+    let settable = operation
+        .operation_id
+        .as_deref()
+        .is_none_or(|id| !jose::negotiate::NEVER_REQUIRED.contains(&id));
+    let (mode, text) = if settable {
+        (
+            "tenant-settable",
+            "Payloads may be encrypted: a request body may be sent as `application/jose` (a JWE of \
+             the JSON body) and answers come as one when asked; the tenant can require it for this \
+             operation (settings `payload_encryption_required`, `payload_encryption_operations`), \
+             and then a plaintext body is 415 and every successful answer is a JWE.",
+        )
+    } else {
+        (
+            "never-required",
+            "Payloads may be encrypted: a request body may be sent as `application/jose` (a JWE of \
+             the JSON body) and answers come as one when asked; no tenant can require it here, so \
+             that a requirement can always be turned off.",
+        )
+    };
+    if let Some(description) = operation.description.as_mut() {
+        description.push_str("\n\n");
+        description.push_str(text);
+    }
+    operation
+        .extensions
+        .get_or_insert_with(Default::default)
+        .merge(
+            ExtensionsBuilder::new()
+                .add("x-flowgate-payload-encryption", mode)
+                .build(),
+        );
+    for (status, response) in operation.responses.responses.iter_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        let success = status.starts_with('2');
+        if success && response.content.contains_key("application/json") {
+            response
+                .content
+                .insert(jose::MEDIA_TYPE.to_owned(), RefOr::T(jwe_content()));
+        }
+    }
 }
 
 /// Every response gets a description; every error response the problem schema; and every

@@ -1,5 +1,5 @@
-//! A tenant's sign-in and session policy: its second-factor requirement and session timeouts,
-//! one row per setting in `tenant_settings`.
+//! A tenant's sign-in and session policy (its second-factor requirement and session timeouts)
+//! and its payload-encryption requirement, one row per setting in `tenant_settings`.
 
 use chrono::Utc;
 use entity::tenant::tenant_setting;
@@ -36,11 +36,19 @@ pub struct TenantSettings {
     pub session_idle_minutes: i64,
     /// Minutes after sign-in at which a session ends, however active.
     pub session_absolute_minutes: i64,
+    /// Every operation of the tenant API (but the settings operations) takes and gives only
+    /// encrypted payloads (`application/jose`).
+    pub payload_encryption_required: bool,
+    /// Operation ids (as in the OpenAPI document) that take and give only encrypted payloads,
+    /// beside the tenant-wide requirement.
+    pub payload_encryption_operations: Vec<String>,
 }
 
 const MFA: &str = "mfa";
 const IDLE: &str = "session_idle_minutes";
 const ABSOLUTE: &str = "session_absolute_minutes";
+const ENCRYPTION_REQUIRED: &str = "payload_encryption_required";
+const ENCRYPTION_OPERATIONS: &str = "payload_encryption_operations";
 
 impl TenantSettings {
     pub async fn load(conn: &impl ConnectionTrait) -> Result<Self, DbErr> {
@@ -62,6 +70,12 @@ impl TenantSettings {
                 &ABSOLUTE_MINUTES,
                 DEFAULT_ABSOLUTE_MINUTES,
             ),
+            payload_encryption_required: value(ENCRYPTION_REQUIRED)
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            payload_encryption_operations: value(ENCRYPTION_OPERATIONS)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -72,6 +86,14 @@ impl TenantSettings {
             (MFA, serde_json::to_value(self.mfa).unwrap_or_default()),
             (IDLE, Value::from(self.session_idle_minutes)),
             (ABSOLUTE, Value::from(self.session_absolute_minutes)),
+            (
+                ENCRYPTION_REQUIRED,
+                Value::from(self.payload_encryption_required),
+            ),
+            (
+                ENCRYPTION_OPERATIONS,
+                Value::from(self.payload_encryption_operations.clone()),
+            ),
         ] {
             tenant_setting::Entity::insert(tenant_setting::ActiveModel {
                 key: Set(key.to_owned()),

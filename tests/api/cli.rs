@@ -165,6 +165,8 @@ async fn tenants_are_managed_from_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_embedded_defaults_prints_the_operator_token_once_and_never_logs_secrets() {
+    //! Also the canary of secret values and payload keys: planted through the API, found in no
+    //! log line, error body, audit event or file.
     let dir = std::env::temp_dir().join(format!("flowgate-serve-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -277,6 +279,7 @@ async fn serve_with_embedded_defaults_prints_the_operator_token_once_and_never_l
         .await
         .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let (canary, dir_key) = plant_secrets(&client, &base, &key).await;
     stop(&server);
     assert!(server.wait().await.unwrap().success(), "a graceful stop");
     // A second start keeps the token and does not print it again.
@@ -307,8 +310,23 @@ async fn serve_with_embedded_defaults_prints_the_operator_token_once_and_never_l
         1,
         "printed once, on the first start only"
     );
-    for secret in [&token, &key] {
+    for secret in [&token, &key, &canary, &dir_key] {
         assert!(!logs.contains(secret.as_str()), "a secret reached the log");
+        assert!(
+            !printed.contains(secret.as_str()) || secret == &token,
+            "a secret reached stderr"
+        );
+    }
+    // Nor any file: databases (rows, audit trail, journals) and the sealed key store.
+    for file in files_under(&dir.join("data")) {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in [&canary, &dir_key] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a secret in plain text",
+                file.display()
+            );
+        }
     }
     let requests: Vec<serde_json::Value> = logs
         .lines()
@@ -322,6 +340,103 @@ async fn serve_with_embedded_defaults_prints_the_operator_token_once_and_never_l
             .is_some_and(|id| id.len() == 32)
     }));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Plants a secret value and a payload `dir` key through the API, uses both, and makes
+/// requests that fail around them; returns them, to be looked for where they must not be.
+async fn plant_secrets(client: &reqwest::Client, base: &str, key: &str) -> (String, String) {
+    let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    let api = format!("{base}/t/acme/api/v1");
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut request = client
+            .request(method, format!("{api}{path}"))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let created = call(
+        reqwest::Method::POST,
+        "/secrets",
+        Some(serde_json::json!({"name": "erp-token", "value": canary})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let read: serde_json::Value = call(reqwest::Method::GET, "/secrets/erp-token/value", None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["value"], canary.as_str());
+    for refused in [
+        serde_json::json!({"name": "erp-token", "value": canary}),
+        serde_json::json!({"name": format!("bad name {canary}"), "value": canary}),
+        serde_json::json!({"name": "x", "value": canary, "unknown": canary}),
+    ] {
+        let response = call(reqwest::Method::POST, "/secrets", Some(refused))
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error());
+        assert!(
+            !response.text().await.unwrap().contains(&canary),
+            "an error body echoes the value"
+        );
+    }
+    let rotated = call(
+        reqwest::Method::PUT,
+        "/secrets/erp-token",
+        Some(serde_json::json!({"value": format!("{canary}-2")})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rotated.status(), reqwest::StatusCode::OK);
+    let keys: serde_json::Value = call(reqwest::Method::GET, "/api-keys", None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let jwk: serde_json::Value = call(
+        reqwest::Method::POST,
+        &format!("/api-keys/{key_id}/payload-key"),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let dir_key = jwk["k"]
+        .as_str()
+        .expect("the dir key, shown once")
+        .to_owned();
+    let audit = call(reqwest::Method::GET, "/audit/export", None)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("secret.read"), "{audit}");
+    assert!(!audit.contains(&canary) && !audit.contains(&dir_key));
+    (canary, dir_key)
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]

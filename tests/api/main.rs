@@ -17,6 +17,7 @@ mod database_tls;
 mod errors;
 mod federation;
 mod health;
+mod jose;
 mod openapi;
 mod platform;
 mod rate_limits;

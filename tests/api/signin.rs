@@ -818,7 +818,8 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exis
     assert_eq!(status, StatusCode::OK, "{settings}");
     assert_eq!(
         settings,
-        json!({"mfa": "optional", "session_idle_minutes": 5, "session_absolute_minutes": 720})
+        json!({"mfa": "optional", "session_idle_minutes": 5, "session_absolute_minutes": 720,
+               "payload_encryption_required": false, "payload_encryption_operations": []})
     );
 
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;

@@ -14,6 +14,7 @@ use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
 use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
+use crate::http::jose::keys::forget_credential;
 use crate::http::pipeline::authz::Authorized;
 use crate::identity::api_key::{PREFIX, revoke};
 use crate::tenancy::work::Change;
@@ -176,5 +177,10 @@ pub async fn delete_api_key(
         .ok_or_else(ApiError::not_found)?;
     tx.commit(Change::new("api_key", id.0, 204).invalidating())
         .await?;
+    // Its payload keys (http/jose) die with it; the credential no longer authenticates, so a
+    // failure here leaves only an unusable record, and the revocation stands.
+    if let Err(e) = forget_credential(auth.keystore(), auth.slug().as_str(), id.0).await {
+        tracing::warn!(error = %e, "the payload keys of a revoked credential were not destroyed");
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -15,6 +15,7 @@ use crate::authz::actions::{ApiKeyCreate, ApiKeyRead, ApiKeyRevoke};
 use crate::directory::{self, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
+use crate::http::jose::keys::forget_credential;
 use crate::http::pipeline::authz::Authorized;
 use crate::identity::tokens::{CLIENT_PREFIX, revoke_client};
 use crate::tenancy::work::Change;
@@ -165,5 +166,10 @@ pub async fn delete_client(
         .ok_or_else(ApiError::not_found)?;
     tx.commit(Change::new("oauth_client", id.0, 204).invalidating())
         .await?;
+    // Its payload keys (http/jose) die with it; the credential no longer authenticates, so a
+    // failure here leaves only an unusable record, and the revocation stands.
+    if let Err(e) = forget_credential(auth.keystore(), auth.slug().as_str(), id.0).await {
+        tracing::warn!(error = %e, "the payload keys of a revoked credential were not destroyed");
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod health;
 pub mod identity_providers;
 pub mod me;
+pub mod payload_keys;
 pub mod platform;
 pub mod policies;
 pub mod processes;
@@ -39,6 +40,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::jose::negotiate::negotiate;
 use super::operation::Operation;
 use super::pipeline::tenant_api;
 use crate::authz::impact::{Impact, Universe, impact};
@@ -167,6 +169,10 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(clients::create_client),
                 operation!(clients::list_clients),
                 operation!(clients::delete_client),
+                operation!(payload_keys::create_api_key_payload_key),
+                operation!(payload_keys::update_api_key_payload_key),
+                operation!(payload_keys::create_client_payload_key),
+                operation!(payload_keys::update_client_payload_key),
                 operation!(trusted_issuers::create_trusted_issuer),
                 operation!(trusted_issuers::list_trusted_issuers),
                 operation!(trusted_issuers::delete_trusted_issuer),
@@ -207,7 +213,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 cfg.service(resource);
             });
         } else if scope.tenant {
-            let gated = web::scope(scope.prefix).wrap(from_fn(tenant_api));
+            // The last wrap runs first: the tenant gate (stages 2 to 4 and 7), then the payload
+            // negotiation, which needs the gate's principal.
+            let gated = web::scope(scope.prefix)
+                .wrap(from_fn(negotiate))
+                .wrap(from_fn(tenant_api));
             cfg.service(resources.fold(gated, |s, resource| s.service(resource)));
         } else {
             let open = web::scope(scope.prefix);

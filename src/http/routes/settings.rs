@@ -1,4 +1,5 @@
-//! `/t/{tenant}/api/v1/settings`: the tenant's sign-in and session policy.
+//! `/t/{tenant}/api/v1/settings`: the tenant's sign-in and session policy, and its
+//! payload-encryption requirement.
 
 use actix_web::web;
 use serde::Deserialize;
@@ -7,6 +8,7 @@ use utoipa::ToSchema;
 use crate::authz::actions::{SettingsManage, SettingsRead};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
+use crate::http::jose::negotiate::{NEVER_REQUIRED, settable_operations};
 use crate::http::pipeline::authz::Authorized;
 use crate::signin::settings::{ABSOLUTE_MINUTES, IDLE_MINUTES, Mfa, TenantSettings};
 use crate::tenancy::work::Change;
@@ -14,7 +16,7 @@ use crate::tenancy::work::Change;
 /// Changes to the tenant's settings; fields left out keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"mfa": "optional", "session_idle_minutes": 20, "session_absolute_minutes": 480}))]
+#[schema(example = json!({"mfa": "optional", "session_idle_minutes": 20, "session_absolute_minutes": 480, "payload_encryption_required": false, "payload_encryption_operations": ["create_user"]}))]
 pub struct UpdateSettings {
     /// `required` is refused until WebAuthn MFA is available, so that no tenant believes it is
     /// protected when it is not.
@@ -23,7 +25,15 @@ pub struct UpdateSettings {
     pub session_idle_minutes: Option<i64>,
     /// 5 to 43,200.
     pub session_absolute_minutes: Option<i64>,
+    /// Require encrypted payloads (`application/jose`) on every operation but these settings.
+    pub payload_encryption_required: Option<bool>,
+    /// Operation ids that require encrypted payloads (replaces the list; at most 200; the
+    /// settings operations cannot be listed).
+    pub payload_encryption_operations: Option<Vec<String>>,
 }
+
+/// The longest list of operations that require encryption.
+const MAX_ENCRYPTED_OPERATIONS: usize = 200;
 
 /// Read the tenant's settings.
 #[utoipa::path(
@@ -43,7 +53,10 @@ pub async fn get_settings(
 
 /// Change the tenant's settings.
 ///
-/// New session timeouts apply to every session at its next request.
+/// New session timeouts apply to every session at its next request. A new payload-encryption
+/// requirement applies on this replica at once and on the others within seconds; these
+/// settings operations are never required to be encrypted, so the requirement can always be
+/// turned off.
 #[utoipa::path(
     patch,
     path = "/settings",
@@ -83,6 +96,9 @@ pub async fn update_settings(
             });
         }
     }
+    if let Some(operations) = &changes.payload_encryption_operations {
+        problems.extend(check_operations(operations));
+    }
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
@@ -97,15 +113,62 @@ pub async fn update_settings(
     if let Some(minutes) = changes.session_absolute_minutes {
         settings.session_absolute_minutes = minutes;
     }
+    if let Some(required) = changes.payload_encryption_required {
+        settings.payload_encryption_required = required;
+    }
+    if let Some(mut operations) = changes.payload_encryption_operations {
+        operations.sort_unstable();
+        operations.dedup();
+        settings.payload_encryption_operations = operations;
+    }
     settings.save(&tx, auth.allowed()).await?;
     tx.commit(
         Change::new("settings", auth.slug(), 200)
+            // Every replica forgets its cached payload-encryption requirement.
+            .invalidating()
             .detail("session_idle_minutes", settings.session_idle_minutes)
             .detail(
                 "session_absolute_minutes",
                 settings.session_absolute_minutes,
+            )
+            .detail(
+                "payload_encryption_required",
+                settings.payload_encryption_required,
+            )
+            .detail(
+                "payload_encryption_operations",
+                settings.payload_encryption_operations.join(","),
             ),
     )
     .await?;
     Ok(web::Json(settings))
+}
+
+/// The problems of a list of operations that require encryption: each must be an operation id
+/// of the tenant API, and not a settings operation.
+fn check_operations(operations: &[String]) -> Vec<FieldError> {
+    let field = "payload_encryption_operations";
+    if operations.len() > MAX_ENCRYPTED_OPERATIONS {
+        return vec![FieldError {
+            field: field.into(),
+            message: format!("at most {MAX_ENCRYPTED_OPERATIONS} operations"),
+        }];
+    }
+    operations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let message = if NEVER_REQUIRED.contains(&id.as_str()) {
+                "the settings operations cannot require encryption (it could not be turned off)"
+            } else if !settable_operations().any(|known| known == id) {
+                "no operation of the tenant API has this id"
+            } else {
+                return None;
+            };
+            Some(FieldError {
+                field: format!("{field}[{i}]"),
+                message: message.into(),
+            })
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::future::LocalBoxFuture;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa::openapi::Ref;
 
@@ -430,7 +431,11 @@ fn failed(error: IdentityError) -> HttpResponse {
     }
 }
 
-/// The tenant's token-signing keys (JWK set).
+/// The tenant's public keys (JWK set).
+///
+/// The keys that sign its access tokens (`use` `sig`, EdDSA) and the RSA key that clients
+/// encrypt request payloads to (`use` `enc`, `alg` `RSA-OAEP-256`, its RFC 7638 thumbprint as
+/// `kid`); the encryption key is made on first use.
 #[utoipa::path(
     get,
     path = "/jwks.json",
@@ -438,7 +443,17 @@ fn failed(error: IdentityError) -> HttpResponse {
     responses((status = 200, content_type = "application/jwk-set+json", body = Object, description = "The JWK set"))
 )]
 pub async fn jwks(page: SignInTenant) -> Result<HttpResponse, ApiError> {
-    let keys = page.state().tokens.jwks(&page.tenant().slug).await?;
+    let mut keys = page.state().tokens.jwks(&page.tenant().slug).await?;
+    // Beside the signing keys (`use` `sig`), the key clients encrypt payloads to (`use` `enc`).
+    let state = page.state();
+    let encryption = state
+        .payload_caches
+        .tenant_keys
+        .get(state.keystore.as_ref(), page.tenant().slug.as_str())
+        .await?;
+    if let Some(list) = keys.get_mut("keys").and_then(Value::as_array_mut) {
+        list.push(encryption.public_jwk().clone());
+    }
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/jwk-set+json"))
         // A rotated key signs at once: verifiers must not keep the set long.

@@ -173,6 +173,11 @@ impl TenantContext {
         &self.0.state.envelope
     }
 
+    /// What this replica caches about the tenants' encrypted payloads.
+    pub fn payload_caches(&self) -> &crate::http::jose::PayloadCaches {
+        &self.0.state.payload_caches
+    }
+
     /// The relying party of the tenants' OpenID sign-ins (to forget a changed provider).
     pub fn sign_ins(&self) -> &crate::signin::oidc::OidcLogins {
         &self.0.state.oidc

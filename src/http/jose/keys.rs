@@ -1,0 +1,428 @@
+//! The keys of encrypted payloads: the tenant's RSA key pair that requests are encrypted to,
+//! and each API key's or OAuth client's own keys (a shared `dir` key, a registered public key
+//! that responses are encrypted to).
+//!
+//! Invariants:
+//! - The tenant's key pair is made once, on first use, and kept in the key store as a record
+//!   (PKCS#8 DER) created with [`KeyStore::create_record`], so concurrent replicas agree on one
+//!   pair. Its parsed form is cached per slug (bounded, with a time to live) and forgotten with
+//!   the tenant's other cached state, on every replica.
+//! - A credential's keys are one key-store record named after the credential, read on each use
+//!   (never cached), so a new `dir` key replaces the old one at once on every replica.
+//! - The shared key leaves Flowgate once, in the answer that made it; [`DirKey`] and
+//!   [`TenantKey`] print as redacted.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use josekit::jwe::alg::direct::{DirectJweDecrypter, DirectJweEncrypter};
+use josekit::jwe::alg::rsaes::{RsaesJweDecrypter, RsaesJweEncrypter};
+use josekit::jwe::{Dir, RSA_OAEP_256};
+use josekit::jwk::Jwk;
+use josekit::jwk::KeyPair as _;
+use josekit::jwk::alg::rsa::RsaKeyPair;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::identity::{AccountCredential, Principal};
+use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
+use crate::tenancy::TenantCache;
+
+/// The size of a tenant's RSA key: 3072 bits is 128-bit security (NIST SP 800-57), the
+/// strength of the AES-256-GCM content it protects the key of, and good past 2030, where 2048
+/// bits (112-bit) is not. It costs a few milliseconds per `RSA-OAEP-256` request and one
+/// generation per tenant; `dir` requests never touch it.
+pub const TENANT_KEY_BITS: u32 = 3072;
+
+/// The sizes of public keys clients may register.
+const CLIENT_KEY_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
+/// Parsed tenant key pairs, by slug: forgotten with the rest of a tenant's cached state
+/// (`AppState::forget_tenant`), so a deleted tenant's key leaves memory at once.
+pub struct TenantKeys(TenantCache<Arc<TenantKey>>);
+
+impl Default for TenantKeys {
+    fn default() -> Self {
+        TenantKeys(TenantCache::with_ttl(
+            NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            Duration::from_secs(3600),
+        ))
+    }
+}
+
+/// The tenant's RSA key pair for `RSA-OAEP-256`.
+pub struct TenantKey {
+    decrypter: RsaesJweDecrypter,
+    kid: String,
+    /// The public key as published in the JWKS.
+    public_jwk: Value,
+}
+
+impl std::fmt::Debug for TenantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantKey {
+    fn from_der(der: &[u8]) -> anyhow::Result<Self> {
+        let pair = RsaKeyPair::from_der(der)?;
+        let mut public = pair.to_jwk_public_key();
+        let kid = thumbprint(&public)?;
+        public.set_key_id(&kid);
+        public.set_key_use("enc");
+        public.set_algorithm(RSA_OAEP_256.to_string());
+        Ok(TenantKey {
+            decrypter: RSA_OAEP_256.decrypter_from_der(der)?,
+            public_jwk: Value::Object(public.as_ref().clone()),
+            kid,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn decrypter(&self) -> &RsaesJweDecrypter {
+        &self.decrypter
+    }
+
+    /// The public key with `use` `enc`, `alg` `RSA-OAEP-256` and its RFC 7638 thumbprint as `kid`.
+    pub fn public_jwk(&self) -> &Value {
+        &self.public_jwk
+    }
+}
+
+impl TenantKeys {
+    pub fn forget(&self, slug: &str) {
+        self.0.invalidate(slug);
+    }
+
+    pub fn forget_all(&self) {
+        self.0.clear();
+    }
+
+    /// The tenant's encryption key, made on first use.
+    pub async fn get(
+        &self,
+        keystore: &dyn KeyStore,
+        slug: &str,
+    ) -> Result<Arc<TenantKey>, KeyStoreError> {
+        self.0
+            .get_or_try_load(slug, || async {
+                let name = KeyName::new(slug, Purpose::PayloadEncryption);
+                let der = match keystore.record(&name).await? {
+                    Some(der) => Zeroizing::new(der),
+                    None => {
+                        let made = tokio::task::spawn_blocking(|| {
+                            RsaKeyPair::generate(TENANT_KEY_BITS)
+                                .map(|p| Zeroizing::new(p.to_der_private_key()))
+                        })
+                        .await
+                        .map_err(anyhow::Error::from)?
+                        .map_err(anyhow::Error::from)?;
+                        Zeroizing::new(keystore.create_record(&name, &made).await?)
+                    }
+                };
+                Ok(Arc::new(TenantKey::from_der(&der)?))
+            })
+            .await
+    }
+}
+
+/// A credential's shared AES-256 key for `dir`.
+pub struct DirKey {
+    key: Zeroizing<Vec<u8>>,
+    kid: String,
+}
+
+impl std::fmt::Debug for DirKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirKey {
+    /// A shared key from its 32 bytes.
+    pub fn new(key: &[u8; 32], kid: &str) -> Self {
+        DirKey {
+            key: Zeroizing::new(key.to_vec()),
+            kid: kid.to_owned(),
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn decrypter(&self) -> Result<DirectJweDecrypter, josekit::JoseError> {
+        Dir.decrypter_from_bytes(self.key.as_slice())
+    }
+
+    pub fn encrypter(&self) -> Result<DirectJweEncrypter, josekit::JoseError> {
+        let mut encrypter = Dir.encrypter_from_bytes(self.key.as_slice())?;
+        encrypter.set_key_id(&self.kid);
+        Ok(encrypter)
+    }
+}
+
+/// A public key a client registered, that its responses are encrypted to.
+pub struct PublicKey {
+    encrypter: RsaesJweEncrypter,
+    kid: String,
+}
+
+impl PublicKey {
+    /// Checks a JWK a client sent: an RSA public key of 2048 to 8192 bits for `RSA-OAEP-256`
+    /// encryption, without any private part. The error says what is wrong, for a 422.
+    pub fn parse(jwk: &Map<String, Value>) -> Result<Self, &'static str> {
+        if jwk.get("kty").and_then(Value::as_str) != Some("RSA") {
+            return Err("must be an RSA key (`kty` `RSA`)");
+        }
+        if ["d", "p", "q", "dp", "dq", "qi", "oth"]
+            .iter()
+            .any(|k| jwk.contains_key(*k))
+        {
+            return Err("must be a public key: it holds private parts");
+        }
+        if jwk.get("use").is_some_and(|u| u != "enc") {
+            return Err("`use` must be `enc`");
+        }
+        if jwk.get("alg").is_some_and(|a| a != "RSA-OAEP-256") {
+            return Err("`alg` must be `RSA-OAEP-256`");
+        }
+        let n = jwk
+            .get("n")
+            .and_then(Value::as_str)
+            .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
+            .ok_or("`n` must be the base64url modulus")?;
+        let bits = n
+            .iter()
+            .position(|b| *b != 0)
+            .map_or(0, |i| (n.len() - i) * 8);
+        if !CLIENT_KEY_BITS.contains(&bits) {
+            return Err("the modulus must have 2048 to 8192 bits");
+        }
+        let parsed = Jwk::from_map(jwk.clone()).map_err(|_| "is not a valid JWK")?;
+        let kid = match jwk.get("kid") {
+            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= 128 => kid.clone(),
+            Some(_) => return Err("`kid` must be a string of 1 to 128 characters"),
+            None => thumbprint(&parsed).map_err(|_| "is not a valid RSA key")?,
+        };
+        let mut encrypter = RSA_OAEP_256
+            .encrypter_from_jwk(&parsed)
+            .map_err(|_| "is not a valid RSA key")?;
+        encrypter.set_key_id(&kid);
+        Ok(PublicKey { encrypter, kid })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn encrypter(&self) -> &RsaesJweEncrypter {
+        &self.encrypter
+    }
+}
+
+/// Whom a response is encrypted to.
+pub enum Recipient {
+    Dir(Arc<DirKey>),
+    Rsa(Arc<PublicKey>),
+}
+
+impl Recipient {
+    pub fn kid(&self) -> &str {
+        match self {
+            Recipient::Dir(key) => key.kid(),
+            Recipient::Rsa(key) => key.kid(),
+        }
+    }
+}
+
+/// A credential's keys, as the key store keeps them.
+#[derive(Default, Serialize, Deserialize)]
+struct Stored {
+    /// The shared key, base64url.
+    dir: Option<StoredDir>,
+    /// The registered public JWK.
+    public_jwk: Option<Map<String, Value>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDir {
+    k: String,
+    kid: String,
+}
+
+impl Drop for StoredDir {
+    fn drop(&mut self) {
+        self.k.zeroize();
+    }
+}
+
+/// The keys of one credential (API key or OAuth client).
+#[derive(Default)]
+pub struct ClientKeys {
+    pub dir: Option<Arc<DirKey>>,
+    pub public: Option<Arc<PublicKey>>,
+}
+
+impl ClientKeys {
+    /// Where a response is encrypted to when the request did not say: the registered public
+    /// key, else the shared key.
+    pub fn recipient(&self) -> Option<Recipient> {
+        self.public
+            .clone()
+            .map(Recipient::Rsa)
+            .or_else(|| self.dir.clone().map(Recipient::Dir))
+    }
+}
+
+/// The API key or OAuth client whose keys the principal's request uses; people and outside
+/// issuers' tokens have none.
+pub fn credential_of(principal: &Principal) -> Option<Uuid> {
+    match principal {
+        Principal::ServiceAccount {
+            credential: AccountCredential::ApiKey(id),
+            ..
+        }
+        | Principal::ServiceAccount {
+            credential: AccountCredential::AccessToken { client: id },
+            ..
+        } => Some(*id),
+        _ => None,
+    }
+}
+
+fn record_name(slug: &str, credential: Uuid) -> KeyName {
+    KeyName::item(slug, Purpose::PayloadClientKey, &credential)
+}
+
+async fn stored(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    credential: Uuid,
+) -> Result<Stored, KeyStoreError> {
+    match keystore.record(&record_name(slug, credential)).await? {
+        None => Ok(Stored::default()),
+        Some(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            Ok(serde_json::from_slice(&bytes).map_err(anyhow::Error::from)?)
+        }
+    }
+}
+
+async fn store(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    credential: Uuid,
+    stored: &Stored,
+) -> Result<(), KeyStoreError> {
+    let bytes = Zeroizing::new(serde_json::to_vec(stored).map_err(anyhow::Error::from)?);
+    keystore
+        .put_record(&record_name(slug, credential), &bytes)
+        .await
+}
+
+/// The keys of `credential`, from the key store.
+pub async fn client_keys(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    credential: Uuid,
+) -> Result<ClientKeys, KeyStoreError> {
+    let stored = stored(keystore, slug, credential).await?;
+    let dir = match stored.dir {
+        None => None,
+        Some(dir) => Some(Arc::new(DirKey {
+            key: Zeroizing::new(
+                URL_SAFE_NO_PAD
+                    .decode(&dir.k)
+                    .map_err(anyhow::Error::from)?,
+            ),
+            kid: dir.kid.clone(),
+        })),
+    };
+    let public = match stored.public_jwk {
+        None => None,
+        Some(jwk) => Some(Arc::new(PublicKey::parse(&jwk).map_err(|why| {
+            anyhow::anyhow!("a stored public key no longer parses: {why}")
+        })?)),
+    };
+    Ok(ClientKeys { dir, public })
+}
+
+/// A shared key just made: its JWK (`kty` `oct`) is shown once.
+pub struct IssuedDirKey {
+    pub kid: String,
+    /// The key, base64url: for the one answer that hands it out, nowhere else.
+    pub k: Zeroizing<String>,
+}
+
+/// Makes a new shared key for `credential`, replacing the one it had.
+pub async fn issue_dir_key(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    credential: Uuid,
+) -> Result<IssuedDirKey, KeyStoreError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    let mut id = [0u8; 12];
+    aws_lc_rs::rand::fill(key.as_mut_slice()).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let issued = IssuedDirKey {
+        kid: URL_SAFE_NO_PAD.encode(id),
+        k: Zeroizing::new(URL_SAFE_NO_PAD.encode(key.as_slice())),
+    };
+    let mut record = stored(keystore, slug, credential).await?;
+    record.dir = Some(StoredDir {
+        k: issued.k.to_string(),
+        kid: issued.kid.clone(),
+    });
+    store(keystore, slug, credential, &record).await?;
+    Ok(issued)
+}
+
+/// Registers `jwk` (checked with [`PublicKey::parse`]) as the key `credential`'s responses are
+/// encrypted to; returns its `kid`.
+pub async fn register_public_key(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    credential: Uuid,
+    jwk: Map<String, Value>,
+    key: &PublicKey,
+) -> Result<String, KeyStoreError> {
+    let mut record = stored(keystore, slug, credential).await?;
+    record.public_jwk = Some(jwk);
+    store(keystore, slug, credential, &record).await?;
+    Ok(key.kid().to_owned())
+}
+
+/// Destroys `credential`'s keys (it was revoked).
+pub async fn forget_credential(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    credential: Uuid,
+) -> Result<(), KeyStoreError> {
+    keystore.delete_record(&record_name(slug, credential)).await
+}
+
+/// The RFC 7638 thumbprint (SHA-256, base64url) of an RSA public JWK.
+fn thumbprint(jwk: &Jwk) -> anyhow::Result<String> {
+    let (Some(Value::String(e)), Some(Value::String(n))) = (jwk.parameter("e"), jwk.parameter("n"))
+    else {
+        anyhow::bail!("not an RSA public key");
+    };
+    // The members in lexicographic order, no whitespace (RFC 7638 section 3.2).
+    let canonical = serde_json::json!({"e": e, "kty": "RSA", "n": n}).to_string();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    Ok(URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}

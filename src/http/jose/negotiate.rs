@@ -1,0 +1,433 @@
+//! Which payloads of a tenant request travel encrypted, and the encryption of responses.
+//!
+//! The rules, in order (README "Encrypted payloads"):
+//! - An operation is *required* to be encrypted when the tenant requires it everywhere or lists
+//!   it (settings `payload_encryption_required`, `payload_encryption_operations`); the settings
+//!   operations never are, so an administrator can always turn the requirement off.
+//! - On a required operation a plaintext request body is 415 `encryption_required`, and the
+//!   response is always encrypted: a request whose `Accept` excludes `application/jose` is 406.
+//!   A body-less request (a `GET`) needs nothing but a key to encrypt the answer to.
+//! - Otherwise the response is encrypted when `Accept` lists `application/jose`, or when the
+//!   request was encrypted (unless `Accept` excludes `application/jose`): to the shared key of a
+//!   `dir` request; else to the credential's registered public key, else its shared key. When
+//!   there is nothing to encrypt to, a response that was asked for or required is 406, and the
+//!   answer to an `RSA-OAEP-256` request that asked nothing stays plaintext JSON.
+//! - Only successful responses with a body are encrypted; problem documents stay plaintext
+//!   (they carry no business data, and a client that cannot decrypt still learns why).
+//!
+//! Invariant: every decision that can refuse is made before the handler runs, except for a
+//! request that declared `application/jose` and whose handler reads no body; the response is
+//! encrypted after the handler and the audit event never holds a payload or a key.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody, to_bytes_limited};
+use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage as _, HttpRequest};
+use zeroize::Zeroizing;
+
+use super::keys::{ClientKeys, Recipient, client_keys, credential_of};
+use super::{Alg, JweError, MEDIA_TYPE, screen, seal};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::operation::http_method;
+use crate::http::routes::catalog;
+use crate::signin::settings::TenantSettings;
+use crate::tenancy::TenantCache;
+use crate::tenancy::work::TenantContext;
+
+/// Operations a tenant can never require encryption on: the way to turn the requirement off.
+pub const NEVER_REQUIRED: [&str; 2] = ["get_settings", "update_settings"];
+
+/// The largest response body encrypted (a bigger one is a 500 rather than a plaintext leak).
+const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How long a replica keeps a tenant's requirement without reading it again. A settings change
+/// makes every replica forget it (`AppState::forget_tenant`); this bounds a missed notice.
+pub const REQUIREMENT_TTL: Duration = Duration::from_secs(5);
+
+/// What was decided about one request's payloads, kept in its extensions.
+pub struct Negotiated {
+    /// The operation requires encrypted payloads.
+    pub required: bool,
+    /// The response must be encrypted (required, or asked for by `Accept`).
+    must: bool,
+    /// The response is to be encrypted.
+    encrypt: bool,
+    /// Whom to, once known.
+    recipient: Option<Recipient>,
+}
+
+/// One tenant operation, to name the operation of a request.
+struct Route {
+    method: Method,
+    path: ResourceDef,
+    id: String,
+}
+
+/// The tenant API's operations, in registration order (the order routes match in).
+static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+    catalog()
+        .into_iter()
+        .filter(|scope| scope.tenant)
+        .flat_map(|scope| {
+            scope
+                .operations
+                .iter()
+                .map(|op| op.document(scope.prefix))
+                .collect::<Vec<_>>()
+        })
+        .map(|documented| Route {
+            method: http_method(&documented.method),
+            path: ResourceDef::new(documented.path.as_str()),
+            id: documented.operation.operation_id.unwrap_or_default(),
+        })
+        .collect()
+});
+
+/// The operation ids a tenant may list in `payload_encryption_operations`.
+pub fn settable_operations() -> impl Iterator<Item = &'static str> {
+    ROUTES
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| !NEVER_REQUIRED.contains(id))
+}
+
+fn operation_of(method: &Method, path: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|r| r.method == method && r.path.is_match(path))
+        .map(|r| r.id.as_str())
+}
+
+/// A tenant's requirement, as its settings say.
+#[derive(Clone)]
+struct Requirement {
+    everywhere: bool,
+    operations: Arc<BTreeSet<String>>,
+}
+
+/// Tenants' requirements, by slug: forgotten with the rest of a tenant's cached state when its
+/// settings change (on every replica), else after [`REQUIREMENT_TTL`].
+pub struct Requirements(TenantCache<Requirement>);
+
+impl Default for Requirements {
+    fn default() -> Self {
+        Requirements(TenantCache::with_ttl(
+            NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+            REQUIREMENT_TTL,
+        ))
+    }
+}
+
+impl Requirements {
+    pub fn forget(&self, slug: &str) {
+        self.0.invalidate(slug);
+    }
+
+    pub fn forget_all(&self) {
+        self.0.clear();
+    }
+}
+
+async fn requirement(context: &TenantContext) -> Result<Requirement, ApiError> {
+    context
+        .payload_caches()
+        .requirements
+        .0
+        .get_or_try_load(context.slug().as_str(), || async {
+            let tx = context.read().await?;
+            let settings = TenantSettings::load(&tx).await?;
+            tx.commit().await?;
+            Ok::<_, ApiError>(Requirement {
+                everywhere: settings.payload_encryption_required,
+                operations: Arc::new(settings.payload_encryption_operations.into_iter().collect()),
+            })
+        })
+        .await
+}
+
+/// What `Accept` says about `application/jose`.
+struct Accept {
+    /// It lists `application/jose`.
+    asks: bool,
+    /// It is absent, or some range with a non-zero quality matches `application/jose`.
+    allows: bool,
+}
+
+impl Accept {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut present = false;
+        let (mut asks, mut allows) = (false, false);
+        for value in headers.get_all(header::ACCEPT) {
+            present = true;
+            let Ok(value) = value.to_str() else { continue };
+            for range in value.split(',') {
+                let mut params = range.split(';');
+                let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
+                let refused = params.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                if refused {
+                    continue;
+                }
+                match essence.as_str() {
+                    MEDIA_TYPE => {
+                        asks = true;
+                        allows = true;
+                    }
+                    "*/*" | "application/*" => allows = true,
+                    _ => {}
+                }
+            }
+        }
+        Accept {
+            asks,
+            allows: allows || !present,
+        }
+    }
+}
+
+/// Whether the request's body is declared `application/jose`.
+pub fn is_jose(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(MEDIA_TYPE))
+}
+
+fn not_acceptable(detail: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotAcceptable, detail)
+}
+
+const NOTHING_TO_ENCRYPT_TO: &str = "The response must be encrypted and this credential has no \
+     key to encrypt it to: register a public key or make a shared key (`…/payload-key`).";
+
+/// The caller's default recipient: its registered public key, else its shared key.
+async fn default_recipient(context: &TenantContext) -> Result<Option<Recipient>, ApiError> {
+    let keys = match credential_of(context.principal()) {
+        Some(credential) => {
+            client_keys(context.keystore(), context.slug().as_str(), credential).await?
+        }
+        None => ClientKeys::default(),
+    };
+    Ok(keys.recipient())
+}
+
+/// The pipeline stage between authentication and the handler on tenant API routes: decides
+/// what is encrypted (see the module's rules) and encrypts the response.
+pub async fn negotiate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let context = req.extensions().get::<TenantContext>().cloned();
+    let Some(context) = context else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let required = match operation_of(req.method(), req.path()) {
+        Some(id) if !NEVER_REQUIRED.contains(&id) => match requirement(&context).await {
+            Ok(r) => r.everywhere || r.operations.contains(id),
+            Err(e) => return Ok(req.error_response(e)),
+        },
+        _ => false,
+    };
+    let accept = Accept::of(req.headers());
+    let encrypted = is_jose(req.headers());
+    let must = required || accept.asks;
+    if must && !accept.allows {
+        return Ok(req.error_response(not_acceptable(
+            "This operation answers only in `application/jose`; accept it.",
+        )));
+    }
+    let mut negotiated = Negotiated {
+        required,
+        must,
+        encrypt: must || (encrypted && accept.allows),
+        recipient: None,
+    };
+    if must && !encrypted {
+        match default_recipient(&context).await {
+            Ok(Some(recipient)) => negotiated.recipient = Some(recipient),
+            Ok(None) => return Ok(req.error_response(not_acceptable(NOTHING_TO_ENCRYPT_TO))),
+            Err(e) => return Ok(req.error_response(e)),
+        }
+    }
+    req.extensions_mut().insert(negotiated);
+    let res = next.call(req).await?.map_into_boxed_body();
+    Ok(seal_response(&context, res).await)
+}
+
+/// Decrypts an `application/jose` request body (see [`screen`] for what is refused) and
+/// settles whom the response is encrypted to.
+pub async fn decrypt_request(
+    http: &HttpRequest,
+    body: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let context = http.extensions().get::<TenantContext>().cloned();
+    let Some(context) = context else {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Only the tenant API accepts encrypted bodies; send `application/json`.",
+        ));
+    };
+    let screened = screen(body)?;
+    let credential = credential_of(context.principal());
+    let keys = match credential {
+        Some(credential) => {
+            client_keys(context.keystore(), context.slug().as_str(), credential).await?
+        }
+        None => ClientKeys::default(),
+    };
+    let (plaintext, own) = match screened.alg {
+        Alg::Dir => {
+            // A caller without a shared key holds no key this JWE could be for.
+            let key = keys.dir.clone().ok_or(JweError::Invalid)?;
+            let plaintext = screened.decrypt_dir(&key)?;
+            (plaintext, Some(Recipient::Dir(key)))
+        }
+        Alg::RsaOaep256 => {
+            let key = context
+                .payload_caches()
+                .tenant_keys
+                .get(context.keystore(), context.slug().as_str())
+                .await?;
+            (screened.decrypt_rsa(&key)?, keys.recipient())
+        }
+    };
+    let plaintext = Zeroizing::new(plaintext);
+    let mut extensions = http.extensions_mut();
+    if let Some(negotiated) = extensions.get_mut::<Negotiated>()
+        && negotiated.encrypt
+    {
+        // The middleware settles a recipient ahead only for plaintext requests.
+        match own {
+            Some(recipient) => negotiated.recipient = Some(recipient),
+            None if negotiated.must => return Err(not_acceptable(NOTHING_TO_ENCRYPT_TO)),
+            None => negotiated.encrypt = false,
+        }
+    }
+    Ok(plaintext)
+}
+
+/// Whether a plaintext body is refused on this request (415).
+pub fn plaintext_refused(http: &HttpRequest) -> bool {
+    http.extensions()
+        .get::<Negotiated>()
+        .is_some_and(|n| n.required)
+}
+
+/// Encrypts a successful response with a body when the request's negotiation says so.
+async fn seal_response(
+    context: &TenantContext,
+    res: ServiceResponse<BoxBody>,
+) -> ServiceResponse<BoxBody> {
+    let negotiated = res.request().extensions_mut().remove::<Negotiated>();
+    let Some(negotiated) = negotiated.filter(|n| n.encrypt) else {
+        return res;
+    };
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(content_type) =
+        content_type.filter(|_| status.is_success() && status != StatusCode::NO_CONTENT)
+    else {
+        return res;
+    };
+    let recipient = match negotiated.recipient {
+        Some(recipient) => recipient,
+        None => match default_recipient(context).await {
+            Ok(Some(recipient)) => recipient,
+            Ok(None) if !negotiated.must => return res,
+            Ok(None) => {
+                let (req, _) = res.into_parts();
+                return ServiceResponse::from_err(not_acceptable(NOTHING_TO_ENCRYPT_TO), req);
+            }
+            Err(e) => {
+                let (req, _) = res.into_parts();
+                return ServiceResponse::from_err(e, req);
+            }
+        },
+    };
+    let (req, res) = res.into_parts();
+    let (mut head, body) = res.into_parts();
+    let body = match to_bytes_limited(body, RESPONSE_LIMIT).await {
+        Ok(Ok(body)) => Zeroizing::new(body.to_vec()),
+        Ok(Err(e)) => {
+            let error = ApiError::internal("jose", anyhow::anyhow!("reading a response: {e}"));
+            return ServiceResponse::from_err(error, req);
+        }
+        Err(_) => {
+            let error =
+                ApiError::internal("jose", anyhow::anyhow!("a response too large to encrypt"));
+            return ServiceResponse::from_err(error, req);
+        }
+    };
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let cty = (!essence.eq_ignore_ascii_case("application/json")).then_some(essence);
+    match seal(&body, &recipient, cty) {
+        Ok(sealed) => {
+            let headers = head.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+            headers.remove(header::CONTENT_LENGTH);
+            headers.append(
+                header::VARY,
+                HeaderValue::from_static("accept, content-type"),
+            );
+            ServiceResponse::new(req, head.set_body(BoxBody::new(sealed)))
+        }
+        Err(e) => ServiceResponse::from_err(e, req),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: Option<&str>) -> (bool, bool) {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = value {
+            headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        }
+        let a = Accept::of(&headers);
+        (a.asks, a.allows)
+    }
+
+    #[test]
+    fn accept_asks_for_jose_only_by_name_and_wildcards_allow_it() {
+        assert_eq!(accept(None), (false, true));
+        assert_eq!(accept(Some("application/jose")), (true, true));
+        assert_eq!(
+            accept(Some("application/json, application/jose;q=0.5")),
+            (true, true)
+        );
+        assert_eq!(accept(Some("*/*")), (false, true));
+        assert_eq!(accept(Some("application/json")), (false, false));
+        assert_eq!(accept(Some("application/jose;q=0")), (false, false));
+    }
+
+    #[test]
+    fn operations_are_named_by_method_and_path() {
+        assert_eq!(
+            operation_of(&Method::GET, "/t/acme/api/v1/settings"),
+            Some("get_settings")
+        );
+        assert_eq!(
+            operation_of(&Method::POST, "/t/acme/api/v1/users"),
+            Some("create_user")
+        );
+        assert!(settable_operations().any(|id| id == "create_user"));
+        assert!(!settable_operations().any(|id| id == "update_settings"));
+    }
+}
