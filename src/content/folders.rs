@@ -1,7 +1,7 @@
 //! Folders nest; a role bound on a folder covers everything inside it.
 
 use chrono::Utc;
-use entity::tenant::{folder, process};
+use entity::tenant::{folder, process, secret};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
     EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
@@ -57,7 +57,7 @@ pub async fn rename(
     row.update(conn).await.map(Some)
 }
 
-/// Whether the folder holds folders or processes.
+/// Whether the folder holds folders, processes or secrets.
 pub async fn is_empty(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
     let folders = folder::Entity::find()
         .filter(folder::Column::ParentId.eq(id))
@@ -67,7 +67,11 @@ pub async fn is_empty(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbE
         .filter(process::Column::FolderId.eq(id))
         .count(conn)
         .await?;
-    Ok(folders == 0 && processes == 0)
+    let secrets = secret::Entity::find()
+        .filter(secret::Column::FolderId.eq(id))
+        .count(conn)
+        .await?;
+    Ok(folders == 0 && processes == 0 && secrets == 0)
 }
 
 pub async fn delete(tx: &WriteTx, _: &impl Permit<FolderDelete>, id: Uuid) -> Result<bool, DbErr> {

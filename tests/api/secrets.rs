@@ -405,6 +405,14 @@ async fn secrets_in_a_folder_are_scoped_to_it() {
         .post("/secrets", &writer, json!({"name": "root", "value": "k"}))
         .await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // A folder holding a secret is not empty: 409, and the secret stays.
+    let folder_path = format!("/folders/{}", folder["id"].as_str().unwrap());
+    let (status, body) = app
+        .call(Method::DELETE, &folder_path, &app.admin_key, None)
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, _) = value(&app, &app.admin_key, "bank-api/value").await;
+    assert_eq!(status, StatusCode::OK);
     create(&app, "root-secret", "r").await;
     let (status, body) = value(&app, &writer, "root-secret/value").await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
