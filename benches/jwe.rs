@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use flowgate::http::jose::keys::{DirKey, Recipient};
 use flowgate::http::jose::{screen, seal};
+use zeroize::Zeroizing;
 
 const SIZES: [usize; 3] = [1024, 64 * 1024, 1024 * 1024];
 
@@ -45,13 +46,13 @@ fn round_trips(size: usize) -> f64 {
     let key = Arc::new(DirKey::new(&[7; 32], "bench"));
     let recipient = Recipient::Dir(Arc::clone(&key));
     let body = format!("{{\"v\":\"{}\"}}", "x".repeat(size - 8));
-    let request = seal(body.as_bytes(), &recipient, None).unwrap();
+    let request = seal(Zeroizing::new(body.into_bytes()), &recipient, None).unwrap();
     let once = || {
         let plaintext = screen(black_box(request.as_bytes()))
             .unwrap()
             .decrypt_dir(&key)
             .unwrap();
-        black_box(seal(&plaintext, &recipient, None).unwrap());
+        black_box(seal(Zeroizing::new(plaintext), &recipient, None).unwrap());
     };
     for _ in 0..20 {
         once();

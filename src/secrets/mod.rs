@@ -130,13 +130,20 @@ pub async fn read_value(
     secret: &secret::Model,
     version: Option<i32>,
 ) -> Result<(i32, SecretString), ValueError> {
-    debug_assert_eq!(allowed.resource().kind, EntityKind::Secret);
-    if allowed.resource().id != secret.id.to_string() {
+    if !decided_on(allowed, secret.id) {
         return Err(ValueError::NoVersion(
             version.unwrap_or(secret.current_version),
         ));
     }
     value_of(conn, keystore, slug, secret, version).await
+}
+
+/// Whether `allowed` was decided on the secret `id` itself. A handler looks the name up again in
+/// its own transaction, and by then the name may belong to another secret (deleted and made
+/// again in a folder the caller has no right to): such a permit is worth nothing there.
+fn decided_on<A: crate::authz::actions::Action>(allowed: &Allowed<A>, id: Uuid) -> bool {
+    let resource = allowed.resource();
+    resource.kind == EntityKind::Secret && resource.id == id.to_string()
 }
 
 /// The value of a readable version, whoever asks: callers prove their right first.
@@ -258,14 +265,17 @@ pub struct Rotated {
 }
 
 /// Makes version `version_id` (whose value is in the key store) the current one; the version it
-/// replaces stays readable for `grace`.
+/// replaces stays readable for `grace`. `None` when `allowed` was decided on another secret.
 pub async fn rotate(
     tx: &WriteTx,
-    _: &impl Permit<SecretWrite>,
+    allowed: &Allowed<SecretWrite>,
     existing: secret::Model,
     version_id: Uuid,
     grace: Duration,
-) -> Result<Rotated, DbErr> {
+) -> Result<Option<Rotated>, DbErr> {
+    if !decided_on(allowed, existing.id) {
+        return Ok(None);
+    }
     let conn = tx.conn();
     let now = Utc::now();
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
@@ -298,16 +308,19 @@ pub async fn rotate(
     row.current_version = Set(previous + 1);
     row.updated_at = Set(now);
     let secret = row.update(conn).await?;
-    Ok(Rotated { secret, expired })
+    Ok(Some(Rotated { secret, expired }))
 }
 
 /// Deletes the secret `id` and its versions; `Some(version ids)` whose values are to be destroyed,
-/// or `None` when there is no such secret.
+/// or `None` when there is no such secret or `allowed` was decided on another one.
 pub async fn delete(
     tx: &WriteTx,
-    _: &impl Permit<SecretWrite>,
+    allowed: &Allowed<SecretWrite>,
     id: Uuid,
 ) -> Result<Option<Vec<Uuid>>, DbErr> {
+    if !decided_on(allowed, id) {
+        return Ok(None);
+    }
     let conn = tx.conn();
     let ids = versions(conn, id)
         .await?

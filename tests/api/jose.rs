@@ -215,6 +215,37 @@ fn problem(status: StatusCode, text: &str, expected: StatusCode, code: &str) {
     assert_problem(status, &body, expected, code);
 }
 
+/// Makes every audit append of the tenant fail until [`heal_audit`].
+async fn break_audit(app: &TestApp) {
+    if app.database_url().is_some() {
+        app.tenant_sql(
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$",
+        )
+        .await;
+        app.tenant_sql(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        )
+        .await;
+    } else {
+        app.tenant_sql(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events \
+             BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END",
+        )
+        .await;
+    }
+}
+
+async fn heal_audit(app: &TestApp) {
+    if app.database_url().is_some() {
+        app.tenant_sql("DROP TRIGGER refuse_audit ON audit_events")
+            .await;
+    } else {
+        app.tenant_sql("DROP TRIGGER refuse_audit").await;
+    }
+}
+
 on_both_databases! {
     async fn dir_payloads_interoperate_with_jwcrypto_and_bad_ones_are_400(app) {
         let (key_id, key) = admin_key(&app).await;
@@ -312,6 +343,43 @@ on_both_databases! {
         assert!(trail.contains(jwk["kid"].as_str().unwrap()), "positive control: the kid is on record");
         assert!(!trail.contains(jwk["k"].as_str().unwrap()), "the shared key reached the audit trail");
         assert!(!trail.contains(&planted), "a payload value reached the audit trail");
+    }
+
+    async fn a_payload_key_change_whose_audit_event_fails_is_undone(app) {
+        let (key_id, key) = admin_key(&app).await;
+        let jwk = dir_key(&app, &key_id).await;
+        let (fresh_id, fresh_key) = admin_key(&app).await;
+        let jwe = |jwk: Value| async move { encrypt(&jwk, "dir", &user("u")).await };
+
+        break_audit(&app).await;
+        for id in [&key_id, &fresh_id] {
+            let (status, body) = app
+                .call(reqwest::Method::POST, &format!("/api-keys/{id}/payload-key"), &app.admin_key, None)
+                .await;
+            assert!(status.is_server_error(), "{status} {body}");
+            assert!(body.get("k").is_none(), "a key was handed out: {body}");
+        }
+        let public = json!({"kty": "RSA", "e": "AQAB", "n": URL_SAFE_NO_PAD.encode([0xc5u8; 256])});
+        let (status, body) = app
+            .call(reqwest::Method::PUT, &format!("/api-keys/{fresh_id}/payload-key"), &app.admin_key, Some(json!({"public_jwk": public})))
+            .await;
+        assert!(status.is_server_error(), "{status} {body}");
+        heal_audit(&app).await;
+
+        // The key in force is still the one on record; the fresh credential still has none.
+        let (status, _, text) = post_jose(&app, "/users", &key, jwe(jwk.clone()).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{text}");
+        let (status, _, text) = post_jose(&app, "/users", &fresh_key, jwe(jwk.clone()).await).await;
+        problem(status, &text, StatusCode::BAD_REQUEST, "invalid_jwe");
+        let (status, _, text) = send(&app, reqwest::Method::GET, "/users", Some(&fresh_key), "", None, Some("application/jose")).await;
+        problem(status, &text, StatusCode::NOT_ACCEPTABLE, "not_acceptable");
+        // Positive control: the same changes go through once the trail accepts them.
+        let (status, _) = app
+            .call(reqwest::Method::PUT, &format!("/api-keys/{fresh_id}/payload-key"), &app.admin_key, Some(json!({"public_jwk": public})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, _, text) = send(&app, reqwest::Method::GET, "/users", Some(&fresh_key), "", None, Some("application/jose")).await;
+        assert_eq!(text.split('.').count(), 5, "{text}");
     }
 
     async fn rsa_oaep_256_payloads_interoperate_with_jwcrypto(app) {

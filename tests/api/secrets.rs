@@ -195,6 +195,35 @@ on_both_databases! {
         assert!(uses.iter().all(|e| e["details"]["version"] == 1));
     }
 
+    async fn a_permit_for_a_secret_is_worth_nothing_for_the_next_one_of_that_name(app) {
+        // A writer decided on "erp" while it lived at the root; then "erp" is deleted and made
+        // again: the handler's second lookup finds the new secret, which the permit never covered.
+        let writer = app.work(app.worker(Some("Admin")).await).await;
+        let old = create(&app, "erp", "v1").await;
+        let old_id: Uuid = old["id"].as_str().unwrap().parse().unwrap();
+        let resource = writer
+            .policies()
+            .resource_in(EntityKind::Secret, old_id.to_string(), None)
+            .unwrap();
+        let allowed = writer.authorize::<SecretWrite>(resource).unwrap();
+        let (status, _) = app.call(Method::DELETE, "/secrets/erp", &app.admin_key, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let new = create(&app, "erp", "v2").await;
+        let new_id: Uuid = new["id"].as_str().unwrap().parse().unwrap();
+
+        let tx = writer.write(&allowed).await.unwrap();
+        let found = flowgate::secrets::by_name(tx.conn(), "erp").await.unwrap().unwrap();
+        assert_eq!(found.id, new_id);
+        let rotated = flowgate::secrets::rotate(&tx, &allowed, found, Uuid::now_v7(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(rotated.is_none(), "rotated another secret than the one decided on");
+        assert!(flowgate::secrets::delete(&tx, &allowed, new_id).await.unwrap().is_none());
+        drop(tx);
+        let (status, read) = value(&app, &app.admin_key, "erp/value").await;
+        assert_eq!((status, read["value"].as_str()), (StatusCode::OK, Some("v2")));
+    }
+
     async fn sealed_fields_survive_kek_rotation_and_die_with_the_tenant(app) {
         let admin = app.work(app.worker(Some("Admin")).await).await;
         let envelope: &Arc<Envelope> = admin.envelope();

@@ -311,9 +311,8 @@ async fn an_app_role_token_is_renewed_and_replaced_before_it_expires() {
         .post("sys/auth/approle", json!({"type": "approle"}))
         .await;
     assert!(status.is_success(), "{body}");
-    let policy = r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "transit/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "sys/mounts" { capabilities = ["read"] }"#;
+    // The least-privilege policy the README documents, kept in deploy/.
+    let policy = include_str!("../../deploy/vault-policy.hcl");
     let (status, body) = bao
         .post("sys/policies/acl/flowgate", json!({"policy": policy}))
         .await;
@@ -361,6 +360,49 @@ path "sys/mounts" { capabilities = ["read"] }"#;
     }
     let (status, body) = app.get("/secrets/s0/value", &app.admin_key).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Everything else Flowgate does with Vault passes under the policy too: rotating a secret
+    // and the tenant's KEK, deleting a secret, and deleting the tenant with all its keys.
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            "/secrets/s0",
+            &app.admin_key,
+            Some(json!({"value": "w"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            "/encryption-key/rotate",
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = app
+        .call(reqwest::Method::DELETE, "/secrets/s1", &app.admin_key, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/platform/tenants/{}", app.tenant)))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, keys) = bao.get("transit/keys?list=true").await;
+    let prefix = format!("flowgate-t-{}-", app.tenant);
+    assert!(
+        status == StatusCode::NOT_FOUND
+            || !keys["data"]["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k.as_str().unwrap().starts_with(&prefix)),
+        "{keys}"
+    );
 }
 
 /// The key-store contract, the same for every backend: create-once records, wrapping under a

@@ -16,11 +16,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use josekit::jwe::alg::direct::{DirectJweDecrypter, DirectJweEncrypter};
 use josekit::jwe::alg::rsaes::{RsaesJweDecrypter, RsaesJweEncrypter};
-use josekit::jwe::{Dir, RSA_OAEP_256};
+use josekit::jwe::{JweDecrypter as _, JweEncrypter as _, JweHeader, RSA_OAEP_256};
 use josekit::jwk::Jwk;
 use josekit::jwk::KeyPair as _;
 use josekit::jwk::alg::rsa::RsaKeyPair;
@@ -90,8 +90,19 @@ impl TenantKey {
         &self.kid
     }
 
-    pub fn decrypter(&self) -> &RsaesJweDecrypter {
-        &self.decrypter
+    /// The content key `encrypted` holds, or `None` when it does not decrypt to 32 bytes.
+    pub fn unwrap_content_key(&self, encrypted: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        let key = self
+            .decrypter
+            .decrypt(
+                Some(encrypted),
+                &josekit::jwe::enc::A256GCM,
+                &JweHeader::new(),
+            )
+            .ok()?;
+        let key = Zeroizing::new(key.into_owned());
+        let key: &[u8; 32] = key.as_slice().try_into().ok()?;
+        Some(Zeroizing::new(*key))
     }
 
     /// The public key with `use` `enc`, `alg` `RSA-OAEP-256` and its RFC 7638 thumbprint as `kid`.
@@ -137,9 +148,10 @@ impl TenantKeys {
     }
 }
 
-/// A credential's shared AES-256 key for `dir`.
+/// A credential's shared AES-256 key for `dir`, ready for AES-256-GCM (aws-lc-rs clears the
+/// expanded key when it is dropped).
 pub struct DirKey {
-    key: Zeroizing<Vec<u8>>,
+    aead: LessSafeKey,
     kid: String,
 }
 
@@ -155,24 +167,31 @@ impl DirKey {
     /// A shared key from its 32 bytes.
     pub fn new(key: &[u8; 32], kid: &str) -> Self {
         DirKey {
-            key: Zeroizing::new(key.to_vec()),
+            aead: content_key(key),
             kid: kid.to_owned(),
         }
+    }
+
+    fn from_slice(key: &[u8], kid: &str) -> anyhow::Result<Self> {
+        let key: &[u8; 32] = key
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a stored shared key is not 32 bytes"))?;
+        Ok(DirKey::new(key, kid))
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
-    pub fn decrypter(&self) -> Result<DirectJweDecrypter, josekit::JoseError> {
-        Dir.decrypter_from_bytes(self.key.as_slice())
+    pub fn aead(&self) -> &LessSafeKey {
+        &self.aead
     }
+}
 
-    pub fn encrypter(&self) -> Result<DirectJweEncrypter, josekit::JoseError> {
-        let mut encrypter = Dir.encrypter_from_bytes(self.key.as_slice())?;
-        encrypter.set_key_id(&self.kid);
-        Ok(encrypter)
-    }
+/// An AES-256-GCM key from its 32 bytes (a length the type guarantees, so it cannot fail).
+pub fn content_key(key: &[u8; 32]) -> LessSafeKey {
+    #[allow(clippy::expect_used)]
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"))
 }
 
 /// A public key a client registered, that its responses are encrypted to.
@@ -218,10 +237,9 @@ impl PublicKey {
             Some(_) => return Err("`kid` must be a string of 1 to 128 characters"),
             None => thumbprint(&parsed).map_err(|_| "is not a valid RSA key")?,
         };
-        let mut encrypter = RSA_OAEP_256
+        let encrypter = RSA_OAEP_256
             .encrypter_from_jwk(&parsed)
             .map_err(|_| "is not a valid RSA key")?;
-        encrypter.set_key_id(&kid);
         Ok(PublicKey { encrypter, kid })
     }
 
@@ -229,8 +247,12 @@ impl PublicKey {
         &self.kid
     }
 
-    pub fn encrypter(&self) -> &RsaesJweEncrypter {
-        &self.encrypter
+    /// `key` encrypted to this public key with RSA-OAEP-256.
+    pub fn wrap_content_key(&self, key: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
+        let mut header = JweHeader::new();
+        self.encrypter
+            .encrypt(key, &JweHeader::new(), &mut header)?
+            .ok_or_else(|| anyhow::anyhow!("RSA-OAEP-256 gave no encrypted key"))
     }
 }
 
@@ -308,16 +330,18 @@ fn record_name(slug: &str, credential: Uuid) -> KeyName {
     KeyName::item(slug, Purpose::PayloadClientKey, &credential)
 }
 
+/// A credential's record as it is, and the bytes to put back if a change to it does not commit.
 async fn stored(
     keystore: &dyn KeyStore,
     slug: &str,
     credential: Uuid,
-) -> Result<Stored, KeyStoreError> {
+) -> Result<(Stored, Previous), KeyStoreError> {
     match keystore.record(&record_name(slug, credential)).await? {
-        None => Ok(Stored::default()),
+        None => Ok((Stored::default(), Previous(None))),
         Some(bytes) => {
             let bytes = Zeroizing::new(bytes);
-            Ok(serde_json::from_slice(&bytes).map_err(anyhow::Error::from)?)
+            let parsed = serde_json::from_slice(&bytes).map_err(anyhow::Error::from)?;
+            Ok((parsed, Previous(Some(bytes))))
         }
     }
 }
@@ -334,23 +358,43 @@ async fn store(
         .await
 }
 
+/// What a credential's key record held before a change: put back when the change's audit event
+/// does not commit, so no key is in force that the trail does not show.
+pub struct Previous(Option<Zeroizing<Vec<u8>>>);
+
+impl Previous {
+    /// Puts the record back as it was; a failure is logged (never the key), not returned: the
+    /// caller is already answering with the error that made it undo.
+    pub async fn restore(self, keystore: &dyn KeyStore, slug: &str, credential: Uuid) {
+        let name = record_name(slug, credential);
+        let restored = match &self.0 {
+            Some(bytes) => keystore.put_record(&name, bytes).await,
+            None => keystore.delete_record(&name).await,
+        };
+        if let Err(e) = restored {
+            tracing::warn!(error = %e, tenant = slug, %credential,
+                "could not put back a credential's payload keys after its change failed");
+        }
+    }
+}
+
 /// The keys of `credential`, from the key store.
 pub async fn client_keys(
     keystore: &dyn KeyStore,
     slug: &str,
     credential: Uuid,
 ) -> Result<ClientKeys, KeyStoreError> {
-    let stored = stored(keystore, slug, credential).await?;
+    let (stored, _) = stored(keystore, slug, credential).await?;
     let dir = match stored.dir {
         None => None,
-        Some(dir) => Some(Arc::new(DirKey {
-            key: Zeroizing::new(
+        Some(dir) => {
+            let key = Zeroizing::new(
                 URL_SAFE_NO_PAD
                     .decode(&dir.k)
                     .map_err(anyhow::Error::from)?,
-            ),
-            kid: dir.kid.clone(),
-        })),
+            );
+            Some(Arc::new(DirKey::from_slice(&key, &dir.kid)?))
+        }
     };
     let public = match stored.public_jwk {
         None => None,
@@ -368,12 +412,12 @@ pub struct IssuedDirKey {
     pub k: Zeroizing<String>,
 }
 
-/// Makes a new shared key for `credential`, replacing the one it had.
+/// Makes a new shared key for `credential`, replacing the one it had (see [`Previous`]).
 pub async fn issue_dir_key(
     keystore: &dyn KeyStore,
     slug: &str,
     credential: Uuid,
-) -> Result<IssuedDirKey, KeyStoreError> {
+) -> Result<(IssuedDirKey, Previous), KeyStoreError> {
     let mut key = Zeroizing::new([0u8; 32]);
     let mut id = [0u8; 12];
     aws_lc_rs::rand::fill(key.as_mut_slice()).map_err(|_| anyhow::anyhow!("no randomness"))?;
@@ -382,28 +426,28 @@ pub async fn issue_dir_key(
         kid: URL_SAFE_NO_PAD.encode(id),
         k: Zeroizing::new(URL_SAFE_NO_PAD.encode(key.as_slice())),
     };
-    let mut record = stored(keystore, slug, credential).await?;
+    let (mut record, previous) = stored(keystore, slug, credential).await?;
     record.dir = Some(StoredDir {
         k: issued.k.to_string(),
         kid: issued.kid.clone(),
     });
     store(keystore, slug, credential, &record).await?;
-    Ok(issued)
+    Ok((issued, previous))
 }
 
 /// Registers `jwk` (checked with [`PublicKey::parse`]) as the key `credential`'s responses are
-/// encrypted to; returns its `kid`.
+/// encrypted to; returns its `kid` (and see [`Previous`]).
 pub async fn register_public_key(
     keystore: &dyn KeyStore,
     slug: &str,
     credential: Uuid,
     jwk: Map<String, Value>,
     key: &PublicKey,
-) -> Result<String, KeyStoreError> {
-    let mut record = stored(keystore, slug, credential).await?;
+) -> Result<(String, Previous), KeyStoreError> {
+    let (mut record, previous) = stored(keystore, slug, credential).await?;
     record.public_jwk = Some(jwk);
     store(keystore, slug, credential, &record).await?;
-    Ok(key.kid().to_owned())
+    Ok((key.kid().to_owned(), previous))
 }
 
 /// Destroys `credential`'s keys (it was revoked).

@@ -1,5 +1,8 @@
 //! Encrypted payloads on the tenant API: JWE compact serialization, `Content-Type:
-//! application/jose` (RFC 7516), through the JOSE library `josekit`.
+//! application/jose` (RFC 7516). The JOSE library `josekit` handles the keys (JWKs, the
+//! RSA-OAEP-256 encryption of a content key); the compact form and the A256GCM content are
+//! ours, over aws-lc-rs's AEAD and SIMD base64url, because they are the whole cost of a large
+//! body (`benches/jwe.rs`).
 //!
 //! Invariants:
 //! - Only `enc` `A256GCM` with `alg` `dir` (the calling credential's shared key) or
@@ -10,7 +13,11 @@
 //!   it; the body limit already bounds the whole request.
 //! - Every failure to decrypt — a tampered tag, a truncated token, a wrong key, a bad OAEP
 //!   padding — is the same 400 `invalid_jwe` with one fixed text, so no answer tells which step
-//!   failed, and no library text reaches the client or the log.
+//!   failed, and no library text reaches the client or the log. An RSA-encrypted content key
+//!   that does not decrypt is replaced by a random one and the content decryption fails as it
+//!   would for a bad tag (RFC 7516 section 11.5), so timing does not tell the steps apart either.
+//! - Every JWE Flowgate makes has a fresh random 96-bit IV. With a `dir` key that bounds a key
+//!   to 2^32 answers (NIST SP 800-38D, section 8.3); a credential gets a new key far sooner.
 //! - Keys live in types whose `Debug` is redacted ([`keys`]); nothing here logs a payload or a
 //!   key.
 //! - A decrypted body goes through exactly the JSON parsing and limits of a plaintext body
@@ -20,13 +27,13 @@
 pub mod keys;
 pub mod negotiate;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use josekit::jwe::{self, JweHeader};
+use aws_lc_rs::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
+use base64_simd::URL_SAFE_NO_PAD as B64;
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use super::error::{ApiError, ErrorCode};
-use keys::{DirKey, Recipient, TenantKey};
+use keys::{DirKey, Recipient, TenantKey, content_key};
 
 /// The media type of an encrypted body.
 /// What this replica caches about tenants' encrypted payloads; part of `AppState`, forgotten with
@@ -54,6 +61,9 @@ pub const MEDIA_TYPE: &str = "application/jose";
 /// The longest base64url protected header accepted (1.5 KiB of JSON): far more than any
 /// header of the accepted algorithms needs.
 pub const MAX_HEADER: usize = 2048;
+
+/// The longest base64url encrypted key accepted: an RSA-OAEP-256 key of 8192 bits.
+const MAX_ENCRYPTED_KEY: usize = 1366;
 
 /// The base64url lengths of A256GCM's 12-byte IV and 16-byte tag.
 const IV_B64: usize = 16;
@@ -112,47 +122,38 @@ pub struct Screened<'a> {
     pub alg: Alg,
     /// The `kid` the sender named, if any.
     pub kid: Option<String>,
-    compact: &'a [u8],
+    /// The protected header as sent (base64url): the additional authenticated data.
+    header: &'a [u8],
+    /// The other four segments, base64url.
+    encrypted_key: &'a [u8],
+    iv: &'a [u8],
+    ciphertext: &'a [u8],
+    tag: &'a [u8],
 }
 
 /// Checks the shape and the protected header of a compact JWE, bounded, before any key is used.
 pub fn screen(compact: &[u8]) -> Result<Screened<'_>, JweError> {
-    let compact = compact.trim_ascii();
-    let mut parts = compact.split(|b| *b == b'.');
-    let (Some(header), Some(key), Some(iv), Some(_ciphertext), Some(tag), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(JweError::Invalid);
-    };
-    if header.len() > MAX_HEADER {
-        return Err(JweError::Invalid);
-    }
-    let header = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| JweError::Invalid)?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&header).map_err(|_| JweError::Invalid)?;
-    if header.contains_key("zip") {
+    let (header, encrypted_key, iv, ciphertext, tag) =
+        segments(compact.trim_ascii()).ok_or(JweError::Invalid)?;
+    let decoded = B64.decode_to_vec(header).map_err(|_| JweError::Invalid)?;
+    let fields: Map<String, Value> =
+        serde_json::from_slice(&decoded).map_err(|_| JweError::Invalid)?;
+    if fields.contains_key("zip") {
         return Err(JweError::Unsupported(
             "compressed payloads (`zip`) are refused",
         ));
     }
-    if header.contains_key("crit") {
+    if fields.contains_key("crit") {
         return Err(JweError::Unsupported(
             "critical header extensions (`crit`) are refused",
         ));
     }
-    if header.get("enc").and_then(Value::as_str) != Some(ENC) {
+    if fields.get("enc").and_then(Value::as_str) != Some(ENC) {
         return Err(JweError::Unsupported(
             "the content encryption is not A256GCM",
         ));
     }
-    let alg = match header.get("alg").and_then(Value::as_str) {
+    let alg = match fields.get("alg").and_then(Value::as_str) {
         Some("dir") => Alg::Dir,
         Some("RSA-OAEP-256") => Alg::RsaOaep256,
         _ => {
@@ -162,17 +163,42 @@ pub fn screen(compact: &[u8]) -> Result<Screened<'_>, JweError> {
         }
     };
     // `dir` has no encrypted key; RSA-OAEP-256 must have one. A256GCM has a 96-bit IV and a
-    // full 128-bit tag: OpenSSL would check a truncated tag as far as it goes, so a shorter one
-    // must never reach it.
-    if key.is_empty() != (alg == Alg::Dir) || iv.len() != IV_B64 || tag.len() != TAG_B64 {
+    // full 128-bit tag: a shorter tag would be checked only as far as it goes, so it must
+    // never reach the AEAD.
+    if encrypted_key.is_empty() != (alg == Alg::Dir) || iv.len() != IV_B64 || tag.len() != TAG_B64 {
         return Err(JweError::Invalid);
     }
-    let kid = match header.get("kid") {
+    let kid = match fields.get("kid") {
         None => None,
         Some(Value::String(kid)) => Some(kid.clone()),
         Some(_) => return Err(JweError::Invalid),
     };
-    Ok(Screened { alg, kid, compact })
+    Ok(Screened {
+        alg,
+        kid,
+        header,
+        encrypted_key,
+        iv,
+        ciphertext,
+        tag,
+    })
+}
+
+/// The five segments of a compact JWE. Only the short ones are scanned for their dot (each
+/// within its bound) and the tag from the end, never the ciphertext: a stray dot there fails its
+/// base64url decoding instead.
+#[allow(clippy::type_complexity)]
+fn segments(compact: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8], &[u8])> {
+    fn next(rest: &[u8], bound: usize) -> Option<(&[u8], &[u8])> {
+        let at = rest.iter().take(bound + 1).position(|b| *b == b'.')?;
+        Some((&rest[..at], &rest[at + 1..]))
+    }
+    let (header, rest) = next(compact, MAX_HEADER)?;
+    let (encrypted_key, rest) = next(rest, MAX_ENCRYPTED_KEY)?;
+    let (iv, rest) = next(rest, IV_B64)?;
+    let (ciphertext, tag) = rest.split_at(rest.len().checked_sub(TAG_B64 + 1)?);
+    let tag = tag.strip_prefix(b".")?;
+    Some((header, encrypted_key, iv, ciphertext, tag))
 }
 
 impl Screened<'_> {
@@ -181,8 +207,7 @@ impl Screened<'_> {
         if self.alg != Alg::Dir || self.kid.as_deref().is_some_and(|kid| kid != key.kid()) {
             return Err(JweError::Invalid);
         }
-        let decrypter = key.decrypter().map_err(|_| JweError::Invalid)?;
-        open(self.compact, &decrypter)
+        self.open(key.aead())
     }
 
     /// Decrypts with the tenant's RSA key.
@@ -190,37 +215,100 @@ impl Screened<'_> {
         if self.alg != Alg::RsaOaep256 || self.kid.as_deref().is_some_and(|kid| kid != key.kid()) {
             return Err(JweError::Invalid);
         }
-        open(self.compact, key.decrypter())
+        let encrypted_key = B64
+            .decode_to_vec(self.encrypted_key)
+            .map_err(|_| JweError::Invalid)?;
+        let content = match key.unwrap_content_key(&encrypted_key) {
+            Some(content) => content,
+            None => random_key().map_err(|_| JweError::Invalid)?,
+        };
+        self.open(&content_key(&content))
+    }
+
+    /// Checks the tag and decrypts the content, in place in one buffer.
+    fn open(&self, aead: &LessSafeKey) -> Result<Vec<u8>, JweError> {
+        let iv: [u8; NONCE_LEN] = B64
+            .decode_to_vec(self.iv)
+            .ok()
+            .and_then(|iv| iv.try_into().ok())
+            .ok_or(JweError::Invalid)?;
+        let mut content =
+            Vec::with_capacity(B64.estimated_decoded_length(self.ciphertext.len()) + TAG_LEN);
+        B64.decode_append(self.ciphertext, &mut content)
+            .and_then(|()| B64.decode_append(self.tag, &mut content))
+            .map_err(|_| JweError::Invalid)?;
+        let plaintext = aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(iv),
+                Aad::from(self.header),
+                &mut content,
+            )
+            .map_err(|_| JweError::Invalid)?
+            .len();
+        content.truncate(plaintext);
+        Ok(content)
     }
 }
 
-/// The JOSE library's codec (its registered algorithms are narrowed by [`screen`] first).
-static CONTEXT: std::sync::LazyLock<jwe::JweContext> =
-    std::sync::LazyLock::new(jwe::JweContext::new);
+/// A256GCM's tag length in bytes.
+const TAG_LEN: usize = 16;
 
-fn open(compact: &[u8], decrypter: &dyn jwe::JweDecrypter) -> Result<Vec<u8>, JweError> {
-    CONTEXT
-        .deserialize_compact(compact, decrypter)
-        .map(|(payload, _)| payload)
-        .map_err(|_| JweError::Invalid)
+fn random_key() -> Result<Zeroizing<[u8; 32]>, aws_lc_rs::error::Unspecified> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(key.as_mut_slice())?;
+    Ok(key)
 }
 
-/// Encrypts `payload` to `recipient` as a compact JWE with `enc` A256GCM. `cty` names the
-/// payload's media type when it is not JSON.
-pub fn seal(payload: &[u8], recipient: &Recipient, cty: Option<&str>) -> Result<String, ApiError> {
-    let mut header = JweHeader::new();
-    header.set_content_encryption(ENC);
-    header.set_key_id(recipient.kid());
-    if let Some(cty) = cty {
-        header.set_content_type(cty);
-    }
-    let sealed = match recipient {
-        Recipient::Dir(key) => key
-            .encrypter()
-            .and_then(|e| CONTEXT.serialize_compact(payload, &header, &e)),
-        Recipient::Rsa(key) => CONTEXT.serialize_compact(payload, &header, key.encrypter()),
+/// Encrypts `payload` to `recipient` as a compact JWE with `enc` A256GCM, in place (the buffer
+/// holds ciphertext afterwards, and is cleared when dropped). `cty` names the payload's media
+/// type when it is not JSON.
+pub fn seal(
+    mut payload: Zeroizing<Vec<u8>>,
+    recipient: &Recipient,
+    cty: Option<&str>,
+) -> Result<String, ApiError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        ApiError::internal("jose", anyhow::anyhow!("encrypting a response: {e}"))
     };
-    sealed.map_err(|e| ApiError::internal("jose", anyhow::anyhow!("encrypting a response: {e}")))
+    let content;
+    let (alg, aead, encrypted_key) = match recipient {
+        Recipient::Dir(key) => (Alg::Dir, key.aead(), Vec::new()),
+        Recipient::Rsa(key) => {
+            let random = random_key().map_err(|e| failed(&e))?;
+            let encrypted = key.wrap_content_key(&random).map_err(|e| failed(&e))?;
+            content = content_key(&random);
+            (Alg::RsaOaep256, &content, encrypted)
+        }
+    };
+    let mut header = serde_json::json!({"alg": alg.name(), "enc": ENC, "kid": recipient.kid()});
+    if let Some(cty) = cty {
+        header["cty"] = Value::from(cty);
+    }
+    let header = B64.encode_to_string(header.to_string());
+    let mut iv = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut iv).map_err(|e| failed(&e))?;
+    let tag = aead
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(header.as_bytes()),
+            payload.as_mut_slice(),
+        )
+        .map_err(|e| failed(&e))?;
+    let ciphertext = payload.as_slice();
+    let mut compact = String::with_capacity(
+        header.len()
+            + B64.encoded_length(encrypted_key.len())
+            + IV_B64
+            + B64.encoded_length(ciphertext.len())
+            + TAG_B64
+            + 4,
+    );
+    compact.push_str(&header);
+    for segment in [&encrypted_key[..], &iv, ciphertext, tag.as_ref()] {
+        compact.push('.');
+        B64.encode_append(segment, &mut compact);
+    }
+    Ok(compact)
 }
 
 #[cfg(test)]
@@ -228,7 +316,7 @@ mod tests {
     use super::*;
 
     fn compact(header: &Value, key: &str) -> String {
-        let header = URL_SAFE_NO_PAD.encode(header.to_string());
+        let header = B64.encode_to_string(header.to_string());
         format!("{header}.{key}.aXZpdml2aXZpdml2.Y2lwaGVy.dGFndGFndGFndGFndGFnZw")
     }
 

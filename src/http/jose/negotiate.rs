@@ -363,7 +363,7 @@ async fn seal_response(
     let (req, res) = res.into_parts();
     let (mut head, body) = res.into_parts();
     let body = match to_bytes_limited(body, RESPONSE_LIMIT).await {
-        Ok(Ok(body)) => Zeroizing::new(body.to_vec()),
+        Ok(Ok(body)) => Zeroizing::new(Vec::from(body)),
         Ok(Err(e)) => {
             let error = ApiError::internal("jose", anyhow::anyhow!("reading a response: {e}"));
             return ServiceResponse::from_err(error, req);
@@ -376,7 +376,7 @@ async fn seal_response(
     };
     let essence = content_type.split(';').next().unwrap_or("").trim();
     let cty = (!essence.eq_ignore_ascii_case("application/json")).then_some(essence);
-    match seal(&body, &recipient, cty) {
+    match seal(body, &recipient, cty) {
         Ok(sealed) => {
             let headers = head.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));

@@ -104,13 +104,16 @@ async fn issue(
     auth.refuse_escalation(None, &Subject::service_account(account))
         .await?;
     let tx = auth.write().await?;
-    let issued = issue_dir_key(auth.keystore(), auth.slug().as_str(), id).await?;
-    tx.commit(
-        Change::new(credential.audit_kind(), id, 201)
-            .detail("payload_key", "dir")
-            .detail("kid", issued.kid.clone()),
-    )
-    .await?;
+    let (issued, previous) = issue_dir_key(auth.keystore(), auth.slug().as_str(), id).await?;
+    let change = Change::new(credential.audit_kind(), id, 201)
+        .detail("payload_key", "dir")
+        .detail("kid", issued.kid.clone());
+    if let Err(e) = tx.commit(change).await {
+        previous
+            .restore(auth.keystore(), auth.slug().as_str(), id)
+            .await;
+        return Err(e.into());
+    }
     Ok(HttpResponse::Created().json(PayloadKeyJwk {
         kty: "oct",
         k: issued.k.to_string(),
@@ -133,14 +136,17 @@ async fn register(
     auth.refuse_escalation(None, &Subject::service_account(account))
         .await?;
     let tx = auth.write().await?;
-    let kid =
+    let (kid, previous) =
         register_public_key(auth.keystore(), auth.slug().as_str(), id, public_jwk, &key).await?;
-    tx.commit(
-        Change::new(credential.audit_kind(), id, 200)
-            .detail("payload_key", "public")
-            .detail("kid", kid.clone()),
-    )
-    .await?;
+    let change = Change::new(credential.audit_kind(), id, 200)
+        .detail("payload_key", "public")
+        .detail("kid", kid.clone());
+    if let Err(e) = tx.commit(change).await {
+        previous
+            .restore(auth.keystore(), auth.slug().as_str(), id)
+            .await;
+        return Err(e.into());
+    }
     Ok(web::Json(PublicKeyView { kid }))
 }
 

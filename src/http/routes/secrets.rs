@@ -481,7 +481,7 @@ pub async fn rotate_secret(
                     "The secret was rotated concurrently; retry.",
                 ));
             }
-            other => other?,
+            other => other?.ok_or_else(ApiError::not_found)?,
         };
         let versions = secrets::versions(tx.conn(), rotated.secret.id).await?;
         tx.commit(

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
 use sea_orm::{DbErr, RuntimeErr};
 
+/// SQLite's message for a violated foreign key, whichever result code carries it.
+const FOREIGN_KEY_FAILED: &str = "FOREIGN KEY constraint failed";
+
 /// A failure SQLite reported, with its extended result code.
 #[derive(Debug)]
 pub(super) struct SqliteFailure {
@@ -51,8 +54,11 @@ impl DatabaseError for SqliteFailure {
         match self.code {
             // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
             2067 | 1555 => ErrorKind::UniqueViolation,
-            // SQLITE_CONSTRAINT_FOREIGNKEY
+            // SQLITE_CONSTRAINT_FOREIGNKEY; and SQLITE_CONSTRAINT_TRIGGER with SQLite's own
+            // foreign-key text, which is how it reports an `ON DELETE RESTRICT` (the action runs
+            // as a built-in trigger). Flowgate has no triggers of its own.
             787 => ErrorKind::ForeignKeyViolation,
+            1811 if self.message == FOREIGN_KEY_FAILED => ErrorKind::ForeignKeyViolation,
             // SQLITE_CONSTRAINT_NOTNULL
             1299 => ErrorKind::NotNullViolation,
             // SQLITE_CONSTRAINT_CHECK

@@ -494,6 +494,33 @@ mod tests {
         assert_eq!(counted(&read), 1);
     }
 
+    /// SQLite reports a restricted delete as a trigger's constraint (1811), not as a foreign key
+    /// (787): both must read as a foreign-key violation, or a delete racing an insert is a 500.
+    #[tokio::test]
+    async fn a_restricted_delete_is_recognised_as_a_foreign_key_violation() {
+        let (_dir, file) = file();
+        let tx = file.begin(Mode::Write).await.unwrap();
+        for sql in [
+            "CREATE TABLE folders (id integer PRIMARY KEY)",
+            "CREATE TABLE items (id integer PRIMARY KEY, \
+             folder_id integer REFERENCES folders (id) ON DELETE RESTRICT)",
+            "INSERT INTO folders (id) VALUES (1)",
+            "INSERT INTO items (id, folder_id) VALUES (1, 1)",
+        ] {
+            tx.execute(&Statement::from_string(DbBackend::Sqlite, sql))
+                .unwrap();
+        }
+        for sql in [
+            "DELETE FROM folders WHERE id = 1",
+            "INSERT INTO items (id, folder_id) VALUES (2, 9)",
+        ] {
+            let e = tx
+                .execute(&Statement::from_string(DbBackend::Sqlite, sql))
+                .unwrap_err();
+            assert!(crate::tenancy::is_foreign_key_violation(&e), "{sql}: {e:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_unique_violation_is_recognised_as_one() {
         let (_dir, file) = file();
