@@ -47,6 +47,8 @@ pub struct AppState {
     pub envelope: Arc<Envelope>,
     /// Tenants' payload-encryption keys and requirements, as cached here.
     pub payload_caches: crate::http::jose::PayloadCaches,
+    /// The WebAuthn relying party of `public_url`.
+    pub passkeys: crate::signin::passkeys::RelyingParty,
     /// The last readiness check and when it was made.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
@@ -89,6 +91,7 @@ impl AppState {
             federation: Federation::new(outbound.clone()),
             envelope: Arc::new(Envelope::new(Arc::clone(&keystore), Arc::clone(&dbs))),
             payload_caches: Default::default(),
+            passkeys: crate::signin::passkeys::RelyingParty::new(&settings.public_url)?,
             outbound,
             readiness: tokio::sync::Mutex::new(None),
             settings,

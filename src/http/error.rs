@@ -51,6 +51,7 @@ error_codes! {
     Unauthenticated,
     InvalidCredentials,
     SignInFailed,
+    PasskeyRefused,
     Forbidden,
     TenantSuspended,
     NotFound,
@@ -98,6 +99,11 @@ impl ErrorCode {
                 "The credentials are not valid",
             ),
             SignInFailed => (StatusCode::UNAUTHORIZED, "sign_in_failed", "Sign-in failed"),
+            PasskeyRefused => (
+                StatusCode::UNAUTHORIZED,
+                "passkey_refused",
+                "The passkey was refused",
+            ),
             Forbidden => (
                 StatusCode::FORBIDDEN,
                 "forbidden",

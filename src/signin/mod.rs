@@ -16,6 +16,7 @@
 pub mod logins;
 pub mod oidc;
 pub mod outbound;
+pub mod passkeys;
 pub mod providers;
 pub mod provisioning;
 pub mod saml;

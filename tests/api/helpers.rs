@@ -77,6 +77,9 @@ pub struct Options {
     /// The host PostgreSQL is reached at (default `127.0.0.1`): `localhost` is the name its
     /// certificate carries.
     pub postgres_host: Option<&'static str>,
+    /// The host of the public URL and of the test's requests (default `127.0.0.1`): WebAuthn
+    /// needs a domain name, `localhost`.
+    pub public_host: Option<&'static str>,
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -120,10 +123,11 @@ async fn spawn(db: Db, options: Options, client: Option<reqwest::Client>) -> Tes
     };
     // Bound first, so that the public URL (redirect URIs, cookie origins) names its port.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let public_host = options.public_host.unwrap_or("127.0.0.1");
     vars.insert(
         "FLOWGATE_PUBLIC_URL".into(),
         format!(
-            "https://127.0.0.1:{}",
+            "https://{public_host}:{}",
             listener.local_addr().unwrap().port()
         ),
     );
@@ -144,7 +148,7 @@ async fn spawn(db: Db, options: Options, client: Option<reqwest::Client>) -> Tes
         },
     )
     .unwrap();
-    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let base = format!("https://{public_host}:{}", server.addr.port());
     let client = client.unwrap_or_else(|| client_trusting(&data_dir));
     let mut app = TestApp {
         db,

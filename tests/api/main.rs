@@ -19,6 +19,7 @@ mod federation;
 mod health;
 mod jose;
 mod openapi;
+mod passkeys;
 mod platform;
 mod rate_limits;
 mod saml;

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
 use crate::oidc_peer::{AZURE_DIRECTORY, Browser, CLIENT_ID, CLIENT_SECRET, OidcPeer};
 
-const ADA: &str = "ada-subject-0001";
+pub(crate) const ADA: &str = "ada-subject-0001";
 
-fn ada_claims() -> Value {
+pub(crate) fn ada_claims() -> Value {
     json!({
         "email": "ada@acme.example",
         "email_verified": true,
@@ -21,7 +21,7 @@ fn ada_claims() -> Value {
 
 /// Configures provider `preset` in Flowgate, then starts the peer that plays it (its redirect
 /// URI names the provider's id), and points the provider at the peer.
-async fn provider(
+pub(crate) async fn provider(
     app: &TestApp,
     preset: &str,
     accounts: &[(&str, Value)],

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod health;
 pub mod identity_providers;
 pub mod me;
+pub mod passkeys;
 pub mod payload_keys;
 pub mod platform;
 pub mod policies;
@@ -162,6 +163,8 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(identity_providers::delete_identity_provider),
                 operation!(me::get_me),
                 operation!(sessions::list_my_sessions),
+                operation!(passkeys::list_my_credentials),
+                operation!(passkeys::rename_my_credential),
                 operation!(sessions::delete_my_session),
                 operation!(sessions::list_user_sessions),
                 operation!(sessions::delete_user_sessions),
@@ -193,6 +196,10 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(signin::saml_acs),
                 operation!(signin::saml_metadata),
                 operation!(signin::logout),
+                operation!(passkeys::register_start),
+                operation!(passkeys::register_finish),
+                operation!(passkeys::authenticate_start),
+                operation!(passkeys::authenticate_finish),
                 operation!(tokens::token),
             ],
         },

@@ -93,6 +93,10 @@ impl SignInTenant {
         &self.tenant
     }
 
+    pub fn shared_state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
     fn base(&self) -> String {
         format!(
             "{}/t/{}",

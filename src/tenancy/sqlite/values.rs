@@ -22,9 +22,9 @@ use uuid::Uuid;
 use entity::control::{platform_setting, tenant};
 use entity::tenant::{
     api_key, audit_checkpoint, audit_event, audit_head, data_key, folder, group, group_member,
-    identity_provider, login_state, oauth_client, policy, policy_version, process, role,
+    identity_provider, login_state, oauth_client, passkey, policy, policy_version, process, role,
     role_binding, saml_assertion, secret, secret_version, service_account, session, tenant_setting,
-    trusted_issuer, user, user_identity,
+    trusted_issuer, user, user_identity, webauthn_ceremony,
 };
 
 /// How a stored column is decoded.
@@ -87,6 +87,7 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<identity_provider::Entity>(&mut columns);
     add::<login_state::Entity>(&mut columns);
     add::<oauth_client::Entity>(&mut columns);
+    add::<passkey::Entity>(&mut columns);
     add::<policy::Entity>(&mut columns);
     add::<policy_version::Entity>(&mut columns);
     add::<process::Entity>(&mut columns);
@@ -101,6 +102,7 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<trusted_issuer::Entity>(&mut columns);
     add::<user::Entity>(&mut columns);
     add::<user_identity::Entity>(&mut columns);
+    add::<webauthn_ceremony::Entity>(&mut columns);
     columns
 });
 

@@ -1,0 +1,183 @@
+//! WebAuthn passkeys with `webauthn-authenticator-rs`'s software passkey: enrollment and
+//! assertion for a signed-in person, and the attacks the relying party must refuse (a replayed
+//! assertion, another origin, a cloned authenticator's counter, another person's ceremony).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use url::Url;
+use webauthn_authenticator_rs::WebauthnAuthenticator as _;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+use crate::helpers::{Db, Options, TestApp, assert_problem, spawn_app_with};
+use crate::oidc_peer::Browser;
+use crate::signin::{ADA, ada_claims, provider};
+
+const BOB: &str = "bob-subject-0002";
+
+/// A ceremony step with the browser's cookie and this server's `Origin`.
+async fn step(
+    app: &TestApp,
+    browser: &Browser,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = browser
+        .client
+        .post(app.url(&format!("/t/{}/auth/webauthn/{path}", app.tenant)))
+        .header("Origin", &app.base);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn enroll(app: &TestApp, browser: &Browser, key: &mut SoftPasskey) -> (StatusCode, Value) {
+    let (status, options) = step(app, browser, "register/start", None).await;
+    assert_eq!(status, StatusCode::OK, "{options}");
+    assert_eq!(
+        options["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    let origin = Url::parse(&app.base).unwrap();
+    let credential = key
+        .do_registration(origin, serde_json::from_value(options).unwrap())
+        .unwrap();
+    step(
+        app,
+        browser,
+        "register/finish?name=laptop",
+        Some(serde_json::to_value(credential).unwrap()),
+    )
+    .await
+}
+
+/// An assertion made by `key` at `origin` for a fresh ceremony.
+async fn assertion(app: &TestApp, browser: &Browser, key: &mut SoftPasskey, origin: &str) -> Value {
+    let (status, options) = step(app, browser, "authenticate/start", None).await;
+    assert_eq!(status, StatusCode::OK, "{options}");
+    let assertion = key
+        .do_authentication(
+            Url::parse(origin).unwrap(),
+            serde_json::from_value(options).unwrap(),
+        )
+        .unwrap();
+    serde_json::to_value(assertion).unwrap()
+}
+
+async fn mfa(app: &TestApp, browser: &Browser) -> bool {
+    let (status, me) = browser.api(app, reqwest::Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    me["auth"]["mfa"].as_bool().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused() {
+    let app = spawn_app_with(
+        Db::Sqlite,
+        Options {
+            public_host: Some("localhost"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let bob_claims = json!({"email": "bob@acme.example", "email_verified": true, "name": "Bob"});
+    let (idp, _peer) = provider(
+        &app,
+        "generic",
+        &[(ADA, ada_claims()), (BOB, bob_claims)],
+        json!({}),
+    )
+    .await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    assert!(!mfa(&app, &ada).await);
+
+    // No session, or a foreign Origin: refused before any ceremony.
+    let anonymous = Browser::new(&app);
+    let (status, _) = step(&app, &anonymous, "register/start", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = ada
+        .client
+        .post(app.url(&format!("/t/{}/auth/webauthn/register/start", app.tenant)))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let mut key = SoftPasskey::new(true);
+    let (status, created) = enroll(&app, &ada, &mut key).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["name"], "laptop");
+    let (status, list) = ada.api(&app, reqwest::Method::GET, "/me/credentials").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // The assertion makes the session MFA-complete.
+    let signed = assertion(&app, &ada, &mut key, &app.base).await;
+    let (status, used) = step(&app, &ada, "authenticate/finish", Some(signed.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{used}");
+    assert_eq!(used["id"], created["id"]);
+    assert!(mfa(&app, &ada).await);
+
+    // Replayed: its ceremony is used up.
+    let (status, body) = step(&app, &ada, "authenticate/finish", Some(signed)).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    // Made for another origin.
+    let evil = app.base.replace("localhost", "evil.localhost");
+    let foreign = assertion(&app, &ada, &mut key, &evil).await;
+    let (status, body) = step(&app, &ada, "authenticate/finish", Some(foreign)).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+
+    // Another person cannot finish with Ada's passkey: Bob has none, and Ada's assertion for
+    // Ada's ceremony does not open Bob's session.
+    let bob = Browser::new(&app);
+    bob.sign_in_ok(&app, &idp, BOB).await;
+    let (status, body) = step(&app, &bob, "authenticate/start", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    let stolen = assertion(&app, &ada, &mut key, &app.base).await;
+    let (status, body) = step(&app, &bob, "authenticate/finish", Some(stolen)).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    assert!(!mfa(&app, &bob).await);
+
+    // A cloned authenticator: the stored counter is ahead of the one the key sends.
+    app.tenant_sql(
+        "UPDATE passkeys SET credential = json_set(credential, '$.cred.counter', 1000000)",
+    )
+    .await;
+    let cloned = assertion(&app, &ada, &mut key, &app.base).await;
+    let (status, body) = step(&app, &ada, "authenticate/finish", Some(cloned)).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    let (_, list) = ada.api(&app, reqwest::Method::GET, "/me/credentials").await;
+    assert!(list["items"][0]["flagged_at"].is_string(), "{list}");
+    let (status, body) = step(&app, &ada, "authenticate/start", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+
+    // Every step is on record, refusals with their reason, and no challenge or signature.
+    let events = app.audit_events().await;
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["status"] == 401 && e["action"].as_str().unwrap().starts_with("auth.webauthn")
+        })
+        .collect();
+    let reasons: Vec<&str> = refusals
+        .iter()
+        .map(|e| e["details"]["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("counter went backwards")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("no ceremony")),
+        "{reasons:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "auth.webauthn_authenticate" && e["status"] == 200)
+    );
+}
