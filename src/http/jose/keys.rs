@@ -188,6 +188,14 @@ impl DirKey {
     }
 }
 
+/// A new random AES-256 key, cleared when dropped.
+pub fn random_key() -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(key.as_mut_slice())
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(key)
+}
+
 /// An AES-256-GCM key from its 32 bytes (a length the type guarantees, so it cannot fail).
 pub fn content_key(key: &[u8; 32]) -> LessSafeKey {
     #[allow(clippy::expect_used)]
@@ -418,12 +426,9 @@ pub async fn issue_dir_key(
     slug: &str,
     credential: Uuid,
 ) -> Result<(IssuedDirKey, Previous), KeyStoreError> {
-    let mut key = Zeroizing::new([0u8; 32]);
-    let mut id = [0u8; 12];
-    aws_lc_rs::rand::fill(key.as_mut_slice()).map_err(|_| anyhow::anyhow!("no randomness"))?;
-    aws_lc_rs::rand::fill(&mut id).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let key = random_key()?;
     let issued = IssuedDirKey {
-        kid: URL_SAFE_NO_PAD.encode(id),
+        kid: crate::crypto::random_token::<12>()?,
         k: Zeroizing::new(URL_SAFE_NO_PAD.encode(key.as_slice())),
     };
     let (mut record, previous) = stored(keystore, slug, credential).await?;

@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, ErrorCode};
-use keys::{DirKey, Recipient, TenantKey, content_key};
+use keys::{DirKey, Recipient, TenantKey, content_key, random_key};
 
 /// The media type of an encrypted body.
 /// What this replica caches about tenants' encrypted payloads; part of `AppState`, forgotten with
@@ -253,12 +253,6 @@ impl Screened<'_> {
 /// A256GCM's tag length in bytes.
 const TAG_LEN: usize = 16;
 
-fn random_key() -> Result<Zeroizing<[u8; 32]>, aws_lc_rs::error::Unspecified> {
-    let mut key = Zeroizing::new([0u8; 32]);
-    aws_lc_rs::rand::fill(key.as_mut_slice())?;
-    Ok(key)
-}
-
 /// Encrypts `payload` to `recipient` as a compact JWE with `enc` A256GCM, in place (the buffer
 /// holds ciphertext afterwards, and is cleared when dropped). `cty` names the payload's media
 /// type when it is not JSON.
@@ -285,8 +279,7 @@ pub fn seal(
         header["cty"] = Value::from(cty);
     }
     let header = B64.encode_to_string(header.to_string());
-    let mut iv = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut iv).map_err(|e| failed(&e))?;
+    let iv = crate::crypto::random_bytes::<NONCE_LEN>().map_err(|e| failed(&e))?;
     let tag = aead
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(iv),

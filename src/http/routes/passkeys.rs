@@ -113,30 +113,36 @@ async fn signed_in(
     Ok((principal.id(), session, tx))
 }
 
-/// Commits a refusal with its reason on record, and answers 401 `passkey_refused`; other
-/// errors leave nothing behind.
-async fn refuse(tx: WriteTx, user: Uuid, session: Uuid, error: PasskeyError) -> ApiError {
-    match error {
-        PasskeyError::Refused(refusal) => {
-            let change = Change::new("session", session, 401)
-                .by("user", user)
-                .detail("reason", refusal.to_string());
-            if let Err(e) = tx.commit(change).await {
-                return e.into();
-            }
-            let message = match refusal {
-                PasskeyRefusal::NoPasskey => "No usable passkey is registered: enroll one first.",
-                PasskeyRefusal::NoCeremony => "No ceremony is waiting: start again.",
-                PasskeyRefusal::Unavailable => {
-                    "Passkeys need this server's public URL to name a domain, not an address."
-                }
-                _ => "The passkey was refused.",
-            };
-            ApiError::new(ErrorCode::PasskeyRefused, message)
+/// The outcome of a ceremony step: its value, with `tx` to commit the success; or, for a
+/// refusal, `tx` committed with the reason on record and 401 `passkey_refused`. Other errors
+/// leave nothing behind.
+async fn settle<T>(
+    tx: WriteTx,
+    user: Uuid,
+    session: Uuid,
+    outcome: Result<T, PasskeyError>,
+) -> Result<(T, WriteTx), ApiError> {
+    let refusal = match outcome {
+        Ok(value) => return Ok((value, tx)),
+        Err(PasskeyError::Refused(refusal)) => refusal,
+        Err(PasskeyError::Db(e)) => return Err(e.into()),
+        Err(PasskeyError::Unexpected(e)) => {
+            return Err(ApiError::internal("webauthn", anyhow::anyhow!(e)));
         }
-        PasskeyError::Db(e) => e.into(),
-        PasskeyError::Unexpected(e) => ApiError::internal("webauthn", anyhow::anyhow!(e)),
-    }
+    };
+    let change = Change::new("session", session, 401)
+        .by("user", user)
+        .detail("reason", refusal.to_string());
+    tx.commit(change).await?;
+    let message = match refusal {
+        PasskeyRefusal::NoPasskey => "No usable passkey is registered: enroll one first.",
+        PasskeyRefusal::NoCeremony => "No ceremony is waiting: start again.",
+        PasskeyRefusal::Unavailable => {
+            "Passkeys need this server's public URL to name a domain, not an address."
+        }
+        _ => "The passkey was refused.",
+    };
+    Err(ApiError::new(ErrorCode::PasskeyRefused, message))
 }
 
 /// Begin registering a passkey.
@@ -157,15 +163,12 @@ pub async fn register_start(
     let person = crate::directory::users::get(tx.conn(), user)
         .await?
         .ok_or(IdentityError::MissingCredentials)?;
-    let options = match page
+    let outcome = page
         .state()
         .passkeys
         .begin_registration(&tx, session, &person)
-        .await
-    {
-        Ok(options) => options,
-        Err(e) => return Err(refuse(tx, user, session, e).await),
-    };
+        .await;
+    let (options, tx) = settle(tx, user, session, outcome).await?;
     tx.commit(Change::new("session", session, 200).by("user", user))
         .await?;
     Ok(HttpResponse::Ok().json(options))
@@ -191,15 +194,12 @@ pub async fn register_finish(
     let name = passkey_name(query.into_inner().name.as_deref().unwrap_or("Passkey"))?;
     let credential = body.parse().await?.parse()?;
     let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_register").await?;
-    let created = match page
+    let outcome = page
         .state()
         .passkeys
         .finish_registration(&tx, session, user, &credential, &name)
-        .await
-    {
-        Ok(created) => created,
-        Err(e) => return Err(refuse(tx, user, session, e).await),
-    };
+        .await;
+    let (created, tx) = settle(tx, user, session, outcome).await?;
     tx.commit(
         Change::new("passkey", created.id, 201)
             .by("user", user)
@@ -224,15 +224,12 @@ pub async fn authenticate_start(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_authenticate_start").await?;
-    let options = match page
+    let outcome = page
         .state()
         .passkeys
         .begin_authentication(&tx, session, user)
-        .await
-    {
-        Ok(options) => options,
-        Err(e) => return Err(refuse(tx, user, session, e).await),
-    };
+        .await;
+    let (options, tx) = settle(tx, user, session, outcome).await?;
     tx.commit(Change::new("session", session, 200).by("user", user))
         .await?;
     Ok(HttpResponse::Ok().json(options))
@@ -256,15 +253,12 @@ pub async fn authenticate_finish(
 ) -> Result<HttpResponse, ApiError> {
     let assertion = body.parse().await?.parse()?;
     let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_authenticate").await?;
-    let used = match page
+    let outcome = page
         .state()
         .passkeys
         .finish_authentication(&tx, session, user, &assertion)
-        .await
-    {
-        Ok(used) => used,
-        Err(e) => return Err(refuse(tx, user, session, e).await),
-    };
+        .await;
+    let (used, tx) = settle(tx, user, session, outcome).await?;
     tx.commit(
         Change::new("passkey", used.id, 200)
             .by("user", user)
