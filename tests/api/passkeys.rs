@@ -115,6 +115,52 @@ async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused(
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 
+    // Bad input is a clear 4xx and changes nothing.
+    let (status, body) = step(&app, &ada, "authenticate/finish", Some(json!({"nope": 1}))).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed_request");
+    let long = "x".repeat(65);
+    let (status, body) = step(
+        &app,
+        &ada,
+        &format!("register/finish?name={long}"),
+        Some(json!({})),
+    )
+    .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let path = format!("/me/credentials/{}", created["id"].as_str().unwrap());
+    let rename = |path: String, name: &str| {
+        let request = ada
+            .client
+            .patch(app.tenant_url(&path))
+            .header("Origin", &app.base)
+            .json(&json!({"name": name}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = rename(path.clone(), " ").await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (status, body) = rename(format!("/me/credentials/{}", uuid::Uuid::new_v4()), "x").await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = rename(path, "YubiKey").await;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (StatusCode::OK, Some("YubiKey")),
+        "{body}"
+    );
+
     // The assertion makes the session MFA-complete.
     let signed = assertion(&app, &ada, &mut key, &app.base).await;
     let (status, used) = step(&app, &ada, "authenticate/finish", Some(signed.clone())).await;
@@ -141,6 +187,24 @@ async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused(
     let (status, body) = step(&app, &bob, "authenticate/finish", Some(stolen)).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
     assert!(!mfa(&app, &bob).await);
+    let response = bob
+        .client
+        .patch(app.tenant_url(&format!(
+            "/me/credentials/{}",
+            created["id"].as_str().unwrap()
+        )))
+        .header("Origin", &app.base)
+        .json(&json!({"name": "mine now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "another person's passkey"
+    );
+    let (_, list) = bob.api(&app, reqwest::Method::GET, "/me/credentials").await;
+    assert_eq!(list["items"], json!([]));
 
     // A cloned authenticator: the stored counter is ahead of the one the key sends.
     app.tenant_sql(
