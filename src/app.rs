@@ -47,6 +47,8 @@ pub struct AppState {
     pub envelope: Arc<Envelope>,
     /// Tenants' payload-encryption keys and requirements, as cached here.
     pub payload_caches: crate::http::jose::PayloadCaches,
+    /// Tenants' sign-in, session and payload settings, as cached here.
+    pub tenant_settings: crate::signin::settings::SettingsCache,
     /// The WebAuthn relying party of `public_url`.
     pub passkeys: crate::signin::passkeys::RelyingParty,
     /// The last readiness check and when it was made.
@@ -91,6 +93,7 @@ impl AppState {
             federation: Federation::new(outbound.clone()),
             envelope: Arc::new(Envelope::new(Arc::clone(&keystore), Arc::clone(&dbs))),
             payload_caches: Default::default(),
+            tenant_settings: Default::default(),
             passkeys: crate::signin::passkeys::RelyingParty::new(&settings.public_url)?,
             outbound,
             readiness: tokio::sync::Mutex::new(None),
@@ -122,6 +125,7 @@ impl AppState {
         self.federation.forget_tenant(slug);
         self.envelope.forget_tenant(slug);
         self.payload_caches.forget_tenant(slug);
+        self.tenant_settings.forget(slug);
         self.keystore.forget(slug);
     }
 
@@ -133,6 +137,7 @@ impl AppState {
         self.tokens.forget_all();
         self.federation.forget_all();
         self.payload_caches.forget_all();
+        self.tenant_settings.forget_all();
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.

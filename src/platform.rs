@@ -17,9 +17,12 @@ use crate::app::AppState;
 use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, Trail};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::directory::service_accounts;
+use crate::directory::users::NewUser;
 use crate::identity::IdentityError;
 use crate::identity::operator::OperatorAuthority;
 use crate::keystore::KeyStoreError;
+use crate::signin::break_glass::{self, Issued};
+use crate::signin::passkeys::{PasskeyError, PasskeyRefusal};
 use crate::tenancy::work::{Change, Onboarding, WorkError, WriteTx};
 use crate::tenancy::{Environment, Slug, TenancyError, Tenant, TenantRateLimits, TenantStatus};
 
@@ -38,6 +41,11 @@ pub enum PlatformError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Work(#[from] WorkError),
+    /// A person of the tenant who is not a break-glass account has the email.
+    #[error("a person of the tenant who is not a break-glass account has this email")]
+    EmailTaken,
+    #[error("break-glass account: {0}")]
+    BreakGlass(String),
 }
 
 impl From<sea_orm::DbErr> for PlatformError {
@@ -229,6 +237,40 @@ pub async fn set_rate_limits(
     .await?;
     tracing::info!(tenant = %slug, "tenant rate limits changed");
     Ok(tenant)
+}
+
+/// Creates the break-glass account `new` of a live tenant, or issues the existing one a new
+/// enrollment (its passkeys removed, its sessions ended); on record in the tenant's trail as a
+/// security event, and in the platform's as the operator's call.
+pub async fn issue_break_glass(
+    state: &Arc<AppState>,
+    authority: &OperatorAuthority,
+    slug: &Slug,
+    new: NewUser,
+    meta: &RequestMeta,
+) -> Result<Issued, PlatformError> {
+    require_live(state, slug).await?;
+    let onboarding = Onboarding::new(authority);
+    let tx = WriteTx::onboarding(state, slug, meta, &onboarding).await?;
+    let issued = match break_glass::issue(&tx, &onboarding, new).await {
+        Ok(issued) => issued,
+        Err(PasskeyError::Refused(PasskeyRefusal::NotBreakGlass)) => {
+            return Err(PlatformError::EmailTaken);
+        }
+        Err(PasskeyError::Db(e)) => return Err(e.into()),
+        Err(e) => return Err(PlatformError::BreakGlass(e.to_string())),
+    };
+    let status = if issued.created { 201 } else { 200 };
+    tx.commit(
+        Change::new("user", issued.user.id, status)
+            .action("tenant.break_glass")
+            .detail("security_event", "break_glass_issued")
+            .detail("created", issued.created)
+            .detail("enrollment_expires_at", issued.expires_at.to_rfc3339()),
+    )
+    .await?;
+    tracing::warn!(tenant = %slug, user = %issued.user.id, "break-glass enrollment issued");
+    Ok(issued)
 }
 
 /// Deletes a tenant: its schema or file, its keys in the key store, and its row. The tenant's

@@ -48,6 +48,7 @@ impl MigratorTrait for TenantMigrator {
             Box::new(tenant::m20261203_000004_trusted_issuers::Migration),
             Box::new(tenant::m20261203_000005_secrets::Migration),
             Box::new(tenant::m20261203_000006_passkeys::Migration),
+            Box::new(tenant::m20261203_000007_break_glass::Migration),
         ]
     }
 

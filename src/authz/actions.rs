@@ -11,6 +11,9 @@ use super::schema::EntityKind;
 /// action.
 pub trait Action: 'static {
     const NAME: &'static str;
+    /// A person doing it needs a recent passkey assertion (step-up): it changes who can do
+    /// what, or hands out a credential or a secret.
+    const SENSITIVE: bool;
 }
 
 /// An entry of the documented catalogue.
@@ -24,6 +27,8 @@ pub struct ActionInfo {
     pub resources: &'static [EntityKind],
     /// Whether the action's context carries `amount` (whole currency units).
     pub amount: bool,
+    /// Whether a person doing it needs a recent passkey assertion (step-up).
+    pub sensitive: bool,
 }
 
 fn kinds<S: serde::Serializer>(kinds: &&'static [EntityKind], s: S) -> Result<S::Ok, S::Error> {
@@ -38,13 +43,14 @@ const TENANT: &[EntityKind] = &[Tenant];
 const CONTAINER: &[EntityKind] = &[Folder, Tenant];
 
 macro_rules! catalogue {
-    ($($ty:ident => $name:literal on $on:expr $(, amount $amount:literal)?, $description:literal;)*) => {
+    ($($ty:ident => $name:literal on $on:expr $(, amount $amount:literal)? $(, sensitive $sensitive:literal)?, $description:literal;)*) => {
         $(
             #[doc = $description]
             #[derive(Debug)]
             pub struct $ty;
             impl Action for $ty {
                 const NAME: &'static str = $name;
+                const SENSITIVE: bool = false $(|| $sensitive)?;
             }
         )*
         /// Every action, in documentation order.
@@ -54,6 +60,7 @@ macro_rules! catalogue {
                 description: $description,
                 resources: $on,
                 amount: false $(|| $amount)?,
+                sensitive: false $(|| $sensitive)?,
             },)*
         ];
     };
@@ -69,24 +76,25 @@ catalogue! {
     ServiceAccountRead => "service_account.read" on TENANT, "List and read service accounts.";
     ServiceAccountCreate => "service_account.create" on TENANT, "Create service accounts.";
     RoleRead => "role.read" on TENANT, "List and read roles.";
-    RoleManage => "role.manage" on TENANT, "Create, change and delete custom roles.";
+    RoleManage => "role.manage" on TENANT, sensitive true, "Create, change and delete custom roles.";
     RoleBindingRead => "role_binding.read" on TENANT, "List role bindings.";
-    RoleBindingCreate => "role_binding.create" on TENANT, "Grant a role to a subject on a scope.";
-    RoleBindingDelete => "role_binding.delete" on TENANT, "Remove a role binding.";
+    RoleBindingCreate => "role_binding.create" on TENANT, sensitive true, "Grant a role to a subject on a scope.";
+    RoleBindingDelete => "role_binding.delete" on TENANT, sensitive true, "Remove a role binding.";
     PolicyRead => "policy.read" on TENANT, "Read claim-based policies and their versions.";
-    PolicyManage => "policy.manage" on TENANT, "Create, change and delete claim-based policies.";
+    PolicyManage => "policy.manage" on TENANT, sensitive true, "Create, change and delete claim-based policies.";
     AuthzCheck => "authz.check" on TENANT, "Explain decisions: check, who can do what, dry runs.";
     IdentityProviderRead => "identity_provider.read" on TENANT, "Read identity provider settings.";
-    IdentityProviderManage => "identity_provider.manage" on TENANT, "Configure identity providers.";
+    IdentityProviderManage => "identity_provider.manage" on TENANT, sensitive true, "Configure identity providers.";
     SessionRead => "session.read" on TENANT, "List users' browser sessions.";
     SessionRevoke => "session.revoke" on TENANT, "End users' browser sessions.";
+    PasskeyReset => "passkey.reset" on TENANT, sensitive true, "Remove all of a user's passkeys, ending their sessions (a lost authenticator).";
     TokenKeyRotate => "token_key.rotate" on TENANT, "Rotate the key that signs the tenant's access tokens.";
     EncryptionKeyRotate => "encryption_key.rotate" on TENANT, "Rotate the tenant's key-encryption key and re-wrap its data keys.";
     ApiKeyRead => "api_key.read" on TENANT, "List API keys (never their secret part).";
-    ApiKeyCreate => "api_key.create" on TENANT, "Issue API keys for service accounts.";
+    ApiKeyCreate => "api_key.create" on TENANT, sensitive true, "Issue API keys for service accounts.";
     ApiKeyRevoke => "api_key.revoke" on TENANT, "Revoke API keys.";
     SettingsRead => "settings.read" on TENANT, "Read system settings.";
-    SettingsManage => "settings.manage" on TENANT, "Manage system settings (not application content).";
+    SettingsManage => "settings.manage" on TENANT, sensitive true, "Manage system settings (not application content).";
     AuditRead => "audit.read" on TENANT, "Read the audit trail.";
     AuditExport => "audit.export" on TENANT, "Export the audit trail as NDJSON.";
     AuditVerify => "audit.verify" on TENANT, "Verify the audit hash chain and its signed checkpoints.";
@@ -108,7 +116,7 @@ catalogue! {
     FormEdit => "form.edit" on &[Form], "Design forms.";
     ReportRead => "report.read" on &[Report], "Read reports.";
     SecretList => "secret.list" on &[Secret, Folder, Tenant], "List secrets' names, versions and metadata (never values).";
-    SecretRead => "secret.read" on &[Secret], "Read secret values.";
+    SecretRead => "secret.read" on &[Secret], sensitive true, "Read secret values.";
     SecretUse => "secret.use" on &[Secret], "Use secrets in processes without seeing them.";
     SecretWrite => "secret.write" on &[Secret, Folder, Tenant], "Create, rotate and delete secrets.";
     TaskRead => "task.read" on &[Task], "See tasks.";

@@ -31,6 +31,9 @@ pub enum Security {
     Operator,
     /// A credential of the tenant in the path.
     Tenant,
+    /// The session cookie of a person signed in to the tenant in the path (the WebAuthn
+    /// ceremonies), with this server's `Origin`.
+    Session,
 }
 
 /// The permission an operation requires.
@@ -41,6 +44,8 @@ pub struct Requirement {
     /// Where it is decided, for the description (`the folder of the path`); `None` for the
     /// tenant or the platform as a whole.
     pub on: Option<&'static str>,
+    /// A person needs a recent passkey assertion (step-up) for it.
+    pub sensitive: bool,
 }
 
 /// A request body.

@@ -52,6 +52,8 @@ error_codes! {
     InvalidCredentials,
     SignInFailed,
     PasskeyRefused,
+    MfaRequired,
+    StepUpRequired,
     Forbidden,
     TenantSuspended,
     NotFound,
@@ -103,6 +105,16 @@ impl ErrorCode {
                 StatusCode::UNAUTHORIZED,
                 "passkey_refused",
                 "The passkey was refused",
+            ),
+            MfaRequired => (
+                StatusCode::UNAUTHORIZED,
+                "mfa_required",
+                "The tenant requires a passkey assertion first",
+            ),
+            StepUpRequired => (
+                StatusCode::UNAUTHORIZED,
+                "step_up_required",
+                "This action needs a recent passkey assertion",
             ),
             Forbidden => (
                 StatusCode::FORBIDDEN,
@@ -207,6 +219,18 @@ impl ToSchema for ErrorCode {
     }
 }
 
+impl Challenge {
+    /// The WebAuthn ceremonies of tenant `slug`, for an assertion no older than
+    /// `max_age_seconds`.
+    pub fn webauthn(slug: &crate::tenancy::Slug, max_age_seconds: i64) -> Self {
+        Challenge {
+            max_age_seconds,
+            authenticate: format!("/t/{slug}/auth/webauthn/authenticate/start"),
+            enroll: format!("/t/{slug}/auth/webauthn/register/start"),
+        }
+    }
+}
+
 /// A field that failed validation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
@@ -227,6 +251,22 @@ pub struct Problem {
     pub request_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// With `mfa_required` and `step_up_required`: how to pass the assertion asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<Challenge>,
+}
+
+/// What a person must do to go on: a passkey assertion no older than `max_age_seconds`
+/// (`POST authenticate`, then its `finish`, with the session cookie), or, with no passkey yet,
+/// an enrollment (`POST enroll`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Challenge {
+    /// How recent the assertion must be, in seconds (0: any assertion in this session).
+    pub max_age_seconds: i64,
+    /// Where the assertion begins.
+    pub authenticate: String,
+    /// Where enrolling a passkey begins.
+    pub enroll: String,
 }
 
 /// An error answered to the client.
@@ -239,6 +279,8 @@ pub struct ApiError {
     headers: Vec<(&'static str, String)>,
     /// The cause of a 5xx and the part of Flowgate it came from, for the log only.
     cause: Option<(&'static str, anyhow::Error)>,
+    /// Boxed: rare, and `ApiError` travels in every `Result`.
+    challenge: Option<Box<Challenge>>,
 }
 
 impl ApiError {
@@ -249,6 +291,15 @@ impl ApiError {
             fields: Vec::new(),
             headers: Vec::new(),
             cause: None,
+            challenge: None,
+        }
+    }
+
+    /// A 401 `mfa_required` or `step_up_required` with what to do in its body.
+    pub fn challenge(code: ErrorCode, detail: impl Into<String>, challenge: Challenge) -> Self {
+        ApiError {
+            challenge: Some(Box::new(challenge)),
+            ..Self::new(code, detail)
         }
     }
 
@@ -379,11 +430,16 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
-            let challenge = match self.code {
-                ErrorCode::InvalidCredentials => {
-                    r#"Bearer realm="flowgate", error="invalid_token""#
+            // RFC 9470's error for an authentication that is too weak or too old.
+            let challenge = match (self.code, &self.challenge) {
+                (ErrorCode::InvalidCredentials, _) => {
+                    r#"Bearer realm="flowgate", error="invalid_token""#.to_owned()
                 }
-                _ => r#"Bearer realm="flowgate""#,
+                (_, Some(c)) => format!(
+                    r#"Bearer realm="flowgate", error="insufficient_user_authentication", max_age={}"#,
+                    c.max_age_seconds
+                ),
+                _ => r#"Bearer realm="flowgate""#.to_owned(),
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
@@ -401,6 +457,7 @@ impl ResponseError for ApiError {
             code: self.code,
             request_id,
             errors: self.fields.clone(),
+            challenge: self.challenge.as_deref().cloned(),
         })
     }
 }
@@ -439,6 +496,11 @@ impl From<IdentityError> for ApiError {
                 ErrorCode::Forbidden,
                 "A change made with a session cookie must come from this server's own pages \
                  (the Origin header is missing or foreign).",
+            ),
+            IdentityError::SecondFactorOwed => Self::new(
+                ErrorCode::MfaRequired,
+                "The session this token was exchanged for has not passed the passkey assertion \
+                 the tenant requires.",
             ),
             IdentityError::Unavailable(why) => Self::unavailable("identity", anyhow::anyhow!(why)),
             IdentityError::Unexpected(e) => Self::internal("identity", e),
@@ -485,6 +547,10 @@ impl From<PlatformError> for ApiError {
             PlatformError::KeyStore(e) => e.into(),
             PlatformError::Audit(e) => e.into(),
             PlatformError::Work(e) => e.into(),
+            PlatformError::EmailTaken => Self::conflict(
+                "A person of the tenant who is not a break-glass account has this email.",
+            ),
+            PlatformError::BreakGlass(e) => Self::internal("platform", anyhow::anyhow!(e)),
         }
     }
 }
@@ -508,6 +574,28 @@ impl From<WorkError> for ApiError {
                     ),
                 )
             }
+            WorkError::SecondFactorOwed(slug) => Self::challenge(
+                ErrorCode::MfaRequired,
+                "This tenant requires a passkey: pass an assertion with yours, or enroll one.",
+                Challenge::webauthn(&slug, 0),
+            ),
+            WorkError::StepUp {
+                action,
+                slug,
+                max_age_seconds,
+            } => Self::challenge(
+                ErrorCode::StepUpRequired,
+                format!(
+                    "`{action}` is sensitive: confirm with your passkey (an assertion younger \
+                     than {} minutes), then retry.",
+                    max_age_seconds / 60
+                ),
+                Challenge::webauthn(&slug, max_age_seconds),
+            ),
+            WorkError::HumanOnly(action) => Self::new(
+                ErrorCode::Forbidden,
+                format!("This tenant lets only people, signed in, do `{action}`."),
+            ),
             WorkError::Tenancy(e) => e.into(),
             WorkError::Audit(e) => e.into(),
             WorkError::Authz(e) => e.into(),

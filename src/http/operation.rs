@@ -135,15 +135,24 @@ pub fn http_method(method: &HttpMethod) -> Method {
 /// Completes `operation` with what its arguments declare.
 fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Schemas) {
     let requirement = match (contract.security, contract.requirement) {
-        (Some(Security::Tenant), Some(r)) => match r.on {
-            Some(on) => format!("Requires `{}` on {on}.", r.action),
-            None => format!("Requires `{}`.", r.action),
-        },
+        (Some(Security::Tenant), Some(r)) => {
+            let on = r.on.map(|on| format!(" on {on}")).unwrap_or_default();
+            let step_up = if r.sensitive {
+                " Sensitive: a person needs a passkey assertion younger than the tenant's \
+                 step-up age (`step_up_required` otherwise)."
+            } else {
+                ""
+            };
+            format!("Requires `{}`{on}.{step_up}", r.action)
+        }
         (Some(Security::Tenant), None) if contract.self_service => {
             "Requires a credential of the tenant and no permission: any caller, about itself."
                 .to_owned()
         }
         (Some(Security::Operator), _) => "Requires the operator token.".to_owned(),
+        (Some(Security::Session), _) => "Requires the session cookie of a person signed in to \
+                                         the tenant, and this server's `Origin`."
+            .to_owned(),
         _ => "Public: no credentials.".to_owned(),
     };
     operation.description = Some(match operation.description.take() {
@@ -156,6 +165,7 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
             SecurityRequirement::new("session", [""; 0]),
         ]),
         Some(Security::Operator) => Some(vec![SecurityRequirement::new("operator", [""; 0])]),
+        Some(Security::Session) => Some(vec![SecurityRequirement::new("session", [""; 0])]),
         Some(Security::Public) | None => None,
     };
     if contract.self_service {
@@ -171,6 +181,7 @@ fn complete(operation: &mut DocOperation, contract: Contract, schemas: &mut Sche
     if let Some(r) = contract.requirement {
         let action = ExtensionsBuilder::new()
             .add("x-flowgate-action", r.action)
+            .add("x-flowgate-sensitive", r.sensitive)
             .build();
         operation
             .extensions

@@ -1,5 +1,6 @@
-//! Flowgate's own HTML pages: the login page. No external assets and no script; every value
-//! shown is HTML-escaped, and the page forbids framing and loading anything from elsewhere.
+//! Flowgate's own HTML pages: the login page. No external assets: its one script (the WebAuthn
+//! ceremonies, [`LOGIN_SCRIPT`]) is served from this server, every value shown is HTML-escaped,
+//! and the page forbids inline script, framing, and loading or sending anything elsewhere.
 
 use std::fmt::Write as _;
 
@@ -8,9 +9,14 @@ use actix_web::http::header;
 
 use crate::tenancy::Slug;
 
-/// What the page allows: its own inline style, forms back to this server, nothing else.
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+/// What the page allows: its own inline style, its script and requests from this server, forms
+/// back to this server, nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                   style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
+
+/// The login page's script: the passkey ceremonies and `flowgate.call` (step-up).
+pub const LOGIN_SCRIPT: &str = include_str!("login.js");
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;color:#1b1b1f}\
 h1{font-size:1.4rem}form,ul{margin:1.5rem 0}input{padding:.5rem;width:16rem}button{padding:.5rem 1rem}\
@@ -67,10 +73,33 @@ pub fn login(
         }
         html.push_str("</ul>");
     }
+    let _ = write!(
+        html,
+        "<section id=\"passkeys\" data-tenant=\"{slug}\" hidden>\
+         <p id=\"passkey-status\" class=\"note\"></p>\
+         <button id=\"passkey-assert\" hidden>Use your passkey</button> \
+         <button id=\"passkey-enroll\" hidden>Add a passkey</button>\
+         <form method=\"post\" action=\"/t/{slug}/auth/logout\">\
+         <button id=\"sign-out\">Sign out</button></form></section>\
+         <details><summary>Emergency access</summary>\
+         <p><label for=\"break-glass-token\">Enrollment token</label><br>\
+         <input id=\"break-glass-token\" autocomplete=\"off\"> \
+         <button id=\"break-glass-enroll\">Enroll</button></p>\
+         <p><label for=\"break-glass-email\">Emergency account</label><br>\
+         <input id=\"break-glass-email\" type=\"email\" autocomplete=\"username webauthn\"> \
+         <button id=\"break-glass-sign-in\">Sign in with a passkey</button></p></details>\
+         <dialog id=\"step-up\"><p>Confirm with your passkey.</p><p id=\"step-up-reason\"></p>\
+         <button id=\"step-up-confirm\">Confirm with your passkey</button> \
+         <button id=\"step-up-cancel\">Cancel</button></dialog>\
+         <script src=\"/t/{slug}/auth/login.js\" defer></script>"
+    );
     html.push_str("</body></html>");
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        // Its forms post back here: browsers send `Origin: null` from a `no-referrer` page,
+        // which the session's origin check refuses.
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(html)
 }

@@ -15,7 +15,7 @@ pub mod token_keys;
 pub mod tokens;
 pub mod trust;
 
-pub use principal::{AccountCredential, Principal, UserCredential};
+pub use principal::{AccountCredential, Principal, SecondFactor, UserCredential};
 
 use crate::keystore::KeyStoreError;
 use crate::tenancy::TenancyError;
@@ -29,6 +29,9 @@ pub enum IdentityError {
     /// A change authenticated by a session cookie came without this server's `Origin`.
     #[error("a cookie-authenticated change came from a foreign or unknown origin")]
     ForeignOrigin,
+    /// The session behind a person's access token still owes the tenant a second factor.
+    #[error("the session has not passed the second factor the tenant requires")]
+    SecondFactorOwed,
     #[error("the identity store is unavailable")]
     Unavailable(String),
     #[error(transparent)]
@@ -56,6 +59,7 @@ impl IdentityError {
             IdentityError::InvalidCredentials(InvalidReason::Revoked) => "revoked_key",
             IdentityError::InvalidCredentials(InvalidReason::Expired) => "expired_key",
             IdentityError::ForeignOrigin => "foreign_origin",
+            IdentityError::SecondFactorOwed => "second_factor_owed",
             IdentityError::Unavailable(_) => "identity_store_unavailable",
             IdentityError::Unexpected(_) => "identity_error",
         }

@@ -42,15 +42,33 @@ pub enum UserCredential {
     /// A browser session's cookie.
     Session {
         id: Uuid,
-        /// Whether the session passed a second factor.
-        mfa: bool,
-        /// When the user last proved themselves strongly.
+        /// Where the session stands with the tenant's second factor.
+        second_factor: SecondFactor,
+        /// When the user last proved themselves strongly (at the provider, or with a passkey
+        /// once the second factor is passed).
         strong_auth_at: DateTime<Utc>,
         /// The session's absolute end.
         expires_at: DateTime<Utc>,
     },
-    /// An access token exchanged for the browser session `session` (for scripts).
-    AccessToken { session: Uuid },
+    /// An access token exchanged for the browser session `session` (for scripts); only a
+    /// session that owes no second factor is exchanged or honoured.
+    AccessToken {
+        session: Uuid,
+        /// When the session last passed a passkey assertion, if it did.
+        asserted_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// Where a person's sign-in stands with the second factor the tenant asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// A passkey assertion was passed in this session.
+    Passed,
+    /// The tenant asks for one this session has not given: only `/me`, the person's list of
+    /// passkeys and the WebAuthn ceremonies are open to it.
+    Owed,
+    /// The tenant does not ask for one of this person.
+    NotAsked,
 }
 
 impl Principal {
@@ -72,6 +90,41 @@ impl Principal {
 
     pub fn actor_id(&self) -> String {
         self.id().to_string()
+    }
+
+    /// Whether the caller is a person whose session still owes the tenant a second factor.
+    pub fn owes_second_factor(&self) -> bool {
+        matches!(
+            self,
+            Principal::User {
+                credential: UserCredential::Session {
+                    second_factor: SecondFactor::Owed,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
+    /// When a person last passed a passkey assertion in the session behind this request; `None`
+    /// for a service account or a session that passed none.
+    pub fn asserted_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Principal::User {
+                credential:
+                    UserCredential::Session {
+                        second_factor: SecondFactor::Passed,
+                        strong_auth_at,
+                        ..
+                    },
+                ..
+            } => Some(*strong_auth_at),
+            Principal::User {
+                credential: UserCredential::AccessToken { asserted_at, .. },
+                ..
+            } => *asserted_at,
+            _ => None,
+        }
     }
 
     /// The kind of credential that authenticated the request, for the audit trail.

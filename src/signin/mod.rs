@@ -13,6 +13,7 @@
 //!   secret is ever logged, audited or shown.
 //! - A user is found by provider and subject, never by email alone.
 
+pub mod break_glass;
 pub mod logins;
 pub mod oidc;
 pub mod outbound;
@@ -167,6 +168,9 @@ pub struct Vouched {
     subject: String,
     claims: Map<String, Value>,
     authenticated_at: DateTime<Utc>,
+    /// How the provider says it authenticated the person: the ID token's `amr` values and
+    /// `acr`, or the SAML assertion's `AuthnContextClassRef`s.
+    methods: Vec<String>,
 }
 
 impl Vouched {
@@ -174,12 +178,20 @@ impl Vouched {
         subject: String,
         claims: Map<String, Value>,
         authenticated_at: DateTime<Utc>,
+        methods: Vec<String>,
     ) -> Self {
         Vouched {
             subject,
             claims,
             authenticated_at,
+            methods,
         }
+    }
+
+    /// Whether the provider authenticated the person with one of `trusted` (its settings'
+    /// `trusted_mfa`): then its own MFA stands for the tenant's second factor.
+    pub fn passed_trusted_mfa(&self, trusted: &[String]) -> bool {
+        self.methods.iter().any(|m| trusted.contains(m))
     }
 
     /// The provider's subject identifier of the person.

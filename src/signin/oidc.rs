@@ -222,7 +222,16 @@ impl OidcLogins {
             .find_map(|claim| claims.get(*claim).and_then(Value::as_i64))
             .and_then(|t| DateTime::from_timestamp(t, 0))
             .unwrap_or_else(Utc::now);
-        Ok(Vouched::new(subject, claims, authenticated_at))
+        let methods = claims
+            .get("amr")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(claims.get("acr"))
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        Ok(Vouched::new(subject, claims, authenticated_at, methods))
     }
 
     /// Forgets what is known about provider `idp` (its settings changed or it was deleted).

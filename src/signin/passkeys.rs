@@ -17,7 +17,7 @@
 
 use chrono::{Duration, Utc};
 use entity::tenant::{passkey, session, user, webauthn_ceremony};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
     EntityTrait as _, QueryFilter as _, QueryOrder as _,
@@ -32,7 +32,8 @@ use webauthn_rs::prelude::{
 };
 
 use super::sessions::Level;
-use crate::tenancy::work::WriteTx;
+use crate::authz::actions::PasskeyReset;
+use crate::tenancy::work::{Permit, SignIn, WriteTx};
 
 /// How long a begun ceremony can be finished.
 pub const CEREMONY_TTL: Duration = Duration::minutes(5);
@@ -50,6 +51,12 @@ pub enum PasskeyRefusal {
     NoCeremony,
     #[error("the user has no usable passkey")]
     NoPasskey,
+    #[error("the user has a passkey: another is added only after asserting with one")]
+    AssertFirst,
+    #[error("no active break-glass account with a usable passkey has this email")]
+    NotBreakGlass,
+    #[error("the enrollment token is unknown, used or expired")]
+    BadEnrollment,
     #[error("the credential is registered already")]
     AlreadyRegistered,
     #[error("the credential is flagged as a possible clone")]
@@ -66,6 +73,8 @@ pub enum PasskeyError {
     Refused(#[from] PasskeyRefusal),
     #[error(transparent)]
     Db(#[from] DbErr),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("webauthn: {0}")]
     Unexpected(String),
 }
@@ -101,20 +110,31 @@ impl RelyingParty {
         })
     }
 
+    /// Whether passkeys work on this deployment.
+    pub fn available(&self) -> bool {
+        self.webauthn.is_some()
+    }
+
     fn webauthn(&self) -> Result<&Webauthn, PasskeyError> {
         self.webauthn
             .as_ref()
             .ok_or(PasskeyError::Refused(PasskeyRefusal::Unavailable))
     }
 
-    /// Begins registering a passkey for `user` in `session`.
+    /// Begins registering a passkey for `user` in `session`, which has `asserted` with a
+    /// passkey or not: a person who has one adds another only after asserting with it, so a
+    /// stolen provider password cannot add the thief's authenticator.
     pub async fn begin_registration(
         &self,
         tx: &WriteTx,
         session: Uuid,
         user: &user::Model,
+        asserted: bool,
     ) -> Result<CreationChallengeResponse, PasskeyError> {
         let existing = passkeys_of(tx.conn(), user.id).await?;
+        if !existing.is_empty() && !asserted {
+            return Err(PasskeyRefusal::AssertFirst.into());
+        }
         let exclude = existing
             .iter()
             .filter_map(|p| parse::<Passkey>(&p.credential).ok())
@@ -134,34 +154,43 @@ impl RelyingParty {
         tx: &WriteTx,
         session: Uuid,
         user_id: Uuid,
+        asserted: bool,
         credential: &RegisterPublicKeyCredential,
         name: &str,
     ) -> Result<passkey::Model, PasskeyError> {
         let state: PasskeyRegistration = take_ceremony(tx, session, Kind::Register).await?;
+        // Checked again: another tab may have enrolled one since this ceremony began.
+        if !asserted && !passkeys_of(tx.conn(), user_id).await?.is_empty() {
+            return Err(PasskeyRefusal::AssertFirst.into());
+        }
         let passkey = self
             .webauthn()?
             .finish_passkey_registration(credential, &state)
             .map_err(refused)?;
-        let credential_id = encode_id(passkey.cred_id());
-        if passkey::Entity::find()
-            .filter(passkey::Column::CredentialId.eq(credential_id.as_str()))
-            .one(tx.conn())
-            .await?
-            .is_some()
-        {
+        let row = passkey::Model {
+            id: Uuid::now_v7(),
+            user_id,
+            name: name.to_owned(),
+            credential_id: encode_id(passkey.cred_id()),
+            credential: serde_json::to_value(&passkey).map_err(unexpected)?,
+            flagged_at: None,
+            created_at: Utc::now(),
+            last_used_at: None,
+        };
+        // The unique credential id decides between concurrent registrations of one
+        // authenticator, without aborting the transaction that records the refusal.
+        let inserted = passkey::Entity::insert(passkey::ActiveModel::from(row.clone()).reset_all())
+            .on_conflict(
+                OnConflict::column(passkey::Column::CredentialId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(tx.conn())
+            .await?;
+        if inserted != 1 {
             return Err(PasskeyRefusal::AlreadyRegistered.into());
         }
-        let row = passkey::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(user_id),
-            name: Set(name.to_owned()),
-            credential_id: Set(credential_id),
-            credential: Set(serde_json::to_value(&passkey).map_err(unexpected)?),
-            flagged_at: Set(None),
-            created_at: Set(Utc::now()),
-            last_used_at: Set(None),
-        };
-        Ok(row.insert(tx.conn()).await?)
+        Ok(row)
     }
 
     /// Begins an assertion with one of `user_id`'s passkeys in `session`.
@@ -171,19 +200,7 @@ impl RelyingParty {
         session: Uuid,
         user_id: Uuid,
     ) -> Result<RequestChallengeResponse, PasskeyError> {
-        let usable: Vec<Passkey> = passkeys_of(tx.conn(), user_id)
-            .await?
-            .iter()
-            .filter(|p| p.flagged_at.is_none())
-            .filter_map(|p| parse(&p.credential).ok())
-            .collect();
-        if usable.is_empty() {
-            return Err(PasskeyRefusal::NoPasskey.into());
-        }
-        let (options, state) = self
-            .webauthn()?
-            .start_passkey_authentication(&usable)
-            .map_err(unexpected)?;
+        let (options, state) = self.challenge(tx, user_id).await?;
         store_ceremony(tx, session, Kind::Authenticate, &state).await?;
         Ok(options)
     }
@@ -199,6 +216,47 @@ impl RelyingParty {
         assertion: &PublicKeyCredential,
     ) -> Result<passkey::Model, PasskeyError> {
         let state: PasskeyAuthentication = take_ceremony(tx, session, Kind::Authenticate).await?;
+        let used = self.verify(tx, user_id, &state, assertion).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::Level, Expr::value(Level::SsoMfa.as_str()))
+            .col_expr(session::Column::StrongAuthAt, Expr::value(Utc::now()))
+            .filter(session::Column::Id.eq(session))
+            .exec(tx.conn())
+            .await?;
+        Ok(used)
+    }
+
+    /// The request options of an assertion with one of `user_id`'s usable (unflagged)
+    /// passkeys, and the ceremony state the server keeps until the answer.
+    pub async fn challenge(
+        &self,
+        tx: &WriteTx,
+        user_id: Uuid,
+    ) -> Result<(RequestChallengeResponse, PasskeyAuthentication), PasskeyError> {
+        let usable: Vec<Passkey> = passkeys_of(tx.conn(), user_id)
+            .await?
+            .iter()
+            .filter(|p| p.flagged_at.is_none())
+            .filter_map(|p| parse(&p.credential).ok())
+            .collect();
+        if usable.is_empty() {
+            return Err(PasskeyRefusal::NoPasskey.into());
+        }
+        self.webauthn()?
+            .start_passkey_authentication(&usable)
+            .map_err(unexpected)
+    }
+
+    /// Checks `assertion` against the ceremony `state` and `user_id`'s own passkeys, and
+    /// records the use (its counter). A counter that went backwards flags the passkey: the
+    /// caller commits `tx` even on that refusal.
+    pub async fn verify(
+        &self,
+        tx: &WriteTx,
+        user_id: Uuid,
+        state: &PasskeyAuthentication,
+        assertion: &PublicKeyCredential,
+    ) -> Result<passkey::Model, PasskeyError> {
         let credential_id = encode_id(assertion.raw_id.as_ref());
         let row = passkey::Entity::find()
             .filter(passkey::Column::CredentialId.eq(credential_id.as_str()))
@@ -212,7 +270,7 @@ impl RelyingParty {
         let now = Utc::now();
         let result = match self
             .webauthn()?
-            .finish_passkey_authentication(assertion, &state)
+            .finish_passkey_authentication(assertion, state)
         {
             Ok(result) => result,
             Err(WebauthnError::CredentialPossibleCompromise) => {
@@ -230,15 +288,32 @@ impl RelyingParty {
         let mut updated: passkey::ActiveModel = row.into();
         updated.credential = Set(serde_json::to_value(&passkey).map_err(unexpected)?);
         updated.last_used_at = Set(Some(now));
-        let updated = updated.update(tx.conn()).await?;
-        session::Entity::update_many()
-            .col_expr(session::Column::Level, Expr::value(Level::SsoMfa.as_str()))
-            .col_expr(session::Column::StrongAuthAt, Expr::value(now))
-            .filter(session::Column::Id.eq(session))
-            .exec(tx.conn())
-            .await?;
-        Ok(updated)
+        Ok(updated.update(tx.conn()).await?)
     }
+}
+
+/// Removes passkey `id` of `user_id`; `false` when the user has no such passkey.
+pub async fn remove(tx: &WriteTx, _: &SignIn, user_id: Uuid, id: Uuid) -> Result<bool, DbErr> {
+    let removed = passkey::Entity::delete_many()
+        .filter(passkey::Column::Id.eq(id))
+        .filter(passkey::Column::UserId.eq(user_id))
+        .exec(tx.conn())
+        .await?;
+    Ok(removed.rows_affected == 1)
+}
+
+/// Removes every passkey of `user_id`; returns how many there were. (The caller ends the
+/// person's sessions in the same transaction.)
+pub async fn reset(
+    tx: &WriteTx,
+    _: &impl Permit<PasskeyReset>,
+    user_id: Uuid,
+) -> Result<u64, DbErr> {
+    let removed = passkey::Entity::delete_many()
+        .filter(passkey::Column::UserId.eq(user_id))
+        .exec(tx.conn())
+        .await?;
+    Ok(removed.rows_affected)
 }
 
 /// The passkeys of `user_id`, oldest first.
@@ -313,7 +388,7 @@ async fn take_ceremony<S: DeserializeOwned>(
     parse(&ceremony.state)
 }
 
-fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, PasskeyError> {
+pub(crate) fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, PasskeyError> {
     T::deserialize(value).map_err(unexpected)
 }
 
@@ -327,6 +402,6 @@ fn refused(e: WebauthnError) -> PasskeyError {
     PasskeyRefusal::Invalid(e.to_string()).into()
 }
 
-fn unexpected(e: impl std::fmt::Display) -> PasskeyError {
+pub(crate) fn unexpected(e: impl std::fmt::Display) -> PasskeyError {
     PasskeyError::Unexpected(e.to_string())
 }

@@ -47,6 +47,12 @@ pub struct Mappings {
     pub group_mappings: BTreeMap<String, String>,
     /// The claim (OIDC) or attribute (SAML) holding the user's groups.
     pub groups_claim: String,
+    /// The authentication methods or contexts of this provider that count as the tenant's
+    /// second factor: a sign-in whose `amr` or `acr` (OIDC), or `AuthnContextClassRef` (SAML),
+    /// names one of them is MFA-complete. Empty (the default): the provider's own MFA is not
+    /// trusted, and Flowgate asks for a passkey.
+    #[serde(default)]
+    pub trusted_mfa: Vec<String>,
 }
 
 /// An OpenID provider's settings, as stored and shown (never the client secret).
@@ -310,6 +316,13 @@ impl Mappings {
         if !is_token(&self.groups_claim) {
             problem("groups_claim", "must be a claim name");
         }
+        if self.trusted_mfa.len() > MAX_TRUSTED_MFA || !self.trusted_mfa.iter().all(|v| is_token(v))
+        {
+            problem(
+                "trusted_mfa",
+                "at most 16 method or context names (`mfa`, `hwk`, a SAML class URI…)",
+            );
+        }
         problems
     }
 }
@@ -372,6 +385,9 @@ fn azure_directory(issuer: &str) -> Option<&str> {
     let directory = path.rsplit('/').next()?;
     Uuid::parse_str(directory).ok().map(|_| directory)
 }
+
+/// The most authentication methods or contexts a provider is trusted for.
+const MAX_TRUSTED_MFA: usize = 16;
 
 fn is_token(value: &str) -> bool {
     !value.is_empty()
@@ -537,6 +553,7 @@ mod tests {
                 claim_mappings: BTreeMap::from([("department".into(), "dept".into())]),
                 group_mappings: BTreeMap::from([("Finance".into(), "finance".into())]),
                 groups_claim: "groups".into(),
+                trusted_mfa: Vec::new(),
             },
             allowed_tenants: Vec::new(),
             hosted_domain: None,

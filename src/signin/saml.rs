@@ -466,8 +466,20 @@ fn accept(
         .max()
         .unwrap_or_else(|| assertion.issue_instant + MAX_ISSUE_DELAY)
         + SKEW;
+    let methods = assertion
+        .authn_statements
+        .iter()
+        .flatten()
+        .filter_map(|s| s.authn_context.as_ref()?.value.as_ref()?.value.clone())
+        .map(|class| class.trim().to_owned())
+        .collect();
     Ok(Accepted {
-        vouched: Vouched::new(name_id.value.trim().to_owned(), claims, authenticated_at),
+        vouched: Vouched::new(
+            name_id.value.trim().to_owned(),
+            claims,
+            authenticated_at,
+            methods,
+        ),
         assertion_id: assertion.id,
         valid_until,
     })

@@ -18,7 +18,7 @@ use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite, time};
 use actix_web::http::Method;
 use chrono::{DateTime, Duration, Utc};
-use entity::tenant::{session, user};
+use entity::tenant::{passkey, session, user};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
     EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
@@ -26,14 +26,15 @@ use sea_orm::{
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use super::settings::TenantSettings;
+use super::settings::{Mfa, TenantSettings};
 use crate::app::AppState;
 use crate::audit::RequestMeta;
-use crate::authz::actions::SessionRevoke;
+use crate::authz::Action;
+use crate::authz::actions::{PasskeyReset, SessionRevoke};
 use crate::authz::bindings::SubjectType;
 use crate::authz::load_subject;
 use crate::crypto::{random_token, sha256_hex};
-use crate::identity::{IdentityError, InvalidReason, Principal, UserCredential};
+use crate::identity::{IdentityError, InvalidReason, Principal, SecondFactor, UserCredential};
 use crate::tenancy::work::{Permit, SignIn, WriteTx};
 use crate::tenancy::{Access, Tenant};
 
@@ -47,8 +48,11 @@ pub const LOGIN_TTL: Duration = Duration::minutes(10);
 pub enum Level {
     /// Single sign-on at an identity provider.
     Sso,
-    /// Single sign-on and a second factor.
+    /// Single sign-on and a second factor (or a break-glass account's passkey).
     SsoMfa,
+    /// A break-glass account's enrollment token: a passkey is owed whatever the tenant's
+    /// policy, so the session can only enroll one and assert with it.
+    Enrollment,
 }
 
 impl Level {
@@ -56,15 +60,15 @@ impl Level {
         match self {
             Level::Sso => "sso",
             Level::SsoMfa => "sso+mfa",
+            Level::Enrollment => "enrollment",
         }
     }
 
     fn parse(value: &str) -> Level {
-        if value == Level::SsoMfa.as_str() {
-            Level::SsoMfa
-        } else {
-            Level::Sso
-        }
+        [Level::SsoMfa, Level::Enrollment]
+            .into_iter()
+            .find(|level| level.as_str() == value)
+            .unwrap_or(Level::Sso)
     }
 }
 
@@ -80,6 +84,9 @@ pub const LOGIN_COOKIE: &str = "__Host-flowgate-login";
 /// cross-site POST, on which browsers withhold `SameSite=Lax` cookies, so this one is
 /// `SameSite=None`; it only binds the login to the browser and grants nothing.
 pub const SAML_LOGIN_COOKIE: &str = "__Host-flowgate-saml-login";
+
+/// The pre-login cookie of a break-glass passkey sign-in, binding its challenge to the browser.
+pub const PASSKEY_LOGIN_COOKIE: &str = "__Host-flowgate-passkey-login";
 
 /// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax (None for [`SAML_LOGIN_COOKIE`]),
 /// `Path=/`, no Domain.
@@ -129,28 +136,42 @@ pub struct Opened {
     pub timeouts: Timeouts,
 }
 
-/// Opens a session for `user_id`, who signed in at `idp_id` by `method` at `authenticated_at`.
+/// What a new session records of its sign-in.
+pub struct NewSession {
+    pub user_id: Uuid,
+    /// The identity provider that vouched; none for a break-glass account's passkey.
+    pub idp_id: Option<Uuid>,
+    /// `oidc`, `saml` or `break_glass`.
+    pub method: &'static str,
+    pub level: Level,
+    /// When the person proved themselves (at the provider, or with the passkey).
+    pub authenticated_at: DateTime<Utc>,
+    /// A shorter life than the tenant's absolute timeout (break-glass sessions are bounded).
+    pub max_life: Option<Duration>,
+}
+
+/// Opens a session for a person who just signed in.
 pub async fn open(
     tx: &WriteTx,
     _: &SignIn,
-    user_id: Uuid,
-    idp_id: Uuid,
-    method: &'static str,
-    authenticated_at: DateTime<Utc>,
+    new: NewSession,
     meta: &RequestMeta,
 ) -> Result<Opened, IdentityError> {
     let conn = tx.conn();
-    let timeouts = Timeouts::load(conn).await?;
+    let mut timeouts = Timeouts::load(conn).await?;
+    if let Some(max_life) = new.max_life {
+        timeouts.absolute = timeouts.absolute.min(max_life);
+    }
     let token = SecretString::from(random_token::<32>()?);
     let now = Utc::now();
     let session = session::ActiveModel {
         id: Set(Uuid::now_v7()),
         token_hash: Set(sha256_hex(token.expose_secret().as_bytes())),
-        user_id: Set(user_id),
-        idp_id: Set(Some(idp_id)),
-        method: Set(method.to_owned()),
-        level: Set(Level::Sso.as_str().to_owned()),
-        strong_auth_at: Set(authenticated_at.min(now)),
+        user_id: Set(new.user_id),
+        idp_id: Set(new.idp_id),
+        method: Set(new.method.to_owned()),
+        level: Set(new.level.as_str().to_owned()),
+        strong_auth_at: Set(new.authenticated_at.min(now)),
         created_at: Set(now),
         last_seen_at: Set(now),
         expires_at: Set(now + timeouts.absolute),
@@ -220,10 +241,16 @@ pub async fn revoke(
     Ok(revoked.rows_affected == 1)
 }
 
+/// The actions whose permit ends all of a person's sessions: revoking them, and resetting the
+/// person's passkeys (a lost authenticator must not stay signed in).
+pub trait EndsSessions: Action {}
+impl EndsSessions for SessionRevoke {}
+impl EndsSessions for PasskeyReset {}
+
 /// Revokes every live session of `user_id`; returns how many ended.
-pub async fn revoke_all(
+pub async fn revoke_all<A: EndsSessions>(
     tx: &WriteTx,
-    _: &impl Permit<SessionRevoke>,
+    _: &impl Permit<A>,
     user_id: Uuid,
 ) -> Result<u64, DbErr> {
     let revoked = session::Entity::update_many()
@@ -295,6 +322,7 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
         return Err(invalid(InvalidReason::Malformed));
     }
     let hash = sha256_hex(token.as_bytes());
+    let settings = state.tenant_settings.get(&state.dbs, &tenant.slug).await?;
     let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
     let session = session::Entity::find()
         .filter(session::Column::TokenHash.eq(hash.as_str()))
@@ -302,11 +330,11 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
         .await?
         .ok_or(invalid(InvalidReason::UnknownKey))?;
     let now = Utc::now();
-    let timeouts = Timeouts::load(&tx).await?;
-    if session.last_seen_at + timeouts.idle <= now {
+    if session.last_seen_at + Duration::minutes(settings.session_idle_minutes) <= now {
         return Err(invalid(InvalidReason::Expired));
     }
     let subject = live_subject(&tx, &session, now).await?;
+    let second_factor = second_factor(&tx, settings.mfa, &session).await?;
     tx.commit().await?;
     if now - session.last_seen_at > TOUCH_AFTER {
         let tx = state.dbs.begin(&tenant.slug, Access::Write).await?;
@@ -324,7 +352,7 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
         id: session.user_id,
         credential: UserCredential::Session {
             id: session.id,
-            mfa: Level::parse(&session.level) == Level::SsoMfa,
+            second_factor,
             strong_auth_at: session.strong_auth_at,
             expires_at: session.expires_at,
         },
@@ -345,6 +373,7 @@ pub async fn exchanged(
     user_id: Uuid,
     id: Uuid,
 ) -> Result<Principal, IdentityError> {
+    let settings = state.tenant_settings.get(&state.dbs, &tenant.slug).await?;
     let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
     let session = session::Entity::find_by_id(id)
         .one(&tx)
@@ -352,12 +381,49 @@ pub async fn exchanged(
         .filter(|s| s.user_id == user_id)
         .ok_or(IdentityError::InvalidCredentials(InvalidReason::Revoked))?;
     let subject = live_subject(&tx, &session, Utc::now()).await?;
+    let second_factor = second_factor(&tx, settings.mfa, &session).await?;
     tx.commit().await?;
+    if second_factor == SecondFactor::Owed {
+        return Err(IdentityError::SecondFactorOwed);
+    }
     Ok(Principal::User {
         id: user_id,
-        credential: UserCredential::AccessToken { session: id },
+        credential: UserCredential::AccessToken {
+            session: id,
+            asserted_at: (second_factor == SecondFactor::Passed).then_some(session.strong_auth_at),
+        },
         subject: Arc::new(subject),
     })
+}
+
+/// Where `session` stands with the second factor the tenant's `mfa` policy asks for. A person
+/// who has any passkey, flagged ones included, owes an assertion under `optional`: a flagged
+/// (possibly cloned) passkey must not turn the second factor off.
+async fn second_factor(
+    conn: &impl ConnectionTrait,
+    mfa: Mfa,
+    session: &session::Model,
+) -> Result<SecondFactor, DbErr> {
+    match Level::parse(&session.level) {
+        Level::SsoMfa => return Ok(SecondFactor::Passed),
+        Level::Enrollment => return Ok(SecondFactor::Owed),
+        Level::Sso => {}
+    }
+    Ok(match mfa {
+        Mfa::Off => SecondFactor::NotAsked,
+        Mfa::Required => SecondFactor::Owed,
+        Mfa::Optional if has_passkey(conn, session.user_id).await? => SecondFactor::Owed,
+        Mfa::Optional => SecondFactor::NotAsked,
+    })
+}
+
+/// Whether `user_id` has registered any passkey.
+async fn has_passkey(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<bool, DbErr> {
+    Ok(passkey::Entity::find()
+        .filter(passkey::Column::UserId.eq(user_id))
+        .one(conn)
+        .await?
+        .is_some())
 }
 
 /// The user of `session` as the policy engine sees them, if the session is unrevoked, before

@@ -1,5 +1,12 @@
-//! A tenant's sign-in and session policy (its second-factor requirement and session timeouts)
-//! and its payload-encryption requirement, one row per setting in `tenant_settings`.
+//! A tenant's sign-in and session policy (its second-factor requirement, step-up age, the
+//! actions only people may perform, session timeouts) and its payload-encryption requirement,
+//! one row per setting in `tenant_settings`.
+//!
+//! Each replica caches a tenant's settings ([`SettingsCache`]) for at most [`SETTINGS_TTL`]; a
+//! change makes every replica forget them at once (`AppState::forget_tenant`).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use chrono::Utc;
 use entity::tenant::tenant_setting;
@@ -10,8 +17,14 @@ use serde_json::Value;
 
 use crate::authz::actions::SettingsManage;
 use crate::tenancy::work::{Permit, WriteTx};
+use crate::tenancy::{Access, Databases, Slug, TenancyError, TenantCache};
 
 /// Whether the tenant asks for a second factor at sign-in.
+///
+/// - `required`: every person signing in with a session passes a passkey assertion; one who
+///   has no passkey yet may only enroll one (and read `/me`).
+/// - `optional`: a person who enrolled a passkey must assert with it; others sign in without.
+/// - `off`: sign-in never asks for a passkey (step-up still may, see `step_up_minutes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mfa {
@@ -19,6 +32,11 @@ pub enum Mfa {
     Optional,
     Off,
 }
+
+/// How long a passkey assertion counts as fresh for sensitive actions when the tenant set
+/// nothing; the bounds of what it may set (0 turns step-up off).
+pub const DEFAULT_STEP_UP_MINUTES: i64 = 5;
+pub const STEP_UP_MINUTES: std::ops::RangeInclusive<i64> = 0..=24 * 60;
 
 /// Session timeouts when the tenant set none.
 pub const DEFAULT_IDLE_MINUTES: i64 = 30;
@@ -30,8 +48,14 @@ pub const ABSOLUTE_MINUTES: std::ops::RangeInclusive<i64> = 5..=30 * 24 * 60;
 /// The tenant's settings, defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantSettings {
-    /// Second factor at sign-in (stored now; enforced once WebAuthn MFA lands).
+    /// Second factor at sign-in.
     pub mfa: Mfa,
+    /// Minutes a passkey assertion stays fresh for the catalogue's sensitive actions done by a
+    /// person (0: step-up off).
+    pub step_up_minutes: i64,
+    /// Actions (catalogue names) that API keys and client credentials never perform, whatever
+    /// their roles grant: only people, signed in, may.
+    pub human_only_actions: Vec<String>,
     /// Minutes of inactivity after which a session ends.
     pub session_idle_minutes: i64,
     /// Minutes after sign-in at which a session ends, however active.
@@ -45,6 +69,8 @@ pub struct TenantSettings {
 }
 
 const MFA: &str = "mfa";
+const STEP_UP: &str = "step_up_minutes";
+const HUMAN_ONLY: &str = "human_only_actions";
 const IDLE: &str = "session_idle_minutes";
 const ABSOLUTE: &str = "session_absolute_minutes";
 const ENCRYPTION_REQUIRED: &str = "payload_encryption_required";
@@ -64,6 +90,10 @@ impl TenantSettings {
             mfa: value(MFA)
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or(Mfa::Off),
+            step_up_minutes: minutes(STEP_UP, &STEP_UP_MINUTES, DEFAULT_STEP_UP_MINUTES),
+            human_only_actions: value(HUMAN_ONLY)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
             session_idle_minutes: minutes(IDLE, &IDLE_MINUTES, DEFAULT_IDLE_MINUTES),
             session_absolute_minutes: minutes(
                 ABSOLUTE,
@@ -84,6 +114,8 @@ impl TenantSettings {
         let now = Utc::now();
         for (key, value) in [
             (MFA, serde_json::to_value(self.mfa).unwrap_or_default()),
+            (STEP_UP, Value::from(self.step_up_minutes)),
+            (HUMAN_ONLY, Value::from(self.human_only_actions.clone())),
             (IDLE, Value::from(self.session_idle_minutes)),
             (ABSOLUTE, Value::from(self.session_absolute_minutes)),
             (
@@ -112,5 +144,51 @@ impl TenantSettings {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// How long a replica serves a tenant's cached settings without reading them again: bounds a
+/// missed change notice.
+pub const SETTINGS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tenants' settings as this replica last read them, by slug.
+pub struct SettingsCache(TenantCache<Arc<TenantSettings>>);
+
+impl Default for SettingsCache {
+    fn default() -> Self {
+        SettingsCache(TenantCache::with_ttl(
+            NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+            SETTINGS_TTL,
+        ))
+    }
+}
+
+impl SettingsCache {
+    /// The settings of tenant `slug` (a [`Slug`]), read in their own transaction when not cached.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "authentication and the unit of work read the settings before any decision"
+    )]
+    pub async fn get(
+        &self,
+        dbs: &Databases,
+        slug: &Slug,
+    ) -> Result<Arc<TenantSettings>, TenancyError> {
+        self.0
+            .get_or_try_load(slug.as_str(), || async {
+                let tx = dbs.begin(slug, Access::Read).await?;
+                let settings = TenantSettings::load(&tx).await?;
+                tx.commit().await?;
+                Ok(Arc::new(settings))
+            })
+            .await
+    }
+
+    pub fn forget(&self, slug: &str) {
+        self.0.invalidate(slug);
+    }
+
+    pub fn forget_all(&self) {
+        self.0.clear();
     }
 }

@@ -1,6 +1,7 @@
 //! WebAuthn passkeys with `webauthn-authenticator-rs`'s software passkey: enrollment and
 //! assertion for a signed-in person, and the attacks the relying party must refuse (a replayed
-//! assertion, another origin, a cloned authenticator's counter, another person's ceremony).
+//! assertion, another origin, no user verification, a cloned authenticator's counter, another
+//! person's ceremony).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -15,7 +16,7 @@ use crate::signin::{ADA, ada_claims, provider};
 const BOB: &str = "bob-subject-0002";
 
 /// A ceremony step with the browser's cookie and this server's `Origin`.
-async fn step(
+pub(crate) async fn step(
     app: &TestApp,
     browser: &Browser,
     path: &str,
@@ -33,7 +34,11 @@ async fn step(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn enroll(app: &TestApp, browser: &Browser, key: &mut SoftPasskey) -> (StatusCode, Value) {
+pub(crate) async fn enroll(
+    app: &TestApp,
+    browser: &Browser,
+    key: &mut SoftPasskey,
+) -> (StatusCode, Value) {
     let (status, options) = step(app, browser, "register/start", None).await;
     assert_eq!(status, StatusCode::OK, "{options}");
     assert_eq!(
@@ -54,7 +59,12 @@ async fn enroll(app: &TestApp, browser: &Browser, key: &mut SoftPasskey) -> (Sta
 }
 
 /// An assertion made by `key` at `origin` for a fresh ceremony.
-async fn assertion(app: &TestApp, browser: &Browser, key: &mut SoftPasskey, origin: &str) -> Value {
+pub(crate) async fn assertion(
+    app: &TestApp,
+    browser: &Browser,
+    key: &mut SoftPasskey,
+    origin: &str,
+) -> Value {
     let (status, options) = step(app, browser, "authenticate/start", None).await;
     assert_eq!(status, StatusCode::OK, "{options}");
     let assertion = key
@@ -167,6 +177,43 @@ async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused(
     assert_eq!(status, StatusCode::OK, "{used}");
     assert_eq!(used["id"], created["id"]);
     assert!(mfa(&app, &ada).await);
+
+    // Without user verification (the authenticator only saw a touch): the options are
+    // honest, the answer claims no UV, and the relying party refuses it.
+    let (status, mut options) = step(&app, &ada, "authenticate/start", None).await;
+    assert_eq!(status, StatusCode::OK);
+    options["publicKey"]["userVerification"] = json!("discouraged");
+    let unverified = key
+        .do_authentication(
+            Url::parse(&app.base).unwrap(),
+            serde_json::from_value(options).unwrap(),
+        )
+        .unwrap();
+    let (status, body) = step(
+        &app,
+        &ada,
+        "authenticate/finish",
+        Some(serde_json::to_value(unverified).unwrap()),
+    )
+    .await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    let (status, mut options) = step(&app, &ada, "register/start", None).await;
+    assert_eq!(status, StatusCode::OK);
+    options["publicKey"]["authenticatorSelection"]["userVerification"] = json!("discouraged");
+    let unverified = SoftPasskey::new(true)
+        .do_registration(
+            Url::parse(&app.base).unwrap(),
+            serde_json::from_value(options).unwrap(),
+        )
+        .unwrap();
+    let (status, body) = step(
+        &app,
+        &ada,
+        "register/finish",
+        Some(serde_json::to_value(unverified).unwrap()),
+    )
+    .await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
 
     // Replayed: its ceremony is used up.
     let (status, body) = step(&app, &ada, "authenticate/finish", Some(signed)).await;

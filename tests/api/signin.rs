@@ -63,7 +63,7 @@ pub(crate) async fn provider(
 }
 
 /// Binds `role` on the tenant to the group called `name`.
-async fn bind_group(app: &TestApp, name: &str, role: &str) {
+pub(crate) async fn bind_group(app: &TestApp, name: &str, role: &str) {
     let (_, groups) = app.get("/groups", &app.admin_key).await;
     let group = groups["items"]
         .as_array()
@@ -776,7 +776,8 @@ async fn the_login_page_sends_a_person_to_the_provider_of_their_domain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exists() {
+async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_where_passkeys_cannot_work() {
+    // The test server's public URL is an IP address, which WebAuthn does not accept.
     let app = spawn_app(Db::Sqlite).await;
     let (status, body) = app
         .call(
@@ -793,6 +794,12 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exis
         "validation_failed",
     );
     assert_eq!(body["errors"][0]["field"], "mfa");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("passkeys are unavailable")
+    );
     let (status, body) = app
         .call(
             Method::PATCH,
@@ -818,7 +825,8 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_before_it_exis
     assert_eq!(status, StatusCode::OK, "{settings}");
     assert_eq!(
         settings,
-        json!({"mfa": "optional", "session_idle_minutes": 5, "session_absolute_minutes": 720,
+        json!({"mfa": "optional", "step_up_minutes": 5, "human_only_actions": [],
+               "session_idle_minutes": 5, "session_absolute_minutes": 720,
                "payload_encryption_required": false, "payload_encryption_operations": []})
     );
 

@@ -4,6 +4,8 @@ pub mod api_key;
 pub mod audit_checkpoint;
 pub mod audit_event;
 pub mod audit_head;
+pub mod break_glass_account;
+pub mod break_glass_login;
 pub mod data_key;
 pub mod folder;
 pub mod group;

@@ -6,3 +6,4 @@ pub mod m20261203_000003_saml;
 pub mod m20261203_000004_trusted_issuers;
 pub mod m20261203_000005_secrets;
 pub mod m20261203_000006_passkeys;
+pub mod m20261203_000007_break_glass;

@@ -37,22 +37,20 @@ use keys::{DirKey, Recipient, TenantKey, content_key, random_key};
 
 /// The media type of an encrypted body.
 /// What this replica caches about tenants' encrypted payloads; part of `AppState`, forgotten with
-/// a tenant's other cached state.
+/// a tenant's other cached state. (Which operations require encryption is a tenant setting,
+/// cached with the others.)
 #[derive(Default)]
 pub struct PayloadCaches {
     pub tenant_keys: keys::TenantKeys,
-    pub requirements: negotiate::Requirements,
 }
 
 impl PayloadCaches {
     pub fn forget_tenant(&self, slug: &str) {
         self.tenant_keys.forget(slug);
-        self.requirements.forget(slug);
     }
 
     pub fn forget_all(&self) {
         self.tenant_keys.forget_all();
-        self.requirements.forget_all();
     }
 }
 

@@ -19,10 +19,7 @@
 //! request that declared `application/jose` and whose handler reads no body; the response is
 //! encrypted after the handler and the audit event never holds a payload or a key.
 
-use std::collections::BTreeSet;
-use std::num::NonZeroUsize;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use actix_web::body::{BoxBody, MessageBody, to_bytes_limited};
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
@@ -37,8 +34,6 @@ use super::{Alg, JweError, MEDIA_TYPE, screen, seal};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::operation::http_method;
 use crate::http::routes::catalog;
-use crate::signin::settings::TenantSettings;
-use crate::tenancy::TenantCache;
 use crate::tenancy::work::TenantContext;
 
 /// Operations a tenant can never require encryption on: the way to turn the requirement off.
@@ -46,10 +41,6 @@ pub const NEVER_REQUIRED: [&str; 2] = ["get_settings", "update_settings"];
 
 /// The largest response body encrypted (a bigger one is a 500 rather than a plaintext leak).
 const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
-
-/// How long a replica keeps a tenant's requirement without reading it again. A settings change
-/// makes every replica forget it (`AppState::forget_tenant`); this bounds a missed notice.
-pub const REQUIREMENT_TTL: Duration = Duration::from_secs(5);
 
 /// What was decided about one request's payloads, kept in its extensions.
 pub struct Negotiated {
@@ -103,53 +94,6 @@ fn operation_of(method: &Method, path: &str) -> Option<&'static str> {
         .iter()
         .find(|r| r.method == method && r.path.is_match(path))
         .map(|r| r.id.as_str())
-}
-
-/// A tenant's requirement, as its settings say.
-#[derive(Clone)]
-struct Requirement {
-    everywhere: bool,
-    operations: Arc<BTreeSet<String>>,
-}
-
-/// Tenants' requirements, by slug: forgotten with the rest of a tenant's cached state when its
-/// settings change (on every replica), else after [`REQUIREMENT_TTL`].
-pub struct Requirements(TenantCache<Requirement>);
-
-impl Default for Requirements {
-    fn default() -> Self {
-        Requirements(TenantCache::with_ttl(
-            NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
-            REQUIREMENT_TTL,
-        ))
-    }
-}
-
-impl Requirements {
-    pub fn forget(&self, slug: &str) {
-        self.0.invalidate(slug);
-    }
-
-    pub fn forget_all(&self) {
-        self.0.clear();
-    }
-}
-
-async fn requirement(context: &TenantContext) -> Result<Requirement, ApiError> {
-    context
-        .payload_caches()
-        .requirements
-        .0
-        .get_or_try_load(context.slug().as_str(), || async {
-            let tx = context.read().await?;
-            let settings = TenantSettings::load(&tx).await?;
-            tx.commit().await?;
-            Ok::<_, ApiError>(Requirement {
-                everywhere: settings.payload_encryption_required,
-                operations: Arc::new(settings.payload_encryption_operations.into_iter().collect()),
-            })
-        })
-        .await
 }
 
 /// What `Accept` says about `application/jose`.
@@ -234,10 +178,14 @@ pub async fn negotiate(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let required = match operation_of(req.method(), req.path()) {
-        Some(id) if !NEVER_REQUIRED.contains(&id) => match requirement(&context).await {
-            Ok(r) => r.everywhere || r.operations.contains(id),
-            Err(e) => return Ok(req.error_response(e)),
-        },
+        Some(id) if !NEVER_REQUIRED.contains(&id) => {
+            let settings = context.settings();
+            settings.payload_encryption_required
+                || settings
+                    .payload_encryption_operations
+                    .iter()
+                    .any(|o| o == id)
+        }
         _ => false,
     };
     let accept = Accept::of(req.headers());

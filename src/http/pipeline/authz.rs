@@ -17,7 +17,7 @@ use crate::authz::{Action, Resource, process_folder};
 use crate::http::contract::{Contract, Documented, Guard, Requirement, Security};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::tenancy::slug::SLUG_PATTERN;
-use crate::tenancy::work::{Allowed, TenantContext, WriteTx};
+use crate::tenancy::work::{Allowed, TenantContext, WorkError, WriteTx};
 
 /// Where an action applies, resolved from the request path before the decision.
 pub trait Target: 'static {
@@ -142,15 +142,10 @@ impl<A: Action, T: Target> FromRequest for Authorized<A, T> {
     /// Resolves the target and decides. Handlers read their bodies only afterwards (see
     /// `JsonBody`), so a denial always wins over a body error.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let context = req.extensions().get::<TenantContext>().cloned();
+        let context = context_of(req);
         let http = req.clone();
         Box::pin(async move {
-            let context = context.ok_or_else(|| {
-                ApiError::internal(
-                    "http",
-                    anyhow::anyhow!("tenant route outside the tenant pipeline"),
-                )
-            })?;
+            let context = context?;
             let resource = T::resolve(&context, &http).await?;
             let allowed = context.authorize::<A>(resource)?;
             Ok(Authorized {
@@ -170,17 +165,22 @@ impl<A: Action, T: Target> Documented for Authorized<A, T> {
         contract.requirement = Some(Requirement {
             action: A::NAME,
             on: T::ON,
+            sensitive: A::SENSITIVE,
         });
         contract.parameters(vec![tenant_parameter()]);
         contract.errors(&[
             ErrorCode::Unauthenticated,
             ErrorCode::InvalidCredentials,
+            ErrorCode::MfaRequired,
             ErrorCode::Forbidden,
             ErrorCode::TenantSuspended,
             ErrorCode::NotFound,
             ErrorCode::RateLimited,
             ErrorCode::DependencyUnavailable,
         ]);
+        if A::SENSITIVE {
+            contract.errors(&[ErrorCode::StepUpRequired]);
+        }
     }
 }
 
@@ -209,7 +209,8 @@ fn path_id(http: &HttpRequest) -> Result<uuid::Uuid, ApiError> {
 }
 
 /// A handler argument for operations any authenticated caller may make about themselves
-/// (`/me`): the caller's unit of work, with no decision to make.
+/// (`/me/sessions`…): the caller's unit of work, with no decision to make. A person whose
+/// session owes the tenant a second factor is refused (see [`Identified`]).
 pub struct Caller(TenantContext);
 
 impl Deref for Caller {
@@ -225,18 +226,12 @@ impl FromRequest for Caller {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(
-            req.extensions()
-                .get::<TenantContext>()
-                .cloned()
-                .map(Caller)
-                .ok_or_else(|| {
-                    ApiError::internal(
-                        "http",
-                        anyhow::anyhow!("tenant route outside the tenant pipeline"),
-                    )
-                }),
-        )
+        std::future::ready(context_of(req).and_then(|context| {
+            if context.principal().owes_second_factor() {
+                return Err(WorkError::SecondFactorOwed(context.slug().clone()).into());
+            }
+            Ok(Caller(context))
+        }))
     }
 }
 
@@ -251,3 +246,47 @@ impl Documented for Caller {
 }
 
 impl Guard for Caller {}
+
+/// A handler argument for the few operations open to any authenticated caller, even a person
+/// whose session still owes the tenant a second factor: who am I, and which passkeys do I have
+/// (what the sign-in page needs to ask for the assertion or an enrollment).
+pub struct Identified(TenantContext);
+
+impl Deref for Identified {
+    type Target = TenantContext;
+
+    fn deref(&self) -> &TenantContext {
+        &self.0
+    }
+}
+
+impl FromRequest for Identified {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(context_of(req).map(Identified))
+    }
+}
+
+impl Documented for Identified {
+    fn document(contract: &mut Contract) {
+        Caller::document(contract);
+        contract.errors.remove(&ErrorCode::MfaRequired);
+    }
+}
+
+impl Guard for Identified {}
+
+/// The unit of work the pipeline opened for the request.
+fn context_of(req: &HttpRequest) -> Result<TenantContext, ApiError> {
+    req.extensions()
+        .get::<TenantContext>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::internal(
+                "http",
+                anyhow::anyhow!("tenant route outside the tenant pipeline"),
+            )
+        })
+}

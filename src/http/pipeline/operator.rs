@@ -56,6 +56,8 @@ operator_actions! {
     TenantSuspend = "tenant.suspend";
     /// Resume a tenant.
     TenantResume = "tenant.resume";
+    /// Create a tenant's break-glass account, or issue it a new enrollment.
+    TenantBreakGlass = "tenant.break_glass";
     /// Delete a tenant with its data and keys.
     TenantDelete = "tenant.delete";
     /// Read the platform audit trail.
@@ -153,6 +155,7 @@ impl<A: OperatorAction> Documented for Operator<A> {
         contract.requirement = Some(Requirement {
             action: A::NAME,
             on: None,
+            sensitive: false,
         });
         contract.errors(&[
             ErrorCode::Unauthenticated,

@@ -71,6 +71,11 @@ pub struct CreateIdentityProvider {
     pub group_mappings: BTreeMap<String, String>,
     /// The claim (OIDC) or attribute (SAML) holding the groups (default `groups`).
     pub groups_claim: Option<String>,
+    /// The provider's authentication methods or contexts that count as the tenant's second
+    /// factor: `amr` values or an `acr` (OIDC), `AuthnContextClassRef`s (SAML). Empty (the
+    /// default): the provider's MFA is not trusted and Flowgate asks for a passkey.
+    #[serde(default)]
+    pub trusted_mfa: Vec<String>,
     /// Azure AD: directories (`tid`) whose users may sign in.
     #[serde(default)]
     pub allowed_tenants: Vec<String>,
@@ -104,6 +109,7 @@ pub struct UpdateIdentityProvider {
     pub claim_mappings: Option<BTreeMap<String, String>>,
     pub group_mappings: Option<BTreeMap<String, String>>,
     pub groups_claim: Option<String>,
+    pub trusted_mfa: Option<Vec<String>>,
     pub allowed_tenants: Option<Vec<String>>,
     pub hosted_domain: Option<String>,
     /// SAML: a new metadata document.
@@ -135,6 +141,8 @@ pub struct IdentityProviderView {
     pub claim_mappings: BTreeMap<String, String>,
     pub group_mappings: BTreeMap<String, String>,
     pub groups_claim: String,
+    /// What of the provider's own MFA counts as the tenant's second factor.
+    pub trusted_mfa: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_tenants: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,6 +208,7 @@ impl IdentityProviderView {
             claim_mappings: mappings.claim_mappings,
             group_mappings: mappings.group_mappings,
             groups_claim: mappings.groups_claim,
+            trusted_mfa: mappings.trusted_mfa,
             allowed_tenants: None,
             hosted_domain: None,
             redirect_uri: None,
@@ -296,6 +305,7 @@ impl CreateIdentityProvider {
             claim_mappings: self.claim_mappings,
             group_mappings: self.group_mappings,
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".into()),
+            trusted_mfa: self.trusted_mfa,
         };
         let (settings, secret) = match self.kind {
             ProviderKind::Oidc => {
@@ -437,6 +447,7 @@ impl UpdateIdentityProvider {
                     self.claim_mappings,
                     self.group_mappings,
                     self.groups_claim,
+                    self.trusted_mfa,
                 );
                 Settings::Oidc(oidc)
             }
@@ -480,6 +491,7 @@ impl UpdateIdentityProvider {
                     self.claim_mappings,
                     self.group_mappings,
                     self.groups_claim,
+                    self.trusted_mfa,
                 );
                 Settings::Saml(saml)
             }
@@ -495,6 +507,7 @@ fn update_mappings(
     claim_mappings: Option<BTreeMap<String, String>>,
     group_mappings: Option<BTreeMap<String, String>>,
     groups_claim: Option<String>,
+    trusted_mfa: Option<Vec<String>>,
 ) {
     if let Some(domains) = email_domains {
         mappings.email_domains = lower(domains);
@@ -507,6 +520,9 @@ fn update_mappings(
     }
     if let Some(claim) = groups_claim {
         mappings.groups_claim = claim;
+    }
+    if let Some(trusted) = trusted_mfa {
+        mappings.trusted_mfa = trusted;
     }
 }
 
@@ -565,7 +581,10 @@ async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<
 /// `change` with what the audit trail says of a provider's settings: its kind and whom it
 /// trusts.
 fn described(change: Change, settings: &Settings) -> Change {
-    let change = change.detail("kind", settings.kind());
+    let change = change
+        .detail("kind", settings.kind())
+        // Trusting a provider's MFA lowers what the tenant asks of its people: on record.
+        .detail("trusted_mfa", settings.mappings().trusted_mfa.clone());
     match settings {
         Settings::Oidc(oidc) => change
             .detail(

@@ -12,16 +12,19 @@ use uuid::Uuid;
 
 use crate::directory::{service_accounts, users};
 use crate::http::error::ApiError;
-use crate::http::pipeline::authz::Caller;
-use crate::identity::{Principal, UserCredential};
+use crate::http::pipeline::authz::Identified;
+use crate::identity::{Principal, SecondFactor, UserCredential};
 
 /// How the caller proved who they are on this request.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuthInfo {
     /// `session` (a browser's cookie), `api_key` or `access_token`.
     pub method: &'static str,
-    /// Whether a second factor was passed.
+    /// Whether a second factor (a passkey assertion) was passed.
     pub mfa: bool,
+    /// Whether the tenant asks this session for a passkey assertion it has not passed yet:
+    /// until it does, only `/me`, `/me/credentials` and the WebAuthn ceremonies answer.
+    pub mfa_owed: bool,
     /// The session's id, for a session (or the session a person's access token was
     /// exchanged for).
     pub session_id: Option<Uuid>,
@@ -54,7 +57,7 @@ pub struct Me {
     tag = "me",
     responses((status = 200, body = Me))
 )]
-pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
+pub async fn get_me(caller: Identified) -> Result<web::Json<Me>, ApiError> {
     let tx = caller.read().await?;
     let me = match caller.principal() {
         Principal::ServiceAccount { id, .. } => {
@@ -71,6 +74,7 @@ pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
                 auth: AuthInfo {
                     method: caller.principal().credential_kind(),
                     mfa: false,
+                    mfa_owed: false,
                     session_id: None,
                     strong_auth_at: None,
                 },
@@ -92,15 +96,20 @@ pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
                 .map(|g| g.name)
                 .collect();
             groups.sort();
-            let (session_id, mfa, strong_auth_at) = match credential {
+            let (session_id, mfa_owed, strong_auth_at) = match credential {
                 UserCredential::Session {
                     id,
-                    mfa,
+                    second_factor,
                     strong_auth_at,
                     ..
-                } => (*id, *mfa, Some(*strong_auth_at)),
-                UserCredential::AccessToken { session } => (*session, false, None),
+                } => (
+                    *id,
+                    *second_factor == SecondFactor::Owed,
+                    Some(*strong_auth_at),
+                ),
+                UserCredential::AccessToken { session, .. } => (*session, false, None),
             };
+            let mfa = caller.principal().asserted_at().is_some();
             Me {
                 id: *id,
                 kind: "user",
@@ -111,6 +120,7 @@ pub async fn get_me(caller: Caller) -> Result<web::Json<Me>, ApiError> {
                 auth: AuthInfo {
                     method: caller.principal().credential_kind(),
                     mfa,
+                    mfa_owed,
                     session_id: Some(session_id),
                     strong_auth_at,
                 },

@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod authz;
+pub mod break_glass;
 pub mod clients;
 pub mod folders;
 pub mod groups;
@@ -89,6 +90,7 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(platform::set_tenant_rate_limits),
                 operation!(platform::suspend_tenant),
                 operation!(platform::resume_tenant),
+                operation!(platform::issue_break_glass),
                 operation!(platform::delete_tenant),
                 operation!(audit::list_platform_audit_events),
                 operation!(audit::verify_platform_audit),
@@ -165,6 +167,8 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(sessions::list_my_sessions),
                 operation!(passkeys::list_my_credentials),
                 operation!(passkeys::rename_my_credential),
+                operation!(passkeys::delete_my_credential),
+                operation!(passkeys::reset_user_credentials),
                 operation!(sessions::delete_my_session),
                 operation!(sessions::list_user_sessions),
                 operation!(sessions::delete_user_sessions),
@@ -190,6 +194,7 @@ pub fn catalog() -> Vec<Scope> {
             tenant: false,
             operations: vec![
                 operation!(signin::login_page),
+                operation!(signin::login_script),
                 operation!(signin::oidc_login),
                 operation!(signin::oidc_callback),
                 operation!(signin::saml_login),
@@ -200,6 +205,9 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(passkeys::register_finish),
                 operation!(passkeys::authenticate_start),
                 operation!(passkeys::authenticate_finish),
+                operation!(break_glass::enroll),
+                operation!(break_glass::start),
+                operation!(break_glass::finish),
                 operation!(tokens::token),
             ],
         },

@@ -15,13 +15,17 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::signin::SignInTenant;
+use crate::authz::actions::PasskeyReset;
+use crate::http::contract::{Contract, Documented, Guard, Security};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{JsonBody, PathId};
-use crate::http::pipeline::authz::Caller;
+use crate::http::pipeline::authz::Authorized;
+use crate::http::pipeline::authz::{Caller, Identified};
 use crate::http::pipeline::context::request_meta;
 use crate::identity::{IdentityError, Principal};
-use crate::signin::passkeys::{MAX_NAME, PasskeyError, PasskeyRefusal, passkeys_of};
+use crate::signin::passkeys::{MAX_NAME, PasskeyError, PasskeyRefusal, passkeys_of, remove, reset};
 use crate::signin::sessions;
+use crate::signin::settings::{DEFAULT_STEP_UP_MINUTES, Mfa};
 use crate::tenancy::work::{Change, SignIn, WriteTx};
 
 /// A WebAuthn JSON form (`PublicKeyCredential`), binary fields in base64url, as the browser's
@@ -35,7 +39,7 @@ pub struct WebauthnCredential {
 }
 
 impl WebauthnCredential {
-    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
+    pub(super) fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
         serde_json::from_value(self.credential).map_err(|_| {
             ApiError::new(
                 ErrorCode::MalformedRequest,
@@ -91,12 +95,44 @@ pub struct RenamePasskey {
     pub name: String,
 }
 
-/// The session of the request's cookie: its user, the session, and the proof of `action`.
+/// The guard of the WebAuthn ceremonies: the tenant's sign-in routes, documented as needing the
+/// session cookie (each handler authenticates it, with its `Origin`, in [`signed_in`]).
+pub struct CeremonyPage(SignInTenant);
+
+impl actix_web::FromRequest for CeremonyPage {
+    type Error = ApiError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let page = SignInTenant::from_request(req, payload);
+        Box::pin(async move { Ok(CeremonyPage(page.await?)) })
+    }
+}
+
+impl Documented for CeremonyPage {
+    fn document(contract: &mut Contract) {
+        SignInTenant::document(contract);
+        contract.security = Some(Security::Session);
+    }
+}
+
+impl Guard for CeremonyPage {}
+
+impl std::ops::Deref for CeremonyPage {
+    type Target = SignInTenant;
+
+    fn deref(&self) -> &SignInTenant {
+        &self.0
+    }
+}
+
+/// The session of the request's cookie: its user, the session, whether it passed a passkey
+/// assertion, and the write transaction of `action`.
 async fn signed_in(
     page: &SignInTenant,
     req: &HttpRequest,
     action: &'static str,
-) -> Result<(Uuid, Uuid, WriteTx), ApiError> {
+) -> Result<(Uuid, Uuid, bool, WriteTx), ApiError> {
     let principal = sessions::authenticate(page.shared_state(), page.tenant(), req)
         .await
         .unwrap_or(Err(IdentityError::MissingCredentials))?;
@@ -110,33 +146,41 @@ async fn signed_in(
         &proof,
     )
     .await?;
-    Ok((principal.id(), session, tx))
+    let asserted = principal.asserted_at().is_some();
+    Ok((principal.id(), session, asserted, tx))
+}
+
+/// The refusal of a ceremony step of `user` in `session`, as recorded.
+fn refusal(user: Uuid, session: Uuid) -> Change {
+    Change::new("session", session, 401).by("user", user)
 }
 
 /// The outcome of a ceremony step: its value, with `tx` to commit the success; or, for a
-/// refusal, `tx` committed with the reason on record and 401 `passkey_refused`. Other errors
-/// leave nothing behind.
-async fn settle<T>(
+/// refusal, `tx` committed with `refusal` and its reason on record, and 401 `passkey_refused`.
+/// Other errors leave nothing behind.
+pub(super) async fn settle<T>(
     tx: WriteTx,
-    user: Uuid,
-    session: Uuid,
+    refusal: Change,
     outcome: Result<T, PasskeyError>,
 ) -> Result<(T, WriteTx), ApiError> {
-    let refusal = match outcome {
+    let refused = match outcome {
         Ok(value) => return Ok((value, tx)),
-        Err(PasskeyError::Refused(refusal)) => refusal,
+        Err(PasskeyError::Refused(refused)) => refused,
         Err(PasskeyError::Db(e)) => return Err(e.into()),
+        Err(PasskeyError::Identity(e)) => return Err(e.into()),
         Err(PasskeyError::Unexpected(e)) => {
             return Err(ApiError::internal("webauthn", anyhow::anyhow!(e)));
         }
     };
-    let change = Change::new("session", session, 401)
-        .by("user", user)
-        .detail("reason", refusal.to_string());
-    tx.commit(change).await?;
-    let message = match refusal {
+    tx.commit(refusal.detail("reason", refused.to_string()))
+        .await?;
+    let message = match refused {
         PasskeyRefusal::NoPasskey => "No usable passkey is registered: enroll one first.",
         PasskeyRefusal::NoCeremony => "No ceremony is waiting: start again.",
+        PasskeyRefusal::BadEnrollment => "The enrollment token is unknown, used or expired.",
+        PasskeyRefusal::AssertFirst => {
+            "You have a passkey: confirm with it (an assertion) before adding another."
+        }
         PasskeyRefusal::Unavailable => {
             "Passkeys need this server's public URL to name a domain, not an address."
         }
@@ -148,7 +192,8 @@ async fn settle<T>(
 /// Begin registering a passkey.
 ///
 /// For the signed-in person (session cookie): the creation options for
-/// `navigator.credentials.create`. User verification is required.
+/// `navigator.credentials.create`. User verification is required. A person who has a passkey
+/// adds another only after asserting with one in this session (`passkey_refused` otherwise).
 #[utoipa::path(
     post,
     path = "/webauthn/register/start",
@@ -156,19 +201,20 @@ async fn settle<T>(
     responses((status = 200, description = "`{\"publicKey\": …creation options…}`", body = Object), (status = 401, description = "No live session"))
 )]
 pub async fn register_start(
-    page: SignInTenant,
+    page: CeremonyPage,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_register_start").await?;
+    let (user, session, asserted, tx) =
+        signed_in(&page, &req, "auth.webauthn_register_start").await?;
     let person = crate::directory::users::get(tx.conn(), user)
         .await?
         .ok_or(IdentityError::MissingCredentials)?;
     let outcome = page
         .state()
         .passkeys
-        .begin_registration(&tx, session, &person)
+        .begin_registration(&tx, session, &person, asserted)
         .await;
-    let (options, tx) = settle(tx, user, session, outcome).await?;
+    let (options, tx) = settle(tx, refusal(user, session), outcome).await?;
     tx.commit(Change::new("session", session, 200).by("user", user))
         .await?;
     Ok(HttpResponse::Ok().json(options))
@@ -186,20 +232,20 @@ pub async fn register_start(
     responses((status = 201, body = PasskeyView), (status = 401, description = "Refused (`passkey_refused`)"))
 )]
 pub async fn register_finish(
-    page: SignInTenant,
+    page: CeremonyPage,
     req: HttpRequest,
     query: web::Query<RegisterParams>,
     body: JsonBody<WebauthnCredential>,
 ) -> Result<HttpResponse, ApiError> {
     let name = passkey_name(query.into_inner().name.as_deref().unwrap_or("Passkey"))?;
     let credential = body.parse().await?.parse()?;
-    let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_register").await?;
+    let (user, session, asserted, tx) = signed_in(&page, &req, "auth.webauthn_register").await?;
     let outcome = page
         .state()
         .passkeys
-        .finish_registration(&tx, session, user, &credential, &name)
+        .finish_registration(&tx, session, user, asserted, &credential, &name)
         .await;
-    let (created, tx) = settle(tx, user, session, outcome).await?;
+    let (created, tx) = settle(tx, refusal(user, session), outcome).await?;
     tx.commit(
         Change::new("passkey", created.id, 201)
             .by("user", user)
@@ -220,16 +266,16 @@ pub async fn register_finish(
     responses((status = 200, description = "`{\"publicKey\": …request options…}`", body = Object), (status = 401, description = "No live session, or no passkey (`passkey_refused`)"))
 )]
 pub async fn authenticate_start(
-    page: SignInTenant,
+    page: CeremonyPage,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_authenticate_start").await?;
+    let (user, session, _, tx) = signed_in(&page, &req, "auth.webauthn_authenticate_start").await?;
     let outcome = page
         .state()
         .passkeys
         .begin_authentication(&tx, session, user)
         .await;
-    let (options, tx) = settle(tx, user, session, outcome).await?;
+    let (options, tx) = settle(tx, refusal(user, session), outcome).await?;
     tx.commit(Change::new("session", session, 200).by("user", user))
         .await?;
     Ok(HttpResponse::Ok().json(options))
@@ -247,18 +293,18 @@ pub async fn authenticate_start(
     responses((status = 200, body = PasskeyView), (status = 401, description = "Refused (`passkey_refused`)"))
 )]
 pub async fn authenticate_finish(
-    page: SignInTenant,
+    page: CeremonyPage,
     req: HttpRequest,
     body: JsonBody<WebauthnCredential>,
 ) -> Result<HttpResponse, ApiError> {
     let assertion = body.parse().await?.parse()?;
-    let (user, session, tx) = signed_in(&page, &req, "auth.webauthn_authenticate").await?;
+    let (user, session, _, tx) = signed_in(&page, &req, "auth.webauthn_authenticate").await?;
     let outcome = page
         .state()
         .passkeys
         .finish_authentication(&tx, session, user, &assertion)
         .await;
-    let (used, tx) = settle(tx, user, session, outcome).await?;
+    let (used, tx) = settle(tx, refusal(user, session), outcome).await?;
     tx.commit(
         Change::new("passkey", used.id, 200)
             .by("user", user)
@@ -288,7 +334,7 @@ fn passkey_name(name: &str) -> Result<String, ApiError> {
     tag = "me",
     responses((status = 200, body = PasskeyList))
 )]
-pub async fn list_my_credentials(caller: Caller) -> Result<web::Json<PasskeyList>, ApiError> {
+pub async fn list_my_credentials(caller: Identified) -> Result<web::Json<PasskeyList>, ApiError> {
     let Principal::User { id, .. } = caller.principal() else {
         return Ok(web::Json(PasskeyList { items: Vec::new() }));
     };
@@ -333,4 +379,72 @@ pub async fn rename_my_credential(
     )
     .await?;
     Ok(web::Json(renamed.into()))
+}
+
+/// Remove one of my passkeys.
+///
+/// Needs a passkey assertion in this session younger than the tenant's step-up age (5 minutes
+/// when step-up is off): `step_up_required` otherwise. The last passkey cannot be removed while
+/// the tenant requires MFA (409).
+#[utoipa::path(
+    delete,
+    path = "/me/credentials/{id}",
+    tag = "me",
+    responses((status = 204, description = "Removed"), (status = 401, description = "A fresh assertion is needed (`step_up_required`)"), (status = 409, description = "The last passkey while MFA is required"))
+)]
+pub async fn delete_my_credential(caller: Caller, id: PathId) -> Result<HttpResponse, ApiError> {
+    let Some((proof, user)) = SignIn::own_sessions(caller.principal(), "auth.passkey_remove")
+    else {
+        return Err(ApiError::not_found());
+    };
+    let max_age = match caller.settings().step_up_minutes {
+        0 => DEFAULT_STEP_UP_MINUTES,
+        minutes => minutes,
+    };
+    caller.fresh_assertion("auth.passkey_remove", max_age)?;
+    let tx = caller.write_own(&proof).await?;
+    let owned = passkeys_of(tx.conn(), user).await?;
+    if !owned.iter().any(|p| p.id == id.0) {
+        return Err(ApiError::not_found());
+    }
+    if owned.len() == 1 && caller.settings().mfa == Mfa::Required {
+        return Err(ApiError::conflict(
+            "This is your last passkey and the tenant requires one: enroll another first.",
+        ));
+    }
+    if !remove(&tx, &proof, user, id.0).await? {
+        return Err(ApiError::not_found());
+    }
+    tx.commit(Change::new("passkey", id.0, 204).by("user", user))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Reset a user's passkeys.
+///
+/// For a lost or stolen authenticator: removes all of the user's passkeys and ends all of
+/// their sessions. They enroll a new one at their next sign-in.
+#[utoipa::path(
+    delete,
+    path = "/users/{id}/credentials",
+    tag = "users",
+    responses((status = 204, description = "Reset"))
+)]
+pub async fn reset_user_credentials(
+    auth: Authorized<PasskeyReset>,
+    id: PathId,
+) -> Result<HttpResponse, ApiError> {
+    let tx = auth.write().await?;
+    crate::directory::users::get(tx.conn(), id.0)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let removed = reset(&tx, auth.allowed(), id.0).await?;
+    let ended = sessions::revoke_all(&tx, auth.allowed(), id.0).await?;
+    tx.commit(
+        Change::new("user", id.0, 204)
+            .detail("passkeys_removed", removed)
+            .detail("sessions_ended", ended),
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

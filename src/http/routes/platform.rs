@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::directory::clean_name;
+use crate::directory::users::{NewUser, clean_email};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathSlug};
 use crate::http::pipeline::context::request_meta;
@@ -339,4 +340,96 @@ pub async fn delete_tenant(
 ) -> Result<HttpResponse, ApiError> {
     platform::delete_tenant(&state, operator.authority(), &slug.0, &request_meta(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The break-glass account to create (or issue a new enrollment to).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "break-glass@acme.example", "display_name": "Emergency access"}))]
+pub struct IssueBreakGlass {
+    pub email: String,
+    /// The email when absent.
+    pub display_name: Option<String>,
+}
+
+/// A break-glass enrollment, its token shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakGlassEnrollment {
+    pub user_id: Uuid,
+    pub email: String,
+    /// One use, until `expires_at`: `POST /t/{tenant}/auth/break-glass/enroll` with it (the
+    /// tenant's sign-in page does), then enroll a passkey within 15 minutes.
+    #[schema(example = "fgb_…")]
+    pub enrollment_token: String,
+    /// The tenant's sign-in page, where the token is entered.
+    pub sign_in_page: String,
+    #[serde(serialize_with = "crate::http::timestamp::serialize")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Create a tenant's break-glass account.
+///
+/// An emergency local Admin of the tenant who signs in with a passkey only, never through an
+/// identity provider, so that a provider's outage never locks the tenant out. 201 with a
+/// one-time enrollment token; for an existing break-glass account, 200 with a new token, its
+/// passkeys removed and its sessions ended. Every use is a security event in the tenant's trail.
+#[utoipa::path(
+    post,
+    path = "/tenants/{slug}/break-glass",
+    tag = "platform",
+    responses((status = 201, body = BreakGlassEnrollment), (status = 200, body = BreakGlassEnrollment, description = "A new enrollment for the existing account"), (status = 409, description = "A person who is not a break-glass account has the email"))
+)]
+pub async fn issue_break_glass(
+    operator: Operator<operator::TenantBreakGlass>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    slug: PathSlug,
+    body: JsonBody<IssueBreakGlass>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.parse().await?;
+    let email = clean_email(&body.email);
+    let name = clean_name(body.display_name.as_deref().unwrap_or(&body.email), 200);
+    let new = match (email, name) {
+        (Ok(email), Ok(display_name)) => NewUser {
+            email,
+            display_name,
+        },
+        (email, name) => {
+            return Err(ApiError::validation(
+                [("email", email.err()), ("display_name", name.err())]
+                    .into_iter()
+                    .filter_map(|(field, e)| {
+                        e.map(|message| FieldError {
+                            field: field.into(),
+                            message,
+                        })
+                    })
+                    .collect(),
+            ));
+        }
+    };
+    let issued = platform::issue_break_glass(
+        &state.clone().into_inner(),
+        operator.authority(),
+        &slug.0,
+        new,
+        &request_meta(&req),
+    )
+    .await?;
+    let enrollment = BreakGlassEnrollment {
+        user_id: issued.user.id,
+        email: issued.user.email,
+        enrollment_token: issued.token.expose_secret().to_owned(),
+        sign_in_page: format!(
+            "{}/t/{}/auth/login",
+            state.settings.public_url.trim_end_matches('/'),
+            slug.0
+        ),
+        expires_at: issued.expires_at,
+    };
+    Ok(if issued.created {
+        HttpResponse::Created().json(enrollment)
+    } else {
+        HttpResponse::Ok().json(enrollment)
+    })
 }

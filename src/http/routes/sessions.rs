@@ -69,7 +69,7 @@ fn current_session(principal: &Principal) -> Option<Uuid> {
     match principal {
         Principal::User {
             credential:
-                UserCredential::Session { id, .. } | UserCredential::AccessToken { session: id },
+                UserCredential::Session { id, .. } | UserCredential::AccessToken { session: id, .. },
             ..
         } => Some(*id),
         Principal::ServiceAccount { .. } => None,

@@ -5,22 +5,29 @@ use actix_web::web;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::authz::actions::{CATALOGUE, is_known};
 use crate::authz::actions::{SettingsManage, SettingsRead};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
 use crate::http::jose::negotiate::{NEVER_REQUIRED, settable_operations};
 use crate::http::pipeline::authz::Authorized;
-use crate::signin::settings::{ABSOLUTE_MINUTES, IDLE_MINUTES, Mfa, TenantSettings};
+use crate::signin::settings::{
+    ABSOLUTE_MINUTES, IDLE_MINUTES, Mfa, STEP_UP_MINUTES, TenantSettings,
+};
 use crate::tenancy::work::Change;
 
 /// Changes to the tenant's settings; fields left out keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"mfa": "optional", "session_idle_minutes": 20, "session_absolute_minutes": 480, "payload_encryption_required": false, "payload_encryption_operations": ["create_user"]}))]
+#[schema(example = json!({"mfa": "optional", "step_up_minutes": 5, "human_only_actions": ["role_binding.create"], "session_idle_minutes": 20, "session_absolute_minutes": 480, "payload_encryption_required": false, "payload_encryption_operations": ["create_user"]}))]
 pub struct UpdateSettings {
-    /// `required` is refused until WebAuthn MFA is available, so that no tenant believes it is
-    /// protected when it is not.
+    /// `required` is refused where passkeys cannot work (a public URL without a domain name),
+    /// so that no tenant locks its people out or believes it is protected when it is not.
     pub mfa: Option<Mfa>,
+    /// 0 to 1,440; 0 turns step-up off.
+    pub step_up_minutes: Option<i64>,
+    /// Catalogue actions only people may perform (replaces the list).
+    pub human_only_actions: Option<Vec<String>>,
     /// 1 to 1,440.
     pub session_idle_minutes: Option<i64>,
     /// 5 to 43,200.
@@ -53,7 +60,8 @@ pub async fn get_settings(
 
 /// Change the tenant's settings.
 ///
-/// New session timeouts apply to every session at its next request. A new payload-encryption
+/// New session timeouts and second-factor rules apply to every session at its next request. A
+/// human-only list applies at once. A new payload-encryption
 /// requirement applies on this replica at once and on the others within seconds; these
 /// settings operations are never required to be encrypted, so the requirement can always be
 /// turned off.
@@ -69,15 +77,19 @@ pub async fn update_settings(
 ) -> Result<web::Json<TenantSettings>, ApiError> {
     let changes = body.parse().await?;
     let mut problems = Vec::new();
-    if changes.mfa == Some(Mfa::Required) {
+    if changes.mfa == Some(Mfa::Required) && !auth.passkeys().available() {
         problems.push(FieldError {
             field: "mfa".into(),
-            message: "a required second factor is not available yet (WebAuthn MFA is coming); \
-                      use `optional` or `off`"
+            message: "passkeys are unavailable on this deployment (its public URL names no \
+                      domain): a required second factor would lock everyone out"
                 .into(),
         });
     }
+    if let Some(actions) = &changes.human_only_actions {
+        problems.extend(check_actions(actions));
+    }
     for (field, value, range) in [
+        ("step_up_minutes", changes.step_up_minutes, STEP_UP_MINUTES),
         (
             "session_idle_minutes",
             changes.session_idle_minutes,
@@ -107,6 +119,14 @@ pub async fn update_settings(
     if let Some(mfa) = changes.mfa {
         settings.mfa = mfa;
     }
+    if let Some(minutes) = changes.step_up_minutes {
+        settings.step_up_minutes = minutes;
+    }
+    if let Some(mut actions) = changes.human_only_actions {
+        actions.sort_unstable();
+        actions.dedup();
+        settings.human_only_actions = actions;
+    }
     if let Some(minutes) = changes.session_idle_minutes {
         settings.session_idle_minutes = minutes;
     }
@@ -126,6 +146,12 @@ pub async fn update_settings(
         Change::new("settings", auth.slug(), 200)
             // Every replica forgets its cached payload-encryption requirement.
             .invalidating()
+            .detail(
+                "mfa",
+                serde_json::to_value(settings.mfa).unwrap_or_default(),
+            )
+            .detail("step_up_minutes", settings.step_up_minutes)
+            .detail("human_only_actions", settings.human_only_actions.join(","))
             .detail("session_idle_minutes", settings.session_idle_minutes)
             .detail(
                 "session_absolute_minutes",
@@ -142,6 +168,25 @@ pub async fn update_settings(
     )
     .await?;
     Ok(web::Json(settings))
+}
+
+/// The problems of a list of human-only actions: each must be in the catalogue.
+fn check_actions(actions: &[String]) -> Vec<FieldError> {
+    if actions.len() > CATALOGUE.len() {
+        return vec![FieldError {
+            field: "human_only_actions".into(),
+            message: format!("at most {} actions", CATALOGUE.len()),
+        }];
+    }
+    actions
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !is_known(name))
+        .map(|(i, _)| FieldError {
+            field: format!("human_only_actions[{i}]"),
+            message: "no action of the catalogue has this name".into(),
+        })
+        .collect()
 }
 
 /// The problems of a list of operations that require encryption: each must be an operation id

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::audit::Trail;
 use crate::audit::{AuditEvent, Outcome};
+use crate::authz::actions::SessionRevoke;
 use crate::crypto::random_token;
 use crate::crypto::sha256_hex;
 use crate::http::contract::{Body, Contract, Documented, Guard, Security};
@@ -199,13 +200,23 @@ impl SignInTenant {
         let meta = request_meta(req);
         let tx = WriteTx::sign_in(&self.state, &self.tenant.slug, &meta, &proof).await?;
         let provisioned = provisioning::provision(&tx, &proof, idp, mappings, vouched).await?;
+        // The provider's own MFA counts only where the tenant said it trusts it for that.
+        let mfa_by_provider = vouched.passed_trusted_mfa(&mappings.trusted_mfa);
         let opened = sessions::open(
             &tx,
             &proof,
-            provisioned.user.id,
-            idp,
-            method,
-            vouched.authenticated_at(),
+            sessions::NewSession {
+                user_id: provisioned.user.id,
+                idp_id: Some(idp),
+                method,
+                level: if mfa_by_provider {
+                    sessions::Level::SsoMfa
+                } else {
+                    sessions::Level::Sso
+                },
+                authenticated_at: vouched.authenticated_at(),
+                max_life: None,
+            },
             &meta,
         )
         .await?;
@@ -216,6 +227,7 @@ impl SignInTenant {
                 .detail("method", method)
                 .detail("user_created", provisioned.created)
                 .detail("groups", provisioned.groups.clone())
+                .detail("mfa_by_provider", mfa_by_provider)
                 .detail("groups_overage", provisioned.groups_overage),
         )
         .await?;
@@ -596,7 +608,7 @@ pub async fn logout(
     let user = principal.actor_id();
     let tx = WriteTx::sign_in(&page.state, &page.tenant.slug, &request_meta(&req), &proof).await?;
     let ended = if everywhere {
-        sessions::revoke_all(&tx, &proof, principal.id()).await?
+        sessions::revoke_all::<SessionRevoke>(&tx, &proof, principal.id()).await?
     } else {
         u64::from(sessions::revoke(&tx, &proof, principal.id(), session).await?)
     };
@@ -625,8 +637,10 @@ pub struct LoginPageParams {
 
 /// The login page.
 ///
-/// A small HTML page without external assets: the tenant's identity providers, and a form that
-/// finds a person's provider by the domain of their email.
+/// A small HTML page without external assets: the tenant's identity providers, a form that
+/// finds a person's provider by the domain of their email, and (with its script) the passkey
+/// ceremonies: enrollment, the assertion the tenant's MFA policy asks for, step-up and
+/// break-glass sign-in.
 #[utoipa::path(
     get,
     path = "/login",
@@ -684,4 +698,23 @@ pub async fn login_page(
         None
     };
     Ok(pages::login(&page.tenant.slug, &choices, None, note))
+}
+
+/// The login page's script.
+///
+/// The WebAuthn ceremonies with `navigator.credentials`, and `flowgate.call(method, path,
+/// body)`, which meets a `step_up_required` or `mfa_required` answer with a passkey assertion
+/// and retries once.
+#[utoipa::path(
+    get,
+    path = "/login.js",
+    tag = "sign-in",
+    responses((status = 200, content_type = "text/javascript", body = String, description = "The script"))
+)]
+pub async fn login_script(_page: SignInTenant) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(pages::LOGIN_SCRIPT)
 }

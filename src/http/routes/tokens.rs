@@ -319,6 +319,13 @@ async fn token_exchange_grant(
             .unwrap_or(Err(IdentityError::MissingCredentials)),
     };
     let meta = request_meta(req);
+    let session = session.and_then(|principal| {
+        if principal.owes_second_factor() {
+            Err(IdentityError::SecondFactorOwed)
+        } else {
+            Ok(principal)
+        }
+    });
     let (user, session, ends) = match session {
         Ok(Principal::User {
             id,
@@ -334,7 +341,8 @@ async fn token_exchange_grant(
         Err(
             e @ (IdentityError::InvalidCredentials(_)
             | IdentityError::MissingCredentials
-            | IdentityError::ForeignOrigin),
+            | IdentityError::ForeignOrigin
+            | IdentityError::SecondFactorOwed),
         ) => {
             return refused(
                 page,
@@ -344,7 +352,8 @@ async fn token_exchange_grant(
                 oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
-                    "the session is unknown, ended, or was not presented",
+                    "the session is unknown, ended, was not presented, or has not passed the \
+                     passkey assertion the tenant requires",
                 ),
             )
             .await;

@@ -21,10 +21,11 @@ use uuid::Uuid;
 
 use entity::control::{platform_setting, tenant};
 use entity::tenant::{
-    api_key, audit_checkpoint, audit_event, audit_head, data_key, folder, group, group_member,
-    identity_provider, login_state, oauth_client, passkey, policy, policy_version, process, role,
-    role_binding, saml_assertion, secret, secret_version, service_account, session, tenant_setting,
-    trusted_issuer, user, user_identity, webauthn_ceremony,
+    api_key, audit_checkpoint, audit_event, audit_head, break_glass_account, break_glass_login,
+    data_key, folder, group, group_member, identity_provider, login_state, oauth_client, passkey,
+    policy, policy_version, process, role, role_binding, saml_assertion, secret, secret_version,
+    service_account, session, tenant_setting, trusted_issuer, user, user_identity,
+    webauthn_ceremony,
 };
 
 /// How a stored column is decoded.
@@ -88,6 +89,8 @@ static CATALOGUE: LazyLock<HashMap<(&'static str, &'static str), Kind>> = LazyLo
     add::<login_state::Entity>(&mut columns);
     add::<oauth_client::Entity>(&mut columns);
     add::<passkey::Entity>(&mut columns);
+    add::<break_glass_account::Entity>(&mut columns);
+    add::<break_glass_login::Entity>(&mut columns);
     add::<policy::Entity>(&mut columns);
     add::<policy_version::Entity>(&mut columns);
     add::<process::Entity>(&mut columns);

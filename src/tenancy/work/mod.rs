@@ -35,6 +35,7 @@ use crate::authz::{
 };
 use crate::identity::Principal;
 use crate::identity::api_key::ApiKeys;
+use crate::signin::settings::TenantSettings;
 
 /// Numbers contexts, so that a proof cannot serve another context's transaction.
 static NEXT_CONTEXT: AtomicU64 = AtomicU64::new(1);
@@ -51,6 +52,8 @@ struct Inner {
     /// The principal as the policy engine sees it.
     subject: Subject,
     policies: Arc<TenantPolicies>,
+    /// The tenant's settings when the work began (second factor, step-up, human-only actions).
+    settings: Arc<TenantSettings>,
     /// The facts about the caller that decisions may read.
     source_ip: Option<IpAddr>,
     meta: RequestMeta,
@@ -80,6 +83,19 @@ pub enum WorkError {
     /// A grant would give away more than its author holds.
     #[error("the caller cannot grant what they do not hold: {}", .0.join(", "))]
     Delegation(Vec<String>),
+    /// A person's session has not passed the second factor the tenant requires.
+    #[error("the session owes the tenant a passkey assertion")]
+    SecondFactorOwed(Slug),
+    /// The action is sensitive and the person's last passkey assertion is missing or too old.
+    #[error("`{action}` needs a passkey assertion younger than {max_age_seconds} s")]
+    StepUp {
+        action: &'static str,
+        slug: Slug,
+        max_age_seconds: i64,
+    },
+    /// The tenant reserves the action for people; a service account asked.
+    #[error("only people may `{0}` in this tenant")]
+    HumanOnly(&'static str),
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
     #[error(transparent)]
@@ -103,6 +119,7 @@ impl TenantContext {
         meta: RequestMeta,
     ) -> Result<Self, AuthzError> {
         let policies = state.authz.policies(&tenant).await?;
+        let settings = state.tenant_settings.get(&state.dbs, &tenant.slug).await?;
         let subject = match &principal {
             Principal::ServiceAccount { id, .. } => Subject::service_account(*id),
             Principal::User { subject, .. } => Subject::clone(subject),
@@ -115,6 +132,7 @@ impl TenantContext {
             principal,
             subject,
             policies,
+            settings,
             source_ip,
             meta,
             note: Mutex::new(AuditNote::default()),
@@ -178,6 +196,16 @@ impl TenantContext {
         &self.0.state.payload_caches
     }
 
+    /// The tenant's settings as they were when the work began.
+    pub fn settings(&self) -> &TenantSettings {
+        &self.0.settings
+    }
+
+    /// The WebAuthn relying party of this deployment.
+    pub fn passkeys(&self) -> &crate::signin::passkeys::RelyingParty {
+        &self.0.state.passkeys
+    }
+
     /// The relying party of the tenants' OpenID sign-ins (to forget a changed provider).
     pub fn sign_ins(&self) -> &crate::signin::oidc::OidcLogins {
         &self.0.state.oidc
@@ -205,10 +233,16 @@ impl TenantContext {
 
     /// Decides whether the principal may do `A` on `resource`, noting the decision for the
     /// audit event; the proof of an allowed decision is what changes require.
+    ///
+    /// Before the policies are asked, a session that owes the tenant a second factor and a
+    /// service account asking for an action the tenant reserves for people are refused; after
+    /// an allowing decision, a sensitive action done by a person needs a fresh passkey
+    /// assertion ([`TenantContext::step_up`]).
     pub fn authorize<A: Action>(&self, resource: Resource) -> Result<Allowed<A>, WorkError> {
         if cfg!(feature = "insecure-bench") {
             return Ok(Allowed::new(resource, self.0.id));
         }
+        self.screen::<A>()?;
         let decision = self.decide::<A>(&resource);
         let mut note = self.note();
         note.action = Some(A::NAME);
@@ -219,11 +253,69 @@ impl TenantContext {
             Outcome::Deny
         });
         note.reasons = decision.reasons;
-        if decision.allowed {
-            Ok(Allowed::new(resource, self.0.id))
-        } else {
-            Err(WorkError::Denied(A::NAME))
+        drop(note);
+        if !decision.allowed {
+            return Err(WorkError::Denied(A::NAME));
         }
+        if A::SENSITIVE {
+            self.step_up(A::NAME)?;
+        }
+        Ok(Allowed::new(resource, self.0.id))
+    }
+
+    /// The refusals that come before any policy: a session owing its second factor, and a
+    /// service account asking for an action the tenant reserves for people.
+    fn screen<A: Action>(&self) -> Result<(), WorkError> {
+        let principal = &self.0.principal;
+        if principal.owes_second_factor() {
+            self.note_refusal(
+                A::NAME,
+                "the session has not passed the tenant's second factor",
+            );
+            return Err(WorkError::SecondFactorOwed(self.slug().clone()));
+        }
+        if matches!(principal, Principal::ServiceAccount { .. })
+            && self
+                .0
+                .settings
+                .human_only_actions
+                .iter()
+                .any(|a| a == A::NAME)
+        {
+            self.note_refusal(A::NAME, "the tenant reserves this action for people");
+            return Err(WorkError::HumanOnly(A::NAME));
+        }
+        Ok(())
+    }
+
+    /// Checks that a person doing the sensitive `action` passed a passkey assertion within the
+    /// tenant's step-up age (service accounts are not asked; a step-up age of 0 asks no one).
+    pub fn step_up(&self, action: &'static str) -> Result<(), WorkError> {
+        let minutes = self.0.settings.step_up_minutes;
+        if minutes == 0 || matches!(self.0.principal, Principal::ServiceAccount { .. }) {
+            return Ok(());
+        }
+        self.fresh_assertion(action, minutes)
+    }
+
+    /// Checks that the person behind this work passed a passkey assertion in the last
+    /// `minutes`, for `action`.
+    pub fn fresh_assertion(&self, action: &'static str, minutes: i64) -> Result<(), WorkError> {
+        let max_age = chrono::Duration::minutes(minutes);
+        let fresh = self
+            .0
+            .principal
+            .asserted_at()
+            .is_some_and(|at| chrono::Utc::now() - at < max_age);
+        if fresh {
+            return Ok(());
+        }
+        self.note_refusal(action, "a recent passkey assertion is required (step-up)");
+        Err(WorkError::StepUp {
+            action,
+            slug: self.slug().clone(),
+            max_age_seconds: max_age.num_seconds(),
+        })
     }
 
     /// Decides `A` on `resource` as one of several uses inside this work (each secret a process
@@ -234,6 +326,7 @@ impl TenantContext {
         resource: Resource,
         details: &[(&'static str, serde_json::Value)],
     ) -> Result<Allowed<A>, WorkError> {
+        self.screen::<A>()?;
         let decision = self.decide::<A>(&resource);
         let (outcome, status) = if decision.allowed {
             (Outcome::Allow, 200)
@@ -313,6 +406,14 @@ impl TenantContext {
     fn note(&self) -> MutexGuard<'_, AuditNote> {
         // The note is plain data; a panic elsewhere cannot leave it half-updated.
         self.0.note.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a refusal of `action` made before or after the policies were asked.
+    fn note_refusal(&self, action: &'static str, reason: &str) {
+        let mut note = self.note();
+        note.action = Some(action);
+        note.decision = Some(Outcome::Deny);
+        note.reasons = vec![reason.to_owned()];
     }
 
     /// Notes a refusal that is not a policy decision (a grant beyond the author's own).

@@ -11,8 +11,8 @@ use std::marker::PhantomData;
 use crate::authz::Action;
 use crate::authz::Resource;
 use crate::authz::actions::{
-    ApiKeyCreate, GroupCreate, GroupMemberAdd, RoleBindingCreate, ServiceAccountCreate,
-    SessionRevoke,
+    ApiKeyCreate, GroupCreate, GroupMemberAdd, PasskeyReset, RoleBindingCreate,
+    ServiceAccountCreate, SessionRevoke, UserCreate,
 };
 use crate::identity::operator::OperatorAuthority;
 use crate::identity::{Principal, UserCredential};
@@ -74,6 +74,12 @@ impl SignIn {
         SignIn {
             action: "auth.login",
         }
+    }
+
+    /// A break-glass step vouches: the one-time enrollment token or the passkey assertion,
+    /// checked in the transaction this proof opens, before anything is made under it.
+    pub fn break_glass(action: &'static str) -> Self {
+        SignIn { action }
     }
 
     /// The person manages their own sessions (ends one of them); `None` unless `principal` is
@@ -140,6 +146,10 @@ impl Proof for Onboarding {
 impl Permit<ServiceAccountCreate> for Onboarding {}
 impl Permit<RoleBindingCreate> for Onboarding {}
 impl Permit<ApiKeyCreate> for Onboarding {}
+/// The operator creates a tenant's break-glass account, and on a new enrollment removes its
+/// passkeys and ends its sessions (`signin::break_glass` touches no other person).
+impl Permit<UserCreate> for Onboarding {}
+impl Permit<PasskeyReset> for Onboarding {}
 
 impl Proof for SignIn {
     fn action(&self) -> &'static str {

@@ -1,0 +1,420 @@
+//! The tenant's second-factor policy, step-up for sensitive actions, passkey removal and reset,
+//! and actions reserved for people — each with the way around it that must fail.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+use crate::helpers::{Db, Options, TestApp, assert_problem, spawn_app_with};
+use crate::oidc_peer::Browser;
+use crate::passkeys::{assertion, enroll, step};
+use crate::signin::{ADA, ada_claims, bind_group, provider};
+
+const BOB: &str = "bob-subject-0002";
+
+/// A tenant API call with the browser's cookie and this server's `Origin`.
+async fn call(
+    app: &TestApp,
+    browser: &Browser,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut request = browser
+        .client
+        .request(method, app.tenant_url(path))
+        .header("Origin", &app.base);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        challenge,
+    )
+}
+
+async fn settings(app: &TestApp, changes: Value) -> (StatusCode, Value) {
+    app.call(Method::PATCH, "/settings", &app.admin_key, Some(changes))
+        .await
+}
+
+/// Asserts with `key` in `browser`'s session.
+async fn assert_with(app: &TestApp, browser: &Browser, key: &mut SoftPasskey) {
+    let signed = assertion(app, browser, key, &app.base).await;
+    let (status, body) = step(app, browser, "authenticate/finish", Some(signed)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Makes every session's last strong proof an old one.
+async fn age_assertions(app: &TestApp) {
+    app.tenant_sql("UPDATE sessions SET strong_auth_at = '2020-01-01T00:00:00+00:00'")
+        .await;
+}
+
+fn binding(role: &str, group: &Value) -> Value {
+    json!({"role": role, "subject": {"type": "group", "id": group}, "scope": {"type": "tenant"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_mfa_holds_until_the_assertion_and_step_up_guards_sensitive_actions() {
+    let app = spawn_app_with(
+        Db::Sqlite,
+        Options {
+            public_host: Some("localhost"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let bob_claims = json!({"email": "bob@acme.example", "email_verified": true, "name": "Bob"});
+    let (idp, _peer) = provider(
+        &app,
+        "generic",
+        &[(ADA, ada_claims()), (BOB, bob_claims)],
+        json!({}),
+    )
+    .await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    bind_group(&app, "finance", "Admin").await;
+    let (status, body) = settings(&app, json!({"mfa": "sometimes"})).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (status, body) = settings(&app, json!({"mfa": "required", "step_up_minutes": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["mfa"], "required");
+
+    // The signed-in session now owes its second factor: only /me, the list of passkeys and the
+    // ceremonies answer; everything else is 401 mfa_required with what to do.
+    let (status, body, www) = call(&app, &ada, Method::GET, "/users", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+    assert_eq!(
+        body["challenge"]["authenticate"],
+        format!("/t/{}/auth/webauthn/authenticate/start", app.tenant)
+    );
+    assert!(www.unwrap().contains("insufficient_user_authentication"));
+    let (status, body, _) = call(&app, &ada, Method::GET, "/me/sessions", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+    let (status, me, _) = call(&app, &ada, Method::GET, "/me", None).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        (
+            me["auth"]["mfa"].as_bool(),
+            me["auth"]["mfa_owed"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    let (status, list, _) = call(&app, &ada, Method::GET, "/me/credentials", None).await;
+    assert_eq!((status, list["items"].clone()), (StatusCode::OK, json!([])));
+    // Nor can the session be turned into a script's token.
+    let response = ada
+        .client
+        .post(app.url(&format!("/t/{}/auth/token", app.tenant)))
+        .header("Origin", &app.base)
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            (
+                "subject_token_type",
+                "urn:flowgate:params:oauth:token-type:session",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Enrolling the first passkey is open; it does not stand in for the assertion.
+    let mut key = SoftPasskey::new(true);
+    let (status, first) = enroll(&app, &ada, &mut key).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, body, _) = call(&app, &ada, Method::GET, "/users", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+    // A second passkey only after asserting with the first (a stolen IdP password cannot add
+    // the thief's authenticator).
+    let (status, body) = step(&app, &ada, "register/start", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+
+    assert_with(&app, &ada, &mut key).await;
+    let (status, users, _) = call(&app, &ada, Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK, "{users}");
+
+    // Step-up: a fresh assertion allows a role change; an old one is 401 step_up_required.
+    let (_, groups) = app.get("/groups", &app.admin_key).await;
+    let finance = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "finance")
+        .unwrap()["id"]
+        .clone();
+    let (status, body, _) = call(
+        &app,
+        &ada,
+        Method::POST,
+        "/role-bindings",
+        Some(binding("Viewer", &finance)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    age_assertions(&app).await;
+    let (status, body, www) = call(
+        &app,
+        &ada,
+        Method::POST,
+        "/role-bindings",
+        Some(binding("Viewer", &finance)),
+    )
+    .await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "step_up_required");
+    assert_eq!(body["challenge"]["max_age_seconds"], 300);
+    assert!(www.unwrap().contains("max_age=300"));
+    // Reading stays open with an old assertion; API keys are never asked to step up.
+    let (status, _, _) = call(&app, &ada, Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app
+        .post(
+            "/role-bindings",
+            &app.admin_key,
+            binding("Auditor", &finance),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_with(&app, &ada, &mut key).await;
+    let (status, body, _) = call(
+        &app,
+        &ada,
+        Method::PATCH,
+        "/settings",
+        Some(json!({"step_up_minutes": 10})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Removing a passkey: never the last while MFA is required, and only with a fresh
+    // assertion.
+    let first_path = format!("/me/credentials/{}", first["id"].as_str().unwrap());
+    let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    let mut spare = SoftPasskey::new(true);
+    let (status, second) = enroll(&app, &ada, &mut spare).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    age_assertions(&app).await;
+    let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "step_up_required");
+    assert_with(&app, &ada, &mut spare).await;
+    let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    // Bob, signed in without a passkey, owes one too; he cannot touch Ada's.
+    let bob = Browser::new(&app);
+    bob.sign_in_ok(&app, &idp, BOB).await;
+    let second_path = format!("/me/credentials/{}", second["id"].as_str().unwrap());
+    let (status, body, _) = call(&app, &bob, Method::DELETE, &second_path, None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+    // Under `optional`, Bob (no passkey) is not asked; Ada (a passkey) still is, in a new
+    // session.
+    let (status, _) = settings(&app, json!({"mfa": "optional"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body, _) = call(&app, &bob, Method::GET, "/me/sessions", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ada_again = Browser::new(&app);
+    ada_again.sign_in_ok(&app, &idp, ADA).await;
+    let (status, body, _) = call(&app, &ada_again, Method::GET, "/me/sessions", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+
+    // An administrator resets Ada's passkeys (a lost authenticator): they are gone and every
+    // session of hers has ended.
+    let ada_id = me["id"].as_str().unwrap();
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{ada_id}/credentials"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for browser in [&ada, &ada_again] {
+        let (status, _, _) = call(&app, browser, Method::GET, "/me", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{}/credentials", uuid::Uuid::new_v4()),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        app.tenant_rows("SELECT COUNT(*) AS n FROM passkeys").await[0]["n"],
+        0
+    );
+
+    // On record: the step-up refusal, the removal, the reset.
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|e| e["action"] == "role_binding.create"
+        && e["status"] == 401
+        && e["details"]["policies"].to_string().contains("step-up")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "auth.passkey_remove" && e["status"] == 204)
+    );
+    assert!(events.iter().any(|e| e["action"] == "passkey.reset"
+        && e["details"]["passkeys_removed"] == 1
+        && e["details"]["sessions_ended"] == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_a_tenant_reserves_for_people_refuse_api_keys() {
+    let app = spawn_app_with(Db::Sqlite, Options::default()).await;
+    let (status, body) = settings(
+        &app,
+        json!({"human_only_actions": ["user.create", "no.such"]}),
+    )
+    .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(body["errors"][0]["field"], "human_only_actions[1]");
+    let (status, body) = settings(
+        &app,
+        json!({"human_only_actions": ["user.create"], "step_up_minutes": 0}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["human_only_actions"].clone()),
+        (StatusCode::OK, json!(["user.create"])),
+        "{body}"
+    );
+    let user = json!({"email": "eve@acme.example", "display_name": "Eve"});
+    let (status, body) = app.post("/users", &app.admin_key, user.clone()).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("only people"),
+        "{body}"
+    );
+    // Other actions are untouched; lifting the mark restores the key's grant.
+    let (status, _) = app.get("/users", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = settings(&app, json!({"human_only_actions": []})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.post("/users", &app.admin_key, user).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|e| e["action"] == "user.create"
+        && e["status"] == 403
+        && e["details"]["policies"].to_string().contains("people")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
+    let app = spawn_app_with(
+        Db::Sqlite,
+        Options {
+            public_host: Some("localhost"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut ada = ada_claims();
+    ada["amr"] = json!(["pwd", "mfa"]);
+    let bob =
+        json!({"email": "bob@acme.example", "email_verified": true, "name": "Bob", "amr": ["pwd"]});
+    let (idp, _peer) = provider(
+        &app,
+        "generic",
+        &[(ADA, ada), (BOB, bob)],
+        json!({"trusted_mfa": ["mfa"]}),
+    )
+    .await;
+    let (status, _) = settings(&app, json!({"mfa": "required"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/identity-providers/{idp}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            &app.admin_key,
+            Some(json!({"trusted_mfa": ["has space"]})),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+
+    // Ada's provider login was multi-factor and the tenant trusts that: no passkey asked.
+    let ada_browser = Browser::new(&app);
+    ada_browser.sign_in_ok(&app, &idp, ADA).await;
+    let (status, body, _) = call(&app, &ada_browser, Method::GET, "/me/sessions", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, me, _) = call(&app, &ada_browser, Method::GET, "/me", None).await;
+    assert_eq!(me["auth"]["mfa"], true);
+    // Bob's was a password only.
+    let bob_browser = Browser::new(&app);
+    bob_browser.sign_in_ok(&app, &idp, BOB).await;
+    let (status, body, _) = call(&app, &bob_browser, Method::GET, "/me/sessions", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+
+    // Without the trust, the same multi-factor login owes a passkey.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            &app.admin_key,
+            Some(json!({"trusted_mfa": []})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["trusted_mfa"].clone()),
+        (StatusCode::OK, json!([])),
+        "{body}"
+    );
+    let again = Browser::new(&app);
+    again.sign_in_ok(&app, &idp, ADA).await;
+    let (status, body, _) = call(&app, &again, Method::GET, "/me/sessions", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
+
+    let logins: Vec<Value> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "auth.login" && e["status"] == 303)
+        .collect();
+    let trusted: Vec<bool> = logins
+        .iter()
+        .map(|e| e["details"]["mfa_by_provider"].as_bool().unwrap())
+        .collect();
+    assert_eq!(trusted, [true, false, false]);
+    assert!(
+        app.audit_events()
+            .await
+            .iter()
+            .any(|e| e["action"] == "identity_provider.manage"
+                && e["details"]["trusted_mfa"] == json!(["mfa"]))
+    );
+}
