@@ -21,9 +21,13 @@
 #   6. GET /t/{t}/api/v1/users  secure, with a bearer access token (JWT) instead of the API key
 #   7. POST /t/{t}/auth/token   client-credentials grant (benches/token.lua): tokens issued per
 #      second, and per core (the box's cores, which wrk shares)
+# and, for passkeys (issue 13), in the same rounds:
+#   8. GET /t/{t}/api/v1/users  secure, with a person's session cookie (signed in through the
+#      test OpenID provider, tests/peers/oidc, whose group the tenant makes Admin)
 # Targets: secure ≥ 90 % of insecure; Flowgate's /healthz ≥ 1/1.5 of the bare one; the secure read
 # ≥ 4× the baseline on SQLite and ≥ 2× on PostgreSQL (issue 10, baseline 4dba1ae); the JWT read
-# ≥ 95 % of the API-key read, and ≥ 1,200 tokens issued per second per core (issue 11).
+# ≥ 95 % of the API-key read, and ≥ 1,200 tokens issued per second per core (issue 11); the
+# session-cookie read ≥ 95 % of the API-key read (issue 13).
 #
 # Usage: [FLOWGATE_BENCH_BASELINE=rev] benches/load.sh [seconds per round, default 5]
 #        [connections, default 32] [rounds, default 9]
@@ -70,7 +74,9 @@ start() { # binary data_dir database_url port; prints the server's pid
              FLOWGATE_INSECURE_BENCH=1
              # One key at full speed: the limits are part of the path measured, not a cap on it.
              FLOWGATE_RATE_LIMIT_PRINCIPAL=1000000 FLOWGATE_RATE_LIMIT_TENANT=1000000
-             FLOWGATE_RATE_LIMIT_SOURCE=1000000)
+             FLOWGATE_RATE_LIMIT_SOURCE=1000000
+             # The test OpenID provider of the session-cookie read listens on the loopback.
+             FLOWGATE_IDP_PRIVATE_NETWORKS=127.0.0.0/8)
   [ -n "$3" ] && env+=(FLOWGATE_DATABASE_URL="$3")
   env "${env[@]}" "$1" serve >>"$2/server-$4.log" 2>&1 &
   local pid=$!
@@ -117,6 +123,55 @@ access_token() { # port client_id client_secret
     | python3 -c 'import sys,json;print(json.load(sys.stdin)["access_token"])'
 }
 
+rps_cookie() { # url cookie
+  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "Cookie: __Host-flowgate-session=$2" "$1" \
+    | awk '/Requests\/sec/ {print $2}'
+}
+
+location() { # curl arguments…: the Location of the answer, resolved against the URL asked
+  curl -sk -o /dev/null -w '%{redirect_url}' "$@"
+}
+
+PEER_PID=""
+session_cookie() { # port admin_key; prints the session cookie of a person signed in through the
+  # test OpenID provider (started here, stopped by `stop_peer`), whose group is made Admin
+  local port=$1 key=$2 dir created idp redirect issuer jar url
+  dir=$(mktemp -d)
+  created=$(curl -skf -X POST "https://127.0.0.1:$port/t/bench/api/v1/identity-providers" \
+    -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+    -d '{"name":"Bench IdP","kind":"oidc","preset":"generic","issuer":"http://127.0.0.1:9/x",
+         "client_id":"bench","client_secret":"bench-secret","email_domains":["example.org"],
+         "group_mappings":{"idp-admins":"admins"}}')
+  idp=$(python3 -c 'import sys,json;print(json.loads(sys.argv[1])["id"])' "$created")
+  redirect=$(python3 -c 'import sys,json;print(json.loads(sys.argv[1])["redirect_uri"])' "$created")
+  python3 - "$redirect" >"$dir/config.json" <<'PY'
+import json, sys
+print(json.dumps({"preset": "generic",
+  "accounts": [{"id": "bench-person", "claims": {"email": "person@example.org",
+                "email_verified": True, "name": "Bench Person", "groups": ["idp-admins"]}}],
+  "clients": [{"client_id": "bench", "client_secret": "bench-secret", "redirect_uris": [sys.argv[1]]}]}))
+PY
+  node tests/peers/oidc/provider.mjs "$dir/config.json" >"$dir/peer.out" 2>"$dir/peer.log" &
+  PEER_PID=$!
+  for _ in $(seq 1 150); do [ -s "$dir/peer.out" ] && break; sleep 0.1; done
+  issuer=$(head -n1 "$dir/peer.out" | python3 -c 'import sys,json;print(json.load(sys.stdin)["issuer"])')
+  curl -skf -o /dev/null -X PATCH "https://127.0.0.1:$port/t/bench/api/v1/identity-providers/$idp" \
+    -H "Authorization: Bearer $key" -H 'content-type: application/json' -d "{\"issuer\":\"$issuer\"}"
+  jar="$dir/cookies"
+  url=$(location -c "$jar" -b "$jar" "https://127.0.0.1:$port/t/bench/auth/oidc/$idp/login")
+  url=$(location -c "$jar" -b "$jar" "$url")
+  url=$(location -c "$jar" -b "$jar" -X POST --data 'login=bench-person' "$url/login")
+  url=$(location -c "$jar" -b "$jar" "$url")
+  curl -sk -o /dev/null -c "$jar" -b "$jar" "$url"
+  local group
+  group=$(curl -skf "https://127.0.0.1:$port/t/bench/api/v1/groups" -H "Authorization: Bearer $key" \
+    | python3 -c 'import sys,json;print(next(g["id"] for g in json.load(sys.stdin)["items"] if g["name"]=="admins"))')
+  curl -skf -o /dev/null -X POST "https://127.0.0.1:$port/t/bench/api/v1/role-bindings" \
+    -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+    -d "{\"role\":\"Admin\",\"subject\":{\"type\":\"group\",\"id\":\"$group\"},\"scope\":{\"type\":\"tenant\"}}"
+  awk '$6 == "__Host-flowgate-session" {print $7}' "$jar"
+}
+
 issuance() { # port client_id client_secret: tokens issued per second
   CLIENT_BASIC=$(printf '%s:%s' "$2" "$3" | base64 -w0) \
     wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/token.lua "https://127.0.0.1:$1/t/bench/auth/token" \
@@ -131,6 +186,9 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   local id secret token
   read -r id secret < <(client "$PORT" "$key")
   token=$(access_token "$PORT" "$id" "$secret")
+  local cookie
+  cookie=$(session_cookie "$PORT" "$key")
+  [ -n "$cookie" ] || { echo "no session cookie: the sign-in through the test provider failed" >&2; exit 1; }
   if [ -x "$out/flowgate-baseline" ]; then
     baseline_data=$(mktemp -d)
     baseline_pid=$(start "$out/flowgate-baseline" "$baseline_data" "$3" "$BASELINE_PORT")
@@ -141,7 +199,7 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   "$out/bare-healthz" "127.0.0.1:$BARE_PORT" "$data/tls/cert.pem" "$data/tls/key.pem" &
   local bare_pid=$!
   for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$BARE_PORT/healthz" >/dev/null && break; sleep 0.1; done
-  local health=() secure=() insecure=() bare=() baseline=() jwt=() issued=()
+  local health=() secure=() insecure=() bare=() baseline=() jwt=() issued=() session=()
   for _ in $(seq 1 "$ROUNDS"); do
     bare+=("$(rps "https://127.0.0.1:$BARE_PORT/healthz")")
     health+=("$(rps "https://127.0.0.1:$PORT/healthz")")
@@ -149,17 +207,18 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
     insecure+=("$(rps "https://127.0.0.1:$INSECURE_PORT/t/bench/api/v1/users" "$key")")
     [ -n "$baseline_pid" ] && baseline+=("$(rps "https://127.0.0.1:$BASELINE_PORT/t/bench/api/v1/users" "$baseline_key")")
     jwt+=("$(rps "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$token")")
+    session+=("$(rps_cookie "https://127.0.0.1:$PORT/t/bench/api/v1/users" "$cookie")")
     issued+=("$(issuance "$PORT" "$id" "$secret")")
     # Tokens live ten minutes: a fresh one for each round.
     token=$(access_token "$PORT" "$id" "$secret")
   done
-  stop "$secure_pid" "$insecure_pid" "$bare_pid" $baseline_pid
+  stop "$secure_pid" "$insecure_pid" "$bare_pid" $baseline_pid $PEER_PID
   rm -rf "$data" $baseline_data
   python3 - "$label" "${health[*]}" "${secure[*]}" "${insecure[*]}" "${bare[*]}" "${baseline[*]:-}" \
-    "${jwt[*]}" "${issued[*]}" "$(nproc)" <<'PY'
+    "${jwt[*]}" "${issued[*]}" "${session[*]}" "$(nproc)" <<'PY'
 import statistics, sys
 label, *runs, cores = sys.argv[1:]
-health, secure, insecure, bare, baseline, jwt, issued = ([float(x) for x in r.split()] for r in runs)
+health, secure, insecure, bare, baseline, jwt, issued, session = ([float(x) for x in r.split()] for r in runs)
 h, s, i, b = (statistics.median(r) for r in (health, secure, insecure, bare))
 # Each round's runs are neighbours in time: their ratios are what drift spares.
 def ratio(xs, ys):
@@ -176,6 +235,9 @@ jk, jk_rounds = ratio(jwt, secure)
 tokens = statistics.median(issued)
 print(f"{'':10s} users with a JWT {statistics.median(jwt):8.0f} req/s | jwt/api-key {jk:6.1%} (rounds: {jk_rounds})"
       f" | tokens issued {tokens:8.0f}/s = {tokens / int(cores):6.0f}/s per core")
+ck, ck_rounds = ratio(session, secure)
+print(f"{'':10s} users with a session cookie {statistics.median(session):8.0f} req/s"
+      f" | session/api-key {ck:6.1%} (rounds: {ck_rounds})")
 if baseline:
     sb, sb_rounds = ratio(secure, baseline)
     print(f"{'':10s} users secure, baseline {statistics.median(baseline):8.0f} req/s"

@@ -257,6 +257,10 @@ pub async fn issue_break_glass(
         Err(PasskeyError::Refused(PasskeyRefusal::NotBreakGlass)) => {
             return Err(PlatformError::EmailTaken);
         }
+        // Another call made a person with this email meanwhile.
+        Err(PasskeyError::Db(e)) if crate::tenancy::is_unique_violation(&e) => {
+            return Err(PlatformError::EmailTaken);
+        }
         Err(PasskeyError::Db(e)) => return Err(e.into()),
         Err(e) => return Err(PlatformError::BreakGlass(e.to_string())),
     };

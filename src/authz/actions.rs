@@ -69,10 +69,10 @@ macro_rules! catalogue {
 catalogue! {
     UserRead => "user.read" on TENANT, "List and read users.";
     UserCreate => "user.create" on TENANT, "Create users.";
-    UserUpdate => "user.update" on TENANT, "Change users' names and attributes (claims).";
+    UserUpdate => "user.update" on TENANT, sensitive true, "Change users' names and attributes (claims).";
     GroupRead => "group.read" on TENANT, "List and read groups.";
     GroupCreate => "group.create" on TENANT, "Create groups.";
-    GroupMemberAdd => "group.member_add" on TENANT, "Add users to groups.";
+    GroupMemberAdd => "group.member_add" on TENANT, sensitive true, "Add users to groups.";
     ServiceAccountRead => "service_account.read" on TENANT, "List and read service accounts.";
     ServiceAccountCreate => "service_account.create" on TENANT, "Create service accounts.";
     RoleRead => "role.read" on TENANT, "List and read roles.";

@@ -9,11 +9,14 @@ use actix_web::http::header;
 
 use crate::tenancy::Slug;
 
-/// What the page allows: its own inline style, its script and requests from this server, forms
-/// back to this server, nothing else.
-const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
-                   style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; \
-                   base-uri 'none'";
+/// What the page allows: its own inline style, its one script (by its exact URL, not any script
+/// of this origin) and requests to this server, forms back to this server, nothing else.
+fn csp(script: &str) -> String {
+    format!(
+        "default-src 'none'; script-src {script}; connect-src 'self'; style-src 'unsafe-inline'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
 
 /// The login page's script: the passkey ceremonies and `flowgate.call` (step-up).
 pub const LOGIN_SCRIPT: &str = include_str!("login.js");
@@ -30,13 +33,19 @@ pub struct Choice {
     pub email_domains: Vec<String>,
 }
 
-/// The login page of tenant `slug`.
+/// The login page of tenant `slug`, served at `public_url`.
 pub fn login(
+    public_url: &str,
     slug: &Slug,
     providers: &[Choice],
     error: Option<&str>,
     note: Option<&str>,
 ) -> HttpResponse {
+    let script = format!(
+        "{}/t/{}/auth/login.js",
+        public_url.trim_end_matches('/'),
+        slug.as_str()
+    );
     let slug = escape(slug.as_str());
     let mut html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -96,7 +105,7 @@ pub fn login(
     html.push_str("</body></html>");
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp(&script)))
         // Its forms post back here: browsers send `Origin: null` from a `no-referrer` page,
         // which the session's origin check refuses.
         .insert_header((header::REFERRER_POLICY, "same-origin"))

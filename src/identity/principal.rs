@@ -44,6 +44,9 @@ pub enum UserCredential {
         id: Uuid,
         /// Where the session stands with the tenant's second factor.
         second_factor: SecondFactor,
+        /// When the session last passed a passkey assertion (a provider's trusted MFA passes
+        /// the second factor but is no assertion: step-up asks for one).
+        passkey_asserted_at: Option<DateTime<Utc>>,
         /// When the user last proved themselves strongly (at the provider, or with a passkey
         /// once the second factor is passed).
         strong_auth_at: DateTime<Utc>,
@@ -92,6 +95,19 @@ impl Principal {
         self.id().to_string()
     }
 
+    /// The browser session behind the request: the session cookie's, or the one a person's
+    /// access token was exchanged for.
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::User {
+                credential:
+                    UserCredential::Session { id, .. } | UserCredential::AccessToken { session: id, .. },
+                ..
+            } => Some(*id),
+            Principal::ServiceAccount { .. } => None,
+        }
+    }
+
     /// Whether the caller is a person whose session still owes the tenant a second factor.
     pub fn owes_second_factor(&self) -> bool {
         matches!(
@@ -113,12 +129,11 @@ impl Principal {
             Principal::User {
                 credential:
                     UserCredential::Session {
-                        second_factor: SecondFactor::Passed,
-                        strong_auth_at,
+                        passkey_asserted_at,
                         ..
                     },
                 ..
-            } => Some(*strong_auth_at),
+            } => *passkey_asserted_at,
             Principal::User {
                 credential: UserCredential::AccessToken { asserted_at, .. },
                 ..

@@ -20,7 +20,8 @@ use chrono::{DateTime, Duration, Utc};
 use entity::tenant::{break_glass_account, break_glass_login, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
+    EntityTrait as _, QueryFilter as _,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
@@ -165,6 +166,7 @@ pub async fn enroll(
             method: "break_glass",
             level: Level::Enrollment,
             authenticated_at: Utc::now(),
+            passkey_asserted_at: None,
             max_life: Some(ENROLLMENT_LIFE),
         },
         meta,
@@ -190,6 +192,7 @@ pub async fn begin(
         .one(conn)
         .await?
         .ok_or(PasskeyRefusal::NotBreakGlass)?;
+    active(tx, person.id).await?;
     // An account without a usable passkey is answered like an unknown email.
     let (options, state) = match relying_party.challenge(tx, person.id).await {
         Err(PasskeyError::Refused(PasskeyRefusal::NoPasskey)) => {
@@ -258,12 +261,21 @@ pub async fn finish(
             method: "break_glass",
             level: Level::SsoMfa,
             authenticated_at: Utc::now(),
+            passkey_asserted_at: Some(Utc::now()),
             max_life: Some(SESSION_LIFE),
         },
         meta,
     )
     .await?;
     Ok((login.user_id, opened))
+}
+
+/// Whether `user_id` is a break-glass account.
+pub async fn is_break_glass(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<bool, DbErr> {
+    Ok(break_glass_account::Entity::find_by_id(user_id)
+        .one(conn)
+        .await?
+        .is_some())
 }
 
 /// Refuses a deactivated account.

@@ -217,9 +217,11 @@ impl RelyingParty {
     ) -> Result<passkey::Model, PasskeyError> {
         let state: PasskeyAuthentication = take_ceremony(tx, session, Kind::Authenticate).await?;
         let used = self.verify(tx, user_id, &state, assertion).await?;
+        let now = Utc::now();
         session::Entity::update_many()
             .col_expr(session::Column::Level, Expr::value(Level::SsoMfa.as_str()))
-            .col_expr(session::Column::StrongAuthAt, Expr::value(Utc::now()))
+            .col_expr(session::Column::StrongAuthAt, Expr::value(now))
+            .col_expr(session::Column::PasskeyAssertedAt, Expr::value(Some(now)))
             .filter(session::Column::Id.eq(session))
             .exec(tx.conn())
             .await?;
@@ -290,6 +292,17 @@ impl RelyingParty {
         updated.last_used_at = Set(Some(now));
         Ok(updated.update(tx.conn()).await?)
     }
+}
+
+/// Makes concurrent changes to `user_id`'s passkeys take turns: on PostgreSQL the update locks
+/// the person's row until `tx` ends (SQLite runs one writer at a time anyway).
+pub async fn lock_person(tx: &WriteTx, user_id: Uuid) -> Result<(), DbErr> {
+    user::Entity::update_many()
+        .col_expr(user::Column::UpdatedAt, Expr::col(user::Column::UpdatedAt))
+        .filter(user::Column::Id.eq(user_id))
+        .exec(tx.conn())
+        .await?;
+    Ok(())
 }
 
 /// Removes passkey `id` of `user_id`; `false` when the user has no such passkey.

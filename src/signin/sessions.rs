@@ -146,6 +146,8 @@ pub struct NewSession {
     pub level: Level,
     /// When the person proved themselves (at the provider, or with the passkey).
     pub authenticated_at: DateTime<Utc>,
+    /// When they passed a passkey assertion in this sign-in (break-glass), if they did.
+    pub passkey_asserted_at: Option<DateTime<Utc>>,
     /// A shorter life than the tenant's absolute timeout (break-glass sessions are bounded).
     pub max_life: Option<Duration>,
 }
@@ -172,6 +174,7 @@ pub async fn open(
         method: Set(new.method.to_owned()),
         level: Set(new.level.as_str().to_owned()),
         strong_auth_at: Set(new.authenticated_at.min(now)),
+        passkey_asserted_at: Set(new.passkey_asserted_at),
         created_at: Set(now),
         last_seen_at: Set(now),
         expires_at: Set(now + timeouts.absolute),
@@ -239,6 +242,27 @@ pub async fn revoke(
         .exec(tx.conn())
         .await?;
     Ok(revoked.rows_affected == 1)
+}
+
+/// Revokes every live session of `user_id` but `keep` (the person's own, current one); returns
+/// how many ended.
+pub async fn revoke_others(
+    tx: &WriteTx,
+    _: &SignIn,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<u64, DbErr> {
+    let mut others = session::Entity::update_many()
+        .col_expr(
+            session::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(Utc::now())),
+        )
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null());
+    if let Some(keep) = keep {
+        others = others.filter(session::Column::Id.ne(keep));
+    }
+    Ok(others.exec(tx.conn()).await?.rows_affected)
 }
 
 /// The actions whose permit ends all of a person's sessions: revoking them, and resetting the
@@ -353,6 +377,7 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
         credential: UserCredential::Session {
             id: session.id,
             second_factor,
+            passkey_asserted_at: session.passkey_asserted_at,
             strong_auth_at: session.strong_auth_at,
             expires_at: session.expires_at,
         },
@@ -390,7 +415,7 @@ pub async fn exchanged(
         id: user_id,
         credential: UserCredential::AccessToken {
             session: id,
-            asserted_at: (second_factor == SecondFactor::Passed).then_some(session.strong_auth_at),
+            asserted_at: session.passkey_asserted_at,
         },
         subject: Arc::new(subject),
     })

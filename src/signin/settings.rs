@@ -68,6 +68,18 @@ pub struct TenantSettings {
     pub payload_encryption_operations: Vec<String>,
 }
 
+impl TenantSettings {
+    /// How recent, in minutes, a passkey assertion must be to add or remove a passkey: the
+    /// step-up age, or its default where step-up is off (changing one's own authenticators is
+    /// never exempt).
+    pub fn passkey_change_minutes(&self) -> i64 {
+        match self.step_up_minutes {
+            0 => DEFAULT_STEP_UP_MINUTES,
+            minutes => minutes,
+        }
+    }
+}
+
 const MFA: &str = "mfa";
 const STEP_UP: &str = "step_up_minutes";
 const HUMAN_ONLY: &str = "human_only_actions";

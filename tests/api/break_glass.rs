@@ -242,6 +242,17 @@ async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_prov
     let (status, body) = glass(&app, &attacker, "finish", genuine, &app.base).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
 
+    // A tenant admin cannot take the tenant's emergency access away.
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{}/credentials", issued["user_id"].as_str().unwrap()),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+
     // A person who is not a break-glass account cannot be made one.
     let (status, _) = app
         .post(

@@ -74,8 +74,7 @@ async fn sso_then_passkey_in_chromium_with_a_step_up_prompt_for_a_role_change() 
     {
         if line == "AGE" {
             // The session's assertion is now old: the role change must ask for a fresh one.
-            app.tenant_sql("UPDATE sessions SET strong_auth_at = '2020-01-01T00:00:00+00:00'")
-                .await;
+            app.tenant_sql(crate::mfa::AGE_ASSERTIONS).await;
             stdin.write_all(b"OK\n").await.unwrap();
         }
         said.push(line);

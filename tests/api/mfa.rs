@@ -53,10 +53,14 @@ async fn assert_with(app: &TestApp, browser: &Browser, key: &mut SoftPasskey) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Makes every session's sign-in and last passkey assertion old ones.
+pub(crate) const AGE_ASSERTIONS: &str = "UPDATE sessions SET \
+    strong_auth_at = '2020-01-01T00:00:00+00:00', \
+    passkey_asserted_at = '2020-01-01T00:00:00+00:00'";
+
 /// Makes every session's last strong proof an old one.
 async fn age_assertions(app: &TestApp) {
-    app.tenant_sql("UPDATE sessions SET strong_auth_at = '2020-01-01T00:00:00+00:00'")
-        .await;
+    app.tenant_sql(AGE_ASSERTIONS).await;
 }
 
 fn binding(role: &str, group: &Value) -> Value {
@@ -215,9 +219,20 @@ async fn required_mfa_holds_until_the_assertion_and_step_up_guards_sensitive_act
     age_assertions(&app).await;
     let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED, "step_up_required");
+    // Nor is another authenticator added on an old assertion.
+    let (status, body) = step(&app, &ada, "register/start", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    // A second device of Ada's that asserted with the passkey being removed is signed out.
+    let phone = Browser::new(&app);
+    phone.sign_in_ok(&app, &idp, ADA).await;
+    assert_with(&app, &phone, &mut key).await;
     assert_with(&app, &ada, &mut spare).await;
     let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _, _) = call(&app, &phone, Method::GET, "/me", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the other session ended");
+    let (status, _, _) = call(&app, &ada, Method::GET, "/me", None).await;
+    assert_eq!(status, StatusCode::OK, "the remover's own session goes on");
     let (status, body, _) = call(&app, &ada, Method::DELETE, &first_path, None).await;
     assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
 
@@ -277,6 +292,12 @@ async fn required_mfa_holds_until_the_assertion_and_step_up_guards_sensitive_act
         events
             .iter()
             .any(|e| e["action"] == "auth.passkey_remove" && e["status"] == 204)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "auth.passkey_remove"
+                && e["details"]["other_sessions_ended"] == 1)
     );
     assert!(events.iter().any(|e| e["action"] == "passkey.reset"
         && e["details"]["passkeys_removed"] == 1
@@ -374,6 +395,17 @@ async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, me, _) = call(&app, &ada_browser, Method::GET, "/me", None).await;
     assert_eq!(me["auth"]["mfa"], true);
+    // It completes the sign-in but is no passkey assertion: sensitive actions still ask for one.
+    bind_group(&app, "finance", "Admin").await;
+    let (status, body, _) = call(
+        &app,
+        &ada_browser,
+        Method::PATCH,
+        "/settings",
+        Some(json!({"step_up_minutes": 10})),
+    )
+    .await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "step_up_required");
     // Bob's was a password only.
     let bob_browser = Browser::new(&app);
     bob_browser.sign_in_ok(&app, &idp, BOB).await;

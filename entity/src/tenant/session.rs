@@ -12,12 +12,15 @@ pub struct Model {
     pub token_hash: String,
     pub user_id: Uuid,
     pub idp_id: Option<Uuid>,
-    /// `oidc` or `saml`.
+    /// `oidc`, `saml` or `break_glass`.
     pub method: String,
-    /// `sso`, or `sso+mfa` once a second factor was passed.
+    /// `sso`; `sso+mfa` once a second factor was passed (a passkey, or the provider's trusted
+    /// MFA); `enrollment` for a break-glass enrollment.
     pub level: String,
     /// When the user last proved themselves strongly (the sign-in, later a second factor).
     pub strong_auth_at: DateTimeUtc,
+    /// When the session last passed a passkey assertion: what step-up asks to be recent.
+    pub passkey_asserted_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub last_seen_at: DateTimeUtc,
     /// The absolute end of the session.

@@ -96,7 +96,7 @@ pub async fn get_me(caller: Identified) -> Result<web::Json<Me>, ApiError> {
                 .map(|g| g.name)
                 .collect();
             groups.sort();
-            let (session_id, mfa_owed, strong_auth_at) = match credential {
+            let (session_id, mfa, mfa_owed, strong_auth_at) = match credential {
                 UserCredential::Session {
                     id,
                     second_factor,
@@ -104,12 +104,15 @@ pub async fn get_me(caller: Identified) -> Result<web::Json<Me>, ApiError> {
                     ..
                 } => (
                     *id,
+                    *second_factor == SecondFactor::Passed,
                     *second_factor == SecondFactor::Owed,
                     Some(*strong_auth_at),
                 ),
-                UserCredential::AccessToken { session, .. } => (*session, false, None),
+                UserCredential::AccessToken {
+                    session,
+                    asserted_at,
+                } => (*session, asserted_at.is_some(), false, None),
             };
-            let mfa = caller.principal().asserted_at().is_some();
             Me {
                 id: *id,
                 kind: "user",

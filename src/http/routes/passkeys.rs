@@ -23,9 +23,11 @@ use crate::http::pipeline::authz::Authorized;
 use crate::http::pipeline::authz::{Caller, Identified};
 use crate::http::pipeline::context::request_meta;
 use crate::identity::{IdentityError, Principal};
+use crate::signin::break_glass::is_break_glass;
+use crate::signin::passkeys::lock_person;
 use crate::signin::passkeys::{MAX_NAME, PasskeyError, PasskeyRefusal, passkeys_of, remove, reset};
 use crate::signin::sessions;
-use crate::signin::settings::{DEFAULT_STEP_UP_MINUTES, Mfa};
+use crate::signin::settings::Mfa;
 use crate::tenancy::work::{Change, SignIn, WriteTx};
 
 /// A WebAuthn JSON form (`PublicKeyCredential`), binary fields in base64url, as the browser's
@@ -146,7 +148,16 @@ async fn signed_in(
         &proof,
     )
     .await?;
-    let asserted = principal.asserted_at().is_some();
+    // Adding an authenticator needs a recent assertion, not just one earlier in the session.
+    let state = page.shared_state();
+    let minutes = state
+        .tenant_settings
+        .get(&state.dbs, &page.tenant().slug)
+        .await?
+        .passkey_change_minutes();
+    let asserted = principal
+        .asserted_at()
+        .is_some_and(|at| Utc::now() - at < chrono::Duration::minutes(minutes));
     Ok((principal.id(), session, asserted, tx))
 }
 
@@ -385,7 +396,8 @@ pub async fn rename_my_credential(
 ///
 /// Needs a passkey assertion in this session younger than the tenant's step-up age (5 minutes
 /// when step-up is off): `step_up_required` otherwise. The last passkey cannot be removed while
-/// the tenant requires MFA (409).
+/// the tenant requires MFA (409). The person's other sessions end: whoever asserted with the
+/// removed passkey elsewhere is signed out.
 #[utoipa::path(
     delete,
     path = "/me/credentials/{id}",
@@ -397,12 +409,11 @@ pub async fn delete_my_credential(caller: Caller, id: PathId) -> Result<HttpResp
     else {
         return Err(ApiError::not_found());
     };
-    let max_age = match caller.settings().step_up_minutes {
-        0 => DEFAULT_STEP_UP_MINUTES,
-        minutes => minutes,
-    };
+    let max_age = caller.settings().passkey_change_minutes();
     caller.fresh_assertion("auth.passkey_remove", max_age)?;
     let tx = caller.write_own(&proof).await?;
+    // Concurrent removals of one person's passkeys take turns, so the last-one rule holds.
+    lock_person(&tx, user).await?;
     let owned = passkeys_of(tx.conn(), user).await?;
     if !owned.iter().any(|p| p.id == id.0) {
         return Err(ApiError::not_found());
@@ -415,20 +426,28 @@ pub async fn delete_my_credential(caller: Caller, id: PathId) -> Result<HttpResp
     if !remove(&tx, &proof, user, id.0).await? {
         return Err(ApiError::not_found());
     }
-    tx.commit(Change::new("passkey", id.0, 204).by("user", user))
-        .await?;
+    // Whoever asserted with it elsewhere (a lost or cloned authenticator) is signed out.
+    let current = caller.principal().session_id();
+    let ended = sessions::revoke_others(&tx, &proof, user, current).await?;
+    tx.commit(
+        Change::new("passkey", id.0, 204)
+            .by("user", user)
+            .detail("other_sessions_ended", ended),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Reset a user's passkeys.
 ///
 /// For a lost or stolen authenticator: removes all of the user's passkeys and ends all of
-/// their sessions. They enroll a new one at their next sign-in.
+/// their sessions. They enroll a new one at their next sign-in. A break-glass account's are
+/// the platform operator's to renew (409).
 #[utoipa::path(
     delete,
     path = "/users/{id}/credentials",
     tag = "users",
-    responses((status = 204, description = "Reset"))
+    responses((status = 204, description = "Reset"), (status = 409, description = "A break-glass account (the operator renews it)"))
 )]
 pub async fn reset_user_credentials(
     auth: Authorized<PasskeyReset>,
@@ -438,6 +457,11 @@ pub async fn reset_user_credentials(
     crate::directory::users::get(tx.conn(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    if is_break_glass(tx.conn(), id.0).await? {
+        return Err(ApiError::conflict(
+            "This is a break-glass account: only the platform operator issues it a new enrollment.",
+        ));
+    }
     let removed = reset(&tx, auth.allowed(), id.0).await?;
     let ended = sessions::revoke_all(&tx, auth.allowed(), id.0).await?;
     tx.commit(

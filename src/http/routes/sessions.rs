@@ -15,7 +15,7 @@ use crate::directory::users;
 use crate::http::error::ApiError;
 use crate::http::extract::PathId;
 use crate::http::pipeline::authz::{Authorized, Caller};
-use crate::identity::{Principal, UserCredential};
+use crate::identity::Principal;
 use crate::signin::sessions;
 use crate::tenancy::work::{Change, SignIn};
 
@@ -64,18 +64,6 @@ impl SessionView {
     }
 }
 
-/// The session the caller's request came with (or whose exchanged token it carries).
-fn current_session(principal: &Principal) -> Option<Uuid> {
-    match principal {
-        Principal::User {
-            credential:
-                UserCredential::Session { id, .. } | UserCredential::AccessToken { session: id, .. },
-            ..
-        } => Some(*id),
-        Principal::ServiceAccount { .. } => None,
-    }
-}
-
 /// My sessions.
 ///
 /// The caller's live browser sessions, on every device; a service account has none.
@@ -100,7 +88,7 @@ pub async fn list_my_sessions(
     let tx = caller.read().await?;
     let rows = sessions::live(&tx, *id, query.after, limit).await?;
     tx.commit().await?;
-    let current = current_session(caller.principal());
+    let current = caller.principal().session_id();
     Ok(web::Json(Page::try_of(
         rows,
         limit,
@@ -153,7 +141,7 @@ pub async fn list_user_sessions(
         .ok_or_else(ApiError::not_found)?;
     let rows = sessions::live(&tx, id.0, query.after, limit).await?;
     tx.commit().await?;
-    let current = current_session(auth.principal());
+    let current = auth.principal().session_id();
     Ok(web::Json(Page::try_of(
         rows,
         limit,

@@ -174,7 +174,13 @@ impl SignInTenant {
             return HttpResponse::from_error(ApiError::from(e));
         }
         let mut res = if wants_html(req) {
-            pages::login(&self.tenant.slug, &[], Some(refusal.advice()), None)
+            pages::login(
+                &self.state.settings.public_url,
+                &self.tenant.slug,
+                &[],
+                Some(refusal.advice()),
+                None,
+            )
         } else {
             HttpResponse::from_error(ApiError::new(ErrorCode::SignInFailed, refusal.advice()))
         };
@@ -215,6 +221,7 @@ impl SignInTenant {
                     sessions::Level::Sso
                 },
                 authenticated_at: vouched.authenticated_at(),
+                passkey_asserted_at: None,
                 max_life: None,
             },
             &meta,
@@ -681,6 +688,7 @@ pub async fn login_page(
                 .insert_header((header::LOCATION, choice.login_path.clone()))
                 .finish(),
             None => pages::login(
+                &page.state.settings.public_url,
                 slug,
                 &choices,
                 Some(
@@ -697,7 +705,13 @@ pub async fn login_page(
     } else {
         None
     };
-    Ok(pages::login(&page.tenant.slug, &choices, None, note))
+    Ok(pages::login(
+        &page.state.settings.public_url,
+        &page.tenant.slug,
+        &choices,
+        None,
+        note,
+    ))
 }
 
 /// The login page's script.

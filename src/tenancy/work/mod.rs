@@ -346,11 +346,13 @@ impl TenantContext {
             event = event.detail("policies", decision.reasons);
         }
         self.0.state.audit.record(self.slug(), event).await?;
-        if decision.allowed {
-            Ok(Allowed::new(resource, self.0.id))
-        } else {
-            Err(WorkError::Denied(A::NAME))
+        if !decision.allowed {
+            return Err(WorkError::Denied(A::NAME));
         }
+        if A::SENSITIVE {
+            self.step_up(A::NAME)?;
+        }
+        Ok(Allowed::new(resource, self.0.id))
     }
 
     /// Whether the principal may do `A` on `resource`, without noting it for the audit event:
