@@ -77,6 +77,11 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::M
     user::Entity::find_by_id(id).one(conn).await
 }
 
+/// Whether user `id` exists and is active (may sign in and keep a session).
+pub async fn is_active(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    Ok(get(conn, id).await?.is_some_and(|u| u.status == "active"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,10 +188,9 @@ pub async fn begin(
         .one(conn)
         .await?
         .ok_or(PasskeyRefusal::NotBreakGlass)?;
-    break_glass_account::Entity::find_by_id(person.id)
-        .one(conn)
-        .await?
-        .ok_or(PasskeyRefusal::NotBreakGlass)?;
+    if !is_break_glass(conn, person.id).await? {
+        return Err(PasskeyRefusal::NotBreakGlass.into());
+    }
     active(tx, person.id).await?;
     // An account without a usable passkey is answered like an unknown email.
     let (options, state) = match relying_party.challenge(tx, person.id).await {
@@ -280,10 +279,7 @@ pub async fn is_break_glass(conn: &impl ConnectionTrait, user_id: Uuid) -> Resul
 
 /// Refuses a deactivated account.
 async fn active(tx: &WriteTx, user_id: Uuid) -> Result<(), PasskeyError> {
-    let active = users::get(tx.conn(), user_id)
-        .await?
-        .is_some_and(|u| u.status == "active");
-    if active {
+    if users::is_active(tx.conn(), user_id).await? {
         Ok(())
     } else {
         Err(PasskeyRefusal::NotBreakGlass.into())

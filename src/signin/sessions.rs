@@ -18,7 +18,7 @@ use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite, time};
 use actix_web::http::Method;
 use chrono::{DateTime, Duration, Utc};
-use entity::tenant::{passkey, session, user};
+use entity::tenant::{passkey, session};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
     EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
@@ -252,17 +252,7 @@ pub async fn revoke_others(
     user_id: Uuid,
     keep: Option<Uuid>,
 ) -> Result<u64, DbErr> {
-    let mut others = session::Entity::update_many()
-        .col_expr(
-            session::Column::RevokedAt,
-            sea_orm::sea_query::Expr::value(Some(Utc::now())),
-        )
-        .filter(session::Column::UserId.eq(user_id))
-        .filter(session::Column::RevokedAt.is_null());
-    if let Some(keep) = keep {
-        others = others.filter(session::Column::Id.ne(keep));
-    }
-    Ok(others.exec(tx.conn()).await?.rows_affected)
+    end_sessions(tx, user_id, keep).await
 }
 
 /// The actions whose permit ends all of a person's sessions: revoking them, and resetting the
@@ -277,16 +267,22 @@ pub async fn revoke_all<A: EndsSessions>(
     _: &impl Permit<A>,
     user_id: Uuid,
 ) -> Result<u64, DbErr> {
-    let revoked = session::Entity::update_many()
+    end_sessions(tx, user_id, None).await
+}
+
+/// Revokes the unrevoked sessions of `user_id`, but `keep`; returns how many ended.
+async fn end_sessions(tx: &WriteTx, user_id: Uuid, keep: Option<Uuid>) -> Result<u64, DbErr> {
+    let mut sessions = session::Entity::update_many()
         .col_expr(
             session::Column::RevokedAt,
             sea_orm::sea_query::Expr::value(Some(Utc::now())),
         )
         .filter(session::Column::UserId.eq(user_id))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(tx.conn())
-        .await?;
-    Ok(revoked.rows_affected)
+        .filter(session::Column::RevokedAt.is_null());
+    if let Some(keep) = keep {
+        sessions = sessions.filter(session::Column::Id.ne(keep));
+    }
+    Ok(sessions.exec(tx.conn()).await?.rows_affected)
 }
 
 /// The session cookie's principal, if the request carries the tenant's session cookie.
@@ -465,11 +461,7 @@ async fn live_subject(
     if session.expires_at <= now {
         return Err(invalid(InvalidReason::Expired));
     }
-    let active = user::Entity::find_by_id(session.user_id)
-        .one(conn)
-        .await?
-        .is_some_and(|u| u.status == "active");
-    if !active {
+    if !crate::directory::users::is_active(conn, session.user_id).await? {
         return Err(invalid(InvalidReason::Revoked));
     }
     load_subject(conn, SubjectType::User, session.user_id)

@@ -8,9 +8,9 @@ use url::Url;
 use webauthn_authenticator_rs::WebauthnAuthenticator as _;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
-use crate::helpers::{Db, Options, TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem};
 use crate::oidc_peer::Browser;
-use crate::passkeys::{assertion, enroll, step};
+use crate::passkeys::{assertion, enroll, passkey_app, step};
 
 const EMAIL: &str = "break-glass@acme.example";
 
@@ -73,14 +73,7 @@ async fn sign_in(app: &TestApp, browser: &Browser, key: &mut SoftPasskey) -> (St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_provider_is_down() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        Options {
-            public_host: Some("localhost"),
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = passkey_app().await;
     // The tenant's only provider is unreachable, and the tenant requires MFA.
     let (status, body) = app
         .post(

@@ -7,20 +7,13 @@ use std::process::Stdio;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
-use crate::helpers::{Db, Options, spawn_app_with};
 use crate::oidc_peer::Browser;
-use crate::signin::{ADA, ada_claims, bind_group, provider};
+use crate::passkeys::passkey_app;
+use crate::signin::{ADA, ada_claims, bind_group, group_id, provider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sso_then_passkey_in_chromium_with_a_step_up_prompt_for_a_role_change() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        Options {
-            public_host: Some("localhost"),
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = passkey_app().await;
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
     // Ada's first sign-in makes her and her `finance` group, which the tenant makes Admin; then
     // the tenant requires MFA.
@@ -35,16 +28,7 @@ async fn sso_then_passkey_in_chromium_with_a_step_up_prompt_for_a_role_change() 
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    let (_, groups) = app.get("/groups", &app.admin_key).await;
-    let finance = groups["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "finance")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let finance = group_id(&app, "finance").await;
 
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -7,10 +7,8 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use crate::helpers::{Db, Options, TestApp, assert_problem, spawn_app_with};
 use crate::oidc_peer::Browser;
-use crate::passkeys::{assertion, enroll, step};
-use crate::signin::{ADA, ada_claims, bind_group, provider};
-
-const BOB: &str = "bob-subject-0002";
+use crate::passkeys::{BOB, assertion, bob_claims, enroll, passkey_app, step};
+use crate::signin::{ADA, ada_claims, bind_group, group_id, provider};
 
 /// A tenant API call with the browser's cookie and this server's `Origin`.
 async fn call(
@@ -69,19 +67,11 @@ fn binding(role: &str, group: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_mfa_holds_until_the_assertion_and_step_up_guards_sensitive_actions() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        Options {
-            public_host: Some("localhost"),
-            ..Options::default()
-        },
-    )
-    .await;
-    let bob_claims = json!({"email": "bob@acme.example", "email_verified": true, "name": "Bob"});
+    let app = passkey_app().await;
     let (idp, _peer) = provider(
         &app,
         "generic",
-        &[(ADA, ada_claims()), (BOB, bob_claims)],
+        &[(ADA, ada_claims()), (BOB, bob_claims())],
         json!({}),
     )
     .await;
@@ -157,14 +147,7 @@ async fn required_mfa_holds_until_the_assertion_and_step_up_guards_sensitive_act
     assert_eq!(status, StatusCode::OK, "{users}");
 
     // Step-up: a fresh assertion allows a role change; an old one is 401 step_up_required.
-    let (_, groups) = app.get("/groups", &app.admin_key).await;
-    let finance = groups["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "finance")
-        .unwrap()["id"]
-        .clone();
+    let finance = json!(group_id(&app, "finance").await);
     let (status, body, _) = call(
         &app,
         &ada,
@@ -351,14 +334,7 @@ async fn actions_a_tenant_reserves_for_people_refuse_api_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        Options {
-            public_host: Some("localhost"),
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = passkey_app().await;
     let mut ada = ada_claims();
     ada["amr"] = json!(["pwd", "mfa"]);
     let bob =

@@ -13,7 +13,24 @@ use crate::helpers::{Db, Options, TestApp, assert_problem, spawn_app_with};
 use crate::oidc_peer::Browser;
 use crate::signin::{ADA, ada_claims, provider};
 
-const BOB: &str = "bob-subject-0002";
+pub(crate) const BOB: &str = "bob-subject-0002";
+
+/// A server whose public URL names a domain (`https://localhost:port`), as WebAuthn needs.
+pub(crate) async fn passkey_app() -> TestApp {
+    spawn_app_with(
+        Db::Sqlite,
+        Options {
+            public_host: Some("localhost"),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// Bob, a second person of the test provider.
+pub(crate) fn bob_claims() -> Value {
+    json!({"email": "bob@acme.example", "email_verified": true, "name": "Bob"})
+}
 
 /// A ceremony step with the browser's cookie and this server's `Origin`.
 pub(crate) async fn step(
@@ -84,19 +101,11 @@ async fn mfa(app: &TestApp, browser: &Browser) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused() {
-    let app = spawn_app_with(
-        Db::Sqlite,
-        Options {
-            public_host: Some("localhost"),
-            ..Options::default()
-        },
-    )
-    .await;
-    let bob_claims = json!({"email": "bob@acme.example", "email_verified": true, "name": "Bob"});
+    let app = passkey_app().await;
     let (idp, _peer) = provider(
         &app,
         "generic",
-        &[(ADA, ada_claims()), (BOB, bob_claims)],
+        &[(ADA, ada_claims()), (BOB, bob_claims())],
         json!({}),
     )
     .await;

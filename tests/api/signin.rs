@@ -62,16 +62,23 @@ pub(crate) async fn provider(
     (id, peer)
 }
 
-/// Binds `role` on the tenant to the group called `name`.
-pub(crate) async fn bind_group(app: &TestApp, name: &str, role: &str) {
+/// The id of the tenant's group called `name`.
+pub(crate) async fn group_id(app: &TestApp, name: &str) -> String {
     let (_, groups) = app.get("/groups", &app.admin_key).await;
-    let group = groups["items"]
+    groups["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|g| g["name"] == name)
         .unwrap()["id"]
-        .clone();
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Binds `role` on the tenant to the group called `name`.
+pub(crate) async fn bind_group(app: &TestApp, name: &str, role: &str) {
+    let group = group_id(app, name).await;
     let (status, body) = app
         .post(
             "/role-bindings",

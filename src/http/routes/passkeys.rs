@@ -6,7 +6,7 @@
 //! known, the passkey; never a challenge, signature or key.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::tenant::passkey;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
 use serde::{Deserialize, Serialize};
@@ -128,13 +128,13 @@ impl std::ops::Deref for CeremonyPage {
     }
 }
 
-/// The session of the request's cookie: its user, the session, whether it passed a passkey
+/// The session of the request's cookie: its user, the session, when it last passed a passkey
 /// assertion, and the write transaction of `action`.
 async fn signed_in(
     page: &SignInTenant,
     req: &HttpRequest,
     action: &'static str,
-) -> Result<(Uuid, Uuid, bool, WriteTx), ApiError> {
+) -> Result<(Uuid, Uuid, Option<DateTime<Utc>>, WriteTx), ApiError> {
     let principal = sessions::authenticate(page.shared_state(), page.tenant(), req)
         .await
         .unwrap_or(Err(IdentityError::MissingCredentials))?;
@@ -148,17 +148,20 @@ async fn signed_in(
         &proof,
     )
     .await?;
-    // Adding an authenticator needs a recent assertion, not just one earlier in the session.
+    Ok((principal.id(), session, principal.asserted_at(), tx))
+}
+
+/// Whether an assertion made `at` is recent enough to add an authenticator (not just one made
+/// earlier in the session): the tenant's step-up age, or its default where step-up is off.
+async fn recent(page: &SignInTenant, at: Option<DateTime<Utc>>) -> Result<bool, ApiError> {
+    let Some(at) = at else { return Ok(false) };
     let state = page.shared_state();
     let minutes = state
         .tenant_settings
         .get(&state.dbs, &page.tenant().slug)
         .await?
         .passkey_change_minutes();
-    let asserted = principal
-        .asserted_at()
-        .is_some_and(|at| Utc::now() - at < chrono::Duration::minutes(minutes));
-    Ok((principal.id(), session, asserted, tx))
+    Ok(Utc::now() - at < chrono::Duration::minutes(minutes))
 }
 
 /// The refusal of a ceremony step of `user` in `session`, as recorded.
@@ -215,8 +218,9 @@ pub async fn register_start(
     page: CeremonyPage,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, session, asserted, tx) =
+    let (user, session, asserted_at, tx) =
         signed_in(&page, &req, "auth.webauthn_register_start").await?;
+    let asserted = recent(&page, asserted_at).await?;
     let person = crate::directory::users::get(tx.conn(), user)
         .await?
         .ok_or(IdentityError::MissingCredentials)?;
@@ -250,7 +254,8 @@ pub async fn register_finish(
 ) -> Result<HttpResponse, ApiError> {
     let name = passkey_name(query.into_inner().name.as_deref().unwrap_or("Passkey"))?;
     let credential = body.parse().await?.parse()?;
-    let (user, session, asserted, tx) = signed_in(&page, &req, "auth.webauthn_register").await?;
+    let (user, session, asserted_at, tx) = signed_in(&page, &req, "auth.webauthn_register").await?;
+    let asserted = recent(&page, asserted_at).await?;
     let outcome = page
         .state()
         .passkeys
