@@ -21,7 +21,7 @@ use crate::secrets::envelope::Envelope;
 use crate::signin::oidc::OidcLogins;
 use crate::signin::outbound::Outbound;
 use crate::telemetry::Metrics;
-use crate::tenancy::work::INVALIDATION_CHANNEL;
+use crate::tenancy::work::{INVALIDATION_CHANNEL, Invalidation};
 use crate::tenancy::{Databases, Slug, TenancyError, TenantRegistry};
 
 /// Everything a request or a command needs.
@@ -49,6 +49,8 @@ pub struct AppState {
     pub payload_caches: crate::http::jose::PayloadCaches,
     /// Tenants' sign-in, session and payload settings, as cached here.
     pub tenant_settings: crate::signin::settings::SettingsCache,
+    /// Tenants' recently authenticated browser sessions, as cached here.
+    pub sessions: crate::signin::sessions::SessionCache,
     /// The WebAuthn relying party of `public_url`.
     pub passkeys: crate::signin::passkeys::RelyingParty,
     /// The last readiness check and when it was made.
@@ -94,6 +96,7 @@ impl AppState {
             envelope: Arc::new(Envelope::new(Arc::clone(&keystore), Arc::clone(&dbs))),
             payload_caches: Default::default(),
             tenant_settings: Default::default(),
+            sessions: Default::default(),
             passkeys: crate::signin::passkeys::RelyingParty::new(&settings.public_url)?,
             outbound,
             readiness: tokio::sync::Mutex::new(None),
@@ -126,7 +129,17 @@ impl AppState {
         self.envelope.forget_tenant(slug);
         self.payload_caches.forget_tenant(slug);
         self.tenant_settings.forget(slug);
+        self.sessions.forget(slug);
         self.keystore.forget(slug);
+    }
+
+    /// Drops what `invalidation` makes stale of tenant `slug`'s cached state on this replica.
+    pub fn forget(&self, invalidation: Invalidation, slug: &str) {
+        match invalidation {
+            Invalidation::Nothing => {}
+            Invalidation::Sessions => self.sessions.forget(slug),
+            Invalidation::Tenant => self.forget_tenant(slug),
+        }
     }
 
     /// Drops every cached fact about every tenant on this replica.
@@ -138,6 +151,7 @@ impl AppState {
         self.federation.forget_all();
         self.payload_caches.forget_all();
         self.tenant_settings.forget_all();
+        self.sessions.clear();
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.
@@ -245,7 +259,10 @@ async fn listen_for_invalidations(pool: sea_orm::sqlx::PgPool, state: Weak<AppSt
             last_heard = tokio::time::Instant::now();
             match notification {
                 Ok(Some(n)) if n.payload().is_empty() => {}
-                Ok(Some(n)) => state.forget_tenant(n.payload()),
+                Ok(Some(n)) => {
+                    let (invalidation, slug) = Invalidation::parse(n.payload());
+                    state.forget(invalidation, slug);
+                }
                 Ok(None) => {
                     tracing::warn!("invalidation listener reconnected; forgetting cached tenants");
                     state.forget_everything();

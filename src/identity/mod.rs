@@ -10,7 +10,7 @@ pub mod api_key;
 pub mod federation;
 pub mod operator;
 mod principal;
-mod records;
+pub(crate) mod records;
 pub mod token_keys;
 pub mod tokens;
 pub mod trust;

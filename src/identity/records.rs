@@ -46,8 +46,27 @@ impl<M: Clone> RecordIndex<M> {
     where
         Fut: Future<Output = Result<Option<M>, IdentityError>>,
     {
+        self.get_fresh_or_load(slug, key, |_| true, load).await
+    }
+
+    /// The record under `key` from memory if `fresh` accepts it, or else from `load` (kept if
+    /// found, replacing the one in memory).
+    ///
+    /// A record loaded while the tenant's records are being forgotten is kept in the index that
+    /// was forgotten, never in its successor: the index is taken before `load` reads, so what
+    /// it read before a change cannot outlive the change's invalidation.
+    pub async fn get_fresh_or_load<Fut>(
+        &self,
+        slug: &str,
+        key: &str,
+        fresh: impl FnOnce(&M) -> bool,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Option<M>, IdentityError>
+    where
+        Fut: Future<Output = Result<Option<M>, IdentityError>>,
+    {
         let index = self.index(slug).await?;
-        if let Some(record) = lock(&index).get(key) {
+        if let Some(record) = lock(&index).get(key).filter(|r| fresh(r)) {
             return Ok(Some(record.clone()));
         }
         let record = load().await?;

@@ -14,6 +14,8 @@
 //!   and a flagged credential is refused from then on.
 //! - A credential id belongs to one user (the column is unique): registering another user's
 //!   credential is refused.
+//! - Where the tenant lists allowed authenticator models (`passkey_aaguids`), a passkey of
+//!   another model, or of no recorded model, is neither registered nor offered nor accepted.
 
 use chrono::{Duration, Utc};
 use entity::tenant::{passkey, session, user, webauthn_ceremony};
@@ -32,6 +34,7 @@ use webauthn_rs::prelude::{
 };
 
 use super::sessions::Level;
+use super::settings::TenantSettings;
 use crate::authz::actions::PasskeyReset;
 use crate::tenancy::work::{Permit, SignIn, WriteTx};
 
@@ -61,6 +64,8 @@ pub enum PasskeyRefusal {
     AlreadyRegistered,
     #[error("the credential is flagged as a possible clone")]
     Flagged,
+    #[error("the authenticator model {0} is not one the tenant allows")]
+    ModelNotAllowed(String),
     #[error("the signature counter went backwards: the credential is flagged")]
     CounterRegression,
     #[error("the ceremony did not verify: {0}")]
@@ -167,12 +172,21 @@ impl RelyingParty {
             .webauthn()?
             .finish_passkey_registration(credential, &state)
             .map_err(refused)?;
+        let model = reported_model(&credential.response.attestation_object)
+            .ok_or_else(|| PasskeyRefusal::Invalid("no attested credential data".into()))?;
+        if !TenantSettings::load(tx.conn())
+            .await?
+            .allows_model(Some(model))
+        {
+            return Err(PasskeyRefusal::ModelNotAllowed(model.to_string()).into());
+        }
         let row = passkey::Model {
             id: Uuid::now_v7(),
             user_id,
             name: name.to_owned(),
             credential_id: encode_id(passkey.cred_id()),
             credential: serde_json::to_value(&passkey).map_err(unexpected)?,
+            aaguid: Some(model),
             flagged_at: None,
             created_at: Utc::now(),
             last_used_at: None,
@@ -228,21 +242,30 @@ impl RelyingParty {
         Ok(used)
     }
 
-    /// The request options of an assertion with one of `user_id`'s usable (unflagged)
-    /// passkeys, and the ceremony state the server keeps until the answer.
+    /// The request options of an assertion with one of `user_id`'s usable (unflagged, of an
+    /// allowed model) passkeys, and the ceremony state the server keeps until the answer.
     pub async fn challenge(
         &self,
         tx: &WriteTx,
         user_id: Uuid,
     ) -> Result<(RequestChallengeResponse, PasskeyAuthentication), PasskeyError> {
-        let usable: Vec<Passkey> = passkeys_of(tx.conn(), user_id)
+        let settings = TenantSettings::load(tx.conn()).await?;
+        let unflagged: Vec<passkey::Model> = passkeys_of(tx.conn(), user_id)
             .await?
-            .iter()
+            .into_iter()
             .filter(|p| p.flagged_at.is_none())
+            .collect();
+        let usable: Vec<Passkey> = unflagged
+            .iter()
+            .filter(|p| settings.allows_model(p.aaguid))
             .filter_map(|p| parse(&p.credential).ok())
             .collect();
         if usable.is_empty() {
-            return Err(PasskeyRefusal::NoPasskey.into());
+            return Err(match unflagged.first() {
+                Some(disallowed) => PasskeyRefusal::ModelNotAllowed(model_name(disallowed)),
+                None => PasskeyRefusal::NoPasskey,
+            }
+            .into());
         }
         self.webauthn()?
             .start_passkey_authentication(&usable)
@@ -268,6 +291,13 @@ impl RelyingParty {
             .ok_or_else(|| PasskeyRefusal::Invalid("not a credential of this user".into()))?;
         if row.flagged_at.is_some() {
             return Err(PasskeyRefusal::Flagged.into());
+        }
+        // The tenant may have narrowed its models since the ceremony began.
+        if !TenantSettings::load(tx.conn())
+            .await?
+            .allows_model(row.aaguid)
+        {
+            return Err(PasskeyRefusal::ModelNotAllowed(model_name(&row)).into());
         }
         let now = Utc::now();
         let result = match self
@@ -399,6 +429,32 @@ async fn take_ceremony<S: DeserializeOwned>(
         return Err(PasskeyRefusal::NoCeremony.into());
     }
     parse(&ceremony.state)
+}
+
+/// The authenticator model (AAGUID) a registration's attestation object reports, read from
+/// its authenticator data once `webauthn-rs` has verified the registration (so the CBOR was
+/// well-formed and of bounded depth): `rpIdHash` (32 bytes), flags (1), signature counter (4),
+/// then, with the attested-credential-data flag, the AAGUID (16).
+fn reported_model(attestation_object: &[u8]) -> Option<Uuid> {
+    use serde_cbor_2::Value;
+    const ATTESTED_CREDENTIAL_DATA: u8 = 0x40;
+    let Value::Map(object) = serde_cbor_2::from_slice(attestation_object).ok()? else {
+        return None;
+    };
+    let auth_data = object.iter().find_map(|(key, value)| match (key, value) {
+        (Value::Text(key), Value::Bytes(data)) if key == "authData" => Some(data),
+        _ => None,
+    })?;
+    if auth_data.get(32)? & ATTESTED_CREDENTIAL_DATA == 0 {
+        return None;
+    }
+    Uuid::from_slice(auth_data.get(37..53)?).ok()
+}
+
+/// A passkey's recorded model, for a refusal's reason.
+fn model_name(row: &passkey::Model) -> String {
+    row.aaguid
+        .map_or_else(|| "unrecorded".to_owned(), |model| model.to_string())
 }
 
 pub(crate) fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, PasskeyError> {

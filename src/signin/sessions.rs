@@ -11,6 +11,10 @@
 //!   refused before anything runs.
 //! - The session records how strongly its user proved themselves ([`Level`]) and when, so a
 //!   second factor raises the same record.
+//! - A session found live is kept in memory ([`SessionCache`]) for at most [`TOUCH_AFTER`]
+//!   after its `last_seen_at` was read or written; every committed change that can alter a
+//!   session, its person (activity, groups, attributes, passkeys) or the tenant's settings
+//!   forgets the tenant's sessions, here and on every replica.
 
 use std::sync::Arc;
 
@@ -30,16 +34,21 @@ use super::settings::{Mfa, TenantSettings};
 use crate::app::AppState;
 use crate::audit::RequestMeta;
 use crate::authz::Action;
-use crate::authz::actions::{PasskeyReset, SessionRevoke};
+use crate::authz::actions::{IdentityProviderManage, PasskeyReset, SessionRevoke};
 use crate::authz::bindings::SubjectType;
 use crate::authz::load_subject;
 use crate::crypto::{random_token, sha256_hex};
+use crate::identity::records::RecordIndex;
 use crate::identity::{IdentityError, InvalidReason, Principal, SecondFactor, UserCredential};
 use crate::tenancy::work::{Permit, SignIn, WriteTx};
 use crate::tenancy::{Access, Tenant};
 
-/// How stale `last_seen_at` may get before a request writes it again.
+/// How stale `last_seen_at` may get before a request writes it again; also the longest a
+/// session is authenticated from memory without reading its record.
 const TOUCH_AFTER: Duration = Duration::seconds(60);
+/// Tenants whose recently used sessions are kept in memory, and sessions per tenant.
+const CACHED_SESSION_TENANTS: usize = 512;
+const CACHED_SESSIONS_PER_TENANT: usize = 1_024;
 /// How long a pre-login cookie (and its login record) lives.
 pub const LOGIN_TTL: Duration = Duration::minutes(10);
 
@@ -261,6 +270,29 @@ pub trait EndsSessions: Action {}
 impl EndsSessions for SessionRevoke {}
 impl EndsSessions for PasskeyReset {}
 
+/// Withdraws the second factor that identity provider `idp_id`'s own MFA gave its sessions,
+/// after the tenant stopped trusting (some of) it: those sessions owe a passkey assertion again
+/// where the tenant asks for one. Sessions that asserted with a passkey keep theirs. Returns how
+/// many sessions changed.
+pub async fn distrust_provider_mfa(
+    tx: &WriteTx,
+    _: &impl Permit<IdentityProviderManage>,
+    idp_id: Uuid,
+) -> Result<u64, DbErr> {
+    let withdrawn = session::Entity::update_many()
+        .col_expr(
+            session::Column::Level,
+            sea_orm::sea_query::Expr::value(Level::Sso.as_str()),
+        )
+        .filter(session::Column::IdpId.eq(idp_id))
+        .filter(session::Column::Level.eq(Level::SsoMfa.as_str()))
+        .filter(session::Column::PasskeyAssertedAt.is_null())
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    Ok(withdrawn.rows_affected)
+}
+
 /// Revokes every live session of `user_id`; returns how many ended.
 pub async fn revoke_all<A: EndsSessions>(
     tx: &WriteTx,
@@ -328,10 +360,8 @@ pub fn same_origin(req: &HttpRequest, public_url: &str) -> bool {
     }
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "authentication reads sessions before any principal exists, and keeps last_seen_at"
-)]
+/// The principal of the session whose token is `token`: from memory while the session was
+/// seen within [`TOUCH_AFTER`], or else from its record (which is then touched and kept).
 async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principal, IdentityError> {
     let invalid = IdentityError::InvalidCredentials;
     if token.len() != 43
@@ -343,20 +373,111 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
     }
     let hash = sha256_hex(token.as_bytes());
     let settings = state.tenant_settings.get(&state.dbs, &tenant.slug).await?;
-    let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
-    let session = session::Entity::find()
-        .filter(session::Column::TokenHash.eq(hash.as_str()))
-        .one(&tx)
+    let idle = Duration::minutes(settings.session_idle_minutes);
+    let now = Utc::now();
+    let known = state
+        .sessions
+        .0
+        .get_fresh_or_load(
+            tenant.slug.as_str(),
+            &hash,
+            |known| known.fresh(now, idle),
+            || load(state, tenant, &hash, settings.mfa, idle, now),
+        )
         .await?
         .ok_or(invalid(InvalidReason::UnknownKey))?;
-    let now = Utc::now();
-    if session.last_seen_at + Duration::minutes(settings.session_idle_minutes) <= now {
-        return Err(invalid(InvalidReason::Expired));
+    Ok(known.principal)
+}
+
+/// A live session as authentication last read (or touched) it.
+#[derive(Clone)]
+struct KnownSession {
+    principal: Principal,
+    last_seen_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl KnownSession {
+    /// Whether the session may be authenticated at `now` without reading its record: seen
+    /// within [`TOUCH_AFTER`] (and so within `idle`), and before its absolute end.
+    fn fresh(&self, now: DateTime<Utc>, idle: Duration) -> bool {
+        let since = now - self.last_seen_at;
+        since <= TOUCH_AFTER && since < idle && now < self.expires_at
+    }
+}
+
+/// Recently authenticated sessions of each tenant, by the SHA-256 of their token. Only sessions
+/// found live are kept, so guessing tokens fills nothing.
+pub struct SessionCache(RecordIndex<KnownSession>);
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        SessionCache(RecordIndex::new(
+            CACHED_SESSION_TENANTS,
+            CACHED_SESSIONS_PER_TENANT,
+            None,
+        ))
+    }
+}
+
+impl SessionCache {
+    /// Forgets the sessions of `slug`.
+    pub fn forget(&self, slug: &str) {
+        self.0.forget(slug);
+    }
+
+    /// Forgets every session.
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+}
+
+/// Whether a committed change to a resource of `resource_type` can alter an authenticated
+/// session: anything but the kinds listed, which name no person, group, passkey or setting.
+pub fn altered_by(resource_type: &str) -> bool {
+    !matches!(
+        resource_type,
+        "process"
+            | "folder"
+            | "secret"
+            | "api_key"
+            | "oauth_client"
+            | "service_account"
+            | "trusted_issuer"
+            | "token_key"
+    )
+}
+
+/// Reads the session whose token hashes to `hash`, checks it is live, and touches its
+/// `last_seen_at` when that is older than [`TOUCH_AFTER`]; `None` when there is no such session.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "authentication reads sessions before any principal exists, and keeps last_seen_at"
+)]
+async fn load(
+    state: &AppState,
+    tenant: &Tenant,
+    hash: &str,
+    mfa: Mfa,
+    idle: Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<KnownSession>, IdentityError> {
+    let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
+    let Some(session) = session::Entity::find()
+        .filter(session::Column::TokenHash.eq(hash))
+        .one(&tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if session.last_seen_at + idle <= now {
+        return Err(IdentityError::InvalidCredentials(InvalidReason::Expired));
     }
     let subject = live_subject(&tx, &session, now).await?;
-    let second_factor = second_factor(&tx, settings.mfa, &session).await?;
+    let second_factor = second_factor(&tx, mfa, &session).await?;
     tx.commit().await?;
-    if now - session.last_seen_at > TOUCH_AFTER {
+    let mut last_seen_at = session.last_seen_at;
+    if now - last_seen_at > TOUCH_AFTER {
         let tx = state.dbs.begin(&tenant.slug, Access::Write).await?;
         session::Entity::update_many()
             .col_expr(
@@ -367,18 +488,23 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
             .exec(&tx)
             .await?;
         tx.commit().await?;
+        last_seen_at = now;
     }
-    Ok(Principal::User {
-        id: session.user_id,
-        credential: UserCredential::Session {
-            id: session.id,
-            second_factor,
-            passkey_asserted_at: session.passkey_asserted_at,
-            strong_auth_at: session.strong_auth_at,
-            expires_at: session.expires_at,
+    Ok(Some(KnownSession {
+        principal: Principal::User {
+            id: session.user_id,
+            credential: UserCredential::Session {
+                id: session.id,
+                second_factor,
+                passkey_asserted_at: session.passkey_asserted_at,
+                strong_auth_at: session.strong_auth_at,
+                expires_at: session.expires_at,
+            },
+            subject: Arc::new(subject),
         },
-        subject: Arc::new(subject),
-    })
+        last_seen_at,
+        expires_at: session.expires_at,
+    }))
 }
 
 /// The person an access token exchanged for session `id` of `user_id` speaks for: the session
@@ -467,4 +593,61 @@ async fn live_subject(
     load_subject(conn, SubjectType::User, session.user_id)
         .await?
         .ok_or(invalid(InvalidReason::UnknownKey))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::AccountCredential;
+
+    fn seen(ago: Duration, expires_in: Duration) -> KnownSession {
+        let now = Utc::now();
+        KnownSession {
+            principal: Principal::ServiceAccount {
+                id: Uuid::nil(),
+                credential: AccountCredential::ApiKey(Uuid::nil()),
+            },
+            last_seen_at: now - ago,
+            expires_at: now + expires_in,
+        }
+    }
+
+    #[test]
+    fn a_remembered_session_is_trusted_for_a_minute_within_its_timeouts() {
+        let (now, hour) = (Utc::now(), Duration::hours(1));
+        assert!(seen(Duration::seconds(30), hour).fresh(now, hour));
+        assert!(
+            !seen(Duration::seconds(61), hour).fresh(now, hour),
+            "past a minute its record is read again"
+        );
+        assert!(
+            !seen(Duration::seconds(30), hour).fresh(now, Duration::seconds(20)),
+            "an idle timeout shorter than the minute still applies"
+        );
+        assert!(
+            !seen(Duration::seconds(1), -Duration::seconds(1)).fresh(now, hour),
+            "past its absolute end"
+        );
+    }
+
+    #[test]
+    fn only_changes_that_name_no_person_leave_sessions_alone() {
+        for kind in [
+            "session",
+            "passkey",
+            "user",
+            "group",
+            "settings",
+            "break_glass_account",
+        ] {
+            assert!(altered_by(kind), "{kind}");
+        }
+        assert!(
+            altered_by("a_kind_added_later"),
+            "unknown kinds err on the safe side"
+        );
+        for kind in ["process", "secret", "api_key"] {
+            assert!(!altered_by(kind), "{kind}");
+        }
+    }
 }

@@ -66,6 +66,11 @@ pub struct TenantSettings {
     /// Operation ids (as in the OpenAPI document) that take and give only encrypted payloads,
     /// beside the tenant-wide requirement.
     pub payload_encryption_operations: Vec<String>,
+    /// Authenticator models (AAGUIDs) whose passkeys may be registered and used; empty: any.
+    /// With attestation `none` the model is what the authenticator reports, so the list keeps
+    /// honest authenticators of other models out, not a forged one. The nil UUID stands for
+    /// authenticators that report no model.
+    pub passkey_aaguids: Vec<uuid::Uuid>,
 }
 
 impl TenantSettings {
@@ -78,6 +83,13 @@ impl TenantSettings {
             minutes => minutes,
         }
     }
+
+    /// Whether a passkey of authenticator model `aaguid` (none recorded: unknown) may be
+    /// registered or used.
+    pub fn allows_model(&self, aaguid: Option<uuid::Uuid>) -> bool {
+        self.passkey_aaguids.is_empty()
+            || aaguid.is_some_and(|model| self.passkey_aaguids.contains(&model))
+    }
 }
 
 const MFA: &str = "mfa";
@@ -87,6 +99,10 @@ const IDLE: &str = "session_idle_minutes";
 const ABSOLUTE: &str = "session_absolute_minutes";
 const ENCRYPTION_REQUIRED: &str = "payload_encryption_required";
 const ENCRYPTION_OPERATIONS: &str = "payload_encryption_operations";
+const AAGUIDS: &str = "passkey_aaguids";
+
+/// The longest list of allowed authenticator models.
+pub const MAX_AAGUIDS: usize = 100;
 
 impl TenantSettings {
     pub async fn load(conn: &impl ConnectionTrait) -> Result<Self, DbErr> {
@@ -118,6 +134,9 @@ impl TenantSettings {
             payload_encryption_operations: value(ENCRYPTION_OPERATIONS)
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default(),
+            passkey_aaguids: value(AAGUIDS)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -137,6 +156,10 @@ impl TenantSettings {
             (
                 ENCRYPTION_OPERATIONS,
                 Value::from(self.payload_encryption_operations.clone()),
+            ),
+            (
+                AAGUIDS,
+                serde_json::to_value(&self.passkey_aaguids).unwrap_or_default(),
             ),
         ] {
             tenant_setting::Entity::insert(tenant_setting::ActiveModel {

@@ -361,11 +361,16 @@ impl TestApp {
     }
 
     /// Runs a statement directly in the tenant's storage.
+    ///
+    /// A change behind Flowgate's back reaches no cache (an authenticated session is trusted
+    /// from memory for up to a minute), so this replica's caches are flushed after it: tests
+    /// see the edit at once, as the application would after that minute.
     pub async fn tenant_sql(&self, sql: &str) {
         use sea_orm::ConnectionTrait as _;
         let conn = self.tenant_connection().await;
         conn.execute_unprepared(sql).await.unwrap();
         conn.close().await.unwrap();
+        self.state.forget_everything();
     }
 
     /// Runs a statement directly in the control plane (the platform trail lives there).

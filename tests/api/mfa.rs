@@ -402,6 +402,9 @@ async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
         (StatusCode::OK, json!([])),
         "{body}"
     );
+    // Ada's session, MFA-complete only by the provider's word, owes a passkey again.
+    let (status, body, _) = call(&app, &ada_browser, Method::GET, "/me/sessions", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "mfa_required");
     let again = Browser::new(&app);
     again.sign_in_ok(&app, &idp, ADA).await;
     let (status, body, _) = call(&app, &again, Method::GET, "/me/sessions", None).await;
@@ -424,5 +427,13 @@ async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
             .iter()
             .any(|e| e["action"] == "identity_provider.manage"
                 && e["details"]["trusted_mfa"] == json!(["mfa"]))
+    );
+    assert!(
+        app.audit_events()
+            .await
+            .iter()
+            .any(|e| e["action"] == "identity_provider.manage"
+                && e["details"]["sessions_mfa_withdrawn"] == 1),
+        "Ada's session lost the provider's MFA"
     );
 }

@@ -301,3 +301,83 @@ async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused(
             .any(|e| e["action"] == "auth.webauthn_authenticate" && e["status"] == 200)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_allows_only_the_authenticator_models_it_lists() {
+    const YUBIKEY_5: &str = "cb69481e-8ff7-4039-93ec-0a2729a154a8";
+    const UNREPORTED: &str = "00000000-0000-0000-0000-000000000000";
+    let app = passkey_app().await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    let allow = |models: Value| {
+        app.call(
+            reqwest::Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({ "passkey_aaguids": models })),
+        )
+    };
+
+    // Only one model: the software passkey, which reports none, is not registered.
+    let (status, settings) = allow(json!([YUBIKEY_5, YUBIKEY_5])).await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(settings["passkey_aaguids"], json!([YUBIKEY_5]));
+    let mut key = SoftPasskey::new(true);
+    let (status, body) = enroll(&app, &ada, &mut key).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    let (_, list) = ada.api(&app, reqwest::Method::GET, "/me/credentials").await;
+    assert_eq!(list["items"], json!([]));
+
+    // Authenticators that report no model allowed as well: registered, the model recorded.
+    let (status, _) = allow(json!([YUBIKEY_5, UNREPORTED])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, created) = enroll(&app, &ada, &mut key).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["aaguid"], UNREPORTED);
+    let signed = assertion(&app, &ada, &mut key, &app.base).await;
+    let (status, body) = step(&app, &ada, "authenticate/finish", Some(signed)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Narrowed while an assertion is under way: the answer is refused, and the passkey is no
+    // longer offered.
+    let signed = assertion(&app, &ada, &mut key, &app.base).await;
+    let (status, _) = allow(json!([YUBIKEY_5])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = step(&app, &ada, "authenticate/finish", Some(signed)).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    let (status, body) = step(&app, &ada, "authenticate/start", None).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    assert!(body["detail"].as_str().unwrap().contains("model"), "{body}");
+    let reasons: Vec<String> = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e["status"] == 401)
+        .filter_map(|e| e["details"]["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains(&format!("model {UNREPORTED} is not one the tenant allows")))
+            .count(),
+        3,
+        "{reasons:?}"
+    );
+
+    // Bad lists change nothing.
+    let (status, body) = allow(json!(["not-a-model"])).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let too_many: Vec<String> = (0..101u128)
+        .map(|n| uuid::Uuid::from_u128(n + 1).to_string())
+        .collect();
+    let (status, body) = allow(json!(too_many)).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (_, settings) = app.get("/settings", &app.admin_key).await;
+    assert_eq!(settings["passkey_aaguids"], json!([YUBIKEY_5]));
+}

@@ -402,6 +402,77 @@ async fn logging_out_everywhere_ends_every_session_of_the_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_a_replica_remembers_changes_with_its_person_everywhere() {
+    //! Replicas authenticate a recently seen session from memory; a change to the person's
+    //! groups or to the session made on another replica reaches it before its next request.
+    let app = spawn_app(Db::Postgres).await;
+    let (replica, _server, _state) = app.replica().await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    browser.sign_in_ok(&app, &idp, ADA).await;
+    let me_on_replica = || async {
+        let response = browser
+            .client
+            .get(format!("{replica}/t/{}/api/v1/me", app.tenant))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    // Until the replica's next request hears it, poll briefly.
+    let eventually = |expected: fn(&(StatusCode, Value)) -> bool| async move {
+        let mut seen = me_on_replica().await;
+        for _ in 0..20 {
+            if expected(&seen) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            seen = me_on_replica().await;
+        }
+        seen
+    };
+    let (status, me) = me_on_replica().await;
+    assert_eq!(
+        (status, me["groups"].clone()),
+        (StatusCode::OK, json!(["finance"]))
+    );
+
+    // A membership added through the first replica: the remembered session has the group.
+    let (status, auditors) = app
+        .post("/groups", &app.admin_key, json!({"name": "auditors"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{auditors}");
+    let members = format!("/groups/{}/members", auditors["id"].as_str().unwrap());
+    let (status, body) = app
+        .post(&members, &app.admin_key, json!({"user_id": me["id"]}))
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let (status, me) =
+        eventually(|(_, me)| me["groups"].as_array().is_some_and(|g| g.len() == 2)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["groups"].as_array().map(Vec::len), Some(2), "{me}");
+
+    // The person's sessions ended through the first replica: the second refuses the cookie.
+    let user = me["id"].as_str().unwrap();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{user}/sessions"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = eventually(|(status, _)| *status == StatusCode::UNAUTHORIZED).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deactivated_user_cannot_sign_in_or_keep_a_session() {
     let app = spawn_app(Db::Postgres).await;
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
@@ -834,7 +905,7 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_where_passkeys
         settings,
         json!({"mfa": "optional", "step_up_minutes": 5, "human_only_actions": [],
                "session_idle_minutes": 5, "session_absolute_minutes": 720,
-               "payload_encryption_required": false, "payload_encryption_operations": []})
+               "payload_encryption_required": false, "payload_encryption_operations": [], "passkey_aaguids": []})
     );
 
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;

@@ -15,6 +15,9 @@ pub struct Model {
     pub credential_id: String,
     /// The credential as webauthn-rs serializes it: public key, signature counter, flags.
     pub credential: Json,
+    /// The authenticator model (AAGUID) the authenticator reported at registration; the nil
+    /// UUID when it reported none, absent for passkeys registered before it was recorded.
+    pub aaguid: Option<Uuid>,
     /// When an assertion showed a counter that went backwards: a possible clone, refused since.
     pub flagged_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,

@@ -21,6 +21,7 @@ use crate::http::pipeline::authz::Authorized;
 use crate::signin::outbound::Outbound;
 use crate::signin::providers::{self, Mappings, OidcSettings, Preset, SamlSettings, Settings};
 use crate::signin::saml::IdpMetadata;
+use crate::signin::sessions;
 use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::{Change, TenantContext};
 
@@ -688,6 +689,9 @@ pub async fn get_identity_provider(
 }
 
 /// Change an identity provider.
+///
+/// Narrowing `trusted_mfa` withdraws the second factor the provider's MFA gave its live
+/// sessions: they owe a passkey assertion again where the tenant asks for one.
 #[utoipa::path(
     patch,
     path = "/identity-providers/{id}",
@@ -707,6 +711,7 @@ pub async fn update_identity_provider(
     read.commit().await?;
     let stored = providers::settings(&existing)
         .map_err(|e| ApiError::internal("signin", anyhow::anyhow!("stored provider: {e}")))?;
+    let trusted_before = stored.mappings().trusted_mfa.clone();
     let (name, settings, secret) = changes
         .apply(existing.name.clone(), stored, auth.outbound())
         .await?;
@@ -723,9 +728,17 @@ pub async fn update_identity_provider(
         }
         other => other?,
     };
+    let trusted_now = &settings.mappings().trusted_mfa;
+    let distrusted = trusted_before.iter().any(|v| !trusted_now.contains(v));
+    let downgraded = if distrusted {
+        sessions::distrust_provider_mfa(&tx, auth.allowed(), row.id).await?
+    } else {
+        0
+    };
     tx.commit(
         described(Change::new("identity_provider", row.id, 200), &settings)
-            .detail("client_secret_rotated", secret.is_some()),
+            .detail("client_secret_rotated", secret.is_some())
+            .detail("sessions_mfa_withdrawn", downgraded),
     )
     .await?;
     auth.sign_ins().forget(row.id);

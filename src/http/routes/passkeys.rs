@@ -69,6 +69,9 @@ pub struct PasskeyView {
     pub last_used_at: Option<chrono::DateTime<Utc>>,
     /// Set when its signature counter went backwards (a possible clone): refused since.
     pub flagged_at: Option<chrono::DateTime<Utc>>,
+    /// The authenticator model (AAGUID) it reported at registration; the nil UUID when it
+    /// reported none, absent when registered before models were recorded.
+    pub aaguid: Option<Uuid>,
 }
 
 impl From<passkey::Model> for PasskeyView {
@@ -79,6 +82,7 @@ impl From<passkey::Model> for PasskeyView {
             created_at: row.created_at,
             last_used_at: row.last_used_at,
             flagged_at: row.flagged_at,
+            aaguid: row.aaguid,
         }
     }
 }
@@ -197,6 +201,9 @@ pub(super) async fn settle<T>(
         }
         PasskeyRefusal::Unavailable => {
             "Passkeys need this server's public URL to name a domain, not an address."
+        }
+        PasskeyRefusal::ModelNotAllowed(_) => {
+            "The tenant does not allow this passkey's authenticator model."
         }
         _ => "The passkey was refused.",
     };

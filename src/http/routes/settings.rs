@@ -12,14 +12,14 @@ use crate::http::extract::JsonBody;
 use crate::http::jose::negotiate::{NEVER_REQUIRED, settable_operations};
 use crate::http::pipeline::authz::Authorized;
 use crate::signin::settings::{
-    ABSOLUTE_MINUTES, IDLE_MINUTES, Mfa, STEP_UP_MINUTES, TenantSettings,
+    ABSOLUTE_MINUTES, IDLE_MINUTES, MAX_AAGUIDS, Mfa, STEP_UP_MINUTES, TenantSettings,
 };
 use crate::tenancy::work::Change;
 
 /// Changes to the tenant's settings; fields left out keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"mfa": "optional", "step_up_minutes": 5, "human_only_actions": ["role_binding.create"], "session_idle_minutes": 20, "session_absolute_minutes": 480, "payload_encryption_required": false, "payload_encryption_operations": ["create_user"]}))]
+#[schema(example = json!({"mfa": "optional", "step_up_minutes": 5, "human_only_actions": ["role_binding.create"], "session_idle_minutes": 20, "session_absolute_minutes": 480, "payload_encryption_required": false, "payload_encryption_operations": ["create_user"], "passkey_aaguids": ["cb69481e-8ff7-4039-93ec-0a2729a154a8"]}))]
 pub struct UpdateSettings {
     /// `required` is refused where passkeys cannot work (a public URL without a domain name),
     /// so that no tenant locks its people out or believes it is protected when it is not.
@@ -37,6 +37,11 @@ pub struct UpdateSettings {
     /// Operation ids that require encrypted payloads (replaces the list; at most 200; the
     /// settings operations cannot be listed).
     pub payload_encryption_operations: Option<Vec<String>>,
+    /// Authenticator models (AAGUIDs) whose passkeys may be registered and used (replaces the
+    /// list; at most 100; empty: any). Passkeys of other models, and those registered before
+    /// models were recorded, are refused from the next ceremony; an admin resets a person's
+    /// passkeys so they can enroll an allowed one.
+    pub passkey_aaguids: Option<Vec<uuid::Uuid>>,
 }
 
 /// The longest list of operations that require encryption.
@@ -111,6 +116,16 @@ pub async fn update_settings(
     if let Some(operations) = &changes.payload_encryption_operations {
         problems.extend(check_operations(operations));
     }
+    if changes
+        .passkey_aaguids
+        .as_ref()
+        .is_some_and(|models| models.len() > MAX_AAGUIDS)
+    {
+        problems.push(FieldError {
+            field: "passkey_aaguids".into(),
+            message: format!("at most {MAX_AAGUIDS} authenticator models"),
+        });
+    }
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
@@ -141,6 +156,11 @@ pub async fn update_settings(
         operations.dedup();
         settings.payload_encryption_operations = operations;
     }
+    if let Some(mut models) = changes.passkey_aaguids {
+        models.sort_unstable();
+        models.dedup();
+        settings.passkey_aaguids = models;
+    }
     settings.save(&tx, auth.allowed()).await?;
     tx.commit(
         Change::new("settings", auth.slug(), 200)
@@ -164,10 +184,20 @@ pub async fn update_settings(
             .detail(
                 "payload_encryption_operations",
                 settings.payload_encryption_operations.join(","),
-            ),
+            )
+            .detail("passkey_aaguids", models_detail(&settings.passkey_aaguids)),
     )
     .await?;
     Ok(web::Json(settings))
+}
+
+/// The allowed authenticator models, as the audit event records them.
+fn models_detail(models: &[uuid::Uuid]) -> String {
+    models
+        .iter()
+        .map(uuid::Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The problems of a list of human-only actions: each must be in the catalogue.

@@ -20,7 +20,7 @@ mod proof;
 mod tx;
 
 pub use proof::{Allowed, Onboarding, Permit, Proof, SignIn};
-pub use tx::{Change, INVALIDATION_CHANNEL, WriteTx};
+pub use tx::{Change, INVALIDATION_CHANNEL, Invalidation, WriteTx};
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

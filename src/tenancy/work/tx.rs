@@ -17,6 +17,40 @@ use crate::tenancy::{Access, DbKind, Slug, Tx};
 /// PostgreSQL channel on which replicas tell each other that a tenant's cached state changed.
 pub const INVALIDATION_CHANNEL: &str = "flowgate_invalidate";
 
+/// What of a tenant's cached state a committed change makes stale, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Invalidation {
+    /// Nothing cached depends on it.
+    Nothing,
+    /// The tenant's authenticated sessions (a session, its person, their groups or passkeys).
+    Sessions,
+    /// Everything cached about the tenant (bindings, policies, keys, settings, status).
+    Tenant,
+}
+
+/// The notification payload of a [`Invalidation::Sessions`] change names the tenant after this.
+const SESSIONS_PAYLOAD: &str = "sessions:";
+
+impl Invalidation {
+    /// The notification other replicas hear for this invalidation of `slug` (none for
+    /// [`Invalidation::Nothing`]).
+    fn payload(self, slug: &Slug) -> Option<String> {
+        match self {
+            Invalidation::Nothing => None,
+            Invalidation::Sessions => Some(format!("{SESSIONS_PAYLOAD}{slug}")),
+            Invalidation::Tenant => Some(slug.to_string()),
+        }
+    }
+
+    /// The invalidation and tenant a notification's payload names.
+    pub fn parse(payload: &str) -> (Invalidation, &str) {
+        match payload.strip_prefix(SESSIONS_PAYLOAD) {
+            Some(slug) => (Invalidation::Sessions, slug),
+            None => (Invalidation::Tenant, payload),
+        }
+    }
+}
+
 /// What a committed change did, for its audit event.
 pub struct Change {
     /// The action recorded, when it is not the one the context decided.
@@ -26,7 +60,7 @@ pub struct Change {
     /// The status the caller is answered with.
     status: u16,
     details: Value,
-    /// The change alters what the tenant's caches hold (bindings, keys, status).
+    /// The change alters everything the tenant's caches hold (bindings, keys, status).
     invalidates: bool,
     /// Who the event names, when the transaction's author does not say (a sign-in).
     actor: Option<(&'static str, String)>,
@@ -63,6 +97,18 @@ impl Change {
         self
     }
 
+    /// What of the tenant's cached state this change makes stale. Whatever is not known to
+    /// leave sessions alone invalidates them, so a new kind of change errs on the safe side.
+    fn invalidation(&self) -> Invalidation {
+        if self.invalidates {
+            Invalidation::Tenant
+        } else if crate::signin::sessions::altered_by(self.resource_type) {
+            Invalidation::Sessions
+        } else {
+            Invalidation::Nothing
+        }
+    }
+
     pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
         if let Value::Object(map) = &mut self.details {
             map.insert(key.to_owned(), value.into());
@@ -89,7 +135,7 @@ pub struct WriteTx {
     author: Author,
     /// Changes recorded before the final one.
     earlier: Vec<AuditEvent>,
-    invalidates: bool,
+    invalidates: Invalidation,
 }
 
 impl WriteTx {
@@ -133,7 +179,7 @@ impl WriteTx {
             slug: slug.clone(),
             author,
             earlier: Vec::new(),
-            invalidates: false,
+            invalidates: Invalidation::Nothing,
         })
     }
 
@@ -145,25 +191,27 @@ impl WriteTx {
     /// Records `change` as one of several made in this transaction; it is appended with the
     /// last one, at commit.
     pub fn record(&mut self, change: Change) {
-        self.invalidates |= change.invalidates;
+        self.invalidates = self.invalidates.max(change.invalidation());
         let event = self.event(change);
         self.earlier.push(event);
     }
 
     /// Appends the audit events of the earlier changes and of `change`, and commits.
     pub async fn commit(mut self, change: Change) -> Result<(), WorkError> {
-        self.invalidates |= change.invalidates;
+        self.invalidates = self.invalidates.max(change.invalidation());
         let last = self.event(change);
         let mut events = std::mem::take(&mut self.earlier);
         events.push(last);
         chain::append(&self.tx, &events).await?;
-        if self.invalidates && self.state.dbs.kind() == DbKind::Postgres {
+        if let Some(payload) = self.invalidates.payload(&self.slug)
+            && self.state.dbs.kind() == DbKind::Postgres
+        {
             // NOTIFY is transactional: other replicas hear it only if the change commits.
             self.tx
                 .execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "SELECT pg_notify($1, $2)",
-                    [INVALIDATION_CHANNEL.into(), self.slug.to_string().into()],
+                    [INVALIDATION_CHANNEL.into(), payload.into()],
                 ))
                 .await?;
         }
@@ -171,9 +219,7 @@ impl WriteTx {
         if let Author::Context(context) = &self.author {
             context.note().recorded = true;
         }
-        if self.invalidates {
-            self.state.forget_tenant(self.slug.as_str());
-        }
+        self.state.forget(self.invalidates, self.slug.as_str());
         self.state.audit.touched(&self.slug, events.len() as u64);
         Ok(())
     }
