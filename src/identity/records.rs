@@ -54,7 +54,8 @@ impl<M: Clone> RecordIndex<M> {
     ///
     /// A record loaded while the tenant's records are being forgotten is kept in the index that
     /// was forgotten, never in its successor: the index is taken before `load` reads, so what
-    /// it read before a change cannot outlive the change's invalidation.
+    /// `load` read before a change cannot outlive the change's invalidation. (What the caller
+    /// read before calling is not covered: read it inside `load`.)
     pub async fn get_fresh_or_load<Fut>(
         &self,
         slug: &str,

@@ -194,7 +194,9 @@ pub async fn begin(
     active(tx, person.id).await?;
     // An account without a usable passkey is answered like an unknown email.
     let (options, state) = match relying_party.challenge(tx, person.id).await {
-        Err(PasskeyError::Refused(PasskeyRefusal::NoPasskey)) => {
+        Err(PasskeyError::Refused(
+            PasskeyRefusal::NoPasskey | PasskeyRefusal::ModelNotAllowed(_),
+        )) => {
             return Err(PasskeyRefusal::NotBreakGlass.into());
         }
         challenge => challenge?,

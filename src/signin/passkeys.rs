@@ -174,10 +174,7 @@ impl RelyingParty {
             .map_err(refused)?;
         let model = reported_model(&credential.response.attestation_object)
             .ok_or_else(|| PasskeyRefusal::Invalid("no attested credential data".into()))?;
-        if !TenantSettings::load(tx.conn())
-            .await?
-            .allows_model(Some(model))
-        {
+        if !allowed_models(tx.conn(), user_id).await?.allow(Some(model)) {
             return Err(PasskeyRefusal::ModelNotAllowed(model.to_string()).into());
         }
         let row = passkey::Model {
@@ -249,7 +246,7 @@ impl RelyingParty {
         tx: &WriteTx,
         user_id: Uuid,
     ) -> Result<(RequestChallengeResponse, PasskeyAuthentication), PasskeyError> {
-        let settings = TenantSettings::load(tx.conn()).await?;
+        let models = allowed_models(tx.conn(), user_id).await?;
         let unflagged: Vec<passkey::Model> = passkeys_of(tx.conn(), user_id)
             .await?
             .into_iter()
@@ -257,7 +254,7 @@ impl RelyingParty {
             .collect();
         let usable: Vec<Passkey> = unflagged
             .iter()
-            .filter(|p| settings.allows_model(p.aaguid))
+            .filter(|p| models.allow(p.aaguid))
             .filter_map(|p| parse(&p.credential).ok())
             .collect();
         if usable.is_empty() {
@@ -293,10 +290,7 @@ impl RelyingParty {
             return Err(PasskeyRefusal::Flagged.into());
         }
         // The tenant may have narrowed its models since the ceremony began.
-        if !TenantSettings::load(tx.conn())
-            .await?
-            .allows_model(row.aaguid)
-        {
+        if !allowed_models(tx.conn(), user_id).await?.allow(row.aaguid) {
             return Err(PasskeyRefusal::ModelNotAllowed(model_name(&row)).into());
         }
         let now = Utc::now();
@@ -449,6 +443,37 @@ fn reported_model(attestation_object: &[u8]) -> Option<Uuid> {
         return None;
     }
     Uuid::from_slice(auth_data.get(37..53)?).ok()
+}
+
+/// The authenticator models a person's passkeys may be of.
+enum Models {
+    Any,
+    Listed(Vec<Uuid>),
+}
+
+impl Models {
+    /// Whether a passkey of model `aaguid` (none recorded: unknown) may be registered or used.
+    fn allow(&self, aaguid: Option<Uuid>) -> bool {
+        match self {
+            Models::Any => true,
+            Models::Listed(models) => aaguid.is_some_and(|model| models.contains(&model)),
+        }
+    }
+}
+
+/// The models `user_id`'s passkeys may be of: the tenant's list (none: any). A break-glass
+/// account is exempt: it is the operator's way in whatever the tenant sets, and a tenant's
+/// list must not disable it.
+async fn allowed_models(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<Models, DbErr> {
+    if super::break_glass::is_break_glass(conn, user_id).await? {
+        return Ok(Models::Any);
+    }
+    let listed = TenantSettings::load(conn).await?.passkey_aaguids;
+    Ok(if listed.is_empty() {
+        Models::Any
+    } else {
+        Models::Listed(listed)
+    })
 }
 
 /// A passkey's recorded model, for a refusal's reason.

@@ -47,8 +47,8 @@ use crate::tenancy::{Access, Tenant};
 /// session is authenticated from memory without reading its record.
 const TOUCH_AFTER: Duration = Duration::seconds(60);
 /// Tenants whose recently used sessions are kept in memory, and sessions per tenant.
-const CACHED_SESSION_TENANTS: usize = 512;
-const CACHED_SESSIONS_PER_TENANT: usize = 1_024;
+const CACHED_SESSION_TENANTS: usize = 256;
+const CACHED_SESSIONS_PER_TENANT: usize = 512;
 /// How long a pre-login cookie (and its login record) lives.
 pub const LOGIN_TTL: Duration = Duration::minutes(10);
 
@@ -382,7 +382,7 @@ async fn find(state: &AppState, tenant: &Tenant, token: &str) -> Result<Principa
             tenant.slug.as_str(),
             &hash,
             |known| known.fresh(now, idle),
-            || load(state, tenant, &hash, settings.mfa, idle, now),
+            || load(state, tenant, &hash, now),
         )
         .await?
         .ok_or(invalid(InvalidReason::UnknownKey))?;
@@ -450,6 +450,9 @@ pub fn altered_by(resource_type: &str) -> bool {
 
 /// Reads the session whose token hashes to `hash`, checks it is live, and touches its
 /// `last_seen_at` when that is older than [`TOUCH_AFTER`]; `None` when there is no such session.
+/// The tenant's settings are read in the same transaction, after the cache's index was taken,
+/// so a settings change that commits meanwhile cannot leave its predecessor's second-factor
+/// rule remembered.
 #[expect(
     clippy::disallowed_methods,
     reason = "authentication reads sessions before any principal exists, and keeps last_seen_at"
@@ -458,8 +461,6 @@ async fn load(
     state: &AppState,
     tenant: &Tenant,
     hash: &str,
-    mfa: Mfa,
-    idle: Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<KnownSession>, IdentityError> {
     let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
@@ -470,11 +471,12 @@ async fn load(
     else {
         return Ok(None);
     };
-    if session.last_seen_at + idle <= now {
+    let settings = TenantSettings::load(&tx).await?;
+    if session.last_seen_at + Duration::minutes(settings.session_idle_minutes) <= now {
         return Err(IdentityError::InvalidCredentials(InvalidReason::Expired));
     }
     let subject = live_subject(&tx, &session, now).await?;
-    let second_factor = second_factor(&tx, mfa, &session).await?;
+    let second_factor = second_factor(&tx, settings.mfa, &session).await?;
     tx.commit().await?;
     let mut last_seen_at = session.last_seen_at;
     if now - last_seen_at > TOUCH_AFTER {

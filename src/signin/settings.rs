@@ -67,6 +67,7 @@ pub struct TenantSettings {
     /// beside the tenant-wide requirement.
     pub payload_encryption_operations: Vec<String>,
     /// Authenticator models (AAGUIDs) whose passkeys may be registered and used; empty: any.
+    /// Break-glass accounts are exempt (the operator's way in).
     /// With attestation `none` the model is what the authenticator reports, so the list keeps
     /// honest authenticators of other models out, not a forged one. The nil UUID stands for
     /// authenticators that report no model.
@@ -82,13 +83,6 @@ impl TenantSettings {
             0 => DEFAULT_STEP_UP_MINUTES,
             minutes => minutes,
         }
-    }
-
-    /// Whether a passkey of authenticator model `aaguid` (none recorded: unknown) may be
-    /// registered or used.
-    pub fn allows_model(&self, aaguid: Option<uuid::Uuid>) -> bool {
-        self.passkey_aaguids.is_empty()
-            || aaguid.is_some_and(|model| self.passkey_aaguids.contains(&model))
     }
 }
 

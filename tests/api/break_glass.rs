@@ -168,6 +168,17 @@ async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_prov
     let (status, body) = step(&app, &operator_browser, "authenticate/finish", Some(signed)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // A tenant's list of authenticator models cannot disable the operator's way in.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({"passkey_aaguids": ["cb69481e-8ff7-4039-93ec-0a2729a154a8"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
     // Later, from another browser: the passkey alone signs the account in, for an hour at most,
     // as an Admin of the tenant whose provider is down.
     let responder = Browser::new(&app);

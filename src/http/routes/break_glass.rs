@@ -88,6 +88,7 @@ async fn settled<T>(
 ) -> Result<(T, WriteTx), ApiError> {
     let refused = matches!(outcome, Err(PasskeyError::Refused(_)));
     let refusal = Change::new("break_glass_account", subject, 401)
+        .keeping_sessions()
         .detail("security_event", "break_glass_refused");
     let settled = settle(tx, refusal, outcome).await;
     if refused {

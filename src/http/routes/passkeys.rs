@@ -168,9 +168,12 @@ async fn recent(page: &SignInTenant, at: Option<DateTime<Utc>>) -> Result<bool, 
     Ok(Utc::now() - at < chrono::Duration::minutes(minutes))
 }
 
-/// The refusal of a ceremony step of `user` in `session`, as recorded.
+/// The refusal of a ceremony step of `user` in `session`, as recorded. (A refusal may flag a
+/// cloned passkey, which changes no session's standing: flagged passkeys still count as held.)
 fn refusal(user: Uuid, session: Uuid) -> Change {
-    Change::new("session", session, 401).by("user", user)
+    Change::new("session", session, 401)
+        .by("user", user)
+        .keeping_sessions()
 }
 
 /// The outcome of a ceremony step: its value, with `tx` to commit the success; or, for a

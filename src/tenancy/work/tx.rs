@@ -64,6 +64,8 @@ pub struct Change {
     invalidates: bool,
     /// Who the event names, when the transaction's author does not say (a sign-in).
     actor: Option<(&'static str, String)>,
+    /// The change is a refusal's record that leaves remembered sessions valid.
+    keeps_sessions: bool,
 }
 
 impl Change {
@@ -76,6 +78,7 @@ impl Change {
             details: Value::Object(Default::default()),
             invalidates: false,
             actor: None,
+            keeps_sessions: false,
         }
     }
 
@@ -97,12 +100,20 @@ impl Change {
         self
     }
 
+    /// Marks the record of a refusal that altered no session, person, group, passkey or
+    /// setting, so the tenant's remembered sessions stay (a flood of refused sign-ins must not
+    /// empty every replica's cache).
+    pub fn keeping_sessions(mut self) -> Self {
+        self.keeps_sessions = true;
+        self
+    }
+
     /// What of the tenant's cached state this change makes stale. Whatever is not known to
     /// leave sessions alone invalidates them, so a new kind of change errs on the safe side.
     fn invalidation(&self) -> Invalidation {
         if self.invalidates {
             Invalidation::Tenant
-        } else if crate::signin::sessions::altered_by(self.resource_type) {
+        } else if !self.keeps_sessions && crate::signin::sessions::altered_by(self.resource_type) {
             Invalidation::Sessions
         } else {
             Invalidation::Nothing
@@ -215,11 +226,13 @@ impl WriteTx {
                 ))
                 .await?;
         }
-        self.tx.commit().await?;
+        let committed = self.tx.commit().await;
+        // A failed commit may still have committed: forget as if it had.
+        self.state.forget(self.invalidates, self.slug.as_str());
+        committed?;
         if let Author::Context(context) = &self.author {
             context.note().recorded = true;
         }
-        self.state.forget(self.invalidates, self.slug.as_str());
         self.state.audit.touched(&self.slug, events.len() as u64);
         Ok(())
     }
