@@ -20,7 +20,6 @@ use crate::keystore::{self, KeyStore};
 use crate::secrets::envelope::Envelope;
 use crate::signin::oidc::OidcLogins;
 use crate::signin::outbound::Outbound;
-use crate::telemetry::Metrics;
 use crate::tenancy::work::{INVALIDATION_CHANNEL, Invalidation};
 use crate::tenancy::{Databases, Slug, TenancyError, TenantRegistry};
 
@@ -35,7 +34,6 @@ pub struct AppState {
     pub authz: Authz,
     pub audit: AuditWriter,
     pub operator: OperatorToken,
-    pub metrics: Metrics,
     pub limits: Limits,
     /// The OpenID Connect relying party of every tenant's sign-ins.
     pub oidc: OidcLogins,
@@ -89,7 +87,6 @@ impl AppState {
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
             tokens: AccessTokens::new(Arc::clone(&keystore)),
             authz: Authz::new(Arc::clone(&dbs))?,
-            metrics: Metrics::default(),
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
             oidc: OidcLogins::new(outbound.clone()),
             federation: Federation::new(outbound.clone()),

@@ -20,10 +20,17 @@ pub struct Head {
     pub hash: String,
 }
 
+/// What an append wrote: the new head and the rows, as stored (for the SIEM, once committed).
+#[derive(Debug)]
+pub struct Linked {
+    pub head: Head,
+    pub rows: Vec<audit_event::Model>,
+}
+
 /// Appends `events` in order after the current head, which stays locked until the caller's
 /// transaction ends (PostgreSQL `FOR UPDATE`; on SQLite the write transaction holds the file's
-/// write lock). Returns the new head.
-pub async fn append<C: ConnectionTrait>(conn: &C, events: &[AuditEvent]) -> Result<Head, DbErr> {
+/// write lock). Returns the new head and the rows.
+pub async fn append<C: ConnectionTrait>(conn: &C, events: &[AuditEvent]) -> Result<Linked, DbErr> {
     let row = audit_head::Entity::find_by_id(1)
         .lock_exclusive()
         .one(conn)
@@ -35,14 +42,14 @@ pub async fn append<C: ConnectionTrait>(conn: &C, events: &[AuditEvent]) -> Resu
     };
     let (rows, next) = link(&head, events);
     if rows.is_empty() {
-        return Ok(head);
+        return Ok(Linked { head, rows });
     }
-    insert_rows(conn, rows).await?;
+    insert_rows(conn, &rows).await?;
     let mut row: audit_head::ActiveModel = row.into();
     row.seq = Set(next.seq);
     row.hash = Set(next.hash.clone());
     row.update(conn).await?;
-    Ok(next)
+    Ok(Linked { head: next, rows })
 }
 
 /// Appends `events` in the caller's write transaction after `known`, the head this writer last
@@ -54,14 +61,17 @@ pub async fn append_after_known<C: ConnectionTrait>(
     conn: &C,
     known: Option<&Head>,
     events: &[AuditEvent],
-) -> Result<Head, DbErr> {
+) -> Result<Linked, DbErr> {
     use sea_orm::{ColumnTrait as _, QueryFilter as _, sea_query::Expr};
     let Some(known) = known else {
         return append(conn, events).await;
     };
     let (rows, next) = link(known, events);
     if rows.is_empty() {
-        return Ok(known.clone());
+        return Ok(Linked {
+            head: known.clone(),
+            rows,
+        });
     }
     let moved = audit_head::Entity::update_many()
         .col_expr(audit_head::Column::Seq, Expr::value(next.seq))
@@ -75,17 +85,17 @@ pub async fn append_after_known<C: ConnectionTrait>(
     if moved != 1 {
         return append(conn, events).await;
     }
-    insert_rows(conn, rows).await?;
-    Ok(next)
+    insert_rows(conn, &rows).await?;
+    Ok(Linked { head: next, rows })
 }
 
 /// Inserts linked rows without `RETURNING`: their keys are ours already, and reading them back
 /// would cost a row each.
 async fn insert_rows<C: ConnectionTrait>(
     conn: &C,
-    rows: Vec<audit_event::Model>,
+    rows: &[audit_event::Model],
 ) -> Result<(), DbErr> {
-    audit_event::Entity::insert_many(rows.into_iter().map(audit_event::ActiveModel::from))
+    audit_event::Entity::insert_many(rows.iter().cloned().map(audit_event::ActiveModel::from))
         .exec_without_returning(conn)
         .await?;
     Ok(())
@@ -113,10 +123,10 @@ pub async fn append_after(
     schema: &str,
     head: &Head,
     events: &[AuditEvent],
-) -> Result<Option<Head>, DbErr> {
+) -> Result<Option<Linked>, DbErr> {
     let (rows, next) = link(head, events);
     if rows.is_empty() {
-        return Ok(Some(next));
+        return Ok(Some(Linked { head: next, rows }));
     }
     // The rows travel as one array per column in the binary protocol: the statement's text is
     // the same for every batch (prepared once per connection), and PostgreSQL parses no text
@@ -157,7 +167,7 @@ pub async fn append_after(
     let done = tx
         .with_connection(async |conn| statement.execute(conn).await)
         .await?;
-    Ok((done.rows_affected() == rows.len() as u64).then_some(next))
+    Ok((done.rows_affected() == rows.len() as u64).then_some(Linked { head: next, rows }))
 }
 
 /// The columns of a batch appended on PostgreSQL, in the order of [`BATCH_ARRAYS`].

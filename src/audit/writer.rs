@@ -20,10 +20,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::anchor::{self, Anchor};
-use super::chain::{Head, append, append_after, append_after_known, checkpoint_message, read_head};
+use super::chain::{
+    Head, Linked, append, append_after, append_after_known, checkpoint_message, read_head,
+};
 use super::trail::Trail;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
+use crate::telemetry::{self, security};
 use crate::tenancy::{Access, Databases, DbKind, Slug, TenancyError};
 
 /// Most events taken into one flush.
@@ -240,7 +243,9 @@ impl AuditWriter {
             .await
             .map_err(|_| AuditError::WriterStopped)?;
         self.backlog.sent();
-        match wait.await.map_err(|_| AuditError::WriterStopped)? {
+        // The request's wait for the group commit, as a child span of its own.
+        let flushed = telemetry::trace::traced("audit.append", Vec::new, wait).await;
+        match flushed.map_err(|_| AuditError::WriterStopped)? {
             Ok(()) => Ok(()),
             Err(e) if e.unavailable => Err(AuditError::Tenancy(TenancyError::Unavailable(
                 sea_orm::DbErr::Custom(e.message),
@@ -422,29 +427,37 @@ impl Signer {
     }
 }
 
-/// Appends `events` to `trail`; returns the outcome and, on PostgreSQL, the head
-/// after it (to skip reading it next time).
+/// Appends `events` to `trail`; returns the outcome and the head after it (to skip reading it
+/// next time). Once committed, the rows go to the SIEM ([`security::committed`]).
 async fn flush(
     dbs: &Databases,
     trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
 ) -> (Result<(), FlushError>, Option<Head>) {
-    let result: Result<Option<Head>, TenancyError> = match dbs.kind() {
+    let oldest = events.iter().map(|e| e.occurred_at).min();
+    let result: Result<Linked, TenancyError> = match dbs.kind() {
         DbKind::Postgres => append_optimistically(dbs, trail, events, known_head).await,
         // SQLite: the transaction holds the file's write lock from its start.
         DbKind::Sqlite => {
             async {
                 let tx = trail.begin(dbs, Access::Audit).await?;
-                let head = append_after_known(&tx, known_head.as_ref(), &events).await?;
+                let linked = append_after_known(&tx, known_head.as_ref(), &events).await?;
                 tx.commit().await?;
-                Ok(Some(head))
+                Ok(linked)
             }
             .await
         }
     };
     match result {
-        Ok(head) => (Ok(()), head),
+        Ok(linked) => {
+            let lag = oldest.map_or(Duration::ZERO, |at| {
+                (Utc::now() - at).to_std().unwrap_or_default()
+            });
+            telemetry::metrics().observe_audit_flush(linked.rows.len(), lag);
+            security::committed(trail.name(), &linked.rows);
+            (Ok(()), Some(linked.head))
+        }
         Err(e) => (
             Err(FlushError {
                 unavailable: matches!(e, TenancyError::Unavailable(_)),
@@ -509,7 +522,7 @@ async fn append_optimistically(
     trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
-) -> Result<Option<Head>, TenancyError> {
+) -> Result<Linked, TenancyError> {
     let mut head = known_head;
     let parts = statements(&events);
     for _ in 0..OPTIMISTIC_ATTEMPTS {
@@ -531,17 +544,19 @@ async fn append_optimistically(
         };
         // The first statement locked the head's row: the rest follow it unopposed.
         for part in parts {
-            moved = append_after(pg, &schema, &moved, part)
+            let next = append_after(pg, &schema, &moved.head, part)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the audit head moved under its row lock"))?;
+            moved.head = next.head;
+            moved.rows.extend(next.rows);
         }
         tx.commit().await?;
-        return Ok(Some(moved));
+        return Ok(moved);
     }
     let tx = trail.begin(dbs, Access::Audit).await?;
-    let next = append(&tx, &events).await?;
+    let linked = append(&tx, &events).await?;
     tx.commit().await?;
-    Ok(Some(next))
+    Ok(linked)
 }
 
 /// Signs the current head of `trail` unless it is already signed, and moves the

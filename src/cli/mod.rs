@@ -14,7 +14,7 @@ use crate::audit::{AuditEvent, Outcome, PLATFORM, RequestMeta, Trail, verify};
 use crate::config::Settings;
 use crate::http::{ServeOptions, Server, request_id};
 use crate::openapi;
-use crate::telemetry::{LogTarget, init_logging};
+use crate::telemetry::{self, LogTarget, init_logging};
 use crate::tenancy::Slug;
 
 #[derive(Debug, Parser)]
@@ -81,6 +81,20 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("flowgate: configuration error: {e}");
             return ExitCode::from(2);
         }
+    };
+    // Before the runtime: the exporters' blocking HTTP client must not live inside it. Held to
+    // the end, when dropping it flushes what is queued.
+    let _exporters = match (&cli.command, &settings.otlp_endpoint) {
+        (Command::Serve, Some(endpoint)) => match telemetry::otlp::start(endpoint) {
+            Ok(exporters) => Some(exporters),
+            Err(e) => {
+                eprintln!(
+                    "flowgate: FLOWGATE_OTLP_ENDPOINT: cannot start the OTLP exporter: {e:#}"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -249,6 +249,10 @@ pub struct Problem {
     pub detail: String,
     pub code: ErrorCode,
     pub request_id: String,
+    /// The W3C trace id of the request (32 lowercase hex digits): the caller's `traceparent`
+    /// trace when it sent one, as on the server's log lines and exported spans.
+    #[schema(example = "4bf92f3577b34da6a3ce929d0e0e4736")]
+    pub trace_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// With `mfa_required` and `step_up_required`: how to pass the assertion asked for.
@@ -456,6 +460,7 @@ impl ResponseError for ApiError {
             detail: self.detail.clone(),
             code: self.code,
             request_id,
+            trace_id: request_id::current_trace_id(),
             errors: self.fields.clone(),
             challenge: self.challenge.as_deref().cloned(),
         })

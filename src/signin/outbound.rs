@@ -19,7 +19,11 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use ipnet::IpNet;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::telemetry;
 
 /// The longest answer read from a provider (discovery documents and key sets are a few KiB).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -160,14 +164,25 @@ impl Outbound {
             host: host.clone(),
             reason: causes(&e.without_url()),
         };
-        let mut response = self
+        // A client span (host and method only: URLs of providers can carry parameters), whose
+        // trace the provider is told of.
+        let span = telemetry::trace::child("http.client", SpanKind::Client, || {
+            vec![
+                KeyValue::new("http.request.method", parts.method.to_string()),
+                KeyValue::new("server.address", host.clone()),
+            ]
+        });
+        let mut request = self
             .client
             .request(parts.method, parts.uri.to_string())
             .headers(parts.headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .body(body);
+        if let Some(traceparent) = span.traceparent() {
+            request = request.header("traceparent", traceparent);
+        }
+        let sent = request.send().await;
+        span.end(sent.as_ref().err().map(|_| "unreachable"));
+        let mut response = sent.map_err(unreachable)?;
         if response
             .content_length()
             .is_some_and(|n| n > MAX_BODY as u64)

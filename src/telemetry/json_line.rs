@@ -1,9 +1,10 @@
 //! Log events as JSON lines, with the request they belong to.
 //!
 //! The shape is tracing-subscriber's JSON (`timestamp`, `level`, `fields`, `target`, `span`), so
-//! log pipelines read it alike; the request (`span.request_id`, `method`, `path`) comes from the
-//! request's task-local context rather than from a tracing span: entering and leaving a span at
-//! every poll of a request, and formatting its fields, cost a third of `/healthz` at `info`.
+//! log pipelines read it alike; the request (`span.request_id`, `method`, `path`, `trace_id`,
+//! `span_id`) comes from the request's task-local context rather than from a tracing span:
+//! entering and leaving a span at every poll of a request, and formatting its fields, cost a
+//! third of `/healthz` at `info`.
 //!
 //! Invariant: every string is escaped as JSON requires (quotes, backslashes, control
 //! characters), so a value cannot break out of its field or forge another line.
@@ -54,6 +55,11 @@ where
             push_str(&mut line, &request.method);
             line.push_str(",\"path\":");
             push_str(&mut line, &request.path);
+            let _ = write!(
+                line,
+                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                request.trace.trace_id, request.trace.span_id
+            );
             line.push_str(",\"name\":\"request\"}");
         }
         line.push_str("}\n");

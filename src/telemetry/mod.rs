@@ -1,19 +1,26 @@
-//! Logs and metrics.
+//! Logs, metrics, traces and security events.
 //!
 //! Logs are JSON lines on stdout with the request id on every line of a request; spans that see
 //! credentials skip their fields. The server collects them in memory and writes them from a
 //! thread of its own ([`log_buffer`]), so a slow stdout never slows a request: lines beyond the
 //! buffer are dropped and counted (`flowgate_log_lines_dropped_total`); the audit trail, not the
 //! log, is the record.
-//! Metrics are Prometheus text, served on `/metrics`. Label values come from small fixed sets
-//! (never from request text) so a caller cannot grow the series.
+//! Metrics are Prometheus text, served on `/metrics`, and the same over OTLP when exporting
+//! ([`otlp`]). Label values come from small fixed sets (never from request text: a route is the
+//! matched template, not the path) so a caller cannot grow the series.
+//! Traces ([`trace`]) and security events ([`security`]) are exported over OTLP.
 
 mod json_line;
 mod log_buffer;
+pub mod otlp;
+pub mod security;
+pub mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
+
+use opentelemetry::KeyValue;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -65,7 +72,14 @@ pub fn init_logging(filter: &str, target: LogTarget) -> Option<Flusher> {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
+    route: String,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,23 +87,111 @@ struct DecisionLabels {
     decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    signal: &'static str,
+}
+
+/// The process's metrics, recorded by every part of it.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// The route label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Histogram,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     decisions: Family<DecisionLabels, Counter>,
+    logins: Family<LoginLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
+    audit_batch: Histogram,
+    audit_lag: Histogram,
     dropped_log_lines: Counter,
     /// The dropped lines already added to `dropped_log_lines`.
     dropped_log_lines_seen: AtomicU64,
+    telemetry_dropped: Family<SignalLabels, Counter>,
+    telemetry_failures: Family<SignalLabels, Counter>,
+    /// Renders one at a time: each brings the loss counters up to the exporters' counts.
+    render_lock: std::sync::Mutex<()>,
+    /// The same measurements over OTLP, when exporting.
+    otel: Option<Instruments>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+/// The OpenTelemetry instruments mirroring the Prometheus ones.
+struct Instruments {
+    duration: opentelemetry::metrics::Histogram<f64>,
+    decisions: opentelemetry::metrics::Counter<u64>,
+    logins: opentelemetry::metrics::Counter<u64>,
+    rate_limited: opentelemetry::metrics::Counter<u64>,
+    audit_batch: opentelemetry::metrics::Histogram<u64>,
+    audit_lag: opentelemetry::metrics::Histogram<f64>,
+}
+
+impl Instruments {
+    fn new(meter: &opentelemetry::metrics::Meter) -> Self {
+        Instruments {
+            duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Time to answer HTTP requests")
+                .build(),
+            decisions: meter
+                .u64_counter("flowgate.authz.decisions")
+                .with_description("Authorization decisions")
+                .build(),
+            logins: meter
+                .u64_counter("flowgate.logins")
+                .with_description("Sign-ins and credential checks, by method and outcome")
+                .build(),
+            rate_limited: meter
+                .u64_counter("flowgate.rate_limit.refusals")
+                .with_description("Requests refused by a rate limit")
+                .build(),
+            audit_batch: meter
+                .u64_histogram("flowgate.audit.batch.size")
+                .with_description("Events appended by one flush of the audit writer")
+                .build(),
+            audit_lag: meter
+                .f64_histogram("flowgate.audit.lag")
+                .with_unit("s")
+                .with_description("Time from an event to its flush being durable")
+                .build(),
+        }
+    }
+}
+
+impl Metrics {
+    fn new() -> Self {
         let mut registry = Registry::with_prefix("flowgate");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
         let decisions = Family::<DecisionLabels, Counter>::default();
+        let logins = Family::<LoginLabels, Counter>::default();
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        let audit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let audit_lag = duration_histogram();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -101,32 +203,88 @@ impl Default for Metrics {
             "Authorization decisions",
             decisions.clone(),
         );
+        registry.register(
+            "logins",
+            "Sign-ins and credential checks, by method and outcome",
+            logins.clone(),
+        );
+        registry.register(
+            "rate_limit_refusals",
+            "Requests refused by a rate limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "audit_batch_size",
+            "Events appended by one flush of the audit writer",
+            audit_batch.clone(),
+        );
+        registry.register(
+            "audit_lag_seconds",
+            "Time from an event to its flush being durable",
+            audit_lag.clone(),
+        );
         let dropped_log_lines = Counter::default();
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because the log queue was full",
             dropped_log_lines.clone(),
         );
+        let telemetry_dropped = Family::<SignalLabels, Counter>::default();
+        registry.register(
+            "telemetry_dropped",
+            "Spans and log records dropped because the export queue was full",
+            telemetry_dropped.clone(),
+        );
+        let telemetry_failures = Family::<SignalLabels, Counter>::default();
+        registry.register(
+            "telemetry_export_failures",
+            "OTLP exports that failed",
+            telemetry_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             decisions,
+            logins,
+            rate_limited,
+            audit_batch,
+            audit_lag,
             dropped_log_lines,
             dropped_log_lines_seen: AtomicU64::new(0),
+            telemetry_dropped,
+            telemetry_failures,
+            render_lock: std::sync::Mutex::new(()),
+            otel: otlp::meter().map(Instruments::new),
         }
     }
-}
 
-impl Metrics {
-    pub fn observe_request(&self, method: &str, status: u16, elapsed: Duration) {
+    /// A request answered: `route` is the matched template ([`UNMATCHED_ROUTE`] when none).
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
-                method: method_label(method),
+                method,
+                route: route.to_owned(),
                 status,
             })
             .inc();
-        self.latency.observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&RouteLabels {
+                method,
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(otel) = &self.otel {
+            otel.duration.record(
+                elapsed.as_secs_f64(),
+                &[
+                    KeyValue::new("http.request.method", method),
+                    KeyValue::new("http.route", route.to_owned()),
+                    KeyValue::new("http.response.status_code", i64::from(status)),
+                ],
+            );
+        }
     }
 
     pub fn observe_decision(&self, allowed: bool) {
@@ -134,14 +292,76 @@ impl Metrics {
         self.decisions
             .get_or_create(&DecisionLabels { decision })
             .inc();
+        if let Some(otel) = &self.otel {
+            otel.decisions
+                .add(1, &[KeyValue::new("decision", decision)]);
+        }
+    }
+
+    /// A sign-in or credential check by `method` (`sso`, `passkey`, …).
+    pub fn observe_login(&self, method: &'static str, succeeded: bool) {
+        let outcome = if succeeded { "success" } else { "failure" };
+        self.logins
+            .get_or_create(&LoginLabels { method, outcome })
+            .inc();
+        if let Some(otel) = &self.otel {
+            otel.logins.add(
+                1,
+                &[
+                    KeyValue::new("method", method),
+                    KeyValue::new("outcome", outcome),
+                ],
+            );
+        }
+    }
+
+    /// A request refused by the rate limit named `limit`.
+    pub fn observe_rate_limited(&self, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+        if let Some(otel) = &self.otel {
+            otel.rate_limited.add(1, &[KeyValue::new("limit", limit)]);
+        }
+    }
+
+    /// A flush of the audit writer: `events` appended, the oldest `lag` after it happened.
+    pub fn observe_audit_flush(&self, events: usize, lag: Duration) {
+        self.audit_batch.observe(events as f64);
+        self.audit_lag.observe(lag.as_secs_f64());
+        if let Some(otel) = &self.otel {
+            otel.audit_batch.record(events as u64, &[]);
+            otel.audit_lag.record(lag.as_secs_f64(), &[]);
+        }
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(log) = SERVER_LOG.get() {
             let now = log.dropped();
             let before = self.dropped_log_lines_seen.swap(now, Ordering::Relaxed);
             self.dropped_log_lines.inc_by(now.saturating_sub(before));
+        }
+        let losses = otlp::losses();
+        for (family, signal, count) in [
+            (&self.telemetry_dropped, "traces", &losses.dropped_spans),
+            (&self.telemetry_dropped, "logs", &losses.dropped_logs),
+            (
+                &self.telemetry_failures,
+                "traces",
+                &losses.failed_span_exports,
+            ),
+            (&self.telemetry_failures, "logs", &losses.failed_log_exports),
+            (
+                &self.telemetry_failures,
+                "metrics",
+                &losses.failed_metric_exports,
+            ),
+        ] {
+            let counter = family.get_or_create(&SignalLabels { signal });
+            let now = count.load(Ordering::Relaxed);
+            counter.inc_by(now.saturating_sub(counter.get()));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

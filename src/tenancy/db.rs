@@ -21,6 +21,7 @@ use super::sqlite::{self, Mode, SqliteFile};
 use super::tx::Tx;
 use super::{Slug, TenancyError};
 use crate::config::DatabaseSettings;
+use crate::telemetry;
 
 /// Schema of the control plane on PostgreSQL.
 pub const CONTROL_SCHEMA: &str = "flowgate";
@@ -43,6 +44,16 @@ pub enum DbKind {
     Sqlite,
 }
 
+impl DbKind {
+    /// The database's name in spans (OpenTelemetry's `db.system.name`).
+    pub fn system_name(self) -> &'static str {
+        match self {
+            DbKind::Postgres => "postgresql",
+            DbKind::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// What a tenant transaction may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -54,6 +65,17 @@ pub enum Access {
     Write,
     /// The audit writer's appends: a write on connections that reads cannot exhaust.
     Audit,
+}
+
+impl Access {
+    /// The access's name in spans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Audit => "audit",
+        }
+    }
 }
 
 /// The control plane and every tenant's storage.
@@ -242,8 +264,19 @@ impl Databases {
         Ok(())
     }
 
-    /// Begins a transaction confined to the tenant `slug`.
+    /// Begins a transaction confined to the tenant `slug` (a child span `db.begin` of the
+    /// request: the wait for a connection and the `BEGIN`).
     pub async fn begin(&self, slug: &Slug, access: Access) -> Result<Tx, TenancyError> {
+        let attributes = || {
+            vec![
+                opentelemetry::KeyValue::new("db.system.name", self.kind().system_name()),
+                opentelemetry::KeyValue::new("flowgate.db.access", access.name()),
+            ]
+        };
+        telemetry::trace::traced("db.begin", attributes, self.begin_untraced(slug, access)).await
+    }
+
+    async fn begin_untraced(&self, slug: &Slug, access: Access) -> Result<Tx, TenancyError> {
         match &self.backend {
             Backend::Postgres {
                 reads,

@@ -29,6 +29,7 @@ mod saml;
 mod secrets;
 mod signin;
 mod storage;
+mod telemetry;
 mod tenant_isolation;
 mod tls;
 mod tokens;

@@ -1,6 +1,7 @@
 //! Stage 1, the request's context: its id and span, its access-log line and metrics, and the
 //! hardening headers of its response. Every request passes it, on every listener.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::BoxBody;
@@ -11,6 +12,7 @@ use actix_web::{Error, HttpMessage as _, HttpRequest, web};
 use crate::app::AppState;
 use crate::audit::RequestMeta;
 use crate::http::request_id;
+use crate::telemetry::{self, trace::RequestTrace};
 
 /// Who is asking from where, for the audit trail. The source address is the TCP peer.
 pub fn request_meta(req: &HttpRequest) -> RequestMeta {
@@ -35,8 +37,9 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Runs the rest of the pipeline (`inner`) within the request's context: an id (which every log
-/// line of the request carries), an access-log line, metrics and the hardening headers.
+/// Runs the rest of the pipeline (`inner`) within the request's context: an id and a trace
+/// (which every log line of the request carries), an access-log line, metrics, the request's
+/// span and the hardening headers.
 pub async fn within<F, Fut>(
     req: ServiceRequest,
     inner: F,
@@ -53,12 +56,17 @@ where
     let method = req.method().to_string();
     let started = Instant::now();
     let header_id = id.clone();
-    let current = request_id::Current {
+    let traceparent = req
+        .headers()
+        .get(HeaderName::from_static("traceparent"))
+        .and_then(|v| v.to_str().ok());
+    let current = Arc::new(request_id::Current {
         id,
-        method: method.clone(),
+        trace: RequestTrace::start(traceparent, &method),
+        method,
         path: req.path().to_owned(),
-    };
-    request_id::scope(current, async move {
+    });
+    request_id::scope(Arc::clone(&current), async move {
         // Handlers and extractors turn their errors into responses inside this scope; an `Err`
         // here could only come from a middleware and is rendered by actix itself.
         let mut res = inner(req).await?;
@@ -69,9 +77,10 @@ where
         add_security_headers(res.headers_mut(), hsts, docs);
         let status = res.status().as_u16();
         let elapsed = started.elapsed();
-        if let Some(state) = state {
-            state.metrics.observe_request(&method, status, elapsed);
-        }
+        let route = res.request().match_pattern();
+        let route = route.as_deref().unwrap_or(telemetry::UNMATCHED_ROUTE);
+        telemetry::metrics().observe_request(&current.method, route, status, elapsed);
+        current.trace.end(Some(route), status);
         tracing::info!(
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,

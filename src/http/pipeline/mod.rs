@@ -28,11 +28,13 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, web};
+use opentelemetry::KeyValue;
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::identity::Principal;
+use crate::telemetry;
 use crate::tenancy::work::TenantContext;
 use crate::tenancy::{Tenant, TenantStatus};
 
@@ -83,6 +85,7 @@ pub async fn tenant_api(
         }
         Err(e) => return Ok(req.error_response(e)),
     };
+    telemetry::trace::annotate(|| vec![KeyValue::new("flowgate.tenant", tenant.slug.to_string())]);
     let principal = match authn::authenticate(&state, &tenant, req.request()).await {
         Ok(principal) => principal,
         Err(e) => return Ok(authn::refuse(&state, Some(&tenant), req, e).await),
@@ -120,7 +123,9 @@ pub async fn tenant_api(
     };
     req.extensions_mut().insert(context.clone());
     let res = next.call(req).await?.map_into_boxed_body();
-    Ok(audit::finish(&context, res).await)
+    let res = audit::finish(&context, res).await;
+    telemetry::trace::annotate(|| context.span_attributes());
+    Ok(res)
 }
 
 /// Answers an authenticated principal with `error` before its work could start, on record in

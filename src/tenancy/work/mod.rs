@@ -374,7 +374,7 @@ impl TenantContext {
             resource,
             &facts,
         );
-        state.metrics.observe_decision(decision.allowed);
+        crate::telemetry::metrics().observe_decision(decision.allowed);
         if !decision.errors.is_empty() {
             tracing::warn!(action = A::NAME, errors = ?decision.errors, "policy evaluation errors");
         }
@@ -458,6 +458,27 @@ impl TenantContext {
             event = event.detail("policies", "no policy permits this");
         }
         event
+    }
+
+    /// What the request's span says of this work: tenant, principal, action and decision —
+    /// ids and names only.
+    pub fn span_attributes(&self) -> Vec<opentelemetry::KeyValue> {
+        use opentelemetry::KeyValue;
+        let note = self.note();
+        let principal = &self.0.principal;
+        let mut attributes = vec![
+            KeyValue::new("flowgate.tenant", self.slug().to_string()),
+            KeyValue::new("flowgate.principal.type", principal.actor_type()),
+            KeyValue::new("flowgate.principal.id", principal.actor_id()),
+            KeyValue::new("flowgate.request_id", self.0.meta.request_id.clone()),
+        ];
+        if let Some(action) = note.action {
+            attributes.push(KeyValue::new("flowgate.action", action));
+        }
+        if let Some(decision) = note.decision {
+            attributes.push(KeyValue::new("flowgate.decision", decision.as_str()));
+        }
+        attributes
     }
 
     /// Whether a write transaction already committed this work's audit event.

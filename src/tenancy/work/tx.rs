@@ -213,7 +213,7 @@ impl WriteTx {
         let last = self.event(change);
         let mut events = std::mem::take(&mut self.earlier);
         events.push(last);
-        chain::append(&self.tx, &events).await?;
+        let linked = chain::append(&self.tx, &events).await?;
         if let Some(payload) = self.invalidates.payload(&self.slug)
             && self.state.dbs.kind() == DbKind::Postgres
         {
@@ -230,6 +230,7 @@ impl WriteTx {
         // A failed commit may still have committed: forget as if it had.
         self.state.forget(self.invalidates, self.slug.as_str());
         committed?;
+        crate::telemetry::security::committed(self.slug.as_str(), &linked.rows);
         if let Author::Context(context) = &self.author {
             context.note().recorded = true;
         }

@@ -365,6 +365,7 @@ async fn refuse(
     refusal: &Refusal,
     principal: Option<&Principal>,
 ) -> ServiceResponse<BoxBody> {
+    crate::telemetry::metrics().observe_rate_limited(refusal.limit.name());
     let meta = request_meta(req.request());
     let res = req.error_response(ApiError::rate_limited(refusal));
     if !refusal.first {

@@ -1,0 +1,292 @@
+//! Security events for a SIEM: every audit event, once committed, becomes an OTLP log record in
+//! the shape of an OCSF event (Open Cybersecurity Schema Framework 1.3), carrying the event's
+//! sequence number and hash so the SIEM can check it against the trail; and logins are
+//! counted by method and outcome.
+//!
+//! The mapping from our actions to OCSF classes is here and nowhere else:
+//! - `auth.*` sign-ins and token grants: Authentication (3002), Logon or Logoff;
+//!   `auth.*` enrolments and removals of factors: Account Change (3001);
+//! - changes to who can do what (roles, bindings, policies, group memberships): User Access
+//!   Management (3005), the class OCSF gives to granting and revoking privileges;
+//! - people, service accounts, API keys and passkey resets: Account Change (3001);
+//! - every other call: API Activity (6003), Create / Read / Update / Delete / Other.
+//!
+//! Invariant: a record carries what the audit event holds and nothing more; audit events never
+//! hold a credential or a secret value.
+
+use chrono::{DateTime, Utc};
+use entity::tenant::audit_event;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+use serde_json::{Value, json};
+
+use super::otlp;
+
+/// An OCSF class, with the activity of one event in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OcsfClass {
+    pub class_uid: u32,
+    pub class_name: &'static str,
+    pub category_uid: u32,
+    pub category_name: &'static str,
+    pub activity_id: u32,
+    pub activity_name: &'static str,
+}
+
+const IAM: (u32, &str) = (3, "Identity & Access Management");
+const APPLICATION: (u32, &str) = (6, "Application Activity");
+
+fn class(
+    (class_uid, class_name): (u32, &'static str),
+    (category_uid, category_name): (u32, &'static str),
+    (activity_id, activity_name): (u32, &'static str),
+) -> OcsfClass {
+    OcsfClass {
+        class_uid,
+        class_name,
+        category_uid,
+        category_name,
+        activity_id,
+        activity_name,
+    }
+}
+
+const AUTHENTICATION: (u32, &str) = (3002, "Authentication");
+const ACCOUNT_CHANGE: (u32, &str) = (3001, "Account Change");
+const ACCESS_MANAGEMENT: (u32, &str) = (3005, "User Access Management");
+const API_ACTIVITY: (u32, &str) = (6003, "API Activity");
+const OTHER: (u32, &str) = (99, "Other");
+
+/// The OCSF class and activity of an event of `action`.
+pub fn ocsf_class(action: &str) -> OcsfClass {
+    match action {
+        "auth.login"
+        | "auth.token"
+        | "auth.authenticate"
+        | "auth.webauthn_authenticate"
+        | "auth.break_glass_login" => class(AUTHENTICATION, IAM, (1, "Logon")),
+        "auth.logout" | "auth.logout_everywhere" | "auth.session_revoke" | "session.revoke" => {
+            class(AUTHENTICATION, IAM, (2, "Logoff"))
+        }
+        "auth.webauthn_register" | "auth.break_glass_enroll" => {
+            class(ACCOUNT_CHANGE, IAM, (10, "MFA Factor Enable"))
+        }
+        "auth.passkey_remove" | "passkey.reset" => {
+            class(ACCOUNT_CHANGE, IAM, (11, "MFA Factor Disable"))
+        }
+        "user.create" | "service_account.create" => class(ACCOUNT_CHANGE, IAM, (1, "Create")),
+        "role_binding.delete" => class(ACCESS_MANAGEMENT, IAM, (2, "Revoke Privileges")),
+        "role.manage" | "role_binding.create" | "policy.manage" | "group.member_add" => {
+            class(ACCESS_MANAGEMENT, IAM, (1, "Assign Privileges"))
+        }
+        _ if action.starts_with("auth.")
+            || action.starts_with("user.")
+            || action.starts_with("service_account.")
+            || action.starts_with("api_key.") =>
+        {
+            if action.ends_with(".read") {
+                class(API_ACTIVITY, APPLICATION, (2, "Read"))
+            } else {
+                class(ACCOUNT_CHANGE, IAM, OTHER)
+            }
+        }
+        _ => class(API_ACTIVITY, APPLICATION, api_activity(action)),
+    }
+}
+
+fn api_activity(action: &str) -> (u32, &'static str) {
+    let verb = action.rsplit('.').next().unwrap_or_default();
+    match verb {
+        "create" | "write" | "execute" | "submit" => (1, "Create"),
+        "read" | "list" | "export" | "verify" | "check" | "read_logs" | "use" => (2, "Read"),
+        "update" | "edit" | "publish" | "configure" | "manage" | "rotate" | "complete"
+        | "approve" | "member_add" => (3, "Update"),
+        "delete" | "revoke" => (4, "Delete"),
+        _ => OTHER,
+    }
+}
+
+/// The OCSF event of a committed audit row of `trail`.
+pub fn ocsf_event(trail: &str, row: &audit_event::Model) -> Value {
+    let class = ocsf_class(&row.action);
+    let failed = row.status >= 400 || row.decision == "deny";
+    let (status_id, status) = if failed {
+        (2, "Failure")
+    } else {
+        (1, "Success")
+    };
+    // Informational, or Medium for a refusal of a sign-in or of a change to access.
+    let severity_id = if failed && matches!(class.class_uid, 3002 | 3005) {
+        3
+    } else {
+        1
+    };
+    let mut event = json!({
+        "class_uid": class.class_uid,
+        "class_name": class.class_name,
+        "category_uid": class.category_uid,
+        "category_name": class.category_name,
+        "activity_id": class.activity_id,
+        "activity_name": class.activity_name,
+        "type_uid": class.class_uid * 100 + class.activity_id,
+        "time": row.occurred_at.timestamp_millis(),
+        "severity_id": severity_id,
+        "status_id": status_id,
+        "status": status,
+        "status_code": row.status.to_string(),
+        "actor": { "user": { "uid": row.actor_id, "type": row.actor_type } },
+        "api": {
+            "operation": row.action,
+            "request": { "uid": row.request_id },
+        },
+        "resources": [{ "type": row.resource_type, "uid": row.resource_id }],
+        "metadata": {
+            "version": "1.3.0",
+            "uid": row.id.to_string(),
+            "sequence": row.seq,
+            "tenant_uid": trail,
+            "product": { "name": "Flowgate", "vendor_name": "Flowgate", "version": env!("CARGO_PKG_VERSION") },
+        },
+        "unmapped": {
+            "decision": row.decision,
+            "hash": row.hash,
+            "prev_hash": row.prev_hash,
+            "details": row.details,
+        },
+    });
+    if let Some(ip) = &row.source_ip {
+        event["src_endpoint"] = json!({ "ip": ip });
+    }
+    if let Some(agent) = &row.user_agent {
+        event["http_request"] = json!({ "user_agent": agent });
+    }
+    event
+}
+
+/// The login method of a sign-in or token action, for the logins metric.
+pub fn login_method(action: &str) -> Option<&'static str> {
+    Some(match action {
+        "auth.login" => "sso",
+        "auth.token" => "token",
+        "auth.authenticate" => "api_credential",
+        "auth.webauthn_authenticate" => "passkey",
+        "auth.break_glass_login" => "break_glass",
+        _ => return None,
+    })
+}
+
+/// Hands the rows `trail` just committed to the SIEM: each one an OTLP log record (when
+/// exporting), and sign-ins counted.
+pub fn committed(trail: &str, rows: &[audit_event::Model]) {
+    let metrics = super::metrics();
+    for row in rows {
+        if let Some(method) = login_method(&row.action) {
+            metrics.observe_login(method, row.status < 400);
+        }
+    }
+    let Some(logger) = otlp::logger() else {
+        return;
+    };
+    for row in rows {
+        let failed = row.status >= 400 || row.decision == "deny";
+        let mut record = logger.create_log_record();
+        record.set_event_name("flowgate.audit");
+        record.set_timestamp(system_time(row.occurred_at));
+        record.set_observed_timestamp(std::time::SystemTime::now());
+        let (severity, text) = if failed {
+            (Severity::Warn, "WARN")
+        } else {
+            (Severity::Info, "INFO")
+        };
+        record.set_severity_number(severity);
+        record.set_severity_text(text);
+        record.set_body(AnyValue::String(ocsf_event(trail, row).to_string().into()));
+        record.add_attributes([
+            ("flowgate.tenant", AnyValue::from(trail.to_owned())),
+            ("flowgate.audit.seq", AnyValue::from(row.seq)),
+            ("flowgate.audit.hash", AnyValue::from(row.hash.clone())),
+            ("flowgate.audit.action", AnyValue::from(row.action.clone())),
+            (
+                "flowgate.request_id",
+                AnyValue::from(row.request_id.clone()),
+            ),
+            (
+                "ocsf.class_uid",
+                AnyValue::from(i64::from(ocsf_class(&row.action).class_uid)),
+            ),
+        ]);
+        logger.emit(record);
+    }
+}
+
+fn system_time(at: DateTime<Utc>) -> std::time::SystemTime {
+    at.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(action: &str, status: i32, decision: &str) -> audit_event::Model {
+        audit_event::Model {
+            seq: 7,
+            id: uuid::Uuid::nil(),
+            occurred_at: Utc::now(),
+            request_id: "r1".into(),
+            actor_type: "user".into(),
+            actor_id: "u1".into(),
+            action: action.into(),
+            resource_type: "tenant".into(),
+            resource_id: None,
+            decision: decision.into(),
+            status,
+            source_ip: Some("10.0.0.1".into()),
+            user_agent: None,
+            details: json!({"method": "GET"}),
+            prev_hash: "0".repeat(64),
+            hash: "a".repeat(64),
+        }
+    }
+
+    #[test]
+    fn sign_ins_are_authentication_and_grants_are_access_management() {
+        assert_eq!(ocsf_class("auth.login").class_uid, 3002);
+        assert_eq!(ocsf_class("auth.login").activity_id, 1);
+        assert_eq!(ocsf_class("auth.logout").activity_id, 2);
+        assert_eq!(ocsf_class("auth.webauthn_register").class_uid, 3001);
+        assert_eq!(ocsf_class("auth.webauthn_register").activity_id, 10);
+        assert_eq!(ocsf_class("role_binding.create").class_uid, 3005);
+        assert_eq!(ocsf_class("role_binding.delete").activity_id, 2);
+        assert_eq!(ocsf_class("policy.manage").class_uid, 3005);
+        assert_eq!(ocsf_class("user.create").class_uid, 3001);
+        assert_eq!(ocsf_class("api_key.revoke").class_uid, 3001);
+        assert_eq!(ocsf_class("user.read").class_uid, 6003);
+        assert_eq!(ocsf_class("secret.read").class_uid, 6003);
+        assert_eq!(ocsf_class("secret.read").activity_id, 2);
+        assert_eq!(ocsf_class("process.delete").activity_id, 4);
+        assert_eq!(ocsf_class("request").activity_id, 99);
+    }
+
+    #[test]
+    fn an_event_carries_its_place_in_the_chain_and_its_outcome() {
+        let event = ocsf_event("acme", &row("auth.login", 401, "none"));
+        assert_eq!(event["type_uid"], 300201);
+        assert_eq!(event["status"], "Failure");
+        assert_eq!(event["severity_id"], 3);
+        assert_eq!(event["metadata"]["sequence"], 7);
+        assert_eq!(event["metadata"]["tenant_uid"], "acme");
+        assert_eq!(event["unmapped"]["hash"], "a".repeat(64));
+        assert_eq!(event["src_endpoint"]["ip"], "10.0.0.1");
+        let read = ocsf_event("acme", &row("user.read", 200, "allow"));
+        assert_eq!(read["status_id"], 1);
+        assert_eq!(read["severity_id"], 1);
+        let denied = ocsf_event("acme", &row("user.create", 403, "deny"));
+        assert_eq!(denied["status"], "Failure");
+    }
+
+    #[test]
+    fn logins_are_counted_by_method() {
+        assert_eq!(login_method("auth.login"), Some("sso"));
+        assert_eq!(login_method("auth.webauthn_authenticate"), Some("passkey"));
+        assert_eq!(login_method("user.read"), None);
+    }
+}
