@@ -18,6 +18,8 @@ use crate::identity::operator::OperatorToken;
 use crate::identity::tokens::AccessTokens;
 use crate::keystore::{self, KeyStore};
 use crate::secrets::envelope::Envelope;
+use crate::signals::SignalFeed;
+use crate::signals::webhook::Deliveries;
 use crate::signin::oidc::OidcLogins;
 use crate::signin::outbound::Outbound;
 use crate::tenancy::work::{INVALIDATION_CHANNEL, Invalidation};
@@ -35,6 +37,10 @@ pub struct AppState {
     pub audit: AuditWriter,
     pub operator: OperatorToken,
     pub limits: Limits,
+    /// Where committed audit events go to the tenants' detectors.
+    pub signals: SignalFeed,
+    /// The tenants' alert webhooks' delivery queue.
+    pub alerts: Deliveries,
     /// The OpenID Connect relying party of every tenant's sign-ins.
     pub oidc: OidcLogins,
     /// The HTTP client for identity providers (discovery, keys, SAML metadata).
@@ -76,13 +82,17 @@ impl AppState {
         let keystore = keystore::open(&settings).await?;
         let (operator, generated_operator_token) =
             OperatorToken::resolve(settings.operator_token.as_ref(), &dbs).await?;
+        let (signals, signal_input) = SignalFeed::channel();
         let (audit, audit_task) = AuditWriter::start(
             Arc::clone(&dbs),
             Arc::clone(&keystore),
             settings.audit_checkpoint_interval,
+            signals.clone(),
         );
         let outbound = Outbound::new(settings.idp_private_networks.clone())?;
         let state = Arc::new(AppState {
+            signals,
+            alerts: Deliveries::start(outbound.clone()),
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
             tokens: AccessTokens::new(Arc::clone(&keystore)),
@@ -103,6 +113,7 @@ impl AppState {
             audit,
             operator,
         });
+        crate::signals::spawn(Arc::downgrade(&state), signal_input);
         if let Some(pool) = state.dbs.postgres_pool() {
             tokio::spawn(listen_for_invalidations(
                 pool.clone(),

@@ -18,6 +18,7 @@ pub mod keystore;
 pub mod openapi;
 pub mod platform;
 pub mod secrets;
+pub mod signals;
 pub mod signin;
 pub mod telemetry;
 pub mod tenancy;

@@ -26,6 +26,7 @@ use super::chain::{
 use super::trail::Trail;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
+use crate::signals::SignalFeed;
 use crate::telemetry::{self, security};
 use crate::tenancy::{Access, Databases, DbKind, Slug, TenancyError};
 
@@ -190,6 +191,7 @@ impl AuditWriter {
         dbs: Arc<Databases>,
         keystore: Arc<dyn KeyStore>,
         checkpoint_interval: Duration,
+        signals: SignalFeed,
     ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let (checkpoint_requests, requests) = mpsc::channel(16);
@@ -205,6 +207,7 @@ impl AuditWriter {
             unsigned: Arc::clone(&unsigned),
             backlog: Arc::clone(&backlog),
             heads: HashMap::new(),
+            signals,
         };
         let handle = tokio::spawn(async move {
             let (stop, stopped) = oneshot::channel();
@@ -284,6 +287,8 @@ struct Task {
     /// Where this writer last left each chain's head (PostgreSQL); a guess, checked by the
     /// conditional append.
     heads: HashMap<Trail, Head>,
+    /// Where committed events go to the detectors.
+    signals: SignalFeed,
 }
 
 impl Task {
@@ -346,12 +351,13 @@ impl Task {
         }
         let flushes = appends.into_iter().map(|(trail, entries)| {
             let dbs = Arc::clone(&self.dbs);
+            let signals = self.signals.clone();
             let known_head = self.heads.remove(&trail);
             async move {
                 let (events, dones): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
                 let count = events.len() as u64;
                 let started = std::time::Instant::now();
-                let (result, head) = flush(&dbs, &trail, events, known_head).await;
+                let (result, head) = flush(&dbs, &signals, &trail, events, known_head).await;
                 tracing::debug!(trail = %trail, events = count, micros = started.elapsed().as_micros() as u64, "audit flush");
                 if let Err(e) = &result {
                     tracing::error!(trail = %trail, error = %e.message, "audit flush failed");
@@ -428,9 +434,11 @@ impl Signer {
 }
 
 /// Appends `events` to `trail`; returns the outcome and the head after it (to skip reading it
-/// next time). Once committed, the rows go to the SIEM ([`security::committed`]).
+/// next time). Once committed, the rows go to the SIEM ([`security::committed`]) and to the
+/// detectors.
 async fn flush(
     dbs: &Databases,
+    signals: &SignalFeed,
     trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
@@ -456,6 +464,7 @@ async fn flush(
             });
             telemetry::metrics().observe_audit_flush(linked.rows.len(), lag);
             security::committed(trail.name(), &linked.rows);
+            signals.observe(trail.name(), &linked.rows);
             (Ok(()), Some(linked.head))
         }
         Err(e) => (

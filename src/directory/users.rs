@@ -73,6 +73,23 @@ pub async fn update(
     row.update(tx.conn()).await
 }
 
+/// Deactivates user `id` (they can no longer sign in or keep a session); `false` when there is
+/// no such user.
+pub async fn deactivate(
+    tx: &WriteTx,
+    _: &impl Permit<UserUpdate>,
+    id: Uuid,
+) -> Result<bool, DbErr> {
+    let Some(existing) = get(tx.conn(), id).await? else {
+        return Ok(false);
+    };
+    let mut row: user::ActiveModel = existing.into();
+    row.status = Set("disabled".into());
+    row.updated_at = Set(Utc::now());
+    row.update(tx.conn()).await?;
+    Ok(true)
+}
+
 pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::Model>, DbErr> {
     user::Entity::find_by_id(id).one(conn).await
 }

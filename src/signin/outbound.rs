@@ -144,6 +144,11 @@ impl Outbound {
         Ok(Outbound { client, reachable })
     }
 
+    /// Whether calls may reach `ip`: a public address, or one in the allowed private networks.
+    pub fn may_reach(&self, ip: IpAddr) -> bool {
+        self.reachable.allows(ip)
+    }
+
     /// Sends `request` and reads at most [`MAX_BODY`] bytes of the answer.
     pub async fn send(
         &self,

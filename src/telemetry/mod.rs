@@ -99,6 +99,16 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignalLabels {
     signal: &'static str,
 }
@@ -131,6 +141,9 @@ pub struct Metrics {
     dropped_log_lines_seen: AtomicU64,
     telemetry_dropped: Family<SignalLabels, Counter>,
     telemetry_failures: Family<SignalLabels, Counter>,
+    signals: Family<KindLabels, Counter>,
+    signal_feed_dropped: Counter,
+    alerts: Family<OutcomeLabels, Counter>,
     /// Renders one at a time: each brings the loss counters up to the exporters' counts.
     render_lock: std::sync::Mutex<()>,
     /// The same measurements over OTLP, when exporting.
@@ -241,8 +254,29 @@ impl Metrics {
             "OTLP exports that failed",
             telemetry_failures.clone(),
         );
+        let signals = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "signals",
+            "Security signals raised, by kind",
+            signals.clone(),
+        );
+        let signal_feed_dropped = Counter::default();
+        registry.register(
+            "signal_events_dropped",
+            "Audit events the detectors never saw because their feed was full",
+            signal_feed_dropped.clone(),
+        );
+        let alerts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "alerts",
+            "Alert webhook deliveries, by outcome (delivered, failed, dropped)",
+            alerts.clone(),
+        );
         Metrics {
             registry,
+            signals,
+            signal_feed_dropped,
+            alerts,
             requests,
             latency,
             decisions,
@@ -333,6 +367,23 @@ impl Metrics {
             otel.audit_batch.record(events as u64, &[]);
             otel.audit_lag.record(lag.as_secs_f64(), &[]);
         }
+    }
+
+    /// A security signal of `kind` raised.
+    pub fn observe_signal(&self, kind: &'static str) {
+        self.signals
+            .get_or_create(&KindLabels { signal: kind })
+            .inc();
+    }
+
+    /// `events` the detectors will never see (their feed was full).
+    pub fn observe_signal_feed_dropped(&self, events: usize) {
+        self.signal_feed_dropped.inc_by(events as u64);
+    }
+
+    /// An alert webhook delivery that ended with `outcome`.
+    pub fn observe_alert(&self, outcome: &'static str) {
+        self.alerts.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// The Prometheus text exposition.

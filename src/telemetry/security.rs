@@ -9,7 +9,9 @@
 //! - changes to who can do what (roles, bindings, policies, group memberships): User Access
 //!   Management (3005), the class OCSF gives to granting and revoking privileges;
 //! - people, service accounts, API keys and passkey resets: Account Change (3001);
-//! - every other call: API Activity (6003), Create / Read / Update / Delete / Other.
+//! - a signal (`security.signal`): Detection Finding (2004);
+//! - automatic responses (`security.response`) and every other call: API Activity (6003),
+//!   Create / Read / Update / Delete / Other.
 //!
 //! Invariant: a record carries what the audit event holds and nothing more; audit events never
 //! hold a credential or a secret value.
@@ -54,6 +56,8 @@ const AUTHENTICATION: (u32, &str) = (3002, "Authentication");
 const ACCOUNT_CHANGE: (u32, &str) = (3001, "Account Change");
 const ACCESS_MANAGEMENT: (u32, &str) = (3005, "User Access Management");
 const API_ACTIVITY: (u32, &str) = (6003, "API Activity");
+const DETECTION_FINDING: (u32, &str) = (2004, "Detection Finding");
+const FINDINGS: (u32, &str) = (2, "Findings");
 const OTHER: (u32, &str) = (99, "Other");
 
 /// The OCSF class and activity of an event of `action`.
@@ -74,6 +78,7 @@ pub fn ocsf_class(action: &str) -> OcsfClass {
             class(ACCOUNT_CHANGE, IAM, (11, "MFA Factor Disable"))
         }
         "user.create" | "service_account.create" => class(ACCOUNT_CHANGE, IAM, (1, "Create")),
+        "security.signal" => class(DETECTION_FINDING, FINDINGS, (1, "Create")),
         "role_binding.delete" => class(ACCESS_MANAGEMENT, IAM, (2, "Revoke Privileges")),
         "role.manage" | "role_binding.create" | "policy.manage" | "group.member_add" => {
             class(ACCESS_MANAGEMENT, IAM, (1, "Assign Privileges"))
@@ -264,6 +269,7 @@ mod tests {
         assert_eq!(ocsf_class("secret.read").activity_id, 2);
         assert_eq!(ocsf_class("process.delete").activity_id, 4);
         assert_eq!(ocsf_class("request").activity_id, 99);
+        assert_eq!(ocsf_class("security.signal").class_uid, 2004);
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod platform;
 mod rate_limits;
 mod saml;
 mod secrets;
+mod signals;
 mod signin;
 mod storage;
 mod telemetry;

@@ -48,7 +48,8 @@ pub struct AuditEventView {
     pub actor_type: String,
     pub actor_id: String,
     /// A catalogue action (`user.create`), or `auth.authenticate` and `request` for calls that
-    /// failed before an authorization decision.
+    /// failed before an authorization decision, or `security.signal` and `security.response`
+    /// for Flowgate's own (actor `system`).
     pub action: String,
     pub resource_type: String,
     pub resource_id: Option<String>,

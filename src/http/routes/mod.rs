@@ -3,6 +3,7 @@
 //! Every operation is listed once, in [`catalog`]; the routes ([`configure`]) and the OpenAPI
 //! document are both built from that list, so a route cannot exist without its documentation.
 
+pub mod alerting;
 pub mod api_keys;
 pub mod audit;
 pub mod authz;
@@ -185,6 +186,8 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(trusted_issuers::delete_trusted_issuer),
                 operation!(settings::get_settings),
                 operation!(settings::update_settings),
+                operation!(alerting::get_alerting),
+                operation!(alerting::put_alerting),
                 operation!(token_keys::list_token_keys),
                 operation!(token_keys::rotate_token_key),
             ],

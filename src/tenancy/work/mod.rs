@@ -19,7 +19,7 @@ mod escalation;
 mod proof;
 mod tx;
 
-pub use proof::{Allowed, Onboarding, Permit, Proof, SignIn};
+pub use proof::{Allowed, AutomaticResponse, Onboarding, Permit, Proof, SignIn};
 pub use tx::{Change, INVALIDATION_CHANNEL, Invalidation, WriteTx};
 
 use std::net::IpAddr;
@@ -184,6 +184,18 @@ impl TenantContext {
     /// The key store, for the secrets a change keeps outside the database.
     pub fn keystore(&self) -> &dyn crate::keystore::KeyStore {
         self.0.state.keystore.as_ref()
+    }
+
+    /// Where the tenant's committed events meet its detectors (told of a new alerting
+    /// configuration).
+    pub fn signals(&self) -> &crate::signals::SignalFeed {
+        &self.0.state.signals
+    }
+
+    /// Whether an outbound call may reach `ip` (public, or in the deployment's allowed private
+    /// networks): the rule for identity providers and alert webhooks.
+    pub fn may_reach(&self, ip: std::net::IpAddr) -> bool {
+        self.0.state.outbound.may_reach(ip)
     }
 
     /// Envelope encryption of the tenant's sensitive fields, and its KEK rotations.

@@ -11,8 +11,8 @@ use std::marker::PhantomData;
 use crate::authz::Action;
 use crate::authz::Resource;
 use crate::authz::actions::{
-    ApiKeyCreate, GroupCreate, GroupMemberAdd, PasskeyReset, RoleBindingCreate,
-    ServiceAccountCreate, SessionRevoke, UserCreate,
+    ApiKeyCreate, ApiKeyRevoke, GroupCreate, GroupMemberAdd, PasskeyReset, RoleBindingCreate,
+    ServiceAccountCreate, SessionRevoke, UserCreate, UserUpdate,
 };
 use crate::identity::operator::OperatorAuthority;
 use crate::identity::{Principal, UserCredential};
@@ -107,6 +107,24 @@ impl SignIn {
     }
 }
 
+/// A signal fired and the tenant attached an automatic response to it: the tenant's own
+/// configuration (changed only under `settings.manage`) is the authority. Responses only take
+/// access away — revoke keys, end sessions, deactivate a person — so this proof permits
+/// nothing else.
+#[derive(Debug)]
+pub struct AutomaticResponse {
+    _made_by_a_signal: (),
+}
+
+impl AutomaticResponse {
+    /// Only a fired signal makes one.
+    pub fn new(_: &crate::signals::Fired) -> Self {
+        AutomaticResponse {
+            _made_by_a_signal: (),
+        }
+    }
+}
+
 /// Evidence that a change may be made in a unit of work: what opens its write transaction.
 pub trait Proof: sealed::Sealed {
     /// The action the change is recorded under.
@@ -168,6 +186,21 @@ impl Permit<GroupMemberAdd> for SignIn {}
 /// A person ends their own sessions (the callers pass only the person's own user id).
 impl Permit<SessionRevoke> for SignIn {}
 
+impl Proof for AutomaticResponse {
+    fn action(&self) -> &'static str {
+        "security.response"
+    }
+
+    /// A response is no principal's decision.
+    fn decided_by(&self, _: u64) -> bool {
+        false
+    }
+}
+
+impl Permit<ApiKeyRevoke> for AutomaticResponse {}
+impl Permit<SessionRevoke> for AutomaticResponse {}
+impl Permit<UserUpdate> for AutomaticResponse {}
+
 mod sealed {
     /// Only this module's proofs are proofs.
     pub trait Sealed {}
@@ -175,4 +208,5 @@ mod sealed {
     impl<A: crate::authz::Action> Sealed for super::Allowed<A> {}
     impl Sealed for super::Onboarding {}
     impl Sealed for super::SignIn {}
+    impl Sealed for super::AutomaticResponse {}
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde_json::Value;
 
-use super::{Onboarding, Proof as _, SignIn, TenantContext, WorkError};
+use super::{AutomaticResponse, Onboarding, Proof as _, SignIn, TenantContext, WorkError};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, chain};
 use crate::tenancy::{Access, DbKind, Slug, Tx};
@@ -136,6 +136,8 @@ enum Author {
     Operator(RequestMeta),
     /// A person signing in or out; the action is the sign-in's.
     SignIn(RequestMeta, &'static str),
+    /// Flowgate itself, for an automatic response to a signal.
+    System(RequestMeta),
 }
 
 /// A tenant write transaction.
@@ -165,6 +167,17 @@ impl WriteTx {
         _proof: &Onboarding,
     ) -> Result<Self, WorkError> {
         Self::open(state, slug, Author::Operator(meta.clone())).await
+    }
+
+    /// A write transaction for an automatic response to a signal, recorded as Flowgate's own
+    /// (`system` / `signals`).
+    pub async fn automatic(
+        state: &Arc<AppState>,
+        slug: &Slug,
+        meta: &RequestMeta,
+        _proof: &AutomaticResponse,
+    ) -> Result<Self, WorkError> {
+        Self::open(state, slug, Author::System(meta.clone())).await
     }
 
     /// The write transaction of a sign-in (or of a person ending their own session).
@@ -231,6 +244,7 @@ impl WriteTx {
         self.state.forget(self.invalidates, self.slug.as_str());
         committed?;
         crate::telemetry::security::committed(self.slug.as_str(), &linked.rows);
+        self.state.signals.observe(self.slug.as_str(), &linked.rows);
         if let Author::Context(context) = &self.author {
             context.note().recorded = true;
         }
@@ -247,6 +261,9 @@ impl WriteTx {
             Author::SignIn(meta, action) => {
                 AuditEvent::new(meta, action, "session").outcome(Outcome::None, change.status)
             }
+            Author::System(meta) => AuditEvent::new(meta, "security.response", "tenant")
+                .actor("system", "signals")
+                .outcome(Outcome::None, change.status),
         };
         if let Some((actor_type, actor_id)) = change.actor {
             event = event.actor(actor_type, actor_id);

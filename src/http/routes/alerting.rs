@@ -1,0 +1,163 @@
+//! `/t/{tenant}/api/v1/security/alerting`: the tenant's signals (thresholds and automatic
+//! responses) and its alert webhook. Reading needs `settings.read`; changing needs
+//! `settings.manage` (sensitive: a step-up), as any change to how the tenant is protected.
+
+use actix_web::web;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::authz::actions::{SettingsManage, SettingsRead};
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::JsonBody;
+use crate::http::pipeline::authz::Authorized;
+use crate::signals::config::{AlertingConfig, SECRET_FIELD, Stored};
+use crate::signals::webhook;
+use crate::tenancy::work::Change;
+
+/// The tenant's alerting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertingView {
+    pub alerting: AlertingConfig,
+    /// Whether the webhook has a signing secret.
+    pub webhook_secret_set: bool,
+    /// The webhook's new signing secret (`whsec_…`), shown once: when a webhook is first set or
+    /// its secret rotated. Verify deliveries with any Standard Webhooks library.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// How the webhook's secret is treated.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PutParams {
+    /// Make a new signing secret for the webhook (the old one stops at once).
+    #[serde(default)]
+    pub rotate_webhook_secret: bool,
+}
+
+/// Read the tenant's signals and alert webhook.
+#[utoipa::path(
+    get,
+    path = "/security/alerting",
+    tag = "settings",
+    responses((status = 200, body = AlertingView))
+)]
+pub async fn get_alerting(
+    auth: Authorized<SettingsRead>,
+) -> Result<web::Json<AlertingView>, ApiError> {
+    let tx = auth.read().await?;
+    let stored = Stored::load(&tx).await?;
+    tx.commit().await?;
+    Ok(web::Json(AlertingView {
+        webhook_secret_set: stored.sealed_secret.is_some(),
+        alerting: stored.config,
+        webhook_secret: None,
+    }))
+}
+
+/// Set the tenant's signals and alert webhook.
+///
+/// Thresholds apply on this replica at once and on the others within 30 s. Automatic responses
+/// only take access away (revoke a service account's API keys, end a person's sessions,
+/// deactivate a person); each is recorded in the audit trail as `security.response`.
+#[utoipa::path(
+    put,
+    path = "/security/alerting",
+    tag = "settings",
+    responses((status = 200, body = AlertingView))
+)]
+pub async fn put_alerting(
+    auth: Authorized<SettingsManage>,
+    query: web::Query<PutParams>,
+    body: JsonBody<AlertingConfig>,
+) -> Result<web::Json<AlertingView>, ApiError> {
+    let rotate_webhook_secret = query.rotate_webhook_secret;
+    let config = body.parse().await?;
+    let mut problems: Vec<FieldError> = config
+        .problems()
+        .into_iter()
+        .map(|(field, message)| FieldError { field, message })
+        .collect();
+    if let Some(url) = &config.webhook_url
+        && let Err(message) = check_webhook(&auth, url)
+    {
+        problems.push(FieldError {
+            field: "webhook_url".into(),
+            message,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let tx = auth.write().await?;
+    let before = Stored::load(tx.conn()).await?;
+    let mut new_secret = None;
+    let sealed_secret = match (&config.webhook_url, before.sealed_secret) {
+        (None, _) => None,
+        (Some(_), Some(sealed)) if !rotate_webhook_secret => Some(sealed),
+        (Some(_), _) => {
+            let secret = webhook::new_secret().map_err(|e| ApiError::internal("alerting", e))?;
+            let sealed = auth
+                .envelope()
+                .seal(
+                    &auth,
+                    &tx,
+                    SECRET_FIELD,
+                    secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
+                )
+                .await
+                .map_err(|e| ApiError::internal("alerting", e))?;
+            new_secret = Some(secret);
+            Some(sealed)
+        }
+    };
+    let stored = Stored {
+        config,
+        sealed_secret,
+    };
+    stored.save(&tx, auth.allowed()).await?;
+    let change = Change::new("alerting", auth.slug(), 200)
+        .detail(
+            "config",
+            serde_json::to_value(&stored.config).unwrap_or_default(),
+        )
+        .detail("webhook_secret_rotated", new_secret.is_some());
+    tx.commit(change).await?;
+    auth.signals().reconfigured(auth.slug().as_str());
+    Ok(web::Json(AlertingView {
+        webhook_secret_set: stored.sealed_secret.is_some(),
+        alerting: stored.config,
+        webhook_secret: new_secret.map(|s| secrecy::ExposeSecret::expose_secret(&s).to_owned()),
+    }))
+}
+
+/// Why `url` cannot be a webhook: it must be `https`, or `http` to an address literal the
+/// deployment lets outbound calls reach, with no credentials in it.
+fn check_webhook(auth: &Authorized<SettingsManage>, url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("credentials in the URL would be stored in plain text".into());
+    }
+    let host = parsed.host().ok_or("the URL has no host")?;
+    let address = match host {
+        url::Host::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(std::net::IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    };
+    if address.is_some_and(|ip| !auth.may_reach(ip)) {
+        return Err("the address is not one outbound calls may reach".into());
+    }
+    match (parsed.scheme(), address) {
+        ("https", _) => Ok(()),
+        ("http", Some(ip)) if inside(ip) => Ok(()),
+        _ => Err("must be https (http only to an allowed private address literal)".into()),
+    }
+}
+
+/// Whether `ip` is inside a deployment (loopback or private), where plain http may be fine.
+fn inside(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local(),
+    }
+}

@@ -1,0 +1,203 @@
+//! A tenant's alerting: its detectors' thresholds, the automatic responses attached to them and
+//! the alert webhook, stored as the tenant setting `alerting` (the webhook's signing secret
+//! sealed with the tenant's data key).
+
+use chrono::Utc;
+use entity::tenant::tenant_setting;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::authz::actions::SettingsManage;
+use crate::tenancy::work::{Permit, WriteTx};
+
+/// The tenant setting holding the alerting configuration.
+const KEY: &str = "alerting";
+
+/// What a response does when its signal fires. Responses only ever take access away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseKind {
+    /// Revoke every API key of the service account the signal is about.
+    RevokeApiKeys,
+    /// End every session of the person the signal is about.
+    EndSessions,
+    /// Deactivate the person the signal is about (their sessions end with it).
+    DeactivateUser,
+}
+
+/// A detector that counts events of one subject in a sliding window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowRule {
+    pub enabled: bool,
+    /// Events within the window that fire the signal, 1 to 100,000.
+    pub threshold: u64,
+    /// 10 to 3,600.
+    pub window_seconds: u64,
+    /// What Flowgate does when it fires (each itself audited).
+    pub responses: Vec<ResponseKind>,
+}
+
+/// The request-rate detector: a principal's requests this minute against its own average.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateRule {
+    pub enabled: bool,
+    /// How many times the principal's usual rate, 2 to 1,000.
+    pub factor: u64,
+    /// Requests in the minute below which it never fires, 10 to 1,000,000.
+    pub minimum: u64,
+    pub responses: Vec<ResponseKind>,
+}
+
+/// A detector that fires on a single event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventRule {
+    pub enabled: bool,
+    pub responses: Vec<ResponseKind>,
+}
+
+impl Default for WindowRule {
+    fn default() -> Self {
+        WindowRule {
+            enabled: true,
+            threshold: 20,
+            window_seconds: 60,
+            responses: Vec::new(),
+        }
+    }
+}
+
+impl Default for RateRule {
+    fn default() -> Self {
+        RateRule {
+            enabled: true,
+            factor: 10,
+            minimum: 600,
+            responses: Vec::new(),
+        }
+    }
+}
+
+impl Default for EventRule {
+    fn default() -> Self {
+        EventRule {
+            enabled: true,
+            responses: Vec::new(),
+        }
+    }
+}
+
+/// A tenant's signals and where their alerts go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+#[schema(example = json!({"webhook_url": "https://siem.example.com/hooks/flowgate", "failed_logins": {"threshold": 20, "window_seconds": 60}, "secret_reads": {"threshold": 20, "window_seconds": 60, "responses": ["revoke_api_keys"]}}))]
+pub struct AlertingConfig {
+    /// Where each signal is posted, signed as Standard Webhooks (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`); none: signals are recorded and exported only.
+    /// `https`, or `http` to an address in `FLOWGATE_IDP_PRIVATE_NETWORKS`.
+    pub webhook_url: Option<String>,
+    /// Failed sign-ins and credential checks, per source address and per principal.
+    pub failed_logins: WindowRule,
+    /// Secret values read, per principal.
+    pub secret_reads: WindowRule,
+    /// A principal's request rate far above its own baseline.
+    pub request_rate: RateRule,
+    /// A grant of the Admin role, or a policy that permits more.
+    pub elevation: EventRule,
+    /// A service account's credential used from a network (/24, /64) it was never used from.
+    pub new_network: EventRule,
+}
+
+impl AlertingConfig {
+    /// The fields out of range, as (field, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (name, rule) in [
+            ("failed_logins", &self.failed_logins),
+            ("secret_reads", &self.secret_reads),
+        ] {
+            if !(1..=100_000).contains(&rule.threshold) {
+                problems.push((format!("{name}.threshold"), "must be 1 to 100000".into()));
+            }
+            if !(10..=3_600).contains(&rule.window_seconds) {
+                problems.push((
+                    format!("{name}.window_seconds"),
+                    "must be 10 to 3600".into(),
+                ));
+            }
+        }
+        if !(2..=1_000).contains(&self.request_rate.factor) {
+            problems.push(("request_rate.factor".into(), "must be 2 to 1000".into()));
+        }
+        if !(10..=1_000_000).contains(&self.request_rate.minimum) {
+            problems.push((
+                "request_rate.minimum".into(),
+                "must be 10 to 1000000".into(),
+            ));
+        }
+        if self.webhook_url.as_deref().is_some_and(|u| u.len() > 2048) {
+            problems.push(("webhook_url".into(), "at most 2048 characters".into()));
+        }
+        problems
+    }
+
+    /// The responses attached to the signal `kind`.
+    pub fn responses(&self, kind: super::detect::SignalKind) -> &[ResponseKind] {
+        use super::detect::SignalKind;
+        match kind {
+            SignalKind::FailedLogins => &self.failed_logins.responses,
+            SignalKind::SecretReads => &self.secret_reads.responses,
+            SignalKind::RequestRate => &self.request_rate.responses,
+            SignalKind::Elevation => &self.elevation.responses,
+            SignalKind::NewNetwork => &self.new_network.responses,
+        }
+    }
+}
+
+/// What is stored: the configuration and the sealed webhook secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stored {
+    pub config: AlertingConfig,
+    /// The webhook's signing secret, sealed ([`crate::secrets::envelope::Envelope::seal`]).
+    pub sealed_secret: Option<String>,
+}
+
+/// The envelope field label of the webhook secret.
+pub const SECRET_FIELD: &str = "alerting.webhook_secret";
+
+impl Stored {
+    /// The tenant's alerting, defaults when none was ever set (or what is stored is unreadable).
+    pub async fn load(conn: &impl ConnectionTrait) -> Result<Self, DbErr> {
+        let row = tenant_setting::Entity::find_by_id(KEY.to_owned())
+            .one(conn)
+            .await?;
+        Ok(row
+            .and_then(|r| serde_json::from_value(r.value).ok())
+            .unwrap_or_default())
+    }
+
+    /// Stores this configuration.
+    pub async fn save(&self, tx: &WriteTx, _: &impl Permit<SettingsManage>) -> Result<(), DbErr> {
+        let value = serde_json::to_value(self).map_err(|e| DbErr::Custom(e.to_string()))?;
+        tenant_setting::Entity::insert(tenant_setting::ActiveModel {
+            key: Set(KEY.to_owned()),
+            value: Set(value),
+            updated_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(tenant_setting::Column::Key)
+                .update_columns([
+                    tenant_setting::Column::Value,
+                    tenant_setting::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec(tx.conn())
+        .await?;
+        Ok(())
+    }
+}

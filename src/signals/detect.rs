@@ -1,0 +1,478 @@
+//! The detectors: pure functions of what the audit trail says, one tenant at a time.
+//!
+//! Invariant: the state is bounded — at most [`MAX_KEYS`] counted keys per tenant (the least
+//! recently seen are forgotten first), and each key keeps only its current window — so a flood
+//! of new source addresses or principals cannot grow memory.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::config::AlertingConfig;
+
+/// Counted keys remembered per tenant and detector.
+const MAX_KEYS: usize = 4096;
+/// Networks remembered per principal for [`SignalKind::NewNetwork`].
+const MAX_NETWORKS: usize = 16;
+
+/// What a committed audit event tells the detectors.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub action: String,
+    pub status: i32,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub source_ip: Option<String>,
+    /// The Cedar effect is `permit` for at least one policy written (policy changes only).
+    pub widens: bool,
+    /// The role a binding grants (role-binding creations only).
+    pub granted_role: Option<String>,
+}
+
+/// The kinds of signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    /// Failed sign-ins or credential checks from one source address, or against one principal.
+    FailedLogins,
+    /// A principal reads secret values far more than usual.
+    SecretReads,
+    /// A principal's request rate far above its own baseline.
+    RequestRate,
+    /// A grant of Admin, or a policy that permits more.
+    Elevation,
+    /// A service account's credential used from a network it was never used from.
+    NewNetwork,
+}
+
+impl SignalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalKind::FailedLogins => "failed_logins",
+            SignalKind::SecretReads => "secret_reads",
+            SignalKind::RequestRate => "request_rate",
+            SignalKind::Elevation => "elevation",
+            SignalKind::NewNetwork => "new_network",
+        }
+    }
+}
+
+/// Who or what a signal is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Source(String),
+    Principal { kind: String, id: String },
+}
+
+/// A signal that fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub kind: SignalKind,
+    pub subject: Subject,
+    /// How many events made it fire (in the window), or 1.
+    pub count: u64,
+    /// What the tenant set it to fire at.
+    pub threshold: u64,
+    /// What it was about, in words (never a value from a request body).
+    pub summary: String,
+}
+
+/// Events of one key in a sliding window.
+#[derive(Debug, Default)]
+struct Window {
+    at: VecDeque<Instant>,
+    /// Fired at: a key fires once per window.
+    fired: Option<Instant>,
+}
+
+impl Window {
+    /// Adds an event at `now`; returns the count within `window` if it reaches `threshold` and
+    /// this key has not fired in the last `window`.
+    fn add(&mut self, now: Instant, window: Duration, threshold: u64) -> Option<u64> {
+        while self.at.front().is_some_and(|t| now - *t > window) {
+            self.at.pop_front();
+        }
+        // The window holds at most `threshold` instants: enough to know it was reached.
+        if self.at.len() as u64 >= threshold {
+            self.at.pop_front();
+        }
+        self.at.push_back(now);
+        let count = self.at.len() as u64;
+        let quiet = self.fired.is_none_or(|t| now - t > window);
+        (count >= threshold && quiet).then(|| {
+            self.fired = Some(now);
+            count
+        })
+    }
+}
+
+/// A principal's requests per minute: the current minute and an average of the earlier ones.
+#[derive(Debug)]
+struct Rate {
+    minute_started: Instant,
+    this_minute: u64,
+    /// Exponentially weighted average of earlier minutes; `None` before the first full minute.
+    baseline: Option<f64>,
+    minutes_seen: u32,
+    fired_minute: Option<Instant>,
+}
+
+/// Minutes of history before a principal's baseline counts.
+const BASELINE_MINUTES: u32 = 3;
+/// Weight of the newest minute in the baseline.
+const BASELINE_WEIGHT: f64 = 0.3;
+
+impl Rate {
+    fn new(now: Instant) -> Self {
+        Rate {
+            minute_started: now,
+            this_minute: 0,
+            baseline: None,
+            minutes_seen: 0,
+            fired_minute: None,
+        }
+    }
+
+    /// Counts a request at `now`; returns the minute's count when it is `factor` times the
+    /// baseline and at least `minimum`.
+    fn add(&mut self, now: Instant, factor: u64, minimum: u64) -> Option<u64> {
+        let minute = Duration::from_secs(60);
+        while now - self.minute_started >= minute {
+            let finished = self.this_minute as f64;
+            self.baseline = Some(match self.baseline {
+                Some(b) => b * (1.0 - BASELINE_WEIGHT) + finished * BASELINE_WEIGHT,
+                None => finished,
+            });
+            self.minutes_seen = self.minutes_seen.saturating_add(1);
+            self.this_minute = 0;
+            self.minute_started += minute;
+        }
+        self.this_minute += 1;
+        let baseline = self
+            .baseline
+            .filter(|_| self.minutes_seen >= BASELINE_MINUTES)?;
+        let above = self.this_minute >= minimum
+            && self.this_minute as f64 >= baseline.max(1.0) * factor as f64;
+        let quiet = self.fired_minute != Some(self.minute_started);
+        (above && quiet).then(|| {
+            self.fired_minute = Some(self.minute_started);
+            self.this_minute
+        })
+    }
+}
+
+/// One tenant's detector state.
+pub struct Detectors {
+    failures: LruCache<Subject, Window>,
+    secret_reads: LruCache<Subject, Window>,
+    rates: LruCache<Subject, Rate>,
+    networks: LruCache<String, Vec<String>>,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        let cap = NonZeroUsize::new(MAX_KEYS).unwrap_or(NonZeroUsize::MIN);
+        Detectors {
+            failures: LruCache::new(cap),
+            secret_reads: LruCache::new(cap),
+            rates: LruCache::new(cap),
+            networks: LruCache::new(cap),
+        }
+    }
+}
+
+/// Whether `action` is a sign-in or a credential check.
+fn is_login(action: &str) -> bool {
+    matches!(
+        action,
+        "auth.login"
+            | "auth.token"
+            | "auth.authenticate"
+            | "auth.webauthn_authenticate"
+            | "auth.break_glass_login"
+    )
+}
+
+/// The network an address belongs to for [`SignalKind::NewNetwork`]: its /24 or /64.
+fn network(ip: &str) -> Option<String> {
+    match ip.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            Some(format!("{a}.{b}.{c}.0/24"))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
+impl Detectors {
+    /// Runs every enabled detector over `event`, seen at `now`.
+    pub fn observe(
+        &mut self,
+        config: &AlertingConfig,
+        event: &Observation,
+        now: Instant,
+    ) -> Vec<Signal> {
+        let mut fired = Vec::new();
+        // The signals' own records and the responses they made are not evidence of anything.
+        if event.action.starts_with("security.") || event.actor_type == "system" {
+            return fired;
+        }
+        let principal =
+            (event.actor_type != "anonymous" && !event.actor_id.is_empty()).then(|| {
+                Subject::Principal {
+                    kind: event.actor_type.clone(),
+                    id: event.actor_id.clone(),
+                }
+            });
+        let rule = &config.failed_logins;
+        if rule.enabled && is_login(&event.action) && event.status >= 400 {
+            let window = Duration::from_secs(rule.window_seconds);
+            let subjects = event
+                .source_ip
+                .clone()
+                .map(Subject::Source)
+                .into_iter()
+                .chain(principal.clone());
+            for subject in subjects {
+                let counted = self
+                    .failures
+                    .get_or_insert_mut(subject.clone(), Window::default)
+                    .add(now, window, rule.threshold);
+                if let Some(count) = counted {
+                    fired.push(Signal {
+                        kind: SignalKind::FailedLogins,
+                        subject,
+                        count,
+                        threshold: rule.threshold,
+                        summary: format!(
+                            "{count} failed sign-ins or credential checks within {} s",
+                            rule.window_seconds
+                        ),
+                    });
+                }
+            }
+        }
+        let rule = &config.secret_reads;
+        if let (true, "secret.read", true, Some(subject)) = (
+            rule.enabled,
+            event.action.as_str(),
+            event.status < 400,
+            principal.clone(),
+        ) {
+            let window = Duration::from_secs(rule.window_seconds);
+            let counted = self
+                .secret_reads
+                .get_or_insert_mut(subject.clone(), Window::default)
+                .add(now, window, rule.threshold);
+            if let Some(count) = counted {
+                fired.push(Signal {
+                    kind: SignalKind::SecretReads,
+                    subject,
+                    count,
+                    threshold: rule.threshold,
+                    summary: format!(
+                        "{count} secret values read within {} s",
+                        rule.window_seconds
+                    ),
+                });
+            }
+        }
+        let rule = &config.request_rate;
+        if let (true, Some(subject)) = (rule.enabled, principal.clone()) {
+            let counted = self
+                .rates
+                .get_or_insert_mut(subject.clone(), || Rate::new(now))
+                .add(now, rule.factor, rule.minimum);
+            if let Some(count) = counted {
+                fired.push(Signal {
+                    kind: SignalKind::RequestRate,
+                    subject,
+                    count,
+                    threshold: rule.minimum,
+                    summary: format!(
+                        "{count} requests this minute, over {}× the principal's usual rate",
+                        rule.factor
+                    ),
+                });
+            }
+        }
+        if config.elevation.enabled && event.status < 400 {
+            let what = match (&event.granted_role, event.widens) {
+                (Some(role), _) if role == "Admin" => Some("a grant of the Admin role"),
+                (_, true) => Some("a policy that permits more"),
+                _ => None,
+            };
+            if let (Some(what), Some(subject)) = (what, principal.clone()) {
+                fired.push(Signal {
+                    kind: SignalKind::Elevation,
+                    subject,
+                    count: 1,
+                    threshold: 1,
+                    summary: format!("{what} ({})", event.action),
+                });
+            }
+        }
+        if config.new_network.enabled
+            && event.actor_type == "service_account"
+            && event.status < 400
+            && let Some(net) = event.source_ip.as_deref().and_then(network)
+        {
+            let known = self
+                .networks
+                .get_or_insert_mut(event.actor_id.clone(), Vec::new);
+            if !known.contains(&net) {
+                let first_use = known.is_empty();
+                if known.len() >= MAX_NETWORKS {
+                    known.remove(0);
+                }
+                known.push(net.clone());
+                if let (false, Some(subject)) = (first_use, principal) {
+                    fired.push(Signal {
+                        kind: SignalKind::NewNetwork,
+                        subject,
+                        count: 1,
+                        threshold: 1,
+                        summary: format!("credential used from the new network {net}"),
+                    });
+                }
+            }
+        }
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str, status: i32, actor: &str, ip: &str) -> Observation {
+        Observation {
+            action: action.into(),
+            status,
+            actor_type: if actor.is_empty() {
+                "anonymous".into()
+            } else {
+                "service_account".into()
+            },
+            actor_id: actor.into(),
+            source_ip: Some(ip.into()),
+            widens: false,
+            granted_role: None,
+        }
+    }
+
+    #[test]
+    fn a_burst_of_failed_logins_fires_once_per_window_per_source() {
+        let config = AlertingConfig::default();
+        let mut detectors = Detectors::default();
+        let start = Instant::now();
+        let threshold = config.failed_logins.threshold;
+        let mut fired = Vec::new();
+        for i in 0..threshold * 2 {
+            let at = start + Duration::from_millis(i * 10);
+            fired.extend(detectors.observe(
+                &config,
+                &event("auth.authenticate", 401, "", "10.0.0.9"),
+                at,
+            ));
+        }
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].subject, Subject::Source("10.0.0.9".into()));
+        assert_eq!(fired[0].count, threshold);
+        // Slow failures never reach the threshold within a window.
+        let mut slow = Detectors::default();
+        let fired: Vec<_> = (0..threshold * 3)
+            .flat_map(|i| {
+                let at = start + Duration::from_secs(i * 10);
+                slow.observe(
+                    &config,
+                    &event("auth.authenticate", 401, "", "10.0.0.8"),
+                    at,
+                )
+            })
+            .collect();
+        assert!(fired.is_empty(), "{fired:?}");
+    }
+
+    #[test]
+    fn secret_reads_fire_per_principal_and_successes_only() {
+        let mut config = AlertingConfig::default();
+        config.secret_reads.threshold = 3;
+        let mut detectors = Detectors::default();
+        let now = Instant::now();
+        let denied = detectors.observe(&config, &event("secret.read", 403, "sa1", "10.0.0.1"), now);
+        assert!(denied.is_empty());
+        let fired: Vec<_> = (0..3)
+            .flat_map(|_| {
+                detectors.observe(&config, &event("secret.read", 200, "sa1", "10.0.0.1"), now)
+            })
+            .collect();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].kind, SignalKind::SecretReads);
+    }
+
+    #[test]
+    fn a_rate_far_above_the_principals_baseline_fires() {
+        let mut config = AlertingConfig::default();
+        config.request_rate.minimum = 50;
+        config.request_rate.factor = 10;
+        let mut detectors = Detectors::default();
+        let start = Instant::now();
+        let mut fired = Vec::new();
+        // Four quiet minutes of 5 requests each, then a burst.
+        for minute in 0..4u64 {
+            for i in 0..5u64 {
+                let at = start + Duration::from_secs(minute * 60 + i);
+                fired.extend(detectors.observe(
+                    &config,
+                    &event("user.read", 200, "sa1", "10.0.0.1"),
+                    at,
+                ));
+            }
+        }
+        assert!(fired.is_empty());
+        for i in 0..60u64 {
+            let at = start + Duration::from_secs(4 * 60) + Duration::from_millis(i);
+            fired.extend(detectors.observe(
+                &config,
+                &event("user.read", 200, "sa1", "10.0.0.1"),
+                at,
+            ));
+        }
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].kind, SignalKind::RequestRate);
+    }
+
+    #[test]
+    fn elevation_and_new_networks_fire_on_the_event() {
+        let config = AlertingConfig::default();
+        let mut detectors = Detectors::default();
+        let now = Instant::now();
+        let mut grant = event("role_binding.create", 201, "sa1", "10.0.0.1");
+        grant.granted_role = Some("Viewer".into());
+        assert!(detectors.observe(&config, &grant, now).is_empty());
+        grant.granted_role = Some("Admin".into());
+        let fired = detectors.observe(&config, &grant, now);
+        assert!(fired.iter().any(|s| s.kind == SignalKind::Elevation));
+        let mut policy = event("policy.manage", 201, "sa1", "10.0.0.1");
+        policy.widens = true;
+        assert!(
+            detectors
+                .observe(&config, &policy, now)
+                .iter()
+                .any(|s| s.kind == SignalKind::Elevation)
+        );
+        let moved = detectors.observe(&config, &event("user.read", 200, "sa1", "192.0.2.7"), now);
+        assert!(
+            moved.iter().any(|s| s.kind == SignalKind::NewNetwork),
+            "{moved:?}"
+        );
+        let again = detectors.observe(&config, &event("user.read", 200, "sa1", "192.0.2.8"), now);
+        assert!(again.is_empty(), "same /24");
+    }
+}

@@ -1,0 +1,278 @@
+//! Signals: suspicious activity detected in what the audit trail records, each raising a
+//! security event — an audit event `security.signal` (so also an OTLP log record, OCSF Detection
+//! Finding), a signed alert to the tenant's webhook, and the automatic responses the tenant
+//! attached to it, each itself audited.
+//!
+//! Every committed audit event of a tenant is fed here ([`SignalFeed::observe`], from the
+//! writer's flush and from a change's commit); one task evaluates the tenant's detectors
+//! ([`detect`]) with the tenant's thresholds ([`config`]). Detection is per replica: behind a
+//! load balancer each replica counts what it served.
+//!
+//! Invariant: feeding never waits — a full feed drops the batch and counts it
+//! (`flowgate_signal_events_dropped_total`) — and a signal never grants anything: its responses
+//! only revoke, end or deactivate ([`crate::tenancy::work::AutomaticResponse`]).
+
+pub mod config;
+pub mod detect;
+mod respond;
+pub mod webhook;
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use entity::tenant::audit_event;
+use lru::LruCache;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Outcome, RequestMeta};
+use crate::tenancy::{Access, Slug};
+use config::{SECRET_FIELD, Stored};
+use detect::{Detectors, Observation, Signal, Subject};
+
+/// Batches of committed events waiting for the detectors.
+const FEED: usize = 1024;
+/// Tenants whose detector state is kept.
+const TENANTS: usize = 1024;
+/// Longest a replica evaluates with a tenant's configuration without reading it again (a
+/// change on this replica applies at once).
+const CONFIG_TTL: Duration = Duration::from_secs(30);
+
+/// Where committed audit events are fed to the detectors.
+#[derive(Clone)]
+pub struct SignalFeed {
+    sender: mpsc::Sender<(String, Vec<audit_event::Model>)>,
+    /// Tenants whose alerting changed on this replica, to read again.
+    changed: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The feed's receiving end, for [`spawn`].
+pub struct SignalInput {
+    receiver: mpsc::Receiver<(String, Vec<audit_event::Model>)>,
+    changed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl SignalFeed {
+    pub fn channel() -> (SignalFeed, SignalInput) {
+        let (sender, receiver) = mpsc::channel(FEED);
+        let changed = Arc::new(Mutex::new(HashSet::new()));
+        (
+            SignalFeed {
+                sender,
+                changed: Arc::clone(&changed),
+            },
+            SignalInput { receiver, changed },
+        )
+    }
+
+    /// Feeds the rows `trail` just committed (the platform's trail has no signals).
+    pub fn observe(&self, trail: &str, rows: &[audit_event::Model]) {
+        if trail == crate::audit::PLATFORM || rows.is_empty() {
+            return;
+        }
+        if self
+            .sender
+            .try_send((trail.to_owned(), rows.to_vec()))
+            .is_err()
+        {
+            crate::telemetry::metrics().observe_signal_feed_dropped(rows.len());
+        }
+    }
+
+    /// The tenant `slug` changed its alerting: read it again before the next evaluation.
+    pub fn reconfigured(&self, slug: &str) {
+        self.changed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slug.to_owned());
+    }
+}
+
+/// A signal that fired for a tenant: what an automatic response is made under.
+#[derive(Debug)]
+pub struct Fired {
+    pub slug: Slug,
+    pub signal: Signal,
+}
+
+/// One tenant's detectors and configuration.
+struct TenantSignals {
+    detectors: Detectors,
+    stored: Stored,
+    read_at: Option<Instant>,
+}
+
+/// Starts evaluating what `input` is fed; ends when every feed is dropped.
+pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
+    tokio::spawn(async move {
+        let cap = NonZeroUsize::new(TENANTS).unwrap_or(NonZeroUsize::MIN);
+        let mut tenants: LruCache<String, TenantSignals> = LruCache::new(cap);
+        while let Some((trail, rows)) = input.receiver.recv().await {
+            let Some(state) = state.upgrade() else {
+                break;
+            };
+            let Ok(slug) = Slug::parse(&trail) else {
+                continue;
+            };
+            let stale = input
+                .changed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&trail);
+            let tenant = tenants.get_or_insert_mut(trail, || TenantSignals {
+                detectors: Detectors::default(),
+                stored: Stored::default(),
+                read_at: None,
+            });
+            if stale || tenant.read_at.is_none_or(|at| at.elapsed() > CONFIG_TTL) {
+                match read_config(&state, &slug).await {
+                    Ok(stored) => tenant.stored = stored,
+                    Err(e) => {
+                        tracing::warn!(tenant = %slug, error = %e, "alerting configuration unreadable; the last one applies")
+                    }
+                }
+                tenant.read_at = Some(Instant::now());
+            }
+            let now = Instant::now();
+            let fired: Vec<Signal> = rows
+                .iter()
+                .map(observation)
+                .flat_map(|event| tenant.detectors.observe(&tenant.stored.config, &event, now))
+                .collect();
+            let stored = tenant.stored.clone();
+            for signal in fired {
+                raise(
+                    &state,
+                    Fired {
+                        slug: slug.clone(),
+                        signal,
+                    },
+                    &stored,
+                )
+                .await;
+            }
+        }
+    });
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the signals task reads a tenant's alerting configuration outside any request"
+)]
+async fn read_config(state: &AppState, slug: &Slug) -> anyhow::Result<Stored> {
+    let tx = state.dbs.begin(slug, Access::Read).await?;
+    let stored = Stored::load(&tx).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the signals task opens the webhook secret outside any request"
+)]
+async fn webhook_secret(
+    state: &AppState,
+    slug: &Slug,
+    sealed: &str,
+) -> anyhow::Result<SecretString> {
+    let tx = state.dbs.begin(slug, Access::Read).await?;
+    let plain = state
+        .envelope
+        .open(slug.as_str(), &tx, SECRET_FIELD, sealed)
+        .await?;
+    tx.commit().await?;
+    Ok(SecretString::from(String::from_utf8(plain.to_vec())?))
+}
+
+/// What the detectors read of a committed row.
+fn observation(row: &audit_event::Model) -> Observation {
+    let granted_role = (row.action == "role_binding.create")
+        .then(|| row.details.get("role").and_then(Value::as_str))
+        .flatten()
+        .map(str::to_owned);
+    // By the policy's structure (Cedar's own parse, bounded), never its text.
+    let widens = row.action == "policy.manage"
+        && row
+            .details
+            .get("after")
+            .and_then(Value::as_str)
+            .and_then(|text| crate::authz::policy_text::parse("changed", text).ok())
+            .is_some_and(|parsed| parsed.policy.effect() == cedar_policy::Effect::Permit);
+    Observation {
+        action: row.action.clone(),
+        status: row.status,
+        actor_type: row.actor_type.clone(),
+        actor_id: row.actor_id.clone(),
+        source_ip: row.source_ip.clone(),
+        widens,
+        granted_role,
+    }
+}
+
+fn subject_json(subject: &Subject) -> Value {
+    match subject {
+        Subject::Source(ip) => json!({"type": "source", "ip": ip}),
+        Subject::Principal { kind, id } => json!({"type": kind, "id": id}),
+    }
+}
+
+/// Records `fired` in the tenant's trail, applies its responses and alerts the webhook.
+async fn raise(state: &Arc<AppState>, fired: Fired, stored: &Stored) {
+    let signal = &fired.signal;
+    crate::telemetry::metrics().observe_signal(signal.kind.name());
+    let meta = RequestMeta {
+        request_id: crate::http::request_id::generate(),
+        source_ip: match &signal.subject {
+            Subject::Source(ip) => Some(ip.clone()),
+            Subject::Principal { .. } => None,
+        },
+        ..RequestMeta::default()
+    };
+    let responses =
+        respond::apply(state, &fired, stored.config.responses(signal.kind), &meta).await;
+    let event = AuditEvent::new(&meta, "security.signal", "signal")
+        .actor("system", "signals")
+        .outcome(Outcome::None, 200)
+        .detail("signal", signal.kind.name())
+        .detail("subject", subject_json(&signal.subject))
+        .detail("count", signal.count)
+        .detail("threshold", signal.threshold)
+        .detail("summary", signal.summary.clone())
+        .detail("responses", responses.clone());
+    if let Err(e) = state.audit.record(&fired.slug, event).await {
+        tracing::error!(tenant = %fired.slug, error = %e, "a signal could not be recorded");
+    }
+    let (Some(url), Some(sealed)) = (&stored.config.webhook_url, &stored.sealed_secret) else {
+        return;
+    };
+    let secret = match webhook_secret(state, &fired.slug, sealed).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            tracing::warn!(tenant = %fired.slug, error = %e, "the alert webhook's secret is unreadable; alert not sent");
+            return;
+        }
+    };
+    let body = json!({
+        "type": "security.signal",
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": {
+            "tenant": fired.slug.as_str(),
+            "signal": signal.kind.name(),
+            "subject": subject_json(&signal.subject),
+            "count": signal.count,
+            "threshold": signal.threshold,
+            "summary": signal.summary,
+            "responses": responses,
+            "request_id": meta.request_id,
+        }
+    });
+    state.alerts.send(webhook::Alert {
+        url: url.clone(),
+        secret,
+        body: body.to_string().into_bytes(),
+    });
+}

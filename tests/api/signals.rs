@@ -1,0 +1,290 @@
+//! Signals and alerts (issue 14): scripted attacks raise security signals, the tenant's webhook
+//! gets each one signed as Standard Webhooks (verified by the reference `standardwebhooks`
+//! library in `tests/peers/webhooks/receiver.py`), and an attached automatic response takes
+//! the attacker's access away — itself on record.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::helpers::{Db, Options, assert_problem, spawn_app_with};
+
+/// The webhook receiver: verifies each delivery with the reference library.
+struct Hook {
+    _child: tokio::process::Child,
+    secret_file: PathBuf,
+    out: PathBuf,
+    port: u16,
+}
+
+impl Hook {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("flowgate-hook-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (secret_file, out) = (dir.join("secret"), dir.join("deliveries.jsonl"));
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/webhooks/receiver.py"
+        );
+        let mut child = tokio::process::Command::new("python3")
+            .args([script.as_ref(), secret_file.as_os_str(), out.as_os_str()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs the webhook receiver");
+        let mut line = String::new();
+        tokio::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        let port = serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("the receiver did not start ({e}): {line}"))["port"]
+            .as_u64()
+            .unwrap() as u16;
+        Hook {
+            _child: child,
+            secret_file,
+            out,
+            port,
+        }
+    }
+
+    fn deliveries(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits for a verified delivery of `signal`.
+    async fn signal(&self, signal: &str) -> Value {
+        for _ in 0..100 {
+            if let Some(found) = self
+                .deliveries()
+                .into_iter()
+                .find(|d| d["verified"] == true && d["payload"]["data"]["signal"] == signal)
+            {
+                return found["payload"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no verified `{signal}` alert in {:?}", self.deliveries());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_the_key() {
+    let app = spawn_app_with(
+        Db::Sqlite,
+        Options {
+            // The webhook receiver listens on the loopback.
+            vars: vec![("FLOWGATE_IDP_PRIVATE_NETWORKS".into(), "127.0.0.0/8".into())],
+            ..Options::default()
+        },
+    )
+    .await;
+    let hook = Hook::start().await;
+    let url = format!("http://127.0.0.1:{}/hook", hook.port);
+
+    // Only who may manage settings may change what protects the tenant, and bad input loses
+    // nothing.
+    let viewer = app.key_with_role(Some("Viewer")).await;
+    let (status, body) = app
+        .call(Method::PUT, "/security/alerting", &viewer, Some(json!({})))
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    for (bad, field) in [
+        (
+            json!({"webhook_url": "http://example.com/hook"}),
+            "webhook_url",
+        ),
+        (
+            json!({"webhook_url": "https://user:pw@example.com/hook"}),
+            "webhook_url",
+        ),
+        (
+            json!({"webhook_url": "http://10.1.2.3/hook"}),
+            "webhook_url",
+        ),
+        (
+            json!({"failed_logins": {"threshold": 0}}),
+            "failed_logins.threshold",
+        ),
+        (
+            json!({"request_rate": {"factor": 1}}),
+            "request_rate.factor",
+        ),
+    ] {
+        let (status, body) = app
+            .call(
+                Method::PUT,
+                "/security/alerting",
+                &app.admin_key,
+                Some(bad.clone()),
+            )
+            .await;
+        assert_problem(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        assert!(body.to_string().contains(field), "{bad}: {body}");
+    }
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(json!({"secret_reads": {"responses": ["grant_admin"]}})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+
+    let (status, set) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(json!({
+                "webhook_url": url,
+                "failed_logins": {"threshold": 5, "window_seconds": 60},
+                "secret_reads": {"threshold": 3, "window_seconds": 60, "responses": ["revoke_api_keys"]},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let secret = set["webhook_secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{set}");
+    std::fs::write(&hook.secret_file, &secret).unwrap();
+    let (_, read) = app.get("/security/alerting", &app.admin_key).await;
+    assert_eq!(read["webhook_secret_set"], true);
+    assert_eq!(read["alerting"]["failed_logins"]["threshold"], 5);
+    assert!(
+        !read.to_string().contains(&secret),
+        "the secret is shown once"
+    );
+
+    // The receiver really verifies: a forged delivery is refused.
+    let forged = reqwest::Client::new()
+        .post(&url)
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header(
+            "webhook-signature",
+            "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .body(r#"{"type":"security.signal"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+
+    // Attack 1: a burst of bad API keys from one address.
+    for i in 0..5 {
+        let (status, _) = app.get("/users", &format!("fgk_{i}bogus")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let alert = hook.signal("failed_logins").await;
+    assert_eq!(alert["type"], "security.signal");
+    assert_eq!(alert["data"]["tenant"], app.tenant.as_str());
+    assert_eq!(alert["data"]["subject"]["type"], "source");
+    assert_eq!(alert["data"]["count"], 5);
+
+    // Attack 2: a stolen service-account key reads secrets in a burst; the tenant attached
+    // "revoke its API keys" to that signal.
+    let thief = app.key_with_role(Some("Admin")).await;
+    let (status, body) = app
+        .post(
+            "/secrets",
+            &app.admin_key,
+            json!({"name": "erp-token", "value": "s3cr3t-value"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for _ in 0..3 {
+        let (status, body) = app.get("/secrets/erp-token/value", &thief).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let alert = hook.signal("secret_reads").await;
+    assert_eq!(alert["data"]["subject"]["type"], "service_account");
+    assert_eq!(
+        alert["data"]["responses"],
+        json!([{"response": "revoke_api_keys", "applied": true, "changed": 1}])
+    );
+    let mut refused = false;
+    for _ in 0..50 {
+        let (status, _) = app.get("/users", &thief).await;
+        if status == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the stolen key no longer works");
+    let (status, _) = app.get("/users", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "other keys keep working");
+
+    // Making that key's account an Admin was an elevation.
+    let alert = hook.signal("elevation").await;
+    assert!(
+        alert["data"]["summary"].as_str().unwrap().contains("Admin"),
+        "{alert}"
+    );
+
+    // Every signal and the response are on record, as Flowgate's own.
+    let events = app.audit_events().await;
+    let signals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "security.signal")
+        .collect();
+    assert!(
+        signals
+            .iter()
+            .any(|e| e["details"]["signal"] == "failed_logins")
+            && signals
+                .iter()
+                .any(|e| e["details"]["signal"] == "secret_reads"),
+        "{signals:?}"
+    );
+    assert!(signals.iter().all(|e| e["actor_type"] == "system"));
+    let response = events
+        .iter()
+        .find(|e| e["action"] == "security.response")
+        .expect("the response is audited");
+    assert_eq!(response["details"]["response"], "revoke_api_keys");
+    assert_eq!(response["actor_id"], "signals");
+    // A rotated secret is new, and shown once again.
+    let (status, rotated) = app
+        .call(
+            Method::PUT,
+            "/security/alerting?rotate_webhook_secret=true",
+            &app.admin_key,
+            Some(read["alerting"].clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["webhook_secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    let (_, kept) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(read["alerting"].clone()),
+        )
+        .await;
+    assert_eq!(kept["webhook_secret"], Value::Null, "{kept}");
+    assert_eq!(kept["webhook_secret_set"], true);
+
+    // Nothing secret in what left: not the value, not the webhook secret.
+    let sent = std::fs::read_to_string(&hook.out).unwrap();
+    assert!(!sent.contains("s3cr3t-value") && !sent.contains(&secret));
+}
