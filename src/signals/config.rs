@@ -27,6 +27,32 @@ pub enum ResponseKind {
     DeactivateUser,
 }
 
+/// The security events, by OCSF class, that a tenant's webhook also gets (signals always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventClass {
+    /// Sign-ins, token grants and failed credentials, break-glass use (OCSF 3002).
+    Authentication,
+    /// Passkey enrolment and removal, people, service accounts and API keys (OCSF 3001).
+    AccountChange,
+    /// Role, role-binding, policy and group-membership changes (OCSF 3005).
+    AccessManagement,
+    /// Rate-limit trips (OCSF 2004, beside the signals themselves).
+    DetectionFinding,
+}
+
+impl EventClass {
+    /// The OCSF class uid of the events of this class.
+    pub fn class_uid(self) -> u32 {
+        match self {
+            EventClass::Authentication => 3002,
+            EventClass::AccountChange => 3001,
+            EventClass::AccessManagement => 3005,
+            EventClass::DetectionFinding => 2004,
+        }
+    }
+}
+
 /// A detector that counts events of one subject in a sliding window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -100,6 +126,9 @@ pub struct AlertingConfig {
     /// `webhook-timestamp`, `webhook-signature`); none: signals are recorded and exported only.
     /// `https`, or `http` to an address in `FLOWGATE_IDP_PRIVATE_NETWORKS`.
     pub webhook_url: Option<String>,
+    /// Security events the webhook also gets, each as its OCSF event (`security.event`):
+    /// none by default.
+    pub webhook_events: Vec<EventClass>,
     /// Failed sign-ins and credential checks, per source address and per principal.
     pub failed_logins: WindowRule,
     /// Secret values read, per principal.

@@ -104,6 +104,8 @@ struct TenantSignals {
     detectors: Detectors,
     stored: Stored,
     read_at: Option<Instant>,
+    /// The webhook's secret, opened once per configuration read.
+    secret: Option<SecretString>,
 }
 
 /// Starts evaluating what `input` is fed; ends when every feed is dropped.
@@ -127,15 +129,34 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
                 detectors: Detectors::default(),
                 stored: Stored::default(),
                 read_at: None,
+                secret: None,
             });
             if stale || tenant.read_at.is_none_or(|at| at.elapsed() > CONFIG_TTL) {
                 match read_config(&state, &slug).await {
-                    Ok(stored) => tenant.stored = stored,
+                    Ok(stored) => {
+                        tenant.secret = match &stored.sealed_secret {
+                            Some(sealed) => webhook_secret(&state, &slug, sealed)
+                                .await
+                                .inspect_err(|e| tracing::warn!(tenant = %slug, error = %e, "the alert webhook's secret is unreadable; no alerts are sent"))
+                                .ok(),
+                            None => None,
+                        };
+                        tenant.stored = stored;
+                    }
                     Err(e) => {
                         tracing::warn!(tenant = %slug, error = %e, "alerting configuration unreadable; the last one applies")
                     }
                 }
                 tenant.read_at = Some(Instant::now());
+            }
+            let webhook = tenant
+                .stored
+                .config
+                .webhook_url
+                .clone()
+                .zip(tenant.secret.clone());
+            if let Some((url, secret)) = &webhook {
+                forward_events(&state, &slug, &tenant.stored.config, url, secret, &rows);
             }
             let now = Instant::now();
             let fired: Vec<Signal> = rows
@@ -145,15 +166,11 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
                 .collect();
             let stored = tenant.stored.clone();
             for signal in fired {
-                raise(
-                    &state,
-                    Fired {
-                        slug: slug.clone(),
-                        signal,
-                    },
-                    &stored,
-                )
-                .await;
+                let fired = Fired {
+                    slug: slug.clone(),
+                    signal,
+                };
+                raise(&state, fired, &stored, webhook.as_ref()).await;
             }
         }
     });
@@ -220,8 +237,43 @@ fn subject_json(subject: &Subject) -> Value {
     }
 }
 
+/// Posts the rows whose OCSF class the tenant asked for to its webhook, as `security.event`s.
+fn forward_events(
+    state: &AppState,
+    slug: &Slug,
+    config: &config::AlertingConfig,
+    url: &str,
+    secret: &SecretString,
+    rows: &[audit_event::Model],
+) {
+    if config.webhook_events.is_empty() {
+        return;
+    }
+    for row in rows {
+        let class = crate::telemetry::security::ocsf_class(&row.action).class_uid;
+        if !config.webhook_events.iter().any(|c| c.class_uid() == class) {
+            continue;
+        }
+        let body = json!({
+            "type": "security.event",
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": crate::telemetry::security::ocsf_event(slug.as_str(), row),
+        });
+        state.alerts.send(webhook::Alert {
+            url: url.to_owned(),
+            secret: secret.clone(),
+            body: body.to_string().into_bytes(),
+        });
+    }
+}
+
 /// Records `fired` in the tenant's trail, applies its responses and alerts the webhook.
-async fn raise(state: &Arc<AppState>, fired: Fired, stored: &Stored) {
+async fn raise(
+    state: &Arc<AppState>,
+    fired: Fired,
+    stored: &Stored,
+    webhook: Option<&(String, SecretString)>,
+) {
     let signal = &fired.signal;
     crate::telemetry::metrics().observe_signal(signal.kind.name());
     let meta = RequestMeta {
@@ -246,15 +298,8 @@ async fn raise(state: &Arc<AppState>, fired: Fired, stored: &Stored) {
     if let Err(e) = state.audit.record(&fired.slug, event).await {
         tracing::error!(tenant = %fired.slug, error = %e, "a signal could not be recorded");
     }
-    let (Some(url), Some(sealed)) = (&stored.config.webhook_url, &stored.sealed_secret) else {
+    let Some((url, secret)) = webhook else {
         return;
-    };
-    let secret = match webhook_secret(state, &fired.slug, sealed).await {
-        Ok(secret) => secret,
-        Err(e) => {
-            tracing::warn!(tenant = %fired.slug, error = %e, "the alert webhook's secret is unreadable; alert not sent");
-            return;
-        }
     };
     let body = json!({
         "type": "security.signal",
@@ -272,7 +317,7 @@ async fn raise(state: &Arc<AppState>, fired: Fired, stored: &Stored) {
     });
     state.alerts.send(webhook::Alert {
         url: url.clone(),
-        secret,
+        secret: secret.clone(),
         body: body.to_string().into_bytes(),
     });
 }

@@ -9,7 +9,7 @@
 //! - changes to who can do what (roles, bindings, policies, group memberships): User Access
 //!   Management (3005), the class OCSF gives to granting and revoking privileges;
 //! - people, service accounts, API keys and passkey resets: Account Change (3001);
-//! - a signal (`security.signal`): Detection Finding (2004);
+//! - a signal (`security.signal`) or a rate-limit trip: Detection Finding (2004);
 //! - automatic responses (`security.response`) and every other call: API Activity (6003),
 //!   Create / Read / Update / Delete / Other.
 //!
@@ -78,7 +78,7 @@ pub fn ocsf_class(action: &str) -> OcsfClass {
             class(ACCOUNT_CHANGE, IAM, (11, "MFA Factor Disable"))
         }
         "user.create" | "service_account.create" => class(ACCOUNT_CHANGE, IAM, (1, "Create")),
-        "security.signal" => class(DETECTION_FINDING, FINDINGS, (1, "Create")),
+        "security.signal" | "rate_limit.trip" => class(DETECTION_FINDING, FINDINGS, (1, "Create")),
         "role_binding.delete" => class(ACCESS_MANAGEMENT, IAM, (2, "Revoke Privileges")),
         "role.manage" | "role_binding.create" | "policy.manage" | "group.member_add" => {
             class(ACCESS_MANAGEMENT, IAM, (1, "Assign Privileges"))

@@ -152,6 +152,7 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
             &app.admin_key,
             Some(json!({
                 "webhook_url": url,
+                "webhook_events": ["authentication"],
                 "failed_logins": {"threshold": 5, "window_seconds": 60},
                 "secret_reads": {"threshold": 3, "window_seconds": 60, "responses": ["revoke_api_keys"]},
             })),
@@ -197,6 +198,25 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
     assert_eq!(alert["data"]["tenant"], app.tenant.as_str());
     assert_eq!(alert["data"]["subject"]["type"], "source");
     assert_eq!(alert["data"]["count"], 5);
+    // The tenant also asked for its authentication events: each failure, in OCSF's shape.
+    let events: Vec<Value> = hook
+        .deliveries()
+        .into_iter()
+        .filter(|d| d["verified"] == true && d["payload"]["type"] == "security.event")
+        .map(|d| d["payload"]["data"].clone())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["class_uid"] == 3002 && e["status"] == "Failure")
+            .count()
+            >= 5,
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|e| e["class_uid"] == 3002),
+        "only the classes asked for"
+    );
 
     // Attack 2: a stolen service-account key reads secrets in a burst; the tenant attached
     // "revoke its API keys" to that signal.
