@@ -114,6 +114,10 @@ impl AppState {
             operator,
         });
         crate::signals::spawn(Arc::downgrade(&state), signal_input);
+        let dbs = Arc::downgrade(&state.dbs);
+        crate::telemetry::observe_pools(move || {
+            dbs.upgrade().map(|d| d.pool_usage()).unwrap_or_default()
+        });
         if let Some(pool) = state.dbs.postgres_pool() {
             tokio::spawn(listen_for_invalidations(
                 pool.clone(),

@@ -127,8 +127,8 @@ fn spawn(server: actix_web::dev::Server) -> (ServerHandle, JoinHandle<std::io::R
 }
 
 /// `/metrics` on the internal admin listener: no token, the network is the boundary.
-async fn admin_metrics() -> actix_web::HttpResponse {
-    routes::health::render_metrics()
+async fn admin_metrics(state: web::Data<AppState>) -> actix_web::HttpResponse {
+    routes::health::render_metrics(&state)
 }
 
 fn query_config() -> web::QueryConfig {

@@ -58,6 +58,7 @@ impl ApiKeys {
             keystore,
             peppers: TenantCache::new(peppers),
             records: RecordIndex::new(
+                "api_keys",
                 CACHED_KEY_TENANTS,
                 CACHED_KEYS_PER_TENANT,
                 Some(KEY_RECORD_TTL),

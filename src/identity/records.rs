@@ -20,12 +20,19 @@ type Index<M> = Mutex<LruCache<String, M>>;
 pub struct RecordIndex<M> {
     tenants: TenantCache<Arc<Index<M>>>,
     per_tenant: NonZeroUsize,
+    /// The index's name in the cache metrics.
+    name: &'static str,
 }
 
 impl<M: Clone> RecordIndex<M> {
-    /// An index of `tenants` tenants; with a `ttl`, a tenant's records are read again at least
-    /// that often (bounding the harm of a lost invalidation).
-    pub fn new(tenants: usize, per_tenant: usize, ttl: Option<Duration>) -> Self {
+    /// An index named `name` of `tenants` tenants; with a `ttl`, a tenant's records are read
+    /// again at least that often (bounding the harm of a lost invalidation).
+    pub fn new(
+        name: &'static str,
+        tenants: usize,
+        per_tenant: usize,
+        ttl: Option<Duration>,
+    ) -> Self {
         let tenants = NonZeroUsize::new(tenants).unwrap_or(NonZeroUsize::MIN);
         RecordIndex {
             tenants: match ttl {
@@ -33,6 +40,7 @@ impl<M: Clone> RecordIndex<M> {
                 None => TenantCache::new(tenants),
             },
             per_tenant: NonZeroUsize::new(per_tenant).unwrap_or(NonZeroUsize::MIN),
+            name,
         }
     }
 
@@ -67,8 +75,10 @@ impl<M: Clone> RecordIndex<M> {
         Fut: Future<Output = Result<Option<M>, IdentityError>>,
     {
         let index = self.index(slug).await?;
-        if let Some(record) = lock(&index).get(key).filter(|r| fresh(r)) {
-            return Ok(Some(record.clone()));
+        let found = lock(&index).get(key).filter(|r| fresh(r)).cloned();
+        crate::telemetry::metrics().observe_cache(self.name, found.is_some());
+        if found.is_some() {
+            return Ok(found);
         }
         let record = load().await?;
         if let Some(record) = &record {

@@ -144,8 +144,13 @@ impl AccessTokens {
         AccessTokens {
             keystore,
             keys: TenantCache::with_ttl(tenants, RING_TTL),
-            clients: RecordIndex::new(CACHED_TENANTS, CACHED_PER_TENANT, Some(CLIENT_RECORD_TTL)),
-            verified: RecordIndex::new(CACHED_TENANTS, CACHED_PER_TENANT, None),
+            clients: RecordIndex::new(
+                "oauth_clients",
+                CACHED_TENANTS,
+                CACHED_PER_TENANT,
+                Some(CLIENT_RECORD_TTL),
+            ),
+            verified: RecordIndex::new("access_tokens", CACHED_TENANTS, CACHED_PER_TENANT, None),
         }
     }
 

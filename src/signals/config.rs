@@ -139,6 +139,8 @@ pub struct AlertingConfig {
     pub elevation: EventRule,
     /// A service account's credential used from a network (/24, /64) it was never used from.
     pub new_network: EventRule,
+    /// A verification of the audit trail that found it broken (the subject is who verified).
+    pub audit_tamper: EventRule,
 }
 
 impl AlertingConfig {
@@ -183,6 +185,7 @@ impl AlertingConfig {
             SignalKind::RequestRate => &self.request_rate.responses,
             SignalKind::Elevation => &self.elevation.responses,
             SignalKind::NewNetwork => &self.new_network.responses,
+            SignalKind::AuditTamper => &self.audit_tamper.responses,
         }
     }
 }

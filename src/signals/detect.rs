@@ -30,6 +30,8 @@ pub struct Observation {
     pub widens: bool,
     /// The role a binding grants (role-binding creations only).
     pub granted_role: Option<String>,
+    /// An audit verification found the chain broken.
+    pub tamper: bool,
 }
 
 /// The kinds of signal.
@@ -45,6 +47,8 @@ pub enum SignalKind {
     Elevation,
     /// A service account's credential used from a network it was never used from.
     NewNetwork,
+    /// Verifying the audit trail found an event edited, deleted or reordered.
+    AuditTamper,
 }
 
 impl SignalKind {
@@ -55,6 +59,7 @@ impl SignalKind {
             SignalKind::RequestRate => "request_rate",
             SignalKind::Elevation => "elevation",
             SignalKind::NewNetwork => "new_network",
+            SignalKind::AuditTamper => "audit_tamper",
         }
     }
 }
@@ -317,6 +322,18 @@ impl Detectors {
                 });
             }
         }
+        if config.audit_tamper.enabled
+            && event.tamper
+            && let Some(subject) = principal.clone()
+        {
+            fired.push(Signal {
+                kind: SignalKind::AuditTamper,
+                subject,
+                count: 1,
+                threshold: 1,
+                summary: "the audit trail's hash chain is broken (found by a verification)".into(),
+            });
+        }
         if config.new_network.enabled
             && event.actor_type == "service_account"
             && event.status < 400
@@ -363,6 +380,7 @@ mod tests {
             source_ip: Some(ip.into()),
             widens: false,
             granted_role: None,
+            tamper: false,
         }
     }
 

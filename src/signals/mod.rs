@@ -227,6 +227,8 @@ fn observation(row: &audit_event::Model) -> Observation {
         source_ip: row.source_ip.clone(),
         widens,
         granted_role,
+        tamper: row.action == "audit.verify"
+            && row.details.get("verified_ok") == Some(&Value::Bool(false)),
     }
 }
 

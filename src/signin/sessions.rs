@@ -413,6 +413,7 @@ pub struct SessionCache(RecordIndex<KnownSession>);
 impl Default for SessionCache {
     fn default() -> Self {
         SessionCache(RecordIndex::new(
+            "sessions",
             CACHED_SESSION_TENANTS,
             CACHED_SESSIONS_PER_TENANT,
             None,

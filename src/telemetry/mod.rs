@@ -26,6 +26,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -109,6 +110,17 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignalLabels {
     signal: &'static str,
 }
@@ -117,6 +129,29 @@ struct SignalLabels {
 pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
+}
+
+/// Exports the connection pools' saturation over OTLP (`flowgate.db.pool.in_use`, by pool), read
+/// from `usage` (name, in use, size) at each export; nothing when not exporting.
+pub fn observe_pools(usage: impl Fn() -> Vec<(&'static str, u32, u32)> + Send + Sync + 'static) {
+    if let Some(meter) = otlp::meter() {
+        // Kept by the meter provider for the life of the process.
+        let _gauge = meter
+            .i64_observable_gauge("flowgate.db.pool.in_use")
+            .with_description("Tenant database connections handed out, and the pool size")
+            .with_callback(move |observer| {
+                for (pool, in_use, size) in usage() {
+                    observer.observe(
+                        i64::from(in_use),
+                        &[
+                            KeyValue::new("pool", pool),
+                            KeyValue::new("size", i64::from(size)),
+                        ],
+                    );
+                }
+            })
+            .build();
+    }
 }
 
 /// The route label of a request that matched no route.
@@ -144,6 +179,9 @@ pub struct Metrics {
     signals: Family<KindLabels, Counter>,
     signal_feed_dropped: Counter,
     alerts: Family<OutcomeLabels, Counter>,
+    caches: Family<CacheLabels, Counter>,
+    pool_in_use: Family<PoolLabels, Gauge>,
+    pool_size: Family<PoolLabels, Gauge>,
     /// Renders one at a time: each brings the loss counters up to the exporters' counts.
     render_lock: std::sync::Mutex<()>,
     /// The same measurements over OTLP, when exporting.
@@ -158,6 +196,7 @@ struct Instruments {
     rate_limited: opentelemetry::metrics::Counter<u64>,
     audit_batch: opentelemetry::metrics::Histogram<u64>,
     audit_lag: opentelemetry::metrics::Histogram<f64>,
+    caches: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Instruments {
@@ -188,6 +227,10 @@ impl Instruments {
                 .f64_histogram("flowgate.audit.lag")
                 .with_unit("s")
                 .with_description("Time from an event to its flush being durable")
+                .build(),
+            caches: meter
+                .u64_counter("flowgate.cache.lookups")
+                .with_description("Lookups of the in-memory records authentication reads")
                 .build(),
         }
     }
@@ -272,8 +315,29 @@ impl Metrics {
             "Alert webhook deliveries, by outcome (delivered, failed, dropped)",
             alerts.clone(),
         );
+        let caches = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Lookups of the in-memory records authentication reads, by cache and outcome (hit, miss)",
+            caches.clone(),
+        );
+        let pool_in_use = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections_in_use",
+            "Tenant database connections handed out (PostgreSQL)",
+            pool_in_use.clone(),
+        );
+        let pool_size = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections_max",
+            "Size of each tenant connection pool (PostgreSQL)",
+            pool_size.clone(),
+        );
         Metrics {
             registry,
+            caches,
+            pool_in_use,
+            pool_size,
             signals,
             signal_feed_dropped,
             alerts,
@@ -369,6 +433,23 @@ impl Metrics {
         }
     }
 
+    /// A lookup of the in-memory records of `cache`.
+    pub fn observe_cache(&self, cache: &'static str, hit: bool) {
+        let outcome = if hit { "hit" } else { "miss" };
+        self.caches
+            .get_or_create(&CacheLabels { cache, outcome })
+            .inc();
+        if let Some(otel) = &self.otel {
+            otel.caches.add(
+                1,
+                &[
+                    KeyValue::new("cache", cache),
+                    KeyValue::new("outcome", outcome),
+                ],
+            );
+        }
+    }
+
     /// A security signal of `kind` raised.
     pub fn observe_signal(&self, kind: &'static str) {
         self.signals
@@ -386,9 +467,17 @@ impl Metrics {
         self.alerts.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, with the connection pools' `pools` usage (name, in use,
+    /// size).
+    pub fn render(&self, pools: &[(&'static str, u32, u32)]) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for &(pool, in_use, size) in pools {
+            let labels = PoolLabels { pool };
+            self.pool_in_use
+                .get_or_create(&labels)
+                .set(i64::from(in_use));
+            self.pool_size.get_or_create(&labels).set(i64::from(size));
+        }
         if let Some(log) = SERVER_LOG.get() {
             let now = log.dropped();
             let before = self.dropped_log_lines_seen.swap(now, Ordering::Relaxed);

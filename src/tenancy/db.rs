@@ -334,6 +334,26 @@ impl Databases {
     }
 
     /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.
+    /// How saturated the tenant connection pools are: (pool, connections in use, size) of each
+    /// (PostgreSQL; SQLite has no pools).
+    pub fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
+        match &self.backend {
+            Backend::Postgres {
+                reads,
+                writes,
+                audit,
+                ..
+            } => [("reads", reads), ("writes", writes), ("audit", audit)]
+                .into_iter()
+                .map(|(name, pool)| {
+                    let (used, size) = pool.usage();
+                    (name, used, size)
+                })
+                .collect(),
+            Backend::Sqlite { .. } => Vec::new(),
+        }
+    }
+
     pub fn postgres_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
         match &self.backend {
             Backend::Postgres { .. } => Some(self.control.get_postgres_connection_pool()),

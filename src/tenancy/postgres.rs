@@ -65,6 +65,12 @@ struct Pooled {
 }
 
 impl PgConnections {
+    /// Connections handed out now, and the pool's size.
+    pub fn usage(&self) -> (u32, u32) {
+        let free = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
+        (self.size.saturating_sub(free), self.size)
+    }
+
     /// A pool of `size` connections made with `options`, whose search path must name no schema.
     pub fn new(options: PgConnectOptions, mode: Mode, size: u32) -> Arc<Self> {
         let options = match mode {

@@ -259,6 +259,18 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
         "{alert}"
     );
 
+    // Someone edits the trail behind Flowgate's back; the next verification raises the alarm.
+    app.tenant_sql("UPDATE audit_events SET status = 299 WHERE seq = 2")
+        .await;
+    let (status, report) = app.get("/audit/verify", &app.admin_key).await;
+    assert_eq!(
+        (status, report["ok"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{report}"
+    );
+    let alert = hook.signal("audit_tamper").await;
+    assert_eq!(alert["data"]["subject"]["type"], "service_account");
+
     // Every signal and the response are on record, as Flowgate's own.
     let events = app.audit_events().await;
     let signals: Vec<&Value> = events

@@ -477,6 +477,7 @@ async fn an_operator_sees_spans_metrics_and_every_audit_event_in_their_collector
         "flowgate.authz.decisions",
         "flowgate.logins",
         "flowgate.audit.batch.size",
+        "flowgate.cache.lookups",
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }

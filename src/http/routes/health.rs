@@ -59,14 +59,14 @@ pub async fn readyz(_: Public, state: web::Data<AppState>) -> Result<web::Json<H
     tag = "health",
     responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition"))
 )]
-pub async fn metrics(_operator: Operator<MetricsRead>) -> HttpResponse {
-    render_metrics()
+pub async fn metrics(_operator: Operator<MetricsRead>, state: web::Data<AppState>) -> HttpResponse {
+    render_metrics(&state)
 }
 
 /// The metrics response (the process's, see [`crate::telemetry::metrics`]), shared with the
 /// admin listener.
-pub fn render_metrics() -> HttpResponse {
+pub fn render_metrics(state: &AppState) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::telemetry::metrics().render())
+        .body(crate::telemetry::metrics().render(&state.dbs.pool_usage()))
 }

@@ -236,7 +236,13 @@ impl TenantContext {
     /// Verifies the tenant's audit chain and its signed checkpoints.
     pub async fn verify_audit(&self, _: &Allowed<AuditVerify>) -> Result<VerifyReport, AuditError> {
         let state = &self.0.state;
-        verify(&state.dbs, state.keystore.as_ref(), self.slug()).await
+        let report = verify(&state.dbs, state.keystore.as_ref(), self.slug()).await?;
+        // On record with the call: a broken chain raises the `audit_tamper` signal.
+        self.note_detail("verified_ok", report.ok);
+        if let Some(seq) = report.first_broken_seq {
+            self.note_detail("first_broken_seq", seq);
+        }
+        Ok(report)
     }
 
     fn state(&self) -> &Arc<AppState> {
