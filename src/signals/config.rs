@@ -39,16 +39,20 @@ pub enum EventClass {
     AccessManagement,
     /// Rate-limit trips (OCSF 2004, beside the signals themselves).
     DetectionFinding,
+    /// Secret values read or used (`secret.read`, `secret.use`; OCSF API Activity 6003, whose
+    /// other calls are not sent).
+    SecretAccess,
 }
 
 impl EventClass {
-    /// The OCSF class uid of the events of this class.
-    pub fn class_uid(self) -> u32 {
+    /// Whether an event of `action`, of the OCSF class `class_uid`, is of this class.
+    pub fn covers(self, action: &str, class_uid: u32) -> bool {
         match self {
-            EventClass::Authentication => 3002,
-            EventClass::AccountChange => 3001,
-            EventClass::AccessManagement => 3005,
-            EventClass::DetectionFinding => 2004,
+            EventClass::Authentication => class_uid == 3002,
+            EventClass::AccountChange => class_uid == 3001,
+            EventClass::AccessManagement => class_uid == 3005,
+            EventClass::DetectionFinding => class_uid == 2004,
+            EventClass::SecretAccess => matches!(action, "secret.read" | "secret.use"),
         }
     }
 }

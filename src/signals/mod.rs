@@ -253,7 +253,11 @@ fn forward_events(
     }
     for row in rows {
         let class = crate::telemetry::security::ocsf_class(&row.action).class_uid;
-        if !config.webhook_events.iter().any(|c| c.class_uid() == class) {
+        if !config
+            .webhook_events
+            .iter()
+            .any(|c| c.covers(&row.action, class))
+        {
             continue;
         }
         let body = json!({

@@ -19,7 +19,8 @@
 use chrono::{DateTime, Utc};
 use entity::tenant::audit_event;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::otlp;
 
@@ -110,61 +111,165 @@ fn api_activity(action: &str) -> (u32, &'static str) {
     }
 }
 
-/// The OCSF event of a committed audit row of `trail`.
+/// The OCSF event of a committed audit row, borrowed from the row: serialized straight into a
+/// log record's body (building a `serde_json::Value` first cost a fifth of the export).
+#[derive(Serialize)]
+pub struct OcsfEvent<'a> {
+    class_uid: u32,
+    class_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    activity_id: u32,
+    activity_name: &'static str,
+    type_uid: u32,
+    time: i64,
+    severity_id: u8,
+    status_id: u8,
+    status: &'static str,
+    status_code: String,
+    actor: Actor<'a>,
+    api: Api<'a>,
+    resources: [Named<'a>; 1],
+    metadata: Metadata<'a>,
+    unmapped: Unmapped<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_endpoint: Option<Endpoint<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_request: Option<HttpRequest<'a>>,
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    user: Named<'a>,
+}
+
+/// An OCSF object with a `uid` and a `type`.
+#[derive(Serialize)]
+struct Named<'a> {
+    uid: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct Api<'a> {
+    operation: &'a str,
+    request: Uid<'a>,
+}
+
+#[derive(Serialize)]
+struct Uid<'a> {
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    version: &'static str,
+    uid: String,
+    sequence: i64,
+    tenant_uid: &'a str,
+    product: Product,
+}
+
+#[derive(Serialize)]
+struct Product {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    decision: &'a str,
+    hash: &'a str,
+    prev_hash: &'a str,
+    details: &'a Value,
+}
+
+#[derive(Serialize)]
+struct Endpoint<'a> {
+    ip: &'a str,
+}
+
+#[derive(Serialize)]
+struct HttpRequest<'a> {
+    user_agent: &'a str,
+}
+
+impl<'a> OcsfEvent<'a> {
+    /// The event of `row`, committed to the trail `trail`.
+    pub fn of(trail: &'a str, row: &'a audit_event::Model) -> Self {
+        let class = ocsf_class(&row.action);
+        let failed = row.status >= 400 || row.decision == "deny";
+        let (status_id, status) = if failed {
+            (2, "Failure")
+        } else {
+            (1, "Success")
+        };
+        // Informational, or Medium for a refusal of a sign-in or of a change to access.
+        let severity_id = if failed && matches!(class.class_uid, 3002 | 3005) {
+            3
+        } else {
+            1
+        };
+        OcsfEvent {
+            class_uid: class.class_uid,
+            class_name: class.class_name,
+            category_uid: class.category_uid,
+            category_name: class.category_name,
+            activity_id: class.activity_id,
+            activity_name: class.activity_name,
+            type_uid: class.class_uid * 100 + class.activity_id,
+            time: row.occurred_at.timestamp_millis(),
+            severity_id,
+            status_id,
+            status,
+            status_code: row.status.to_string(),
+            actor: Actor {
+                user: Named {
+                    uid: Some(&row.actor_id),
+                    kind: &row.actor_type,
+                },
+            },
+            api: Api {
+                operation: &row.action,
+                request: Uid {
+                    uid: &row.request_id,
+                },
+            },
+            resources: [Named {
+                uid: row.resource_id.as_deref(),
+                kind: &row.resource_type,
+            }],
+            metadata: Metadata {
+                version: "1.3.0",
+                uid: row.id.to_string(),
+                sequence: row.seq,
+                tenant_uid: trail,
+                product: Product {
+                    name: "Flowgate",
+                    vendor_name: "Flowgate",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+            },
+            unmapped: Unmapped {
+                decision: &row.decision,
+                hash: &row.hash,
+                prev_hash: &row.prev_hash,
+                details: &row.details,
+            },
+            src_endpoint: row.source_ip.as_deref().map(|ip| Endpoint { ip }),
+            http_request: row
+                .user_agent
+                .as_deref()
+                .map(|user_agent| HttpRequest { user_agent }),
+        }
+    }
+}
+
+/// The OCSF event of a committed audit row of `trail`, as JSON (for the alert webhook).
 pub fn ocsf_event(trail: &str, row: &audit_event::Model) -> Value {
-    let class = ocsf_class(&row.action);
-    let failed = row.status >= 400 || row.decision == "deny";
-    let (status_id, status) = if failed {
-        (2, "Failure")
-    } else {
-        (1, "Success")
-    };
-    // Informational, or Medium for a refusal of a sign-in or of a change to access.
-    let severity_id = if failed && matches!(class.class_uid, 3002 | 3005) {
-        3
-    } else {
-        1
-    };
-    let mut event = json!({
-        "class_uid": class.class_uid,
-        "class_name": class.class_name,
-        "category_uid": class.category_uid,
-        "category_name": class.category_name,
-        "activity_id": class.activity_id,
-        "activity_name": class.activity_name,
-        "type_uid": class.class_uid * 100 + class.activity_id,
-        "time": row.occurred_at.timestamp_millis(),
-        "severity_id": severity_id,
-        "status_id": status_id,
-        "status": status,
-        "status_code": row.status.to_string(),
-        "actor": { "user": { "uid": row.actor_id, "type": row.actor_type } },
-        "api": {
-            "operation": row.action,
-            "request": { "uid": row.request_id },
-        },
-        "resources": [{ "type": row.resource_type, "uid": row.resource_id }],
-        "metadata": {
-            "version": "1.3.0",
-            "uid": row.id.to_string(),
-            "sequence": row.seq,
-            "tenant_uid": trail,
-            "product": { "name": "Flowgate", "vendor_name": "Flowgate", "version": env!("CARGO_PKG_VERSION") },
-        },
-        "unmapped": {
-            "decision": row.decision,
-            "hash": row.hash,
-            "prev_hash": row.prev_hash,
-            "details": row.details,
-        },
-    });
-    if let Some(ip) = &row.source_ip {
-        event["src_endpoint"] = json!({ "ip": ip });
-    }
-    if let Some(agent) = &row.user_agent {
-        event["http_request"] = json!({ "user_agent": agent });
-    }
-    event
+    serde_json::to_value(OcsfEvent::of(trail, row)).unwrap_or_default()
 }
 
 /// The login method of a sign-in or token action, for the logins metric.
@@ -204,7 +309,9 @@ pub fn committed(trail: &str, rows: &[audit_event::Model]) {
         };
         record.set_severity_number(severity);
         record.set_severity_text(text);
-        record.set_body(AnyValue::String(ocsf_event(trail, row).to_string().into()));
+        // Serializing borrowed strings and a JSON value cannot fail.
+        let body = serde_json::to_string(&OcsfEvent::of(trail, row)).unwrap_or_default();
+        record.set_body(AnyValue::String(body.into()));
         record.add_attributes([
             ("flowgate.tenant", AnyValue::from(trail.to_owned())),
             ("flowgate.audit.seq", AnyValue::from(row.seq)),
@@ -230,6 +337,7 @@ fn system_time(at: DateTime<Utc>) -> std::time::SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn row(action: &str, status: i32, decision: &str) -> audit_event::Model {
         audit_event::Model {

@@ -139,14 +139,14 @@ impl RequestTrace {
             return;
         };
         let span = cx.span();
-        if let Some(route) = route {
-            span.set_attribute(KeyValue::new("http.route", route.to_owned()));
-            span.update_name(format!("{} {route}", self.method));
+        let status_code = KeyValue::new("http.response.status_code", i64::from(status));
+        match route {
+            Some(route) => {
+                span.update_name(format!("{} {route}", self.method));
+                span.set_attributes([KeyValue::new("http.route", route.to_owned()), status_code]);
+            }
+            None => span.set_attribute(status_code),
         }
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
         if status >= 500 {
             span.set_status(Status::error(format!("HTTP {status}")));
         }

@@ -152,7 +152,7 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
             &app.admin_key,
             Some(json!({
                 "webhook_url": url,
-                "webhook_events": ["authentication"],
+                "webhook_events": ["authentication", "secret_access"],
                 "failed_logins": {"threshold": 5, "window_seconds": 60},
                 "secret_reads": {"threshold": 3, "window_seconds": 60, "responses": ["revoke_api_keys"]},
             })),
@@ -234,6 +234,19 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let alert = hook.signal("secret_reads").await;
+    let reads = hook
+        .deliveries()
+        .into_iter()
+        .filter(|d| {
+            d["verified"] == true
+                && d["payload"]["type"] == "security.event"
+                && d["payload"]["data"]["api"]["operation"] == "secret.read"
+        })
+        .count();
+    assert!(
+        reads >= 3,
+        "each secret read is a security event the tenant asked for"
+    );
     assert_eq!(alert["data"]["subject"]["type"], "service_account");
     assert_eq!(
         alert["data"]["responses"],
