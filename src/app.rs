@@ -92,7 +92,7 @@ impl AppState {
         let outbound = Outbound::new(settings.idp_private_networks.clone())?;
         let state = Arc::new(AppState {
             signals,
-            alerts: Deliveries::start(outbound.clone()),
+            alerts: Deliveries::new(outbound.clone()),
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
             tokens: AccessTokens::new(Arc::clone(&keystore)),

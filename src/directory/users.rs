@@ -77,7 +77,7 @@ pub async fn update(
 /// no such user.
 pub async fn deactivate(
     tx: &WriteTx,
-    _: &impl Permit<UserUpdate>,
+    _: &crate::tenancy::work::AutomaticResponse,
     id: Uuid,
 ) -> Result<bool, DbErr> {
     let Some(existing) = get(tx.conn(), id).await? else {

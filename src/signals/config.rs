@@ -174,6 +174,28 @@ impl AlertingConfig {
                 "must be 10 to 1000000".into(),
             ));
         }
+        for (name, responses) in [
+            ("failed_logins", &self.failed_logins.responses),
+            ("secret_reads", &self.secret_reads.responses),
+            ("request_rate", &self.request_rate.responses),
+            ("elevation", &self.elevation.responses),
+            ("new_network", &self.new_network.responses),
+        ] {
+            let distinct: std::collections::HashSet<_> = responses.iter().collect();
+            if distinct.len() != responses.len() {
+                problems.push((
+                    format!("{name}.responses"),
+                    "a response is listed twice".into(),
+                ));
+            }
+        }
+        if !self.audit_tamper.responses.is_empty() {
+            // Its subject is whoever verified the trail: the one who found the tampering.
+            problems.push((
+                "audit_tamper.responses".into(),
+                "a broken trail takes no automatic response".into(),
+            ));
+        }
         if self.webhook_url.as_deref().is_some_and(|u| u.len() > 2048) {
             problems.push(("webhook_url".into(), "at most 2048 characters".into()));
         }

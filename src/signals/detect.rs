@@ -1,12 +1,10 @@
 //! The detectors: pure functions of what the audit trail says, one tenant at a time.
 //!
-//! Invariant: the state is bounded — at most [`MAX_KEYS`] counted keys per tenant (the least
-//! recently seen are forgotten first), and each key keeps only its current window — so a flood
-//! of new source addresses or principals cannot grow memory.
+//! Invariant: the state is bounded — at most [`MAX_KEYS`] counted keys per tenant and detector
+//! (the least recently seen are forgotten first), each in constant memory, allocated only as
+//! keys appear — so a flood of new source addresses or principals cannot grow memory.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -84,33 +82,65 @@ pub struct Signal {
     pub summary: String,
 }
 
-/// Events of one key in a sliding window.
-#[derive(Debug, Default)]
+/// Events of one key in a sliding window, counted in constant memory: the count of the current
+/// period and of the one before, weighted by how much of it the window still covers.
+#[derive(Debug)]
 struct Window {
-    at: VecDeque<Instant>,
+    period_started: Instant,
+    current: u64,
+    previous: u64,
     /// Fired at: a key fires once per window.
     fired: Option<Instant>,
 }
 
 impl Window {
+    fn new(now: Instant) -> Self {
+        Window {
+            period_started: now,
+            current: 0,
+            previous: 0,
+            fired: None,
+        }
+    }
+
     /// Adds an event at `now`; returns the count within `window` if it reaches `threshold` and
     /// this key has not fired in the last `window`.
     fn add(&mut self, now: Instant, window: Duration, threshold: u64) -> Option<u64> {
-        while self.at.front().is_some_and(|t| now - *t > window) {
-            self.at.pop_front();
+        let elapsed = now.saturating_duration_since(self.period_started);
+        if elapsed >= window * 2 {
+            (self.previous, self.current, self.period_started) = (0, 0, now);
+        } else if elapsed >= window {
+            (self.previous, self.current) = (self.current, 0);
+            self.period_started += window;
         }
-        // The window holds at most `threshold` instants: enough to know it was reached.
-        if self.at.len() as u64 >= threshold {
-            self.at.pop_front();
-        }
-        self.at.push_back(now);
-        let count = self.at.len() as u64;
-        let quiet = self.fired.is_none_or(|t| now - t > window);
+        self.current += 1;
+        let into = now
+            .saturating_duration_since(self.period_started)
+            .as_secs_f64()
+            / window.as_secs_f64().max(f64::MIN_POSITIVE);
+        let count = (self.previous as f64 * (1.0 - into)).floor() as u64 + self.current;
+        let quiet = self
+            .fired
+            .is_none_or(|t| now.saturating_duration_since(t) > window);
         (count >= threshold && quiet).then(|| {
             self.fired = Some(now);
             count
         })
     }
+}
+
+/// The entry of `key` in `cache`, made by `make` when new. The least recently seen entry goes
+/// once [`MAX_KEYS`] are held (an unbounded `LruCache` grows as it fills, where a bounded one
+/// reserves its whole capacity for every tenant up front).
+fn entry<K: std::hash::Hash + Eq, V>(
+    cache: &mut LruCache<K, V>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> &mut V {
+    if !cache.contains(&key) && cache.len() >= MAX_KEYS {
+        cache.pop_lru();
+    }
+    cache.get_or_insert_mut(key, make)
 }
 
 /// A principal's requests per minute: the current minute and an average of the earlier ones.
@@ -178,12 +208,11 @@ pub struct Detectors {
 
 impl Default for Detectors {
     fn default() -> Self {
-        let cap = NonZeroUsize::new(MAX_KEYS).unwrap_or(NonZeroUsize::MIN);
         Detectors {
-            failures: LruCache::new(cap),
-            secret_reads: LruCache::new(cap),
-            rates: LruCache::new(cap),
-            networks: LruCache::new(cap),
+            failures: LruCache::unbounded(),
+            secret_reads: LruCache::unbounded(),
+            rates: LruCache::unbounded(),
+            networks: LruCache::unbounded(),
         }
     }
 }
@@ -244,10 +273,11 @@ impl Detectors {
                 .into_iter()
                 .chain(principal.clone());
             for subject in subjects {
-                let counted = self
-                    .failures
-                    .get_or_insert_mut(subject.clone(), Window::default)
-                    .add(now, window, rule.threshold);
+                let counted = entry(&mut self.failures, subject.clone(), || Window::new(now)).add(
+                    now,
+                    window,
+                    rule.threshold,
+                );
                 if let Some(count) = counted {
                     fired.push(Signal {
                         kind: SignalKind::FailedLogins,
@@ -270,10 +300,11 @@ impl Detectors {
             principal.clone(),
         ) {
             let window = Duration::from_secs(rule.window_seconds);
-            let counted = self
-                .secret_reads
-                .get_or_insert_mut(subject.clone(), Window::default)
-                .add(now, window, rule.threshold);
+            let counted = entry(&mut self.secret_reads, subject.clone(), || Window::new(now)).add(
+                now,
+                window,
+                rule.threshold,
+            );
             if let Some(count) = counted {
                 fired.push(Signal {
                     kind: SignalKind::SecretReads,
@@ -289,10 +320,11 @@ impl Detectors {
         }
         let rule = &config.request_rate;
         if let (true, Some(subject)) = (rule.enabled, principal.clone()) {
-            let counted = self
-                .rates
-                .get_or_insert_mut(subject.clone(), || Rate::new(now))
-                .add(now, rule.factor, rule.minimum);
+            let counted = entry(&mut self.rates, subject.clone(), || Rate::new(now)).add(
+                now,
+                rule.factor,
+                rule.minimum,
+            );
             if let Some(count) = counted {
                 fired.push(Signal {
                     kind: SignalKind::RequestRate,
@@ -339,9 +371,7 @@ impl Detectors {
             && event.status < 400
             && let Some(net) = event.source_ip.as_deref().and_then(network)
         {
-            let known = self
-                .networks
-                .get_or_insert_mut(event.actor_id.clone(), Vec::new);
+            let known = entry(&mut self.networks, event.actor_id.clone(), Vec::new);
             if !known.contains(&net) {
                 let first_use = known.is_empty();
                 if known.len() >= MAX_NETWORKS {

@@ -17,7 +17,7 @@ pub mod detect;
 mod respond;
 pub mod webhook;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -92,11 +92,12 @@ impl SignalFeed {
     }
 }
 
-/// A signal that fired for a tenant: what an automatic response is made under.
+/// A signal that fired for a tenant: what an automatic response is made under. Only the
+/// signals task makes one (its fields are private to this module).
 #[derive(Debug)]
 pub struct Fired {
-    pub slug: Slug,
-    pub signal: Signal,
+    slug: Slug,
+    signal: Signal,
 }
 
 /// One tenant's detectors and configuration.
@@ -108,11 +109,42 @@ struct TenantSignals {
     secret: Option<SecretString>,
 }
 
+/// Signals being raised, per tenant.
+#[derive(Clone, Default)]
+struct Raising(Arc<Mutex<HashMap<String, usize>>>);
+
+/// Signals one tenant may have being raised at once; more are dropped (counted).
+const RAISING_PER_TENANT: usize = 8;
+
+impl Raising {
+    /// Takes a place for `tenant`, if it has one left.
+    fn start(&self, tenant: &str) -> bool {
+        let mut raising = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = raising.entry(tenant.to_owned()).or_default();
+        if *count >= RAISING_PER_TENANT {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn finish(&self, tenant: &str) {
+        let mut raising = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = raising.get_mut(tenant) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                raising.remove(tenant);
+            }
+        }
+    }
+}
+
 /// Starts evaluating what `input` is fed; ends when every feed is dropped.
 pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
     tokio::spawn(async move {
         let cap = NonZeroUsize::new(TENANTS).unwrap_or(NonZeroUsize::MIN);
         let mut tenants: LruCache<String, TenantSignals> = LruCache::new(cap);
+        let raising = Raising::default();
         while let Some((trail, rows)) = input.receiver.recv().await {
             let Some(state) = state.upgrade() else {
                 break;
@@ -164,13 +196,25 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
                 .map(observation)
                 .flat_map(|event| tenant.detectors.observe(&tenant.stored.config, &event, now))
                 .collect();
-            let stored = tenant.stored.clone();
             for signal in fired {
+                // Each raised on its own task, at most a few at once per tenant: one tenant's
+                // flood of signals neither delays another's detection nor grows without bound.
+                if !raising.start(slug.as_str()) {
+                    crate::telemetry::metrics().observe_signal_dropped();
+                    continue;
+                }
                 let fired = Fired {
                     slug: slug.clone(),
                     signal,
                 };
-                raise(&state, fired, &stored, webhook.as_ref()).await;
+                let (state, stored, webhook) =
+                    (Arc::clone(&state), tenant.stored.clone(), webhook.clone());
+                let raising = raising.clone();
+                tokio::spawn(async move {
+                    let slug = fired.slug.to_string();
+                    raise(&state, fired, &stored, webhook.as_ref()).await;
+                    raising.finish(&slug);
+                });
             }
         }
     });
@@ -266,6 +310,7 @@ fn forward_events(
             "data": crate::telemetry::security::ocsf_event(slug.as_str(), row),
         });
         state.alerts.send(webhook::Alert {
+            tenant: slug.to_string(),
             url: url.to_owned(),
             secret: secret.clone(),
             body: body.to_string().into_bytes(),
@@ -322,6 +367,7 @@ async fn raise(
         }
     });
     state.alerts.send(webhook::Alert {
+        tenant: fired.slug.to_string(),
         url: url.clone(),
         secret: secret.clone(),
         body: body.to_string().into_bytes(),

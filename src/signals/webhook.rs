@@ -3,12 +3,13 @@
 //! (`v1,` and the base64 HMAC-SHA256 of `id.timestamp.body` under the tenant's secret), so a
 //! receiver checks it with any Standard Webhooks library and refuses replays by id and time.
 //!
-//! Invariant: delivery never waits inside a request or a signal's evaluation: alerts queue
-//! (bounded; beyond it they are dropped and counted) for one task, which tries each up to
-//! [`ATTEMPTS`] times through the outbound client (the same reachability rules as identity
-//! providers).
+//! Invariant: delivery never waits inside a request or a signal's evaluation: alerts queue per
+//! tenant (bounded; beyond it they are dropped and counted) for a worker of that tenant's, which
+//! tries each up to [`ATTEMPTS`] times through the outbound client (the same reachability rules
+//! as identity providers). One tenant's slow endpoint delays no other tenant's alerts.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -21,8 +22,10 @@ use crate::signin::outbound::Outbound;
 
 /// The secret's prefix, as Standard Webhooks libraries expect it.
 const SECRET_PREFIX: &str = "whsec_";
-/// Alerts waiting for delivery; beyond it they are dropped and counted.
-const QUEUE: usize = 1024;
+/// Alerts waiting for delivery per tenant; beyond it they are dropped and counted.
+const QUEUE: usize = 256;
+/// A tenant's delivery worker stops after this long without alerts.
+const IDLE: Duration = Duration::from_secs(60);
 /// Tries of one delivery.
 const ATTEMPTS: u32 = 3;
 
@@ -51,36 +54,61 @@ pub fn signature(secret: &SecretString, id: &str, timestamp: i64, body: &[u8]) -
 
 /// An alert for one tenant's webhook.
 pub struct Alert {
+    pub tenant: String,
     pub url: String,
     pub secret: SecretString,
     /// The JSON body.
     pub body: Vec<u8>,
 }
 
-/// The delivery queue.
+/// The delivery queues: one per tenant, each drained in order by a worker of its own, so a
+/// tenant whose endpoint hangs delays only its own alerts.
 #[derive(Clone)]
 pub struct Deliveries {
-    queue: mpsc::Sender<Alert>,
+    outbound: Arc<Outbound>,
+    workers: Arc<Mutex<HashMap<String, mpsc::Sender<Alert>>>>,
 }
 
 impl Deliveries {
-    /// Starts the delivery task.
-    pub fn start(outbound: Outbound) -> Self {
+    pub fn new(outbound: Outbound) -> Self {
+        Deliveries {
+            outbound: Arc::new(outbound),
+            workers: Arc::default(),
+        }
+    }
+
+    /// Queues `alert` on its tenant's queue; a full queue drops it (counted).
+    pub fn send(&self, alert: Alert) {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut alert = Some(alert);
+        // A worker that went idle has stopped: the second try starts a new one.
+        for _ in 0..2 {
+            let Some(next) = alert.take() else { return };
+            let queue = workers
+                .entry(next.tenant.clone())
+                .or_insert_with(|| self.worker());
+            match queue.try_send(next) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    workers.remove(&back.tenant);
+                    alert = Some(back);
+                }
+            }
+        }
+        crate::telemetry::metrics().observe_alert("dropped");
+    }
+
+    /// A tenant's worker: delivers what its queue holds, in order; stops after a minute idle.
+    fn worker(&self) -> mpsc::Sender<Alert> {
         let (queue, mut alerts) = mpsc::channel::<Alert>(QUEUE);
-        let outbound = Arc::new(outbound);
+        let outbound = Arc::clone(&self.outbound);
         tokio::spawn(async move {
-            while let Some(alert) = alerts.recv().await {
+            while let Ok(Some(alert)) = tokio::time::timeout(IDLE, alerts.recv()).await {
                 deliver(&outbound, alert).await;
             }
         });
-        Deliveries { queue }
-    }
-
-    /// Queues `alert`; a full queue drops it (counted).
-    pub fn send(&self, alert: Alert) {
-        if self.queue.try_send(alert).is_err() {
-            crate::telemetry::metrics().observe_alert("dropped");
-        }
+        queue
     }
 }
 

@@ -178,6 +178,7 @@ pub struct Metrics {
     telemetry_failures: Family<SignalLabels, Counter>,
     signals: Family<KindLabels, Counter>,
     signal_feed_dropped: Counter,
+    signals_dropped: Counter,
     alerts: Family<OutcomeLabels, Counter>,
     caches: Family<CacheLabels, Counter>,
     pool_in_use: Family<PoolLabels, Gauge>,
@@ -309,6 +310,12 @@ impl Metrics {
             "Audit events the detectors never saw because their feed was full",
             signal_feed_dropped.clone(),
         );
+        let signals_dropped = Counter::default();
+        registry.register(
+            "signals_dropped",
+            "Signals not raised because their tenant had too many being raised at once",
+            signals_dropped.clone(),
+        );
         let alerts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "alerts",
@@ -340,6 +347,7 @@ impl Metrics {
             pool_size,
             signals,
             signal_feed_dropped,
+            signals_dropped,
             alerts,
             requests,
             latency,
@@ -455,6 +463,11 @@ impl Metrics {
         self.signals
             .get_or_create(&KindLabels { signal: kind })
             .inc();
+    }
+
+    /// A signal not raised: its tenant had too many being raised at once.
+    pub fn observe_signal_dropped(&self) {
+        self.signals_dropped.inc();
     }
 
     /// `events` the detectors will never see (their feed was full).

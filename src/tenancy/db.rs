@@ -333,7 +333,6 @@ impl Databases {
         Ok(open)
     }
 
-    /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.
     /// How saturated the tenant connection pools are: (pool, connections in use, size) of each
     /// (PostgreSQL; SQLite has no pools).
     pub fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
@@ -354,6 +353,7 @@ impl Databases {
         }
     }
 
+    /// The PostgreSQL pool of the control plane, for LISTEN/NOTIFY.
     pub fn postgres_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
         match &self.backend {
             Backend::Postgres { .. } => Some(self.control.get_postgres_connection_pool()),

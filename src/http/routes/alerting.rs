@@ -72,19 +72,21 @@ pub async fn put_alerting(
     body: JsonBody<AlertingConfig>,
 ) -> Result<web::Json<AlertingView>, ApiError> {
     let rotate_webhook_secret = query.rotate_webhook_secret;
-    let config = body.parse().await?;
+    let mut config = body.parse().await?;
     let mut problems: Vec<FieldError> = config
         .problems()
         .into_iter()
         .map(|(field, message)| FieldError { field, message })
         .collect();
-    if let Some(url) = &config.webhook_url
-        && let Err(message) = check_webhook(&auth, url)
-    {
-        problems.push(FieldError {
-            field: "webhook_url".into(),
-            message,
-        });
+    if let Some(url) = config.webhook_url.take() {
+        match check_webhook(&auth, &url) {
+            // Stored as parsed (normalised), the form deliveries send to.
+            Ok(parsed) => config.webhook_url = Some(parsed.to_string()),
+            Err(message) => problems.push(FieldError {
+                field: "webhook_url".into(),
+                message,
+            }),
+        }
     }
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
@@ -116,10 +118,18 @@ pub async fn put_alerting(
         sealed_secret,
     };
     stored.save(&tx, auth.allowed()).await?;
+    // The webhook URL may carry a token in its path or query (many do): only its origin is on
+    // record.
+    let mut recorded = stored.config.clone();
+    recorded.webhook_url = recorded
+        .webhook_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| u.origin().ascii_serialization());
     let change = Change::new("alerting", auth.slug(), 200)
         .detail(
             "config",
-            serde_json::to_value(&stored.config).unwrap_or_default(),
+            serde_json::to_value(&recorded).unwrap_or_default(),
         )
         .detail("webhook_secret_rotated", new_secret.is_some());
     tx.commit(change).await?;
@@ -131,10 +141,14 @@ pub async fn put_alerting(
     }))
 }
 
-/// Why `url` cannot be a webhook: it must be `https`, or `http` to an address literal the
-/// deployment lets outbound calls reach, with no credentials in it.
-fn check_webhook(auth: &Authorized<SettingsManage>, url: &str) -> Result<(), String> {
+/// The webhook URL, parsed, or why `url` cannot be one: it must be `https`, or `http` to a
+/// private address literal the deployment lets outbound calls reach, with no credentials in
+/// it, and be a URI the HTTP client sends.
+fn check_webhook(auth: &Authorized<SettingsManage>, url: &str) -> Result<url::Url, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if parsed.as_str().parse::<http::Uri>().is_err() {
+        return Err("not a URI the HTTP client can send to".into());
+    }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("credentials in the URL would be stored in plain text".into());
     }
@@ -148,8 +162,8 @@ fn check_webhook(auth: &Authorized<SettingsManage>, url: &str) -> Result<(), Str
         return Err("the address is not one outbound calls may reach".into());
     }
     match (parsed.scheme(), address) {
-        ("https", _) => Ok(()),
-        ("http", Some(ip)) if inside(ip) => Ok(()),
+        ("https", _) => Ok(parsed),
+        ("http", Some(ip)) if inside(ip) => Ok(parsed),
         _ => Err("must be https (http only to an allowed private address literal)".into()),
     }
 }

@@ -12,7 +12,7 @@ use crate::authz::Action;
 use crate::authz::Resource;
 use crate::authz::actions::{
     ApiKeyCreate, ApiKeyRevoke, GroupCreate, GroupMemberAdd, PasskeyReset, RoleBindingCreate,
-    ServiceAccountCreate, SessionRevoke, UserCreate, UserUpdate,
+    ServiceAccountCreate, SessionRevoke, UserCreate,
 };
 use crate::identity::operator::OperatorAuthority;
 use crate::identity::{Principal, UserCredential};
@@ -197,9 +197,10 @@ impl Proof for AutomaticResponse {
     }
 }
 
+/// Revoking a service account's keys and OAuth clients, ending a person's sessions. (A person's
+/// deactivation takes the response itself: a `Permit<UserUpdate>` would also change claims.)
 impl Permit<ApiKeyRevoke> for AutomaticResponse {}
 impl Permit<SessionRevoke> for AutomaticResponse {}
-impl Permit<UserUpdate> for AutomaticResponse {}
 
 mod sealed {
     /// Only this module's proofs are proofs.
