@@ -376,3 +376,44 @@ impl Failures {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_beyond_the_queue_are_dropped_and_counted_and_exports_give_their_places_back() {
+        static DROPPED: AtomicU64 = AtomicU64::new(0);
+        static FAILED: AtomicU64 = AtomicU64::new(0);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let bounded = Bounded {
+            inner: (),
+            in_flight: Arc::clone(&in_flight),
+            dropped: &DROPPED,
+        };
+        for _ in 0..QUEUE {
+            assert!(bounded.admit());
+        }
+        assert!(!bounded.admit(), "the queue is full");
+        assert!(!bounded.admit());
+        assert_eq!(DROPPED.load(Ordering::Relaxed), 2);
+        assert_eq!(in_flight.load(Ordering::Relaxed), QUEUE);
+        let exporter = Counted {
+            inner: (),
+            in_flight: Arc::clone(&in_flight),
+            failures: Failures::new("traces", &FAILED),
+        };
+        // A failed export gives its places back too, and is counted.
+        let failed = exporter.settle(
+            10,
+            Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                "collector down".into(),
+            )),
+        );
+        assert!(failed.is_err());
+        assert_eq!(FAILED.load(Ordering::Relaxed), 1);
+        assert!(exporter.settle(QUEUE - 10, Ok(())).is_ok());
+        assert_eq!(in_flight.load(Ordering::Relaxed), 0);
+        assert!(bounded.admit(), "room again once exported");
+    }
+}
