@@ -464,7 +464,7 @@ async fn flush(
             });
             telemetry::metrics().observe_audit_flush(linked.rows.len(), lag);
             security::committed(trail.name(), &linked.rows);
-            signals.observe(trail.name(), &linked.rows);
+            signals.observe(trail.name(), linked.rows);
             (Ok(()), Some(linked.head))
         }
         Err(e) => (

@@ -4,8 +4,7 @@
 
 use chrono::Utc;
 use entity::tenant::tenant_setting;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -241,21 +240,6 @@ impl Stored {
     /// Stores this configuration.
     pub async fn save(&self, tx: &WriteTx, _: &impl Permit<SettingsManage>) -> Result<(), DbErr> {
         let value = serde_json::to_value(self).map_err(|e| DbErr::Custom(e.to_string()))?;
-        tenant_setting::Entity::insert(tenant_setting::ActiveModel {
-            key: Set(KEY.to_owned()),
-            value: Set(value),
-            updated_at: Set(Utc::now()),
-        })
-        .on_conflict(
-            OnConflict::column(tenant_setting::Column::Key)
-                .update_columns([
-                    tenant_setting::Column::Value,
-                    tenant_setting::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec(tx.conn())
-        .await?;
-        Ok(())
+        crate::signin::settings::put_setting(tx, KEY, value, Utc::now()).await
     }
 }

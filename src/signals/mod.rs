@@ -70,16 +70,13 @@ impl SignalFeed {
     }
 
     /// Feeds the rows `trail` just committed (the platform's trail has no signals).
-    pub fn observe(&self, trail: &str, rows: &[audit_event::Model]) {
+    pub fn observe(&self, trail: &str, rows: Vec<audit_event::Model>) {
         if trail == crate::audit::PLATFORM || rows.is_empty() {
             return;
         }
-        if self
-            .sender
-            .try_send((trail.to_owned(), rows.to_vec()))
-            .is_err()
-        {
-            crate::telemetry::metrics().observe_signal_feed_dropped(rows.len());
+        let count = rows.len();
+        if self.sender.try_send((trail.to_owned(), rows)).is_err() {
+            crate::telemetry::metrics().observe_signal_feed_dropped(count);
         }
     }
 

@@ -156,24 +156,37 @@ impl TenantSettings {
                 serde_json::to_value(&self.passkey_aaguids).unwrap_or_default(),
             ),
         ] {
-            tenant_setting::Entity::insert(tenant_setting::ActiveModel {
-                key: Set(key.to_owned()),
-                value: Set(value),
-                updated_at: Set(now),
-            })
-            .on_conflict(
-                OnConflict::column(tenant_setting::Column::Key)
-                    .update_columns([
-                        tenant_setting::Column::Value,
-                        tenant_setting::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec(tx.conn())
-            .await?;
+            put_setting(tx, key, value, now).await?;
         }
         Ok(())
     }
+}
+
+/// Stores the tenant setting `key` (inserted, or replacing its value), changed at `now`: the
+/// one writer of `tenant_settings` rows, for these settings and for others kept beside them
+/// (the tenant's alerting, `signals::config`).
+pub(crate) async fn put_setting(
+    tx: &WriteTx,
+    key: &str,
+    value: Value,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), DbErr> {
+    tenant_setting::Entity::insert(tenant_setting::ActiveModel {
+        key: Set(key.to_owned()),
+        value: Set(value),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(tenant_setting::Column::Key)
+            .update_columns([
+                tenant_setting::Column::Value,
+                tenant_setting::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec(tx.conn())
+    .await?;
+    Ok(())
 }
 
 /// How long a replica serves a tenant's cached settings without reading them again: bounds a

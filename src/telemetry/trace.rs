@@ -77,8 +77,6 @@ pub struct RequestTrace {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub sampled: bool,
-    /// The request's method, which names its span with the route.
-    method: String,
     /// The request's SDK span, when spans are exported.
     exported: Option<Context>,
 }
@@ -112,7 +110,6 @@ impl RequestTrace {
                 trace_id: context.trace_id(),
                 span_id: context.span_id(),
                 sampled: context.is_sampled(),
-                method: method.to_owned(),
                 exported: Some(parent_cx.with_span(span)),
             };
         }
@@ -121,7 +118,6 @@ impl RequestTrace {
             trace_id: parent.map_or(TraceId::from(random), |p| p.trace_id),
             span_id: SpanId::from((random as u64) ^ ((random >> 64) as u64) | 1),
             sampled: parent.is_some_and(|p| p.sampled),
-            method: method.to_owned(),
             exported: None,
         }
     }
@@ -133,20 +129,18 @@ impl RequestTrace {
         }
     }
 
-    /// Ends the request's span: named by its `route` template, with the response's `status`.
-    pub fn end(&self, route: Option<&str>, status: u16) {
+    /// Ends the request's span: named by its `method` and `route` template, with the
+    /// response's `status`.
+    pub fn end(&self, method: &str, route: &str, status: u16) {
         let Some(cx) = &self.exported else {
             return;
         };
         let span = cx.span();
-        let status_code = KeyValue::new("http.response.status_code", i64::from(status));
-        match route {
-            Some(route) => {
-                span.update_name(format!("{} {route}", self.method));
-                span.set_attributes([KeyValue::new("http.route", route.to_owned()), status_code]);
-            }
-            None => span.set_attribute(status_code),
-        }
+        span.update_name(format!("{method} {route}"));
+        span.set_attributes([
+            KeyValue::new("http.route", route.to_owned()),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ]);
         if status >= 500 {
             span.set_status(Status::error(format!("HTTP {status}")));
         }

@@ -486,3 +486,34 @@ pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, co
     assert!(body["type"].as_str().unwrap().ends_with(code), "{body}");
     assert!(!body["request_id"].as_str().unwrap().is_empty(), "{body}");
 }
+
+/// Starts the Python test peer `script` (a path under `tests/peers`) with `args`; it announces
+/// `{"port": N}` on the first line of its standard output. It is killed with the child.
+pub async fn python_peer(script: &str, args: &[&std::ffi::OsStr]) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt as _;
+    let path = format!("{}/tests/peers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 runs {script}: {e}"));
+    let mut line = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let announced: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("{script} did not start ({e}): {line}"));
+    (child, announced["port"].as_u64().unwrap() as u16)
+}
+
+/// The values of a JSON-lines file; none while it does not exist.
+pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt as _;
 
-use crate::helpers::{Db, Options, assert_problem, spawn_app_with};
+use crate::helpers::{Db, Options, assert_problem, json_lines, python_peer, spawn_app_with};
 
 /// The webhook receiver: verifies each delivery with the reference library.
 struct Hook {
@@ -25,25 +24,11 @@ impl Hook {
         let dir = std::env::temp_dir().join(format!("flowgate-hook-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let (secret_file, out) = (dir.join("secret"), dir.join("deliveries.jsonl"));
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/peers/webhooks/receiver.py"
-        );
-        let mut child = tokio::process::Command::new("python3")
-            .args([script.as_ref(), secret_file.as_os_str(), out.as_os_str()])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs the webhook receiver");
-        let mut line = String::new();
-        tokio::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .await
-            .unwrap();
-        let port = serde_json::from_str::<Value>(&line)
-            .unwrap_or_else(|e| panic!("the receiver did not start ({e}): {line}"))["port"]
-            .as_u64()
-            .unwrap() as u16;
+        let (child, port) = python_peer(
+            "webhooks/receiver.py",
+            &[secret_file.as_os_str(), out.as_os_str()],
+        )
+        .await;
         Hook {
             _child: child,
             secret_file,
@@ -53,10 +38,15 @@ impl Hook {
     }
 
     fn deliveries(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+        json_lines(&self.out)
+    }
+
+    /// The verified `security.event` deliveries so far: their OCSF events.
+    fn events(&self) -> Vec<Value> {
+        self.deliveries()
+            .into_iter()
+            .filter(|d| d["verified"] == true && d["payload"]["type"] == "security.event")
+            .map(|d| d["payload"]["data"].clone())
             .collect()
     }
 
@@ -207,12 +197,7 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
     assert_eq!(alert["data"]["subject"]["type"], "source");
     assert_eq!(alert["data"]["count"], 5);
     // The tenant also asked for its authentication events: each failure, in OCSF's shape.
-    let events: Vec<Value> = hook
-        .deliveries()
-        .into_iter()
-        .filter(|d| d["verified"] == true && d["payload"]["type"] == "security.event")
-        .map(|d| d["payload"]["data"].clone())
-        .collect();
+    let events = hook.events();
     assert!(
         events
             .iter()
@@ -243,13 +228,9 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
     }
     let alert = hook.signal("secret_reads").await;
     let reads = hook
-        .deliveries()
-        .into_iter()
-        .filter(|d| {
-            d["verified"] == true
-                && d["payload"]["type"] == "security.event"
-                && d["payload"]["data"]["api"]["operation"] == "secret.read"
-        })
+        .events()
+        .iter()
+        .filter(|e| e["api"]["operation"] == "secret.read")
         .count();
     assert!(
         reads >= 3,

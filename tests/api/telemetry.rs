@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt as _;
+
+use crate::helpers::{json_lines, python_peer};
 
 const OPERATOR_TOKEN: &str = "telemetry-test-operator-token-0123456789";
 
@@ -23,36 +24,17 @@ struct Receiver {
 
 impl Receiver {
     async fn start(dir: &Path) -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/otlp/receiver.py");
-        let mut child = tokio::process::Command::new("python3")
-            .arg(script)
-            .arg(dir)
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs the OTLP receiver");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        tokio::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .await
-            .unwrap();
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("the receiver did not start ({e}): {line}"));
+        let (child, port) = python_peer("otlp/receiver.py", &[dir.as_os_str()]).await;
         Receiver {
             child,
             dir: dir.to_owned(),
-            port: started["port"].as_u64().unwrap() as u16,
+            port,
         }
     }
 
     /// The export requests of `signal` (`traces`, `metrics`, `logs`) received so far.
     fn requests(&self, signal: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join(format!("{signal}.jsonl")))
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        json_lines(&self.dir.join(format!("{signal}.jsonl")))
     }
 
     /// Every byte received, of every signal, as sent.
@@ -129,17 +111,13 @@ impl Served {
 
     /// A tenant `acme` and its admin API key.
     async fn onboard(&self) -> String {
-        let created: Value = self
-            .client
-            .post(format!("{}/api/v1/platform/tenants", self.base))
-            .bearer_auth(OPERATOR_TOKEN)
-            .json(&json!({"slug": "acme"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, created) = answer(
+            self.client
+                .post(format!("{}/api/v1/platform/tenants", self.base))
+                .bearer_auth(OPERATOR_TOKEN)
+                .json(&json!({"slug": "acme"})),
+        )
+        .await;
         created["admin_api_key"].as_str().unwrap().to_owned()
     }
 
@@ -164,6 +142,13 @@ impl Served {
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
     }
+}
+
+/// Sends `request`: the status and the JSON body (`null` when it has none).
+async fn answer(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -242,80 +227,72 @@ async fn an_operator_sees_spans_metrics_and_every_audit_event_in_their_collector
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let traceparent = format!("00-{trace_id}-{parent_id}-01");
-    let read = server
-        .client
-        .get(server.api("/users"))
-        .bearer_auth(&key)
-        .header("traceparent", &traceparent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), reqwest::StatusCode::OK);
+    let (status, _) = answer(
+        server
+            .client
+            .get(server.api("/users"))
+            .bearer_auth(&key)
+            .header("traceparent", &traceparent),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
     // A refusal names the caller's trace; a forged traceparent is ignored, not an error.
-    let refused = server
-        .client
-        .get(server.api("/users"))
-        .bearer_auth(format!("{key}x"))
-        .header("traceparent", &traceparent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
-    let problem: Value = refused.json().await.unwrap();
+    let (status, problem) = answer(
+        server
+            .client
+            .get(server.api("/users"))
+            .bearer_auth(format!("{key}x"))
+            .header("traceparent", &traceparent),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
     assert_eq!(problem["trace_id"], trace_id, "{problem}");
-    let forged = server
-        .client
-        .get(server.api("/nowhere"))
-        .bearer_auth(&key)
-        .header(
-            "traceparent",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-        )
-        .send()
-        .await
-        .unwrap();
-    let problem: Value = forged.json().await.unwrap();
+    let (_, problem) = answer(
+        server
+            .client
+            .get(server.api("/nowhere"))
+            .bearer_auth(&key)
+            .header(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ),
+    )
+    .await;
     let own_trace = problem["trace_id"].as_str().unwrap().to_owned();
     assert_eq!(own_trace.len(), 32, "{problem}");
     assert_ne!(own_trace, "0".repeat(32));
     // A secret value and the API key, which must appear in nothing exported.
     let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
-    let created = server
-        .client
-        .post(server.api("/secrets"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "erp-token", "value": canary}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
-    let value: Value = server
-        .client
-        .get(server.api("/secrets/erp-token/value"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _) = answer(
+        server
+            .client
+            .post(server.api("/secrets"))
+            .bearer_auth(&key)
+            .json(&json!({"name": "erp-token", "value": canary})),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    let (_, value) = answer(
+        server
+            .client
+            .get(server.api("/secrets/erp-token/value"))
+            .bearer_auth(&key),
+    )
+    .await;
     assert_eq!(value["value"], canary.as_str());
     // An outbound call (the provider's discovery document, fetched at login) tells the provider
     // of the trace.
-    let provider: Value = server
-        .client
-        .post(server.api("/identity-providers"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "Corp", "kind": "oidc", "preset": "generic",
-            "issuer": format!("http://127.0.0.1:{}/issuer", receiver.port),
-            "client_id": "flowgate", "client_secret": "provider-secret",
-            "email_domains": ["example.org"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, provider) = answer(
+        server
+            .client
+            .post(server.api("/identity-providers"))
+            .bearer_auth(&key)
+            .json(&json!({"name": "Corp", "kind": "oidc", "preset": "generic",
+                "issuer": format!("http://127.0.0.1:{}/issuer", receiver.port),
+                "client_id": "flowgate", "client_secret": "provider-secret",
+                "email_domains": ["example.org"]})),
+    )
+    .await;
     let login = server
         .client
         .get(format!(
@@ -331,16 +308,13 @@ async fn an_operator_sees_spans_metrics_and_every_audit_event_in_their_collector
         !login.status().is_success(),
         "the discovery document is missing"
     );
-    let trail: Value = server
-        .client
-        .get(server.api("/audit/events?limit=1000"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, trail) = answer(
+        server
+            .client
+            .get(server.api("/audit/events?limit=1000"))
+            .bearer_auth(&key),
+    )
+    .await;
     server.stop().await;
 
     // Spans: the read, under the caller's trace, with what the pipeline learnt of it.
@@ -391,11 +365,7 @@ async fn an_operator_sees_spans_metrics_and_every_audit_event_in_their_collector
         "the refused call is traced too"
     );
 
-    let outbound: Vec<Value> = std::fs::read_to_string(receiver.dir.join("outbound.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let outbound = json_lines(&receiver.dir.join("outbound.jsonl"));
     let discovery = outbound
         .iter()
         .find(|call| call["path"] == "/issuer/.well-known/openid-configuration")

@@ -80,7 +80,7 @@ where
         let route = res.request().match_pattern();
         let route = route.as_deref().unwrap_or(telemetry::UNMATCHED_ROUTE);
         telemetry::metrics().observe_request(&current.method, route, status, elapsed);
-        current.trace.end(Some(route), status);
+        current.trace.end(&current.method, route, status);
         tracing::info!(
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,

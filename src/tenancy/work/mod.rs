@@ -478,14 +478,13 @@ impl TenantContext {
         event
     }
 
-    /// What the request's span says of this work: tenant, principal, action and decision —
-    /// ids and names only.
+    /// What the request's span says of this work: principal, action and decision — ids and
+    /// names only (the tenant is on the span from the tenant stage).
     pub fn span_attributes(&self) -> Vec<opentelemetry::KeyValue> {
         use opentelemetry::KeyValue;
         let note = self.note();
         let principal = &self.0.principal;
         let mut attributes = vec![
-            KeyValue::new("flowgate.tenant", self.slug().to_string()),
             KeyValue::new("flowgate.principal.type", principal.actor_type()),
             KeyValue::new("flowgate.principal.id", principal.actor_id()),
             KeyValue::new("flowgate.request_id", self.0.meta.request_id.clone()),

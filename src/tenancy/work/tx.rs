@@ -244,7 +244,7 @@ impl WriteTx {
         self.state.forget(self.invalidates, self.slug.as_str());
         committed?;
         crate::telemetry::security::committed(self.slug.as_str(), &linked.rows);
-        self.state.signals.observe(self.slug.as_str(), &linked.rows);
+        self.state.signals.observe(self.slug.as_str(), linked.rows);
         if let Author::Context(context) = &self.author {
             context.note().recorded = true;
         }
