@@ -187,11 +187,11 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
             if let Some((url, secret)) = &webhook {
                 forward_events(&state, &slug, &tenant.stored.config, url, secret, &rows);
             }
+            let observations = observations(rows).await;
             let now = Instant::now();
-            let fired: Vec<Signal> = rows
+            let fired: Vec<Signal> = observations
                 .iter()
-                .map(observation)
-                .flat_map(|event| tenant.detectors.observe(&tenant.stored.config, &event, now))
+                .flat_map(|event| tenant.detectors.observe(&tenant.stored.config, event, now))
                 .collect();
             for signal in fired {
                 // Each raised on its own task, at most a few at once per tenant: one tenant's
@@ -244,6 +244,20 @@ async fn webhook_secret(
         .await?;
     tx.commit().await?;
     Ok(SecretString::from(String::from_utf8(plain.to_vec())?))
+}
+
+/// What the detectors read of committed `rows`. A changed policy is parsed (on a parsing
+/// thread of its own, joined) off the runtime's threads.
+async fn observations(rows: Vec<audit_event::Model>) -> Vec<Observation> {
+    if !rows.iter().any(|row| row.action == "policy.manage") {
+        return rows.iter().map(observation).collect();
+    }
+    tokio::task::spawn_blocking(move || rows.iter().map(observation).collect())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading committed events for the detectors failed");
+            Vec::new()
+        })
 }
 
 /// What the detectors read of a committed row.

@@ -16,13 +16,21 @@
 //! Invariant: a record carries what the audit event holds and nothing more; audit events never
 //! hold a credential or a secret value.
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use entity::tenant::audit_event;
-use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+use opentelemetry::KeyValue;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1 as proto;
+use opentelemetry_sdk::Resource;
+use prost::Message as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::otlp;
+use super::otlp::{self, ship::Signal};
+use super::trace::unix_nanos;
 
 /// An OCSF class, with the activity of one event in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,8 +292,8 @@ pub fn login_method(action: &str) -> Option<&'static str> {
     })
 }
 
-/// Hands the rows `trail` just committed to the SIEM: each one an OTLP log record (when
-/// exporting), and sign-ins counted.
+/// Hands the rows `trail` just committed to the SIEM: each one queued as an OTLP log record
+/// (when exporting), and sign-ins counted.
 pub fn committed(trail: &str, rows: &[audit_event::Model]) {
     let metrics = super::metrics();
     for row in rows {
@@ -293,50 +301,86 @@ pub fn committed(trail: &str, rows: &[audit_event::Model]) {
             metrics.observe_login(method, row.status < 400);
         }
     }
-    let Some(logger) = otlp::logger() else {
+    let Some(exporting) = otlp::exporting() else {
         return;
     };
+    let trail: Arc<str> = Arc::from(trail);
+    let observed = SystemTime::now();
     for row in rows {
-        let failed = row.status >= 400 || row.decision == "deny";
-        let mut record = logger.create_log_record();
-        record.set_event_name("flowgate.audit");
-        record.set_timestamp(system_time(row.occurred_at));
-        record.set_observed_timestamp(std::time::SystemTime::now());
-        let (severity, text) = if failed {
-            (Severity::Warn, "WARN")
-        } else {
-            (Severity::Info, "INFO")
-        };
-        record.set_severity_number(severity);
-        record.set_severity_text(text);
-        // Serializing borrowed strings and a JSON value cannot fail.
-        let body = serde_json::to_string(&OcsfEvent::of(trail, row)).unwrap_or_default();
-        record.set_body(AnyValue::String(body.into()));
-        record.add_attributes([
-            ("flowgate.tenant", AnyValue::from(trail.to_owned())),
-            ("flowgate.audit.seq", AnyValue::from(row.seq)),
-            ("flowgate.audit.hash", AnyValue::from(row.hash.clone())),
-            ("flowgate.audit.action", AnyValue::from(row.action.clone())),
-            (
-                "flowgate.request_id",
-                AnyValue::from(row.request_id.clone()),
-            ),
-            (
-                "ocsf.class_uid",
-                AnyValue::from(i64::from(ocsf_class(&row.action).class_uid)),
-            ),
-        ]);
-        logger.emit(record);
+        exporting.logs.ship(AuditRecord {
+            trail: Arc::clone(&trail),
+            row: row.clone(),
+            observed,
+        });
     }
 }
 
-fn system_time(at: DateTime<Utc>) -> std::time::SystemTime {
-    at.into()
+/// A committed audit event waiting for export; its OCSF body is made on the export thread.
+#[derive(Debug)]
+pub struct AuditRecord {
+    trail: Arc<str>,
+    row: audit_event::Model,
+    observed: SystemTime,
+}
+
+impl AuditRecord {
+    fn into_proto(self) -> proto::LogRecord {
+        let row = &self.row;
+        let failed = row.status >= 400 || row.decision == "deny";
+        let (severity, text) = if failed {
+            (proto::SeverityNumber::Warn, "WARN")
+        } else {
+            (proto::SeverityNumber::Info, "INFO")
+        };
+        // Serializing borrowed strings and a JSON value cannot fail.
+        let body = serde_json::to_string(&OcsfEvent::of(&self.trail, row)).unwrap_or_default();
+        let class = i64::from(ocsf_class(&row.action).class_uid);
+        proto::LogRecord {
+            time_unix_nano: unix_nanos(row.occurred_at.into()),
+            observed_time_unix_nano: unix_nanos(self.observed),
+            severity_number: severity as i32,
+            severity_text: text.to_owned(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body)),
+            }),
+            attributes: otlp::attributes(vec![
+                KeyValue::new("flowgate.tenant", self.trail.to_string()),
+                KeyValue::new("flowgate.audit.seq", row.seq),
+                KeyValue::new("flowgate.audit.hash", row.hash.clone()),
+                KeyValue::new("flowgate.audit.action", row.action.clone()),
+                KeyValue::new("flowgate.request_id", row.request_id.clone()),
+                KeyValue::new("ocsf.class_uid", class),
+            ]),
+            event_name: "flowgate.audit".to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Signal for AuditRecord {
+    const NAME: &'static str = "logs";
+
+    fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
+        let (resource, schema_url) = otlp::resource_proto(resource);
+        ExportLogsServiceRequest {
+            resource_logs: vec![proto::ResourceLogs {
+                resource: Some(resource),
+                scope_logs: vec![proto::ScopeLogs {
+                    scope: Some(otlp::scope()),
+                    log_records: batch.into_iter().map(AuditRecord::into_proto).collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url,
+            }],
+        }
+        .encode_to_vec()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use serde_json::json;
 
     fn row(action: &str, status: i32, decision: &str) -> audit_event::Model {

@@ -4,21 +4,28 @@
 //! Every request has a trace id and a span id, exported or not: they are on every log line and
 //! in every problem response, so a caller's report can be found in the logs. A valid
 //! `traceparent` from the caller makes the request part of the caller's trace; an invalid one is
-//! ignored (W3C Trace Context: restart the trace). When OTLP export is on
-//! ([`super::otlp`]) the request's span is a real SDK span, ended with its route, status and the
-//! facts the pipeline learnt (tenant, principal, action, decision); spans never carry a
-//! credential, a secret value, a query string or a request body — only ids.
+//! ignored (W3C Trace Context: restart the trace). When OTLP export is on ([`super::otlp`]) and
+//! the SDK's sampler (`OTEL_TRACES_SAMPLER`) keeps the trace, the request's span is recorded in
+//! a compact form ([`FinishedSpan`]) and ended with its route, status and the facts the pipeline
+//! learnt (tenant, principal, action, decision); the export thread turns it into OTLP. Spans
+//! never carry a credential, a secret value, a query string or a request body — only ids.
 
+use std::borrow::Cow;
 use std::future::Future;
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
-    TraceState, Tracer as _,
+    SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1 as proto;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SamplingDecision;
+use prost::Message as _;
 
-use super::otlp;
+use super::otlp::{self, ship::Signal};
 
 /// The `traceparent` a caller sent: the trace the request joins and its parent span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,74 +84,102 @@ pub struct RequestTrace {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub sampled: bool,
-    /// The request's SDK span, when spans are exported.
-    exported: Option<Context>,
+    /// The request's span as it is being recorded: only when spans are exported and the
+    /// sampler keeps this trace.
+    recording: Option<Recording>,
+}
+
+/// What a request's span has gathered before it ends.
+#[derive(Debug)]
+struct Recording {
+    /// The caller's span, when the caller sent a valid `traceparent`.
+    parent: Option<SpanId>,
+    start: SystemTime,
+    attributes: Mutex<Vec<KeyValue>>,
 }
 
 impl RequestTrace {
     /// Starts the trace of a request with `method`, under the caller's `traceparent` if valid.
     pub fn start(traceparent: Option<&str>, method: &str) -> Self {
         let parent = traceparent.and_then(TraceParent::parse);
-        if let Some(tracer) = otlp::tracer() {
-            let parent_cx = match parent {
-                Some(p) => Context::new().with_remote_span_context(SpanContext::new(
-                    p.trace_id,
-                    p.span_id,
-                    if p.sampled {
-                        TraceFlags::SAMPLED
-                    } else {
-                        TraceFlags::default()
-                    },
-                    true,
-                    TraceState::default(),
-                )),
-                None => Context::new(),
-            };
-            let span = tracer
-                .span_builder(method.to_owned())
-                .with_kind(SpanKind::Server)
-                .with_attributes([KeyValue::new("http.request.method", method.to_owned())])
-                .start_with_context(tracer, &parent_cx);
-            let context = span.span_context().clone();
+        let Some(exporting) = otlp::exporting() else {
+            let random = uuid::Uuid::new_v4().as_u128();
             return RequestTrace {
-                trace_id: context.trace_id(),
-                span_id: context.span_id(),
-                sampled: context.is_sampled(),
-                exported: Some(parent_cx.with_span(span)),
+                trace_id: parent.map_or(TraceId::from(random), |p| p.trace_id),
+                span_id: SpanId::from((random as u64) ^ ((random >> 64) as u64) | 1),
+                sampled: parent.is_some_and(|p| p.sampled),
+                recording: None,
             };
-        }
-        let random = uuid::Uuid::new_v4().as_u128();
+        };
+        let trace_id = parent.map_or_else(|| exporting.ids.new_trace_id(), |p| p.trace_id);
+        let parent_cx = parent.map(|p| {
+            let flags = if p.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            Context::new().with_remote_span_context(SpanContext::new(
+                p.trace_id,
+                p.span_id,
+                flags,
+                true,
+                TraceState::default(),
+            ))
+        });
+        let sampled = exporting
+            .sampler
+            .should_sample(
+                parent_cx.as_ref(),
+                trace_id,
+                method,
+                &SpanKind::Server,
+                &[],
+                &[],
+            )
+            .decision
+            == SamplingDecision::RecordAndSample;
         RequestTrace {
-            trace_id: parent.map_or(TraceId::from(random), |p| p.trace_id),
-            span_id: SpanId::from((random as u64) ^ ((random >> 64) as u64) | 1),
-            sampled: parent.is_some_and(|p| p.sampled),
-            exported: None,
+            trace_id,
+            span_id: exporting.ids.new_span_id(),
+            sampled,
+            recording: sampled.then(|| Recording {
+                parent: parent.map(|p| p.span_id),
+                start: SystemTime::now(),
+                attributes: Mutex::new(Vec::with_capacity(12)),
+            }),
         }
     }
 
-    /// Adds `attributes` to the request's span (nothing when spans are not exported).
+    /// Adds `attributes` to the request's span (nothing when it is not recorded).
     pub fn annotate(&self, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        if let Some(cx) = &self.exported {
-            cx.span().set_attributes(attributes());
+        if let Some(recording) = &self.recording {
+            lock(&recording.attributes).extend(attributes());
         }
     }
 
     /// Ends the request's span: named by its `method` and `route` template, with the
-    /// response's `status`.
+    /// response's `status`, and queued for export.
     pub fn end(&self, method: &str, route: &str, status: u16) {
-        let Some(cx) = &self.exported else {
+        let (Some(recording), Some(exporting)) = (&self.recording, otlp::exporting()) else {
             return;
         };
-        let span = cx.span();
-        span.update_name(format!("{method} {route}"));
-        span.set_attributes([
+        let mut attributes = std::mem::take(&mut *lock(&recording.attributes));
+        attributes.extend([
+            KeyValue::new("http.request.method", method.to_owned()),
             KeyValue::new("http.route", route.to_owned()),
             KeyValue::new("http.response.status_code", i64::from(status)),
         ]);
-        if status >= 500 {
-            span.set_status(Status::error(format!("HTTP {status}")));
-        }
-        span.end();
+        exporting.spans.ship(FinishedSpan {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent: recording.parent,
+            name: format!("{method} {route}").into(),
+            kind: SpanKind::Server,
+            start: recording.start,
+            end: SystemTime::now(),
+            attributes,
+            error: (status >= 500).then(|| format!("HTTP {status}").into()),
+        });
     }
 
     /// The `traceparent` naming this request's span, for calls it makes elsewhere.
@@ -152,40 +187,47 @@ impl RequestTrace {
         TraceParent::header(self.trace_id, self.span_id, self.sampled)
     }
 
-    /// A child span of this request named `name`, started now (nothing when not exported).
+    /// A child span of this request named `name`, started now (recorded only when the
+    /// request's span is).
     fn child(
         &self,
         name: &'static str,
         kind: SpanKind,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Child {
-        let (Some(cx), Some(tracer)) = (&self.exported, otlp::tracer()) else {
+        let Some(exporting) = otlp::exporting().filter(|_| self.recording.is_some()) else {
             return Child {
                 span: None,
                 traceparent: Some(self.traceparent()),
             };
         };
-        let span = tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_start_time(SystemTime::now())
-            .with_attributes(attributes())
-            .start_with_context(tracer, cx);
-        let context = span.span_context();
-        let traceparent =
-            TraceParent::header(context.trace_id(), context.span_id(), context.is_sampled());
+        let span_id = exporting.ids.new_span_id();
         Child {
-            span: Some(span),
-            traceparent: Some(traceparent),
+            span: Some(FinishedSpan {
+                trace_id: self.trace_id,
+                span_id,
+                parent: Some(self.span_id),
+                name: name.into(),
+                kind,
+                start: SystemTime::now(),
+                end: SystemTime::UNIX_EPOCH,
+                attributes: attributes(),
+                error: None,
+            }),
+            traceparent: Some(TraceParent::header(self.trace_id, span_id, true)),
         }
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A child span in progress; ended by [`Child::end`].
 pub struct Child {
-    span: Option<opentelemetry_sdk::trace::Span>,
+    span: Option<FinishedSpan>,
     /// What a call this span makes elsewhere sends as its `traceparent`: this span when
-    /// exported, else the request's own span (the trace is propagated either way).
+    /// recorded, else the request's own span (the trace is propagated either way).
     traceparent: Option<String>,
 }
 
@@ -196,15 +238,86 @@ impl Child {
     }
 
     /// Ends the span, marked as failed with `error` if there was one (a kind, never a message
-    /// that could quote input).
-    pub fn end(mut self, error: Option<&'static str>) {
-        if let Some(span) = self.span.as_mut() {
-            if let Some(kind) = error {
-                span.set_status(Status::error(kind));
-            }
-            span.end();
+    /// that could quote input), and queues it for export.
+    pub fn end(self, error: Option<&'static str>) {
+        if let (Some(mut span), Some(exporting)) = (self.span, otlp::exporting()) {
+            span.end = SystemTime::now();
+            span.error = error.map(Cow::Borrowed);
+            exporting.spans.ship(span);
         }
     }
+}
+
+/// A span that has ended, as it waits for export: ids, times and attributes, nothing else.
+#[derive(Debug)]
+pub struct FinishedSpan {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<KeyValue>,
+    /// Why it failed, when it did (the span's status is then an error).
+    error: Option<Cow<'static, str>>,
+}
+
+impl FinishedSpan {
+    fn into_proto(self) -> proto::Span {
+        let kind = match self.kind {
+            SpanKind::Client => proto::span::SpanKind::Client,
+            SpanKind::Server => proto::span::SpanKind::Server,
+            SpanKind::Producer => proto::span::SpanKind::Producer,
+            SpanKind::Consumer => proto::span::SpanKind::Consumer,
+            SpanKind::Internal => proto::span::SpanKind::Internal,
+        };
+        proto::Span {
+            trace_id: self.trace_id.to_bytes().to_vec(),
+            span_id: self.span_id.to_bytes().to_vec(),
+            parent_span_id: self
+                .parent
+                .map(|p| p.to_bytes().to_vec())
+                .unwrap_or_default(),
+            flags: u32::from(TraceFlags::SAMPLED.to_u8()),
+            name: self.name.into_owned(),
+            kind: kind as i32,
+            start_time_unix_nano: unix_nanos(self.start),
+            end_time_unix_nano: unix_nanos(self.end),
+            attributes: otlp::attributes(self.attributes),
+            status: self.error.map(|message| proto::Status {
+                message: message.into_owned(),
+                code: proto::status::StatusCode::Error as i32,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl Signal for FinishedSpan {
+    const NAME: &'static str = "traces";
+
+    fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
+        let (resource, schema_url) = otlp::resource_proto(resource);
+        ExportTraceServiceRequest {
+            resource_spans: vec![proto::ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![proto::ScopeSpans {
+                    scope: Some(otlp::scope()),
+                    spans: batch.into_iter().map(FinishedSpan::into_proto).collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url,
+            }],
+        }
+        .encode_to_vec()
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 for a time before it).
+pub fn unix_nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Starts a child span of the current request (none outside a request or when not exported).

@@ -23,8 +23,16 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// A receiver on a free port.
     async fn start(dir: &Path) -> Self {
-        let (child, port) = python_peer("otlp/receiver.py", &[dir.as_os_str()]).await;
+        Self::start_on(dir, 0).await
+    }
+
+    /// A receiver on `port` (0: a free one).
+    async fn start_on(dir: &Path, port: u16) -> Self {
+        let port = port.to_string();
+        let (child, port) =
+            python_peer("otlp/receiver.py", &[dir.as_os_str(), port.as_ref()]).await;
         Receiver {
             child,
             dir: dir.to_owned(),
@@ -468,7 +476,7 @@ async fn an_operator_sees_spans_metrics_and_every_audit_event_in_their_collector
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_that_is_down_costs_no_request() {
+async fn a_collector_that_is_down_costs_no_request_and_export_resumes_when_it_returns() {
     let dir = temp_dir("otlp-down");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -527,6 +535,50 @@ async fn a_collector_that_is_down_costs_no_request() {
         (1..=3).contains(&warnings),
         "a failing exporter is logged once per interval per signal, not per export: {warnings}"
     );
+
+    // The collector comes back at the same address: spans and audit records flow again, with
+    // no restart.
+    let receiver = Receiver::start_on(&dir.join("received"), closed).await;
+    let mut resumed = (false, false);
+    for _ in 0..100 {
+        let answer = server
+            .client
+            .get(server.api("/users"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), reqwest::StatusCode::OK);
+        let spans = items(
+            &receiver.requests("traces"),
+            "resourceSpans",
+            "scopeSpans",
+            "spans",
+        );
+        let logs = items(
+            &receiver.requests("logs"),
+            "resourceLogs",
+            "scopeLogs",
+            "logRecords",
+        );
+        resumed = (
+            spans
+                .iter()
+                .any(|(_, s)| s["name"] == "GET /t/{tenant}/api/v1/users"),
+            logs.iter()
+                .any(|(_, r)| attributes(&r["attributes"])["flowgate.audit.action"] == "user.read"),
+        );
+        if resumed == (true, true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        resumed,
+        (true, true),
+        "export resumes once the collector answers"
+    );
+    drop(receiver.child);
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
