@@ -24,6 +24,9 @@ pub enum ResponseKind {
     EndSessions,
     /// Deactivate the person the signal is about (their sessions end with it).
     DeactivateUser,
+    /// Revoke every API key and OAuth client of the tenant, whoever the signal is about: API
+    /// access stops until new keys are issued; people still sign in.
+    RevokeAllApiKeys,
 }
 
 /// The security events, by OCSF class, that a tenant's webhook also gets (signals always).

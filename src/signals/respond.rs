@@ -32,7 +32,7 @@ pub async fn apply(
     for &response in responses {
         let name = serde_json::to_value(response).unwrap_or_default();
         let outcome = match applicable(response, &fired.signal.subject) {
-            Some(id) => match respond(state, fired, response, id, meta).await {
+            Some(target) => match respond(state, fired, response, target, meta).await {
                 Ok(Some(changed)) => json!({"response": name, "applied": true, "changed": changed}),
                 Ok(None) => {
                     json!({"response": name, "applied": false, "reason": "a break-glass account"})
@@ -51,29 +51,49 @@ pub async fn apply(
     done
 }
 
-/// The id of the subject `response` acts on, if it acts on this kind of subject.
-fn applicable(response: ResponseKind, subject: &Subject) -> Option<Uuid> {
-    let Subject::Principal { kind, id } = subject else {
-        return None;
-    };
+/// What a response acts on.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The principal the signal is about.
+    Principal(Uuid),
+    /// The whole tenant.
+    Tenant,
+}
+
+/// What `response` acts on, if it acts on this kind of subject.
+fn applicable(response: ResponseKind, subject: &Subject) -> Option<Target> {
     let wanted = match response {
+        ResponseKind::RevokeAllApiKeys => return Some(Target::Tenant),
         ResponseKind::RevokeApiKeys => "service_account",
         ResponseKind::EndSessions | ResponseKind::DeactivateUser => "user",
     };
-    (kind == wanted).then(|| Uuid::try_parse(id).ok()).flatten()
+    let Subject::Principal { kind, id } = subject else {
+        return None;
+    };
+    (kind == wanted)
+        .then(|| Uuid::try_parse(id).ok().map(Target::Principal))
+        .flatten()
 }
 
-/// Applies one response to `id` in its own change; returns how many records it changed, or
-/// `None` for a break-glass account, which no response touches.
+/// Applies one response to `target` in its own change; returns how many records it changed,
+/// or `None` for a break-glass account, which no response touches.
 async fn respond(
     state: &Arc<AppState>,
     fired: &Fired,
     response: ResponseKind,
-    id: Uuid,
+    target: Target,
     meta: &RequestMeta,
 ) -> Result<Option<u64>, WorkError> {
     let proof = AutomaticResponse::new(fired);
     let tx = WriteTx::automatic(state, &fired.slug, meta, &proof).await?;
+    let id = match target {
+        Target::Principal(id) => id,
+        Target::Tenant => {
+            let changed = revoke_api_access(&tx, &proof, None).await?;
+            let change = Change::new("tenant", fired.slug.as_str(), 200);
+            return commit(tx, change, fired, response, changed).await;
+        }
+    };
     // The emergency account stays usable whatever fires: it is how a locked-out tenant gets in.
     if response != ResponseKind::RevokeApiKeys
         && break_glass::is_break_glass(tx.conn(), id)
@@ -83,32 +103,10 @@ async fn respond(
         return Ok(None);
     }
     let (resource_type, changed) = match response {
-        ResponseKind::RevokeApiKeys => {
-            // Its API keys and its OAuth clients: the tokens they issue carry the same account.
-            let keys = api_key::Entity::find()
-                .filter(api_key::Column::ServiceAccountId.eq(id))
-                .filter(api_key::Column::RevokedAt.is_null())
-                .all(tx.conn())
-                .await
-                .map_err(TenancyError::from)?;
-            for key in &keys {
-                crate::identity::api_key::revoke(&tx, &proof, key.id)
-                    .await
-                    .map_err(TenancyError::from)?;
-            }
-            let clients = oauth_client::Entity::find()
-                .filter(oauth_client::Column::ServiceAccountId.eq(id))
-                .filter(oauth_client::Column::RevokedAt.is_null())
-                .all(tx.conn())
-                .await
-                .map_err(TenancyError::from)?;
-            for client in &clients {
-                crate::identity::tokens::revoke_client(&tx, &proof, client.id)
-                    .await
-                    .map_err(TenancyError::from)?;
-            }
-            ("service_account", (keys.len() + clients.len()) as u64)
-        }
+        ResponseKind::RevokeApiKeys | ResponseKind::RevokeAllApiKeys => (
+            "service_account",
+            revoke_api_access(&tx, &proof, Some(id)).await?,
+        ),
         ResponseKind::EndSessions => {
             let ended = sessions::revoke_all::<SessionRevoke>(&tx, &proof, id)
                 .await
@@ -125,7 +123,55 @@ async fn respond(
             ("user", u64::from(found) + ended)
         }
     };
-    let change = Change::new(resource_type, id, 200)
+    commit(
+        tx,
+        Change::new(resource_type, id, 200),
+        fired,
+        response,
+        changed,
+    )
+    .await
+}
+
+/// Revokes the API keys and OAuth clients (the tokens they issue carry the same account) of the
+/// service account `account`, or of the whole tenant; returns how many.
+async fn revoke_api_access(
+    tx: &WriteTx,
+    proof: &AutomaticResponse,
+    account: Option<Uuid>,
+) -> Result<u64, WorkError> {
+    let mut keys = api_key::Entity::find().filter(api_key::Column::RevokedAt.is_null());
+    let mut clients =
+        oauth_client::Entity::find().filter(oauth_client::Column::RevokedAt.is_null());
+    if let Some(account) = account {
+        keys = keys.filter(api_key::Column::ServiceAccountId.eq(account));
+        clients = clients.filter(oauth_client::Column::ServiceAccountId.eq(account));
+    }
+    let keys = keys.all(tx.conn()).await.map_err(TenancyError::from)?;
+    for key in &keys {
+        crate::identity::api_key::revoke(tx, proof, key.id)
+            .await
+            .map_err(TenancyError::from)?;
+    }
+    let clients = clients.all(tx.conn()).await.map_err(TenancyError::from)?;
+    for client in &clients {
+        crate::identity::tokens::revoke_client(tx, proof, client.id)
+            .await
+            .map_err(TenancyError::from)?;
+    }
+    Ok((keys.len() + clients.len()) as u64)
+}
+
+/// Commits `change`, the record of `response` to `fired` having changed `changed` records, and
+/// drops every replica's cached credentials.
+async fn commit(
+    tx: WriteTx,
+    change: Change,
+    fired: &Fired,
+    response: ResponseKind,
+    changed: u64,
+) -> Result<Option<u64>, WorkError> {
+    let change = change
         .detail(
             "response",
             serde_json::to_value(response).unwrap_or_default(),

@@ -167,6 +167,16 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
         !read.to_string().contains(&secret),
         "the secret is shown once"
     );
+    assert_eq!(read["alerting"]["webhook_url"], url);
+    // Who may only read the settings sees where alerts go, not the URL's path (often a token).
+    let auditor = app.key_with_role(Some("Auditor")).await;
+    let (status, seen) = app.get("/security/alerting", &auditor).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(
+        seen["alerting"]["webhook_url"],
+        format!("http://127.0.0.1:{}", hook.port)
+    );
+    assert_eq!(seen["alerting"]["secret_reads"]["threshold"], 3);
 
     // The receiver really verifies: a forged delivery is refused.
     let forged = reqwest::Client::new()
@@ -307,6 +317,7 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let new_secret = rotated["webhook_secret"].as_str().unwrap();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    std::fs::write(&hook.secret_file, new_secret).unwrap();
     let (_, kept) = app
         .call(
             Method::PUT,
@@ -317,6 +328,55 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
         .await;
     assert_eq!(kept["webhook_secret"], Value::Null, "{kept}");
     assert_eq!(kept["webhook_secret_set"], true);
+
+    // The last resort: any elevation suspends the tenant's API access (every key and client).
+    let mut drastic = read["alerting"].clone();
+    drastic["elevation"] = json!({"responses": ["revoke_all_api_keys"]});
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(drastic),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bystander = app.key_with_role(Some("Viewer")).await;
+    // The grant of Admin is the elevation; nothing else is asked of the admin key after it.
+    app.account_with_role(Some("Admin")).await;
+    let mut suspended = false;
+    for _ in 0..50 {
+        let (admin, _) = app.get("/users", &app.admin_key).await;
+        let (other, _) = app.get("/users", &bystander).await;
+        if (admin, other) == (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED) {
+            suspended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(suspended, "no API key of the tenant works any more");
+    // The alert, signed with the rotated secret, says what the response did: it revoked at
+    // least the admin's key and the bystander's.
+    let mut response = Value::Null;
+    for _ in 0..50 {
+        if let Some(found) = hook
+            .deliveries()
+            .into_iter()
+            .filter(|d| d["verified"] == true)
+            .find_map(|d| {
+                let responses = d["payload"]["data"]["responses"].as_array()?.clone();
+                responses
+                    .into_iter()
+                    .find(|r| r["response"] == "revoke_all_api_keys")
+            })
+        {
+            response = found;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(response["applied"], true, "{response}");
+    assert!(response["changed"].as_u64().unwrap() >= 2, "{response}");
 
     // The secret value read is in no alert or event that left.
     let sent = std::fs::read_to_string(&hook.out).unwrap();

@@ -35,7 +35,17 @@ pub struct PutParams {
     pub rotate_webhook_secret: bool,
 }
 
+/// The scheme, host and port of the webhook URL `url`.
+fn origin(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+}
+
 /// Read the tenant's signals and alert webhook.
+///
+/// The webhook URL is shown whole only to who may change the settings (`settings.manage`);
+/// others see its origin (scheme, host and port), since a URL often carries a token.
 #[utoipa::path(
     get,
     path = "/security/alerting",
@@ -46,8 +56,13 @@ pub async fn get_alerting(
     auth: Authorized<SettingsRead>,
 ) -> Result<web::Json<AlertingView>, ApiError> {
     let tx = auth.read().await?;
-    let stored = Stored::load(&tx).await?;
+    let mut stored = Stored::load(&tx).await?;
     tx.commit().await?;
+    // The URL may carry a token in its path or query (many do): whoever may only read the
+    // settings sees its origin; whoever may change them sees it whole.
+    if !auth.may::<SettingsManage>(auth.resource()) {
+        stored.config.webhook_url = stored.config.webhook_url.as_deref().and_then(origin);
+    }
     Ok(web::Json(AlertingView {
         webhook_secret_set: stored.sealed_secret.is_some(),
         alerting: stored.config,
@@ -121,11 +136,7 @@ pub async fn put_alerting(
     // The webhook URL may carry a token in its path or query (many do): only its origin is on
     // record.
     let mut recorded = stored.config.clone();
-    recorded.webhook_url = recorded
-        .webhook_url
-        .as_deref()
-        .and_then(|u| url::Url::parse(u).ok())
-        .map(|u| u.origin().ascii_serialization());
+    recorded.webhook_url = recorded.webhook_url.as_deref().and_then(origin);
     let change = Change::new("alerting", auth.slug(), 200)
         .detail(
             "config",
