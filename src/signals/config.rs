@@ -190,6 +190,18 @@ impl AlertingConfig {
                     "a response is listed twice".into(),
                 ));
             }
+            // Failed logins, request rates and new networks can be caused by anyone (an address
+            // that guesses keys, one low-privilege account), and would fire again at every
+            // retry of the revoked keys: only a signal about what a privileged caller did may
+            // stop the whole tenant's API access.
+            if responses.contains(&ResponseKind::RevokeAllApiKeys)
+                && !matches!(name, "elevation" | "secret_reads")
+            {
+                problems.push((
+                    format!("{name}.responses"),
+                    "revoke_all_api_keys may only follow elevation or secret_reads".into(),
+                ));
+            }
         }
         if !self.audit_tamper.responses.is_empty() {
             // Its subject is whoever verified the trail: the one who found the tampering.

@@ -62,13 +62,14 @@ enum Target {
 
 /// What `response` acts on, if it acts on this kind of subject.
 fn applicable(response: ResponseKind, subject: &Subject) -> Option<Target> {
+    // A source address is anyone's: nothing is done to the tenant because of it.
+    let Subject::Principal { kind, id } = subject else {
+        return None;
+    };
     let wanted = match response {
         ResponseKind::RevokeAllApiKeys => return Some(Target::Tenant),
         ResponseKind::RevokeApiKeys => "service_account",
         ResponseKind::EndSessions | ResponseKind::DeactivateUser => "user",
-    };
-    let Subject::Principal { kind, id } = subject else {
-        return None;
     };
     (kind == wanted)
         .then(|| Uuid::try_parse(id).ok().map(Target::Principal))

@@ -116,6 +116,11 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
             json!({"audit_tamper": {"responses": ["deactivate_user"]}}),
             "audit_tamper.responses",
         ),
+        // Anyone can make failed logins: they may not stop the whole tenant's API access.
+        (
+            json!({"failed_logins": {"responses": ["revoke_all_api_keys"]}}),
+            "failed_logins.responses",
+        ),
     ] {
         let (status, body) = app
             .call(

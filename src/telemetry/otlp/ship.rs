@@ -68,7 +68,10 @@ impl Destination {
         Destination {
             url: format!("{base}{path}"),
             headers,
-            delay: Duration::from_millis(number(format!("{batch}_SCHEDULE_DELAY"), delay)),
+            // At least a millisecond (0 would spin the thread), at most an hour.
+            delay: Duration::from_millis(
+                number(format!("{batch}_SCHEDULE_DELAY"), delay).clamp(1, 3_600_000),
+            ),
             max_batch: number(format!("{batch}_MAX_EXPORT_BATCH_SIZE"), 512).clamp(1, QUEUE as u64)
                 as usize,
         }
@@ -88,10 +91,10 @@ fn parse_headers(var: &str, value: &str) -> HeaderMap {
             let value = percent_encoding::percent_decode_str(value.trim())
                 .decode_utf8()
                 .ok()?;
-            Some((
-                HeaderName::try_from(key.trim()).ok()?,
-                HeaderValue::try_from(value.as_ref()).ok()?,
-            ))
+            let mut value = HeaderValue::try_from(value.as_ref()).ok()?;
+            // Often a credential: never shown by `Debug`.
+            value.set_sensitive(true);
+            Some((HeaderName::try_from(key.trim()).ok()?, value))
         });
         match header {
             Some((key, value)) => {
@@ -271,8 +274,8 @@ impl Post {
             Ok(answer) => self
                 .failures
                 .note(&format!("the collector answered {}", answer.status())),
-            // reqwest's error names the collector's address and what failed, never our data.
-            Err(e) => self.failures.note(&e.to_string()),
+            // What failed, without the URL (a collector's URL may carry a credential).
+            Err(e) => self.failures.note(&e.without_url().to_string()),
         }
     }
 }
