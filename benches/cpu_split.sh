@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN="${1:-8}"
-TOKEN="bench-operator-token-0123456789abcdef"
+. benches/lib.sh
 out=benches/results
 [ -x "$out/flowgate-secure" ] && [ -x "$out/flowgate-insecure" ] \
   || { echo "run benches/load.sh first: it builds $out/flowgate-{secure,insecure}" >&2; exit 1; }
@@ -33,14 +33,8 @@ measure() { # binary port label
       FLOWGATE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" \
       "$1" serve >>"$dir/server.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$2/healthz" >/dev/null && break; sleep 0.1; done
-  key=$(curl -skf -X POST "https://127.0.0.1:$2/api/v1/platform/tenants" -H "Authorization: Bearer $TOKEN" \
-        -H 'content-type: application/json' -d '{"slug":"bench"}' \
-        | python3 -c 'import sys,json;print(json.load(sys.stdin)["admin_api_key"])')
-  for i in $(seq 1 50); do
-    curl -skf -o /dev/null -X POST "https://127.0.0.1:$2/t/bench/api/v1/users" -H "Authorization: Bearer $key" \
-      -H 'content-type: application/json' -d "{\"email\":\"user$i@example.com\",\"display_name\":\"User $i\"}"
-  done
+  healthy "https://127.0.0.1:$2" || { echo "the server did not start; see $dir/server.log" >&2; exit 1; }
+  key=$(onboard "https://127.0.0.1:$2")
   local url="https://127.0.0.1:$2/t/bench/api/v1/users"
   wrk -t2 -c32 -d3s -H "Authorization: Bearer $key" "$url" >/dev/null  # warm-up
   before_server=$(ticks "$pid")

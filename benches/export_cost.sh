@@ -16,7 +16,7 @@ command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 cargo build --release --quiet
 BIN="$CARGO_TARGET_DIR/release/flowgate"
-TOKEN="bench-operator-token-0123456789abcdef"
+. benches/lib.sh
 PYTHON="${XDG_CACHE_HOME:-$HOME/.cache}/flowgate/tools/venv/bin/python3"
 URL=https://127.0.0.1:18450
 data=$(mktemp -d -p /dev/shm)
@@ -27,18 +27,12 @@ serve() { # extra environment…; runs the server (under $WRAP) and waits for it
     FLOWGATE_RATE_LIMIT_PRINCIPAL=1000000 FLOWGATE_RATE_LIMIT_TENANT=1000000 \
     FLOWGATE_RATE_LIMIT_SOURCE=1000000 "$@" ${WRAP:-} "$BIN" serve >>"$data/server.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 1 600); do curl -skf "$URL/healthz" >/dev/null && return; sleep 0.2; done
+  healthy "$URL" && return
   echo "the server did not start; see $data/server.log" >&2; exit 1
 }
 
 WRAP="" serve
-key=$(curl -skf -X POST "$URL/api/v1/platform/tenants" -H "Authorization: Bearer $TOKEN" \
-      -H 'content-type: application/json' -d '{"slug":"bench"}' \
-      | python3 -c 'import sys,json;print(json.load(sys.stdin)["admin_api_key"])')
-for i in $(seq 1 50); do
-  curl -skf -o /dev/null -X POST "$URL/t/bench/api/v1/users" -H "Authorization: Bearer $key" \
-    -H 'content-type: application/json' -d "{\"email\":\"user$i@example.com\",\"display_name\":\"User $i\"}"
-done
+key=$(onboard "$URL")
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 OTLP_RECEIVER_DISCARD=1 "$PYTHON" tests/peers/otlp/receiver.py "$data/otlp" >"$data/otlp.out" &

@@ -38,6 +38,7 @@
 #        [connections, default 32] [rounds, default 9]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 DURATION="${1:-5}"
 CONNECTIONS="${2:-32}"
 ROUNDS="${3:-9}"
@@ -68,7 +69,6 @@ if [ -n "$BASELINE" ]; then
   cargo build --release --quiet  # leave the normal build in place
 fi
 
-TOKEN="bench-operator-token-0123456789abcdef"
 PORT=18443
 INSECURE_PORT=18444
 BARE_PORT=18445
@@ -88,27 +88,13 @@ start() { # binary data_dir database_url port [VAR=value…]; prints the server'
   env+=("${@:5}")
   env "${env[@]}" "$1" serve >>"$2/server-$4.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 100); do
-    curl -skf "https://127.0.0.1:$4/healthz" >/dev/null && { echo "$pid"; return; }
-    sleep 0.1
-  done
+  healthy "https://127.0.0.1:$4" && { echo "$pid"; return; }
   echo "server did not start; see $2/server-$4.log" >&2; exit 1
 }
 
 stop() { # pids (started in a subshell, so not ours to wait for)
   kill "$@" 2>/dev/null || true
   for pid in "$@"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
-}
-
-onboard() { # port; prints the admin key of a new tenant "bench" with 50 users
-  local key
-  key=$(curl -skf -X POST "https://127.0.0.1:$1/api/v1/platform/tenants" -H "Authorization: Bearer $TOKEN" \
-        -H 'content-type: application/json' -d '{"slug":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["admin_api_key"])')
-  for i in $(seq 1 50); do
-    curl -skf -o /dev/null -X POST "https://127.0.0.1:$1/t/bench/api/v1/users" -H "Authorization: Bearer $key" \
-      -H 'content-type: application/json' -d "{\"email\":\"user$i@example.com\",\"display_name\":\"User $i\"}"
-  done
-  echo "$key"
 }
 
 rps() { # url [bearer]
@@ -190,7 +176,7 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   local label=$1 url=$2 data secure_pid insecure_pid key baseline_pid="" baseline_key="" baseline_data=""
   data=$(mktemp -d)
   secure_pid=$(start "$out/flowgate-secure" "$data" "$url" "$PORT")
-  key=$(onboard "$PORT")
+  key=$(onboard "https://127.0.0.1:$PORT")
   local id secret token
   read -r id secret < <(client "$PORT" "$key")
   token=$(access_token "$PORT" "$id" "$secret")
@@ -200,13 +186,13 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   if [ -x "$out/flowgate-baseline" ]; then
     baseline_data=$(mktemp -d)
     baseline_pid=$(start "$out/flowgate-baseline" "$baseline_data" "$3" "$BASELINE_PORT")
-    baseline_key=$(onboard "$BASELINE_PORT")
+    baseline_key=$(onboard "https://127.0.0.1:$BASELINE_PORT")
   fi
   # Same storage, same tenant, same key: only the build differs.
   insecure_pid=$(start "$out/flowgate-insecure" "$data" "$url" "$INSECURE_PORT")
   "$out/bare-healthz" "127.0.0.1:$BARE_PORT" "$data/tls/cert.pem" "$data/tls/key.pem" &
   local bare_pid=$!
-  for _ in $(seq 1 100); do curl -skf "https://127.0.0.1:$BARE_PORT/healthz" >/dev/null && break; sleep 0.1; done
+  healthy "https://127.0.0.1:$BARE_PORT"
   # The exporting server: the secure build on the same storage, with a collector to talk to.
   local exported_pid="" receiver_pid=""
   if "$RECEIVER_PYTHON" -c 'import opentelemetry.proto' 2>/dev/null; then

@@ -63,7 +63,7 @@ while True:
 print(bao, free(), free())
 PY
 )
-TOKEN="bench-operator-token-0123456789abcdef"
+. benches/lib.sh
 BAO_TOKEN="bench-root-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 BAO_ADDR="http://127.0.0.1:$BAO_PORT"
 
