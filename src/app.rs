@@ -90,6 +90,11 @@ impl AppState {
             signals.clone(),
         );
         let outbound = Outbound::new(settings.idp_private_networks.clone())?;
+        let shared_counts = settings
+            .redis_url
+            .as_ref()
+            .map(crate::signals::SharedCounts::new)
+            .transpose()?;
         let state = Arc::new(AppState {
             signals,
             alerts: Deliveries::new(outbound.clone()),
@@ -113,7 +118,7 @@ impl AppState {
             audit,
             operator,
         });
-        crate::signals::spawn(Arc::downgrade(&state), signal_input);
+        crate::signals::spawn(Arc::downgrade(&state), signal_input, shared_counts);
         let dbs = Arc::downgrade(&state.dbs);
         crate::telemetry::observe_pools(move || {
             dbs.upgrade().map(|d| d.pool_usage()).unwrap_or_default()

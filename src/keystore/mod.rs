@@ -9,6 +9,7 @@
 //! - [`KeyStore::destroy_tenant`] removes every key and record of the tenant; it is idempotent.
 
 mod local;
+mod traced;
 mod vault;
 mod vault_session;
 
@@ -212,9 +213,10 @@ pub fn wrapped_version(wrapped: &str) -> Option<u32> {
     version.strip_prefix('v')?.parse().ok()
 }
 
-/// Opens the key store the settings name.
+/// Opens the key store the settings name; its calls are child spans of the requests that make
+/// them.
 pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
-    Ok(match &settings.keystore {
+    let store: Arc<dyn KeyStore> = match &settings.keystore {
         KeyStoreSettings::Local { kek_file } => Arc::new(LocalKeyStore::open(
             &settings.data_dir.join("keystore"),
             kek_file.as_deref(),
@@ -225,5 +227,6 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
             kv_mount,
             transit_mount,
         } => Arc::new(VaultKeyStore::connect(addr, auth.clone(), kv_mount, transit_mount).await?),
-    })
+    };
+    Ok(Arc::new(traced::Traced::new(store)))
 }

@@ -14,7 +14,7 @@ use super::config::AlertingConfig;
 /// Counted keys remembered per tenant and detector.
 const MAX_KEYS: usize = 4096;
 /// Networks remembered per principal for [`SignalKind::NewNetwork`].
-const MAX_NETWORKS: usize = 16;
+pub const MAX_NETWORKS: usize = 16;
 
 /// What a committed audit event tells the detectors.
 #[derive(Debug, Clone)]
@@ -155,9 +155,9 @@ struct Rate {
 }
 
 /// Minutes of history before a principal's baseline counts.
-const BASELINE_MINUTES: u32 = 3;
+pub const BASELINE_MINUTES: u32 = 3;
 /// Weight of the newest minute in the baseline.
-const BASELINE_WEIGHT: f64 = 0.3;
+pub const BASELINE_WEIGHT: f64 = 0.3;
 
 impl Rate {
     fn new(now: Instant) -> Self {
@@ -198,21 +198,91 @@ impl Rate {
     }
 }
 
-/// One tenant's detector state.
-pub struct Detectors {
-    failures: LruCache<Subject, Window>,
-    secret_reads: LruCache<Subject, Window>,
-    rates: LruCache<Subject, Rate>,
-    networks: LruCache<String, Vec<String>>,
+/// What one observation asks of the counters: each tally is counted (in this process by
+/// [`Detectors`], or in Redis for every replica at once by [`super::shared`]) and may fire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tally {
+    /// An event of `subject` in a sliding window; fires at `threshold`, once per window.
+    Window {
+        kind: SignalKind,
+        subject: Subject,
+        window: Duration,
+        threshold: u64,
+    },
+    /// A request of `subject`, against its own per-minute baseline.
+    Rate {
+        subject: Subject,
+        factor: u64,
+        minimum: u64,
+    },
+    /// A service account's credential used from `network`; fires when the account was used
+    /// before, from other networks only.
+    Network { subject: Subject, network: String },
+    /// Fires on this event alone.
+    Event {
+        kind: SignalKind,
+        subject: Subject,
+        what: String,
+    },
 }
 
-impl Default for Detectors {
-    fn default() -> Self {
-        Detectors {
-            failures: LruCache::unbounded(),
-            secret_reads: LruCache::unbounded(),
-            rates: LruCache::unbounded(),
-            networks: LruCache::unbounded(),
+impl Tally {
+    /// The signal this tally raises when counting it gave `count` (how many events made it
+    /// fire, or 1).
+    pub fn signal(self, count: u64) -> Signal {
+        match self {
+            Tally::Window {
+                kind,
+                subject,
+                window,
+                threshold,
+            } => {
+                let seconds = window.as_secs();
+                let summary = match kind {
+                    SignalKind::SecretReads => {
+                        format!("{count} secret values read within {seconds} s")
+                    }
+                    _ => format!("{count} failed sign-ins or credential checks within {seconds} s"),
+                };
+                Signal {
+                    kind,
+                    subject,
+                    count,
+                    threshold,
+                    summary,
+                }
+            }
+            Tally::Rate {
+                subject,
+                factor,
+                minimum,
+            } => Signal {
+                kind: SignalKind::RequestRate,
+                subject,
+                count,
+                threshold: minimum,
+                summary: format!(
+                    "{count} requests this minute, over {factor}× the principal's usual rate"
+                ),
+            },
+            Tally::Network { subject, network } => Signal {
+                kind: SignalKind::NewNetwork,
+                subject,
+                count: 1,
+                threshold: 1,
+                summary: format!("credential used from the new network {network}"),
+            },
+            Tally::Event {
+                kind,
+                subject,
+                what,
+            } => Signal {
+                kind,
+                subject,
+                count: 1,
+                threshold: 1,
+                summary: what,
+            },
         }
     }
 }
@@ -243,159 +313,176 @@ fn network(ip: &str) -> Option<String> {
     }
 }
 
-impl Detectors {
-    /// Runs every enabled detector over `event`, seen at `now`.
-    pub fn observe(
-        &mut self,
-        config: &AlertingConfig,
-        event: &Observation,
-        now: Instant,
-    ) -> Vec<Signal> {
-        let mut fired = Vec::new();
-        // The signals' own records and the responses they made are not evidence of anything.
-        if event.action.starts_with("security.") || event.actor_type == "system" {
-            return fired;
+/// What the enabled detectors count of `event`.
+pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
+    let mut tallies = Vec::new();
+    // The signals' own records and the responses they made are not evidence of anything.
+    if event.action.starts_with("security.") || event.actor_type == "system" {
+        return tallies;
+    }
+    let principal = (event.actor_type != "anonymous" && !event.actor_id.is_empty()).then(|| {
+        Subject::Principal {
+            kind: event.actor_type.clone(),
+            id: event.actor_id.clone(),
         }
-        let principal =
-            (event.actor_type != "anonymous" && !event.actor_id.is_empty()).then(|| {
-                Subject::Principal {
-                    kind: event.actor_type.clone(),
-                    id: event.actor_id.clone(),
-                }
-            });
-        let rule = &config.failed_logins;
-        if rule.enabled && is_login(&event.action) && event.status >= 400 {
-            let window = Duration::from_secs(rule.window_seconds);
-            let subjects = event
-                .source_ip
-                .clone()
-                .map(Subject::Source)
-                .into_iter()
-                .chain(principal.clone());
-            for subject in subjects {
-                let counted = entry(&mut self.failures, subject.clone(), || Window::new(now)).add(
-                    now,
-                    window,
-                    rule.threshold,
-                );
-                if let Some(count) = counted {
-                    fired.push(Signal {
-                        kind: SignalKind::FailedLogins,
-                        subject,
-                        count,
-                        threshold: rule.threshold,
-                        summary: format!(
-                            "{count} failed sign-ins or credential checks within {} s",
-                            rule.window_seconds
-                        ),
-                    });
-                }
-            }
-        }
-        let rule = &config.secret_reads;
-        if let (true, "secret.read", true, Some(subject)) = (
-            rule.enabled,
-            event.action.as_str(),
-            event.status < 400,
-            principal.clone(),
-        ) {
-            let window = Duration::from_secs(rule.window_seconds);
-            let counted = entry(&mut self.secret_reads, subject.clone(), || Window::new(now)).add(
-                now,
-                window,
-                rule.threshold,
-            );
-            if let Some(count) = counted {
-                fired.push(Signal {
-                    kind: SignalKind::SecretReads,
-                    subject,
-                    count,
-                    threshold: rule.threshold,
-                    summary: format!(
-                        "{count} secret values read within {} s",
-                        rule.window_seconds
-                    ),
-                });
-            }
-        }
-        let rule = &config.request_rate;
-        if let (true, Some(subject)) = (rule.enabled, principal.clone()) {
-            let counted = entry(&mut self.rates, subject.clone(), || Rate::new(now)).add(
-                now,
-                rule.factor,
-                rule.minimum,
-            );
-            if let Some(count) = counted {
-                fired.push(Signal {
-                    kind: SignalKind::RequestRate,
-                    subject,
-                    count,
-                    threshold: rule.minimum,
-                    summary: format!(
-                        "{count} requests this minute, over {}× the principal's usual rate",
-                        rule.factor
-                    ),
-                });
-            }
-        }
-        if config.elevation.enabled && event.status < 400 {
-            let what = match (&event.granted_role, event.widens) {
-                (Some(role), _) if role == "Admin" => Some("a grant of the Admin role"),
-                (_, true) => Some("a policy that permits more"),
-                _ => None,
-            };
-            if let (Some(what), Some(subject)) = (what, principal.clone()) {
-                fired.push(Signal {
-                    kind: SignalKind::Elevation,
-                    subject,
-                    count: 1,
-                    threshold: 1,
-                    summary: format!("{what} ({})", event.action),
-                });
-            }
-        }
-        if config.audit_tamper.enabled
-            && event.tamper
-            && let Some(subject) = principal.clone()
-        {
-            fired.push(Signal {
-                kind: SignalKind::AuditTamper,
+    });
+    let rule = &config.failed_logins;
+    if rule.enabled && is_login(&event.action) && event.status >= 400 {
+        let subjects = event
+            .source_ip
+            .clone()
+            .map(Subject::Source)
+            .into_iter()
+            .chain(principal.clone());
+        tallies.extend(subjects.map(|subject| Tally::Window {
+            kind: SignalKind::FailedLogins,
+            subject,
+            window: Duration::from_secs(rule.window_seconds),
+            threshold: rule.threshold,
+        }));
+    }
+    let rule = &config.secret_reads;
+    if let (true, "secret.read", true, Some(subject)) = (
+        rule.enabled,
+        event.action.as_str(),
+        event.status < 400,
+        principal.clone(),
+    ) {
+        tallies.push(Tally::Window {
+            kind: SignalKind::SecretReads,
+            subject,
+            window: Duration::from_secs(rule.window_seconds),
+            threshold: rule.threshold,
+        });
+    }
+    let rule = &config.request_rate;
+    if let (true, Some(subject)) = (rule.enabled, principal.clone()) {
+        tallies.push(Tally::Rate {
+            subject,
+            factor: rule.factor,
+            minimum: rule.minimum,
+        });
+    }
+    if config.elevation.enabled && event.status < 400 {
+        let what = match (&event.granted_role, event.widens) {
+            (Some(role), _) if role == "Admin" => Some("a grant of the Admin role"),
+            (_, true) => Some("a policy that permits more"),
+            _ => None,
+        };
+        if let (Some(what), Some(subject)) = (what, principal.clone()) {
+            tallies.push(Tally::Event {
+                kind: SignalKind::Elevation,
                 subject,
-                count: 1,
-                threshold: 1,
-                summary: "the audit trail's hash chain is broken (found by a verification)".into(),
+                what: format!("{what} ({})", event.action),
             });
         }
-        if config.new_network.enabled
-            && event.actor_type == "service_account"
-            && event.status < 400
-            && let Some(net) = event.source_ip.as_deref().and_then(network)
-        {
-            let known = entry(&mut self.networks, event.actor_id.clone(), Vec::new);
-            if !known.contains(&net) {
+    }
+    if config.audit_tamper.enabled
+        && event.tamper
+        && let Some(subject) = principal.clone()
+    {
+        tallies.push(Tally::Event {
+            kind: SignalKind::AuditTamper,
+            subject,
+            what: "the audit trail's hash chain is broken (found by a verification)".into(),
+        });
+    }
+    if config.new_network.enabled
+        && event.actor_type == "service_account"
+        && event.status < 400
+        && let (Some(network), Some(subject)) =
+            (event.source_ip.as_deref().and_then(network), principal)
+    {
+        tallies.push(Tally::Network { subject, network });
+    }
+    tallies
+}
+
+/// One tenant's detector state in this process.
+pub struct Detectors {
+    failures: LruCache<Subject, Window>,
+    secret_reads: LruCache<Subject, Window>,
+    rates: LruCache<Subject, Rate>,
+    networks: LruCache<Subject, Vec<String>>,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Detectors {
+            failures: LruCache::unbounded(),
+            secret_reads: LruCache::unbounded(),
+            rates: LruCache::unbounded(),
+            networks: LruCache::unbounded(),
+        }
+    }
+}
+
+impl Detectors {
+    /// Counts `tallies` at `now`; the signals that fired.
+    pub fn fire(&mut self, tallies: Vec<Tally>, now: Instant) -> Vec<Signal> {
+        tallies
+            .into_iter()
+            .filter_map(|tally| {
+                let count = self.count(&tally, now)?;
+                Some(tally.signal(count))
+            })
+            .collect()
+    }
+
+    /// Counts `tally` at `now`; `Some` when it fires, with its count.
+    fn count(&mut self, tally: &Tally, now: Instant) -> Option<u64> {
+        match tally {
+            Tally::Window {
+                kind,
+                subject,
+                window,
+                threshold,
+            } => {
+                // Separate keys per detector: a flood of one cannot evict the other's.
+                let windows = match kind {
+                    SignalKind::SecretReads => &mut self.secret_reads,
+                    _ => &mut self.failures,
+                };
+                entry(windows, subject.clone(), || Window::new(now)).add(now, *window, *threshold)
+            }
+            Tally::Rate {
+                subject,
+                factor,
+                minimum,
+            } => entry(&mut self.rates, subject.clone(), || Rate::new(now))
+                .add(now, *factor, *minimum),
+            Tally::Network { subject, network } => {
+                let known = entry(&mut self.networks, subject.clone(), Vec::new);
+                if known.contains(network) {
+                    return None;
+                }
                 let first_use = known.is_empty();
                 if known.len() >= MAX_NETWORKS {
                     known.remove(0);
                 }
-                known.push(net.clone());
-                if let (false, Some(subject)) = (first_use, principal) {
-                    fired.push(Signal {
-                        kind: SignalKind::NewNetwork,
-                        subject,
-                        count: 1,
-                        threshold: 1,
-                        summary: format!("credential used from the new network {net}"),
-                    });
-                }
+                known.push(network.clone());
+                (!first_use).then_some(1)
             }
+            Tally::Event { .. } => Some(1),
         }
-        fired
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Detectors {
+        /// Counts what the enabled detectors make of `event` at `now`.
+        fn fire_on(
+            &mut self,
+            config: &AlertingConfig,
+            event: &Observation,
+            now: Instant,
+        ) -> Vec<Signal> {
+            self.fire(tallies(config, event), now)
+        }
+    }
 
     fn event(action: &str, status: i32, actor: &str, ip: &str) -> Observation {
         Observation {
@@ -423,7 +510,7 @@ mod tests {
         let mut fired = Vec::new();
         for i in 0..threshold * 2 {
             let at = start + Duration::from_millis(i * 10);
-            fired.extend(detectors.observe(
+            fired.extend(detectors.fire_on(
                 &config,
                 &event("auth.authenticate", 401, "", "10.0.0.9"),
                 at,
@@ -437,7 +524,7 @@ mod tests {
         let fired: Vec<_> = (0..threshold * 3)
             .flat_map(|i| {
                 let at = start + Duration::from_secs(i * 10);
-                slow.observe(
+                slow.fire_on(
                     &config,
                     &event("auth.authenticate", 401, "", "10.0.0.8"),
                     at,
@@ -453,11 +540,11 @@ mod tests {
         config.secret_reads.threshold = 3;
         let mut detectors = Detectors::default();
         let now = Instant::now();
-        let denied = detectors.observe(&config, &event("secret.read", 403, "sa1", "10.0.0.1"), now);
+        let denied = detectors.fire_on(&config, &event("secret.read", 403, "sa1", "10.0.0.1"), now);
         assert!(denied.is_empty());
         let fired: Vec<_> = (0..3)
             .flat_map(|_| {
-                detectors.observe(&config, &event("secret.read", 200, "sa1", "10.0.0.1"), now)
+                detectors.fire_on(&config, &event("secret.read", 200, "sa1", "10.0.0.1"), now)
             })
             .collect();
         assert_eq!(fired.len(), 1);
@@ -476,7 +563,7 @@ mod tests {
         for minute in 0..4u64 {
             for i in 0..5u64 {
                 let at = start + Duration::from_secs(minute * 60 + i);
-                fired.extend(detectors.observe(
+                fired.extend(detectors.fire_on(
                     &config,
                     &event("user.read", 200, "sa1", "10.0.0.1"),
                     at,
@@ -486,7 +573,7 @@ mod tests {
         assert!(fired.is_empty());
         for i in 0..60u64 {
             let at = start + Duration::from_secs(4 * 60) + Duration::from_millis(i);
-            fired.extend(detectors.observe(
+            fired.extend(detectors.fire_on(
                 &config,
                 &event("user.read", 200, "sa1", "10.0.0.1"),
                 at,
@@ -503,24 +590,24 @@ mod tests {
         let now = Instant::now();
         let mut grant = event("role_binding.create", 201, "sa1", "10.0.0.1");
         grant.granted_role = Some("Viewer".into());
-        assert!(detectors.observe(&config, &grant, now).is_empty());
+        assert!(detectors.fire_on(&config, &grant, now).is_empty());
         grant.granted_role = Some("Admin".into());
-        let fired = detectors.observe(&config, &grant, now);
+        let fired = detectors.fire_on(&config, &grant, now);
         assert!(fired.iter().any(|s| s.kind == SignalKind::Elevation));
         let mut policy = event("policy.manage", 201, "sa1", "10.0.0.1");
         policy.widens = true;
         assert!(
             detectors
-                .observe(&config, &policy, now)
+                .fire_on(&config, &policy, now)
                 .iter()
                 .any(|s| s.kind == SignalKind::Elevation)
         );
-        let moved = detectors.observe(&config, &event("user.read", 200, "sa1", "192.0.2.7"), now);
+        let moved = detectors.fire_on(&config, &event("user.read", 200, "sa1", "192.0.2.7"), now);
         assert!(
             moved.iter().any(|s| s.kind == SignalKind::NewNetwork),
             "{moved:?}"
         );
-        let again = detectors.observe(&config, &event("user.read", 200, "sa1", "192.0.2.8"), now);
+        let again = detectors.fire_on(&config, &event("user.read", 200, "sa1", "192.0.2.8"), now);
         assert!(again.is_empty(), "same /24");
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Every committed audit event of a tenant is fed here ([`SignalFeed::observe`], from the
 //! writer's flush and from a change's commit); one task evaluates the tenant's detectors
-//! ([`detect`]) with the tenant's thresholds ([`config`]). Detection is per replica: behind a
-//! load balancer each replica counts what it served.
+//! ([`detect`]) with the tenant's thresholds ([`config`]). With `FLOWGATE_REDIS_URL` set, the
+//! counts are shared by every replica ([`shared`]); without it each replica counts what it
+//! served.
 //!
 //! Invariant: feeding never waits — a full feed drops the batch and counts it
 //! (`flowgate_signal_events_dropped_total`) — and a signal never grants anything: its responses
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod detect;
 mod respond;
+mod shared;
 pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
@@ -32,7 +34,8 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta};
 use crate::tenancy::{Access, Slug};
 use config::{SECRET_FIELD, Stored};
-use detect::{Detectors, Observation, Signal, Subject};
+use detect::{Detectors, Observation, Signal, Subject, Tally};
+pub use shared::SharedCounts;
 
 /// Batches of committed events waiting for the detectors.
 const FEED: usize = 1024;
@@ -136,8 +139,9 @@ impl Raising {
     }
 }
 
-/// Starts evaluating what `input` is fed; ends when every feed is dropped.
-pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
+/// Starts evaluating what `input` is fed, with the counts in `shared` when given; ends when
+/// every feed is dropped.
+pub fn spawn(state: Weak<AppState>, mut input: SignalInput, shared: Option<SharedCounts>) {
     tokio::spawn(async move {
         let cap = NonZeroUsize::new(TENANTS).unwrap_or(NonZeroUsize::MIN);
         let mut tenants: LruCache<String, TenantSignals> = LruCache::new(cap);
@@ -187,12 +191,12 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
             if let Some((url, secret)) = &webhook {
                 forward_events(&state, &slug, &tenant.stored.config, url, secret, &rows);
             }
-            let observations = observations(rows).await;
-            let now = Instant::now();
-            let fired: Vec<Signal> = observations
+            let tallies: Vec<Tally> = observations(rows)
+                .await
                 .iter()
-                .flat_map(|event| tenant.detectors.observe(&tenant.stored.config, event, now))
+                .flat_map(|event| detect::tallies(&tenant.stored.config, event))
                 .collect();
+            let fired = count(shared.as_ref(), &slug, &mut tenant.detectors, tallies).await;
             for signal in fired {
                 // Each raised on its own task, at most a few at once per tenant: one tenant's
                 // flood of signals neither delays another's detection nor grows without bound.
@@ -215,6 +219,26 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput) {
             }
         }
     });
+}
+
+/// The signals `tallies` fire: counted in Redis for every replica when it is set and answers,
+/// else by this replica's `detectors`.
+async fn count(
+    shared: Option<&SharedCounts>,
+    slug: &Slug,
+    detectors: &mut Detectors,
+    tallies: Vec<Tally>,
+) -> Vec<Signal> {
+    if let Some(shared) = shared.filter(|_| !tallies.is_empty())
+        && let Some(counts) = shared.count(slug.as_str(), &tallies).await
+    {
+        return tallies
+            .into_iter()
+            .zip(counts)
+            .filter_map(|(tally, count)| Some(tally.signal(count?)))
+            .collect();
+    }
+    detectors.fire(tallies, Instant::now())
 }
 
 #[expect(

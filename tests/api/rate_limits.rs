@@ -3,14 +3,13 @@
 //! principal over its rate is refused without slowing the others; operators set a tenant's own
 //! rates; replicas sharing Redis share one budget.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, Options, TestApp, spawn_app_with};
+use crate::helpers::{Db, Options, Redis, TestApp, spawn_app_with};
 
 async fn with(vars: &[(&str, &str)]) -> TestApp {
     spawn_app_with(
@@ -267,54 +266,6 @@ async fn an_operator_sets_a_tenant_s_own_limits_and_only_that_tenant_is_held_to_
             .any(|e| e["details"]["tenant_per_second"] == 1),
         "with the rates set: {changes:?}"
     );
-}
-
-/// A `redis-server` of the test's own on a free port, keeping nothing on disk; stopped on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("`redis-server` is installed (scripts/test installs it)");
-        let redis = Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return redis;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Two replicas behind one Redis allow the configured rate together: a principal that spent

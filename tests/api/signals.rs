@@ -4,12 +4,16 @@
 //! the attacker's access away — itself on record.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use flowgate::signals::SharedCounts;
+use flowgate::signals::config::AlertingConfig;
+use flowgate::signals::detect::{self, Detectors, Observation, SignalKind, Tally};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, Options, assert_problem, json_lines, python_peer, spawn_app_with};
+use crate::helpers::{Db, Options, Redis, assert_problem, json_lines, python_peer, spawn_app_with};
 
 /// The webhook receiver: verifies each delivery with the reference library.
 struct Hook {
@@ -389,5 +393,228 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
     assert!(
         !sent.contains("s3cr3t-value"),
         "a secret value left in an alert"
+    );
+}
+
+/// A service account holding `settings.manage` in a tenant that reserves that action for people
+/// may neither change the alerting settings nor see the webhook URL whole: what a view shows
+/// follows what `authorize` would allow, the human-only screen included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_people_only_settings_manage_hides_the_webhook_url_from_service_accounts() {
+    let app = spawn_app_with(Db::Sqlite, Options::default()).await;
+    let url = "https://siem.example.com/hooks/t0ken-in-the-path";
+    let alerting = json!({"webhook_url": url});
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(alerting.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, read) = app.get("/security/alerting", &app.admin_key).await;
+    assert_eq!(read["alerting"]["webhook_url"], url);
+
+    let reserve = json!({"human_only_actions": ["settings.manage"], "step_up_minutes": 0});
+    let (status, body) = app
+        .call(Method::PATCH, "/settings", &app.admin_key, Some(reserve))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, seen) = app.get("/security/alerting", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(
+        seen["alerting"]["webhook_url"], "https://siem.example.com",
+        "{seen}"
+    );
+    assert!(!seen.to_string().contains("t0ken"), "{seen}");
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(alerting),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+}
+
+/// Replicas sharing Redis count together: failed sign-ins spread over two replicas, fewer at
+/// each than the tenant's threshold, fire one signal when they reach it together — not one per
+/// replica, and not none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_count_failed_logins_together() {
+    let redis = Redis::start().await;
+    let app = spawn_app_with(
+        Db::Postgres,
+        Options {
+            vars: vec![
+                ("FLOWGATE_REDIS_URL".into(), redis.url.clone()),
+                ("FLOWGATE_RATE_LIMIT_FAILURES".into(), "1000".into()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let (replica, _server, _state) = app.replica().await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/security/alerting",
+            &app.admin_key,
+            Some(json!({"failed_logins": {"threshold": 6, "window_seconds": 60}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let bad_key_at = async |base: &str, i: usize| {
+        let answer = client
+            .get(format!("{base}/t/{}/api/v1/users", app.tenant))
+            .bearer_auth(format!("fgk_{i}spread"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    };
+    // Two rounds of six: the first reaches the threshold, the second is inside its window.
+    for i in 0..12 {
+        let base = if i % 2 == 0 { &app.base } else { &replica };
+        bad_key_at(base, i).await;
+    }
+    let fired = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| {
+                e["action"] == "security.signal" && e["details"]["signal"] == "failed_logins"
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..50 {
+        if !fired(&app.audit_events().await).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for a second replica's signal, were it to raise one too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = fired(&app.audit_events().await);
+    assert_eq!(all.len(), 1, "one signal for both replicas: {all:?}");
+    assert_eq!(all[0]["details"]["subject"]["type"], "source");
+    assert_eq!(all[0]["details"]["count"], 6, "{}", all[0]);
+}
+
+fn observed(action: &str, status: i32, actor: &str, ip: &str) -> Observation {
+    Observation {
+        action: action.into(),
+        status,
+        actor_type: if actor.is_empty() {
+            "anonymous".into()
+        } else {
+            "service_account".into()
+        },
+        actor_id: actor.into(),
+        source_ip: Some(ip.into()),
+        widens: false,
+        granted_role: None,
+        tamper: false,
+    }
+}
+
+/// The counts kept in Redis are the in-process detectors' own: the same events, counted both
+/// ways, fire the same signals (windows per source and per principal, first and new networks,
+/// events that fire alone), and a principal's rate fires once per minute against the baseline
+/// Redis keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_in_redis_fire_what_the_in_process_detectors_fire() {
+    let redis = Redis::start().await;
+    let shared = SharedCounts::new(&redis.url.clone().into()).unwrap();
+    let mut config = AlertingConfig::default();
+    config.failed_logins.threshold = 3;
+    config.secret_reads.threshold = 2;
+    // Long windows: Redis's periods start on its clock, the detectors' at their first event, so
+    // a period boundary inside the test would tell them apart.
+    config.failed_logins.window_seconds = 86_400;
+    config.secret_reads.window_seconds = 86_400;
+    let mut local = Detectors::default();
+    let mut grant = observed("role_binding.create", 201, "sa2", "10.0.0.1");
+    grant.granted_role = Some("Admin".into());
+    let events = [
+        observed("auth.authenticate", 401, "", "10.0.0.9"),
+        observed("auth.authenticate", 401, "", "10.0.0.9"),
+        observed("secret.read", 200, "sa1", "10.0.0.1"),
+        observed("auth.authenticate", 401, "", "10.0.0.9"),
+        observed("auth.authenticate", 401, "", "10.0.0.9"),
+        observed("secret.read", 403, "sa1", "10.0.0.1"),
+        observed("secret.read", 200, "sa1", "10.0.0.1"),
+        observed("user.read", 200, "sa1", "192.0.2.7"),
+        observed("user.read", 200, "sa1", "192.0.2.8"),
+        observed("user.read", 200, "sa1", "198.51.100.1"),
+        grant,
+    ];
+    let mut fired = Vec::new();
+    for event in &events {
+        let tallies = detect::tallies(&config, event);
+        let here = local.fire(tallies.clone(), Instant::now());
+        let counts = shared.count("acme", &tallies).await.expect("Redis counts");
+        let there: Vec<_> = tallies
+            .into_iter()
+            .zip(counts)
+            .filter_map(|(tally, count)| Some(tally.signal(count?)))
+            .collect();
+        assert_eq!(here, there, "{event:?}");
+        fired.extend(there.into_iter().map(|s| s.kind));
+    }
+    assert_eq!(
+        fired,
+        [
+            SignalKind::FailedLogins,
+            SignalKind::SecretReads,
+            SignalKind::NewNetwork,
+            SignalKind::NewNetwork,
+            SignalKind::Elevation
+        ],
+        "the same events would fire these whichever way they are counted"
+    );
+
+    // A rate: a principal whose earlier minutes averaged 4 requests (ten times that is under
+    // the minimum of 50, which decides), then a burst.
+    config.request_rate.factor = 10;
+    config.request_rate.minimum = 50;
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (seconds, _): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg("flowgate:sig:{acme}:request_rate:service_account:sa3")
+        .arg(&[
+            ("started", (seconds - 61) * 1000),
+            ("count", 4),
+            ("baseline", 4),
+            ("seen", 3),
+        ])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let rate = detect::tallies(&config, &observed("user.read", 200, "sa3", "10.0.0.1"))
+        .into_iter()
+        .find(|t| matches!(t, Tally::Rate { .. }))
+        .unwrap();
+    let burst = vec![rate; 70];
+    let counts = shared.count("acme", &burst).await.expect("Redis counts");
+    let fired: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_some())
+        .collect();
+    assert_eq!(
+        fired,
+        [(49, &Some(50))],
+        "the 50th request of the minute, once"
     );
 }

@@ -393,6 +393,31 @@ async fn an_operator_sees_spans_metrics_and_every_audit_event_in_their_collector
             .any(|(_, s)| s["name"] == "db.begin" && s["traceId"] == id_b64(trace_id)),
         "the database work of a request is a child span"
     );
+    // The key store's work too: the provider's client secret is kept there, under the span of
+    // the call that registered it, named by purpose and never by value.
+    let kept = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| {
+            s["name"] == "keystore.put_record"
+                && attributes(&s["attributes"]).get("flowgate.keystore.purpose")
+                    == Some(&json!("idp-client-secret"))
+        })
+        .unwrap_or_else(|| panic!("no key-store span in {spans:?}"));
+    assert_eq!(kept["kind"], "SPAN_KIND_INTERNAL");
+    assert_eq!(
+        attributes(&kept["attributes"]).get("flowgate.keystore.backend"),
+        Some(&json!("local"))
+    );
+    let registered = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s["spanId"] == kept["parentSpanId"])
+        .unwrap_or_else(|| panic!("the key-store span has no parent in {spans:?}"));
+    assert_eq!(
+        registered["name"], "POST /t/{tenant}/api/v1/identity-providers",
+        "{registered}"
+    );
 
     // Logs: every audit event of the tenant, with its place in the chain, in OCSF's shape.
     let records = items(

@@ -74,6 +74,24 @@ struct AuditNote {
     recorded: bool,
 }
 
+/// A refusal that comes before any policy is evaluated.
+#[derive(Clone, Copy)]
+enum PriorRefusal {
+    /// The session has not passed the tenant's second factor yet.
+    SecondFactorOwed,
+    /// A service account asked for an action the tenant reserves for people.
+    HumanOnly,
+}
+
+impl PriorRefusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::SecondFactorOwed => "the session has not passed the tenant's second factor",
+            Self::HumanOnly => "the tenant reserves this action for people",
+        }
+    }
+}
+
 /// Why a unit of work refused to go on.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkError {
@@ -282,28 +300,34 @@ impl TenantContext {
     }
 
     /// The refusals that come before any policy: a session owing its second factor, and a
-    /// service account asking for an action the tenant reserves for people.
+    /// service account asking for an action the tenant reserves for people. Noted for the
+    /// audit event when they refuse.
     fn screen<A: Action>(&self) -> Result<(), WorkError> {
+        let Some(refusal) = self.prior_refusal::<A>() else {
+            return Ok(());
+        };
+        self.note_refusal(A::NAME, refusal.reason());
+        Err(match refusal {
+            PriorRefusal::SecondFactorOwed => WorkError::SecondFactorOwed(self.slug().clone()),
+            PriorRefusal::HumanOnly => WorkError::HumanOnly(A::NAME),
+        })
+    }
+
+    /// Which refusal, if any, comes before the policies for `A`; `screen` and `may` share it,
+    /// so what a list or a view shows never differs from what `authorize` would allow.
+    fn prior_refusal<A: Action>(&self) -> Option<PriorRefusal> {
         let principal = &self.0.principal;
         if principal.owes_second_factor() {
-            self.note_refusal(
-                A::NAME,
-                "the session has not passed the tenant's second factor",
-            );
-            return Err(WorkError::SecondFactorOwed(self.slug().clone()));
+            return Some(PriorRefusal::SecondFactorOwed);
         }
-        if matches!(principal, Principal::ServiceAccount { .. })
+        let human_only = matches!(principal, Principal::ServiceAccount { .. })
             && self
                 .0
                 .settings
                 .human_only_actions
                 .iter()
-                .any(|a| a == A::NAME)
-        {
-            self.note_refusal(A::NAME, "the tenant reserves this action for people");
-            return Err(WorkError::HumanOnly(A::NAME));
-        }
-        Ok(())
+                .any(|a| a == A::NAME);
+        human_only.then_some(PriorRefusal::HumanOnly)
     }
 
     /// Checks that a person doing the sensitive `action` passed a passkey assertion within the
@@ -374,9 +398,11 @@ impl TenantContext {
     }
 
     /// Whether the principal may do `A` on `resource`, without noting it for the audit event:
-    /// for filtering what a list shows, after the list's own action was authorized.
+    /// for filtering what a list or a view shows, after its own action was authorized. The
+    /// refusals before any policy (a tenant's human-only actions) answer `false` here too.
     pub fn may<A: Action>(&self, resource: &Resource) -> bool {
-        cfg!(feature = "insecure-bench") || self.decide::<A>(resource).allowed
+        cfg!(feature = "insecure-bench")
+            || (self.prior_refusal::<A>().is_none() && self.decide::<A>(resource).allowed)
     }
 
     fn decide<A: Action>(&self, resource: &Resource) -> Decision {
