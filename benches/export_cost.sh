@@ -27,7 +27,7 @@ serve() { # extra environment…; runs the server (under $WRAP) and waits for it
     FLOWGATE_RATE_LIMIT_PRINCIPAL=1000000 FLOWGATE_RATE_LIMIT_TENANT=1000000 \
     FLOWGATE_RATE_LIMIT_SOURCE=1000000 "$@" ${WRAP:-} "$BIN" serve >>"$data/server.log" 2>&1 &
   SERVER=$!
-  healthy "$URL" && return
+  healthy "$URL" 120 && return
   echo "the server did not start; see $data/server.log" >&2; exit 1
 }
 

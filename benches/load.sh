@@ -192,7 +192,7 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   insecure_pid=$(start "$out/flowgate-insecure" "$data" "$url" "$INSECURE_PORT")
   "$out/bare-healthz" "127.0.0.1:$BARE_PORT" "$data/tls/cert.pem" "$data/tls/key.pem" &
   local bare_pid=$!
-  healthy "https://127.0.0.1:$BARE_PORT"
+  healthy "https://127.0.0.1:$BARE_PORT" || { echo "the bare server did not start" >&2; exit 1; }
   # The exporting server: the secure build on the same storage, with a collector to talk to.
   local exported_pid="" receiver_pid=""
   if "$RECEIVER_PYTHON" -c 'import opentelemetry.proto' 2>/dev/null; then

@@ -12,7 +12,7 @@ use lru::LruCache;
 use super::config::AlertingConfig;
 
 /// Counted keys remembered per tenant and detector.
-const MAX_KEYS: usize = 4096;
+pub const MAX_KEYS: usize = 4096;
 /// Networks remembered per principal for [`SignalKind::NewNetwork`].
 pub const MAX_NETWORKS: usize = 16;
 

@@ -221,24 +221,26 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput, shared: Option<Share
     });
 }
 
-/// The signals `tallies` fire: counted in Redis for every replica when it is set and answers,
-/// else by this replica's `detectors`.
+/// The signals `tallies` fire: counted in Redis for every replica when it is set, and by this
+/// replica's `detectors` when it is not or for what Redis did not count.
 async fn count(
     shared: Option<&SharedCounts>,
     slug: &Slug,
     detectors: &mut Detectors,
-    tallies: Vec<Tally>,
+    mut tallies: Vec<Tally>,
 ) -> Vec<Signal> {
-    if let Some(shared) = shared.filter(|_| !tallies.is_empty())
-        && let Some(counts) = shared.count(slug.as_str(), &tallies).await
-    {
-        return tallies
-            .into_iter()
-            .zip(counts)
-            .filter_map(|(tally, count)| Some(tally.signal(count?)))
-            .collect();
-    }
-    detectors.fire(tallies, Instant::now())
+    let counts = match shared {
+        Some(shared) if !tallies.is_empty() => shared.count(slug.as_str(), &tallies).await,
+        _ => Vec::new(),
+    };
+    let rest = tallies.split_off(counts.len());
+    let mut fired: Vec<Signal> = tallies
+        .into_iter()
+        .zip(counts)
+        .filter_map(|(tally, count)| Some(tally.signal(count?)))
+        .collect();
+    fired.extend(detectors.fire(rest, Instant::now()));
+    fired
 }
 
 #[expect(

@@ -1,14 +1,21 @@
 //! Detector counts shared by every replica, in Redis, when `FLOWGATE_REDIS_URL` is set: behind a
 //! load balancer, twenty failed sign-ins spread over three replicas are twenty, not seven at
 //! each, and a signal fires once for all of them (the replica whose count crossed the threshold
-//! raises it). The counting is the in-process detectors' own ([`super::detect`]), run by one
-//! script per batch on Redis's clock.
+//! raises it). The counting is the in-process detectors' ([`super::detect`]) with two
+//! differences: a window's periods start on Redis's clock rather than at a subject's first
+//! event, and a principal's rate baseline is forgotten after two idle hours.
 //!
-//! Invariant: Redis is an addition, never a dependency. A batch Redis cannot count within
-//! [`BUDGET`] is counted by this replica's own detectors, as is every batch for
-//! [`RETRY_AFTER`] after it (a Redis that hangs must not back the feed up until batches are
-//! dropped); the failure is logged at most once per [`WARN_EVERY`]. Signals that fire on one event (an elevation, a broken trail) are raised
-//! by the replica that committed the event and need no count.
+//! Invariants:
+//! - Redis is an addition, never a dependency. Tallies Redis did not count within [`BUDGET`] are
+//!   counted by this replica's own detectors, as is every batch for [`RETRY_AFTER`] after a
+//!   failure (a Redis that hangs must not back the feed up until batches are dropped); the
+//!   failure is logged at most once per [`WARN_EVERY`]. A script that ran but whose answer came
+//!   too late has counted: its signal, if it fired, is lost.
+//! - Redis's memory is bounded as the detectors' is: at most [`MAX_KEYS`] subjects counted per
+//!   tenant, detector and period (a flood of new source addresses is not counted beyond it), and
+//!   every key expires.
+//! - Signals that fire on one event (an elevation, a broken trail) are raised by the replica
+//!   that committed the event and need no count.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,10 +23,10 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::detect::{BASELINE_MINUTES, BASELINE_WEIGHT, MAX_NETWORKS, Subject, Tally};
+use super::detect::{BASELINE_MINUTES, BASELINE_WEIGHT, MAX_KEYS, MAX_NETWORKS, Subject, Tally};
 
-/// Longest the signals task waits for Redis's count of one batch.
-const BUDGET: Duration = Duration::from_millis(500);
+/// Longest the signals task waits for Redis's count of one chunk.
+const BUDGET: Duration = Duration::from_millis(100);
 /// How long after a failure the batches are counted here without asking Redis.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Least time between two warnings that Redis could not count.
@@ -35,20 +42,26 @@ const NETWORKS_TTL_MS: u64 = 90 * 24 * 60 * 60 * 1000;
 /// two parameters. Answers one number per tally: 0, or the count with which it fired.
 /// - `w` (a sliding window; window in ms, threshold): the count of the current fixed period and
 ///   the one before it weighted by how much of it the window still covers; fires once per
-///   window (`<key>:fired`, set only if absent, expiring with the window).
+///   window (`<key>:fired`, set only if absent, expiring with the window). A subject new in a
+///   period takes one of the period's places of its tenant and detector (`<prefix>:keys:<n>`);
+///   beyond them it is not counted.
 /// - `r` (a rate; factor, minimum): a hash of the minute's start and count, the exponentially
 ///   weighted baseline of earlier minutes and how many were seen; fires once per minute when the
 ///   minute's count is at least the minimum and `factor` times the baseline, after
 ///   [`BASELINE_MINUTES`] minutes.
-/// - `n` (a network; the network, the most kept): a set of the networks seen; fires on a network
-///   not in it, unless the set was empty (a first use is no change of network).
+/// - `n` (a network; the network, the most kept): the networks seen, scored by when first seen
+///   (the oldest goes when full, as in the detectors); fires on a network not among them,
+///   unless there were none (a first use is no change of network).
 ///
-/// After the tallies' arguments come four more: the baseline's weight and minutes, and how long
-/// a rate's and a network set's keys are kept. Every key starts with the tenant's hash tag, so
-/// a batch's keys share one slot.
+/// After the tallies' arguments come five more: the baseline's weight and minutes, how long a
+/// rate's and a network set's keys are kept, and the places per period. Every key starts with
+/// the tenant's hash tag (`flowgate:sig:{<slug>}:<detector>:`), so a batch's keys share one slot.
 const COUNT: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = #ARGV
+local weight, baseline_minutes = tonumber(ARGV[n - 4]), tonumber(ARGV[n - 3])
+local rate_ttl, networks_ttl, places = ARGV[n - 2], ARGV[n - 1], tonumber(ARGV[n])
 local counts = {}
 for i, key in ipairs(KEYS) do
   local kind, a, b = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
@@ -56,13 +69,28 @@ for i, key in ipairs(KEYS) do
   if kind == 'w' then
     local window, threshold = tonumber(a), tonumber(b)
     local period = math.floor(now / window)
-    local current = redis.call('INCR', key .. ':' .. period)
-    if current == 1 then redis.call('PEXPIRE', key .. ':' .. period, 2 * window) end
-    local previous = tonumber(redis.call('GET', key .. ':' .. (period - 1)) or '0')
-    local into = (now - period * window) / window
-    local count = math.floor(previous * (1 - into)) + current
-    if count >= threshold and redis.call('SET', key .. ':fired', '1', 'NX', 'PX', window) then
-      fired = count
+    local ttl = (period + 2) * window - now
+    local current_key = key .. ':' .. period
+    local current = redis.call('INCR', current_key)
+    local counted = true
+    if current == 1 then
+      local taken = string.match(key, '^[^}]*}:[^:]*') .. ':keys:' .. period
+      local used = redis.call('INCR', taken)
+      if used == 1 then redis.call('PEXPIRE', taken, ttl) end
+      if used > places then
+        redis.call('DEL', current_key)
+        counted = false
+      else
+        redis.call('PEXPIRE', current_key, ttl)
+      end
+    end
+    if counted then
+      local previous = tonumber(redis.call('GET', key .. ':' .. (period - 1)) or '0')
+      local into = (now - period * window) / window
+      local count = math.floor(previous * (1 - into)) + current
+      if count >= threshold and redis.call('SET', key .. ':fired', '1', 'NX', 'PX', window) then
+        fired = count
+      end
     end
   elseif kind == 'r' then
     local factor, minimum = tonumber(a), tonumber(b)
@@ -74,7 +102,6 @@ for i, key in ipairs(KEYS) do
     local fired_minute = tonumber(state[5]) or -1
     local minutes = math.floor((now - started) / 60000)
     if minutes > 0 then
-      local weight = tonumber(ARGV[#ARGV - 3])
       baseline = baseline and (baseline * (1 - weight) + count * weight) or count
       for _ = 2, math.min(minutes, 120) do baseline = baseline * (1 - weight) end
       seen = seen + minutes
@@ -82,22 +109,22 @@ for i, key in ipairs(KEYS) do
       started = started + minutes * 60000
     end
     count = count + 1
-    if seen >= tonumber(ARGV[#ARGV - 2]) and count >= minimum and count >= math.max(baseline, 1) * factor
-        and fired_minute ~= started then
+    if seen >= baseline_minutes and count >= minimum
+        and count >= math.max(baseline, 1) * factor and fired_minute ~= started then
       fired_minute = started
       fired = count
     end
     redis.call('HSET', key, 'started', started, 'count', count, 'baseline',
       baseline and string.format('%.6f', baseline) or '', 'seen', seen, 'fired', fired_minute)
-    redis.call('PEXPIRE', key, ARGV[#ARGV - 1])
+    redis.call('PEXPIRE', key, rate_ttl)
   elseif kind == 'n' then
-    if redis.call('SISMEMBER', key, a) == 0 then
-      local known = redis.call('SCARD', key)
-      if known >= tonumber(b) then redis.call('SPOP', key) end
-      redis.call('SADD', key, a)
+    if not redis.call('ZSCORE', key, a) then
+      local known = redis.call('ZCARD', key)
+      if known >= tonumber(b) then redis.call('ZPOPMIN', key) end
+      redis.call('ZADD', key, now, a)
       if known > 0 then fired = 1 end
     end
-    redis.call('PEXPIRE', key, ARGV[#ARGV])
+    redis.call('PEXPIRE', key, networks_ttl)
   end
   counts[i] = fired
 end
@@ -129,21 +156,26 @@ impl SharedCounts {
         })
     }
 
-    /// Counts the tallies of tenant `slug` for every replica; one answer per tally, `Some`
-    /// with its count when it fired. `None` when Redis did not count them all (then logged, at
-    /// most once per [`WARN_EVERY`]): the caller counts them itself.
-    pub async fn count(&self, slug: &str, tallies: &[Tally]) -> Option<Vec<Option<u64>>> {
-        if lock(&self.resting_until).is_some_and(|until| Instant::now() < until) {
-            return None;
-        }
+    /// Counts the tallies of tenant `slug` for every replica, in order, until Redis fails: one
+    /// answer per tally counted (`Some` with its count when it fired). The tallies after the
+    /// last answer are the caller's to count; a failure is logged at most once per
+    /// [`WARN_EVERY`].
+    pub async fn count(&self, slug: &str, tallies: &[Tally]) -> Vec<Option<u64>> {
         let mut counts = Vec::with_capacity(tallies.len());
+        let resting = *lock(&self.resting_until);
+        if resting.is_some_and(|until| Instant::now() < until) {
+            return counts;
+        }
         for chunk in tallies.chunks(CHUNK) {
             match self.count_chunk(slug, chunk).await {
                 Ok(answers) => counts.extend(answers),
-                Err(error) => return self.warn(&error),
+                Err(error) => {
+                    self.rest(&error);
+                    break;
+                }
             }
         }
-        Some(counts)
+        counts
     }
 
     /// Counts one chunk in one script call.
@@ -199,7 +231,8 @@ impl SharedCounts {
             .arg(BASELINE_WEIGHT)
             .arg(BASELINE_MINUTES)
             .arg(RATE_TTL_MS)
-            .arg(NETWORKS_TTL_MS);
+            .arg(NETWORKS_TTL_MS)
+            .arg(MAX_KEYS);
         let mut connection = self.connection.clone();
         let asked = counted.iter().filter(|&&c| c).count();
         let answers = if asked > 0 {
@@ -224,7 +257,7 @@ impl SharedCounts {
     }
 
     /// Rests from Redis for [`RETRY_AFTER`] after `error`, which is logged unless one was lately.
-    fn warn<T>(&self, error: &str) -> Option<T> {
+    fn rest(&self, error: &str) {
         *lock(&self.resting_until) = Some(Instant::now() + RETRY_AFTER);
         let mut last = lock(&self.last_warning);
         if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
@@ -234,7 +267,6 @@ impl SharedCounts {
                 "Redis did not count a batch of signals: this replica counts its own events only"
             );
         }
-        None
     }
 }
 

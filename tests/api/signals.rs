@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use flowgate::signals::SharedCounts;
 use flowgate::signals::config::AlertingConfig;
-use flowgate::signals::detect::{self, Detectors, Observation, SignalKind, Tally};
+use flowgate::signals::detect::{
+    self, Detectors, MAX_KEYS, Observation, SignalKind, Subject, Tally,
+};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -559,7 +561,8 @@ async fn counts_in_redis_fire_what_the_in_process_detectors_fire() {
     for event in &events {
         let tallies = detect::tallies(&config, event);
         let here = local.fire(tallies.clone(), Instant::now());
-        let counts = shared.count("acme", &tallies).await.expect("Redis counts");
+        let counts = shared.count("acme", &tallies).await;
+        assert_eq!(counts.len(), tallies.len(), "Redis counted every tally");
         let there: Vec<_> = tallies
             .into_iter()
             .zip(counts)
@@ -579,6 +582,21 @@ async fn counts_in_redis_fire_what_the_in_process_detectors_fire() {
         ],
         "the same events would fire these whichever way they are counted"
     );
+
+    // A flood of new source addresses takes at most the detectors' number of places in Redis
+    // per period: the ones beyond it are not counted (and make no keys).
+    let flood: Vec<Tally> = (0..MAX_KEYS + 100)
+        .map(|i| Tally::Window {
+            kind: SignalKind::FailedLogins,
+            subject: Subject::Source(format!("2001:db8::{i:x}")),
+            window: Duration::from_secs(86_400),
+            threshold: 1,
+        })
+        .collect();
+    let counts = shared.count("flood", &flood).await;
+    assert_eq!(counts.len(), flood.len(), "Redis counted every tally");
+    assert_eq!(counts.iter().filter(|c| c.is_some()).count(), MAX_KEYS);
+    assert!(counts[MAX_KEYS..].iter().all(Option::is_none));
 
     // A rate: a principal whose earlier minutes averaged 4 requests (ten times that is under
     // the minimum of 50, which decides), then a burst.
@@ -606,7 +624,7 @@ async fn counts_in_redis_fire_what_the_in_process_detectors_fire() {
         .find(|t| matches!(t, Tally::Rate { .. }))
         .unwrap();
     let burst = vec![rate; 70];
-    let counts = shared.count("acme", &burst).await.expect("Redis counts");
+    let counts = shared.count("acme", &burst).await;
     let fired: Vec<_> = counts
         .iter()
         .enumerate()

@@ -314,7 +314,7 @@ impl TenantContext {
     }
 
     /// Which refusal, if any, comes before the policies for `A`; `screen` and `may` share it,
-    /// so what a list or a view shows never differs from what `authorize` would allow.
+    /// so that a list or a view never shows what the tenant's reservations refuse.
     fn prior_refusal<A: Action>(&self) -> Option<PriorRefusal> {
         let principal = &self.0.principal;
         if principal.owes_second_factor() {
@@ -399,7 +399,9 @@ impl TenantContext {
 
     /// Whether the principal may do `A` on `resource`, without noting it for the audit event:
     /// for filtering what a list or a view shows, after its own action was authorized. The
-    /// refusals before any policy (a tenant's human-only actions) answer `false` here too.
+    /// refusals before any policy (a tenant's human-only actions) answer `false` here too; the
+    /// step-up a sensitive action asks of a person is not asked of a view (it proves presence
+    /// before acting, not a grant).
     pub fn may<A: Action>(&self, resource: &Resource) -> bool {
         cfg!(feature = "insecure-bench")
             || (self.prior_refusal::<A>().is_none() && self.decide::<A>(resource).allowed)
