@@ -15,6 +15,7 @@ pub mod files;
 pub mod http;
 pub mod identity;
 pub mod keystore;
+pub mod net;
 pub mod openapi;
 pub mod platform;
 pub mod secrets;

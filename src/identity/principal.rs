@@ -108,6 +108,20 @@ impl Principal {
         }
     }
 
+    /// Which credential of a service account authenticated the request, for the audit trail
+    /// (so that an investigation knows which key to revoke): the API key's id, the OAuth
+    /// client's, or the trust's. `None` for a person, whose session is on record elsewhere.
+    pub fn credential_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::ServiceAccount { credential, .. } => Some(match credential {
+                AccountCredential::ApiKey(id)
+                | AccountCredential::AccessToken { client: id }
+                | AccountCredential::Federated { trust: id } => *id,
+            }),
+            Principal::User { .. } => None,
+        }
+    }
+
     /// Whether the caller is a person whose session still owes the tenant a second factor.
     pub fn owes_second_factor(&self) -> bool {
         matches!(

@@ -24,6 +24,9 @@ pub struct Observation {
     pub actor_type: String,
     pub actor_id: String,
     pub source_ip: Option<String>,
+    /// Which credential of a service account acted (an API key's, an OAuth client's or a
+    /// trust's id), when the event says.
+    pub credential: Option<String>,
     /// The Cedar effect is `permit` for at least one policy written (policy changes only).
     pub widens: bool,
     /// The role a binding grants (role-binding creations only).
@@ -215,9 +218,14 @@ pub enum Tally {
         factor: u64,
         minimum: u64,
     },
-    /// A service account's credential used from `network`; fires when the account was used
-    /// before, from other networks only.
-    Network { subject: Subject, network: String },
+    /// A service account's credential used from `network`; fires when that credential (or,
+    /// for an event that does not name it, the account) was used before, from other networks
+    /// only.
+    Network {
+        subject: Subject,
+        credential: Option<String>,
+        network: String,
+    },
     /// Fires on this event alone.
     Event {
         kind: SignalKind,
@@ -227,6 +235,15 @@ pub enum Tally {
 }
 
 impl Tally {
+    /// Whose networks a network tally counts: the credential's, else the principal's.
+    pub fn network_holder(subject: &Subject, credential: Option<&str>) -> String {
+        match (credential, subject) {
+            (Some(id), _) => format!("credential:{id}"),
+            (None, Subject::Principal { kind, id }) => format!("{kind}:{id}"),
+            (None, Subject::Source(ip)) => format!("source:{ip}"),
+        }
+    }
+
     /// The signal this tally raises when counting it gave `count` (how many events made it
     /// fire, or 1).
     pub fn signal(self, count: u64) -> Signal {
@@ -265,12 +282,19 @@ impl Tally {
                     "{count} requests this minute, over {factor}× the principal's usual rate"
                 ),
             },
-            Tally::Network { subject, network } => Signal {
+            Tally::Network {
+                subject,
+                credential,
+                network,
+            } => Signal {
                 kind: SignalKind::NewNetwork,
                 subject,
                 count: 1,
                 threshold: 1,
-                summary: format!("credential used from the new network {network}"),
+                summary: match credential {
+                    Some(id) => format!("credential {id} used from the new network {network}"),
+                    None => format!("credential used from the new network {network}"),
+                },
             },
             Tally::Event {
                 kind,
@@ -328,9 +352,14 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
     });
     let rule = &config.failed_logins;
     if rule.enabled && is_login(&event.action) && event.status >= 400 {
+        // A source is its address's block: one party rotating through its IPv6 /64 is one.
         let subjects = event
             .source_ip
-            .clone()
+            .as_deref()
+            .map(|ip| {
+                ip.parse()
+                    .map_or_else(|_| ip.to_owned(), crate::net::source_block_text)
+            })
             .map(Subject::Source)
             .into_iter()
             .chain(principal.clone());
@@ -393,7 +422,11 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
         && let (Some(network), Some(subject)) =
             (event.source_ip.as_deref().and_then(network), principal)
     {
-        tallies.push(Tally::Network { subject, network });
+        tallies.push(Tally::Network {
+            subject,
+            credential: event.credential.clone(),
+            network,
+        });
     }
     tallies
 }
@@ -403,7 +436,8 @@ pub struct Detectors {
     failures: LruCache<Subject, Window>,
     secret_reads: LruCache<Subject, Window>,
     rates: LruCache<Subject, Rate>,
-    networks: LruCache<Subject, Vec<String>>,
+    /// Per credential (or principal, when the event does not name the credential).
+    networks: LruCache<String, Vec<String>>,
 }
 
 impl Default for Detectors {
@@ -451,16 +485,21 @@ impl Detectors {
                 minimum,
             } => entry(&mut self.rates, subject.clone(), || Rate::new(now))
                 .add(now, *factor, *minimum),
-            Tally::Network { subject, network } => {
-                let known = entry(&mut self.networks, subject.clone(), Vec::new);
-                if known.contains(network) {
+            Tally::Network {
+                subject,
+                credential,
+                network,
+            } => {
+                let holder = Tally::network_holder(subject, credential.as_deref());
+                let known = entry(&mut self.networks, holder, Vec::new);
+                if known.iter().any(|n| n == network) {
                     return None;
                 }
                 let first_use = known.is_empty();
                 if known.len() >= MAX_NETWORKS {
                     known.remove(0);
                 }
-                known.push(network.clone());
+                known.push(network.to_owned());
                 (!first_use).then_some(1)
             }
             Tally::Event { .. } => Some(1),
@@ -495,6 +534,7 @@ mod tests {
             },
             actor_id: actor.into(),
             source_ip: Some(ip.into()),
+            credential: None,
             widens: false,
             granted_role: None,
             tamper: false,
@@ -609,5 +649,57 @@ mod tests {
         );
         let again = detectors.fire_on(&config, &event("user.read", 200, "sa1", "192.0.2.8"), now);
         assert!(again.is_empty(), "same /24");
+    }
+
+    #[test]
+    fn networks_are_counted_per_credential() {
+        let config = AlertingConfig::default();
+        let mut detectors = Detectors::default();
+        let now = Instant::now();
+        let with = |key: &str, ip: &str| {
+            let mut used = event("user.read", 200, "sa1", ip);
+            used.credential = Some(key.into());
+            used
+        };
+        // Each key's first use is no change of network, even where its account never was.
+        assert!(
+            detectors
+                .fire_on(&config, &with("k1", "10.0.0.1"), now)
+                .is_empty()
+        );
+        assert!(
+            detectors
+                .fire_on(&config, &with("k2", "192.0.2.1"), now)
+                .is_empty()
+        );
+        // A key used where only another key of its account was used: new for that key.
+        let moved = detectors.fire_on(&config, &with("k1", "192.0.2.9"), now);
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0].kind, SignalKind::NewNetwork);
+        assert!(moved[0].summary.contains("k1"), "{}", moved[0].summary);
+        assert!(
+            detectors
+                .fire_on(&config, &with("k2", "192.0.2.200"), now)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn failed_logins_from_one_ipv6_64_count_as_one_source() {
+        let mut config = AlertingConfig::default();
+        config.failed_logins.threshold = 3;
+        let mut detectors = Detectors::default();
+        let now = Instant::now();
+        let fired: Vec<_> = (1..=3)
+            .flat_map(|host| {
+                let ip = format!("2001:db8:5:5::{host:x}");
+                detectors.fire_on(&config, &event("auth.authenticate", 401, "", &ip), now)
+            })
+            .collect();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(
+            fired[0].subject,
+            Subject::Source("2001:db8:5:5::/64".into())
+        );
     }
 }

@@ -306,6 +306,11 @@ fn observation(row: &audit_event::Model) -> Observation {
         actor_type: row.actor_type.clone(),
         actor_id: row.actor_id.clone(),
         source_ip: row.source_ip.clone(),
+        credential: row
+            .details
+            .get("credential_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         widens,
         granted_role,
         tamper: row.action == "audit.verify"

@@ -183,7 +183,7 @@ impl SharedCounts {
         let mut invocation = self.script.prepare_invoke();
         let mut counted = Vec::with_capacity(chunk.len());
         for tally in chunk {
-            let (kind, subject, a, b) = match tally {
+            let (detector, holder, kind, a, b) = match tally {
                 Tally::Window {
                     kind,
                     subject,
@@ -191,9 +191,10 @@ impl SharedCounts {
                     threshold,
                 } => (
                     kind.name(),
-                    subject,
+                    key_of(subject),
                     "w",
-                    [window.as_millis().max(1).to_string(), threshold.to_string()],
+                    window.as_millis().max(1).to_string(),
+                    threshold.to_string(),
                 ),
                 Tally::Rate {
                     subject,
@@ -201,15 +202,21 @@ impl SharedCounts {
                     minimum,
                 } => (
                     "request_rate",
-                    subject,
+                    key_of(subject),
                     "r",
-                    [factor.to_string(), minimum.to_string()],
+                    factor.to_string(),
+                    minimum.to_string(),
                 ),
-                Tally::Network { subject, network } => (
-                    "new_network",
+                Tally::Network {
                     subject,
+                    credential,
+                    network,
+                } => (
+                    "new_network",
+                    Tally::network_holder(subject, credential.as_deref()),
                     "n",
-                    [network.clone(), MAX_NETWORKS.to_string()],
+                    network.clone(),
+                    MAX_NETWORKS.to_string(),
                 ),
                 // Fires on the event alone: nothing to count.
                 Tally::Event { .. } => {
@@ -219,13 +226,10 @@ impl SharedCounts {
             };
             counted.push(true);
             invocation
-                .key(format!(
-                    "flowgate:sig:{{{slug}}}:{kind}:{}",
-                    key_of(subject)
-                ))
+                .key(format!("flowgate:sig:{{{slug}}}:{detector}:{holder}"))
+                .arg(kind)
                 .arg(a)
-                .arg(&b[0])
-                .arg(&b[1]);
+                .arg(b);
         }
         invocation
             .arg(BASELINE_WEIGHT)

@@ -520,6 +520,7 @@ fn observed(action: &str, status: i32, actor: &str, ip: &str) -> Observation {
         },
         actor_id: actor.into(),
         source_ip: Some(ip.into()),
+        credential: None,
         widens: false,
         granted_role: None,
         tamper: false,

@@ -100,7 +100,9 @@ crate::on_both_databases! {
         assert!(events.iter().any(|e| e["action"] == "auth.token" && e["decision"] == "deny"));
         let trail: String = events.iter().map(Value::to_string).collect();
         assert!(!trail.contains(&access) && !trail.contains(&secret));
-        assert!(events.iter().any(|e| e["details"]["credential"] == "access_token"));
+        // Which client's token acted is on record (its id: the one to revoke).
+        assert!(events.iter().any(|e| e["details"]["credential"] == "access_token"
+            && e["details"]["credential_id"] == id.as_str()), "{events:?}");
     }
 }
 

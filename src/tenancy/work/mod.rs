@@ -376,10 +376,11 @@ impl TenantContext {
             (Outcome::Deny, 403)
         };
         let principal = &self.0.principal;
-        let mut event = AuditEvent::new(&self.0.meta, A::NAME, resource.kind.api_name())
-            .actor(principal.actor_type(), principal.actor_id())
-            .outcome(outcome, status)
-            .detail("credential", principal.credential_kind());
+        let mut event = acted_by(
+            AuditEvent::new(&self.0.meta, A::NAME, resource.kind.api_name()),
+            principal,
+        )
+        .outcome(outcome, status);
         event.resource_id = Some(resource.id.clone());
         for (key, value) in details {
             event = event.detail(key, value.clone());
@@ -486,14 +487,12 @@ impl TenantContext {
             None => ("tenant", None),
         };
         let principal = &self.0.principal;
-        let mut event = AuditEvent::new(
-            &self.0.meta,
-            note.action.unwrap_or("request"),
-            resource_type,
+        let action = note.action.unwrap_or("request");
+        let mut event = acted_by(
+            AuditEvent::new(&self.0.meta, action, resource_type),
+            principal,
         )
-        .actor(principal.actor_type(), principal.actor_id())
-        .outcome(decision, status)
-        .detail("credential", principal.credential_kind());
+        .outcome(decision, status);
         event.resource_id = resource_id;
         for (key, value) in &note.details {
             event = event.detail(key, value.clone());
@@ -543,5 +542,17 @@ impl TenantContext {
             .audit
             .record(self.slug(), self.event(status))
             .await
+    }
+}
+
+/// `event` with who acted and by which credential (its kind, and for a service account which
+/// key, client or trust it was).
+fn acted_by(event: AuditEvent, principal: &Principal) -> AuditEvent {
+    let event = event
+        .actor(principal.actor_type(), principal.actor_id())
+        .detail("credential", principal.credential_kind());
+    match principal.credential_id() {
+        Some(id) => event.detail("credential_id", id.to_string()),
+        None => event,
     }
 }

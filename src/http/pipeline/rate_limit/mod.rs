@@ -36,6 +36,7 @@ use crate::audit::{AuditEvent, Outcome, RequestMeta, Trail};
 use crate::config::RateLimitSettings;
 use crate::http::error::ApiError;
 use crate::identity::Principal;
+use crate::net::source_block;
 use crate::tenancy::{Tenant, TenantRateLimits};
 
 /// Blocked keys remembered at once.
@@ -171,8 +172,10 @@ impl Limits {
         })
     }
 
-    /// Admits a request from `source` before its credential is looked at.
+    /// Admits a request from `source` (counted with the rest of its block, [`source_block`])
+    /// before its credential is looked at.
     pub async fn admit_source(&self, source: IpAddr) -> Result<(), Refusal> {
+        let source = source_block(source);
         let key = Blocked::Source(source);
         self.still_blocked(&key)?;
         if let Err(wait) = self.sources.take(&source) {
@@ -190,9 +193,11 @@ impl Limits {
         .await
     }
 
-    /// Counts a failed authentication from `source`; when its budget is spent, the address is
-    /// refused until the budget refills, and the trip is returned (to be audited once).
+    /// Counts a failed authentication from `source` (with the rest of its block); when the
+    /// budget is spent, the block is refused until the budget refills, and the trip is returned
+    /// (to be audited once).
     pub async fn failed(&self, source: IpAddr) -> Option<Refusal> {
+        let source = source_block(source);
         let key = Blocked::Source(source);
         if let Err(wait) = self.failures.take(&source) {
             return Some(self.block(key, self.failures_rate.refusal(wait)));
@@ -415,6 +420,26 @@ mod tests {
         assert!(
             limits.admit_source(other).await.is_ok(),
             "another address is not affected"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_addresses_of_one_ipv6_64_share_one_failure_budget() {
+        let limits = limits(3);
+        for host in 1..=3 {
+            let ip: IpAddr = format!("2001:db8:7:7::{host:x}").parse().unwrap();
+            assert!(limits.failed(ip).await.is_none());
+        }
+        let rotated: IpAddr = "2001:db8:7:7:ffff::9".parse().unwrap();
+        assert!(
+            limits.failed(rotated).await.is_some(),
+            "a fourth address of the /64"
+        );
+        assert!(limits.admit_source(rotated).await.is_err());
+        let neighbour: IpAddr = "2001:db8:7:8::1".parse().unwrap();
+        assert!(
+            limits.admit_source(neighbour).await.is_ok(),
+            "the next /64 is not"
         );
     }
 
