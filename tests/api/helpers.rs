@@ -518,6 +518,28 @@ pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// A PostgreSQL app whose replicas share `redis` and allow `failures` failed authentications per
+/// minute from one source, with a second replica of it: the app, and the replica's base URL,
+/// server and state.
+pub async fn replicas_with_redis(
+    redis: &Redis,
+    failures: u32,
+) -> (TestApp, (String, Server, Arc<AppState>)) {
+    let app = spawn_app_with(
+        Db::Postgres,
+        Options {
+            vars: vec![
+                ("FLOWGATE_REDIS_URL".into(), redis.url.clone()),
+                ("FLOWGATE_RATE_LIMIT_FAILURES".into(), failures.to_string()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let replica = app.replica().await;
+    (app, replica)
+}
+
 /// A `redis-server` of the test's own on a free port, keeping nothing on disk; stopped on drop.
 pub struct Redis {
     child: std::process::Child,

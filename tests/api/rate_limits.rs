@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, Options, Redis, TestApp, spawn_app_with};
+use crate::helpers::{Db, Options, Redis, TestApp, replicas_with_redis, spawn_app_with};
 
 async fn with(vars: &[(&str, &str)]) -> TestApp {
     spawn_app_with(
@@ -274,18 +274,7 @@ async fn an_operator_sets_a_tenant_s_own_limits_and_only_that_tenant_is_held_to_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_redis_share_one_budget() {
     let redis = Redis::start().await;
-    let app = spawn_app_with(
-        Db::Postgres,
-        Options {
-            vars: vec![
-                ("FLOWGATE_REDIS_URL".into(), redis.url.clone()),
-                ("FLOWGATE_RATE_LIMIT_FAILURES".into(), "3".into()),
-            ],
-            ..Options::default()
-        },
-    )
-    .await;
-    let (replica, _server, _state) = app.replica().await;
+    let (app, (replica, _server, _state)) = replicas_with_redis(&redis, 3).await;
     let (key, _) = crate::authz::custom_key(&app, &["user.read"]).await;
     let token = app.operator_token.clone();
     let (status, _) = set_limits(

@@ -15,7 +15,10 @@ use flowgate::signals::detect::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, Options, Redis, assert_problem, json_lines, python_peer, spawn_app_with};
+use crate::helpers::{
+    Db, Options, Redis, assert_problem, json_lines, python_peer, replicas_with_redis,
+    spawn_app_with,
+};
 
 /// The webhook receiver: verifies each delivery with the reference library.
 struct Hook {
@@ -447,18 +450,7 @@ async fn a_people_only_settings_manage_hides_the_webhook_url_from_service_accoun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_redis_count_failed_logins_together() {
     let redis = Redis::start().await;
-    let app = spawn_app_with(
-        Db::Postgres,
-        Options {
-            vars: vec![
-                ("FLOWGATE_REDIS_URL".into(), redis.url.clone()),
-                ("FLOWGATE_RATE_LIMIT_FAILURES".into(), "1000".into()),
-            ],
-            ..Options::default()
-        },
-    )
-    .await;
-    let (replica, _server, _state) = app.replica().await;
+    let (app, (replica, _server, _state)) = replicas_with_redis(&redis, 1000).await;
     let (status, body) = app
         .call(
             Method::PUT,
