@@ -325,7 +325,8 @@ fn is_login(action: &str) -> bool {
 
 /// The network an address belongs to for [`SignalKind::NewNetwork`]: its /24 or /64.
 fn network(ip: &str) -> Option<String> {
-    match ip.parse::<IpAddr>().ok()? {
+    // An IPv4 caller on a dual-stack listener arrives IPv4-mapped: its /24 is meant.
+    match crate::net::source_block(ip.parse::<IpAddr>().ok()?) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
             Some(format!("{a}.{b}.{c}.0/24"))

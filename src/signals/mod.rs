@@ -320,7 +320,10 @@ fn observation(row: &audit_event::Model) -> Observation {
 
 fn subject_json(subject: &Subject) -> Value {
     match subject {
-        Subject::Source(ip) => json!({"type": "source", "ip": ip}),
+        Subject::Source(ip) if ip.parse::<std::net::IpAddr>().is_ok() => {
+            json!({"type": "source", "ip": ip})
+        }
+        Subject::Source(block) => json!({"type": "source", "network": block}),
         Subject::Principal { kind, id } => json!({"type": kind, "id": id}),
     }
 }
@@ -371,9 +374,10 @@ async fn raise(
     crate::telemetry::metrics().observe_signal(signal.kind.name());
     let meta = RequestMeta {
         request_id: crate::http::request_id::generate(),
+        // A source that is a block (an IPv6 /64) is no address: it is in the details only.
         source_ip: match &signal.subject {
-            Subject::Source(ip) => Some(ip.clone()),
-            Subject::Principal { .. } => None,
+            Subject::Source(ip) if ip.parse::<std::net::IpAddr>().is_ok() => Some(ip.clone()),
+            _ => None,
         },
         ..RequestMeta::default()
     };

@@ -139,10 +139,10 @@ async fn refuse(
     reason: &'static str,
 ) -> ServiceResponse<BoxBody> {
     let meta = context::request_meta(req.request());
-    let event = AuditEvent::new(&meta, "request", "tenant")
-        .actor(principal.actor_type(), principal.actor_id())
-        .outcome(Outcome::None, error.code().status().as_u16())
-        .detail("reason", reason);
+    let event =
+        crate::tenancy::work::acted_by(AuditEvent::new(&meta, "request", "tenant"), principal)
+            .outcome(Outcome::None, error.code().status().as_u16())
+            .detail("reason", reason);
     audit::respond_audited(state, &tenant.slug, event, req.error_response(error)).await
 }
 

@@ -246,6 +246,8 @@ async fn client_credentials_grant(
                     issued.client.service_account_id.to_string(),
                 )
                 .outcome(Outcome::Allow, 200)
+                // Which client asked: the credential the tokens it gets act with.
+                .detail("credential_id", issued.client.id.to_string())
                 .detail("grant_type", "client_credentials")
                 .detail("jti", issued.jti.clone());
             granted(

@@ -547,7 +547,7 @@ impl TenantContext {
 
 /// `event` with who acted and by which credential (its kind, and for a service account which
 /// key, client or trust it was).
-fn acted_by(event: AuditEvent, principal: &Principal) -> AuditEvent {
+pub fn acted_by(event: AuditEvent, principal: &Principal) -> AuditEvent {
     let event = event
         .actor(principal.actor_type(), principal.actor_id())
         .detail("credential", principal.credential_kind());

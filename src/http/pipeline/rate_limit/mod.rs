@@ -307,12 +307,21 @@ impl Limits {
 
 /// The audit event of a limit's trip: the first refusal of a block, the only one recorded.
 pub fn trip_event(meta: &RequestMeta, refusal: &Refusal) -> AuditEvent {
-    AuditEvent::new(meta, "rate_limit.trip", "platform")
+    let event = AuditEvent::new(meta, "rate_limit.trip", "platform")
         .outcome(Outcome::Deny, 429)
         .detail("limit", refusal.limit.name())
         .detail("quota", refusal.quota)
         .detail("window_seconds", refusal.window.as_secs())
-        .detail("retry_after_seconds", refusal.retry_after.as_secs())
+        .detail("retry_after_seconds", refusal.retry_after.as_secs());
+    // A source's limits hold its whole block (an IPv6 /64), which the trip names.
+    let block = matches!(refusal.limit, Limit::Source | Limit::Failures)
+        .then(|| meta.source_ip.as_deref()?.parse().ok())
+        .flatten()
+        .map(crate::net::source_block_text);
+    match block {
+        Some(block) => event.detail("source_block", block),
+        None => event,
+    }
 }
 
 /// Records a trip in `trail` beside the request's own event; a trip that cannot be written is
@@ -378,7 +387,7 @@ async fn refuse(
     }
     let mut event = trip_event(&meta, refusal);
     if let Some(principal) = principal {
-        event = event.actor(principal.actor_type(), principal.actor_id());
+        event = crate::tenancy::work::acted_by(event, principal);
     }
     respond_audited(state, trail, event, res).await
 }
@@ -431,10 +440,16 @@ mod tests {
             assert!(limits.failed(ip).await.is_none());
         }
         let rotated: IpAddr = "2001:db8:7:7:ffff::9".parse().unwrap();
-        assert!(
-            limits.failed(rotated).await.is_some(),
-            "a fourth address of the /64"
-        );
+        let trip = limits
+            .failed(rotated)
+            .await
+            .expect("a fourth address of the /64");
+        let meta = RequestMeta {
+            source_ip: Some(rotated.to_string()),
+            ..RequestMeta::default()
+        };
+        let recorded = trip_event(&meta, &trip);
+        assert_eq!(recorded.details["source_block"], "2001:db8:7:7::/64");
         assert!(limits.admit_source(rotated).await.is_err());
         let neighbour: IpAddr = "2001:db8:7:8::1".parse().unwrap();
         assert!(
