@@ -19,6 +19,7 @@ pub mod net;
 pub mod openapi;
 pub mod platform;
 pub mod secrets;
+pub mod shared_state;
 pub mod signals;
 pub mod signin;
 pub mod telemetry;

@@ -68,8 +68,22 @@ impl SignalKind {
 /// Who or what a signal is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
+    /// A source address, or the block it counts with (`<prefix>::/64`).
     Source(String),
-    Principal { kind: String, id: String },
+    Principal {
+        kind: String,
+        id: String,
+    },
+}
+
+impl Subject {
+    /// The source address, when the subject is one address (not a block, not a principal).
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            Subject::Source(ip) if ip.parse::<IpAddr>().is_ok() => Some(ip),
+            _ => None,
+        }
+    }
 }
 
 /// A signal that fired.
@@ -323,19 +337,17 @@ fn is_login(action: &str) -> bool {
     )
 }
 
-/// The network an address belongs to for [`SignalKind::NewNetwork`]: its /24 or /64.
+/// The network an address belongs to for [`SignalKind::NewNetwork`]: its /24, or its source
+/// block's /64 (an IPv4-mapped caller of a dual-stack listener is its IPv4 address).
 fn network(ip: &str) -> Option<String> {
-    // An IPv4 caller on a dual-stack listener arrives IPv4-mapped: its /24 is meant.
-    match crate::net::source_block(ip.parse::<IpAddr>().ok()?) {
+    let ip = crate::net::source_block(ip.parse::<IpAddr>().ok()?);
+    Some(match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
-            Some(format!("{a}.{b}.{c}.0/24"))
+            format!("{a}.{b}.{c}.0/24")
         }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
-        }
-    }
+        IpAddr::V6(_) => crate::net::source_block_text(ip),
+    })
 }
 
 /// What the enabled detectors count of `event`.

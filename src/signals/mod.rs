@@ -320,9 +320,7 @@ fn observation(row: &audit_event::Model) -> Observation {
 
 fn subject_json(subject: &Subject) -> Value {
     match subject {
-        Subject::Source(ip) if ip.parse::<std::net::IpAddr>().is_ok() => {
-            json!({"type": "source", "ip": ip})
-        }
+        Subject::Source(ip) if subject.address().is_some() => json!({"type": "source", "ip": ip}),
         Subject::Source(block) => json!({"type": "source", "network": block}),
         Subject::Principal { kind, id } => json!({"type": kind, "id": id}),
     }
@@ -375,10 +373,7 @@ async fn raise(
     let meta = RequestMeta {
         request_id: crate::http::request_id::generate(),
         // A source that is a block (an IPv6 /64) is no address: it is in the details only.
-        source_ip: match &signal.subject {
-            Subject::Source(ip) if ip.parse::<std::net::IpAddr>().is_ok() => Some(ip.clone()),
-            _ => None,
-        },
+        source_ip: signal.subject.address().map(str::to_owned),
         ..RequestMeta::default()
     };
     let responses =

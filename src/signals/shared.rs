@@ -20,8 +20,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::{ExposeSecret as _, SecretString};
+use redis::aio::ConnectionManager;
+use secrecy::SecretString;
 
 use super::detect::{BASELINE_MINUTES, BASELINE_WEIGHT, MAX_KEYS, MAX_NETWORKS, Subject, Tally};
 
@@ -143,13 +143,8 @@ pub struct SharedCounts {
 impl SharedCounts {
     /// Prepares the connection; it is made at first use and remade after a failure.
     pub fn new(url: &SecretString) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url.expose_secret())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(BUDGET))
-            .set_response_timeout(Some(BUDGET))
-            .set_number_of_retries(1);
         Ok(SharedCounts {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: crate::shared_state::lazy_connection(url, BUDGET)?,
             script: redis::Script::new(COUNT),
             resting_until: Mutex::new(None),
             last_warning: Mutex::new(None),

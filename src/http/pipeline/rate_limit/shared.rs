@@ -9,8 +9,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::{ExposeSecret as _, SecretString};
+use redis::aio::ConnectionManager;
+use secrecy::SecretString;
 
 use super::Rate;
 
@@ -71,13 +71,8 @@ pub(super) struct Shared {
 impl Shared {
     /// Prepares the connection; it is made at first use and remade after a failure.
     pub(super) fn new(url: &SecretString) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url.expose_secret())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(BUDGET))
-            .set_response_timeout(Some(BUDGET))
-            .set_number_of_retries(1);
         Ok(Shared {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: crate::shared_state::lazy_connection(url, BUDGET)?,
             script: redis::Script::new(GCRA),
             last_warning: Mutex::new(None),
         })
