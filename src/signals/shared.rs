@@ -24,6 +24,7 @@ use redis::aio::ConnectionManager;
 use secrecy::SecretString;
 
 use super::detect::{BASELINE_MINUTES, BASELINE_WEIGHT, MAX_KEYS, MAX_NETWORKS, Subject, Tally};
+use crate::telemetry::WarnGate;
 
 /// Longest the signals task waits for Redis's count of one chunk.
 const BUDGET: Duration = Duration::from_millis(100);
@@ -137,7 +138,7 @@ pub struct SharedCounts {
     script: redis::Script,
     /// Until when batches are counted here after a failure.
     resting_until: Mutex<Option<Instant>>,
-    last_warning: Mutex<Option<Instant>>,
+    warnings: WarnGate,
 }
 
 impl SharedCounts {
@@ -147,7 +148,7 @@ impl SharedCounts {
             connection: crate::shared_state::lazy_connection(url, BUDGET)?,
             script: redis::Script::new(COUNT),
             resting_until: Mutex::new(None),
-            last_warning: Mutex::new(None),
+            warnings: WarnGate::new(WARN_EVERY),
         })
     }
 
@@ -258,9 +259,7 @@ impl SharedCounts {
     /// Rests from Redis for [`RETRY_AFTER`] after `error`, which is logged unless one was lately.
     fn rest(&self, error: &str) {
         *lock(&self.resting_until) = Some(Instant::now() + RETRY_AFTER);
-        let mut last = lock(&self.last_warning);
-        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
+        if self.warnings.due() {
             tracing::warn!(
                 error,
                 "Redis did not count a batch of signals: this replica counts its own events only"

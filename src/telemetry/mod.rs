@@ -15,6 +15,7 @@ mod log_buffer;
 pub mod otlp;
 pub mod security;
 pub mod trace;
+mod warn_gate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -33,6 +34,7 @@ use tracing_subscriber::EnvFilter;
 
 pub use log_buffer::Flusher;
 use log_buffer::{LineWriter, LogBuffer};
+pub use warn_gate::WarnGate;
 
 /// The server's log buffer, once its logging is installed (for the dropped-lines metric).
 static SERVER_LOG: OnceLock<Arc<LogBuffer>> = OnceLock::new();

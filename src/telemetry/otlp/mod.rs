@@ -22,7 +22,7 @@ pub mod ship;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
@@ -34,6 +34,7 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{IdGenerator, ShouldSample};
 
+use super::WarnGate;
 use super::security::AuditRecord;
 use super::trace::FinishedSpan;
 use ship::{Destination, Shipper};
@@ -214,7 +215,7 @@ impl<E: PushMetricExporter> PushMetricExporter for Counted<E> {
 pub struct Failures {
     signal: &'static str,
     count: &'static AtomicU64,
-    logged_at: std::sync::Mutex<Option<Instant>>,
+    logged: WarnGate,
 }
 
 impl Failures {
@@ -222,7 +223,7 @@ impl Failures {
         Failures {
             signal,
             count,
-            logged_at: std::sync::Mutex::new(None),
+            logged: WarnGate::new(FAILURE_LOG_EVERY),
         }
     }
 
@@ -230,9 +231,7 @@ impl Failures {
     /// never what was exported).
     pub fn note(&self, error: &str) {
         let failures = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut logged_at = self.logged_at.lock().unwrap_or_else(|p| p.into_inner());
-        if logged_at.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY) {
-            *logged_at = Some(Instant::now());
+        if self.logged.due() {
             tracing::warn!(
                 signal = self.signal,
                 failures,

@@ -6,13 +6,13 @@
 //! answer within [`BUDGET`] admits the request (the process's own limits, applied before, still
 //! hold) and is logged at most once per [`WARN_EVERY`].
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use secrecy::SecretString;
 
 use super::Rate;
+use crate::telemetry::WarnGate;
 
 /// Longest a request waits for Redis's answer.
 const BUDGET: Duration = Duration::from_millis(100);
@@ -65,7 +65,7 @@ pub(super) enum Use {
 pub(super) struct Shared {
     connection: ConnectionManager,
     script: redis::Script,
-    last_warning: Mutex<Option<Instant>>,
+    warnings: WarnGate,
 }
 
 impl Shared {
@@ -74,7 +74,7 @@ impl Shared {
         Ok(Shared {
             connection: crate::shared_state::lazy_connection(url, BUDGET)?,
             script: redis::Script::new(GCRA),
-            last_warning: Mutex::new(None),
+            warnings: WarnGate::new(WARN_EVERY),
         })
     }
 
@@ -114,9 +114,7 @@ impl Shared {
     }
 
     fn warn(&self, error: &str) {
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
+        if self.warnings.due() {
             tracing::warn!(
                 error,
                 "Redis did not answer a rate-limit check: this replica applies its own limits only"
