@@ -12,6 +12,7 @@ use crate::audit::AuditWriter;
 use crate::authz::Authz;
 use crate::config::Settings;
 use crate::http::pipeline::rate_limit::Limits;
+use crate::identity::accounts::AccountStatuses;
 use crate::identity::api_key::ApiKeys;
 use crate::identity::federation::Federation;
 use crate::identity::operator::OperatorToken;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub keystore: Arc<dyn KeyStore>,
     pub tenants: TenantRegistry,
     pub api_keys: ApiKeys,
+    /// Which service accounts are disabled, as cached here.
+    pub accounts: AccountStatuses,
     pub tokens: AccessTokens,
     pub authz: Authz,
     pub audit: AuditWriter,
@@ -100,6 +103,7 @@ impl AppState {
             alerts: Deliveries::new(outbound.clone()),
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
+            accounts: AccountStatuses::default(),
             tokens: AccessTokens::new(Arc::clone(&keystore)),
             authz: Authz::new(Arc::clone(&dbs))?,
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
@@ -141,6 +145,7 @@ impl AppState {
         self.tenants.invalidate(slug);
         self.authz.invalidate(slug);
         self.api_keys.forget_tenant(slug);
+        self.accounts.forget_tenant(slug);
         self.tokens.forget_tenant(slug);
         self.federation.forget_tenant(slug);
         self.envelope.forget_tenant(slug);
@@ -164,6 +169,7 @@ impl AppState {
         self.tenants.invalidate_all();
         self.authz.invalidate_all();
         self.api_keys.forget_all_keys();
+        self.accounts.forget_all();
         self.tokens.forget_all();
         self.federation.forget_all();
         self.payload_caches.forget_all();

@@ -51,6 +51,7 @@ impl MigratorTrait for TenantMigrator {
             Box::new(tenant::m20261203_000007_break_glass::Migration),
             Box::new(tenant::m20261203_000008_session_assertions::Migration),
             Box::new(tenant::m20261203_000009_passkey_models::Migration),
+            Box::new(tenant::m20261204_000001_service_account_status::Migration),
         ]
     }
 

@@ -11,7 +11,37 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter as _, QueryOrder as _,
     QuerySelect as _,
 };
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
+
+/// Whether a person or a service account may authenticate: a disabled one cannot sign in, keep
+/// a session or use any credential until it is enabled again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Disabled,
+}
+
+impl AccountStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+
+    /// The stored form read back; anything but `active` is disabled (fail closed).
+    pub fn parse(stored: &str) -> Self {
+        if stored == "active" {
+            AccountStatus::Active
+        } else {
+            AccountStatus::Disabled
+        }
+    }
+}
 
 /// Up to `limit` rows of `E` whose id comes after `after`, in id order. Ids are UUIDv7, so this
 /// is creation order, and the last id of a page is the cursor of the next.

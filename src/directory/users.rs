@@ -7,6 +7,7 @@ use entity::tenant::user;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
 use uuid::Uuid;
 
+use super::AccountStatus;
 use crate::authz::actions::{UserCreate, UserUpdate};
 use crate::tenancy::work::{Permit, WriteTx};
 
@@ -48,7 +49,7 @@ pub async fn create(
         email: Set(new.email),
         display_name: Set(new.display_name),
         attributes: Set(serde_json::to_value(BTreeMap::<String, String>::new()).unwrap_or_default()),
-        status: Set("active".into()),
+        status: Set(AccountStatus::Active.as_str().into()),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -56,19 +57,21 @@ pub async fn create(
     .await
 }
 
-/// Sets the display name (when given) and the attributes.
+/// Sets the display name (when given), the attributes and the status.
 pub async fn update(
     tx: &WriteTx,
     _: &impl Permit<UserUpdate>,
     existing: user::Model,
     display_name: Option<String>,
     attributes: &BTreeMap<String, String>,
+    status: AccountStatus,
 ) -> Result<user::Model, DbErr> {
     let mut row: user::ActiveModel = existing.into();
     if let Some(name) = display_name {
         row.display_name = Set(name);
     }
     row.attributes = Set(serde_json::to_value(attributes).unwrap_or_default());
+    row.status = Set(status.as_str().into());
     row.updated_at = Set(Utc::now());
     row.update(tx.conn()).await
 }
@@ -84,7 +87,7 @@ pub async fn deactivate(
         return Ok(false);
     };
     let mut row: user::ActiveModel = existing.into();
-    row.status = Set("disabled".into());
+    row.status = Set(AccountStatus::Disabled.as_str().into());
     row.updated_at = Set(Utc::now());
     row.update(tx.conn()).await?;
     Ok(true)
@@ -96,7 +99,9 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::M
 
 /// Whether user `id` exists and is active (may sign in and keep a session).
 pub async fn is_active(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
-    Ok(get(conn, id).await?.is_some_and(|u| u.status == "active"))
+    Ok(get(conn, id)
+        .await?
+        .is_some_and(|u| AccountStatus::parse(&u.status) == AccountStatus::Active))
 }
 
 #[cfg(test)]

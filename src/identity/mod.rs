@@ -6,6 +6,7 @@
 //!   failed (the audit trail is, through [`IdentityError::audit_reason`]).
 //! - Credentials are compared in constant time and never logged, returned or audited.
 
+pub mod accounts;
 pub mod api_key;
 pub mod federation;
 pub mod operator;
@@ -46,6 +47,8 @@ pub enum InvalidReason {
     WrongSecret,
     Revoked,
     Expired,
+    /// The credential's account (a service account, or a session's person) is disabled.
+    AccountDisabled,
 }
 
 impl IdentityError {
@@ -58,6 +61,7 @@ impl IdentityError {
             IdentityError::InvalidCredentials(InvalidReason::WrongSecret) => "wrong_secret",
             IdentityError::InvalidCredentials(InvalidReason::Revoked) => "revoked_key",
             IdentityError::InvalidCredentials(InvalidReason::Expired) => "expired_key",
+            IdentityError::InvalidCredentials(InvalidReason::AccountDisabled) => "account_disabled",
             IdentityError::ForeignOrigin => "foreign_origin",
             IdentityError::SecondFactorOwed => "second_factor_owed",
             IdentityError::Unavailable(_) => "identity_store_unavailable",

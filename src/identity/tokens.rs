@@ -32,6 +32,7 @@ use super::api_key::ApiKeys;
 use super::records::RecordIndex;
 use super::token_keys::{self, KeyRing};
 use super::{AccountCredential, IdentityError, InvalidReason, Principal};
+use crate::app::AppState;
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
 use crate::keystore::{KeyStore, KeyStoreError};
@@ -186,27 +187,33 @@ impl AccessTokens {
     /// Issues a token to the client `client_id` that proved `secret` (client credentials).
     pub async fn issue(
         &self,
-        api_keys: &ApiKeys,
-        dbs: &Databases,
+        state: &AppState,
         slug: &Slug,
-        public_url: &str,
         client_id: &str,
         secret: &SecretString,
     ) -> Result<Issued, IdentityError> {
         let invalid = IdentityError::InvalidCredentials;
         let lookup = parse_client_id(client_id).ok_or(invalid(InvalidReason::Malformed))?;
         let client = self
-            .client(dbs, slug, lookup)
+            .client(&state.dbs, slug, lookup)
             .await?
             .ok_or(invalid(InvalidReason::UnknownKey))?;
-        let presented = api_keys.hash(slug, &credential(client_id, secret)).await?;
+        let presented = state
+            .api_keys
+            .hash(slug, &credential(client_id, secret))
+            .await?;
         if !constant_time_eq(presented.as_bytes(), client.secret_hash.as_bytes()) {
             return Err(invalid(InvalidReason::WrongSecret));
         }
         if client.revoked_at.is_some() {
             return Err(invalid(InvalidReason::Revoked));
         }
+        state
+            .accounts
+            .ensure_active(&state.dbs, slug, client.service_account_id)
+            .await?;
         let subject = client.service_account_id.to_string();
+        let public_url = &state.settings.public_url;
         let (token, expires_in, jti) = self
             .sign(slug, public_url, subject, TOKEN_TTL, |claims| {
                 claims.client_id = Some(client_id.to_owned());

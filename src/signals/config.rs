@@ -20,6 +20,10 @@ const KEY: &str = "alerting";
 pub enum ResponseKind {
     /// Revoke every API key of the service account the signal is about.
     RevokeApiKeys,
+    /// Disable the service account the signal is about: every credential of it (API keys,
+    /// OAuth clients and their tokens, trusted issuers' tokens) stops working until an
+    /// administrator enables it again.
+    DisableServiceAccount,
     /// End every session of the person the signal is about.
     EndSessions,
     /// Deactivate the person the signal is about (their sessions end with it).

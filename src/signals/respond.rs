@@ -1,6 +1,6 @@
 //! Automatic responses: what a tenant told Flowgate to do when a signal fires. Each is one change
 //! in the tenant's trail, made as `system` / `signals` under an [`AutomaticResponse`], which
-//! permits only revoking keys, ending sessions and deactivating people.
+//! permits only revoking keys, ending sessions and disabling people and service accounts.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use super::detect::Subject;
 use crate::app::AppState;
 use crate::audit::RequestMeta;
 use crate::authz::actions::SessionRevoke;
-use crate::directory::users;
+use crate::directory::{service_accounts, users};
 use crate::signin::{break_glass, sessions};
 use crate::tenancy::TenancyError;
 use crate::tenancy::work::{AutomaticResponse, Change, WorkError, WriteTx};
@@ -68,7 +68,7 @@ fn applicable(response: ResponseKind, subject: &Subject) -> Option<Target> {
     };
     let wanted = match response {
         ResponseKind::RevokeAllApiKeys => return Some(Target::Tenant),
-        ResponseKind::RevokeApiKeys => "service_account",
+        ResponseKind::RevokeApiKeys | ResponseKind::DisableServiceAccount => "service_account",
         ResponseKind::EndSessions | ResponseKind::DeactivateUser => "user",
     };
     (kind == wanted)
@@ -96,10 +96,12 @@ async fn respond(
         }
     };
     // The emergency account stays usable whatever fires: it is how a locked-out tenant gets in.
-    if response != ResponseKind::RevokeApiKeys
-        && break_glass::is_break_glass(tx.conn(), id)
-            .await
-            .map_err(TenancyError::from)?
+    if matches!(
+        response,
+        ResponseKind::EndSessions | ResponseKind::DeactivateUser
+    ) && break_glass::is_break_glass(tx.conn(), id)
+        .await
+        .map_err(TenancyError::from)?
     {
         return Ok(None);
     }
@@ -108,6 +110,12 @@ async fn respond(
             "service_account",
             revoke_api_access(&tx, &proof, Some(id)).await?,
         ),
+        ResponseKind::DisableServiceAccount => {
+            let found = service_accounts::disable(&tx, &proof, id)
+                .await
+                .map_err(TenancyError::from)?;
+            ("service_account", u64::from(found))
+        }
         ResponseKind::EndSessions => {
             let ended = sessions::revoke_all::<SessionRevoke>(&tx, &proof, id)
                 .await

@@ -591,7 +591,7 @@ async fn live_subject(
         return Err(invalid(InvalidReason::Expired));
     }
     if !crate::directory::users::is_active(conn, session.user_id).await? {
-        return Err(invalid(InvalidReason::Revoked));
+        return Err(invalid(InvalidReason::AccountDisabled));
     }
     load_subject(conn, SubjectType::User, session.user_id)
         .await?

@@ -256,6 +256,17 @@ async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_prov
         )
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/users/{}", issued["user_id"].as_str().unwrap()),
+            &app.admin_key,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, _) = responder.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "the account still works");
 
     // A person who is not a break-glass account cannot be made one.
     let (status, _) = app

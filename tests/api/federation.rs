@@ -200,6 +200,24 @@ async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_end
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
     }
 
+    // A disabled account's federated tokens are refused like its other credentials.
+    let account_path = format!("/service-accounts/{account}");
+    for (status, answer) in [
+        ("disabled", StatusCode::UNAUTHORIZED),
+        ("active", StatusCode::OK),
+    ] {
+        let (changed, body) = app
+            .call(
+                Method::PATCH,
+                &account_path,
+                &app.admin_key,
+                Some(json!({"status": status})),
+            )
+            .await;
+        assert_eq!(changed, StatusCode::OK, "{body}");
+        assert_eq!(app.get("/me", &token).await.0, answer, "account {status}");
+    }
+
     // Ending the trust ends its tokens at once.
     let (status, _) = app
         .call(

@@ -6,6 +6,7 @@ mod helpers;
 mod oidc_peer;
 mod saml_peer;
 
+mod account_status;
 mod api_keys;
 mod attacks;
 mod audit;

@@ -10,6 +10,8 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub created_at: DateTimeUtc,
+    /// `active`, or `disabled`: none of its credentials authenticates.
+    pub status: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

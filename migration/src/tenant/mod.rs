@@ -9,3 +9,4 @@ pub mod m20261203_000006_passkeys;
 pub mod m20261203_000007_break_glass;
 pub mod m20261203_000008_session_assertions;
 pub mod m20261203_000009_passkey_models;
+pub mod m20261204_000001_service_account_status;

@@ -7,6 +7,8 @@
 //!   bad API key is not retried as another kind of token).
 //! - A credential no authenticator recognises is invalid, and no credential at all is missing:
 //!   authentication fails closed.
+//! - A service account's credential of any kind proves nothing while the account is disabled:
+//!   one check after the chain, so a new authenticator cannot forget it.
 
 use actix_web::HttpRequest;
 use actix_web::body::BoxBody;
@@ -141,7 +143,14 @@ pub async fn authenticate(
     }
     for authenticator in CHAIN {
         if let Some(outcome) = authenticator.authenticate(state, tenant, req).await {
-            return outcome;
+            let principal = outcome?;
+            if let Principal::ServiceAccount { id, .. } = &principal {
+                state
+                    .accounts
+                    .ensure_active(&state.dbs, &tenant.slug, *id)
+                    .await?;
+            }
+            return Ok(principal);
         }
     }
     Err(match bearer_token(req) {

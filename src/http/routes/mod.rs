@@ -111,6 +111,7 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(service_accounts::create_service_account),
                 operation!(service_accounts::list_service_accounts),
                 operation!(service_accounts::get_service_account),
+                operation!(service_accounts::update_service_account),
                 operation!(role_bindings::create_role_binding),
                 operation!(role_bindings::list_role_bindings),
                 operation!(role_bindings::delete_role_binding),

@@ -8,8 +8,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{ListParams, Page};
-use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead};
-use crate::directory::{self, clean_name, service_accounts};
+use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead, ServiceAccountUpdate};
+use crate::authz::bindings::SubjectType;
+use crate::authz::load_subject;
+use crate::directory::{self, AccountStatus, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
@@ -26,11 +28,23 @@ pub struct CreateServiceAccount {
     pub name: String,
 }
 
+/// Changes to a service account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "disabled"}))]
+pub struct UpdateServiceAccount {
+    /// `disabled` stops every credential of the account at once (its API keys, its OAuth
+    /// clients and the tokens they were issued, trusted issuers' tokens); `active` restores
+    /// them.
+    pub status: Option<AccountStatus>,
+}
+
 /// A service account as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceAccountView {
     pub id: Uuid,
     pub name: String,
+    pub status: AccountStatus,
     #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
@@ -40,6 +54,7 @@ impl From<service_account::Model> for ServiceAccountView {
         ServiceAccountView {
             id: m.id,
             name: m.name,
+            status: AccountStatus::parse(&m.status),
             created_at: m.created_at,
         }
     }
@@ -120,5 +135,60 @@ pub async fn get_service_account(
         .await?
         .ok_or_else(ApiError::not_found)?;
     tx.commit().await?;
+    Ok(web::Json(account.into()))
+}
+
+/// Disable or enable a service account.
+///
+/// A disabled account's credentials all stop working at once, on every replica; enabling it
+/// gives back everything its roles grant, so the caller must hold all of that (403 naming what
+/// is missing). No one disables the account they are acting as (409).
+#[utoipa::path(
+    patch,
+    path = "/service-accounts/{id}",
+    tag = "service-accounts",
+    responses(
+        (status = 200, body = ServiceAccountView),
+        (status = 409, description = "The caller's own account cannot be disabled")
+    )
+)]
+pub async fn update_service_account(
+    auth: Authorized<ServiceAccountUpdate>,
+    id: PathId,
+    body: JsonBody<UpdateServiceAccount>,
+) -> Result<web::Json<ServiceAccountView>, ApiError> {
+    let body = body.parse().await?;
+    let read = auth.read().await?;
+    let existing = service_accounts::get(&read, id.0).await?;
+    let subject = load_subject(&read, SubjectType::ServiceAccount, id.0).await?;
+    read.commit().await?;
+    let (Some(existing), Some(subject)) = (existing, subject) else {
+        return Err(ApiError::not_found());
+    };
+    let before = AccountStatus::parse(&existing.status);
+    let status = body.status.unwrap_or(before);
+    if status == before {
+        return Ok(web::Json(existing.into()));
+    }
+    match status {
+        AccountStatus::Disabled if auth.principal().id() == existing.id => {
+            return Err(ApiError::conflict(
+                "A service account cannot disable itself; use another account.",
+            ));
+        }
+        AccountStatus::Disabled => {}
+        // Everything the account's roles grant comes back with it.
+        AccountStatus::Active => auth.refuse_escalation(None, &subject).await?,
+    }
+    let tx = auth.write().await?;
+    let account = service_accounts::get(tx.conn(), existing.id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let account = service_accounts::set_status(&tx, auth.allowed(), account, status).await?;
+    let change = Change::new("service_account", account.id, 200)
+        .detail("status_before", before.as_str())
+        .detail("status_after", status.as_str())
+        .invalidating();
+    tx.commit(change).await?;
     Ok(web::Json(account.into()))
 }

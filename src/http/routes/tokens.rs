@@ -225,17 +225,7 @@ async fn client_credentials_grant(
     };
     let state = page.state();
     let slug = &page.tenant().slug;
-    let issued = state
-        .tokens
-        .issue(
-            &state.api_keys,
-            &state.dbs,
-            slug,
-            &state.settings.public_url,
-            &client_id,
-            &secret,
-        )
-        .await;
+    let issued = state.tokens.issue(state, slug, &client_id, &secret).await;
     let meta = request_meta(req);
     match issued {
         Ok(issued) => {
@@ -271,7 +261,8 @@ async fn client_credentials_grant(
                 oauth_error(
                     StatusCode::UNAUTHORIZED,
                     "invalid_client",
-                    "the client is unknown, revoked, or its secret is wrong",
+                    "the client is unknown, revoked, its secret is wrong, or its service account \
+                     is disabled",
                 ),
             )
             .await

@@ -14,10 +14,11 @@ use super::{ListParams, Page};
 use crate::authz::actions::{UserCreate, UserRead, UserUpdate};
 use crate::authz::bindings::SubjectType;
 use crate::authz::{Subject, load_subject};
-use crate::directory::{self, clean_name, users};
+use crate::directory::{self, AccountStatus, clean_name, users};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
+use crate::signin::break_glass;
 use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::Change;
 
@@ -42,6 +43,9 @@ pub struct UpdateUser {
     /// Claims the policies see as entity tags (`principal.getTag("region")`).
     #[schema(example = json!({"department": "Finance", "region": "US"}))]
     pub attributes: Option<BTreeMap<String, Option<String>>>,
+    /// `disabled`: the person can no longer sign in, and their sessions and access tokens stop
+    /// working; `active` lets them back in.
+    pub status: Option<AccountStatus>,
 }
 
 /// Most attributes a user can carry, and the longest key and value.
@@ -57,7 +61,7 @@ pub struct UserView {
     pub display_name: String,
     /// Claims the authorization engine sees as entity tags.
     pub attributes: BTreeMap<String, String>,
-    pub status: String,
+    pub status: AccountStatus,
     #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::http::timestamp::serialize")]
@@ -71,7 +75,7 @@ impl From<user::Model> for UserView {
             email: m.email,
             display_name: m.display_name,
             attributes: serde_json::from_value(m.attributes).unwrap_or_default(),
-            status: m.status,
+            status: AccountStatus::parse(&m.status),
             created_at: m.created_at,
             updated_at: m.updated_at,
         }
@@ -170,18 +174,19 @@ fn merge_attributes(
     Ok(())
 }
 
-/// Change a user's name or attributes.
+/// Change a user's name, attributes or status.
 ///
 /// Attributes are the claims that claim-based policies read; they take effect on the user's
-/// next request. The caller must hold everything new attributes would give the user (403
-/// naming what is missing).
+/// next request. The caller must hold everything new attributes would give the user, and to
+/// enable a disabled user everything the user's roles grant (403 naming what is missing). No
+/// one disables themselves or the tenant's break-glass account (409).
 #[utoipa::path(
     patch,
     path = "/users/{id}",
     tag = "users",
     responses(
         (status = 200, body = UserView),
-        (status = 409, description = "The attributes changed meanwhile")
+        (status = 409, description = "The attributes or status changed meanwhile, or the user cannot be disabled")
     )
 )]
 pub async fn update_user(
@@ -199,20 +204,28 @@ pub async fn update_user(
     let read = auth.read().await?;
     let existing = users::get(&read, id.0).await?;
     let current = load_subject(&read, SubjectType::User, id.0).await?;
+    let break_glass = break_glass::is_break_glass(&read, id.0).await?;
     read.commit().await?;
     let (Some(existing), Some(current)) = (existing, current) else {
         return Err(ApiError::not_found());
     };
+    let status_before = AccountStatus::parse(&existing.status);
+    let status = body.status.unwrap_or(status_before);
+    let enabling = status_before == AccountStatus::Disabled && status == AccountStatus::Active;
+    if status_before == AccountStatus::Active && status == AccountStatus::Disabled {
+        refuse_disabling(&auth, existing.id, break_glass)?;
+    }
     let mut attributes: BTreeMap<String, String> =
         serde_json::from_value(existing.attributes.clone()).unwrap_or_default();
     let before = attributes.clone();
     if let Some(changes) = body.attributes {
         merge_attributes(&mut attributes, changes)?;
     }
-    if attributes != before {
+    if attributes != before || enabling {
         // Claims are what claim-based policies grant on: the caller must hold whatever the
         // policies reading the changed claims decide, and the user may gain nothing (in the
-        // default context) that the caller lacks.
+        // default context) that the caller lacks. A disabled user can do nothing: enabling
+        // them gives back all that their roles grant.
         let changed: BTreeSet<String> = before
             .keys()
             .chain(attributes.keys())
@@ -229,7 +242,8 @@ pub async fn update_user(
             tags: attributes.clone(),
             ..current.clone()
         };
-        auth.refuse_escalation(Some(&current), &updated).await?;
+        auth.refuse_escalation((!enabling).then_some(&current), &updated)
+            .await?;
     }
     let tx = auth.write().await?;
     // Locked on PostgreSQL (SQLite's write transaction holds the file): concurrent changes of
@@ -241,17 +255,51 @@ pub async fn update_user(
     else {
         return Err(ApiError::not_found());
     };
-    if locked.attributes != existing.attributes {
+    if locked.attributes != existing.attributes || locked.status != existing.status {
         return Err(ApiError::conflict(
-            "The user's attributes changed meanwhile; read them again and retry.",
+            "The user's attributes or status changed meanwhile; read them again and retry.",
         ));
     }
-    let user = users::update(&tx, auth.allowed(), locked, display_name, &attributes).await?;
-    let change = Change::new("user", user.id, 200)
+    let user = users::update(
+        &tx,
+        auth.allowed(),
+        locked,
+        display_name,
+        &attributes,
+        status,
+    )
+    .await?;
+    let mut change = Change::new("user", user.id, 200)
         .detail("attributes_before", serde_json::json!(before))
         .detail("attributes_after", serde_json::json!(attributes));
+    if status != status_before {
+        change = change
+            .detail("status_before", status_before.as_str())
+            .detail("status_after", status.as_str());
+    }
     tx.commit(change).await?;
     Ok(web::Json(user.into()))
+}
+
+/// Refuses to disable the caller themselves (they would be locked out mid-request) or the
+/// tenant's break-glass account (the way in when sign-in through the identity provider fails,
+/// which the platform operator manages).
+fn refuse_disabling(
+    auth: &Authorized<UserUpdate>,
+    user: Uuid,
+    break_glass: bool,
+) -> Result<(), ApiError> {
+    if auth.principal().id() == user {
+        return Err(ApiError::conflict(
+            "You cannot disable yourself; ask another administrator.",
+        ));
+    }
+    if break_glass {
+        return Err(ApiError::conflict(
+            "The break-glass account cannot be disabled; it is the tenant's way in when sign-in fails.",
+        ));
+    }
+    Ok(())
 }
 
 /// List users.
