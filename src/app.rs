@@ -34,7 +34,7 @@ pub struct AppState {
     pub tenants: TenantRegistry,
     pub api_keys: ApiKeys,
     /// Which service accounts are disabled, as cached here.
-    pub accounts: AccountStatuses,
+    pub account_statuses: AccountStatuses,
     pub tokens: AccessTokens,
     pub authz: Authz,
     pub audit: AuditWriter,
@@ -103,7 +103,7 @@ impl AppState {
             alerts: Deliveries::new(outbound.clone()),
             tenants: TenantRegistry::new(Arc::clone(&dbs)),
             api_keys: ApiKeys::new(Arc::clone(&keystore)),
-            accounts: AccountStatuses::default(),
+            account_statuses: AccountStatuses::default(),
             tokens: AccessTokens::new(Arc::clone(&keystore)),
             authz: Authz::new(Arc::clone(&dbs))?,
             limits: Limits::new(&settings.rate_limits, settings.redis_url.as_ref())?,
@@ -145,7 +145,7 @@ impl AppState {
         self.tenants.invalidate(slug);
         self.authz.invalidate(slug);
         self.api_keys.forget_tenant(slug);
-        self.accounts.forget_tenant(slug);
+        self.account_statuses.forget_tenant(slug);
         self.tokens.forget_tenant(slug);
         self.federation.forget_tenant(slug);
         self.envelope.forget_tenant(slug);
@@ -169,7 +169,7 @@ impl AppState {
         self.tenants.invalidate_all();
         self.authz.invalidate_all();
         self.api_keys.forget_all_keys();
-        self.accounts.forget_all();
+        self.account_statuses.forget_all();
         self.tokens.forget_all();
         self.federation.forget_all();
         self.payload_caches.forget_all();

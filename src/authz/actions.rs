@@ -69,13 +69,14 @@ macro_rules! catalogue {
 catalogue! {
     UserRead => "user.read" on TENANT, "List and read users.";
     UserCreate => "user.create" on TENANT, "Create users.";
-    UserUpdate => "user.update" on TENANT, sensitive true, "Change users' names, attributes (claims) and status (disable, enable).";
+    UserUpdate => "user.update" on TENANT, sensitive true, "Change users' names and attributes (claims).";
+    UserDisable => "user.disable" on TENANT, sensitive true, "Disable and enable users (a disabled person cannot sign in; their sessions end).";
     GroupRead => "group.read" on TENANT, "List and read groups.";
     GroupCreate => "group.create" on TENANT, "Create groups.";
     GroupMemberAdd => "group.member_add" on TENANT, sensitive true, "Add users to groups.";
     ServiceAccountRead => "service_account.read" on TENANT, "List and read service accounts.";
     ServiceAccountCreate => "service_account.create" on TENANT, "Create service accounts.";
-    ServiceAccountUpdate => "service_account.update" on TENANT, sensitive true, "Disable and enable service accounts (a disabled account's credentials all stop working).";
+    ServiceAccountDisable => "service_account.disable" on TENANT, sensitive true, "Disable and enable service accounts (a disabled account's credentials all stop working).";
     RoleRead => "role.read" on TENANT, "List and read roles.";
     RoleManage => "role.manage" on TENANT, sensitive true, "Create, change and delete custom roles.";
     RoleBindingRead => "role_binding.read" on TENANT, "List role bindings.";

@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use entity::tenant::user;
-use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _,
+    QuerySelect as _,
+};
 use uuid::Uuid;
 
 use super::AccountStatus;
-use crate::authz::actions::{UserCreate, UserUpdate};
-use crate::tenancy::work::{Permit, WriteTx};
+use crate::authz::actions::{UserCreate, UserDisable, UserUpdate};
+use crate::tenancy::work::{AutomaticResponse, Permit, WriteTx};
 
 /// A validated new user.
 pub struct NewUser {
@@ -57,40 +60,62 @@ pub async fn create(
     .await
 }
 
-/// Sets the display name (when given), the attributes and the status.
+/// Sets the display name (when given) and the attributes.
 pub async fn update(
     tx: &WriteTx,
     _: &impl Permit<UserUpdate>,
     existing: user::Model,
     display_name: Option<String>,
     attributes: &BTreeMap<String, String>,
-    status: AccountStatus,
 ) -> Result<user::Model, DbErr> {
     let mut row: user::ActiveModel = existing.into();
     if let Some(name) = display_name {
         row.display_name = Set(name);
     }
     row.attributes = Set(serde_json::to_value(attributes).unwrap_or_default());
-    row.status = Set(status.as_str().into());
     row.updated_at = Set(Utc::now());
     row.update(tx.conn()).await
 }
 
+/// User `id`, locked until the caller's transaction ends (PostgreSQL; SQLite's write
+/// transaction holds the file): concurrent changes of one user take turns.
+pub async fn get_locked(tx: &WriteTx, id: Uuid) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(tx.conn())
+        .await
+}
+
+/// Sets the status of `user`. A disabled person cannot sign in or use a session; end their
+/// sessions in the same change, so that enabling them brings none back.
+pub async fn set_status(
+    tx: &WriteTx,
+    _: &impl Permit<UserDisable>,
+    user: user::Model,
+    status: AccountStatus,
+) -> Result<user::Model, DbErr> {
+    write_status(tx, user, status).await
+}
+
 /// Deactivates user `id` (they can no longer sign in or keep a session); `false` when there is
 /// no such user.
-pub async fn deactivate(
-    tx: &WriteTx,
-    _: &crate::tenancy::work::AutomaticResponse,
-    id: Uuid,
-) -> Result<bool, DbErr> {
+pub async fn deactivate(tx: &WriteTx, _: &AutomaticResponse, id: Uuid) -> Result<bool, DbErr> {
     let Some(existing) = get(tx.conn(), id).await? else {
         return Ok(false);
     };
-    let mut row: user::ActiveModel = existing.into();
-    row.status = Set(AccountStatus::Disabled.as_str().into());
-    row.updated_at = Set(Utc::now());
-    row.update(tx.conn()).await?;
+    write_status(tx, existing, AccountStatus::Disabled).await?;
     Ok(true)
+}
+
+async fn write_status(
+    tx: &WriteTx,
+    user: user::Model,
+    status: AccountStatus,
+) -> Result<user::Model, DbErr> {
+    let mut row: user::ActiveModel = user.into();
+    row.status = Set(status.as_str().into());
+    row.updated_at = Set(Utc::now());
+    row.update(tx.conn()).await
 }
 
 pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<user::Model>, DbErr> {

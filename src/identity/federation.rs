@@ -12,8 +12,9 @@
 //!   longer than [`MAX_REMAINING`], and it carries every required claim (at least one) with its
 //!   value.
 //! - The token then acts as the trust's service account, with exactly its permissions; making a
-//!   trust follows the no-escalation rule of API keys. Deleting the trust (or the account) stops
-//!   its tokens at once: the tenant's cached trusts are dropped with the change's commit.
+//!   trust follows the no-escalation rule of API keys. Deleting the trust stops its tokens at
+//!   once (the tenant's cached trusts are dropped with the change's commit), and so does
+//!   disabling the account (checked after every authenticator: `identity::accounts`).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};

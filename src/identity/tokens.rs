@@ -6,8 +6,8 @@
 //! - A token is an EdDSA JWT (`typ` `at+jwt`, RFC 9068) signed by the tenant's own Ed25519 key,
 //!   whose seed is a key-store secret; `iss` is the tenant's URL and `aud` its API, so a token of
 //!   one tenant is nothing to another. It lives [`TOKEN_TTL`].
-//! - A token authenticates only while its client is unrevoked: revoking the client (or deleting
-//!   its account) stops its tokens at once, not at `exp` (the tenant's cached records and
+//! - A token authenticates only while its client is unrevoked and its account active: revoking
+//!   the client or disabling the account stops its tokens at once, not at `exp` (the tenant's cached records and
 //!   verified tokens are dropped with the revocation's commit). A person's token names the
 //!   session it was exchanged for (`sid`), never outlives it, and authenticates only while that
 //!   session does (the caller checks it at every request: [`Holder::Person`]).
@@ -28,11 +28,11 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::accounts::AccountStatuses;
 use super::api_key::ApiKeys;
 use super::records::RecordIndex;
 use super::token_keys::{self, KeyRing};
 use super::{AccountCredential, IdentityError, InvalidReason, Principal};
-use crate::app::AppState;
 use crate::authz::actions::{ApiKeyCreate, ApiKeyRevoke};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
 use crate::keystore::{KeyStore, KeyStoreError};
@@ -103,6 +103,15 @@ struct Claims {
     /// The session exchanged for this token, for a person's token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
+}
+
+/// What checking a client's credentials reads besides the client: the tenant's database, its
+/// pepper (through the API keys) and its accounts' statuses.
+#[derive(Clone, Copy)]
+pub struct Checks<'a> {
+    pub dbs: &'a Databases,
+    pub api_keys: &'a ApiKeys,
+    pub account_statuses: &'a AccountStatuses,
 }
 
 /// A freshly issued access token.
@@ -184,21 +193,23 @@ impl AccessTokens {
         Ok(NewClient { record, secret })
     }
 
-    /// Issues a token to the client `client_id` that proved `secret` (client credentials).
+    /// Issues a token to the client `client_id` that proved `secret` (client credentials),
+    /// unrevoked, of an active service account.
     pub async fn issue(
         &self,
-        state: &AppState,
+        checks: Checks<'_>,
         slug: &Slug,
+        public_url: &str,
         client_id: &str,
         secret: &SecretString,
     ) -> Result<Issued, IdentityError> {
         let invalid = IdentityError::InvalidCredentials;
         let lookup = parse_client_id(client_id).ok_or(invalid(InvalidReason::Malformed))?;
         let client = self
-            .client(&state.dbs, slug, lookup)
+            .client(checks.dbs, slug, lookup)
             .await?
             .ok_or(invalid(InvalidReason::UnknownKey))?;
-        let presented = state
+        let presented = checks
             .api_keys
             .hash(slug, &credential(client_id, secret))
             .await?;
@@ -208,12 +219,11 @@ impl AccessTokens {
         if client.revoked_at.is_some() {
             return Err(invalid(InvalidReason::Revoked));
         }
-        state
-            .accounts
-            .ensure_active(&state.dbs, slug, client.service_account_id)
+        checks
+            .account_statuses
+            .ensure_active(checks.dbs, slug, client.service_account_id)
             .await?;
         let subject = client.service_account_id.to_string();
-        let public_url = &state.settings.public_url;
         let (token, expires_in, jti) = self
             .sign(slug, public_url, subject, TOKEN_TTL, |claims| {
                 claims.client_id = Some(client_id.to_owned());

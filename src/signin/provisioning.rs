@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::providers::Mappings;
 use super::{Refusal, SignInError, Vouched};
-use crate::directory::{clean_name, groups, users};
+use crate::directory::{AccountStatus, clean_name, groups, users};
 use crate::tenancy::work::{SignIn, WriteTx};
 
 /// Longest attribute value taken from a claim.
@@ -85,7 +85,7 @@ pub async fn provision(
                 email: Set(email.clone()),
                 display_name: Set(name.clone()),
                 attributes: Set(Value::Object(Map::new())),
-                status: Set("active".into()),
+                status: Set(AccountStatus::Active.as_str().into()),
                 created_at: Set(now),
                 updated_at: Set(now),
             }
@@ -104,7 +104,7 @@ pub async fn provision(
             (user, true)
         }
     };
-    if existing.status != "active" {
+    if AccountStatus::parse(&existing.status) != AccountStatus::Active {
         return Err(Refusal::UserDisabled.into());
     }
     let user = refresh_user(tx, existing, &email, name, mappings, vouched.claims()).await?;

@@ -34,7 +34,7 @@ use super::settings::{Mfa, TenantSettings};
 use crate::app::AppState;
 use crate::audit::RequestMeta;
 use crate::authz::Action;
-use crate::authz::actions::{IdentityProviderManage, PasskeyReset, SessionRevoke};
+use crate::authz::actions::{IdentityProviderManage, PasskeyReset, SessionRevoke, UserDisable};
 use crate::authz::bindings::SubjectType;
 use crate::authz::load_subject;
 use crate::crypto::{random_token, sha256_hex};
@@ -264,11 +264,13 @@ pub async fn revoke_others(
     end_sessions(tx, user_id, keep).await
 }
 
-/// The actions whose permit ends all of a person's sessions: revoking them, and resetting the
-/// person's passkeys (a lost authenticator must not stay signed in).
+/// The actions whose permit ends all of a person's sessions: revoking them, resetting the
+/// person's passkeys (a lost authenticator must not stay signed in), and disabling the person
+/// (enabling them again must not bring back what was signed in before).
 pub trait EndsSessions: Action {}
 impl EndsSessions for SessionRevoke {}
 impl EndsSessions for PasskeyReset {}
+impl EndsSessions for UserDisable {}
 
 /// Withdraws the second factor that identity provider `idp_id`'s own MFA gave its sessions,
 /// after the tenant stopped trusting (some of) it: those sessions owe a passkey assertion again

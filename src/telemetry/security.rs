@@ -87,6 +87,8 @@ pub fn ocsf_class(action: &str) -> OcsfClass {
             class(ACCOUNT_CHANGE, IAM, (11, "MFA Factor Disable"))
         }
         "user.create" | "service_account.create" => class(ACCOUNT_CHANGE, IAM, (1, "Create")),
+        "user.enable" | "service_account.enable" => class(ACCOUNT_CHANGE, IAM, (2, "Enable")),
+        "user.disable" | "service_account.disable" => class(ACCOUNT_CHANGE, IAM, (5, "Disable")),
         "security.signal" | "rate_limit.trip" => class(DETECTION_FINDING, FINDINGS, (1, "Create")),
         "role_binding.delete" => class(ACCESS_MANAGEMENT, IAM, (2, "Revoke Privileges")),
         "role.manage" | "role_binding.create" | "policy.manage" | "group.member_add" => {

@@ -1,6 +1,5 @@
 //! A warning repeated by every failure of a dependency (Redis, an OTLP collector) is logged at
-//! most once per interval: a dependency that is down must not flood the log, nor take a lock
-//! per line of it.
+//! most once per interval: a dependency that is down must not flood the log.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

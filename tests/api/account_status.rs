@@ -50,8 +50,14 @@ async fn grant(app: &TestApp, client_id: &str, secret: &str) -> (StatusCode, Opt
     (status, body["access_token"].as_str().map(str::to_owned))
 }
 
-async fn set_status(app: &TestApp, path: &str, caller: &str, status: &str) -> (StatusCode, Value) {
-    app.call(Method::PATCH, path, caller, Some(json!({"status": status})))
+/// `POST {account}/disable` or `…/enable` (`change`) as `caller`.
+async fn set_status(
+    app: &TestApp,
+    account: &str,
+    caller: &str,
+    change: &str,
+) -> (StatusCode, Value) {
+    app.call(Method::POST, &format!("{account}/{change}"), caller, None)
         .await
 }
 
@@ -67,7 +73,7 @@ crate::on_both_databases! {
             assert_eq!(app.get("/users", credential).await.0, StatusCode::OK);
         }
 
-        let (status, body) = set_status(&app, &path, &app.admin_key, "disabled").await;
+        let (status, body) = set_status(&app, &path, &app.admin_key, "disable").await;
         assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("disabled")), "{body}");
         for credential in [&key, &token] {
             let (status, body) = app.get("/users", credential).await;
@@ -79,16 +85,16 @@ crate::on_both_databases! {
         let events = app.audit_events().await;
         let change = events
             .iter()
-            .find(|e| e["action"] == "service_account.update" && e["details"]["status_after"] == "disabled")
+            .find(|e| e["action"] == "service_account.disable")
             .expect("the change is on record");
         assert_eq!(change["resource_id"], account.as_str());
-        assert_eq!(change["details"]["status_before"], "active");
+        assert_eq!((&change["details"]["status_before"], &change["details"]["status_after"]), (&json!("active"), &json!("disabled")));
         assert!(
             events.iter().any(|e| e["action"] == "auth.authenticate" && e["details"]["reason"] == "account_disabled"),
             "a refused credential says why, in the trail only"
         );
 
-        let (status, body) = set_status(&app, &path, &app.admin_key, "active").await;
+        let (status, body) = set_status(&app, &path, &app.admin_key, "enable").await;
         assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("active")), "{body}");
         assert_eq!(app.get("/users", &key).await.0, StatusCode::OK);
         assert_eq!(app.get("/users", &token).await.0, StatusCode::OK, "an unexpired token works again");
@@ -98,7 +104,7 @@ crate::on_both_databases! {
     async fn enabling_needs_what_the_account_gets_back_and_no_one_disables_themselves(app) {
         let (status, body) = app
             .post("/roles", &app.admin_key, json!({"name": "Account keeper",
-                "actions": ["service_account.read", "service_account.update", "user.read", "user.update"]}))
+                "actions": ["service_account.read", "service_account.disable", "user.read", "user.disable"]}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let keeper = app.key_with_role(Some("Account keeper")).await;
@@ -106,14 +112,14 @@ crate::on_both_databases! {
         let path = format!("/service-accounts/{admin}");
 
         // Taking access away needs nothing more than the action …
-        let (status, body) = set_status(&app, &path, &keeper, "disabled").await;
+        let (status, body) = set_status(&app, &path, &keeper, "disable").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         // … but giving an Admin's access back needs an Admin's access.
-        let (status, body) = set_status(&app, &path, &keeper, "active").await;
+        let (status, body) = set_status(&app, &path, &keeper, "enable").await;
         assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
         assert!(body["detail"].as_str().unwrap().contains("You cannot grant"), "{body}");
         assert_eq!(app.get(&path, &app.admin_key).await.1["status"], "disabled");
-        let (status, _) = set_status(&app, &path, &app.admin_key, "active").await;
+        let (status, _) = set_status(&app, &path, &app.admin_key, "enable").await;
         assert_eq!(status, StatusCode::OK);
 
         // The same for people.
@@ -122,27 +128,43 @@ crate::on_both_databases! {
             json!({"role": "Admin", "subject": {"type": "user", "id": person}, "scope": {"type": "tenant"}})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let person_path = format!("/users/{person}");
-        let (status, body) = set_status(&app, &person_path, &keeper, "disabled").await;
+        let (status, body) = set_status(&app, &person_path, &keeper, "disable").await;
         assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("disabled")), "{body}");
-        let (status, body) = set_status(&app, &person_path, &keeper, "active").await;
+        let (status, body) = set_status(&app, &person_path, &keeper, "enable").await;
         assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
-        let (status, body) = set_status(&app, &person_path, &app.admin_key, "active").await;
+        let (status, body) = set_status(&app, &person_path, &app.admin_key, "enable").await;
         assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("active")), "{body}");
 
         // The caller's own account: refused, and nothing changes.
         let (_, me) = app.get("/me", &app.admin_key).await;
         let own = format!("/service-accounts/{}", me["id"].as_str().unwrap());
-        let (status, body) = set_status(&app, &own, &app.admin_key, "disabled").await;
+        let (status, body) = set_status(&app, &own, &app.admin_key, "disable").await;
         assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
         assert_eq!(app.get("/users", &app.admin_key).await.0, StatusCode::OK);
 
-        // Bad input loses nothing.
-        let (status, body) = set_status(&app, &path, &app.admin_key, "frozen").await;
-        assert!(status.is_client_error() && status != StatusCode::NOT_FOUND, "{status} {body}");
-        let (status, body) = app.call(Method::PATCH, &path, &app.admin_key, Some(json!({"status": "disabled", "name": "x"}))).await;
-        assert!(status.is_client_error(), "{status} {body}");
-        let (status, body) = set_status(&app, &format!("/service-accounts/{}", uuid::Uuid::new_v4()), &app.admin_key, "disabled").await;
+        // Holding user.update is not enough to disable people.
+        let editor = app.key_with_role(Some("Admin")).await;
+        let (status, body) = app.post("/roles", &app.admin_key, json!({"name": "Editor", "actions": ["user.read", "user.update"]})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let editor_only = app.key_with_role(Some("Editor")).await;
+        let (status, body) = set_status(&app, &person_path, &editor_only, "disable").await;
+        assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+
+        // Unknown accounts, and another tenant's, are 404 and nothing changes.
+        let (status, body) = set_status(&app, &format!("/service-accounts/{}", uuid::Uuid::new_v4()), &app.admin_key, "disable").await;
         assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+        let other = crate::helpers::unique_slug("other");
+        let other_key = app.create_tenant(&other).await;
+        let other_me = format!("/t/{other}/api/v1/me");
+        let me_there = |key: String| {
+            let request = app.client.get(app.url(&other_me)).bearer_auth(key);
+            async move { request.send().await.unwrap() }
+        };
+        let foreign: Value = me_there(other_key.clone()).await.json().await.unwrap();
+        let foreign = format!("/service-accounts/{}", foreign["id"].as_str().unwrap());
+        let (status, body) = set_status(&app, &foreign, &editor, "disable").await;
+        assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(me_there(other_key).await.status(), StatusCode::OK, "the other tenant's account works");
         assert_eq!(app.get(&path, &app.admin_key).await.1["status"], "active");
     }
 }
@@ -203,7 +225,7 @@ async fn the_disable_service_account_response_stops_every_credential_of_the_acco
     assert_eq!(response["resource_id"], account.as_str());
     assert_eq!(response["details"]["changed"], 1);
 
-    let (status, _) = set_status(&app, &path, &app.admin_key, "active").await;
+    let (status, _) = set_status(&app, &path, &app.admin_key, "enable").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.get("/users", &key).await.0, StatusCode::OK);
 }

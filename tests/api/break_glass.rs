@@ -258,10 +258,10 @@ async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_prov
     assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
     let (status, body) = app
         .call(
-            Method::PATCH,
-            &format!("/users/{}", issued["user_id"].as_str().unwrap()),
+            Method::POST,
+            &format!("/users/{}/disable", issued["user_id"].as_str().unwrap()),
             &app.admin_key,
-            Some(json!({"status": "disabled"})),
+            None,
         )
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT, "conflict");

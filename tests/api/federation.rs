@@ -201,21 +201,14 @@ async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_end
     }
 
     // A disabled account's federated tokens are refused like its other credentials.
-    let account_path = format!("/service-accounts/{account}");
-    for (status, answer) in [
-        ("disabled", StatusCode::UNAUTHORIZED),
-        ("active", StatusCode::OK),
+    for (change, answer) in [
+        ("disable", StatusCode::UNAUTHORIZED),
+        ("enable", StatusCode::OK),
     ] {
-        let (changed, body) = app
-            .call(
-                Method::PATCH,
-                &account_path,
-                &app.admin_key,
-                Some(json!({"status": status})),
-            )
-            .await;
+        let path = format!("/service-accounts/{account}/{change}");
+        let (changed, body) = app.call(Method::POST, &path, &app.admin_key, None).await;
         assert_eq!(changed, StatusCode::OK, "{body}");
-        assert_eq!(app.get("/me", &token).await.0, answer, "account {status}");
+        assert_eq!(app.get("/me", &token).await.0, answer, "after {change}");
     }
 
     // Ending the trust ends its tokens at once.

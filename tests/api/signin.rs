@@ -473,12 +473,24 @@ async fn a_session_a_replica_remembers_changes_with_its_person_everywhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deactivated_user_cannot_sign_in_or_keep_a_session() {
+async fn a_disabled_user_cannot_sign_in_and_enabling_them_brings_no_session_back() {
     let app = spawn_app(Db::Postgres).await;
     let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
     let browser = Browser::new(&app);
     browser.sign_in_ok(&app, &idp, ADA).await;
-    app.tenant_sql("UPDATE users SET status = 'disabled'").await;
+    let (status, me) = browser.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let user = me["id"].as_str().unwrap().to_owned();
+    let (status, disabled) = app
+        .call(
+            Method::POST,
+            &format!("/users/{user}/disable"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{disabled}");
+    assert_eq!(disabled["status"], "disabled");
     assert_eq!(
         browser.api(&app, Method::GET, "/me").await.0,
         StatusCode::UNAUTHORIZED
@@ -486,6 +498,27 @@ async fn a_deactivated_user_cannot_sign_in_or_keep_a_session() {
     let landing = Browser::new(&app).sign_in(&app, &idp, ADA).await;
     assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
     assert_eq!(last_refusal(&app).await, "user_disabled");
+    let disabling = events(&app, "user.disable").await;
+    assert_eq!(disabling.len(), 1, "{disabling:?}");
+    assert_eq!(disabling[0]["details"]["sessions_ended"], 1);
+
+    // Enabled again, the person signs in anew; the session they had stays ended.
+    let (status, enabled) = app
+        .call(
+            Method::POST,
+            &format!("/users/{user}/enable"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{enabled}");
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let again = Browser::new(&app);
+    again.sign_in_ok(&app, &idp, ADA).await;
+    assert_eq!(again.api(&app, Method::GET, "/me").await.0, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,7 @@ pub async fn authenticate(
             let principal = outcome?;
             if let Principal::ServiceAccount { id, .. } = &principal {
                 state
-                    .accounts
+                    .account_statuses
                     .ensure_active(&state.dbs, &tenant.slug, *id)
                     .await?;
             }

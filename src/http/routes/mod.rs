@@ -3,6 +3,7 @@
 //! Every operation is listed once, in [`catalog`]; the routes ([`configure`]) and the OpenAPI
 //! document are both built from that list, so a route cannot exist without its documentation.
 
+mod account_status;
 pub mod alerting;
 pub mod api_keys;
 pub mod audit;
@@ -105,13 +106,16 @@ pub fn catalog() -> Vec<Scope> {
                 operation!(users::list_users),
                 operation!(users::get_user),
                 operation!(users::update_user),
+                operation!(users::disable_user),
+                operation!(users::enable_user),
                 operation!(groups::create_group),
                 operation!(groups::list_groups),
                 operation!(groups::add_group_member),
                 operation!(service_accounts::create_service_account),
                 operation!(service_accounts::list_service_accounts),
                 operation!(service_accounts::get_service_account),
-                operation!(service_accounts::update_service_account),
+                operation!(service_accounts::disable_service_account),
+                operation!(service_accounts::enable_service_account),
                 operation!(role_bindings::create_role_binding),
                 operation!(role_bindings::list_role_bindings),
                 operation!(role_bindings::delete_role_binding),

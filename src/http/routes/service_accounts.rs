@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::account_status::{AccountKind, changed_meanwhile, refuse_disabling, status_change};
 use super::{ListParams, Page};
-use crate::authz::actions::{ServiceAccountCreate, ServiceAccountRead, ServiceAccountUpdate};
-use crate::authz::bindings::SubjectType;
-use crate::authz::load_subject;
+use crate::authz::Subject;
+use crate::authz::actions::{ServiceAccountCreate, ServiceAccountDisable, ServiceAccountRead};
 use crate::directory::{self, AccountStatus, clean_name, service_accounts};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
@@ -28,22 +28,12 @@ pub struct CreateServiceAccount {
     pub name: String,
 }
 
-/// Changes to a service account.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"status": "disabled"}))]
-pub struct UpdateServiceAccount {
-    /// `disabled` stops every credential of the account at once (its API keys, its OAuth
-    /// clients and the tokens they were issued, trusted issuers' tokens); `active` restores
-    /// them.
-    pub status: Option<AccountStatus>,
-}
-
 /// A service account as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceAccountView {
     pub id: Uuid,
     pub name: String,
+    /// A disabled account's credentials all stop working.
     pub status: AccountStatus,
     #[serde(serialize_with = "crate::http::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
@@ -138,57 +128,79 @@ pub async fn get_service_account(
     Ok(web::Json(account.into()))
 }
 
-/// Disable or enable a service account.
+/// Disable a service account.
 ///
-/// A disabled account's credentials all stop working at once, on every replica; enabling it
-/// gives back everything its roles grant, so the caller must hold all of that (403 naming what
-/// is missing). No one disables the account they are acting as (409).
+/// Every credential of the account stops working: its API keys, its OAuth clients and the
+/// access tokens they were issued, the tokens of the issuers trusted for it (on PostgreSQL at
+/// once on every replica; otherwise within a minute). Enabling it gives them back. No one
+/// disables the account they act as (409).
 #[utoipa::path(
-    patch,
-    path = "/service-accounts/{id}",
+    post,
+    path = "/service-accounts/{id}/disable",
     tag = "service-accounts",
     responses(
         (status = 200, body = ServiceAccountView),
-        (status = 409, description = "The caller's own account cannot be disabled")
+        (status = 409, description = "The caller's own account, or the status changed meanwhile")
     )
 )]
-pub async fn update_service_account(
-    auth: Authorized<ServiceAccountUpdate>,
+pub async fn disable_service_account(
+    auth: Authorized<ServiceAccountDisable>,
     id: PathId,
-    body: JsonBody<UpdateServiceAccount>,
 ) -> Result<web::Json<ServiceAccountView>, ApiError> {
-    let body = body.parse().await?;
+    set_status(auth, id.0, AccountStatus::Disabled).await
+}
+
+/// Enable a disabled service account.
+///
+/// Its credentials work again (unexpired tokens included), with everything its roles grant:
+/// the caller must hold all of that (403 naming what is missing).
+#[utoipa::path(
+    post,
+    path = "/service-accounts/{id}/enable",
+    tag = "service-accounts",
+    responses(
+        (status = 200, body = ServiceAccountView),
+        (status = 409, description = "The status changed meanwhile")
+    )
+)]
+pub async fn enable_service_account(
+    auth: Authorized<ServiceAccountDisable>,
+    id: PathId,
+) -> Result<web::Json<ServiceAccountView>, ApiError> {
+    set_status(auth, id.0, AccountStatus::Active).await
+}
+
+/// Moves service account `id` to `status` (nothing to do when it is there already).
+async fn set_status(
+    auth: Authorized<ServiceAccountDisable>,
+    id: Uuid,
+    status: AccountStatus,
+) -> Result<web::Json<ServiceAccountView>, ApiError> {
     let read = auth.read().await?;
-    let existing = service_accounts::get(&read, id.0).await?;
-    let subject = load_subject(&read, SubjectType::ServiceAccount, id.0).await?;
+    let existing = service_accounts::get(&read, id).await?;
     read.commit().await?;
-    let (Some(existing), Some(subject)) = (existing, subject) else {
-        return Err(ApiError::not_found());
-    };
+    let existing = existing.ok_or_else(ApiError::not_found)?;
     let before = AccountStatus::parse(&existing.status);
-    let status = body.status.unwrap_or(before);
-    if status == before {
+    if before == status {
         return Ok(web::Json(existing.into()));
     }
     match status {
-        AccountStatus::Disabled if auth.principal().id() == existing.id => {
-            return Err(ApiError::conflict(
-                "A service account cannot disable itself; use another account.",
-            ));
-        }
-        AccountStatus::Disabled => {}
+        AccountStatus::Disabled => refuse_disabling(&auth, id, false)?,
         // Everything the account's roles grant comes back with it.
-        AccountStatus::Active => auth.refuse_escalation(None, &subject).await?,
+        AccountStatus::Active => {
+            auth.refuse_escalation(None, &Subject::service_account(id))
+                .await?
+        }
     }
     let tx = auth.write().await?;
-    let account = service_accounts::get(tx.conn(), existing.id)
+    let locked = service_accounts::get_locked(&tx, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let account = service_accounts::set_status(&tx, auth.allowed(), account, status).await?;
-    let change = Change::new("service_account", account.id, 200)
-        .detail("status_before", before.as_str())
-        .detail("status_after", status.as_str())
-        .invalidating();
+    if locked.status != existing.status {
+        return Err(changed_meanwhile());
+    }
+    let account = service_accounts::set_status(&tx, auth.allowed(), locked, status).await?;
+    let change = status_change(AccountKind::ServiceAccount, id, before, status).invalidating();
     tx.commit(change).await?;
     Ok(web::Json(account.into()))
 }

@@ -23,7 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::read_form;
 use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::context::request_meta;
-use crate::identity::tokens::{audience, issuer};
+use crate::identity::tokens::{Checks, audience, issuer};
 use crate::identity::{IdentityError, Principal, UserCredential};
 use crate::signin::sessions;
 
@@ -225,7 +225,21 @@ async fn client_credentials_grant(
     };
     let state = page.state();
     let slug = &page.tenant().slug;
-    let issued = state.tokens.issue(state, slug, &client_id, &secret).await;
+    let checks = Checks {
+        dbs: &state.dbs,
+        api_keys: &state.api_keys,
+        account_statuses: &state.account_statuses,
+    };
+    let issued = state
+        .tokens
+        .issue(
+            checks,
+            slug,
+            &state.settings.public_url,
+            &client_id,
+            &secret,
+        )
+        .await;
     let meta = request_meta(req);
     match issued {
         Ok(issued) => {

@@ -10,15 +10,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::account_status::{AccountKind, changed_meanwhile, refuse_disabling, status_change};
 use super::{ListParams, Page};
-use crate::authz::actions::{UserCreate, UserRead, UserUpdate};
+use crate::authz::actions::{UserCreate, UserDisable, UserRead, UserUpdate};
 use crate::authz::bindings::SubjectType;
 use crate::authz::{Subject, load_subject};
 use crate::directory::{self, AccountStatus, clean_name, users};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::pipeline::authz::Authorized;
-use crate::signin::break_glass;
+use crate::signin::{break_glass, sessions};
 use crate::tenancy::is_unique_violation;
 use crate::tenancy::work::Change;
 
@@ -43,9 +44,6 @@ pub struct UpdateUser {
     /// Claims the policies see as entity tags (`principal.getTag("region")`).
     #[schema(example = json!({"department": "Finance", "region": "US"}))]
     pub attributes: Option<BTreeMap<String, Option<String>>>,
-    /// `disabled`: the person can no longer sign in, and their sessions and access tokens stop
-    /// working; `active` lets them back in.
-    pub status: Option<AccountStatus>,
 }
 
 /// Most attributes a user can carry, and the longest key and value.
@@ -174,19 +172,18 @@ fn merge_attributes(
     Ok(())
 }
 
-/// Change a user's name, attributes or status.
+/// Change a user's name or attributes.
 ///
 /// Attributes are the claims that claim-based policies read; they take effect on the user's
-/// next request. The caller must hold everything new attributes would give the user, and to
-/// enable a disabled user everything the user's roles grant (403 naming what is missing). No
-/// one disables themselves or the tenant's break-glass account (409).
+/// next request. The caller must hold everything new attributes would give the user (403
+/// naming what is missing).
 #[utoipa::path(
     patch,
     path = "/users/{id}",
     tag = "users",
     responses(
         (status = 200, body = UserView),
-        (status = 409, description = "The attributes or status changed meanwhile, or the user cannot be disabled")
+        (status = 409, description = "The attributes changed meanwhile")
     )
 )]
 pub async fn update_user(
@@ -204,28 +201,20 @@ pub async fn update_user(
     let read = auth.read().await?;
     let existing = users::get(&read, id.0).await?;
     let current = load_subject(&read, SubjectType::User, id.0).await?;
-    let break_glass = break_glass::is_break_glass(&read, id.0).await?;
     read.commit().await?;
     let (Some(existing), Some(current)) = (existing, current) else {
         return Err(ApiError::not_found());
     };
-    let status_before = AccountStatus::parse(&existing.status);
-    let status = body.status.unwrap_or(status_before);
-    let enabling = status_before == AccountStatus::Disabled && status == AccountStatus::Active;
-    if status_before == AccountStatus::Active && status == AccountStatus::Disabled {
-        refuse_disabling(&auth, existing.id, break_glass)?;
-    }
     let mut attributes: BTreeMap<String, String> =
         serde_json::from_value(existing.attributes.clone()).unwrap_or_default();
     let before = attributes.clone();
     if let Some(changes) = body.attributes {
         merge_attributes(&mut attributes, changes)?;
     }
-    if attributes != before || enabling {
+    if attributes != before {
         // Claims are what claim-based policies grant on: the caller must hold whatever the
         // policies reading the changed claims decide, and the user may gain nothing (in the
-        // default context) that the caller lacks. A disabled user can do nothing: enabling
-        // them gives back all that their roles grant.
+        // default context) that the caller lacks.
         let changed: BTreeSet<String> = before
             .keys()
             .chain(attributes.keys())
@@ -242,8 +231,7 @@ pub async fn update_user(
             tags: attributes.clone(),
             ..current.clone()
         };
-        auth.refuse_escalation((!enabling).then_some(&current), &updated)
-            .await?;
+        auth.refuse_escalation(Some(&current), &updated).await?;
     }
     let tx = auth.write().await?;
     // Locked on PostgreSQL (SQLite's write transaction holds the file): concurrent changes of
@@ -255,51 +243,99 @@ pub async fn update_user(
     else {
         return Err(ApiError::not_found());
     };
-    if locked.attributes != existing.attributes || locked.status != existing.status {
+    if locked.attributes != existing.attributes {
         return Err(ApiError::conflict(
-            "The user's attributes or status changed meanwhile; read them again and retry.",
+            "The user's attributes changed meanwhile; read them again and retry.",
         ));
     }
-    let user = users::update(
-        &tx,
-        auth.allowed(),
-        locked,
-        display_name,
-        &attributes,
-        status,
-    )
-    .await?;
-    let mut change = Change::new("user", user.id, 200)
+    let user = users::update(&tx, auth.allowed(), locked, display_name, &attributes).await?;
+    let change = Change::new("user", user.id, 200)
         .detail("attributes_before", serde_json::json!(before))
         .detail("attributes_after", serde_json::json!(attributes));
-    if status != status_before {
-        change = change
-            .detail("status_before", status_before.as_str())
-            .detail("status_after", status.as_str());
-    }
     tx.commit(change).await?;
     Ok(web::Json(user.into()))
 }
 
-/// Refuses to disable the caller themselves (they would be locked out mid-request) or the
-/// tenant's break-glass account (the way in when sign-in through the identity provider fails,
-/// which the platform operator manages).
-fn refuse_disabling(
-    auth: &Authorized<UserUpdate>,
-    user: Uuid,
-    break_glass: bool,
-) -> Result<(), ApiError> {
-    if auth.principal().id() == user {
-        return Err(ApiError::conflict(
-            "You cannot disable yourself; ask another administrator.",
-        ));
+/// Disable a user.
+///
+/// The person can no longer sign in, and every session of theirs ends (with the access tokens
+/// exchanged for them); enabling them later brings none back. No one disables themselves or
+/// the tenant's break-glass account (409).
+#[utoipa::path(
+    post,
+    path = "/users/{id}/disable",
+    tag = "users",
+    responses(
+        (status = 200, body = UserView),
+        (status = 409, description = "The caller's own or the break-glass account, or the status changed meanwhile")
+    )
+)]
+pub async fn disable_user(
+    auth: Authorized<UserDisable>,
+    id: PathId,
+) -> Result<web::Json<UserView>, ApiError> {
+    set_status(auth, id.0, AccountStatus::Disabled).await
+}
+
+/// Enable a disabled user.
+///
+/// The person may sign in again, with everything their roles and groups grant: the caller must
+/// hold all of that (403 naming what is missing).
+#[utoipa::path(
+    post,
+    path = "/users/{id}/enable",
+    tag = "users",
+    responses(
+        (status = 200, body = UserView),
+        (status = 409, description = "The status changed meanwhile")
+    )
+)]
+pub async fn enable_user(
+    auth: Authorized<UserDisable>,
+    id: PathId,
+) -> Result<web::Json<UserView>, ApiError> {
+    set_status(auth, id.0, AccountStatus::Active).await
+}
+
+/// Moves user `id` to `status` (nothing to do when it is there already).
+async fn set_status(
+    auth: Authorized<UserDisable>,
+    id: Uuid,
+    status: AccountStatus,
+) -> Result<web::Json<UserView>, ApiError> {
+    let read = auth.read().await?;
+    let existing = users::get(&read, id).await?;
+    let subject = load_subject(&read, SubjectType::User, id).await?;
+    let break_glass = break_glass::is_break_glass(&read, id).await?;
+    read.commit().await?;
+    let (Some(existing), Some(subject)) = (existing, subject) else {
+        return Err(ApiError::not_found());
+    };
+    let before = AccountStatus::parse(&existing.status);
+    if before == status {
+        return Ok(web::Json(existing.into()));
     }
-    if break_glass {
-        return Err(ApiError::conflict(
-            "The break-glass account cannot be disabled; it is the tenant's way in when sign-in fails.",
-        ));
+    match status {
+        AccountStatus::Disabled => refuse_disabling(&auth, id, break_glass)?,
+        // A disabled person can do nothing: enabling them gives back all their grants.
+        AccountStatus::Active => auth.refuse_escalation(None, &subject).await?,
     }
-    Ok(())
+    let tx = auth.write().await?;
+    let locked = users::get_locked(&tx, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if locked.status != existing.status {
+        return Err(changed_meanwhile());
+    }
+    let user = users::set_status(&tx, auth.allowed(), locked, status).await?;
+    let ended = match status {
+        AccountStatus::Disabled => sessions::revoke_all(&tx, auth.allowed(), id).await?,
+        AccountStatus::Active => 0,
+    };
+    let change =
+        status_change(AccountKind::User, id, before, status).detail("sessions_ended", ended);
+    tx.commit(change).await?;
+    Ok(web::Json(user.into()))
 }
 
 /// List users.
