@@ -78,6 +78,7 @@ crate::on_both_databases! {
         for credential in [&key, &token] {
             let (status, body) = app.get("/users", credential).await;
             assert_problem(status, &body, StatusCode::UNAUTHORIZED, "invalid_credentials");
+            assert!(!body.to_string().contains("disabled"), "the answer says no more than for any bad credential: {body}");
         }
         assert_eq!(grant(&app, &client_id, &secret).await, (StatusCode::UNAUTHORIZED, None));
         assert_eq!(app.get(&path, &app.admin_key).await.1["status"], "disabled");
@@ -89,10 +90,16 @@ crate::on_both_databases! {
             .expect("the change is on record");
         assert_eq!(change["resource_id"], account.as_str());
         assert_eq!((&change["details"]["status_before"], &change["details"]["status_after"]), (&json!("active"), &json!("disabled")));
-        assert!(
-            events.iter().any(|e| e["action"] == "auth.authenticate" && e["details"]["reason"] == "account_disabled"),
-            "a refused credential says why, in the trail only"
-        );
+        let refusals: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["action"] == "auth.authenticate" && e["details"]["reason"] == "account_disabled")
+            .collect();
+        assert_eq!(refusals.len(), 2, "the key's and the token's: {refusals:?}");
+        for refusal in refusals {
+            // The trail says whose genuine credential is still in use; the caller was told nothing.
+            assert_eq!((&refusal["actor_type"], &refusal["actor_id"]), (&json!("service_account"), &json!(account)));
+            assert!(refusal["details"]["credential_id"].is_string(), "{refusal}");
+        }
 
         let (status, body) = set_status(&app, &path, &app.admin_key, "enable").await;
         assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("active")), "{body}");

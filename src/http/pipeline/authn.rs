@@ -27,6 +27,7 @@ use crate::identity::federation::unverified_issuer;
 use crate::identity::tokens::{self, Holder};
 use crate::identity::{IdentityError, InvalidReason, Principal};
 use crate::tenancy::Tenant;
+use crate::tenancy::work::acted_by;
 
 /// One way for a caller to prove who they are.
 pub trait Authenticator: Sync {
@@ -128,12 +129,29 @@ impl Authenticator for SessionCookie {
 /// wins over a cookie: an API client that also holds a browser's cookie is the client.
 const CHAIN: &[&dyn Authenticator] = &[&ApiKey, &AccessToken, &SessionCookie];
 
+/// A credential that proved no principal: why, and, when the credential was genuine but its
+/// service account is disabled, whose it was (the trail names them; the caller is not told).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: IdentityError,
+    pub disabled: Option<Principal>,
+}
+
+impl From<IdentityError> for Refused {
+    fn from(error: IdentityError) -> Self {
+        Refused {
+            error,
+            disabled: None,
+        }
+    }
+}
+
 /// The principal the request's credential proves in `tenant`.
 pub async fn authenticate(
     state: &AppState,
     tenant: &Tenant,
     req: &HttpRequest,
-) -> Result<Principal, IdentityError> {
+) -> Result<Principal, Refused> {
     if cfg!(feature = "insecure-bench") {
         // The benchmark's baseline: no authentication, authorization or audit at all.
         return Ok(Principal::ServiceAccount {
@@ -144,11 +162,16 @@ pub async fn authenticate(
     for authenticator in CHAIN {
         if let Some(outcome) = authenticator.authenticate(state, tenant, req).await {
             let principal = outcome?;
-            if let Principal::ServiceAccount { id, .. } = &principal {
-                state
+            if let Principal::ServiceAccount { id, .. } = &principal
+                && let Err(error) = state
                     .account_statuses
                     .ensure_active(&state.dbs, &tenant.slug, *id)
-                    .await?;
+                    .await
+            {
+                return Err(Refused {
+                    error,
+                    disabled: Some(principal),
+                });
             }
             return Ok(principal);
         }
@@ -156,7 +179,8 @@ pub async fn authenticate(
     Err(match bearer_token(req) {
         None => IdentityError::MissingCredentials,
         Some(_) => IdentityError::InvalidCredentials(InvalidReason::Malformed),
-    })
+    }
+    .into())
 }
 
 /// Answers a caller who proved no principal: 401, with a failure spent from the source
@@ -168,8 +192,9 @@ pub async fn refuse(
     state: &AppState,
     tenant: Option<&Tenant>,
     req: ServiceRequest,
-    error: IdentityError,
+    refused: impl Into<Refused>,
 ) -> ServiceResponse<BoxBody> {
+    let Refused { error, disabled } = refused.into();
     let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
     spend_failure(state, trail.clone(), req.request()).await;
     let meta = request_meta(req.request());
@@ -178,9 +203,12 @@ pub async fn refuse(
     if tenant.is_none() {
         return res;
     }
-    let event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
+    let mut event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
         .outcome(Outcome::None, res.status().as_u16())
         .detail("reason", reason);
+    if let Some(holder) = &disabled {
+        event = acted_by(event, holder);
+    }
     respond_audited(state, trail, event, res).await
 }
 
