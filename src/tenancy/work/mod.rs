@@ -130,6 +130,10 @@ impl From<sea_orm::DbErr> for WorkError {
 
 impl TenantContext {
     /// Opens the work of `principal`, authenticated for `tenant`, loading the tenant's policies.
+    ///
+    /// `principal` comes from authentication (`http::pipeline::authn::authenticate`), which
+    /// refuses the credentials of a disabled service account; work begun for a service account
+    /// without a credential (a scheduled job) checks `AccountStatuses::ensure_active` first.
     pub async fn open(
         state: Arc<AppState>,
         tenant: Arc<Tenant>,
