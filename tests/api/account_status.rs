@@ -236,3 +236,35 @@ async fn the_disable_service_account_response_stops_every_credential_of_the_acco
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.get("/users", &key).await.0, StatusCode::OK);
 }
+
+/// On PostgreSQL a disabled account's key stops working on every replica with the commit, though
+/// the other replica had its status cached from a request a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_reaches_every_replica_with_the_commit() {
+    let app = spawn_app(Db::Postgres).await;
+    let (replica, _server, _state) = app.replica().await;
+    let account = app.account_with_role(Some("Viewer")).await;
+    let (key, _, _) = credentials(&app, &account).await;
+    let on_replica = || {
+        app.client
+            .get(format!("{replica}/t/{}/api/v1/users", app.tenant))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(on_replica().await.unwrap().status(), StatusCode::OK);
+    let path = format!("/service-accounts/{account}");
+    let (status, body) = set_status(&app, &path, &app.admin_key, "disable").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut refused = false;
+    for _ in 0..20 {
+        if on_replica().await.unwrap().status() == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        refused,
+        "the replica forgot the account's status within half a second"
+    );
+}
