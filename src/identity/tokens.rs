@@ -7,10 +7,10 @@
 //!   whose seed is a key-store secret; `iss` is the tenant's URL and `aud` its API, so a token of
 //!   one tenant is nothing to another. It lives [`TOKEN_TTL`].
 //! - A token authenticates only while its client is unrevoked and its account active: revoking
-//!   the client or disabling the account stops its tokens at once, not at `exp` (the tenant's cached records and
-//!   verified tokens are dropped with the revocation's commit). A person's token names the
-//!   session it was exchanged for (`sid`), never outlives it, and authenticates only while that
-//!   session does (the caller checks it at every request: [`Holder::Person`]).
+//!   the client or disabling the account stops its tokens at once, not at `exp` (the tenant's
+//!   cached records and verified tokens are dropped with the change's commit). A person's token
+//!   names the session it was exchanged for (`sid`), never outlives it, and authenticates only
+//!   while that session does (the caller checks it at every request: [`Holder::Person`]).
 //! - Client secrets are stored as keyed hashes under the tenant's pepper, like API keys, and
 //!   compared in constant time; unknown client ids are not cached, so guessing fills nothing.
 
