@@ -22,7 +22,7 @@ mod writer;
 pub use event::{AuditEvent, Outcome, RequestMeta};
 pub use trail::{PLATFORM, Trail, read_platform_trail};
 pub use verify::{VerifyReport, verify};
-pub use writer::AuditWriter;
+pub use writer::{AuditWriter, UnderWay};
 
 use crate::keystore::KeyStoreError;
 use crate::tenancy::TenancyError;

@@ -48,6 +48,8 @@ pub async fn every_request(
         let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
             return Ok(req.error_response(missing_state()));
         };
+        // Until the response: the audit writer batches for at most half the requests under way.
+        let _under_way = state.audit.under_way();
         let req = match rate_limit::admit_source(&state, req).await {
             Ok(req) => req,
             Err(refused) => return Ok(refused),
