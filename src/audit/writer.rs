@@ -36,10 +36,12 @@ const MAX_BATCH: usize = 2048;
 /// costs a transaction, so a short wait buys large batches for a little latency. The writer
 /// waits for at most as many events as its last batch held (when that was one there is no load
 /// to wait for, and the next flushes at once) and for at most half of the requests under way
-/// ([`AuditWriter::under_way`]): a batch of every client's event would leave the processors idle
-/// while it commits (measured: 15 % idle, the secured read 20–35 % slower), where half the
-/// clients keep them busy while the other half's batch commits. While it waits the writer does
-/// not listen on its channel: see [`Backlog`].
+/// ([`AuditWriter::under_way`]): a batch of every client's event keeps every client waiting on
+/// one commit while the processors sit idle (measured with 32 clients: 15–18 % idle), where
+/// half the clients keep them busy while the other half's batch commits (8 % idle; the secured
+/// read 7 % faster on SQLite, 13 % on PostgreSQL). Events sent while no request is under way
+/// (background tasks) are flushed at once. While it waits the writer does not listen on its
+/// channel: see [`Backlog`].
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Events queued before requests wait for room.
 const QUEUE: usize = 16_384;
@@ -134,7 +136,8 @@ impl Unsigned {
 /// them sees the other's write and no wake is lost.
 struct Backlog {
     queued: AtomicIsize,
-    /// Requests under way that may send an event ([`UnderWay`] guards alive).
+    /// Requests under way on the public listener ([`UnderWay`] guards alive): an upper bound
+    /// of those that may still send an event (writes commit theirs in their own transaction).
     under_way: AtomicUsize,
     /// Events the lingering writer waits for; `isize::MAX` when it is not lingering.
     wanted: AtomicIsize,
@@ -255,8 +258,9 @@ impl AuditWriter {
         (writer, handle)
     }
 
-    /// Counts a request under way until the guard is dropped: one that may send an event, so
-    /// that a lingering writer leaves half of them working (see [`LINGER`]).
+    /// Counts a request under way until the guard is dropped, so that a lingering writer leaves
+    /// half of them working (see [`LINGER`]). Requests that never send an event (writes, health
+    /// checks) count too: the count only bounds how long the writer waits.
     pub fn under_way(&self) -> UnderWay {
         self.backlog.under_way()
     }
@@ -723,7 +727,7 @@ mod tests {
             0,
             "no request under way: flush at once"
         );
-        let under_way: Vec<UnderWay> = (0..32).map(|_| backlog.under_way()).collect();
+        let mut under_way: Vec<UnderWay> = (0..32).map(|_| backlog.under_way()).collect();
         assert_eq!(
             backlog.linger_target(31),
             16,
@@ -735,6 +739,11 @@ mod tests {
             "never more than the last batch"
         );
         assert_eq!(backlog.linger_target(1), 1, "a lone event does not wait");
+        let more: Vec<UnderWay> = (0..2 * MAX_BATCH).map(|_| backlog.under_way()).collect();
+        assert_eq!(backlog.linger_target(usize::MAX), MAX_BATCH);
+        drop(more);
+        drop(under_way.split_off(3));
+        assert_eq!(backlog.linger_target(31), 2, "half of 3, rounded up");
         drop(under_way);
         assert_eq!(backlog.under_way.load(Ordering::Relaxed), 0);
     }
