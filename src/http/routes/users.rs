@@ -303,22 +303,31 @@ async fn set_status(
     id: Uuid,
     status: AccountStatus,
 ) -> Result<web::Json<UserView>, ApiError> {
+    // Reads only what the direction's check needs: the break-glass flag to disable, the
+    // person's groups and attributes to enable.
     let read = auth.read().await?;
-    let existing = users::get(&read, id).await?;
-    let subject = load_subject(&read, SubjectType::User, id).await?;
-    let break_glass = break_glass::is_break_glass(&read, id).await?;
-    read.commit().await?;
-    let (Some(existing), Some(subject)) = (existing, subject) else {
-        return Err(ApiError::not_found());
-    };
+    let existing = users::get(&read, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let before = AccountStatus::parse(&existing.status);
     if before == status {
+        read.commit().await?;
         return Ok(web::Json(existing.into()));
     }
     match status {
-        AccountStatus::Disabled => refuse_disabling(&auth, id, break_glass)?,
+        AccountStatus::Disabled => {
+            let break_glass = break_glass::is_break_glass(&read, id).await?;
+            read.commit().await?;
+            refuse_disabling(&auth, id, break_glass)?;
+        }
         // A disabled person can do nothing: enabling them gives back all their grants.
-        AccountStatus::Active => auth.refuse_escalation(None, &subject).await?,
+        AccountStatus::Active => {
+            let subject = load_subject(&read, SubjectType::User, id)
+                .await?
+                .ok_or_else(ApiError::not_found)?;
+            read.commit().await?;
+            auth.refuse_escalation(None, &subject).await?;
+        }
     }
     let tx = auth.write().await?;
     let locked = users::get_locked(&tx, id)
