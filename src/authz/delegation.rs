@@ -203,6 +203,13 @@ impl PolicyEngine {
         self.reach_not_delegable(policies, caller, actions.as_ref(), scope.as_ref())
     }
 
+    /// The actions of the whole catalogue that `caller` does not hold throughout the tenant: what
+    /// a change that can make anyone anything needs (re-pointing an identity provider at
+    /// another issuer hands that issuer every account it signed in).
+    pub fn tenant_not_delegable(&self, policies: &TenantPolicies, caller: &Subject) -> Vec<String> {
+        self.reach_not_delegable(policies, caller, None, None)
+    }
+
     /// The actions `caller` lacks to let `after` (a new credential's account, a principal in a
     /// new group) be granted what context-reading permits give it and did not give `before`.
     pub fn conditional_not_delegable(

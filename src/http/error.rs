@@ -601,6 +601,13 @@ impl From<WorkError> for ApiError {
                 ErrorCode::Forbidden,
                 format!("This tenant lets only people, signed in, do `{action}`."),
             ),
+            WorkError::PeopleOnly(field) => Self::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "Only a person, signed in, may loosen `{field}`: a service account cannot \
+                     lift the tenant's reservations for people."
+                ),
+            ),
             WorkError::Tenancy(e) => e.into(),
             WorkError::Audit(e) => e.into(),
             WorkError::Authz(e) => e.into(),

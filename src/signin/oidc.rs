@@ -482,9 +482,23 @@ fn redirect(uri: &str) -> Result<RedirectUrl, SignInError> {
         .map_err(|e| SignInError::Unexpected(anyhow::anyhow!("redirect URI {uri}: {e}")))
 }
 
-/// What the token endpoint said, without echoing anything secret.
+/// What the token endpoint said, without echoing anything secret: at most 200 characters (the
+/// provider's `error_description` is its own text, in any language; cut by characters, never
+/// inside one).
 fn token_error<E: std::error::Error>(e: &E) -> String {
-    let mut text = e.to_string();
-    text.truncate(200);
-    text
+    e.to_string().chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_s_error_text_is_cut_between_characters() {
+        // A localized `error_description` whose 200th byte falls inside a character.
+        let error = std::io::Error::other(format!("x{}", "é".repeat(300)));
+        let text = token_error(&error);
+        assert_eq!(text.chars().count(), 200);
+        assert!(text.starts_with('x') && text.ends_with('é'));
+    }
 }

@@ -319,17 +319,39 @@ async fn actions_a_tenant_reserves_for_people_refuse_api_keys() {
         body["detail"].as_str().unwrap().contains("only people"),
         "{body}"
     );
-    // Other actions are untouched; lifting the mark restores the key's grant.
+    // Other actions are untouched. The key cannot lift the mark (a grant to itself), even
+    // holding `settings.manage`; a person can, and that restores the key's grant.
     let (status, _) = app.get("/users", &app.admin_key).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = settings(&app, json!({"human_only_actions": []})).await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, body) = settings(&app, json!({"human_only_actions": []})).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("Only a person"),
+        "{body}"
+    );
+    let (status, body) = app.post("/users", &app.admin_key, user.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    app.post("/groups", &app.admin_key, json!({"name": "finance"}))
+        .await;
+    bind_group(&app, "finance", "Admin").await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    browser.sign_in_ok(&app, &idp, ADA).await;
+    let lift = json!({"human_only_actions": []});
+    let (status, body, _) = call(&app, &browser, Method::PATCH, "/settings", Some(lift)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app.post("/users", &app.admin_key, user).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let events = app.audit_events().await;
     assert!(events.iter().any(|e| e["action"] == "user.create"
         && e["status"] == 403
         && e["details"]["policies"].to_string().contains("people")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "settings.manage" && e["status"] == 403),
+        "the key's attempt is on record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

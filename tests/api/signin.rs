@@ -819,6 +819,41 @@ async fn identity_providers_are_managed_without_revealing_secrets_or_escalating(
         )
         .await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // Nor re-point the provider at an issuer of its own (it could then sign in as anyone who
+    // signed in through this one, Admins included), nor trust more of its second factors.
+    let path = format!("/identity-providers/{idp}");
+    for change in [
+        json!({"issuer": "https://idp.attacker.example"}),
+        json!({"trusted_mfa": ["pwd"]}),
+    ] {
+        let (status, body) = app
+            .call(Method::PATCH, &path, &idp_admin, Some(change.clone()))
+            .await;
+        assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        let (_, stored) = app.get(&path, &app.admin_key).await;
+        assert_ne!(stored["issuer"], "https://idp.attacker.example", "{change}");
+        assert_eq!(stored["trusted_mfa"], json!([]), "{change}");
+    }
+    // What does not change whom it trusts is theirs to change; re-pointing is the Admin's.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            &idp_admin,
+            Some(json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            &app.admin_key,
+            Some(json!({"issuer": "https://idp.elsewhere.example"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["issuer"], "https://idp.elsewhere.example");
     // Without the permission at all, nothing is shown.
     let nobody = app.key_with_role(None).await;
     let (status, _) = app.get("/identity-providers", &nobody).await;

@@ -579,6 +579,62 @@ async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<
     Ok(auth.refuse_escalation(None, &member).await?)
 }
 
+/// Refuses a change of whom the provider's sign-ins come from (an OIDC issuer; a SAML entity id
+/// or signing certificate) or a widening of the second factors it is trusted for, unless the
+/// caller holds every action throughout the tenant. People who signed in through the provider
+/// are found again by its subject: whoever controls the new issuer can sign in as any of them,
+/// with the second factor the tenant asks of them, and so hold whatever they hold.
+fn refuse_repointing(
+    auth: &TenantContext,
+    before: &Settings,
+    after: &Settings,
+) -> Result<(), ApiError> {
+    if !repointed(before, after) {
+        return Ok(());
+    }
+    let missing = auth
+        .engine()
+        .tenant_not_delegable(auth.policies(), auth.subject());
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(auth.refuse_delegation(&missing).into())
+    }
+}
+
+/// Whether `after` trusts sign-ins from elsewhere than `before`, or more of their second
+/// factors.
+fn repointed(before: &Settings, after: &Settings) -> bool {
+    let trusted = &before.mappings().trusted_mfa;
+    if after
+        .mappings()
+        .trusted_mfa
+        .iter()
+        .any(|v| !trusted.contains(v))
+    {
+        return true;
+    }
+    match (before, after) {
+        (Settings::Oidc(before), Settings::Oidc(after)) => before.issuer != after.issuer,
+        // Dropping a certificate narrows the trust; a new one, or a new entity, widens it.
+        (Settings::Saml(before), Settings::Saml(after)) => {
+            before.metadata_xml != after.metadata_xml
+                && match (
+                    IdpMetadata::read(&before.metadata_xml),
+                    IdpMetadata::read(&after.metadata_xml),
+                ) {
+                    (Ok(before), Ok(after)) => {
+                        let trusted = before.fingerprints();
+                        before.entity_id() != after.entity_id()
+                            || after.fingerprints().iter().any(|f| !trusted.contains(f))
+                    }
+                    _ => true,
+                }
+        }
+        _ => true,
+    }
+}
+
 /// `change` with what the audit trail says of a provider's settings: its kind and whom it
 /// trusts.
 fn described(change: Change, settings: &Settings) -> Change {
@@ -691,7 +747,10 @@ pub async fn get_identity_provider(
 /// Change an identity provider.
 ///
 /// Narrowing `trusted_mfa` withdraws the second factor the provider's MFA gave its live
-/// sessions: they owe a passkey assertion again where the tenant asks for one.
+/// sessions: they owe a passkey assertion again where the tenant asks for one. Re-pointing the
+/// provider (a new OIDC issuer, a SAML entity id or signing certificate not trusted before) or
+/// widening `trusted_mfa` needs every action throughout the tenant: whoever runs the new issuer
+/// could sign in as anyone who signed in through this provider.
 #[utoipa::path(
     patch,
     path = "/identity-providers/{id}",
@@ -711,11 +770,12 @@ pub async fn update_identity_provider(
     read.commit().await?;
     let stored = providers::settings(&existing)
         .map_err(|e| ApiError::internal("signin", anyhow::anyhow!("stored provider: {e}")))?;
-    let trusted_before = stored.mappings().trusted_mfa.clone();
+    let before = stored.clone();
     let (name, settings, secret) = changes
         .apply(existing.name.clone(), stored, auth.outbound())
         .await?;
     refuse_escalation(&auth, &settings).await?;
+    refuse_repointing(&auth, &before, &settings)?;
     if let Some(secret) = &secret {
         providers::store_client_secret(auth.keystore(), auth.slug().as_str(), id.0, secret).await?;
     }
@@ -729,7 +789,11 @@ pub async fn update_identity_provider(
         other => other?,
     };
     let trusted_now = &settings.mappings().trusted_mfa;
-    let distrusted = trusted_before.iter().any(|v| !trusted_now.contains(v));
+    let distrusted = before
+        .mappings()
+        .trusted_mfa
+        .iter()
+        .any(|v| !trusted_now.contains(v));
     let downgraded = if distrusted {
         sessions::distrust_provider_mfa(&tx, auth.allowed(), row.id).await?
     } else {

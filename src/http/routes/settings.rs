@@ -69,7 +69,8 @@ pub async fn get_settings(
 /// human-only list applies at once. A new payload-encryption
 /// requirement applies on this replica at once and on the others within seconds; these
 /// settings operations are never required to be encrypted, so the requirement can always be
-/// turned off.
+/// turned off. Only a person may take an action off `human_only_actions`: a service account's
+/// key cannot lift the reservations made against keys.
 #[utoipa::path(
     patch,
     path = "/settings",
@@ -130,7 +131,8 @@ pub async fn update_settings(
         return Err(ApiError::validation(problems));
     }
     let tx = auth.write().await?;
-    let mut settings = TenantSettings::load(tx.conn()).await?;
+    let before = TenantSettings::load(tx.conn()).await?;
+    let mut settings = before.clone();
     if let Some(mfa) = changes.mfa {
         settings.mfa = mfa;
     }
@@ -160,6 +162,15 @@ pub async fn update_settings(
         models.sort_unstable();
         models.dedup();
         settings.passkey_aaguids = models;
+    }
+    // The reservations are what a service account may not do: lifting one is a grant to
+    // service accounts, its own key's included.
+    if before
+        .human_only_actions
+        .iter()
+        .any(|a| !settings.human_only_actions.contains(a))
+    {
+        auth.refuse_unless_person("human_only_actions")?;
     }
     settings.save(&tx, auth.allowed()).await?;
     tx.commit(

@@ -114,6 +114,9 @@ pub enum WorkError {
     /// The tenant reserves the action for people; a service account asked.
     #[error("only people may `{0}` in this tenant")]
     HumanOnly(&'static str),
+    /// A service account asked to lift one of the tenant's reservations for people (the field).
+    #[error("only people may loosen `{0}`")]
+    PeopleOnly(&'static str),
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
     #[error(transparent)]
@@ -332,6 +335,17 @@ impl TenantContext {
                 .iter()
                 .any(|a| a == A::NAME);
         human_only.then_some(PriorRefusal::HumanOnly)
+    }
+
+    /// Refuses a service account's loosening of `field`, one of the tenant's reservations for
+    /// people: only a person may lift them, so that a leaked key cannot undo the reservations
+    /// made against keys. Noted for the audit event.
+    pub fn refuse_unless_person(&self, field: &'static str) -> Result<(), WorkError> {
+        if !matches!(self.0.principal, Principal::ServiceAccount { .. }) {
+            return Ok(());
+        }
+        self.note_denial(format!("only a person may loosen `{field}`"));
+        Err(WorkError::PeopleOnly(field))
     }
 
     /// Checks that a person doing the sensitive `action` passed a passkey assertion within the
