@@ -413,6 +413,82 @@ async fn lists_leave_out_what_a_forbid_hides() {
     assert!(page.to_string().contains(&secret_process));
 }
 
+/// A tenant cannot make a page of processes cost the process its memory: a definition is at
+/// most 64 KiB as JSON (an oversized one is refused and nothing is stored), and a page ends once
+/// its definitions pass 1 MiB, with a cursor to the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_definitions_and_their_pages_are_bounded() {
+    let app = spawn_app(Db::Sqlite).await;
+    // Read back, `[0,0,…]` takes sixteen times its text.
+    let zeros = |n: usize| json!({"steps": vec![0; n]});
+    let (status, body) = app
+        .post(
+            "/processes",
+            &app.admin_key,
+            json!({"name": "huge", "definition": zeros(40_000)}),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(body["errors"][0]["field"], "definition", "{body}");
+    let (_, page) = app.get("/processes", &app.admin_key).await;
+    assert_eq!(page["items"], json!([]), "nothing was stored");
+    // Twenty definitions of about 60 KiB: no page holds more than 1 MiB of them (plus one).
+    let mut created = Vec::new();
+    for i in 0..20 {
+        let (status, body) = app
+            .post(
+                "/processes",
+                &app.admin_key,
+                json!({"name": format!("p{i}"), "definition": zeros(30_000)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        created.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/processes/{}", created[0]),
+            &app.admin_key,
+            Some(json!({"definition": zeros(40_000)})),
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let mut seen = Vec::new();
+    let mut url = "/processes?limit=500".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = app.get(&url, &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK);
+        let items = page["items"].as_array().unwrap();
+        assert!(
+            items.len() <= 18,
+            "a page of {} large definitions",
+            items.len()
+        );
+        seen.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(cursor) => url = format!("/processes?limit=500&after={cursor}"),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "the definitions did not fit one page");
+    seen.sort();
+    created.sort();
+    assert_eq!(seen, created, "paging on reaches every process once");
+}
+
 /// Onboarding survives a caller that goes away: when the future of `create_tenant` is dropped
 /// mid-way (a client disconnecting drops its request's future so), the tenant still ends
 /// active, never half-made with its slug answering 409 forever.

@@ -78,6 +78,7 @@ pub async fn list_folders(
     let page = Page::filtered(
         query.after,
         limit,
+        None,
         async |after, n| {
             Ok(directory::page_by_id::<folder::Entity>(&tx, folder::Column::Id, after, n).await?)
         },

@@ -360,15 +360,26 @@ impl<T> Page<T> {
 /// How many rows a filtered page looks at, per item it may return: bounds the work of a page
 /// in a tenant where the caller may see little.
 const SCAN_PER_ITEM: u64 = 10;
+/// The most rows a filtered page reads at once, whatever its `limit`.
+const SCAN_BATCH: u64 = 50;
+
+/// How much of its rows' bulk a filtered page may hold: once the items' `weight` (the bytes of
+/// a process's definition, say) reaches `bytes`, the page ends there and has a `next_cursor`.
+pub struct Budget<M> {
+    pub bytes: usize,
+    pub weight: fn(&M) -> usize,
+}
 
 impl<T> Page<T> {
     /// A page of the rows after `after` (in id order) that `visible` keeps. `fetch(after, n)`
-    /// returns the next `n` rows. At most [`SCAN_PER_ITEM`] × `limit` rows are looked at, so a
+    /// returns the next `n` rows. At most [`SCAN_PER_ITEM`] × `limit` rows are looked at, at
+    /// most [`SCAN_BATCH`] at a time, and the items stop at the `budget` if one is given, so a
     /// page may hold fewer than `limit` items and still have a `next_cursor`: callers page on
     /// while there is one.
     pub async fn filtered<M>(
         after: Option<Uuid>,
         limit: u64,
+        budget: Option<Budget<M>>,
         mut fetch: impl AsyncFnMut(Option<Uuid>, u64) -> Result<Vec<M>, ApiError>,
         id: impl Fn(&M) -> Uuid,
         visible: impl Fn(&M) -> bool,
@@ -377,16 +388,20 @@ impl<T> Page<T> {
         let mut cursor = after;
         let mut items = Vec::new();
         let mut scanned = 0;
+        let mut held = 0;
         let mut exhausted = false;
+        let batch_size = limit.min(SCAN_BATCH);
         'scan: while (items.len() as u64) < limit && scanned < SCAN_PER_ITEM * limit {
-            let batch = fetch(cursor, limit).await?;
-            let full = batch.len() as u64 == limit;
+            let batch = fetch(cursor, batch_size).await?;
+            let full = batch.len() as u64 == batch_size;
             for row in batch {
                 scanned += 1;
                 cursor = Some(id(&row));
                 if visible(&row) {
+                    held += budget.as_ref().map_or(0, |b| (b.weight)(&row));
                     items.push(view(row));
-                    if items.len() as u64 == limit {
+                    let spent = budget.as_ref().is_some_and(|b| held >= b.bytes);
+                    if items.len() as u64 == limit || spent {
                         break 'scan;
                     }
                 }

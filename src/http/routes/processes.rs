@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ListParams, Page};
+use super::{Budget, ListParams, Page};
 use crate::authz::actions::{
     ProcessCreate, ProcessDelete, ProcessEdit, ProcessPublish, ProcessRead,
 };
@@ -27,7 +27,7 @@ use crate::tenancy::work::{Change, TenantContext};
 pub struct CreateProcess {
     #[schema(example = "Invoice approval")]
     pub name: String,
-    /// The definition (a JSON object); empty when absent.
+    /// The definition (a JSON object of at most 64 KiB as JSON); empty when absent.
     #[schema(value_type = Option<Object>)]
     pub definition: Option<serde_json::Value>,
 }
@@ -81,14 +81,51 @@ impl From<process::Model> for ProcessView {
     }
 }
 
+/// The most bytes a definition takes as JSON. Read back, JSON takes several times its text in
+/// memory (a `[0,0,…]` sixteen times): a page of processes is bounded by this and
+/// [`PAGE_DEFINITION_BYTES`], not by whatever a tenant stored.
+const MAX_DEFINITION_BYTES: usize = 64 * 1024;
+/// The definitions' bytes after which a page of processes ends (with a `next_cursor`).
+const PAGE_DEFINITION_BYTES: usize = 1024 * 1024;
+
 fn definition(value: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
-    match value {
-        None | Some(serde_json::Value::Object(_)) => Ok(value),
+    match &value {
+        None => Ok(value),
+        Some(object @ serde_json::Value::Object(_))
+            if json_bytes(object) <= MAX_DEFINITION_BYTES =>
+        {
+            Ok(value)
+        }
+        Some(serde_json::Value::Object(_)) => Err(ApiError::invalid_field(
+            "definition",
+            format!(
+                "must be at most {} KiB as JSON",
+                MAX_DEFINITION_BYTES / 1024
+            ),
+        )),
         Some(_) => Err(ApiError::invalid_field(
             "definition",
             "must be a JSON object",
         )),
     }
+}
+
+/// The length of `value` written as compact JSON.
+fn json_bytes(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, nor can serializing a `Value`.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 async fn new_process(
@@ -104,7 +141,7 @@ async fn new_process(
 ///
 /// Only those the caller may read, each decided on its own (a `forbid` on a folder hides the
 /// processes in it); for one folder, list the folder's processes. A page may hold fewer than
-/// `limit` items and still have a `next_cursor`.
+/// `limit` items and still have a `next_cursor` (it also ends once its definitions pass 1 MiB).
 #[utoipa::path(
     get,
     path = "/processes",
@@ -144,9 +181,14 @@ async fn readable_processes(
 ) -> Result<web::Json<ProcessPage>, ApiError> {
     let limit = query.limit()?;
     let tx = request.read().await?;
+    let budget = Budget {
+        bytes: PAGE_DEFINITION_BYTES,
+        weight: |p: &process::Model| json_bytes(&p.definition),
+    };
     let page = Page::filtered(
         query.after,
         limit,
+        Some(budget),
         async |after, n| Ok(processes::page(&tx, folder, after, n).await?),
         |p| p.id,
         |p| {

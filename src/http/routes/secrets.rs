@@ -332,6 +332,7 @@ pub async fn list_secrets(
     let page = Page::filtered(
         query.after,
         limit,
+        None,
         async |after, n| Ok(secrets::page(&tx, after, n).await?),
         |s| s.id,
         |s| visible(&auth, s),
