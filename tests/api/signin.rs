@@ -877,6 +877,50 @@ async fn identity_providers_are_managed_without_revealing_secrets_or_escalating(
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
+/// A refused change leaves the provider as it was, its client secret included: the new
+/// secret, written to the key store before the row, is put back when the row's change fails
+/// (here on a name another provider has), and sign-in goes on with the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_provider_change_keeps_its_client_secret() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let (status, other) = app
+        .post(
+            "/identity-providers",
+            &app.admin_key,
+            json!({"name": "Other", "kind": "oidc", "issuer": "https://idp.other.example",
+                   "client_id": "other", "client_secret": "other-secret",
+                   "email_domains": ["other.example"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            Some(json!({"name": "Other", "client_secret": "a-secret-never-saved"})),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    // A name taken at creation leaves no secret behind either (nothing refers to it).
+    let (status, body) = app
+        .post(
+            "/identity-providers",
+            &app.admin_key,
+            json!({"name": "Other", "kind": "oidc", "issuer": "https://idp.third.example",
+                   "client_id": "third", "client_secret": "third-secret",
+                   "email_domains": ["third.example"]}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    let (_, stored) = app
+        .get(&format!("/identity-providers/{idp}"), &app.admin_key)
+        .await;
+    assert_eq!(stored["name"], "generic IdP");
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_page_sends_a_person_to_the_provider_of_their_domain() {
     let app = spawn_app(Db::Sqlite).await;

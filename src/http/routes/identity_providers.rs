@@ -676,24 +676,53 @@ pub async fn create_identity_provider(
     let (name, settings, secret) = body.parse().await?.validate(auth.outbound()).await?;
     refuse_escalation(&auth, &settings).await?;
     let id = Uuid::now_v7();
+    let slug = auth.slug().as_str();
     if let Some(secret) = &secret {
-        providers::store_client_secret(auth.keystore(), auth.slug().as_str(), id, secret).await?;
+        providers::store_client_secret(auth.keystore(), slug, id, secret).await?;
     }
+    let created = save_new(&auth, id, name, &settings).await;
+    if created.is_err() && secret.is_some() {
+        put_back_client_secret(&auth, id, None).await;
+    }
+    Ok(HttpResponse::Created().json(IdentityProviderView::of(&auth, created?)?))
+}
+
+/// Writes a new provider's row and its audit event.
+async fn save_new(
+    auth: &Authorized<IdentityProviderManage>,
+    id: Uuid,
+    name: String,
+    settings: &Settings,
+) -> Result<identity_provider::Model, ApiError> {
     let tx = auth.write().await?;
-    let row = match providers::create(&tx, auth.allowed(), id, name, &settings).await {
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::conflict(
-                "An identity provider with this name exists.",
-            ));
-        }
+    let row = match providers::create(&tx, auth.allowed(), id, name, settings).await {
+        Err(e) if is_unique_violation(&e) => return Err(name_taken()),
         other => other?,
     };
     tx.commit(described(
         Change::new("identity_provider", row.id, 201),
-        &settings,
+        settings,
     ))
     .await?;
-    Ok(HttpResponse::Created().json(IdentityProviderView::of(&auth, row)?))
+    Ok(row)
+}
+
+fn name_taken() -> ApiError {
+    ApiError::conflict("An identity provider with this name exists.")
+}
+
+/// Puts provider `id`'s client secret back as it was before a change that failed (`None`: there
+/// was none), so that a refused change leaves the provider as it was. A failure to is logged:
+/// the change's own error is the caller's answer.
+async fn put_back_client_secret(auth: &TenantContext, id: Uuid, previous: Option<String>) {
+    let slug = auth.slug().as_str();
+    let restored = match &previous {
+        Some(secret) => providers::store_client_secret(auth.keystore(), slug, id, secret).await,
+        None => providers::destroy_client_secret(auth.keystore(), slug, id).await,
+    };
+    if let Err(e) = restored {
+        tracing::error!(error = %e, provider = %id, "could not put back a provider's client secret after a failed change");
+    }
 }
 
 /// List identity providers.
@@ -776,20 +805,56 @@ pub async fn update_identity_provider(
         .await?;
     refuse_escalation(&auth, &settings).await?;
     refuse_repointing(&auth, &before, &settings)?;
-    if let Some(secret) = &secret {
-        providers::store_client_secret(auth.keystore(), auth.slug().as_str(), id.0, secret).await?;
-    }
-    let tx = auth.write().await?;
-    let row = match providers::update(&tx, auth.allowed(), existing, name, &settings).await {
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::conflict(
-                "An identity provider with this name exists.",
-            ));
+    // The new secret is written before the row and put back if the row's change fails.
+    let previous = match &secret {
+        Some(secret) => {
+            let slug = auth.slug().as_str();
+            let previous = providers::client_secret(auth.keystore(), slug, id.0).await?;
+            providers::store_client_secret(auth.keystore(), slug, id.0, secret).await?;
+            Some(previous)
         }
+        None => None,
+    };
+    let change = Update {
+        name,
+        settings: &settings,
+        before: &before,
+        secret_rotated: secret.is_some(),
+    };
+    let saved = save_update(&auth, existing, change).await;
+    if saved.is_err()
+        && let Some(previous) = previous
+    {
+        put_back_client_secret(&auth, id.0, previous).await;
+    }
+    auth.sign_ins().forget(id.0);
+    Ok(web::Json(IdentityProviderView::of(&auth, saved?)?))
+}
+
+/// A checked change of a provider.
+struct Update<'a> {
+    name: String,
+    settings: &'a Settings,
+    before: &'a Settings,
+    secret_rotated: bool,
+}
+
+/// Writes a provider's changed row, withdraws the provider's MFA from its sessions where
+/// `trusted_mfa` narrowed, and records the change.
+async fn save_update(
+    auth: &Authorized<IdentityProviderManage>,
+    existing: identity_provider::Model,
+    change: Update<'_>,
+) -> Result<identity_provider::Model, ApiError> {
+    let tx = auth.write().await?;
+    let updated = providers::update(&tx, auth.allowed(), existing, change.name, change.settings);
+    let row = match updated.await {
+        Err(e) if is_unique_violation(&e) => return Err(name_taken()),
         other => other?,
     };
-    let trusted_now = &settings.mappings().trusted_mfa;
-    let distrusted = before
+    let trusted_now = &change.settings.mappings().trusted_mfa;
+    let distrusted = change
+        .before
         .mappings()
         .trusted_mfa
         .iter()
@@ -800,13 +865,15 @@ pub async fn update_identity_provider(
         0
     };
     tx.commit(
-        described(Change::new("identity_provider", row.id, 200), &settings)
-            .detail("client_secret_rotated", secret.is_some())
-            .detail("sessions_mfa_withdrawn", downgraded),
+        described(
+            Change::new("identity_provider", row.id, 200),
+            change.settings,
+        )
+        .detail("client_secret_rotated", change.secret_rotated)
+        .detail("sessions_mfa_withdrawn", downgraded),
     )
     .await?;
-    auth.sign_ins().forget(row.id);
-    Ok(web::Json(IdentityProviderView::of(&auth, row)?))
+    Ok(row)
 }
 
 /// Delete an identity provider.
