@@ -40,7 +40,41 @@ async fn some_activity(app: &TestApp) {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// The sequence numbers of `GET /audit/export?{range}`.
+async fn exported(app: &TestApp, range: &str) -> Vec<i64> {
+    let response = app
+        .client
+        .get(app.tenant_url(&format!("/audit/export?{range}")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    text.lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
 on_both_databases! {
+    async fn the_trail_is_exported_whole_or_by_range(app) {
+        some_activity(&app).await;
+        let all = exported(&app, "").await;
+        assert!(all.len() >= 4, "{all:?}");
+        assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>(), "every event, in order");
+        assert_eq!(exported(&app, "after=1&until=3").await, vec![2, 3]);
+        assert_eq!(exported(&app, "until=2").await, vec![1, 2]);
+        assert_eq!(exported(&app, "after=3&until=2").await, Vec::<i64>::new());
+        for range in ["until=-1", "after=-1", "until=x"] {
+            let (status, body) = app.get(&format!("/audit/export?{range}"), &app.admin_key).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{range}: {body}");
+        }
+    }
+
     async fn each_call_records_who_what_where_and_how_it_ended(app) {
         let response = app.client.post(app.tenant_url("/users"))
             .bearer_auth(&app.admin_key)

@@ -39,7 +39,7 @@ use crate::tenancy::work::TenantContext;
 /// Operations a tenant can never require encryption on: the way to turn the requirement off.
 pub const NEVER_REQUIRED: [&str; 2] = ["get_settings", "update_settings"];
 
-/// The largest response body encrypted (a bigger one is a 500 rather than a plaintext leak).
+/// The largest response body encrypted (a bigger one is refused with 406, never sent in clear).
 const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What was decided about one request's payloads, kept in its extensions.
@@ -152,6 +152,9 @@ pub fn is_jose(headers: &HeaderMap) -> bool {
 fn not_acceptable(detail: &str) -> ApiError {
     ApiError::new(ErrorCode::NotAcceptable, detail)
 }
+
+const TOO_LARGE_TO_SEAL: &str = "The answer is larger than 64 MiB, the most that is sealed as \
+     one JWE: ask for less (the audit export takes a range, `after` and `until`).";
 
 const NOTHING_TO_ENCRYPT_TO: &str = "The response must be encrypted and this credential has no \
      key to encrypt it to: register a public key or make a shared key (`…/payload-key`).";
@@ -316,11 +319,7 @@ async fn seal_response(
             let error = ApiError::internal("jose", anyhow::anyhow!("reading a response: {e}"));
             return ServiceResponse::from_err(error, req);
         }
-        Err(_) => {
-            let error =
-                ApiError::internal("jose", anyhow::anyhow!("a response too large to encrypt"));
-            return ServiceResponse::from_err(error, req);
-        }
+        Err(_) => return ServiceResponse::from_err(not_acceptable(TOO_LARGE_TO_SEAL), req),
     };
     let essence = content_type.split(';').next().unwrap_or("").trim();
     let cty = (!essence.eq_ignore_ascii_case("application/json")).then_some(essence);

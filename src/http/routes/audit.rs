@@ -146,7 +146,7 @@ fn seq(after: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// Where an export starts.
+/// Which events an export holds.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -154,6 +154,11 @@ pub struct ExportParams {
     /// Export events after this sequence number (default: from the first).
     #[param(minimum = 0)]
     pub after: Option<i64>,
+    /// Export events up to this sequence number, included (default: the chain's head when the
+    /// export starts). An encrypted export is sealed as one JWE of at most 64 MiB: a large
+    /// trail is exported in ranges.
+    #[param(minimum = 0)]
+    pub until: Option<i64>,
 }
 
 /// Export the audit trail as NDJSON.
@@ -170,15 +175,21 @@ pub async fn export_audit(
     auth: Authorized<AuditExport>,
     query: web::Query<ExportParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let first = seq(query.after)?;
+    let until = match query.until {
+        Some(n) if n < 0 => return Err(ApiError::invalid_field("until", "must be 0 or more")),
+        until => until.unwrap_or(i64::MAX),
+    };
     let tx = auth.read().await?;
     let head = audit_head::Entity::find_by_id(1)
         .one(&tx)
         .await?
-        .map_or(0, |h| h.seq);
+        .map_or(0, |h| h.seq)
+        .min(until);
     tx.commit().await?;
     let context = TenantContext::clone(&auth);
     let trail = Trail::from(auth.slug());
-    let pages = futures_util::stream::try_unfold(seq(query.after)?, move |after| {
+    let pages = futures_util::stream::try_unfold(first, move |after| {
         let (context, trail) = (context.clone(), trail.clone());
         async move {
             if after >= head {
