@@ -24,6 +24,11 @@ use crate::tenancy::{Access, Databases};
 
 const PAGE: u64 = 1_000;
 
+/// Verifications that walk a chain at once, in the whole process; others wait their turn. Each
+/// reads its chain a page at a time, in a read transaction per page, so that a long walk never
+/// holds one of the connections that every tenant's requests share.
+static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The result of verifying one trail.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VerifyReport {
@@ -73,11 +78,18 @@ pub async fn verify(
         first_broken_seq: None,
         problem: None,
     };
-    let anchored = anchor.as_ref().ok().and_then(Option::as_ref);
-    // The chain is walked in the read transaction alone; the key store is asked only after it
-    // ends, so a slow key store never holds a database connection.
-    let walked = walk(&tx, &head, &checkpoints, anchored, &mut report).await?;
     tx.commit().await?;
+    let anchored = anchor.as_ref().ok().and_then(Option::as_ref);
+    // The events up to the head read now never change in an honest trail: pages read in
+    // transactions of their own see what one transaction would have. The key store is asked
+    // only after the walk, so a slow key store never holds a database connection.
+    let walked = {
+        let _turn = WALKS
+            .acquire()
+            .await
+            .map_err(|_| anyhow::anyhow!("verification is shut down"))?;
+        walk(dbs, &trail, &head, &checkpoints, anchored, &mut report).await?
+    };
     let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     for checkpoint in checkpoints.values() {
         let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
@@ -115,7 +127,8 @@ pub async fn verify(
 
 /// Walks the events up to `head`, counting them in `report`; the first break found, if any.
 async fn walk(
-    tx: &crate::tenancy::Tx,
+    dbs: &Databases,
+    trail: &Trail,
     head: &audit_head::Model,
     checkpoints: &BTreeMap<i64, audit_checkpoint::Model>,
     anchor: Option<&anchor::Anchor>,
@@ -124,13 +137,15 @@ async fn walk(
     let mut expected = 1i64;
     let mut prev_hash = migration::AUDIT_GENESIS_HASH.to_owned();
     loop {
+        let tx = trail.begin(dbs, Access::Read).await?;
         let page = audit_event::Entity::find()
             .filter(audit_event::Column::Seq.gte(expected))
             .filter(audit_event::Column::Seq.lte(head.seq))
             .order_by_asc(audit_event::Column::Seq)
             .limit(PAGE)
-            .all(tx)
+            .all(&tx)
             .await?;
+        tx.commit().await?;
         if page.is_empty() {
             break;
         }
