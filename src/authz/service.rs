@@ -1,6 +1,6 @@
 //! Loading tenants' rules from their storage and caching the compiled policy sets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -99,19 +99,26 @@ impl StoredRules {
 }
 
 /// The authorization service: the engine and the tenants' cached policy sets.
+///
+/// Invariant: a policy set is compiled on the blocking pool, never on a worker thread that
+/// serves requests (a tenant with thousands of policies takes seconds), and once at a time per
+/// tenant: requests that miss the cache together wait for the one build.
 pub struct Authz {
-    engine: PolicyEngine,
+    engine: Arc<PolicyEngine>,
     dbs: Arc<Databases>,
     cache: TenantCache<Arc<TenantPolicies>>,
+    /// The build under way per tenant, shared by the requests that wait for it.
+    building: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Authz {
     pub fn new(dbs: Arc<Databases>) -> anyhow::Result<Self> {
         let capacity = NonZeroUsize::new(CACHED_POLICY_SETS).unwrap_or(NonZeroUsize::MIN);
         Ok(Authz {
-            engine: PolicyEngine::new()?,
+            engine: Arc::new(PolicyEngine::new()?),
             dbs,
             cache: TenantCache::new(capacity),
+            building: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -125,14 +132,42 @@ impl Authz {
         reason = "the rules are loaded before any principal's unit of work can exist"
     )]
     pub async fn policies(&self, tenant: &Tenant) -> Result<Arc<TenantPolicies>, AuthzError> {
-        self.cache
-            .get_or_try_load(tenant.slug.as_str(), || async {
-                let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
-                let rules = StoredRules::load(&tx).await?;
-                tx.commit().await?;
-                Ok(Arc::new(self.engine.build(&rules.for_tenant(tenant))?))
-            })
-            .await
+        let slug = tenant.slug.as_str();
+        if let Some(cached) = self.cache.get(slug) {
+            return Ok(cached);
+        }
+        let turn = Arc::clone(self.lock_building().entry(slug.to_owned()).or_default());
+        let loaded = {
+            let _building = turn.lock().await;
+            // The build this one waited for, if any, filled the cache.
+            self.cache
+                .get_or_try_load(slug, || async {
+                    let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
+                    let rules = StoredRules::load(&tx).await?;
+                    tx.commit().await?;
+                    let (engine, tenant) = (Arc::clone(&self.engine), tenant.clone());
+                    let built = tokio::task::spawn_blocking(move || {
+                        engine.build(&rules.for_tenant(&tenant))
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("compiling the policy set failed: {e}"))??;
+                    Ok(Arc::new(built))
+                })
+                .await
+        };
+        // The last one out forgets the turn (the map holds one reference, this one another).
+        let mut building = self.lock_building();
+        if Arc::strong_count(&turn) == 2 {
+            building.remove(slug);
+        }
+        loaded
+    }
+
+    fn lock_building(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // An insert or a removal; a panic elsewhere cannot leave the map half-changed.
+        self.building.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forgets the cached policy set of `slug`; the next request rebuilds it.

@@ -54,6 +54,16 @@ impl<V: Clone> TenantCache<V> {
         }
     }
 
+    /// The cached value of `slug`, if there is a fresh one.
+    pub fn get(&self, slug: &str) -> Option<V> {
+        let mut inner = self.lock();
+        inner
+            .map
+            .get(slug)
+            .filter(|(_, loaded)| self.ttl.is_none_or(|ttl| loaded.elapsed() < ttl))
+            .map(|(v, _)| v.clone())
+    }
+
     /// The cached value of `slug`, or the result of `load`, cached when it succeeds.
     pub async fn get_or_try_load<E, Fut>(
         &self,
@@ -63,15 +73,10 @@ impl<V: Clone> TenantCache<V> {
     where
         Fut: Future<Output = Result<V, E>>,
     {
-        let stamp = {
-            let mut inner = self.lock();
-            if let Some((v, loaded)) = inner.map.get(slug)
-                && self.ttl.is_none_or(|ttl| loaded.elapsed() < ttl)
-            {
-                return Ok(v.clone());
-            }
-            inner.stamp(slug)
-        };
+        if let Some(value) = self.get(slug) {
+            return Ok(value);
+        }
+        let stamp = self.lock().stamp(slug);
         let value = load().await?;
         let mut inner = self.lock();
         if inner.stamp(slug) == stamp {

@@ -435,28 +435,28 @@ impl DryRunParam {
     }
 }
 
-/// The impact of applying `change` to the tenant's stored rules, computed off the worker thread
-/// (it evaluates every principal against every resource).
+/// The impact of applying `change` to the tenant's stored rules, against the policy set the
+/// request was authorized by; the changed set is compiled, and the impact computed, off the
+/// worker thread (it evaluates every principal against every resource).
 pub async fn dry_run(
     request: &TenantContext,
     change: impl FnOnce(&mut StoredRules) + Send + 'static,
 ) -> Result<Impact, ApiError> {
-    let engine = request.engine();
+    // Before the change: the policy set this request was authorized by.
+    let before = request.policies_handle();
     let tx = request.read().await?;
-    let rules = StoredRules::load(&tx).await?;
-    let before = engine
-        .build(&rules.for_tenant(request.tenant()))
-        .map_err(AuthzError::from)?;
+    let mut changed = StoredRules::load(&tx).await?;
     let universe = Universe::load(&tx, &before).await?;
     tx.commit().await?;
-    let mut changed = rules;
     change(&mut changed);
-    let after = engine
-        .build(&changed.for_tenant(request.tenant()))
-        .map_err(AuthzError::from)?;
     let context = request.clone();
-    let impact = web::block(move || impact(context.engine(), &before, &after, &universe))
-        .await
-        .map_err(|e| ApiError::internal("authz", anyhow::anyhow!("dry run failed: {e}")))?;
+    let impact = web::block(move || {
+        let after = context
+            .engine()
+            .build(&changed.for_tenant(context.tenant()))?;
+        Ok::<_, AuthzError>(impact(context.engine(), &before, &after, &universe))
+    })
+    .await
+    .map_err(|e| ApiError::internal("authz", anyhow::anyhow!("dry run failed: {e}")))??;
     Ok(impact)
 }
