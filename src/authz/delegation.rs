@@ -95,6 +95,35 @@ impl ContextRule {
     }
 }
 
+/// A policy whose principal scope is the members of a group (`principal in Group::"…"`): what
+/// it can decide, and where. Whoever controls the group's membership controls whom it reaches,
+/// whatever its conditions say (a member's claims are theirs before they join).
+#[derive(Debug, Clone)]
+pub struct GroupRule {
+    group: String,
+    actions: Option<HashSet<String>>,
+    scope: Option<(EntityKind, String)>,
+}
+
+impl GroupRule {
+    /// The rule of `policy`, or `None` when its principal scope is not a group's members.
+    pub(super) fn of(policy: &Policy, groups: &HashMap<String, Vec<String>>) -> Option<Self> {
+        let (PrincipalConstraint::In(target) | PrincipalConstraint::IsIn(_, target)) =
+            policy.principal_constraint()
+        else {
+            return None;
+        };
+        let (EntityKind::Group, group) = EntityKind::of_uid(&target)? else {
+            return None;
+        };
+        Some(GroupRule {
+            group,
+            actions: policy_actions(policy, groups),
+            scope: resource_key(policy).as_ref().and_then(EntityKind::of_uid),
+        })
+    }
+}
+
 /// An object of `kind` that `scope` covers: the scope itself, or an anonymous object inside it;
 /// `None` when no object of that kind can be inside the scope.
 pub fn probe(kind: EntityKind, scope: &Resource) -> Option<Resource> {
@@ -201,6 +230,33 @@ impl PolicyEngine {
         let actions = policy_actions(policy, &self.groups);
         let scope = resource_key(policy).as_ref().and_then(EntityKind::of_uid);
         self.reach_not_delegable(policies, caller, actions.as_ref(), scope.as_ref())
+    }
+
+    /// The actions `caller` lacks to hand the membership of `groups` (ids) to an identity
+    /// provider, which then adds and removes members at every sign-in: the whole reach of every
+    /// policy whose principal scope is one of them, whatever its conditions. A permit reaches
+    /// whoever the provider puts in, with the claims they already carry; a forbid lets go of
+    /// whoever the provider leaves out.
+    pub fn membership_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Subject,
+        groups: &[String],
+    ) -> Vec<String> {
+        let mut missing = BTreeSet::new();
+        for rule in policies
+            .group_rules()
+            .iter()
+            .filter(|r| groups.contains(&r.group))
+        {
+            missing.extend(self.reach_not_delegable(
+                policies,
+                caller,
+                rule.actions.as_ref(),
+                rule.scope.as_ref(),
+            ));
+        }
+        missing.into_iter().collect()
     }
 
     /// The actions of the whole catalogue that `caller` does not hold throughout the tenant: what

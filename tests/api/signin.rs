@@ -819,9 +819,46 @@ async fn identity_providers_are_managed_without_revealing_secrets_or_escalating(
         )
         .await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // Nor hand the provider a group a policy names: a forbid on its members lets go of whoever
+    // the provider leaves out, a permit on claims reaches members by the claims they already
+    // carry (neither shows on a new member without claims). A group nothing names is fine.
+    let path = format!("/identity-providers/{idp}");
+    let claims_permit = r#"permit(principal in Flowgate::Group::"{id}", action == Flowgate::Action::"user.create", resource) when { principal.hasTag("clearance") && principal.getTag("clearance") == "high" };"#;
+    for (group, text) in [
+        (
+            "contractors",
+            r#"forbid(principal in Flowgate::Group::"{id}", action, resource);"#,
+        ),
+        ("finance-approvers", claims_permit),
+        ("plain", ""),
+    ] {
+        let (status, created) = app
+            .post("/groups", &app.admin_key, json!({"name": group}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        if !text.is_empty() {
+            let text = text.replace("{id}", created["id"].as_str().unwrap());
+            let (status, body) = app
+                .post(
+                    "/policies",
+                    &app.admin_key,
+                    json!({"name": group, "text": text}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        let mapping = json!({"group_mappings": {"idp-x": group}});
+        let (status, body) = app
+            .call(Method::PATCH, &path, &idp_admin, Some(mapping))
+            .await;
+        if text.is_empty() {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        } else {
+            assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        }
+    }
     // Nor re-point the provider at an issuer of its own (it could then sign in as anyone who
     // signed in through this one, Admins included), nor trust more of its second factors.
-    let path = format!("/identity-providers/{idp}");
     for change in [
         json!({"issuer": "https://idp.attacker.example"}),
         json!({"trusted_mfa": ["pwd"]}),

@@ -18,7 +18,7 @@ use super::decide::REMEMBERED_DECISIONS;
 use super::names::{link_id, named_object, resource_key, scope_uid};
 use super::policy_set::{Shards, TenantPolicies};
 use crate::authz::bindings::{ScopeType, SubjectType};
-use crate::authz::delegation::{ClaimRule, ContextRule};
+use crate::authz::delegation::{ClaimRule, ContextRule, GroupRule};
 use crate::authz::policy_text::{ParsedPolicy, parse_all};
 use crate::authz::roles::{RoleDef, action_group, grants_everything};
 use crate::authz::schema::{EntityKind, action_uid};
@@ -97,6 +97,7 @@ impl PolicyEngine {
         let mut reads_source_ip = false;
         let mut reads_context = false;
         let mut context_rules = Vec::new();
+        let mut group_rules = Vec::new();
         let mut named_folders = Vec::new();
         for ((name, text), parsed) in rules.policies.iter().zip(parse_all(rules.policies)) {
             let ParsedPolicy { policy, reads } = match parsed {
@@ -125,6 +126,7 @@ impl PolicyEngine {
             }
             claim_rules.extend(ClaimRule::of(&policy, &reads, &self.groups));
             context_rules.extend(ContextRule::of(&policy, &reads, &self.groups));
+            group_rules.extend(GroupRule::of(&policy, &self.groups));
             shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }
@@ -139,6 +141,7 @@ impl PolicyEngine {
             named,
             claim_rules,
             context_rules,
+            group_rules,
             named_folders,
             remembered: (!reads_context).then(|| Mutex::new(LruCache::new(REMEMBERED_DECISIONS))),
         })

@@ -17,7 +17,7 @@ use super::decide::{Decision, DecisionKey};
 use super::names::principal_key;
 use super::request::Resource;
 use crate::authz::actions::info;
-use crate::authz::delegation::{ClaimRule, ContextRule};
+use crate::authz::delegation::{ClaimRule, ContextRule, GroupRule};
 use crate::authz::schema::EntityKind;
 
 /// One tenant's compiled policies.
@@ -40,6 +40,8 @@ pub struct TenantPolicies {
     pub(super) claim_rules: Vec<ClaimRule>,
     /// The permits whose grants depend on the request's context, for delegation checks.
     pub(super) context_rules: Vec<ContextRule>,
+    /// The policies whose principal scope is a group's members, for delegation checks.
+    pub(super) group_rules: Vec<GroupRule>,
     /// Folders that policies name (in their scope or conditions): where a decision can differ
     /// from the folder around it.
     pub(super) named_folders: Vec<Uuid>,
@@ -214,6 +216,11 @@ impl TenantPolicies {
     /// The permits whose grants depend on the request's context.
     pub(in crate::authz) fn context_rules(&self) -> &[ContextRule] {
         &self.context_rules
+    }
+
+    /// The policies whose principal scope is a group's members.
+    pub(in crate::authz) fn group_rules(&self) -> &[GroupRule] {
+        &self.group_rules
     }
 
     /// The folders and objects inside `scope` that policies name: a folder inside a folder

@@ -549,8 +549,10 @@ fn invalid(problems: Vec<(String, String)>) -> ApiError {
 }
 
 /// Refuses mappings that would let the provider hand its users more than the caller holds:
-/// every attribute a mapping fills can take any value the provider sends, and every mapped
-/// group's bindings are granted to whoever the provider says belongs to it.
+/// every attribute a mapping fills can take any value the provider sends, every mapped group's
+/// bindings are granted to whoever the provider says belongs to it, and every policy naming a
+/// mapped group reaches (a permit) or lets go of (a forbid) whomever the provider puts in or
+/// leaves out.
 async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<(), ApiError> {
     let settings = settings.mappings();
     let claims: BTreeSet<String> = settings.claim_mappings.keys().cloned().collect();
@@ -570,10 +572,19 @@ async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<
         .all(&tx)
         .await?;
     tx.commit().await?;
+    let groups: Vec<String> = groups.into_iter().map(|g| g.id.to_string()).collect();
+    // The provider adds and removes the mapped groups' members: the policies naming them reach
+    // whomever it says, with the claims they already carry.
+    let missing = auth
+        .engine()
+        .membership_not_delegable(auth.policies(), auth.subject(), &groups);
+    if !missing.is_empty() {
+        return Err(auth.refuse_delegation(&missing).into());
+    }
     let member = Subject {
         kind: EntityKind::User,
         id: Uuid::new_v4().to_string(),
-        groups: groups.into_iter().map(|g| g.id.to_string()).collect(),
+        groups,
         tags: BTreeMap::new(),
     };
     Ok(auth.refuse_escalation(None, &member).await?)
