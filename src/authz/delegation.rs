@@ -7,7 +7,8 @@
 //! on every folder and object inside it that a policy names (and anonymous objects in those);
 //! a claim is delegable only if the caller holds everything each policy reading it decides, on
 //! the policy's whole scope, whatever the request's context; and so is a principal that a
-//! context-reading permit names.
+//! context-reading permit names. "Holds" is decided in the facts of the caller's own request
+//! ([`Caller`]): a forbid that holds where it asks from holds in the check.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -15,7 +16,7 @@ use cedar_policy::{Effect, EntityUid, Policy, PrincipalConstraint};
 
 use super::actions::{CATALOGUE, info};
 use super::engine::resource_key;
-use super::engine::{Facts, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions};
+use super::engine::{Caller, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions};
 use super::policy_text::Reads;
 use super::schema::EntityKind;
 
@@ -164,11 +165,10 @@ impl PolicyEngine {
     pub fn not_delegable<'a>(
         &self,
         policies: &TenantPolicies,
-        caller: &Subject,
+        caller: &Caller<'_>,
         actions: impl IntoIterator<Item = &'a str>,
         scope: &Resource,
     ) -> Vec<String> {
-        let facts = Facts::default();
         // Where a policy can decide otherwise than at the scope: the folders and objects that
         // policies name inside it (a forbid on a sub-folder, say).
         let inside = policies.named_inside(scope);
@@ -185,7 +185,11 @@ impl PolicyEngine {
                             .chain(&inside)
                             .filter_map(|at| probe(*kind, at))
                     })
-                    .any(|r| !self.decide(policies, caller, action, &r, &facts).allowed)
+                    .any(|r| {
+                        !self
+                            .decide(policies, caller.subject, action, &r, &caller.facts)
+                            .allowed
+                    })
             })
             .map(str::to_owned)
             .collect()
@@ -198,7 +202,7 @@ impl PolicyEngine {
     pub fn claims_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Subject,
+        caller: &Caller<'_>,
         changed: &BTreeSet<String>,
     ) -> Vec<String> {
         let mut missing = BTreeSet::new();
@@ -224,7 +228,7 @@ impl PolicyEngine {
     pub fn policy_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Subject,
+        caller: &Caller<'_>,
         policy: &Policy,
     ) -> Vec<String> {
         let actions = policy_actions(policy, &self.groups);
@@ -240,7 +244,7 @@ impl PolicyEngine {
     pub fn membership_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Subject,
+        caller: &Caller<'_>,
         groups: &[String],
     ) -> Vec<String> {
         let mut missing = BTreeSet::new();
@@ -262,7 +266,11 @@ impl PolicyEngine {
     /// The actions of the whole catalogue that `caller` does not hold throughout the tenant: what
     /// a change that can make anyone anything needs (re-pointing an identity provider at
     /// another issuer hands that issuer every account it signed in).
-    pub fn tenant_not_delegable(&self, policies: &TenantPolicies, caller: &Subject) -> Vec<String> {
+    pub fn tenant_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Caller<'_>,
+    ) -> Vec<String> {
         self.reach_not_delegable(policies, caller, None, None)
     }
 
@@ -271,7 +279,7 @@ impl PolicyEngine {
     pub fn conditional_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Subject,
+        caller: &Caller<'_>,
         before: Option<&Subject>,
         after: &Subject,
     ) -> Vec<String> {
@@ -296,7 +304,7 @@ impl PolicyEngine {
     fn reach_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Subject,
+        caller: &Caller<'_>,
         actions: Option<&HashSet<String>>,
         scope: Option<&(EntityKind, String)>,
     ) -> Vec<String> {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::actions::CATALOGUE;
 use super::delegation::probe;
-use super::engine::{Facts, PolicyEngine, Resource, Subject, TenantPolicies};
+use super::engine::{Caller, Facts, PolicyEngine, Resource, Subject, TenantPolicies};
 use super::schema::EntityKind;
 use super::service::ProcessFolder;
 
@@ -178,12 +178,19 @@ pub fn exceeding(
     universe: &Universe,
     before: Option<&Subject>,
     after: &Subject,
-    caller: &Subject,
+    caller: &Caller<'_>,
 ) -> Vec<Permission> {
+    // The grantee in no particular context (what only a context shows is checked apart: the
+    // context rules); the caller in its own request's.
     let facts = Facts::default();
     let allowed = |subject: &Subject, action: &str, resource: &Resource| {
         engine
             .decide(policies, subject, action, resource, &facts)
+            .allowed
+    };
+    let held = |action: &str, resource: &Resource| {
+        engine
+            .decide(policies, caller.subject, action, resource, &caller.facts)
             .allowed
     };
     let mut excess = Vec::new();
@@ -191,7 +198,7 @@ pub fn exceeding(
         for action in actions_on(resource) {
             if allowed(after, action, resource)
                 && !before.is_some_and(|b| allowed(b, action, resource))
-                && !allowed(caller, action, resource)
+                && !held(action, resource)
             {
                 excess.push(Permission {
                     principal: EntityRef::of(after.kind, &after.id),

@@ -26,8 +26,8 @@ mod service;
 
 pub use actions::{Action, CATALOGUE};
 pub use engine::{
-    Binding, Decision, Facts, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject, TenantPolicies,
-    TenantRules,
+    Binding, Caller, Decision, Facts, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject,
+    TenantPolicies, TenantRules,
 };
 pub use service::{Authz, StoredRules, load_subject, process_folder, resolve_resource};
 

@@ -278,6 +278,54 @@ async fn a_key_cannot_be_issued_for_an_account_with_grants_the_issuer_lacks_from
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// What a caller holds is what its own decisions say where it asks from: a forbid that holds
+/// from the caller's address (outside the office network) holds in the delegation check too,
+/// so the caller cannot hand the action to an account that holds it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_forbidden_from_its_network_cannot_hand_the_action_out() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (mallory, mallory_id) =
+        crate::authz::custom_key(&app, &["api_key.create", "user.create", "user.read"]).await;
+    let (_, target) = crate::authz::custom_key(&app, &["user.create"]).await;
+    let outside_the_office = format!(
+        r#"forbid(principal == Flowgate::ServiceAccount::"{mallory_id}", action == Flowgate::Action::"user.create", resource)
+           when {{ context has source_ip && !context.source_ip.isInRange(ip("10.0.0.0/8")) }};"#
+    );
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "office", "text": outside_the_office}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // From the loopback, the forbid holds for Mallory's own calls…
+    let user = json!({"email": "eve@example.com", "display_name": "Eve"});
+    let (status, body) = app.post("/users", &mallory, user).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // …and for what she would hand out.
+    let (status, body) = app
+        .post(
+            "/api-keys",
+            &mallory,
+            json!({"name": "k", "service_account_id": target}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("user.create"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/api-keys",
+            &app.admin_key,
+            json!({"name": "k", "service_account_id": target}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 /// A grant on a folder reaches its sub-folders, so the author must hold it there too: a forbid
 /// on the author in a sub-folder makes the grant on the parent more than the author holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ pub use decide::Decision;
 pub(super) use names::resource_key;
 pub(super) use policy_set::policy_actions;
 pub use policy_set::{MAX_FOLDER_DEPTH, TenantPolicies};
-pub use request::{Facts, Resource, Subject};
+pub use request::{Caller, Facts, Resource, Subject};
 
 use std::collections::{HashMap, HashSet};
 

@@ -53,6 +53,15 @@ pub struct Resource {
     pub containers: Vec<(EntityKind, String)>,
 }
 
+/// Who asks to hand something out (a delegation check): the principal, and the facts of the
+/// request it asks in, so that what it holds is what its own decisions there would say (a
+/// forbid that holds from the caller's address holds in the check too).
+#[derive(Debug, Clone)]
+pub struct Caller<'a> {
+    pub subject: &'a Subject,
+    pub facts: Facts,
+}
+
 /// Facts about the request that policies may use in `context`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {

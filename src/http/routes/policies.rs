@@ -163,7 +163,7 @@ fn refuse_escalation(request: &TenantContext, policy: &Policy) -> Result<(), Api
     let missing =
         request
             .engine()
-            .policy_not_delegable(request.policies(), request.subject(), policy);
+            .policy_not_delegable(request.policies(), &request.caller(), policy);
     if missing.is_empty() {
         Ok(())
     } else {
@@ -196,7 +196,7 @@ async fn refuse_lifting(
     let after = engine
         .build(&rules.for_tenant(request.tenant()))
         .map_err(AuthzError::from)?;
-    let caller = request.subject();
+    let caller = &request.caller();
     let decided = |policies: &TenantPolicies| match &lifted {
         Some(policy) => engine.policy_not_delegable(policies, caller, policy),
         None => engine.not_delegable(policies, caller, everything(), &policies.tenant()),

@@ -223,7 +223,7 @@ pub async fn update_user(
             .collect();
         let missing = auth
             .engine()
-            .claims_not_delegable(auth.policies(), auth.subject(), &changed);
+            .claims_not_delegable(auth.policies(), &auth.caller(), &changed);
         if !missing.is_empty() {
             return Err(auth.refuse_delegation(&missing).into());
         }

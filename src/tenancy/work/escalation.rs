@@ -35,7 +35,7 @@ impl TenantContext {
         // default-context comparison: their whole reach must be the caller's.
         let conditional =
             self.engine()
-                .conditional_not_delegable(self.policies(), self.subject(), before, after);
+                .conditional_not_delegable(self.policies(), &self.caller(), before, after);
         let tx = self.read().await?;
         let universe = Universe::load_resources(&tx, self.policies()).await?;
         tx.commit().await?;
@@ -48,7 +48,7 @@ impl TenantContext {
                 &universe,
                 before.as_ref(),
                 &after,
-                context.subject(),
+                &context.caller(),
             )
         })
         .await

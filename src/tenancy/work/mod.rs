@@ -31,7 +31,7 @@ use crate::app::AppState;
 use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, VerifyReport, verify};
 use crate::authz::actions::AuditVerify;
 use crate::authz::{
-    Action, AuthzError, Decision, Facts, PolicyEngine, Resource, Subject, TenantPolicies,
+    Action, AuthzError, Caller, Decision, Facts, PolicyEngine, Resource, Subject, TenantPolicies,
 };
 use crate::identity::Principal;
 use crate::identity::api_key::ApiKeys;
@@ -426,18 +426,30 @@ impl TenantContext {
             || (self.prior_refusal::<A>().is_none() && self.decide::<A>(resource).allowed)
     }
 
-    fn decide<A: Action>(&self, resource: &Resource) -> Decision {
-        let state = &self.0.state;
-        let facts = Facts {
+    /// The principal as a delegation check sees it: with the facts its own decisions use.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            subject: &self.0.subject,
+            facts: self.facts(),
+        }
+    }
+
+    /// The facts of this work's request that policies may read.
+    fn facts(&self) -> Facts {
+        Facts {
             source_ip: self.0.source_ip,
             ..Facts::default()
-        };
+        }
+    }
+
+    fn decide<A: Action>(&self, resource: &Resource) -> Decision {
+        let state = &self.0.state;
         let decision = state.authz.engine().decide(
             &self.0.policies,
             &self.0.subject,
             A::NAME,
             resource,
-            &facts,
+            &self.facts(),
         );
         crate::telemetry::metrics().observe_decision(decision.allowed);
         if !decision.errors.is_empty() {
