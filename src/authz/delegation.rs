@@ -125,6 +125,14 @@ impl GroupRule {
     }
 }
 
+/// The actions `actions` lists (`None`: the whole catalogue).
+fn listed(actions: Option<&HashSet<String>>) -> Vec<&str> {
+    match actions {
+        Some(actions) => actions.iter().map(String::as_str).collect(),
+        None => CATALOGUE.iter().map(|a| a.name).collect(),
+    }
+}
+
 /// An object of `kind` that `scope` covers: the scope itself, or an anonymous object inside it;
 /// `None` when no object of that kind can be inside the scope.
 pub fn probe(kind: EntityKind, scope: &Resource) -> Option<Resource> {
@@ -225,15 +233,24 @@ impl PolicyEngine {
     /// if it is a `forbid`: everything it can decide, on its whole resource scope, whatever its
     /// conditions say (they may hold in a context no check can show). Writing a forbid needs
     /// nothing: it can only take access away.
+    ///
+    /// `placed` is the object the policy's scope names, in its folders, when the policy set
+    /// does not name it yet (a new policy).
     pub fn policy_not_delegable(
         &self,
         policies: &TenantPolicies,
         caller: &Caller<'_>,
         policy: &Policy,
+        placed: Option<Resource>,
     ) -> Vec<String> {
         let actions = policy_actions(policy, &self.groups);
-        let scope = resource_key(policy).as_ref().and_then(EntityKind::of_uid);
-        self.reach_not_delegable(policies, caller, actions.as_ref(), scope.as_ref())
+        match placed {
+            Some(scope) => self.not_delegable(policies, caller, listed(actions.as_ref()), &scope),
+            None => {
+                let scope = resource_key(policy).as_ref().and_then(EntityKind::of_uid);
+                self.reach_not_delegable(policies, caller, actions.as_ref(), scope.as_ref())
+            }
+        }
     }
 
     /// The actions `caller` lacks to hand the membership of `groups` (ids) to an identity
@@ -318,16 +335,8 @@ impl PolicyEngine {
                     id: id.clone(),
                     containers: Vec::new(),
                 }),
-            Some((kind, id)) => Resource {
-                kind: *kind,
-                id: id.clone(),
-                containers: Vec::new(),
-            },
+            Some((kind, id)) => policies.object(*kind, id),
         };
-        let actions: Vec<&str> = match actions {
-            Some(actions) => actions.iter().map(String::as_str).collect(),
-            None => CATALOGUE.iter().map(|a| a.name).collect(),
-        };
-        self.not_delegable(policies, caller, actions, &scope)
+        self.not_delegable(policies, caller, listed(actions), &scope)
     }
 }

@@ -18,7 +18,7 @@ use super::actions::CATALOGUE;
 use super::delegation::probe;
 use super::engine::{Caller, Facts, PolicyEngine, Resource, Subject, TenantPolicies};
 use super::schema::EntityKind;
-use super::service::ProcessFolder;
+use super::service::ObjectFolder;
 
 /// Most decisions one analysis makes.
 const MAX_EVALUATIONS: usize = 200_000;
@@ -157,7 +157,7 @@ async fn resources(
         .column(process::Column::Id)
         .column(process::Column::FolderId)
         .limit(MAX_PROCESSES)
-        .into_model::<ProcessFolder>()
+        .into_model::<ObjectFolder>()
         .all(conn)
         .await?;
     resources.extend(

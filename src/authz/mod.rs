@@ -27,9 +27,11 @@ mod service;
 pub use actions::{Action, CATALOGUE};
 pub use engine::{
     Binding, Caller, Decision, Facts, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject,
-    TenantPolicies, TenantRules,
+    TenantPolicies, TenantRules, policy_object,
 };
-pub use service::{Authz, StoredRules, load_subject, process_folder, resolve_resource};
+pub use service::{
+    Authz, StoredRules, folders_of, load_subject, place_named, process_folder, resolve_resource,
+};
 
 use crate::tenancy::TenancyError;
 

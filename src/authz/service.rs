@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use entity::tenant::{
-    folder, group_member, policy, process, role, role_binding, service_account, user,
+    folder, group_member, policy, process, role, role_binding, secret, service_account, user,
 };
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, DbErr, EntityTrait as _, FromQueryResult, QueryFilter as _,
@@ -145,12 +145,17 @@ impl Authz {
                     let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
                     let rules = StoredRules::load(&tx).await?;
                     tx.commit().await?;
-                    let (engine, tenant) = (Arc::clone(&self.engine), tenant.clone());
-                    let built = tokio::task::spawn_blocking(move || {
-                        engine.build(&rules.for_tenant(&tenant))
+                    let (engine, owned) = (Arc::clone(&self.engine), tenant.clone());
+                    let mut built = tokio::task::spawn_blocking(move || {
+                        engine.build(&rules.for_tenant(&owned))
                     })
                     .await
                     .map_err(|e| anyhow::anyhow!("compiling the policy set failed: {e}"))??;
+                    if !built.named_objects().is_empty() {
+                        let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
+                        place_named(&tx, &mut built).await?;
+                        tx.commit().await?;
+                    }
                     Ok(Arc::new(built))
                 })
                 .await
@@ -250,6 +255,57 @@ pub async fn resolve_resource(
     })
 }
 
+/// Places the objects `policies` names by id in their folders, as read in `conn`.
+pub async fn place_named(
+    conn: &impl ConnectionTrait,
+    policies: &mut TenantPolicies,
+) -> Result<(), DbErr> {
+    let folders = folders_of(conn, policies.named_objects()).await?;
+    policies.place_named(&folders);
+    Ok(())
+}
+
+/// The folders of the processes and secrets among `objects` that sit in one, by object id.
+pub async fn folders_of(
+    conn: &impl ConnectionTrait,
+    objects: &[Resource],
+) -> Result<HashMap<Uuid, Uuid>, DbErr> {
+    let ids = |kind: EntityKind| -> Vec<Uuid> {
+        objects
+            .iter()
+            .filter(|r| r.kind == kind)
+            .filter_map(|r| Uuid::parse_str(&r.id).ok())
+            .collect()
+    };
+    let mut folders = HashMap::new();
+    for chunk in ids(EntityKind::Process).chunks(IDS_PER_QUERY) {
+        let rows = process::Entity::find()
+            .select_only()
+            .column(process::Column::Id)
+            .column(process::Column::FolderId)
+            .filter(process::Column::Id.is_in(chunk.iter().copied()))
+            .into_model::<ObjectFolder>()
+            .all(conn)
+            .await?;
+        folders.extend(rows.into_iter().filter_map(ObjectFolder::placed));
+    }
+    for chunk in ids(EntityKind::Secret).chunks(IDS_PER_QUERY) {
+        let rows = secret::Entity::find()
+            .select_only()
+            .column(secret::Column::Id)
+            .column(secret::Column::FolderId)
+            .filter(secret::Column::Id.is_in(chunk.iter().copied()))
+            .into_model::<ObjectFolder>()
+            .all(conn)
+            .await?;
+        folders.extend(rows.into_iter().filter_map(ObjectFolder::placed));
+    }
+    Ok(folders)
+}
+
+/// Ids bound in one `IN (…)` list.
+const IDS_PER_QUERY: usize = 500;
+
 /// `Some(folder)` of the process `id` (itself `None` at the root), or `None` without such a
 /// process.
 pub async fn process_folder(
@@ -260,7 +316,7 @@ pub async fn process_folder(
         .select_only()
         .column(process::Column::Id)
         .column(process::Column::FolderId)
-        .into_model::<ProcessFolder>()
+        .into_model::<ObjectFolder>()
         .one(conn)
         .await?
         .map(|p| p.folder_id))
@@ -273,9 +329,16 @@ struct FolderParent {
     parent_id: Option<Uuid>,
 }
 
-/// A process's folder, read by column name.
+/// A process's or a secret's folder, read by column name.
 #[derive(FromQueryResult)]
-pub(super) struct ProcessFolder {
+pub(super) struct ObjectFolder {
     pub id: Uuid,
     pub folder_id: Option<Uuid>,
+}
+
+impl ObjectFolder {
+    /// `(object, folder)` when the object sits in a folder.
+    fn placed(self) -> Option<(Uuid, Uuid)> {
+        Some((self.id, self.folder_id?))
+    }
 }

@@ -326,6 +326,74 @@ async fn a_caller_forbidden_from_its_network_cannot_hand_the_action_out() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// An object that a policy names by id sits in its folder for the delegation checks too: a
+/// forbid on the author for one secret inside folder F makes a grant on F more than the author
+/// holds (the check tried the secret at the tenant's root, where F's grants do not reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbid_on_one_object_binds_the_author_of_a_grant_on_its_folder() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (_, folder) = app
+        .post("/folders", &app.admin_key, json!({"name": "finance"}))
+        .await;
+    let folder = folder["id"].as_str().unwrap().to_owned();
+    let (status, secret) = app
+        .post(
+            "/secrets",
+            &app.admin_key,
+            json!({"name": "erp-token", "value": "s3cr3t", "folder_id": folder}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{secret}");
+    let secret = secret["id"].as_str().unwrap().to_owned();
+    let (mallory, mallory_id) =
+        crate::authz::custom_key(&app, &["role_binding.create", "role_binding.read"]).await;
+    let admin_on = |subject: &str| {
+        json!({"role": "Admin", "subject": {"type": "service_account", "id": subject},
+               "scope": {"type": "folder", "id": folder}})
+    };
+    let (status, body) = app
+        .post("/role-bindings", &app.admin_key, admin_on(&mallory_id))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let forbid = format!(
+        r#"forbid(principal == Flowgate::ServiceAccount::"{mallory_id}", action, resource == Flowgate::Secret::"{secret}");"#
+    );
+    let (status, policy) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "not-the-erp-token", "text": forbid}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{policy}");
+    let (_, helper) = app
+        .post(
+            "/service-accounts",
+            &app.admin_key,
+            json!({"name": "helper"}),
+        )
+        .await;
+    let helper = helper["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post("/role-bindings", &mallory, admin_on(&helper))
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // Without the forbid, Admin on the folder is hers to hand out.
+    let (status, _) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/policies/{}", policy["id"].as_str().unwrap()),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = app
+        .post("/role-bindings", &mallory, admin_on(&helper))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 /// A grant on a folder reaches its sub-folders, so the author must hold it there too: a forbid
 /// on the author in a sub-folder makes the grant on the parent more than the author holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

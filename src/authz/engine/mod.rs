@@ -29,6 +29,7 @@ mod tests;
 
 pub use compile::{Binding, TenantRules};
 pub use decide::Decision;
+pub use names::policy_object;
 pub(super) use names::resource_key;
 pub(super) use policy_set::policy_actions;
 pub use policy_set::{MAX_FOLDER_DEPTH, TenantPolicies};

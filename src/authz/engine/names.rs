@@ -36,6 +36,12 @@ pub(in crate::authz) fn resource_key(policy: &Policy) -> Option<EntityUid> {
     }
 }
 
+/// The object a policy's resource scope names by id (a process, a secret…), not yet placed in
+/// its folders; `None` when the scope is the tenant, a folder or anything.
+pub fn policy_object(policy: &Policy) -> Option<Resource> {
+    resource_key(policy).as_ref().and_then(named_object)
+}
+
 /// `uid` as an object the tenant's folder tree does not list (a form, report, secret, task or
 /// process named by id); `None` for the tenant, folders and principals.
 pub(super) fn named_object(uid: &EntityUid) -> Option<Resource> {

@@ -208,6 +208,44 @@ impl TenantPolicies {
         &self.named
     }
 
+    /// Puts the named objects in the folders `folder_of` gives them (by object id), so that a
+    /// decision about one, and a delegation check inside its folder, sees the folder's grants
+    /// and forbids as a request about it does.
+    pub fn place_named(&mut self, folder_of: &HashMap<Uuid, Uuid>) {
+        let named = std::mem::take(&mut self.named);
+        self.named = named
+            .into_iter()
+            .map(|object| self.placed(object, folder_of))
+            .collect();
+    }
+
+    /// `object` in the folder `folder_of` gives it, if any (and the tree is not too deep).
+    pub fn placed(&self, object: Resource, folder_of: &HashMap<Uuid, Uuid>) -> Resource {
+        let folder = Uuid::parse_str(&object.id)
+            .ok()
+            .and_then(|id| folder_of.get(&id).copied());
+        match folder {
+            Some(folder) => self
+                .resource_in(object.kind, object.id.clone(), Some(folder))
+                .unwrap_or(object),
+            None => object,
+        }
+    }
+
+    /// The object of `kind` and `id` as a decision about it sees it: placed in its folders when
+    /// it is one the set names, else at the tenant's root.
+    pub fn object(&self, kind: EntityKind, id: &str) -> Resource {
+        self.named
+            .iter()
+            .find(|r| r.kind == kind && r.id == id)
+            .cloned()
+            .unwrap_or_else(|| Resource {
+                kind,
+                id: id.to_owned(),
+                containers: Vec::new(),
+            })
+    }
+
     /// What the claim-based policies read of principals' claims.
     pub(in crate::authz) fn claim_rules(&self) -> &[ClaimRule] {
         &self.claim_rules

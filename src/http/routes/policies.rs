@@ -14,7 +14,9 @@ use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::authz::policy_text;
 use crate::authz::rules::{self, PolicyText};
-use crate::authz::{AuthzError, StoredRules, TenantPolicies};
+use crate::authz::{
+    AuthzError, StoredRules, TenantPolicies, folders_of, place_named, policy_object,
+};
 use crate::directory;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
@@ -159,11 +161,24 @@ fn validate(
 /// Refuses to put `policy` in force (a permit) or to lift it (a forbid) unless the caller holds
 /// everything it can decide on its whole scope: `policy.manage` is not a way around the rule
 /// that nobody hands out more than they hold.
-fn refuse_escalation(request: &TenantContext, policy: &Policy) -> Result<(), ApiError> {
-    let missing =
-        request
-            .engine()
-            .policy_not_delegable(request.policies(), &request.caller(), policy);
+async fn refuse_escalation(request: &TenantContext, policy: &Policy) -> Result<(), ApiError> {
+    // The object the policy names by id, placed in its folders (the policy set may not name it
+    // yet): a forbid on a folder around it binds the author in the check as in a request.
+    let placed = match policy_object(policy) {
+        Some(object) => {
+            let tx = request.read().await?;
+            let folders = folders_of(&tx, std::slice::from_ref(&object)).await?;
+            tx.commit().await?;
+            Some(request.policies().placed(object, &folders))
+        }
+        None => None,
+    };
+    let missing = request.engine().policy_not_delegable(
+        request.policies(),
+        &request.caller(),
+        policy,
+        placed,
+    );
     if missing.is_empty() {
         Ok(())
     } else {
@@ -193,12 +208,15 @@ async fn refuse_lifting(
     let mut rules = StoredRules::load(&tx).await?;
     tx.commit().await?;
     change(&mut rules);
-    let after = engine
+    let mut after = engine
         .build(&rules.for_tenant(request.tenant()))
         .map_err(AuthzError::from)?;
+    let tx = request.read().await?;
+    place_named(&tx, &mut after).await?;
+    tx.commit().await?;
     let caller = &request.caller();
     let decided = |policies: &TenantPolicies| match &lifted {
-        Some(policy) => engine.policy_not_delegable(policies, caller, policy),
+        Some(policy) => engine.policy_not_delegable(policies, caller, policy, None),
         None => engine.not_delegable(policies, caller, everything(), &policies.tenant()),
     };
     let mut missing = decided(&after);
@@ -316,7 +334,7 @@ pub async fn create_policy(
     let body = body.parse().await?;
     let (description, policy) = validate(&auth, Some(&body.name), &body.text, body.description)?;
     if policy.effect() == Effect::Permit {
-        refuse_escalation(&auth, &policy)?;
+        refuse_escalation(&auth, &policy).await?;
     }
     if params.dry_run() {
         let (name, text) = (body.name.clone(), body.text.clone());
@@ -381,7 +399,7 @@ pub async fn update_policy(
         body.description.or(Some(existing.description.clone())),
     )?;
     if policy.effect() == Effect::Permit {
-        refuse_escalation(&auth, &policy)?;
+        refuse_escalation(&auth, &policy).await?;
     }
     let (name, text) = (existing.name.clone(), body.text.clone());
     let replace = move |rules: &mut StoredRules| {
