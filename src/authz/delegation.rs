@@ -7,8 +7,9 @@
 //! on every folder and object inside it that a policy names (and anonymous objects in those);
 //! a claim is delegable only if the caller holds everything each policy reading it decides, on
 //! the policy's whole scope, whatever the request's context; and so is a principal that a
-//! context-reading permit names. "Holds" is decided in the facts of the caller's own request
-//! ([`Caller`]): a forbid that holds where it asks from holds in the check.
+//! context-reading permit names. The caller "holds" what it is allowed both in no particular
+//! context and in its own request's ([`Caller`]): a forbid that holds where it asks from binds
+//! it, and a permit that holds only from its network is not its to hand out.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -16,7 +17,9 @@ use cedar_policy::{Effect, EntityUid, Policy, PrincipalConstraint};
 
 use super::actions::{CATALOGUE, info};
 use super::engine::resource_key;
-use super::engine::{Caller, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions};
+use super::engine::{
+    Caller, Facts, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions,
+};
 use super::policy_text::Reads;
 use super::schema::EntityKind;
 
@@ -96,29 +99,37 @@ impl ContextRule {
     }
 }
 
-/// A policy whose principal scope is the members of a group (`principal in Group::"…"`): what
-/// it can decide, and where. Whoever controls the group's membership controls whom it reaches,
-/// whatever its conditions say (a member's claims are theirs before they join).
+/// A policy that names groups, in its principal scope (`principal in Group::"…"`) or its
+/// conditions (`when { principal in Group::"…" }`): what it can decide, and where. Whoever
+/// controls such a group's membership controls whom it reaches, whatever else its conditions
+/// say (a member's claims are theirs before they join).
 #[derive(Debug, Clone)]
 pub struct GroupRule {
-    group: String,
+    groups: Vec<String>,
     actions: Option<HashSet<String>>,
     scope: Option<(EntityKind, String)>,
 }
 
 impl GroupRule {
-    /// The rule of `policy`, or `None` when its principal scope is not a group's members.
-    pub(super) fn of(policy: &Policy, groups: &HashMap<String, Vec<String>>) -> Option<Self> {
-        let (PrincipalConstraint::In(target) | PrincipalConstraint::IsIn(_, target)) =
-            policy.principal_constraint()
-        else {
-            return None;
+    /// The rule of `policy`, which names the entities `reads.entities` in its conditions, or
+    /// `None` when it names no group.
+    pub(super) fn of(
+        policy: &Policy,
+        reads: &Reads,
+        groups: &HashMap<String, Vec<String>>,
+    ) -> Option<Self> {
+        let in_scope = match policy.principal_constraint() {
+            PrincipalConstraint::In(target) | PrincipalConstraint::IsIn(_, target) => Some(target),
+            _ => None,
         };
-        let (EntityKind::Group, group) = EntityKind::of_uid(&target)? else {
-            return None;
-        };
-        Some(GroupRule {
-            group,
+        let named: Vec<String> = in_scope
+            .iter()
+            .chain(&reads.entities)
+            .filter_map(EntityKind::of_uid)
+            .filter_map(|(kind, id)| (kind == EntityKind::Group).then_some(id))
+            .collect();
+        (!named.is_empty()).then(|| GroupRule {
+            groups: named,
             actions: policy_actions(policy, groups),
             scope: resource_key(policy).as_ref().and_then(EntityKind::of_uid),
         })
@@ -193,14 +204,29 @@ impl PolicyEngine {
                             .chain(&inside)
                             .filter_map(|at| probe(*kind, at))
                     })
-                    .any(|r| {
-                        !self
-                            .decide(policies, caller.subject, action, &r, &caller.facts)
-                            .allowed
-                    })
+                    .any(|r| !self.holds(policies, caller, action, &r))
             })
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Whether `caller` holds `action` on `resource` both in no particular context and in its
+    /// own request's: a forbid that holds where it asks from binds it, and a permit that holds
+    /// only there (its network) is not its to hand to someone who would hold it everywhere.
+    pub(super) fn holds(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Caller<'_>,
+        action: &str,
+        resource: &Resource,
+    ) -> bool {
+        let default = Facts::default();
+        self.decide(policies, caller.subject, action, resource, &default)
+            .allowed
+            && (caller.facts == default
+                || self
+                    .decide(policies, caller.subject, action, resource, &caller.facts)
+                    .allowed)
     }
 
     /// The actions `caller` lacks to set or remove the claims `changed` of a user: every action
@@ -213,20 +239,12 @@ impl PolicyEngine {
         caller: &Caller<'_>,
         changed: &BTreeSet<String>,
     ) -> Vec<String> {
-        let mut missing = BTreeSet::new();
-        for rule in policies
+        let rules = policies
             .claim_rules()
             .iter()
             .filter(|r| r.reads_any(changed))
-        {
-            missing.extend(self.reach_not_delegable(
-                policies,
-                caller,
-                rule.actions.as_ref(),
-                rule.scope.as_ref(),
-            ));
-        }
-        missing.into_iter().collect()
+            .map(|r| (r.actions.as_ref(), r.scope.as_ref()));
+        self.reaches_not_delegable(policies, caller, rules)
     }
 
     /// The actions `caller` lacks to put `policy` in force, if it is a `permit`, or to lift it,
@@ -264,20 +282,12 @@ impl PolicyEngine {
         caller: &Caller<'_>,
         groups: &[String],
     ) -> Vec<String> {
-        let mut missing = BTreeSet::new();
-        for rule in policies
+        let rules = policies
             .group_rules()
             .iter()
-            .filter(|r| groups.contains(&r.group))
-        {
-            missing.extend(self.reach_not_delegable(
-                policies,
-                caller,
-                rule.actions.as_ref(),
-                rule.scope.as_ref(),
-            ));
-        }
-        missing.into_iter().collect()
+            .filter(|r| r.groups.iter().any(|g| groups.contains(g)))
+            .map(|r| (r.actions.as_ref(), r.scope.as_ref()));
+        self.reaches_not_delegable(policies, caller, rules)
     }
 
     /// The actions of the whole catalogue that `caller` does not hold throughout the tenant: what
@@ -300,18 +310,30 @@ impl PolicyEngine {
         before: Option<&Subject>,
         after: &Subject,
     ) -> Vec<String> {
-        let mut missing = BTreeSet::new();
-        for rule in policies
+        let rules = policies
             .context_rules()
             .iter()
             .filter(|r| r.applies_to(after) && before.is_none_or(|before| !r.applies_to(before)))
-        {
-            missing.extend(self.reach_not_delegable(
-                policies,
-                caller,
-                rule.actions.as_ref(),
-                rule.scope.as_ref(),
-            ));
+            .map(|r| (r.actions.as_ref(), r.scope.as_ref()));
+        self.reaches_not_delegable(policies, caller, rules)
+    }
+
+    /// What `caller` lacks of all the `(actions, scope)` reaches, each as
+    /// [`Self::reach_not_delegable`] has it.
+    fn reaches_not_delegable<'r>(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Caller<'_>,
+        reaches: impl Iterator<
+            Item = (
+                Option<&'r HashSet<String>>,
+                Option<&'r (EntityKind, String)>,
+            ),
+        >,
+    ) -> Vec<String> {
+        let mut missing = BTreeSet::new();
+        for (actions, scope) in reaches {
+            missing.extend(self.reach_not_delegable(policies, caller, actions, scope));
         }
         missing.into_iter().collect()
     }

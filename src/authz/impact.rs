@@ -181,18 +181,14 @@ pub fn exceeding(
     caller: &Caller<'_>,
 ) -> Vec<Permission> {
     // The grantee in no particular context (what only a context shows is checked apart: the
-    // context rules); the caller in its own request's.
+    // context rules); the caller in that one and in its own request's (`PolicyEngine::holds`).
     let facts = Facts::default();
     let allowed = |subject: &Subject, action: &str, resource: &Resource| {
         engine
             .decide(policies, subject, action, resource, &facts)
             .allowed
     };
-    let held = |action: &str, resource: &Resource| {
-        engine
-            .decide(policies, caller.subject, action, resource, &caller.facts)
-            .allowed
-    };
+    let held = |action: &str, resource: &Resource| engine.holds(policies, caller, action, resource);
     let mut excess = Vec::new();
     for resource in &escalation_targets(policies, universe) {
         for action in actions_on(resource) {

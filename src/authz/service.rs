@@ -8,7 +8,7 @@ use entity::tenant::{
     folder, group_member, policy, process, role, role_binding, secret, service_account, user,
 };
 use sea_orm::{
-    ColumnTrait as _, ConnectionTrait, DbErr, EntityTrait as _, FromQueryResult, QueryFilter as _,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter as _,
     QuerySelect as _,
 };
 use uuid::Uuid;
@@ -279,28 +279,39 @@ pub async fn folders_of(
     };
     let mut folders = HashMap::new();
     for chunk in ids(EntityKind::Process).chunks(IDS_PER_QUERY) {
-        let rows = process::Entity::find()
-            .select_only()
-            .column(process::Column::Id)
-            .column(process::Column::FolderId)
-            .filter(process::Column::Id.is_in(chunk.iter().copied()))
-            .into_model::<ObjectFolder>()
-            .all(conn)
-            .await?;
-        folders.extend(rows.into_iter().filter_map(ObjectFolder::placed));
+        let found = placements::<process::Entity>(
+            conn,
+            process::Column::Id,
+            process::Column::FolderId,
+            chunk,
+        );
+        folders.extend(found.await?);
     }
     for chunk in ids(EntityKind::Secret).chunks(IDS_PER_QUERY) {
-        let rows = secret::Entity::find()
-            .select_only()
-            .column(secret::Column::Id)
-            .column(secret::Column::FolderId)
-            .filter(secret::Column::Id.is_in(chunk.iter().copied()))
-            .into_model::<ObjectFolder>()
-            .all(conn)
-            .await?;
-        folders.extend(rows.into_iter().filter_map(ObjectFolder::placed));
+        let found =
+            placements::<secret::Entity>(conn, secret::Column::Id, secret::Column::FolderId, chunk);
+        folders.extend(found.await?);
     }
     Ok(folders)
+}
+
+/// `(object, folder)` of the rows among `ids` of the entity whose columns are `id` and
+/// `folder`, for those in a folder.
+async fn placements<E: EntityTrait>(
+    conn: &impl ConnectionTrait,
+    id: E::Column,
+    folder: E::Column,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>, DbErr> {
+    let rows = E::find()
+        .select_only()
+        .column(id)
+        .column(folder)
+        .filter(id.is_in(ids.iter().copied()))
+        .into_model::<ObjectFolder>()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(ObjectFolder::placed).collect())
 }
 
 /// Ids bound in one `IN (…)` list.

@@ -394,6 +394,42 @@ async fn a_forbid_on_one_object_binds_the_author_of_a_grant_on_its_folder() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// Nor can a caller hand out what it holds only from its network: a permit that holds from the
+/// loopback alone is not the caller's to give to an account that would hold it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cannot_hand_out_what_it_holds_only_from_its_network() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (issuer, issuer_id) = crate::authz::custom_key(&app, &["api_key.create"]).await;
+    let (_, target) = crate::authz::custom_key(&app, &["user.create"]).await;
+    let from_here = format!(
+        r#"permit(principal == Flowgate::ServiceAccount::"{issuer_id}", action == Flowgate::Action::"user.create", resource)
+           when {{ context has source_ip && context.source_ip.isInRange(ip("127.0.0.0/8")) }};"#
+    );
+    let (status, body) = app
+        .post(
+            "/policies",
+            &app.admin_key,
+            json!({"name": "loopback", "text": from_here}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let user = json!({"email": "eve@example.com", "display_name": "Eve"});
+    let (status, body) = app.post("/users", &issuer, user).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "from here, the issuer may: {body}"
+    );
+    let (status, body) = app
+        .post(
+            "/api-keys",
+            &issuer,
+            json!({"name": "k", "service_account_id": target}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+}
+
 /// A grant on a folder reaches its sub-folders, so the author must hold it there too: a forbid
 /// on the author in a sub-folder makes the grant on the parent more than the author holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -830,6 +830,10 @@ async fn identity_providers_are_managed_without_revealing_secrets_or_escalating(
             r#"forbid(principal in Flowgate::Group::"{id}", action, resource);"#,
         ),
         ("finance-approvers", claims_permit),
+        (
+            "temps",
+            r#"forbid(principal, action, resource) when { principal in Flowgate::Group::"{id}" };"#,
+        ),
         ("plain", ""),
     ] {
         let (status, created) = app

@@ -126,7 +126,7 @@ impl PolicyEngine {
             }
             claim_rules.extend(ClaimRule::of(&policy, &reads, &self.groups));
             context_rules.extend(ContextRule::of(&policy, &reads, &self.groups));
-            group_rules.extend(GroupRule::of(&policy, &self.groups));
+            group_rules.extend(GroupRule::of(&policy, &reads, &self.groups));
             shards.add_static(policy, &self.groups)?;
             policy_count += 1;
         }

@@ -208,8 +208,10 @@ async fn refuse_lifting(
     let mut rules = StoredRules::load(&tx).await?;
     tx.commit().await?;
     change(&mut rules);
-    let mut after = engine
-        .build(&rules.for_tenant(request.tenant()))
+    let context = request.clone();
+    let mut after = web::block(move || context.engine().build(&rules.for_tenant(context.tenant())))
+        .await
+        .map_err(|e| ApiError::internal("authz", anyhow::anyhow!("compiling the rules: {e}")))?
         .map_err(AuthzError::from)?;
     let tx = request.read().await?;
     place_named(&tx, &mut after).await?;
