@@ -8,7 +8,7 @@
 //! a claim is delegable only if the caller holds everything each policy reading it decides, on
 //! the policy's whole scope, whatever the request's context; and so is a principal that a
 //! context-reading permit names. The caller "holds" what it is allowed both in no particular
-//! context and in its own request's ([`Caller`]): a forbid that holds where it asks from binds
+//! context and in its own request's ([`Grantor`]): a forbid that holds where it asks from binds
 //! it, and a permit that holds only from its network is not its to hand out.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -18,7 +18,7 @@ use cedar_policy::{Effect, EntityUid, Policy, PrincipalConstraint};
 use super::actions::{CATALOGUE, info};
 use super::engine::resource_key;
 use super::engine::{
-    Caller, Facts, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions,
+    Facts, Grantor, PolicyEngine, Resource, Subject, TenantPolicies, policy_actions,
 };
 use super::policy_text::Reads;
 use super::schema::EntityKind;
@@ -184,7 +184,7 @@ impl PolicyEngine {
     pub fn not_delegable<'a>(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         actions: impl IntoIterator<Item = &'a str>,
         scope: &Resource,
     ) -> Vec<String> {
@@ -210,19 +210,23 @@ impl PolicyEngine {
             .collect()
     }
 
-    /// Whether `caller` holds `action` on `resource` both in no particular context and in its
-    /// own request's: a forbid that holds where it asks from binds it, and a permit that holds
-    /// only there (its network) is not its to hand to someone who would hold it everywhere.
+    /// Whether `caller` holds `action` on `resource`: not reserved from it, and allowed both in
+    /// no particular context and in its own request's. A forbid that holds where it asks from
+    /// binds it; a permit that holds only there (its network) is not its to hand to someone
+    /// who would hold it everywhere; and a service account cannot hand out (to a person, say)
+    /// what the tenant reserves for people.
     pub(super) fn holds(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         action: &str,
         resource: &Resource,
     ) -> bool {
         let default = Facts::default();
-        self.decide(policies, caller.subject, action, resource, &default)
-            .allowed
+        !caller.reserved.iter().any(|a| a == action)
+            && self
+                .decide(policies, caller.subject, action, resource, &default)
+                .allowed
             && (caller.facts == default
                 || self
                     .decide(policies, caller.subject, action, resource, &caller.facts)
@@ -236,7 +240,7 @@ impl PolicyEngine {
     pub fn claims_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         changed: &BTreeSet<String>,
     ) -> Vec<String> {
         let rules = policies
@@ -257,7 +261,7 @@ impl PolicyEngine {
     pub fn policy_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         policy: &Policy,
         placed: Option<Resource>,
     ) -> Vec<String> {
@@ -279,7 +283,7 @@ impl PolicyEngine {
     pub fn membership_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         groups: &[String],
     ) -> Vec<String> {
         let rules = policies
@@ -296,7 +300,7 @@ impl PolicyEngine {
     pub fn tenant_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
     ) -> Vec<String> {
         self.reach_not_delegable(policies, caller, None, None)
     }
@@ -306,7 +310,7 @@ impl PolicyEngine {
     pub fn conditional_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         before: Option<&Subject>,
         after: &Subject,
     ) -> Vec<String> {
@@ -323,7 +327,7 @@ impl PolicyEngine {
     fn reaches_not_delegable<'r>(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         reaches: impl Iterator<
             Item = (
                 Option<&'r HashSet<String>>,
@@ -343,7 +347,7 @@ impl PolicyEngine {
     fn reach_not_delegable(
         &self,
         policies: &TenantPolicies,
-        caller: &Caller<'_>,
+        caller: &Grantor<'_>,
         actions: Option<&HashSet<String>>,
         scope: Option<&(EntityKind, String)>,
     ) -> Vec<String> {

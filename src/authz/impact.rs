@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::actions::CATALOGUE;
 use super::delegation::probe;
-use super::engine::{Caller, Facts, PolicyEngine, Resource, Subject, TenantPolicies};
+use super::engine::{Facts, Grantor, PolicyEngine, Resource, Subject, TenantPolicies};
 use super::schema::EntityKind;
 use super::service::ObjectFolder;
 
@@ -178,7 +178,7 @@ pub fn exceeding(
     universe: &Universe,
     before: Option<&Subject>,
     after: &Subject,
-    caller: &Caller<'_>,
+    caller: &Grantor<'_>,
 ) -> Vec<Permission> {
     // The grantee in no particular context (what only a context shows is checked apart: the
     // context rules); the caller in that one and in its own request's (`PolicyEngine::holds`).

@@ -26,7 +26,7 @@ mod service;
 
 pub use actions::{Action, CATALOGUE};
 pub use engine::{
-    Binding, Caller, Decision, Facts, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject,
+    Binding, Decision, Facts, Grantor, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject,
     TenantPolicies, TenantRules, policy_object,
 };
 pub use service::{

@@ -302,6 +302,11 @@ async fn actions_a_tenant_reserves_for_people_refuse_api_keys() {
         "validation_failed",
     );
     assert_eq!(body["errors"][0]["field"], "human_only_actions[1]");
+    // People of group `finance`, signing in through the provider, are Admins.
+    app.post("/groups", &app.admin_key, json!({"name": "finance"}))
+        .await;
+    bind_group(&app, "finance", "Admin").await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
     let (status, body) = settings(
         &app,
         json!({"human_only_actions": ["user.create"], "step_up_minutes": 0}),
@@ -331,10 +336,18 @@ async fn actions_a_tenant_reserves_for_people_refuse_api_keys() {
     );
     let (status, body) = app.post("/users", &app.admin_key, user.clone()).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    app.post("/groups", &app.admin_key, json!({"name": "finance"}))
+    // Nor can it hand what it may not do to others (people of a group it makes Admin, say).
+    let (_, interns) = app
+        .post("/groups", &app.admin_key, json!({"name": "interns"}))
         .await;
-    bind_group(&app, "finance", "Admin").await;
-    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let binding = json!({"role": "Admin", "subject": {"type": "group", "id": interns["id"]},
+                         "scope": {"type": "tenant"}});
+    let (status, body) = app.post("/role-bindings", &app.admin_key, binding).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("user.create"),
+        "{body}"
+    );
     let browser = Browser::new(&app);
     browser.sign_in_ok(&app, &idp, ADA).await;
     let lift = json!({"human_only_actions": []});

@@ -33,7 +33,7 @@ pub use names::policy_object;
 pub(super) use names::resource_key;
 pub(super) use policy_set::policy_actions;
 pub use policy_set::{MAX_FOLDER_DEPTH, TenantPolicies};
-pub use request::{Caller, Facts, Resource, Subject};
+pub use request::{Facts, Grantor, Resource, Subject};
 
 use std::collections::{HashMap, HashSet};
 

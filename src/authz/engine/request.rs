@@ -53,13 +53,14 @@ pub struct Resource {
     pub containers: Vec<(EntityKind, String)>,
 }
 
-/// Who asks to hand something out (a delegation check): the principal, and the facts of the
-/// request it asks in, so that what it holds is what its own decisions there would say (a
-/// forbid that holds from the caller's address holds in the check too).
+/// Who asks to hand something out (a delegation check): the principal, the facts of the
+/// request it asks in, and the actions refused to it before any policy (a tenant's human-only
+/// actions, for a service account), so that what it holds is what its own requests may do.
 #[derive(Debug, Clone)]
-pub struct Caller<'a> {
+pub struct Grantor<'a> {
     pub subject: &'a Subject,
     pub facts: Facts,
+    pub reserved: &'a [String],
 }
 
 /// Facts about the request that policies may use in `context`.

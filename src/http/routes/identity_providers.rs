@@ -558,7 +558,7 @@ async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<
     let claims: BTreeSet<String> = settings.claim_mappings.keys().cloned().collect();
     let missing = auth
         .engine()
-        .claims_not_delegable(auth.policies(), &auth.caller(), &claims);
+        .claims_not_delegable(auth.policies(), &auth.grantor(), &claims);
     if !missing.is_empty() {
         return Err(auth.refuse_delegation(&missing).into());
     }
@@ -577,7 +577,7 @@ async fn refuse_escalation(auth: &TenantContext, settings: &Settings) -> Result<
     // whomever it says, with the claims they already carry.
     let missing = auth
         .engine()
-        .membership_not_delegable(auth.policies(), &auth.caller(), &groups);
+        .membership_not_delegable(auth.policies(), &auth.grantor(), &groups);
     if !missing.is_empty() {
         return Err(auth.refuse_delegation(&missing).into());
     }
@@ -605,7 +605,7 @@ fn refuse_repointing(
     }
     let missing = auth
         .engine()
-        .tenant_not_delegable(auth.policies(), &auth.caller());
+        .tenant_not_delegable(auth.policies(), &auth.grantor());
     if missing.is_empty() {
         Ok(())
     } else {

@@ -175,7 +175,7 @@ async fn refuse_escalation(request: &TenantContext, policy: &Policy) -> Result<(
     };
     let missing = request.engine().policy_not_delegable(
         request.policies(),
-        &request.caller(),
+        &request.grantor(),
         policy,
         placed,
     );
@@ -216,7 +216,7 @@ async fn refuse_lifting(
     let tx = request.read().await?;
     place_named(&tx, &mut after).await?;
     tx.commit().await?;
-    let caller = &request.caller();
+    let caller = &request.grantor();
     let decided = |policies: &TenantPolicies| match &lifted {
         Some(policy) => engine.policy_not_delegable(policies, caller, policy, None),
         None => engine.not_delegable(policies, caller, everything(), &policies.tenant()),

@@ -200,7 +200,7 @@ pub async fn create_role_binding(
     let engine = auth.engine();
     let missing = engine.not_delegable(
         auth.policies(),
-        &auth.caller(),
+        &auth.grantor(),
         actions.iter().map(String::as_str),
         &scope,
     );

@@ -220,7 +220,7 @@ fn refuse_escalation(request: &TenantContext, actions: &[String]) -> Result<(), 
     let tenant = request.policies().tenant();
     let missing = engine.not_delegable(
         request.policies(),
-        &request.caller(),
+        &request.grantor(),
         actions.iter().map(String::as_str),
         &tenant,
     );

@@ -221,9 +221,9 @@ pub async fn update_user(
             .filter(|k| before.get(*k) != attributes.get(*k))
             .cloned()
             .collect();
-        let missing = auth
-            .engine()
-            .claims_not_delegable(auth.policies(), &auth.caller(), &changed);
+        let missing =
+            auth.engine()
+                .claims_not_delegable(auth.policies(), &auth.grantor(), &changed);
         if !missing.is_empty() {
             return Err(auth.refuse_delegation(&missing).into());
         }

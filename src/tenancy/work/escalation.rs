@@ -33,9 +33,12 @@ impl TenantContext {
     ) -> Result<(), WorkError> {
         // Grants that only a context shows (a source address, an amount) are not in a
         // default-context comparison: their whole reach must be the caller's.
-        let conditional =
-            self.engine()
-                .conditional_not_delegable(self.policies(), &self.caller(), before, after);
+        let conditional = self.engine().conditional_not_delegable(
+            self.policies(),
+            &self.grantor(),
+            before,
+            after,
+        );
         let tx = self.read().await?;
         let universe = Universe::load_resources(&tx, self.policies()).await?;
         tx.commit().await?;
@@ -48,7 +51,7 @@ impl TenantContext {
                 &universe,
                 before.as_ref(),
                 &after,
-                &context.caller(),
+                &context.grantor(),
             )
         })
         .await

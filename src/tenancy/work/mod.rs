@@ -31,7 +31,7 @@ use crate::app::AppState;
 use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, VerifyReport, verify};
 use crate::authz::actions::AuditVerify;
 use crate::authz::{
-    Action, AuthzError, Caller, Decision, Facts, PolicyEngine, Resource, Subject, TenantPolicies,
+    Action, AuthzError, Decision, Facts, Grantor, PolicyEngine, Resource, Subject, TenantPolicies,
 };
 use crate::identity::Principal;
 use crate::identity::api_key::ApiKeys;
@@ -426,11 +426,17 @@ impl TenantContext {
             || (self.prior_refusal::<A>().is_none() && self.decide::<A>(resource).allowed)
     }
 
-    /// The principal as a delegation check sees it: with the facts its own decisions use.
-    pub fn caller(&self) -> Caller<'_> {
-        Caller {
+    /// The principal as a delegation check sees it: with the facts its own decisions use, and
+    /// the actions the tenant reserves for people when it is a service account.
+    pub fn grantor(&self) -> Grantor<'_> {
+        let reserved: &[String] = match self.0.principal {
+            Principal::ServiceAccount { .. } => &self.0.settings.human_only_actions,
+            _ => &[],
+        };
+        Grantor {
             subject: &self.0.subject,
             facts: self.facts(),
+            reserved,
         }
     }
 
