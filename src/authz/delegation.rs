@@ -277,7 +277,8 @@ impl PolicyEngine {
 
     /// The actions `caller` lacks to hand the membership of `groups` (ids) to an identity
     /// provider, which then adds and removes members at every sign-in: the whole reach of every
-    /// policy whose principal scope is one of them, whatever its conditions. A permit reaches
+    /// policy that names one of them (in its principal scope or its conditions), whatever else
+    /// its conditions say. A permit reaches
     /// whoever the provider puts in, with the claims they already carry; a forbid lets go of
     /// whoever the provider leaves out.
     pub fn membership_not_delegable(

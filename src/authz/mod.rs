@@ -29,9 +29,7 @@ pub use engine::{
     Binding, Decision, Facts, Grantor, MAX_FOLDER_DEPTH, PolicyEngine, Resource, Subject,
     TenantPolicies, TenantRules, policy_object,
 };
-pub use service::{
-    Authz, StoredRules, folders_of, load_subject, place_named, process_folder, resolve_resource,
-};
+pub use service::{Authz, StoredRules, load_subject, process_folder, resolve_resource};
 
 use crate::tenancy::TenancyError;
 

@@ -145,18 +145,7 @@ impl Authz {
                     let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
                     let rules = StoredRules::load(&tx).await?;
                     tx.commit().await?;
-                    let (engine, owned) = (Arc::clone(&self.engine), tenant.clone());
-                    let mut built = tokio::task::spawn_blocking(move || {
-                        engine.build(&rules.for_tenant(&owned))
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("compiling the policy set failed: {e}"))??;
-                    if !built.named_objects().is_empty() {
-                        let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
-                        place_named(&tx, &mut built).await?;
-                        tx.commit().await?;
-                    }
-                    Ok(Arc::new(built))
+                    Ok(Arc::new(self.compile(tenant, rules).await?))
                 })
                 .await
         };
@@ -166,6 +155,32 @@ impl Authz {
             building.remove(slug);
         }
         loaded
+    }
+
+    /// Compiles `rules` into `tenant`'s policy set on the blocking pool, with the objects it
+    /// names by id placed in their folders: the cached set, and the changed sets that dry runs
+    /// and escalation checks compare with it, are made alike.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "placing named objects reads their folders, no principal's data"
+    )]
+    pub async fn compile(
+        &self,
+        tenant: &Tenant,
+        rules: StoredRules,
+    ) -> Result<TenantPolicies, AuthzError> {
+        let (engine, owned) = (Arc::clone(&self.engine), tenant.clone());
+        let mut built =
+            tokio::task::spawn_blocking(move || engine.build(&rules.for_tenant(&owned)))
+                .await
+                .map_err(|e| anyhow::anyhow!("compiling the policy set failed: {e}"))??;
+        if !built.named_objects().is_empty() {
+            let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
+            let folders = folders_of(&tx, built.named_objects()).await?;
+            tx.commit().await?;
+            built.place_named(&folders);
+        }
+        Ok(built)
     }
 
     fn lock_building(
@@ -255,18 +270,8 @@ pub async fn resolve_resource(
     })
 }
 
-/// Places the objects `policies` names by id in their folders, as read in `conn`.
-pub async fn place_named(
-    conn: &impl ConnectionTrait,
-    policies: &mut TenantPolicies,
-) -> Result<(), DbErr> {
-    let folders = folders_of(conn, policies.named_objects()).await?;
-    policies.place_named(&folders);
-    Ok(())
-}
-
 /// The folders of the processes and secrets among `objects` that sit in one, by object id.
-pub async fn folders_of(
+async fn folders_of(
     conn: &impl ConnectionTrait,
     objects: &[Resource],
 ) -> Result<HashMap<Uuid, Uuid>, DbErr> {

@@ -40,7 +40,8 @@ pub struct TenantPolicies {
     pub(super) claim_rules: Vec<ClaimRule>,
     /// The permits whose grants depend on the request's context, for delegation checks.
     pub(super) context_rules: Vec<ContextRule>,
-    /// The policies whose principal scope is a group's members, for delegation checks.
+    /// The policies that name groups (in their principal scope or conditions), for delegation
+    /// checks.
     pub(super) group_rules: Vec<GroupRule>,
     /// Folders that policies name (in their scope or conditions): where a decision can differ
     /// from the folder around it.
@@ -220,7 +221,7 @@ impl TenantPolicies {
     }
 
     /// `object` in the folder `folder_of` gives it, if any (and the tree is not too deep).
-    pub fn placed(&self, object: Resource, folder_of: &HashMap<Uuid, Uuid>) -> Resource {
+    fn placed(&self, object: Resource, folder_of: &HashMap<Uuid, Uuid>) -> Resource {
         let folder = Uuid::parse_str(&object.id)
             .ok()
             .and_then(|id| folder_of.get(&id).copied());
@@ -256,7 +257,7 @@ impl TenantPolicies {
         &self.context_rules
     }
 
-    /// The policies whose principal scope is a group's members.
+    /// The policies that name groups, in their principal scope or conditions.
     pub(in crate::authz) fn group_rules(&self) -> &[GroupRule] {
         &self.group_rules
     }

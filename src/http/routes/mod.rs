@@ -47,8 +47,8 @@ use super::error::ApiError;
 use super::jose::negotiate::negotiate;
 use super::operation::Operation;
 use super::pipeline::tenant_api;
+use crate::authz::StoredRules;
 use crate::authz::impact::{Impact, Universe, impact};
-use crate::authz::{AuthzError, StoredRules, place_named};
 use crate::operation;
 use crate::tenancy::work::TenantContext;
 
@@ -449,22 +449,10 @@ pub async fn dry_run(
     let universe = Universe::load(&tx, &before).await?;
     tx.commit().await?;
     change(&mut changed);
-    let failed = |e| ApiError::internal("authz", anyhow::anyhow!("dry run failed: {e}"));
-    let context = request.clone();
-    let mut after = web::block(move || {
-        context
-            .engine()
-            .build(&changed.for_tenant(context.tenant()))
-    })
-    .await
-    .map_err(failed)?
-    .map_err(AuthzError::from)?;
-    let tx = request.read().await?;
-    place_named(&tx, &mut after).await?;
-    tx.commit().await?;
+    let after = request.compile(changed).await?;
     let context = request.clone();
     let impact = web::block(move || impact(context.engine(), &before, &after, &universe))
         .await
-        .map_err(failed)?;
+        .map_err(|e| ApiError::internal("authz", anyhow::anyhow!("dry run failed: {e}")))?;
     Ok(impact)
 }

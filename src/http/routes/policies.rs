@@ -14,9 +14,7 @@ use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::authz::policy_text;
 use crate::authz::rules::{self, PolicyText};
-use crate::authz::{
-    AuthzError, StoredRules, TenantPolicies, folders_of, place_named, policy_object,
-};
+use crate::authz::{StoredRules, TenantPolicies, policy_object, resolve_resource};
 use crate::directory;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathId};
@@ -167,9 +165,10 @@ async fn refuse_escalation(request: &TenantContext, policy: &Policy) -> Result<(
     let placed = match policy_object(policy) {
         Some(object) => {
             let tx = request.read().await?;
-            let folders = folders_of(&tx, std::slice::from_ref(&object)).await?;
+            let policies = request.policies();
+            let placed = resolve_resource(&tx, policies, object.kind, &object.id, None).await?;
             tx.commit().await?;
-            Some(request.policies().placed(object, &folders))
+            placed
         }
         None => None,
     };
@@ -208,14 +207,7 @@ async fn refuse_lifting(
     let mut rules = StoredRules::load(&tx).await?;
     tx.commit().await?;
     change(&mut rules);
-    let context = request.clone();
-    let mut after = web::block(move || context.engine().build(&rules.for_tenant(context.tenant())))
-        .await
-        .map_err(|e| ApiError::internal("authz", anyhow::anyhow!("compiling the rules: {e}")))?
-        .map_err(AuthzError::from)?;
-    let tx = request.read().await?;
-    place_named(&tx, &mut after).await?;
-    tx.commit().await?;
+    let after = request.compile(rules).await?;
     let caller = &request.grantor();
     let decided = |policies: &TenantPolicies| match &lifted {
         Some(policy) => engine.policy_not_delegable(policies, caller, policy, None),

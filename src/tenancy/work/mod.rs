@@ -31,7 +31,8 @@ use crate::app::AppState;
 use crate::audit::{AuditError, AuditEvent, Outcome, RequestMeta, VerifyReport, verify};
 use crate::authz::actions::AuditVerify;
 use crate::authz::{
-    Action, AuthzError, Decision, Facts, Grantor, PolicyEngine, Resource, Subject, TenantPolicies,
+    Action, AuthzError, Decision, Facts, Grantor, PolicyEngine, Resource, StoredRules, Subject,
+    TenantPolicies,
 };
 use crate::identity::Principal;
 use crate::identity::api_key::ApiKeys;
@@ -166,6 +167,12 @@ impl TenantContext {
 
     pub fn tenant(&self) -> &Tenant {
         &self.0.tenant
+    }
+
+    /// `rules` (the tenant's, changed) compiled as the tenant's cached policy set is, off the
+    /// worker thread: for what a change would do before it is made.
+    pub async fn compile(&self, rules: StoredRules) -> Result<TenantPolicies, AuthzError> {
+        self.0.state.authz.compile(&self.0.tenant, rules).await
     }
 
     pub fn slug(&self) -> &Slug {
