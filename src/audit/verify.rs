@@ -8,6 +8,7 @@
 //! rewrite that also deleted the checkpoints in the database is caught too.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use entity::tenant::{audit_checkpoint, audit_event, audit_head};
 use sea_orm::{
@@ -20,7 +21,7 @@ use super::chain::{checkpoint_message, event_hash};
 use super::trail::Trail;
 use super::{AuditError, anchor};
 use crate::keystore::{KeyName, KeyStore, Purpose};
-use crate::tenancy::{Access, Databases};
+use crate::tenancy::{Access, Databases, Turns};
 
 const PAGE: u64 = 1_000;
 
@@ -28,6 +29,10 @@ const PAGE: u64 = 1_000;
 /// reads its chain a page at a time, in a read transaction per page, so that a long walk never
 /// holds one of the connections that every tenant's requests share.
 static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// One walk of a trail at a time, taken before a turn at [`WALKS`]: however many verifications
+/// one tenant asks for at once, it walks in one of them and leaves the other to the rest.
+static TRAIL_WALKS: LazyLock<Turns> = LazyLock::new(Turns::default);
 
 /// The result of verifying one trail.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -84,6 +89,7 @@ pub async fn verify(
     // transactions of their own see what one transaction would have. The key store is asked
     // only after the walk, so a slow key store never holds a database connection.
     let walked = {
+        let _trail_turn = TRAIL_WALKS.take(trail.name()).await;
         let _turn = WALKS
             .acquire()
             .await

@@ -18,7 +18,7 @@ use super::bindings::{ScopeType, SubjectType};
 use super::engine::{Binding, PolicyEngine, Resource, Subject, TenantPolicies, TenantRules};
 use super::roles::RoleDef;
 use super::schema::EntityKind;
-use crate::tenancy::{Access, Databases, Tenant, TenantCache};
+use crate::tenancy::{Access, Databases, Tenant, TenantCache, Turns};
 
 /// Tenants whose compiled policy sets are kept in memory.
 const CACHED_POLICY_SETS: usize = 1_000;
@@ -102,69 +102,85 @@ impl StoredRules {
 ///
 /// Invariant: a policy set is compiled on the blocking pool, never on a worker thread that
 /// serves requests (a tenant with thousands of policies takes seconds), and once at a time per
-/// tenant: requests that miss the cache together wait for the one build.
+/// tenant: requests that miss the cache together wait for the one build, which runs as its own
+/// task and is cached even when every request waiting for it has gone.
 pub struct Authz {
-    engine: Arc<PolicyEngine>,
-    dbs: Arc<Databases>,
-    cache: TenantCache<Arc<TenantPolicies>>,
-    /// The build under way per tenant, shared by the requests that wait for it.
-    building: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    compiler: Compiler,
+    cache: Arc<TenantCache<Arc<TenantPolicies>>>,
+    /// The build under way per tenant, which the requests that miss the cache wait for.
+    turns: Arc<Turns>,
 }
 
 impl Authz {
     pub fn new(dbs: Arc<Databases>) -> anyhow::Result<Self> {
         let capacity = NonZeroUsize::new(CACHED_POLICY_SETS).unwrap_or(NonZeroUsize::MIN);
         Ok(Authz {
-            engine: Arc::new(PolicyEngine::new()?),
-            dbs,
-            cache: TenantCache::new(capacity),
-            building: std::sync::Mutex::new(HashMap::new()),
+            compiler: Compiler {
+                engine: Arc::new(PolicyEngine::new()?),
+                dbs,
+            },
+            cache: Arc::new(TenantCache::new(capacity)),
+            turns: Arc::default(),
         })
     }
 
     pub fn engine(&self) -> &PolicyEngine {
-        &self.engine
+        &self.compiler.engine
     }
 
     /// The tenant's policy set, compiled from its stored rules on first use.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the rules are loaded before any principal's unit of work can exist"
-    )]
     pub async fn policies(&self, tenant: &Tenant) -> Result<Arc<TenantPolicies>, AuthzError> {
-        let slug = tenant.slug.as_str();
-        if let Some(cached) = self.cache.get(slug) {
+        if let Some(cached) = self.cache.get(tenant.slug.as_str()) {
             return Ok(cached);
         }
-        let turn = Arc::clone(self.lock_building().entry(slug.to_owned()).or_default());
-        let loaded = {
-            let _building = turn.lock().await;
-            // The build this one waited for, if any, filled the cache.
-            self.cache
-                .get_or_try_load(slug, || async {
-                    let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
-                    let rules = StoredRules::load(&tx).await?;
-                    tx.commit().await?;
-                    Ok(Arc::new(self.compile(tenant, rules).await?))
-                })
-                .await
+        let build = Build {
+            compiler: self.compiler.clone(),
+            cache: Arc::clone(&self.cache),
+            turns: Arc::clone(&self.turns),
+            tenant: tenant.clone(),
         };
-        // The last one out forgets the turn (the map holds one reference, this one another).
-        let mut building = self.lock_building();
-        if Arc::strong_count(&turn) == 2 {
-            building.remove(slug);
-        }
-        loaded
+        // A request that stops waiting (its client left) leaves the build running: a tenant
+        // whose build outlasts its clients' patience would otherwise never get a set.
+        tokio::spawn(build.run())
+            .await
+            .map_err(|e| anyhow::anyhow!("building the policy set failed: {e}"))?
     }
 
     /// Compiles `rules` into `tenant`'s policy set on the blocking pool, with the objects it
     /// names by id placed in their folders: the cached set, and the changed sets that dry runs
     /// and escalation checks compare with it, are made alike.
+    pub async fn compile(
+        &self,
+        tenant: &Tenant,
+        rules: StoredRules,
+    ) -> Result<TenantPolicies, AuthzError> {
+        self.compiler.compile(tenant, rules).await
+    }
+
+    /// Forgets the cached policy set of `slug`; the next request rebuilds it.
+    pub fn invalidate(&self, slug: &str) {
+        self.cache.invalidate(slug);
+    }
+
+    /// Forgets every cached policy set.
+    pub fn invalidate_all(&self) {
+        self.cache.clear();
+    }
+}
+
+/// What compiling a policy set needs, cheap to hand to a build's task.
+#[derive(Clone)]
+struct Compiler {
+    engine: Arc<PolicyEngine>,
+    dbs: Arc<Databases>,
+}
+
+impl Compiler {
     #[expect(
         clippy::disallowed_methods,
         reason = "placing named objects reads their folders, no principal's data"
     )]
-    pub async fn compile(
+    async fn compile(
         &self,
         tenant: &Tenant,
         rules: StoredRules,
@@ -183,21 +199,37 @@ impl Authz {
         Ok(built)
     }
 
-    fn lock_building(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        // An insert or a removal; a panic elsewhere cannot leave the map half-changed.
-        self.building.lock().unwrap_or_else(|p| p.into_inner())
+    /// `tenant`'s stored rules, compiled.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the rules are loaded before any principal's unit of work can exist"
+    )]
+    async fn load(&self, tenant: &Tenant) -> Result<TenantPolicies, AuthzError> {
+        let tx = self.dbs.begin(&tenant.slug, Access::Read).await?;
+        let rules = StoredRules::load(&tx).await?;
+        tx.commit().await?;
+        self.compile(tenant, rules).await
     }
+}
 
-    /// Forgets the cached policy set of `slug`; the next request rebuilds it.
-    pub fn invalidate(&self, slug: &str) {
-        self.cache.invalidate(slug);
-    }
+/// One tenant's build of its policy set into the cache, in its turn.
+struct Build {
+    compiler: Compiler,
+    cache: Arc<TenantCache<Arc<TenantPolicies>>>,
+    turns: Arc<Turns>,
+    tenant: Tenant,
+}
 
-    /// Forgets every cached policy set.
-    pub fn invalidate_all(&self) {
-        self.cache.clear();
+impl Build {
+    async fn run(self) -> Result<Arc<TenantPolicies>, AuthzError> {
+        let slug = self.tenant.slug.as_str();
+        let _turn = self.turns.take(slug).await;
+        // The build this one waited for, if any, filled the cache.
+        self.cache
+            .get_or_try_load(slug, || async {
+                Ok(Arc::new(self.compiler.load(&self.tenant).await?))
+            })
+            .await
     }
 }
 
@@ -356,5 +388,57 @@ impl ObjectFolder {
     /// `(object, folder)` when the object sits in a folder.
     fn placed(self) -> Option<(Uuid, Uuid)> {
         Some((self.id, self.folder_id?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseSettings;
+    use crate::tenancy::{Environment, Slug, TenantRateLimits, TenantStatus};
+
+    /// A request that stops waiting for its tenant's policy set (its client left) does not
+    /// stop the build: the set is cached for the requests after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_build_whose_request_went_away_is_still_cached() {
+        let dir = std::env::temp_dir().join(format!("flowgate-authz-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = DatabaseSettings::Sqlite {
+            control_file: dir.join("control.db"),
+        };
+        let dbs = Arc::new(Databases::connect(&settings).await.unwrap());
+        let slug = Slug::parse("left").unwrap();
+        dbs.create_tenant_storage(&slug).await.unwrap();
+        let tenant = Tenant {
+            id: Uuid::new_v4(),
+            slug: slug.clone(),
+            name: "Left".into(),
+            environment: Environment::Dev,
+            status: TenantStatus::Active,
+            rate_limits: TenantRateLimits::default(),
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let authz = Authz::new(Arc::clone(&dbs)).unwrap();
+
+        // Polled once, so that the build begins, then dropped.
+        let gone = tokio::time::timeout(std::time::Duration::ZERO, authz.policies(&tenant)).await;
+        assert!(gone.is_err(), "a build takes longer than one poll");
+        let mut cached = authz.cache.get("left");
+        for _ in 0..500 {
+            if cached.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            cached = authz.cache.get("left");
+        }
+        let cached = cached.expect("the abandoned build filled the cache");
+        let served = authz.policies(&tenant).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&cached, &served),
+            "the next request is served the cached set"
+        );
+        drop((authz, dbs));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -141,7 +141,7 @@ pub async fn read_value(
 /// Whether `allowed` was decided on the secret `id` itself. A handler looks the name up again in
 /// its own transaction, and by then the name may belong to another secret (deleted and made
 /// again in a folder the caller has no right to): such a permit is worth nothing there.
-fn decided_on<A: crate::authz::actions::Action>(allowed: &Allowed<A>, id: Uuid) -> bool {
+pub fn decided_on<A: crate::authz::actions::Action>(allowed: &Allowed<A>, id: Uuid) -> bool {
     let resource = allowed.resource();
     resource.kind == EntityKind::Secret && resource.id == id.to_string()
 }
@@ -178,6 +178,17 @@ pub async fn by_name(
     secret::Entity::find()
         .filter(secret::Column::Name.eq(name))
         .one(conn)
+        .await
+}
+
+/// The secret named `name`, locked until the transaction ends (on PostgreSQL; SQLite's write
+/// transaction holds the file): a rotation and a deletion of one secret take turns, so that a
+/// deletion destroys the values of every version, a rotation's included.
+pub async fn lock_by_name(tx: &WriteTx, name: &str) -> Result<Option<secret::Model>, DbErr> {
+    secret::Entity::find()
+        .filter(secret::Column::Name.eq(name))
+        .lock_exclusive()
+        .one(tx.conn())
         .await
 }
 

@@ -109,27 +109,53 @@ struct TenantSignals {
     secret: Option<SecretString>,
 }
 
-/// Signals being raised, per tenant.
+/// Signals about source addresses being raised, per tenant.
 #[derive(Clone, Default)]
 struct Raising(Arc<Mutex<HashMap<String, usize>>>);
 
-/// Signals one tenant may have being raised at once; more are dropped (counted).
+/// Signals about source addresses one tenant may have being raised at once; more are dropped
+/// (counted).
 const RAISING_PER_TENANT: usize = 8;
 
+/// A signal's place among those being raised, given back when dropped.
+struct Place {
+    /// The tenant whose count it holds: `None` for a signal about a principal.
+    counted: Option<(Raising, String)>,
+}
+
 impl Raising {
-    /// Takes a place for `tenant`, if it has one left.
-    fn start(&self, tenant: &str) -> bool {
-        let mut raising = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    /// A place for a signal of `tenant` about `subject`, or `None` (drop it). Signals about
+    /// source addresses, which anyone can cause from many addresses at once, have
+    /// [`RAISING_PER_TENANT`] places per tenant: a flood of them neither delays another
+    /// tenant's detection nor grows without bound. A signal about a principal always has one:
+    /// its detector raises it at most once per window (so they are bounded), and it may carry
+    /// automatic responses that a flood of address signals must not crowd out.
+    fn admit(&self, tenant: &str, subject: &Subject) -> Option<Place> {
+        if !matches!(subject, Subject::Source(_)) {
+            return Some(Place { counted: None });
+        }
+        let mut raising = self.lock();
         let count = raising.entry(tenant.to_owned()).or_default();
         if *count >= RAISING_PER_TENANT {
-            return false;
+            return None;
         }
         *count += 1;
-        true
+        Some(Place {
+            counted: Some((self.clone(), tenant.to_owned())),
+        })
     }
 
-    fn finish(&self, tenant: &str) {
-        let mut raising = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some((raising, tenant)) = &self.counted else {
+            return;
+        };
+        let mut raising = raising.lock();
         if let Some(count) = raising.get_mut(tenant) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -198,23 +224,20 @@ pub fn spawn(state: Weak<AppState>, mut input: SignalInput, shared: Option<Share
                 .collect();
             let fired = count(shared.as_ref(), &slug, &mut tenant.detectors, tallies).await;
             for signal in fired {
-                // Each raised on its own task, at most a few at once per tenant: one tenant's
-                // flood of signals neither delays another's detection nor grows without bound.
-                if !raising.start(slug.as_str()) {
+                // Each raised on its own task, in a place `Raising` gives it.
+                let Some(place) = raising.admit(slug.as_str(), &signal.subject) else {
                     crate::telemetry::metrics().observe_signal_dropped();
                     continue;
-                }
+                };
                 let fired = Fired {
                     slug: slug.clone(),
                     signal,
                 };
                 let (state, stored, webhook) =
                     (Arc::clone(&state), tenant.stored.clone(), webhook.clone());
-                let raising = raising.clone();
                 tokio::spawn(async move {
-                    let slug = fired.slug.to_string();
                     raise(&state, fired, &stored, webhook.as_ref()).await;
-                    raising.finish(&slug);
+                    drop(place);
                 });
             }
         }
@@ -413,4 +436,34 @@ async fn raise(
         secret: secret.clone(),
         body: body.to_string().into_bytes(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_address_signals_never_crowds_out_one_about_a_principal() {
+        let raising = Raising::default();
+        let address = Subject::Source("203.0.113.7".into());
+        let places: Vec<Place> = (0..RAISING_PER_TENANT)
+            .map(|_| raising.admit("acme", &address).unwrap())
+            .collect();
+        assert!(
+            raising.admit("acme", &address).is_none(),
+            "the ninth is dropped"
+        );
+        assert!(
+            raising.admit("other", &address).is_some(),
+            "another tenant's is not"
+        );
+        let principal = Subject::Principal {
+            kind: "service_account".into(),
+            id: "7".into(),
+        };
+        assert!(raising.admit("acme", &principal).is_some());
+        drop(places);
+        assert!(raising.lock().is_empty(), "every place is given back");
+        assert!(raising.admit("acme", &address).is_some());
+    }
 }

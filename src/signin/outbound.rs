@@ -134,7 +134,10 @@ impl Outbound {
     /// A client that reaches public addresses and those in `private_networks`.
     pub fn new(private_networks: Vec<IpNet>) -> anyhow::Result<Self> {
         let reachable = Reachable(Arc::new(private_networks));
+        // No proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`): through one, the guarded
+        // resolver would check only the proxy's name, and the proxy would reach any address.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .dns_resolver(Arc::new(Guarded(reachable.clone())))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)

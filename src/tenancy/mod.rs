@@ -16,6 +16,7 @@ mod postgres;
 mod registry;
 pub mod slug;
 mod sqlite;
+mod turns;
 mod tx;
 pub mod work;
 
@@ -27,6 +28,7 @@ pub use postgres::PgTx;
 pub use registry::{Environment, Tenant, TenantRateLimits, TenantRegistry, TenantStatus};
 pub use slug::{Slug, SlugError};
 pub use sqlite::open as open_sqlite;
+pub use turns::{Turn, Turns};
 pub use tx::Tx;
 
 /// Errors of the tenancy layer.

@@ -313,4 +313,14 @@ async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_prov
         assert!(security.contains(&kind), "{kind} missing from {security:?}");
     }
     assert!(!serde_json::to_string(&events).unwrap().contains(&token));
+    // Whoever starts a sign-in is nobody yet: the account is the object, never the actor.
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "auth.break_glass_start" && e["status"] == 200)
+        .collect();
+    assert!(!starts.is_empty());
+    for start in starts {
+        assert_eq!(start["actor_type"], "anonymous", "{start}");
+        assert_eq!(start["resource_id"], issued["user_id"], "{start}");
+    }
 }

@@ -447,6 +447,9 @@ on_both_databases! {
         // The listed operation refuses plaintext; another does not.
         let (status, body) = app.post("/users", &key, user("plain")).await;
         assert_problem(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "encryption_required");
+        // Spelt with a percent-encoded letter, the path routes to the same operation.
+        let (status, body) = app.post("/user%73", &key, user("plain")).await;
+        assert_problem(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "encryption_required");
         let (status, body) = app.post("/groups", &key, json!({"name": "g1"})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let (status, _, text) = post_jose(&app, "/users", &key, encrypt(&jwk, "dir", &user("enc")).await).await;
@@ -463,6 +466,9 @@ on_both_databases! {
         assert_eq!(status, StatusCode::OK, "{text}");
         assert_eq!(content_type, "application/jose");
         assert!(decrypt(&jwk, &text).await.1["items"].is_array());
+        let (status, content_type, text) = send(&app, reqwest::Method::GET, "/u%73ers", Some(&key), "", None, None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(content_type, "application/jose", "a percent-encoded path is answered encrypted too");
         let (status, _, text) = send(&app, reqwest::Method::GET, "/users", Some(&key), "", None, Some("application/json")).await;
         problem(status, &text, StatusCode::NOT_ACCEPTABLE, "not_acceptable");
         // The bootstrap key has nothing to encrypt to.

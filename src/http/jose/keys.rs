@@ -31,7 +31,7 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::identity::{AccountCredential, Principal};
 use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
-use crate::tenancy::TenantCache;
+use crate::tenancy::{TenantCache, Turns};
 
 /// The size of a tenant's RSA key: 3072 bits is 128-bit security (NIST SP 800-57), the
 /// strength of the AES-256-GCM content it protects the key of, and good past 2030, where 2048
@@ -44,14 +44,24 @@ const CLIENT_KEY_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
 
 /// Parsed tenant key pairs, by slug: forgotten with the rest of a tenant's cached state
 /// (`AppState::forget_tenant`), so a deleted tenant's key leaves memory at once.
-pub struct TenantKeys(TenantCache<Arc<TenantKey>>);
+///
+/// Invariant: a tenant's key is read or made by one request at a time; the requests that miss
+/// it together (anyone may ask for a tenant's JWKS) wait for that one, rather than each
+/// generating an RSA key on the blocking pool.
+pub struct TenantKeys {
+    keys: TenantCache<Arc<TenantKey>>,
+    loading: Turns,
+}
 
 impl Default for TenantKeys {
     fn default() -> Self {
-        TenantKeys(TenantCache::with_ttl(
-            NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
-            Duration::from_secs(3600),
-        ))
+        TenantKeys {
+            keys: TenantCache::with_ttl(
+                NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+                Duration::from_secs(3600),
+            ),
+            loading: Turns::default(),
+        }
     }
 }
 
@@ -113,11 +123,11 @@ impl TenantKey {
 
 impl TenantKeys {
     pub fn forget(&self, slug: &str) {
-        self.0.invalidate(slug);
+        self.keys.invalidate(slug);
     }
 
     pub fn forget_all(&self) {
-        self.0.clear();
+        self.keys.clear();
     }
 
     /// The tenant's encryption key, made on first use.
@@ -126,7 +136,12 @@ impl TenantKeys {
         keystore: &dyn KeyStore,
         slug: &str,
     ) -> Result<Arc<TenantKey>, KeyStoreError> {
-        self.0
+        if let Some(key) = self.keys.get(slug) {
+            return Ok(key);
+        }
+        let _turn = self.loading.take(slug).await;
+        // The load this one waited for, if any, filled the cache.
+        self.keys
             .get_or_try_load(slug, || async {
                 let name = KeyName::new(slug, Purpose::PayloadEncryption);
                 let der = match keystore.record(&name).await? {

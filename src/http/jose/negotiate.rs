@@ -180,7 +180,8 @@ pub async fn negotiate(
     let Some(context) = context else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let required = match operation_of(req.method(), req.path()) {
+    // The path as routing reads it (percent-decoded): `…/valu%65` is the `value` route.
+    let required = match operation_of(req.method(), req.match_info().as_str()) {
         Some(id) if !NEVER_REQUIRED.contains(&id) => {
             let settings = context.settings();
             settings.payload_encryption_required

@@ -382,8 +382,10 @@ pub async fn get_secret(
     name: SecretName,
 ) -> Result<web::Json<SecretView>, ApiError> {
     let tx = auth.read().await?;
+    // The secret the decision was about: the name may have been given to another since.
     let secret = secrets::by_name(&tx, &name.0)
         .await?
+        .filter(|s| secrets::decided_on(auth.allowed(), s.id))
         .ok_or_else(ApiError::not_found)?;
     let versions = secrets::versions(&tx, secret.id).await?;
     tx.commit().await?;
@@ -472,7 +474,7 @@ pub async fn rotate_secret(
     secrets::put_value(auth.keystore(), &slug, version_id, &body.value).await?;
     let rotated = async {
         let tx = auth.write().await?;
-        let existing = secrets::by_name(tx.conn(), &name.0)
+        let existing = secrets::lock_by_name(&tx, &name.0)
             .await?
             .ok_or_else(ApiError::not_found)?;
         let rotated = match secrets::rotate(&tx, auth.allowed(), existing, version_id, grace).await
@@ -519,7 +521,7 @@ pub async fn delete_secret(
     name: SecretName,
 ) -> Result<HttpResponse, ApiError> {
     let tx = auth.write().await?;
-    let existing = secrets::by_name(tx.conn(), &name.0)
+    let existing = secrets::lock_by_name(&tx, &name.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
     let versions = secrets::delete(&tx, auth.allowed(), existing.id)
