@@ -14,6 +14,61 @@ use super::actions::{PolicyManage, RoleManage};
 use crate::identity::Principal;
 use crate::tenancy::work::{Permit, WriteTx};
 
+/// A kind of rule a tenant stores, each with the most of it one tenant may hold. Every rule is
+/// compiled into the tenant's policy set whenever one changes, so the bound is on that build's
+/// time and memory (the tenant's requests wait for it, on a pool all tenants share) as much as
+/// on storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Policy,
+    CustomRole,
+    RoleBinding,
+}
+
+impl RuleKind {
+    /// The most rules of the kind a tenant may hold.
+    pub const fn most(self) -> u64 {
+        match self {
+            RuleKind::Policy => 1_000,
+            RuleKind::CustomRole => 200,
+            RuleKind::RoleBinding => 5_000,
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            RuleKind::Policy => "policies",
+            RuleKind::CustomRole => "custom roles",
+            RuleKind::RoleBinding => "role bindings",
+        }
+    }
+}
+
+/// A rule refused because its tenant holds as many of its kind as it may.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("the tenant holds {} {}, the most it may; delete one first", .0.most(), .0.plural())]
+    Full(RuleKind),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Refuses a new rule of `kind` when the transaction's tenant holds the most it may. Creations
+/// committed together on PostgreSQL may pass it together: the bound is on a build's cost, which
+/// a few more rules do not change.
+pub async fn ensure_room(conn: &impl ConnectionTrait, kind: RuleKind) -> Result<(), RuleError> {
+    let held = match kind {
+        RuleKind::Policy => policy::Entity::find().count(conn).await?,
+        RuleKind::CustomRole => role::Entity::find().count(conn).await?,
+        RuleKind::RoleBinding => role_binding::Entity::find().count(conn).await?,
+    };
+    if held < kind.most() {
+        Ok(())
+    } else {
+        Err(RuleError::Full(kind))
+    }
+}
+
 /// The custom role `name`.
 pub async fn find_role(
     conn: &impl ConnectionTrait,

@@ -19,6 +19,7 @@ use super::pipeline::rate_limit::Refusal;
 use super::request_id;
 use crate::audit::AuditError;
 use crate::authz::AuthzError;
+use crate::authz::rules::RuleError;
 use crate::identity::IdentityError;
 use crate::keystore::KeyStoreError;
 use crate::platform::PlatformError;
@@ -483,6 +484,19 @@ impl From<TenancyError> for ApiError {
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
         TenancyError::from(e).into()
+    }
+}
+
+impl From<RuleError> for ApiError {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::Full(kind) => Self::conflict(format!(
+                "The tenant holds {} {}, the most it may; delete one first.",
+                kind.most(),
+                kind.plural()
+            )),
+            RuleError::Db(e) => e.into(),
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use sea_orm::{ConnectionTrait, DbErr, EntityTrait as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::authz::actions::SettingsManage;
+use crate::authz::actions::{
+    Action, ApiKeyRevoke, ServiceAccountDisable, SessionRevoke, SettingsManage, UserDisable,
+};
 use crate::tenancy::work::{Permit, WriteTx};
 
 /// The tenant setting holding the alerting configuration.
@@ -31,6 +33,18 @@ pub enum ResponseKind {
     /// Revoke every API key and OAuth client of the tenant, whoever the signal is about: API
     /// access stops until new keys are issued; people still sign in.
     RevokeAllApiKeys,
+}
+
+impl ResponseKind {
+    /// The action whose holders may do by hand what the response does.
+    pub fn action(self) -> &'static str {
+        match self {
+            ResponseKind::RevokeApiKeys | ResponseKind::RevokeAllApiKeys => ApiKeyRevoke::NAME,
+            ResponseKind::DisableServiceAccount => ServiceAccountDisable::NAME,
+            ResponseKind::EndSessions => SessionRevoke::NAME,
+            ResponseKind::DeactivateUser => UserDisable::NAME,
+        }
+    }
 }
 
 /// The security events, by OCSF class, that a tenant's webhook also gets (signals always).
@@ -218,6 +232,41 @@ impl AlertingConfig {
             problems.push(("webhook_url".into(), "at most 2048 characters".into()));
         }
         problems
+    }
+
+    /// The responses that this configuration, replacing `before`, aims anew: those added to a
+    /// detector, and every response of a detector that now fires on other occasions (switched
+    /// on, or its threshold, window, factor or minimum moved). Whoever sets it acts through
+    /// them on anyone in the tenant.
+    pub fn responses_aimed(&self, before: &AlertingConfig) -> Vec<ResponseKind> {
+        let mut aimed = Vec::new();
+        let mut aim = |now: &[ResponseKind], then: &[ResponseKind], retargeted: bool| {
+            aimed.extend(
+                now.iter()
+                    .filter(|r| retargeted || !then.contains(r))
+                    .copied(),
+            );
+        };
+        for (now, then) in [
+            (&self.failed_logins, &before.failed_logins),
+            (&self.secret_reads, &before.secret_reads),
+        ] {
+            let retargeted = (now.enabled, now.threshold, now.window_seconds)
+                != (then.enabled, then.threshold, then.window_seconds);
+            aim(&now.responses, &then.responses, retargeted);
+        }
+        let (now, then) = (&self.request_rate, &before.request_rate);
+        let retargeted =
+            (now.enabled, now.factor, now.minimum) != (then.enabled, then.factor, then.minimum);
+        aim(&now.responses, &then.responses, retargeted);
+        for (now, then) in [
+            (&self.elevation, &before.elevation),
+            (&self.new_network, &before.new_network),
+            (&self.audit_tamper, &before.audit_tamper),
+        ] {
+            aim(&now.responses, &then.responses, now.enabled != then.enabled);
+        }
+        aimed
     }
 
     /// The responses attached to the signal `kind`.

@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use entity::tenant::identity_provider;
-use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _,
+    QuerySelect as _,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -532,6 +535,15 @@ pub async fn get(
     id: Uuid,
 ) -> Result<Option<identity_provider::Model>, DbErr> {
     identity_provider::Entity::find_by_id(id).one(conn).await
+}
+
+/// Provider `id`, locked until the transaction ends (on PostgreSQL; SQLite's write transaction
+/// holds the file): changes of one provider take turns.
+pub async fn lock(tx: &WriteTx, id: Uuid) -> Result<Option<identity_provider::Model>, DbErr> {
+    identity_provider::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(tx.conn())
+        .await
 }
 
 fn to_json(settings: &Settings) -> Result<serde_json::Value, DbErr> {

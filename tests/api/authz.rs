@@ -992,3 +992,67 @@ async fn a_replica_whose_listener_reconnects_forgets_what_it_cached() {
         "the reconnected replica reloaded its policies"
     );
 }
+
+/// `n` rows of a multi-row `VALUES`, the `i`-th written by `row`.
+fn rows(n: usize, row: impl Fn(usize) -> String) -> String {
+    (0..n).map(row).collect::<Vec<_>>().join(", ")
+}
+
+/// A forbid for a group nobody is in, named `name`.
+fn idle_forbid(name: &str) -> Value {
+    json!({"name": name, "text": format!(r#"forbid(principal in Flowgate::Group::"{}", action == Flowgate::Action::"user.read", resource);"#, Uuid::new_v4())})
+}
+
+on_both_databases! {
+    async fn a_tenant_holds_a_bounded_number_of_rules(app) {
+        // Every rule is compiled into the tenant's policy set whenever one changes: a tenant
+        // cannot grow that build without bound on the pool every tenant shares.
+        const AT: &str = "'2026-01-01T00:00:00Z'";
+        app.tenant_sql(&format!(
+            "INSERT INTO policies (id, name, description, text, version, created_at, updated_at) VALUES {}",
+            rows(999, |i| format!(
+                "('{}', 'filler-{i}', '', '{}', 1, {AT}, {AT})",
+                Uuid::now_v7(),
+                idle_forbid("filler")["text"].as_str().unwrap()
+            ))
+        ))
+        .await;
+        let (status, last) = app.post("/policies", &app.admin_key, idle_forbid("the-1000th")).await;
+        assert_eq!(status, StatusCode::CREATED, "{last}");
+        let (status, body) = app.post("/policies", &app.admin_key, idle_forbid("one-more")).await;
+        assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+        assert!(body["detail"].as_str().unwrap().contains("1000 policies"), "{body}");
+        let stored = app.tenant_rows("SELECT name FROM policies WHERE name = 'one-more'").await;
+        assert!(stored.is_empty(), "nothing of the refused policy is stored");
+        let (status, _) = app
+            .call(Method::DELETE, &format!("/policies/{}", last["id"].as_str().unwrap()), &app.admin_key, None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = app.post("/policies", &app.admin_key, idle_forbid("one-more")).await;
+        assert_eq!(status, StatusCode::CREATED, "room again once one is gone: {body}");
+
+        app.tenant_sql(&format!(
+            "INSERT INTO roles (id, name, description, actions, created_at, updated_at) VALUES {}",
+            rows(199, |i| format!("('{}', 'Filler {i}', '', '[\"user.read\"]', {AT}, {AT})", Uuid::now_v7()))
+        ))
+        .await;
+        create_role(&app, "The 200th", &["user.read"]).await;
+        let (status, body) = app.post("/roles", &app.admin_key, json!({"name": "One more", "actions": ["user.read"]})).await;
+        assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+        assert!(body["detail"].as_str().unwrap().contains("200 custom roles"), "{body}");
+
+        // The bootstrap binding and 4,998 more: one short of 5,000.
+        app.tenant_sql(&format!(
+            "INSERT INTO role_bindings (id, role, subject_type, subject_id, scope_type, scope_id, created_at) VALUES {}",
+            rows(4998, |_| format!("('{}', 'Viewer', 'user', '{}', 'tenant', NULL, {AT})", Uuid::now_v7(), Uuid::new_v4()))
+        ))
+        .await;
+        let someone = app.create_user("someone@example.com").await;
+        let bind = |role: &str| json!({"role": role, "subject": {"type": "user", "id": someone}, "scope": {"type": "tenant"}});
+        let (status, body) = app.post("/role-bindings", &app.admin_key, bind("Viewer")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = app.post("/role-bindings", &app.admin_key, bind("Auditor")).await;
+        assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+        assert!(body["detail"].as_str().unwrap().contains("5000 role bindings"), "{body}");
+    }
+}

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, spawn_app};
+use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
 use crate::oidc_peer::{Browser, Landing};
 use crate::saml_peer::{SamlPeer, SamlPost, SpOptions};
 
@@ -392,4 +392,93 @@ async fn saml_providers_are_checked_when_configured() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// SAML metadata of a provider at `entity` signing with a new self-signed certificate.
+fn metadata(entity: &str) -> String {
+    let signing = rcgen::generate_simple_self_signed(vec!["idp.example.com".to_owned()]).unwrap();
+    let der_base64: String = signing
+        .cert
+        .pem()
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data><ds:X509Certificate>{der_base64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example.com/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+    )
+}
+
+/// A change checked against the provider as it was is refused (409) once another change has
+/// been saved meanwhile: here a re-fetch of the metadata that takes its time, while another
+/// admin changes the email attribute, would otherwise have put the old attribute back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_change_does_not_overwrite_one_saved_meanwhile() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let app = spawn_app(Db::Sqlite).await;
+    let xml = metadata("https://idp.example.com");
+    let (status, view) = app
+        .post(
+            "/identity-providers",
+            &app.admin_key,
+            json!({"name": "Slow", "kind": "saml", "metadata_xml": xml}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    let path = format!("/identity-providers/{}", view["id"].as_str().unwrap());
+
+    // A metadata server that answers only when told to.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metadata_url = format!("http://{}/metadata", listener.local_addr().unwrap());
+    let (arrived, asked) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request).await.unwrap();
+        arrived.send(()).unwrap();
+        released.await.unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/samlmetadata+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            xml.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+    });
+    let slow = {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.tenant_url(&path),
+            app.admin_key.clone(),
+        );
+        tokio::spawn(async move {
+            let response = client
+                .patch(url)
+                .bearer_auth(key)
+                .json(&json!({"metadata_url": metadata_url}))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        })
+    };
+    asked.await.unwrap();
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            &app.admin_key,
+            Some(json!({"email_attribute": "mail"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    release.send(()).unwrap();
+    let (status, body) = slow.await.unwrap();
+    assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    server.await.unwrap();
+    let (_, stored) = app.get(&path, &app.admin_key).await;
+    assert_eq!(
+        stored["email_attribute"], "mail",
+        "the change saved meanwhile stands: {stored}"
+    );
+    assert!(stored["metadata_url"].is_null(), "{stored}");
 }

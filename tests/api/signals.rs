@@ -629,3 +629,84 @@ async fn counts_in_redis_fire_what_the_in_process_detectors_fire() {
         "the 50th request of the minute, once"
     );
 }
+
+/// `settings.manage` alone aims no automatic response: attaching one, or retuning a detector
+/// that has one, needs what the response does throughout the tenant (a tuner could otherwise
+/// deactivate an Admin by setting the request-rate detector to fire on them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiming_an_automatic_response_needs_what_it_does() {
+    let app = spawn_app_with(Db::Sqlite, Options::default()).await;
+    let (tuner, _) = crate::authz::custom_key(&app, &["settings.read", "settings.manage"]).await;
+    let put = |key: &str, body: Value| {
+        let key = key.to_owned();
+        let app = &app;
+        async move {
+            app.call(Method::PUT, "/security/alerting", &key, Some(body))
+                .await
+        }
+    };
+    let armed =
+        json!({"request_rate": {"factor": 5, "minimum": 100, "responses": ["deactivate_user"]}});
+
+    let (status, body) = put(&tuner, armed.clone()).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("user.disable"),
+        "{body}"
+    );
+    let (_, read) = app.get("/security/alerting", &app.admin_key).await;
+    assert_eq!(
+        read["alerting"]["request_rate"]["responses"],
+        json!([]),
+        "nothing stored"
+    );
+    let (status, body) = put(
+        &tuner,
+        json!({"request_rate": {"factor": 5, "minimum": 100}}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "thresholds without responses: {body}"
+    );
+
+    let (status, body) = put(&app.admin_key, armed.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut with_events = armed.clone();
+    with_events["webhook_events"] = json!(["authentication"]);
+    let (status, body) = put(&tuner, with_events).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the armed detector left as it is: {body}"
+    );
+    let (status, body) = put(
+        &tuner,
+        json!({"request_rate": {"factor": 2, "minimum": 10, "responses": ["deactivate_user"]}}),
+    )
+    .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = put(
+        &tuner,
+        json!({"request_rate": {"factor": 5, "minimum": 100}}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "taking a response off aims nothing: {body}"
+    );
+
+    let (revoker, _) = crate::authz::custom_key(
+        &app,
+        &["settings.read", "settings.manage", "api_key.revoke"],
+    )
+    .await;
+    let (status, body) = put(&revoker, json!({"secret_reads": {"threshold": 2, "window_seconds": 60, "responses": ["revoke_api_keys"]}})).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "who may revoke keys by hand may aim it: {body}"
+    );
+}

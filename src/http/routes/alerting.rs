@@ -10,7 +10,7 @@ use crate::authz::actions::{SettingsManage, SettingsRead};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
 use crate::http::pipeline::authz::Authorized;
-use crate::signals::config::{AlertingConfig, SECRET_FIELD, Stored};
+use crate::signals::config::{AlertingConfig, ResponseKind, SECRET_FIELD, Stored};
 use crate::signals::webhook;
 use crate::tenancy::work::Change;
 
@@ -74,7 +74,10 @@ pub async fn get_alerting(
 ///
 /// Thresholds apply on this replica at once and on the others within 30 s. Automatic responses
 /// only take access away (revoke a service account's API keys, end a person's sessions,
-/// deactivate a person); each is recorded in the audit trail as `security.response`.
+/// deactivate a person); each is recorded in the audit trail as `security.response`. Attaching
+/// a response, or retuning a detector that has one, needs what the response does
+/// (`api_key.revoke`, `service_account.disable`, `session.revoke` or `user.disable`)
+/// throughout the tenant: 403 naming what the caller lacks.
 #[utoipa::path(
     put,
     path = "/security/alerting",
@@ -108,6 +111,7 @@ pub async fn put_alerting(
     }
     let tx = auth.write().await?;
     let before = Stored::load(tx.conn()).await?;
+    refuse_aiming(&auth, &config.responses_aimed(&before.config))?;
     let mut new_secret = None;
     let sealed_secret = match (&config.webhook_url, before.sealed_secret) {
         (None, _) => None,
@@ -150,6 +154,25 @@ pub async fn put_alerting(
         alerting: stored.config,
         webhook_secret: new_secret.map(|s| secrecy::ExposeSecret::expose_secret(&s).to_owned()),
     }))
+}
+
+/// Refuses to aim automatic responses unless the caller holds, throughout the tenant, what
+/// they do: `settings.manage` alone does not deactivate people or revoke keys, by hand or by
+/// a detector tuned to fire on them.
+fn refuse_aiming(
+    auth: &Authorized<SettingsManage>,
+    aimed: &[ResponseKind],
+) -> Result<(), ApiError> {
+    let policies = auth.policies();
+    let actions = aimed.iter().map(|r| r.action());
+    let missing =
+        auth.engine()
+            .not_delegable(policies, &auth.grantor(), actions, &policies.tenant());
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(auth.refuse_delegation(&missing).into())
+    }
 }
 
 /// The webhook URL, parsed, or why `url` cannot be one: it must be `https`, or `http` to a

@@ -23,7 +23,7 @@ use crate::signin::providers::{self, Mappings, OidcSettings, Preset, SamlSetting
 use crate::signin::saml::IdpMetadata;
 use crate::signin::sessions;
 use crate::tenancy::is_unique_violation;
-use crate::tenancy::work::{Change, TenantContext};
+use crate::tenancy::work::{Change, TenantContext, WriteTx};
 
 /// The kinds of identity provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -790,12 +790,13 @@ pub async fn get_identity_provider(
 /// sessions: they owe a passkey assertion again where the tenant asks for one. Re-pointing the
 /// provider (a new OIDC issuer, a SAML entity id or signing certificate not trusted before) or
 /// widening `trusted_mfa` needs every action throughout the tenant: whoever runs the new issuer
-/// could sign in as anyone who signed in through this provider.
+/// could sign in as anyone who signed in through this provider. A provider changed by another
+/// request while this one was checked is 409: read it again.
 #[utoipa::path(
     patch,
     path = "/identity-providers/{id}",
     tag = "identity-providers",
-    responses((status = 200, body = IdentityProviderView), (status = 409, description = "The name is taken"))
+    responses((status = 200, body = IdentityProviderView), (status = 409, description = "The name is taken, or the provider changed meanwhile"))
 )]
 pub async fn update_identity_provider(
     auth: Authorized<IdentityProviderManage>,
@@ -816,30 +817,15 @@ pub async fn update_identity_provider(
         .await?;
     refuse_escalation(&auth, &settings).await?;
     refuse_repointing(&auth, &before, &settings)?;
-    // The new secret is written before the row and put back if the row's change fails.
-    let previous = match &secret {
-        Some(secret) => {
-            let slug = auth.slug().as_str();
-            let previous = providers::client_secret(auth.keystore(), slug, id.0).await?;
-            providers::store_client_secret(auth.keystore(), slug, id.0, secret).await?;
-            Some(previous)
-        }
-        None => None,
-    };
     let change = Update {
         name,
         settings: &settings,
         before: &before,
-        secret_rotated: secret.is_some(),
+        secret: secret.as_deref(),
     };
-    let saved = save_update(&auth, existing, change).await;
-    if saved.is_err()
-        && let Some(previous) = previous
-    {
-        put_back_client_secret(&auth, id.0, previous).await;
-    }
+    let saved = save_update(&auth, existing, change).await?;
     auth.sign_ins().forget(id.0);
-    Ok(web::Json(IdentityProviderView::of(&auth, saved?)?))
+    Ok(web::Json(IdentityProviderView::of(&auth, saved)?))
 }
 
 /// A checked change of a provider.
@@ -847,18 +833,74 @@ struct Update<'a> {
     name: String,
     settings: &'a Settings,
     before: &'a Settings,
-    secret_rotated: bool,
+    /// The new client secret, if the change rotates it.
+    secret: Option<&'a str>,
 }
 
-/// Writes a provider's changed row, withdraws the provider's MFA from its sessions where
-/// `trusted_mfa` narrowed, and records the change.
+/// Saves `change` of the provider `existing` as it was read and checked: 409 if the provider
+/// changed since (a concurrent change, such as another admin's narrowing of `trusted_mfa`, is
+/// never overwritten by one checked against what it replaced).
+///
+/// The row stays locked from that comparison to the commit, and a new client secret is written
+/// to the key store inside it, so that changes of one provider take turns at the secret too: a
+/// change that fails puts the secret it replaced back before the next one reads it.
 async fn save_update(
     auth: &Authorized<IdentityProviderManage>,
     existing: identity_provider::Model,
     change: Update<'_>,
 ) -> Result<identity_provider::Model, ApiError> {
+    let id = existing.id;
     let tx = auth.write().await?;
-    let updated = providers::update(&tx, auth.allowed(), existing, change.name, change.settings);
+    match providers::lock(&tx, id).await? {
+        None => return Err(ApiError::not_found()),
+        Some(current) if current != existing => {
+            return Err(ApiError::conflict(
+                "The identity provider changed while this change was checked; read it again.",
+            ));
+        }
+        Some(_) => {}
+    }
+    let previous = match change.secret {
+        Some(secret) => {
+            let slug = auth.slug().as_str();
+            let previous = providers::client_secret(auth.keystore(), slug, id).await?;
+            providers::store_client_secret(auth.keystore(), slug, id, secret).await?;
+            Some(previous)
+        }
+        None => None,
+    };
+    let written = write_update(&tx, auth, existing, &change).await;
+    let committed = match written {
+        Ok((row, record)) => tx
+            .commit(record)
+            .await
+            .map(|()| row)
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    if committed.is_err()
+        && let Some(previous) = previous
+    {
+        put_back_client_secret(auth, id, previous).await;
+    }
+    committed
+}
+
+/// Writes a provider's changed row and withdraws the provider's MFA from its sessions where
+/// `trusted_mfa` narrowed; returns the row and the change's record.
+async fn write_update(
+    tx: &WriteTx,
+    auth: &Authorized<IdentityProviderManage>,
+    existing: identity_provider::Model,
+    change: &Update<'_>,
+) -> Result<(identity_provider::Model, Change), ApiError> {
+    let updated = providers::update(
+        tx,
+        auth.allowed(),
+        existing,
+        change.name.clone(),
+        change.settings,
+    );
     let row = match updated.await {
         Err(e) if is_unique_violation(&e) => return Err(name_taken()),
         other => other?,
@@ -871,20 +913,17 @@ async fn save_update(
         .iter()
         .any(|v| !trusted_now.contains(v));
     let downgraded = if distrusted {
-        sessions::distrust_provider_mfa(&tx, auth.allowed(), row.id).await?
+        sessions::distrust_provider_mfa(tx, auth.allowed(), row.id).await?
     } else {
         0
     };
-    tx.commit(
-        described(
-            Change::new("identity_provider", row.id, 200),
-            change.settings,
-        )
-        .detail("client_secret_rotated", change.secret_rotated)
-        .detail("sessions_mfa_withdrawn", downgraded),
+    let record = described(
+        Change::new("identity_provider", row.id, 200),
+        change.settings,
     )
-    .await?;
-    Ok(row)
+    .detail("client_secret_rotated", change.secret.is_some())
+    .detail("sessions_mfa_withdrawn", downgraded);
+    Ok((row, record))
 }
 
 /// Delete an identity provider.

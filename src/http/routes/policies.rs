@@ -13,7 +13,7 @@ use super::{DryRunParam, ListParams, Page, dry_run};
 use crate::authz::actions::{PolicyManage, PolicyRead};
 use crate::authz::impact::Impact;
 use crate::authz::policy_text;
-use crate::authz::rules::{self, PolicyText};
+use crate::authz::rules::{self, PolicyText, RuleKind};
 use crate::authz::{StoredRules, TenantPolicies, policy_object, resolve_resource};
 use crate::directory;
 use crate::http::error::{ApiError, FieldError};
@@ -313,12 +313,13 @@ pub async fn list_policy_versions(
 ///
 /// The text is validated against the tenant schema (422 with the validator's messages). With
 /// `?dry_run=true` nothing is saved and the answer (200) lists who would gain and lose which
-/// permission. Takes effect on the next request on every replica.
+/// permission. Takes effect on the next request on every replica. A tenant holds at most 1,000
+/// policies (each is compiled into its policy set whenever one changes).
 #[utoipa::path(
     post,
     path = "/policies",
     tag = "policies",
-    responses((status = 201, body = PolicyView), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The name is taken"))
+    responses((status = 201, body = PolicyView), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The name is taken, or the tenant holds 1,000 policies"))
 )]
 pub async fn create_policy(
     auth: Authorized<PolicyManage>,
@@ -336,6 +337,7 @@ pub async fn create_policy(
         return Ok(HttpResponse::Ok().json(impact));
     }
     let tx = auth.write().await?;
+    rules::ensure_room(tx.conn(), RuleKind::Policy).await?;
     let new = PolicyText {
         description,
         text: body.text.clone(),

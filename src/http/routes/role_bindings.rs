@@ -11,6 +11,7 @@ use super::{ListParams, Page};
 use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::authz::roles::{BUILTIN_ROLES, builtin};
+use crate::authz::rules::{self, RuleKind};
 use crate::authz::{Resource, TenantPolicies, resolve_resource};
 use crate::directory;
 use crate::http::error::ApiError;
@@ -164,7 +165,7 @@ pub type RoleBindingPage = Page<RoleBindingView>;
     post,
     path = "/role-bindings",
     tag = "role-bindings",
-    responses((status = 201, body = RoleBindingView), (status = 409, description = "The same binding exists"))
+    responses((status = 201, body = RoleBindingView), (status = 409, description = "The same binding exists, or the tenant holds 5,000 bindings"))
 )]
 pub async fn create_role_binding(
     auth: Authorized<RoleBindingCreate>,
@@ -207,6 +208,7 @@ pub async fn create_role_binding(
     if !missing.is_empty() {
         return Err(auth.refuse_delegation(&missing).into());
     }
+    rules::ensure_room(tx.conn(), RuleKind::RoleBinding).await?;
     let role = new.role.clone();
     let binding = bindings::create(&tx, auth.allowed(), new)
         .await?

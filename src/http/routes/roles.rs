@@ -10,7 +10,7 @@ use super::{DryRunParam, dry_run};
 use crate::authz::actions::{RoleManage, RoleRead, is_known};
 use crate::authz::impact::Impact;
 use crate::authz::roles::{BUILTIN_ROLES, RoleDef, builtin};
-use crate::authz::rules;
+use crate::authz::rules::{self, RuleKind};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{JsonBody, PathName};
 use crate::http::pipeline::authz::Authorized;
@@ -248,7 +248,7 @@ async fn require_custom(request: &TenantContext, name: &str) -> Result<(), ApiEr
     post,
     path = "/roles",
     tag = "roles",
-    responses((status = 201, body = RoleView), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The name is taken"))
+    responses((status = 201, body = RoleView), (status = 200, body = Impact, description = "The dry run's impact"), (status = 409, description = "The name is taken, or the tenant holds 200 custom roles"))
 )]
 pub async fn create_role(
     auth: Authorized<RoleManage>,
@@ -271,6 +271,7 @@ pub async fn create_role(
     if rules::find_role(tx.conn(), &name).await?.is_some() {
         return Err(ApiError::conflict(format!("A role `{name}` exists.")));
     }
+    rules::ensure_room(tx.conn(), RuleKind::CustomRole).await?;
     let inserted =
         rules::create_role(&tx, auth.allowed(), name.clone(), description, &actions).await;
     let created = match inserted {
