@@ -108,6 +108,14 @@ pub async fn discard_values(keystore: &dyn KeyStore, slug: &str, ids: &[Uuid]) {
     }
 }
 
+/// Whether the version `id` is stored (any secret's, readable or not).
+pub async fn version_stored(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    Ok(secret_version::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .is_some())
+}
+
 /// Why a version's value cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ValueError {

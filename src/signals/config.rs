@@ -159,7 +159,8 @@ pub struct AlertingConfig {
     pub secret_reads: WindowRule,
     /// A principal's request rate far above its own baseline.
     pub request_rate: RateRule,
-    /// A grant of the Admin role, or a policy that permits more.
+    /// A grant of every action (the Admin role or one as wide), a permit written, a forbid
+    /// changed or deleted, or a custom role given more actions.
     pub elevation: EventRule,
     /// A service account's credential used from a network (/24, /64) it was never used from.
     pub new_network: EventRule,

@@ -27,12 +27,36 @@ pub struct Observation {
     /// Which credential of a service account acted (an API key's, an OAuth client's or a
     /// trust's id), when the event says.
     pub credential: Option<String>,
-    /// The Cedar effect is `permit` for at least one policy written (policy changes only).
-    pub widens: bool,
-    /// The role a binding grants (role-binding creations only).
-    pub granted_role: Option<String>,
+    /// How the event gave more access, if it did.
+    pub elevation: Option<Elevation>,
     /// An audit verification found the chain broken.
     pub tamper: bool,
+}
+
+/// How a change gave more access: what the elevation detector fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elevation {
+    /// A binding of a role holding every action (Admin, or a custom role as wide).
+    EverythingGranted,
+    /// A claim-based policy that permits, written.
+    PermitWritten,
+    /// A forbid changed or removed.
+    ForbidLifted,
+    /// A custom role given actions it did not hold (everyone bound to it gains them).
+    RoleWidened,
+}
+
+impl Elevation {
+    fn describe(self) -> &'static str {
+        match self {
+            Elevation::EverythingGranted => {
+                "a grant of every action (the Admin role or one as wide)"
+            }
+            Elevation::PermitWritten => "a policy that permits more",
+            Elevation::ForbidLifted => "a forbid lifted or changed",
+            Elevation::RoleWidened => "a role given more actions",
+        }
+    }
 }
 
 /// The kinds of signal.
@@ -405,19 +429,15 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
             minimum: rule.minimum,
         });
     }
-    if config.elevation.enabled && event.status < 400 {
-        let what = match (&event.granted_role, event.widens) {
-            (Some(role), _) if role == "Admin" => Some("a grant of the Admin role"),
-            (_, true) => Some("a policy that permits more"),
-            _ => None,
-        };
-        if let (Some(what), Some(subject)) = (what, principal.clone()) {
-            tallies.push(Tally::Event {
-                kind: SignalKind::Elevation,
-                subject,
-                what: format!("{what} ({})", event.action),
-            });
-        }
+    if config.elevation.enabled
+        && event.status < 400
+        && let (Some(elevation), Some(subject)) = (event.elevation, principal.clone())
+    {
+        tallies.push(Tally::Event {
+            kind: SignalKind::Elevation,
+            subject,
+            what: format!("{} ({})", elevation.describe(), event.action),
+        });
     }
     if config.audit_tamper.enabled
         && event.tamper
@@ -548,8 +568,7 @@ mod tests {
             actor_id: actor.into(),
             source_ip: Some(ip.into()),
             credential: None,
-            widens: false,
-            granted_role: None,
+            elevation: None,
             tamper: false,
         }
     }
@@ -642,13 +661,12 @@ mod tests {
         let mut detectors = Detectors::default();
         let now = Instant::now();
         let mut grant = event("role_binding.create", 201, "sa1", "10.0.0.1");
-        grant.granted_role = Some("Viewer".into());
         assert!(detectors.fire_on(&config, &grant, now).is_empty());
-        grant.granted_role = Some("Admin".into());
+        grant.elevation = Some(Elevation::EverythingGranted);
         let fired = detectors.fire_on(&config, &grant, now);
         assert!(fired.iter().any(|s| s.kind == SignalKind::Elevation));
         let mut policy = event("policy.manage", 201, "sa1", "10.0.0.1");
-        policy.widens = true;
+        policy.elevation = Some(Elevation::ForbidLifted);
         assert!(
             detectors
                 .fire_on(&config, &policy, now)

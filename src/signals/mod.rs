@@ -34,7 +34,7 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta};
 use crate::tenancy::{Access, Slug};
 use config::{SECRET_FIELD, Stored};
-use detect::{Detectors, Observation, Signal, Subject, Tally};
+use detect::{Detectors, Elevation, Observation, Signal, Subject, Tally};
 pub use shared::SharedCounts;
 
 /// Batches of committed events waiting for the detectors.
@@ -311,18 +311,6 @@ async fn observations(rows: Vec<audit_event::Model>) -> Vec<Observation> {
 
 /// What the detectors read of a committed row.
 fn observation(row: &audit_event::Model) -> Observation {
-    let granted_role = (row.action == "role_binding.create")
-        .then(|| row.details.get("role").and_then(Value::as_str))
-        .flatten()
-        .map(str::to_owned);
-    // By the policy's structure (Cedar's own parse, bounded), never its text.
-    let widens = row.action == "policy.manage"
-        && row
-            .details
-            .get("after")
-            .and_then(Value::as_str)
-            .and_then(|text| crate::authz::policy_text::parse("changed", text).ok())
-            .is_some_and(|parsed| parsed.policy.effect() == cedar_policy::Effect::Permit);
     Observation {
         action: row.action.clone(),
         status: row.status,
@@ -334,10 +322,53 @@ fn observation(row: &audit_event::Model) -> Observation {
             .get("credential_id")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        widens,
-        granted_role,
+        elevation: elevation_of(&row.action, &row.details),
         tamper: row.action == "audit.verify"
             && row.details.get("verified_ok") == Some(&Value::Bool(false)),
+    }
+}
+
+/// How the committed change `action` with `details` gave more access, if it did: a binding of
+/// a role holding every action, a permit written, a forbid changed or removed (by the policies'
+/// structure: Cedar's own parse, bounded, never their text), a role given new actions.
+fn elevation_of(action: &str, details: &Value) -> Option<Elevation> {
+    let text = |field: &str| details.get(field).and_then(Value::as_str);
+    let effect = |text: &str| {
+        crate::authz::policy_text::parse("changed", text)
+            .ok()
+            .map(|parsed| parsed.policy.effect())
+    };
+    match action {
+        "role_binding.create" => (text("role") == Some("Admin")
+            || details.get("grants_everything") == Some(&Value::Bool(true)))
+        .then_some(Elevation::EverythingGranted),
+        "policy.manage" => {
+            let (before, after) = (text("before"), text("after"));
+            if after.and_then(effect) == Some(cedar_policy::Effect::Permit) {
+                Some(Elevation::PermitWritten)
+            } else if before.is_some_and(|b| after != Some(b))
+                // A stored text that no longer parses might have been a forbid of anything.
+                && before.and_then(effect) != Some(cedar_policy::Effect::Permit)
+            {
+                Some(Elevation::ForbidLifted)
+            } else {
+                None
+            }
+        }
+        "role.manage" => {
+            let actions = |field: &str| -> Vec<&str> {
+                details
+                    .get(field)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default()
+            };
+            let before = actions("before");
+            (details.get("before").is_some()
+                && actions("after").iter().any(|a| !before.contains(a)))
+            .then_some(Elevation::RoleWidened)
+        }
+        _ => None,
     }
 }
 
@@ -380,6 +411,7 @@ fn forward_events(
             url: url.to_owned(),
             secret: secret.clone(),
             body: body.to_string().into_bytes(),
+            signal: false,
         });
     }
 }
@@ -435,6 +467,7 @@ async fn raise(
         url: url.clone(),
         secret: secret.clone(),
         body: body.to_string().into_bytes(),
+        signal: true,
     });
 }
 
@@ -465,5 +498,71 @@ mod tests {
         drop(places);
         assert!(raising.lock().is_empty(), "every place is given back");
         assert!(raising.admit("acme", &address).is_some());
+    }
+
+    #[test]
+    fn elevations_are_read_from_the_changes_structure() {
+        const PERMIT: &str =
+            r#"permit(principal, action == Flowgate::Action::"user.read", resource);"#;
+        const FORBID: &str =
+            r#"forbid(principal, action == Flowgate::Action::"user.read", resource);"#;
+        let cases = [
+            (
+                "role_binding.create",
+                json!({"role": "Viewer", "grants_everything": false}),
+                None,
+            ),
+            (
+                "role_binding.create",
+                json!({"role": "Admin"}),
+                Some(Elevation::EverythingGranted),
+            ),
+            (
+                "role_binding.create",
+                json!({"role": "Ops", "grants_everything": true}),
+                Some(Elevation::EverythingGranted),
+            ),
+            (
+                "policy.manage",
+                json!({"after": PERMIT}),
+                Some(Elevation::PermitWritten),
+            ),
+            ("policy.manage", json!({"after": FORBID}), None),
+            ("policy.manage", json!({"before": PERMIT}), None),
+            (
+                "policy.manage",
+                json!({"before": FORBID}),
+                Some(Elevation::ForbidLifted),
+            ),
+            (
+                "policy.manage",
+                json!({"before": FORBID, "after": FORBID.replace("user.read", "user.create")}),
+                Some(Elevation::ForbidLifted),
+            ),
+            (
+                "policy.manage",
+                json!({"before": "not cedar"}),
+                Some(Elevation::ForbidLifted),
+            ),
+            ("role.manage", json!({"after": ["user.read"]}), None),
+            (
+                "role.manage",
+                json!({"before": ["user.read"], "after": []}),
+                None,
+            ),
+            (
+                "role.manage",
+                json!({"before": ["user.read"], "after": ["user.read", "user.create"]}),
+                Some(Elevation::RoleWidened),
+            ),
+            ("user.read", json!({"role": "Admin"}), None),
+        ];
+        for (action, details, expected) in cases {
+            assert_eq!(
+                elevation_of(action, &details),
+                expected,
+                "{action} {details}"
+            );
+        }
     }
 }

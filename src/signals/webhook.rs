@@ -22,7 +22,7 @@ use crate::signin::outbound::Outbound;
 
 /// The secret's prefix, as Standard Webhooks libraries expect it.
 const SECRET_PREFIX: &str = "whsec_";
-/// Alerts waiting for delivery per tenant; beyond it they are dropped and counted.
+/// Alerts of each kind waiting for delivery per tenant; beyond it they are dropped and counted.
 const QUEUE: usize = 256;
 /// A tenant's delivery worker stops after this long without alerts.
 const IDLE: Duration = Duration::from_secs(60);
@@ -59,6 +59,16 @@ pub struct Alert {
     pub secret: SecretString,
     /// The JSON body.
     pub body: Vec<u8>,
+    /// A signal's alert (else a forwarded security event): signals have their own queue and
+    /// go first, so that forwarded events anyone can cause (failed sign-ins) never crowd them
+    /// out.
+    pub signal: bool,
+}
+
+/// One tenant's delivery queues.
+struct Queues {
+    signals: mpsc::Sender<Alert>,
+    events: mpsc::Sender<Alert>,
 }
 
 /// The delivery queues: one per tenant, each drained in order by a worker of its own, so a
@@ -66,7 +76,7 @@ pub struct Alert {
 #[derive(Clone)]
 pub struct Deliveries {
     outbound: Arc<Outbound>,
-    workers: Arc<Mutex<HashMap<String, mpsc::Sender<Alert>>>>,
+    workers: Arc<Mutex<HashMap<String, Queues>>>,
 }
 
 impl Deliveries {
@@ -84,9 +94,14 @@ impl Deliveries {
         // A worker that went idle has stopped: the second try starts a new one.
         for _ in 0..2 {
             let Some(next) = alert.take() else { return };
-            let queue = workers
+            let queues = workers
                 .entry(next.tenant.clone())
                 .or_insert_with(|| self.worker());
+            let queue = if next.signal {
+                &queues.signals
+            } else {
+                &queues.events
+            };
             match queue.try_send(next) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => break,
@@ -99,16 +114,36 @@ impl Deliveries {
         crate::telemetry::metrics().observe_alert("dropped");
     }
 
-    /// A tenant's worker: delivers what its queue holds, in order; stops after a minute idle.
-    fn worker(&self) -> mpsc::Sender<Alert> {
-        let (queue, mut alerts) = mpsc::channel::<Alert>(QUEUE);
+    /// A tenant's worker: delivers what its queues hold, each in order, signals first; stops
+    /// after a minute idle.
+    fn worker(&self) -> Queues {
+        let (signals, mut signal_alerts) = mpsc::channel::<Alert>(QUEUE);
+        let (events, mut event_alerts) = mpsc::channel::<Alert>(QUEUE);
         let outbound = Arc::clone(&self.outbound);
         tokio::spawn(async move {
-            while let Ok(Some(alert)) = tokio::time::timeout(IDLE, alerts.recv()).await {
+            loop {
+                let next = next_alert(&mut signal_alerts, &mut event_alerts);
+                let Ok(Some(alert)) = tokio::time::timeout(IDLE, next).await else {
+                    break;
+                };
                 deliver(&outbound, alert).await;
             }
         });
-        queue
+        Queues { signals, events }
+    }
+}
+
+/// The next alert to deliver: a signal's while there is one, else a forwarded event's; `None`
+/// once both queues are closed and empty.
+async fn next_alert(
+    signals: &mut mpsc::Receiver<Alert>,
+    events: &mut mpsc::Receiver<Alert>,
+) -> Option<Alert> {
+    tokio::select! {
+        biased;
+        Some(alert) = signals.recv() => Some(alert),
+        Some(alert) = events.recv() => Some(alert),
+        else => None,
     }
 }
 
@@ -167,6 +202,29 @@ mod tests {
         );
         let bad = SecretString::from("not-a-secret".to_owned());
         assert_eq!(signature(&bad, "m", 1, body), None);
+    }
+
+    #[tokio::test]
+    async fn signals_are_delivered_before_forwarded_events() {
+        let (signals, mut signal_alerts) = mpsc::channel::<Alert>(QUEUE);
+        let (events, mut event_alerts) = mpsc::channel::<Alert>(QUEUE);
+        let alert = |signal: bool, n: u8| Alert {
+            tenant: "acme".into(),
+            url: "https://siem.example.com".into(),
+            secret: SecretString::from("whsec_x".to_owned()),
+            body: vec![n],
+            signal,
+        };
+        for n in 0..3 {
+            events.try_send(alert(false, n)).unwrap();
+        }
+        signals.try_send(alert(true, 9)).unwrap();
+        drop((signals, events));
+        let mut order = Vec::new();
+        while let Some(next) = next_alert(&mut signal_alerts, &mut event_alerts).await {
+            order.push(next.body[0]);
+        }
+        assert_eq!(order, [9, 0, 1, 2]);
     }
 
     #[test]

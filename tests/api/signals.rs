@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use flowgate::signals::SharedCounts;
 use flowgate::signals::config::AlertingConfig;
 use flowgate::signals::detect::{
-    self, Detectors, MAX_KEYS, Observation, SignalKind, Subject, Tally,
+    self, Detectors, Elevation, MAX_KEYS, Observation, SignalKind, Subject, Tally,
 };
 
 use reqwest::{Method, StatusCode};
@@ -513,8 +513,7 @@ fn observed(action: &str, status: i32, actor: &str, ip: &str) -> Observation {
         actor_id: actor.into(),
         source_ip: Some(ip.into()),
         credential: None,
-        widens: false,
-        granted_role: None,
+        elevation: None,
         tamper: false,
     }
 }
@@ -536,7 +535,7 @@ async fn counts_in_redis_fire_what_the_in_process_detectors_fire() {
     config.secret_reads.window_seconds = 86_400;
     let mut local = Detectors::default();
     let mut grant = observed("role_binding.create", 201, "sa2", "10.0.0.1");
-    grant.granted_role = Some("Admin".into());
+    grant.elevation = Some(Elevation::EverythingGranted);
     let events = [
         observed("auth.authenticate", 401, "", "10.0.0.9"),
         observed("auth.authenticate", 401, "", "10.0.0.9"),
@@ -709,4 +708,67 @@ async fn aiming_an_automatic_response_needs_what_it_does() {
         StatusCode::OK,
         "who may revoke keys by hand may aim it: {body}"
     );
+}
+
+/// An elevation is judged by what a change gives, never by a role's name: binding a custom
+/// role as wide as Admin, giving a role more actions and deleting a forbid each raise it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elevations_are_judged_by_what_they_give() {
+    let app = spawn_app_with(Db::Sqlite, Options::default()).await;
+    let (_, roles) = app.get("/roles", &app.admin_key).await;
+    let everything = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Admin")
+        .unwrap()["actions"]
+        .clone();
+    crate::authz::create_role(&app, "Keys to everything", &["user.read"]).await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/roles/Keys%20to%20everything",
+            &app.admin_key,
+            Some(json!({"actions": everything})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.account_with_role(Some("Keys to everything")).await;
+    let (status, forbid) = app
+        .post("/policies", &app.admin_key, json!({"name": "no-reads", "text": r#"forbid(principal in Flowgate::Group::"00000000-0000-0000-0000-000000000001", action == Flowgate::Action::"user.read", resource);"#}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{forbid}");
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/policies/{}", forbid["id"].as_str().unwrap()),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let wanted = [
+        "a role given more actions (role.manage)",
+        "a grant of every action (the Admin role or one as wide) (role_binding.create)",
+        "a forbid lifted or changed (policy.manage)",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let summaries: Vec<String> = app
+            .audit_events()
+            .await
+            .iter()
+            .filter(|e| e["action"] == "security.signal" && e["details"]["signal"] == "elevation")
+            .map(|e| e["details"]["summary"].as_str().unwrap().to_owned())
+            .collect();
+        if wanted.iter().all(|w| summaries.iter().any(|s| s == w)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing elevations among {summaries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

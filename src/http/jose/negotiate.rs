@@ -21,7 +21,7 @@
 
 use std::sync::LazyLock;
 
-use actix_web::body::{BoxBody, MessageBody, to_bytes_limited};
+use actix_web::body::{BodySize, BoxBody, MessageBody, to_bytes_limited};
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -41,6 +41,34 @@ pub const NEVER_REQUIRED: [&str; 2] = ["get_settings", "update_settings"];
 
 /// The largest response body encrypted (a bigger one is refused with 406, never sent in clear).
 const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Streamed answers (the audit export) sealed or being sent at once in the whole process, the
+/// others waiting their turn: each is held whole, up to [`RESPONSE_LIMIT`] and then as a JWE,
+/// until its client has it, so that one principal's concurrent exports to slow readers would
+/// otherwise hold that much memory each. Other answers are in memory already when sealed.
+static SEALING_STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// A sealed answer, holding its turn at [`SEALING_STREAMS`] (if it needed one) until it is
+/// sent or dropped.
+struct Sealed {
+    jwe: Option<actix_web::web::Bytes>,
+    _turn: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+impl MessageBody for Sealed {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.jwe.as_ref().map_or(0, |b| b.len() as u64))
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.get_mut().jwe.take().map(Ok))
+    }
+}
 
 /// What was decided about one request's payloads, kept in its extensions.
 pub struct Negotiated {
@@ -314,6 +342,10 @@ async fn seal_response(
     };
     let (req, res) = res.into_parts();
     let (mut head, body) = res.into_parts();
+    let turn = match body.size() {
+        BodySize::Stream => SEALING_STREAMS.acquire().await.ok(),
+        _ => None,
+    };
     let body = match to_bytes_limited(body, RESPONSE_LIMIT).await {
         Ok(Ok(body)) => Zeroizing::new(Vec::from(body)),
         Ok(Err(e)) => {
@@ -333,6 +365,10 @@ async fn seal_response(
                 header::VARY,
                 HeaderValue::from_static("accept, content-type"),
             );
+            let sealed = Sealed {
+                jwe: Some(sealed.into()),
+                _turn: turn,
+            };
             ServiceResponse::new(req, head.set_body(BoxBody::new(sealed)))
         }
         Err(e) => ServiceResponse::from_err(e, req),

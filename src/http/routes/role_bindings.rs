@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{ListParams, Page};
 use crate::authz::actions::{RoleBindingCreate, RoleBindingDelete, RoleBindingRead};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
-use crate::authz::roles::{BUILTIN_ROLES, builtin};
+use crate::authz::roles::{BUILTIN_ROLES, builtin, grants_everything};
 use crate::authz::rules::{self, RuleKind};
 use crate::authz::{Resource, TenantPolicies, resolve_resource};
 use crate::directory;
@@ -217,6 +217,7 @@ pub async fn create_role_binding(
         })?;
     let change = Change::new("role_binding", binding.id, 201)
         .detail("role", role)
+        .detail("grants_everything", grants_everything(&actions))
         .detail("subject_id", binding.subject_id.to_string())
         .detail(
             "scope",

@@ -259,8 +259,33 @@ async fn store_new(
     match stored {
         Ok(view) => Ok(HttpResponse::Created().json(view)),
         Err(e) => {
-            secrets::discard_values(auth.keystore(), &slug, &[version_id]).await;
+            abandon_value(auth, version_id).await;
             Err(e)
+        }
+    }
+}
+
+/// Destroys the value written as version `version_id` for a change that failed, once the
+/// version is known not to be stored: a commit can fail after committing, and a stored version
+/// must keep its value. A value whose version cannot be looked up stays (named by an id nothing
+/// refers to, it is destroyed with the tenant's keys).
+async fn abandon_value(auth: &TenantContext, version_id: Uuid) {
+    let stored = async {
+        let tx = auth.read().await?;
+        let stored = secrets::version_stored(&tx, version_id).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(stored)
+    }
+    .await;
+    match stored {
+        Ok(false) => {
+            secrets::discard_values(auth.keystore(), auth.slug().as_str(), &[version_id]).await;
+        }
+        Ok(true) => {
+            tracing::warn!(version = %version_id, "a secret change answered as failed was committed; its value stays");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, version = %version_id, "kept the value of a failed secret change: whether it was stored is unknown");
         }
     }
 }
@@ -503,7 +528,7 @@ pub async fn rotate_secret(
             Ok(web::Json(view(rotated.secret, versions)))
         }
         Err(e) => {
-            secrets::discard_values(auth.keystore(), &slug, &[version_id]).await;
+            abandon_value(&auth, version_id).await;
             Err(e)
         }
     }
