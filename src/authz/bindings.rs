@@ -2,10 +2,8 @@
 
 use chrono::Utc;
 use entity::tenant::{group, role_binding, service_account, user};
-use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
-    EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
-};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveModelTrait as _, ConnectionTrait, DbErr, EntityTrait as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -123,45 +121,29 @@ pub async fn subject_exists(
     })
 }
 
-/// Creates the binding unless the same role, subject and scope are already bound (`None`); a
-/// unique index keeps concurrent creations to one.
+/// Creates the binding unless the same role, subject and scope are already bound (`None`).
+/// The unique index decides between concurrent creations, without an error that would abort
+/// the transaction on PostgreSQL (and with it the change's record).
 pub async fn create(
     tx: &WriteTx,
     _: &impl Permit<RoleBindingCreate>,
     new: NewBinding,
 ) -> Result<Option<role_binding::Model>, DbErr> {
-    let conn = tx.conn();
-    let scope_filter = match &new.scope_id {
-        Some(id) => role_binding::Column::ScopeId.eq(id.as_str()),
-        None => role_binding::Column::ScopeId.is_null(),
+    let binding = role_binding::Model {
+        id: Uuid::now_v7(),
+        role: new.role,
+        subject_type: new.subject_type.as_str().to_owned(),
+        subject_id: new.subject_id,
+        scope_type: new.scope_type.as_str().to_owned(),
+        scope_id: new.scope_id,
+        created_at: Utc::now(),
     };
-    let duplicates = role_binding::Entity::find()
-        .filter(role_binding::Column::Role.eq(&new.role))
-        .filter(role_binding::Column::SubjectType.eq(new.subject_type.as_str()))
-        .filter(role_binding::Column::SubjectId.eq(new.subject_id))
-        .filter(role_binding::Column::ScopeType.eq(new.scope_type.as_str()))
-        .filter(scope_filter)
-        .count(conn)
-        .await?;
-    if duplicates > 0 {
-        return Ok(None);
-    }
-    let inserted = role_binding::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        role: Set(new.role),
-        subject_type: Set(new.subject_type.as_str().to_owned()),
-        subject_id: Set(new.subject_id),
-        scope_type: Set(new.scope_type.as_str().to_owned()),
-        scope_id: Set(new.scope_id),
-        created_at: Set(Utc::now()),
-    }
-    .insert(conn)
-    .await;
-    match inserted {
-        // A concurrent request bound the same role first.
-        Err(e) if crate::tenancy::is_unique_violation(&e) => Ok(None),
-        other => other.map(Some),
-    }
+    let inserted =
+        role_binding::Entity::insert(role_binding::ActiveModel::from(binding.clone()).reset_all())
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .exec_without_returning(tx.conn())
+            .await?;
+    Ok((inserted == 1).then_some(binding))
 }
 
 /// Deletes the binding `id` and returns it; `None` if there was none.

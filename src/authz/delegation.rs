@@ -106,6 +106,8 @@ impl ContextRule {
 #[derive(Debug, Clone)]
 pub struct GroupRule {
     groups: Vec<String>,
+    /// The groups among `groups` that its conditions name.
+    in_conditions: Vec<String>,
     actions: Option<HashSet<String>>,
     scope: Option<(EntityKind, String)>,
 }
@@ -122,18 +124,22 @@ impl GroupRule {
             PrincipalConstraint::In(target) | PrincipalConstraint::IsIn(_, target) => Some(target),
             _ => None,
         };
-        let named: Vec<String> = in_scope
-            .iter()
-            .chain(&reads.entities)
-            .filter_map(EntityKind::of_uid)
-            .filter_map(|(kind, id)| (kind == EntityKind::Group).then_some(id))
-            .collect();
+        let in_conditions = group_ids(reads.entities.iter());
+        let named = group_ids(in_scope.iter().chain(&reads.entities));
         (!named.is_empty()).then(|| GroupRule {
             groups: named,
+            in_conditions,
             actions: policy_actions(policy, groups),
             scope: resource_key(policy).as_ref().and_then(EntityKind::of_uid),
         })
     }
+}
+
+/// The ids of the groups among `uids`.
+fn group_ids<'a>(uids: impl Iterator<Item = &'a EntityUid>) -> Vec<String> {
+    uids.filter_map(EntityKind::of_uid)
+        .filter_map(|(kind, id)| (kind == EntityKind::Group).then_some(id))
+        .collect()
 }
 
 /// The actions `actions` lists (`None`: the whole catalogue).
@@ -291,6 +297,25 @@ impl PolicyEngine {
             .group_rules()
             .iter()
             .filter(|r| r.groups.iter().any(|g| groups.contains(g)))
+            .map(|r| (r.actions.as_ref(), r.scope.as_ref()));
+        self.reaches_not_delegable(policies, caller, rules)
+    }
+
+    /// The actions `caller` lacks to add a member to `group` (an id): the whole reach of every
+    /// policy whose conditions name the group, a permit (`when { principal in Group::"…" &&
+    /// context.amount <= 10000 }`) or a forbid (`unless { principal in Group::"…" }`). Joining
+    /// decides such a policy in contexts that a check without the request's cannot show; a
+    /// policy naming the group only in its principal scope is judged by the escalation check.
+    pub fn joining_not_delegable(
+        &self,
+        policies: &TenantPolicies,
+        caller: &Grantor<'_>,
+        group: &str,
+    ) -> Vec<String> {
+        let rules = policies
+            .group_rules()
+            .iter()
+            .filter(|r| r.in_conditions.iter().any(|g| g == group))
             .map(|r| (r.actions.as_ref(), r.scope.as_ref()));
         self.reaches_not_delegable(policies, caller, rules)
     }

@@ -208,10 +208,12 @@ pub fn exceeding(
 }
 
 /// Everywhere a grant can differ between two principals: the tenant, its folders and processes,
-/// an anonymous form, report, secret and task in each (for grants on "anything inside"), and
-/// the objects bindings and policies name by id.
+/// an anonymous process, form, report, secret and task in the tenant and each folder (for
+/// grants on "anything inside", an empty folder's and the processes beyond the sample
+/// included), and the objects bindings and policies name by id.
 fn escalation_targets(policies: &TenantPolicies, universe: &Universe) -> Vec<Resource> {
-    const INSIDE: [EntityKind; 4] = [
+    const INSIDE: [EntityKind; 5] = [
+        EntityKind::Process,
         EntityKind::Form,
         EntityKind::Report,
         EntityKind::Secret,
@@ -219,7 +221,9 @@ fn escalation_targets(policies: &TenantPolicies, universe: &Universe) -> Vec<Res
     ];
     let mut targets = universe.resources.clone();
     for scope in &universe.resources {
-        targets.extend(INSIDE.iter().filter_map(|kind| probe(*kind, scope)));
+        // A probe of the scope's own kind is the scope, a target already.
+        let inside = INSIDE.iter().filter(|kind| **kind != scope.kind);
+        targets.extend(inside.filter_map(|kind| probe(*kind, scope)));
     }
     targets.extend(policies.named_objects().iter().cloned());
     targets

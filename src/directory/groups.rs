@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use entity::tenant::{group, group_member};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait as _};
 use uuid::Uuid;
 
@@ -33,24 +34,20 @@ pub async fn add_member(
     group_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, DbErr> {
-    let conn = tx.conn();
-    let existing = group_member::Entity::find_by_id((group_id, user_id))
-        .one(conn)
-        .await?;
-    if existing.is_some() {
-        return Ok(false);
-    }
-    let inserted = group_member::ActiveModel {
+    let member = group_member::ActiveModel {
         group_id: Set(group_id),
         user_id: Set(user_id),
         created_at: Set(Utc::now()),
-    }
-    .insert(conn)
-    .await;
-    match inserted {
-        Ok(_) => Ok(true),
-        // A concurrent request added the same member first.
-        Err(e) if crate::tenancy::is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
+    };
+    // An existing member, perhaps added by a concurrent request, is left as it is, without an
+    // error that would abort the transaction on PostgreSQL (and with it the change's record).
+    let inserted = group_member::Entity::insert(member)
+        .on_conflict(
+            OnConflict::columns([group_member::Column::GroupId, group_member::Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(tx.conn())
+        .await?;
+    Ok(inserted == 1)
 }

@@ -130,12 +130,27 @@ pub struct Timeouts {
 
 impl Timeouts {
     pub async fn load(conn: &impl ConnectionTrait) -> Result<Self, DbErr> {
-        let settings = TenantSettings::load(conn).await?;
-        Ok(Timeouts {
+        Ok(Self::of(&TenantSettings::load(conn).await?))
+    }
+
+    fn of(settings: &TenantSettings) -> Self {
+        Timeouts {
             idle: Duration::minutes(settings.session_idle_minutes),
             absolute: Duration::minutes(settings.session_absolute_minutes),
-        })
+        }
     }
+}
+
+/// When `session` ends at the latest: the end it was opened with, or earlier when the tenant
+/// has shortened its absolute timeout since (a shorter timeout applies to every session at its
+/// next request, as one set during an incident must).
+fn absolute_end(session: &session::Model, absolute: Duration) -> DateTime<Utc> {
+    session.expires_at.min(
+        session
+            .created_at
+            .checked_add_signed(absolute)
+            .unwrap_or(session.expires_at),
+    )
 }
 
 /// A freshly opened session and the token its cookie carries (shown to the browser once).
@@ -204,7 +219,7 @@ pub async fn open(
 }
 
 /// A page of the live (unrevoked, within their absolute and idle timeouts) sessions of
-/// `user_id`, oldest first.
+/// `user_id`, oldest first, each with the absolute end the tenant's timeout gives it now.
 pub async fn live(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
@@ -212,18 +227,23 @@ pub async fn live(
     limit: u64,
 ) -> Result<Vec<session::Model>, DbErr> {
     let now = Utc::now();
-    let idle = Timeouts::load(conn).await?.idle;
+    let timeouts = Timeouts::load(conn).await?;
     let mut query = session::Entity::find()
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now))
-        .filter(session::Column::LastSeenAt.gt(now - idle))
+        .filter(session::Column::CreatedAt.gt(now - timeouts.absolute))
+        .filter(session::Column::LastSeenAt.gt(now - timeouts.idle))
         .order_by_asc(session::Column::Id)
         .limit(limit);
     if let Some(after) = after {
         query = query.filter(session::Column::Id.gt(after));
     }
-    query.all(conn).await
+    let mut sessions = query.all(conn).await?;
+    for session in &mut sessions {
+        session.expires_at = absolute_end(session, timeouts.absolute);
+    }
+    Ok(sessions)
 }
 
 /// Session `id`, whoever's it is.
@@ -475,10 +495,12 @@ async fn load(
         return Ok(None);
     };
     let settings = TenantSettings::load(&tx).await?;
-    if session.last_seen_at + Duration::minutes(settings.session_idle_minutes) <= now {
+    let timeouts = Timeouts::of(&settings);
+    if session.last_seen_at + timeouts.idle <= now {
         return Err(IdentityError::InvalidCredentials(InvalidReason::Expired));
     }
-    let subject = live_subject(&tx, &session, now).await?;
+    let subject = live_subject(&tx, &session, timeouts.absolute, now).await?;
+    let ends_at = absolute_end(&session, timeouts.absolute);
     let second_factor = second_factor(&tx, settings.mfa, &session).await?;
     tx.commit().await?;
     let mut last_seen_at = session.last_seen_at;
@@ -503,12 +525,12 @@ async fn load(
                 second_factor,
                 passkey_asserted_at: session.passkey_asserted_at,
                 strong_auth_at: session.strong_auth_at,
-                expires_at: session.expires_at,
+                expires_at: ends_at,
             },
             subject: Arc::new(subject),
         },
         last_seen_at,
-        expires_at: session.expires_at,
+        expires_at: ends_at,
     }))
 }
 
@@ -532,7 +554,8 @@ pub async fn exchanged(
         .await?
         .filter(|s| s.user_id == user_id)
         .ok_or(IdentityError::InvalidCredentials(InvalidReason::Revoked))?;
-    let subject = live_subject(&tx, &session, Utc::now()).await?;
+    let absolute = Timeouts::of(&settings).absolute;
+    let subject = live_subject(&tx, &session, absolute, Utc::now()).await?;
     let second_factor = second_factor(&tx, settings.mfa, &session).await?;
     tx.commit().await?;
     if second_factor == SecondFactor::Owed {
@@ -579,17 +602,18 @@ async fn has_passkey(conn: &impl ConnectionTrait, user_id: Uuid) -> Result<bool,
 }
 
 /// The user of `session` as the policy engine sees them, if the session is unrevoked, before
-/// its absolute end, and its user active.
+/// its absolute end (under the tenant's `absolute` timeout now), and its user active.
 async fn live_subject(
     conn: &impl ConnectionTrait,
     session: &session::Model,
+    absolute: Duration,
     now: DateTime<Utc>,
 ) -> Result<crate::authz::Subject, IdentityError> {
     let invalid = IdentityError::InvalidCredentials;
     if session.revoked_at.is_some() {
         return Err(invalid(InvalidReason::Revoked));
     }
-    if session.expires_at <= now {
+    if absolute_end(session, absolute) <= now {
         return Err(invalid(InvalidReason::Expired));
     }
     if !crate::directory::users::is_active(conn, session.user_id).await? {

@@ -1056,3 +1056,96 @@ on_both_databases! {
         assert!(body["detail"].as_str().unwrap().contains("5000 role bindings"), "{body}");
     }
 }
+
+/// Two memberships that gave what their author lacked: a group named in a policy's conditions
+/// beside the request's context (invisible to a check without that context), and a role on a
+/// folder with no process in it yet (whose processes-to-come nothing stood for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_group_gives_only_what_its_author_holds_in_any_context() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (member_adder, _) =
+        custom_key(&app, &["group.member_add", "user.read", "group.read"]).await;
+    let user = app.create_user("joiner@example.com").await;
+    let add = |group: &Value| {
+        let path = format!("/groups/{}/members", group["id"].as_str().unwrap());
+        let (app, key, user) = (&app, member_adder.clone(), user.clone());
+        async move { app.post(&path, &key, json!({"user_id": user})).await }
+    };
+
+    let (_, finance) = app
+        .post("/groups", &app.admin_key, json!({"name": "finance"}))
+        .await;
+    let small_approvals = format!(
+        r#"permit(principal, action == Flowgate::Action::"task.approve", resource) when {{ principal in Flowgate::Group::"{}" && context has amount && context.amount <= 10000 }};"#,
+        finance["id"].as_str().unwrap()
+    );
+    policy(&app, "finance-small-approvals", &small_approvals).await;
+    let (status, body) = add(&finance).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("task.approve"),
+        "{body}"
+    );
+
+    let (_, builders) = app
+        .post("/groups", &app.admin_key, json!({"name": "builders"}))
+        .await;
+    let (status, folder) = app
+        .post("/folders", &app.admin_key, json!({"name": "empty for now"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{folder}");
+    create_role(&app, "Process runner", &["process.execute"]).await;
+    let (status, body) = app.post("/role-bindings", &app.admin_key, json!({"role": "Process runner", "subject": {"type": "group", "id": builders["id"]}, "scope": {"type": "folder", "id": folder["id"]}})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = add(&builders).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"].as_str().unwrap().contains("process.execute"),
+        "{body}"
+    );
+
+    // A group whose policies give nothing more takes the member.
+    let (_, plain) = app
+        .post("/groups", &app.admin_key, json!({"name": "plain"}))
+        .await;
+    let (status, body) = add(&plain).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+/// Identical memberships and bindings asked for at once: one is made, the others are answered
+/// as duplicates (204, 409), never as a server error from a PostgreSQL transaction aborted by
+/// the unique index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_grants_asked_for_at_once_answer_alike() {
+    let app = spawn_app(Db::Postgres).await;
+    let user = app.create_user("twice@example.com").await;
+    let (_, group) = app
+        .post("/groups", &app.admin_key, json!({"name": "twice"}))
+        .await;
+    let members = format!("/groups/{}/members", group["id"].as_str().unwrap());
+    let adds = (0..8).map(|_| app.post(&members, &app.admin_key, json!({"user_id": user})));
+    for (status, body) in futures_util::future::join_all(adds).await {
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    let binding = json!({"role": "Viewer", "subject": {"type": "user", "id": user}, "scope": {"type": "tenant"}});
+    let binds = (0..8).map(|_| app.post("/role-bindings", &app.admin_key, binding.clone()));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(binds)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+}

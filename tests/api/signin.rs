@@ -1078,6 +1078,34 @@ async fn session_timeouts_are_the_tenants_and_mfa_is_not_promised_where_passkeys
     );
 }
 
+/// A shorter absolute timeout reaches the sessions already open, at their next request: one
+/// set during an incident ends every session older than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shortened_absolute_timeout_ends_older_open_sessions() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let browser = Browser::new(&app);
+    browser.sign_in_ok(&app, &idp, ADA).await;
+    let opened = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    app.tenant_sql(&format!("UPDATE sessions SET created_at = '{opened}'"))
+        .await;
+    let (status, mine) = browser.api(&app, Method::GET, "/me/sessions").await;
+    assert_eq!(status, StatusCode::OK, "within the 12-hour default: {mine}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({"session_absolute_minutes": 60})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        browser.api(&app, Method::GET, "/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 /// The session cookie's value a sign-in set.
 fn session_token(landing: &crate::oidc_peer::Landing) -> String {
     landing

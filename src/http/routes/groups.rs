@@ -110,7 +110,8 @@ pub async fn list_groups(
 ///
 /// Adding a member twice is harmless. Group membership changes what the member may do, so it
 /// takes effect on the next request; the caller must hold everything the membership would give
-/// the user (403 naming what is missing).
+/// the user, and whatever a policy naming the group in its conditions decides (403 naming what
+/// is missing).
 #[utoipa::path(
     post,
     path = "/groups/{id}/members",
@@ -137,6 +138,12 @@ pub async fn add_group_member(
     let mut joined = member.clone();
     joined.groups.push(id.0.to_string());
     auth.refuse_escalation(Some(&member), &joined).await?;
+    let missing =
+        auth.engine()
+            .joining_not_delegable(auth.policies(), &auth.grantor(), &id.0.to_string());
+    if !missing.is_empty() {
+        return Err(auth.refuse_delegation(&missing).into());
+    }
     let tx = auth.write().await?;
     groups::add_member(&tx, auth.allowed(), id.0, user_id).await?;
     let change = Change::new("group", id.0, 204)
