@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::{AccountCredential, IdentityError, InvalidReason, Principal};
 use crate::signin::outbound::Outbound;
-use crate::tenancy::{Access, Databases, Slug, TenantCache};
+use crate::tenancy::{Access, Databases, Slug, TenantCache, Turns};
 
 /// Least time between two fetches of one issuer's keys on account of an unknown `kid`.
 pub const JWKS_REFRESH: Duration = Duration::from_secs(60);
@@ -64,20 +64,26 @@ const ALLOWED: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-/// An issuer's keys as last fetched (none when the fetch failed).
+/// An issuer's keys as last fetched (none when the first fetch failed).
 struct Keys {
     jwks_url: String,
     set: Option<JwkSet>,
+    /// When `set` was fetched (or the failed fetch was tried).
     fetched_at: Instant,
-    /// When an unknown `kid` last made this replica fetch them again.
-    refreshed_at: Option<Instant>,
+    /// When this replica last asked the issuer for its keys, whatever the answer.
+    asked_at: Instant,
 }
 
 /// The trusted issuers of every tenant on this replica, and their keys.
+///
+/// Invariant: an issuer's keys are fetched by one request at a time, at most once a
+/// [`JWKS_REFRESH`] for an unknown `kid` (anyone can send a token naming any), and a failed
+/// refresh keeps the keys that worked.
 pub struct Federation {
     outbound: Outbound,
     trusts: TenantCache<Arc<Vec<trusted_issuer::Model>>>,
     keys: Mutex<LruCache<Uuid, Arc<Keys>>>,
+    fetching: Turns,
 }
 
 /// The `iss` of a compact JWT, read without verifying anything: only to route the token to
@@ -103,6 +109,7 @@ impl Federation {
             keys: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHED_ISSUERS).unwrap_or(NonZeroUsize::MIN),
             )),
+            fetching: Turns::default(),
         }
     }
 
@@ -202,37 +209,15 @@ impl Federation {
         kid: &str,
         refresh: bool,
     ) -> Result<Option<DecodingKey>, IdentityError> {
-        let cached = self.lock().get(&trust.id).cloned();
-        let usable =
-            cached.filter(|k| k.jwks_url == trust.jwks_url && k.fetched_at.elapsed() < JWKS_TTL);
-        let keys = match usable {
-            Some(keys) if keys.set.is_none() && keys.fetched_at.elapsed() < FAILURE_BACKOFF => {
-                return Err(IdentityError::Unavailable(
-                    "an issuer's keys could not be fetched a moment ago".into(),
-                ));
-            }
-            Some(keys) if keys.set.is_some() && !refresh => keys,
-            Some(keys)
-                if keys.set.is_some()
-                    && keys
-                        .refreshed_at
-                        .is_some_and(|at| at.elapsed() < JWKS_REFRESH) =>
-            {
-                return Ok(None);
-            }
-            _ => {
-                let fetched = self.outbound.get_json::<Value>(&trust.jwks_url).await;
-                let keys = Arc::new(Keys {
-                    jwks_url: trust.jwks_url.clone(),
-                    set: fetched.as_ref().ok().map(readable_keys),
-                    fetched_at: Instant::now(),
-                    refreshed_at: refresh.then(Instant::now),
-                });
-                self.lock().put(trust.id, Arc::clone(&keys));
-                if let Err(e) = fetched {
-                    return Err(IdentityError::Unavailable(format!("an issuer's keys: {e}")));
+        let keys = match self.cached(trust, refresh)? {
+            Some(keys) => keys,
+            None => {
+                let _turn = self.fetching.take(&trust.id.to_string()).await;
+                // The fetch this one waited for, if any, answers it.
+                match self.cached(trust, refresh)? {
+                    Some(keys) => keys,
+                    None => self.fetch(trust).await?,
                 }
-                keys
             }
         };
         Ok(keys
@@ -240,6 +225,74 @@ impl Federation {
             .as_ref()
             .and_then(|set| set.find(kid))
             .and_then(|jwk| DecodingKey::from_jwk(jwk).ok()))
+    }
+
+    /// The keys of `trust`'s issuer to look in without fetching, or `None` when they are to be
+    /// fetched: none yet, stale, from another URL, or (for `refresh`) not asked for lately.
+    fn cached(
+        &self,
+        trust: &trusted_issuer::Model,
+        refresh: bool,
+    ) -> Result<Option<Arc<Keys>>, IdentityError> {
+        let cached = self.lock().get(&trust.id).cloned();
+        let Some(keys) =
+            cached.filter(|k| k.jwks_url == trust.jwks_url && k.fetched_at.elapsed() < JWKS_TTL)
+        else {
+            return Ok(None);
+        };
+        match keys.set {
+            None if keys.asked_at.elapsed() < FAILURE_BACKOFF => Err(IdentityError::Unavailable(
+                "an issuer's keys could not be fetched a moment ago".into(),
+            )),
+            None => Ok(None),
+            Some(_) if !refresh || keys.asked_at.elapsed() < JWKS_REFRESH => Ok(Some(keys)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// Fetches the keys of `trust`'s issuer. When that fails, the keys fetched before (if still
+    /// fresh) stay in use, asked for again after [`JWKS_REFRESH`]; without any, the issuer's
+    /// tokens are refused for [`FAILURE_BACKOFF`].
+    async fn fetch(&self, trust: &trusted_issuer::Model) -> Result<Arc<Keys>, IdentityError> {
+        let fetched = self.outbound.get_json::<Value>(&trust.jwks_url).await;
+        let now = Instant::now();
+        let (keys, failure) = match fetched {
+            Ok(set) => {
+                let keys = Keys {
+                    jwks_url: trust.jwks_url.clone(),
+                    set: Some(readable_keys(&set)),
+                    fetched_at: now,
+                    asked_at: now,
+                };
+                (keys, None)
+            }
+            Err(e) => {
+                let kept = self.lock().get(&trust.id).cloned().filter(|k| {
+                    k.jwks_url == trust.jwks_url
+                        && k.set.is_some()
+                        && k.fetched_at.elapsed() < JWKS_TTL
+                });
+                let keys = Keys {
+                    jwks_url: trust.jwks_url.clone(),
+                    set: kept.as_ref().and_then(|k| k.set.clone()),
+                    fetched_at: kept.as_ref().map_or(now, |k| k.fetched_at),
+                    asked_at: now,
+                };
+                (keys, Some(e))
+            }
+        };
+        let keys = Arc::new(keys);
+        self.lock().put(trust.id, Arc::clone(&keys));
+        match failure {
+            Some(e) if keys.set.is_none() => {
+                Err(IdentityError::Unavailable(format!("an issuer's keys: {e}")))
+            }
+            Some(e) => {
+                tracing::warn!(error = %e, trust = %trust.id, "an issuer's keys could not be fetched again; the ones fetched before stay in use");
+                Ok(keys)
+            }
+            None => Ok(keys),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, Arc<Keys>>> {

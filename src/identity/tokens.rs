@@ -76,6 +76,9 @@ enum Issuee {
 struct Verified {
     issuee: Issuee,
     exp: i64,
+    /// The key that signed it: a token whose key left the ring (rotated out after a leak) is
+    /// refused even while remembered.
+    kid: String,
 }
 
 /// Who a valid token speaks for.
@@ -311,8 +314,10 @@ impl AccessTokens {
             return Err(invalid(InvalidReason::Malformed));
         }
         let fingerprint = sha256_hex(token.as_bytes());
-        let facts = match self.verified.get(slug.as_str(), &fingerprint).await? {
-            Some(facts) => facts,
+        let remembered = self.verified.get(slug.as_str(), &fingerprint).await?;
+        let facts = match remembered {
+            Some(facts) if self.ring(slug).await?.find(&facts.kid).is_some() => facts,
+            Some(_) => return Err(invalid(InvalidReason::UnknownKey)),
             None => {
                 let facts = self.verify(slug, public_url, token).await?;
                 self.verified
@@ -384,6 +389,14 @@ impl AccessTokens {
             },
         )?;
         let claims = data.claims;
+        // Flowgate issues nothing that lives longer: a later `exp` was not signed by it as it
+        // is (a forgery with a leaked key would otherwise outlive the key's rotation).
+        let longest = i64::try_from(TOKEN_TTL.as_secs() + LEEWAY_SECONDS).unwrap_or(i64::MAX);
+        if claims.exp.saturating_sub(claims.iat) > longest
+            || claims.exp.saturating_sub(Utc::now().timestamp()) > longest
+        {
+            return Err(invalid(InvalidReason::Malformed));
+        }
         let subject =
             Uuid::parse_str(&claims.sub).map_err(|_| invalid(InvalidReason::Malformed))?;
         let issuee = match (&claims.client_id, &claims.sid) {
@@ -402,6 +415,7 @@ impl AccessTokens {
         Ok(Verified {
             issuee,
             exp: claims.exp,
+            kid: key.kid.clone(),
         })
     }
 
@@ -500,4 +514,39 @@ pub fn parse_client_id(client_id: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     .then_some(lookup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keystore::LocalKeyStore;
+
+    /// A token claiming a longer life than Flowgate gives any is refused, though its signature
+    /// holds: made with a leaked key, it would outlive the key's rotation.
+    #[tokio::test]
+    async fn a_token_living_longer_than_any_issued_is_refused() {
+        let dir = std::env::temp_dir().join(format!("flowgate-tokens-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = AccessTokens::new(Arc::new(LocalKeyStore::open(&dir, None).unwrap()));
+        let (slug, url) = (Slug::parse("acme").unwrap(), "https://flowgate.example");
+        let subject = Uuid::new_v4().to_string();
+        let sid = |claims: &mut Claims| claims.sid = Some(Uuid::new_v4().to_string());
+        let (issued, _, _) = tokens
+            .sign(&slug, url, subject.clone(), TOKEN_TTL, sid)
+            .await
+            .unwrap();
+        assert!(
+            tokens
+                .verify(&slug, url, issued.expose_secret())
+                .await
+                .is_ok()
+        );
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let (forged, _, _) = tokens.sign(&slug, url, subject, year, sid).await.unwrap();
+        assert!(matches!(
+            tokens.verify(&slug, url, forged.expose_secret()).await,
+            Err(IdentityError::InvalidCredentials(InvalidReason::Malformed))
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

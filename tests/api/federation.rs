@@ -2,6 +2,7 @@
 //! account, checked like any credential, with the attacks on them refused.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
@@ -49,13 +50,17 @@ impl IssuerKey {
     }
 }
 
-/// Serves `jwks` at `http://127.0.0.1:PORT/jwks` until the test ends.
-async fn serve_jwks(jwks: Value) -> String {
+/// Serves `jwks` at `http://127.0.0.1:PORT/jwks` until the test ends; with how many times it
+/// was asked for.
+async fn serve_jwks(jwks: Value) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks", listener.local_addr().unwrap());
     let body = Arc::new(jwks.to_string());
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&fetches);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
             let body = Arc::clone(&body);
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
@@ -68,7 +73,7 @@ async fn serve_jwks(jwks: Value) -> String {
             });
         }
     });
-    url
+    (url, fetches)
 }
 
 fn claims(extra: Value) -> Value {
@@ -114,7 +119,7 @@ async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_end
     let key = IssuerKey::new("ci-1");
     // A key of a kind this verifier does not read does not spoil the set.
     let unreadable = json!({"kty": "OKP", "crv": "X448", "kid": "other", "x": "AAAA"});
-    let jwks_url = serve_jwks(json!({"keys": [unreadable, key.jwk]})).await;
+    let (jwks_url, _) = serve_jwks(json!({"keys": [unreadable, key.jwk]})).await;
     let account = account(&app, "Viewer").await;
     let (status, trust) = app
         .post(
@@ -248,6 +253,11 @@ async fn trusts_are_checked_when_made() {
     let other_tenant = format!("{}/t/someone-else", app.base);
     for (field, changes) in [
         ("required_claims", json!({"required_claims": {}})),
+        // Every token of the issuer carries its own `iss` and the audience asked for.
+        (
+            "required_claims",
+            json!({"required_claims": {"iss": ISSUER, "aud": AUDIENCE}}),
+        ),
         ("issuer", json!({"issuer": other_tenant})),
         (
             "jwks_url",
@@ -303,4 +313,36 @@ async fn trusts_are_checked_when_made() {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "one trust per issuer");
+}
+
+/// Tokens naming a key the issuer does not have, sent at once by anyone, ask the issuer for its
+/// keys at most once (not once each), and the key that worked goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_ids_at_once_ask_the_issuer_at_most_once() {
+    let app = spawn_app(Db::Sqlite).await;
+    let key = IssuerKey::new("ci-1");
+    let (jwks_url, fetches) = serve_jwks(json!({"keys": [key.jwk]})).await;
+    let account = account(&app, "Viewer").await;
+    let (status, trust) = app
+        .post(
+            "/trusted-issuers",
+            &app.admin_key,
+            json!({"name": "deploy pipeline", "issuer": ISSUER, "jwks_url": jwks_url,
+                   "audiences": [AUDIENCE], "required_claims": {"repository": "acme/deploy"},
+                   "service_account_id": account}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{trust}");
+    let token = key.sign(&claims(json!({})));
+    assert_eq!(app.get("/me", &token).await.0, StatusCode::OK);
+    let asked = fetches.load(Ordering::SeqCst);
+
+    let forged = IssuerKey::new("not-the-issuers").sign(&claims(json!({})));
+    let attempts = (0..20).map(|_| app.get("/me", &forged));
+    for (status, body) in futures_util::future::join_all(attempts).await {
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let more = fetches.load(Ordering::SeqCst) - asked;
+    assert!(more <= 1, "the issuer was asked {more} more times");
+    assert_eq!(app.get("/me", &token).await.0, StatusCode::OK);
 }
