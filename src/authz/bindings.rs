@@ -1,6 +1,6 @@
 //! Role bindings: a role granted to a subject on a scope.
 
-use chrono::Utc;
+use chrono::{SubsecRound as _, Utc};
 use entity::tenant::{group, role_binding, service_account, user};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait as _, ConnectionTrait, DbErr, EntityTrait as _};
@@ -136,7 +136,8 @@ pub async fn create(
         subject_id: new.subject_id,
         scope_type: new.scope_type.as_str().to_owned(),
         scope_id: new.scope_id,
-        created_at: Utc::now(),
+        // As the databases keep it (microseconds), so that the answer and a later read agree.
+        created_at: Utc::now().trunc_subsecs(6),
     };
     let inserted =
         role_binding::Entity::insert(role_binding::ActiveModel::from(binding.clone()).reset_all())

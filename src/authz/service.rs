@@ -102,8 +102,9 @@ impl StoredRules {
 ///
 /// Invariant: a policy set is compiled on the blocking pool, never on a worker thread that
 /// serves requests (a tenant with thousands of policies takes seconds), and once at a time per
-/// tenant: requests that miss the cache together wait for the one build, which runs as its own
-/// task and is cached even when every request waiting for it has gone.
+/// tenant: requests that miss the cache together wait for the one build (or for one build per
+/// invalidation that lands meanwhile), which runs as its own task and is cached even when
+/// every request waiting for it has gone.
 pub struct Authz {
     compiler: Compiler,
     cache: Arc<TenantCache<Arc<TenantPolicies>>>,
@@ -140,8 +141,13 @@ impl Authz {
             tenant: tenant.clone(),
         };
         // A request that stops waiting (its client left) leaves the build running: a tenant
-        // whose build outlasts its clients' patience would otherwise never get a set.
-        tokio::spawn(build.run())
+        // whose build outlasts its clients' patience would otherwise never get a set. The build
+        // runs as part of the request that started it (its log lines and trace spans).
+        let built = match crate::http::request_id::current_request() {
+            Some(request) => tokio::spawn(crate::http::request_id::scope(request, build.run())),
+            None => tokio::spawn(build.run()),
+        };
+        built
             .await
             .map_err(|e| anyhow::anyhow!("building the policy set failed: {e}"))?
     }
@@ -223,10 +229,8 @@ struct Build {
 impl Build {
     async fn run(self) -> Result<Arc<TenantPolicies>, AuthzError> {
         let slug = self.tenant.slug.as_str();
-        let _turn = self.turns.take(slug).await;
-        // The build this one waited for, if any, filled the cache.
         self.cache
-            .get_or_try_load(slug, || async {
+            .get_or_try_load_in_turn(&self.turns, slug, || async {
                 Ok(Arc::new(self.compiler.load(&self.tenant).await?))
             })
             .await

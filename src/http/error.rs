@@ -395,6 +395,15 @@ impl ApiError {
         }
     }
 
+    /// A 503 for work that waits its turn and found none within its time: retry after
+    /// `retry_after_seconds`.
+    pub fn busy(detail: impl Into<String>, retry_after_seconds: u64) -> Self {
+        ApiError {
+            headers: vec![("Retry-After", retry_after_seconds.to_string())],
+            ..Self::new(ErrorCode::DependencyUnavailable, detail)
+        }
+    }
+
     /// A 503: `origin` (the part of Flowgate that found it) could not reach a dependency.
     pub fn unavailable(origin: &'static str, cause: impl Into<anyhow::Error>) -> Self {
         ApiError {

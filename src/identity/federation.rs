@@ -9,7 +9,8 @@
 //!   token names an unknown `kid`, at most once a [`JWKS_REFRESH`]) with an asymmetric
 //!   algorithm, its `iss` is exactly the trusted issuer's, its `aud` names one of the trust's
 //!   audiences, it has not expired (`exp` is required; [`LEEWAY`] of skew) and does not live
-//!   longer than [`MAX_REMAINING`], and it carries every required claim (at least one) with its
+//!   longer than [`MAX_REMAINING`], and it carries every required claim (at least one naming the
+//!   workload, beyond `iss`, `aud` and the times) with its
 //!   value.
 //! - The token then acts as the trust's service account, with exactly its permissions; making a
 //!   trust follows the no-escalation rule of API keys. Deleting the trust stops its tokens at
@@ -32,7 +33,8 @@ use super::{AccountCredential, IdentityError, InvalidReason, Principal};
 use crate::signin::outbound::Outbound;
 use crate::tenancy::{Access, Databases, Slug, TenantCache, Turns};
 
-/// Least time between two fetches of one issuer's keys on account of an unknown `kid`.
+/// Least time between an issuer's keys fetched (for any reason) and a fetch on account of an
+/// unknown `kid`.
 pub const JWKS_REFRESH: Duration = Duration::from_secs(60);
 /// How long fetched keys are used before they are fetched again anyway.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
@@ -64,7 +66,7 @@ const ALLOWED: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-/// An issuer's keys as last fetched (none when the first fetch failed).
+/// An issuer's keys as last fetched: none when no fetch succeeded within [`JWKS_TTL`].
 struct Keys {
     jwks_url: String,
     set: Option<JwkSet>,
@@ -72,6 +74,8 @@ struct Keys {
     fetched_at: Instant,
     /// When this replica last asked the issuer for its keys, whatever the answer.
     asked_at: Instant,
+    /// That last ask failed (the keys in `set`, if any, are older).
+    failed: bool,
 }
 
 /// The trusted issuers of every tenant on this replica, and their keys.
@@ -240,19 +244,27 @@ impl Federation {
         else {
             return Ok(None);
         };
-        match keys.set {
-            None if keys.asked_at.elapsed() < FAILURE_BACKOFF => Err(IdentityError::Unavailable(
+        let unavailable = || {
+            Err(IdentityError::Unavailable(
                 "an issuer's keys could not be fetched a moment ago".into(),
-            )),
+            ))
+        };
+        match keys.set {
+            None if keys.asked_at.elapsed() < FAILURE_BACKOFF => unavailable(),
             None => Ok(None),
-            Some(_) if !refresh || keys.asked_at.elapsed() < JWKS_REFRESH => Ok(Some(keys)),
+            Some(_) if !refresh => Ok(Some(keys)),
+            // A key the issuer may have added since is unknown for want of an answer, not
+            // known to be absent.
+            Some(_) if keys.failed && keys.asked_at.elapsed() < JWKS_REFRESH => unavailable(),
+            Some(_) if keys.asked_at.elapsed() < JWKS_REFRESH => Ok(Some(keys)),
             Some(_) => Ok(None),
         }
     }
 
-    /// Fetches the keys of `trust`'s issuer. When that fails, the keys fetched before (if still
-    /// fresh) stay in use, asked for again after [`JWKS_REFRESH`]; without any, the issuer's
-    /// tokens are refused for [`FAILURE_BACKOFF`].
+    /// Fetches the keys of `trust`'s issuer. When that fails (503 to the request that asked),
+    /// the keys fetched before (if still fresh) stay in use for the keys they hold, and a key
+    /// they lack is unavailable until the issuer is asked again after [`JWKS_REFRESH`]; without
+    /// any, the issuer's tokens are refused for [`FAILURE_BACKOFF`].
     async fn fetch(&self, trust: &trusted_issuer::Model) -> Result<Arc<Keys>, IdentityError> {
         let fetched = self.outbound.get_json::<Value>(&trust.jwks_url).await;
         let now = Instant::now();
@@ -263,6 +275,7 @@ impl Federation {
                     set: Some(readable_keys(&set)),
                     fetched_at: now,
                     asked_at: now,
+                    failed: false,
                 };
                 (keys, None)
             }
@@ -277,19 +290,20 @@ impl Federation {
                     set: kept.as_ref().and_then(|k| k.set.clone()),
                     fetched_at: kept.as_ref().map_or(now, |k| k.fetched_at),
                     asked_at: now,
+                    failed: true,
                 };
                 (keys, Some(e))
             }
         };
+        let kept = keys.set.is_some();
         let keys = Arc::new(keys);
         self.lock().put(trust.id, Arc::clone(&keys));
         match failure {
-            Some(e) if keys.set.is_none() => {
-                Err(IdentityError::Unavailable(format!("an issuer's keys: {e}")))
-            }
             Some(e) => {
-                tracing::warn!(error = %e, trust = %trust.id, "an issuer's keys could not be fetched again; the ones fetched before stay in use");
-                Ok(keys)
+                if kept {
+                    tracing::warn!(error = %e, trust = %trust.id, "an issuer's keys could not be fetched again; the ones fetched before stay in use");
+                }
+                Err(IdentityError::Unavailable(format!("an issuer's keys: {e}")))
             }
             None => Ok(keys),
         }

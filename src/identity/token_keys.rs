@@ -125,11 +125,22 @@ pub async fn load(keystore: &dyn KeyStore, slug: &str) -> Result<KeyRing, KeySto
     Ok(KeyRing { keys })
 }
 
+/// A rotation done: its new key, and the ring it replaced.
+pub struct Rotation {
+    pub kid: String,
+    /// The stored ring before, `None` when the key store held the seed alone.
+    replaced: Option<Zeroizing<Vec<u8>>>,
+}
+
 /// Rotates tenant `slug`'s ring: a new key signs from now on, the one before keeps verifying for
-/// [`OVERLAP`], and keys past their overlap are dropped. Returns the new key's `kid`. The caller
-/// holds [`serialize_rotations`]: the ring is read and written back whole.
-pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<String, KeyStoreError> {
-    let mut stored = stored(keystore, slug).await?;
+/// [`OVERLAP`], and keys past their overlap are dropped. The caller holds
+/// [`serialize_rotations`]: the ring is read and written back whole.
+pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<Rotation, KeyStoreError> {
+    let replaced = keystore.record(&ring_name(slug)).await?.map(Zeroizing::new);
+    let mut stored = match &replaced {
+        Some(bytes) => parse(slug, bytes)?,
+        None => seed_alone(keystore, slug).await?,
+    };
     let now = Utc::now();
     stored
         .keys
@@ -148,7 +159,19 @@ pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<String, KeySt
         serde_json::to_vec(&stored).map_err(|e| anyhow::anyhow!("the token key ring: {e}"))?,
     );
     keystore.put_record(&ring_name(slug), &bytes).await?;
-    Ok(kid)
+    Ok(Rotation { kid, replaced })
+}
+
+/// Puts back the ring `rotation` replaced: its change did not commit, so its key must not sign.
+pub async fn undo(
+    keystore: &dyn KeyStore,
+    slug: &str,
+    rotation: Rotation,
+) -> Result<(), KeyStoreError> {
+    match rotation.replaced {
+        Some(bytes) => keystore.put_record(&ring_name(slug), &bytes).await,
+        None => keystore.delete_record(&ring_name(slug)).await,
+    }
 }
 
 /// Makes the tenant's rotations wait for each other until `tx` ends, so that none writes back a
@@ -169,12 +192,19 @@ pub async fn serialize_rotations(tx: &WriteTx) -> Result<(), DbErr> {
 
 /// The stored ring, or the ring of the key store's token-signing secret alone.
 async fn stored(keystore: &dyn KeyStore, slug: &str) -> Result<Stored, KeyStoreError> {
-    if let Some(bytes) = keystore.record(&ring_name(slug)).await? {
-        let bytes = Zeroizing::new(bytes);
-        return serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow::anyhow!("the token key ring of {slug} is unreadable: {e}").into()
-        });
+    match keystore.record(&ring_name(slug)).await? {
+        Some(bytes) => parse(slug, &Zeroizing::new(bytes)),
+        None => seed_alone(keystore, slug).await,
     }
+}
+
+fn parse(slug: &str, bytes: &[u8]) -> Result<Stored, KeyStoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| anyhow::anyhow!("the token key ring of {slug} is unreadable: {e}").into())
+}
+
+/// The ring of the key store's token-signing secret alone (a tenant that never rotated).
+async fn seed_alone(keystore: &dyn KeyStore, slug: &str) -> Result<Stored, KeyStoreError> {
     let seed = keystore
         .secret(&KeyName::new(slug, Purpose::TokenSigning))
         .await?;

@@ -425,11 +425,23 @@ impl AccessTokens {
     }
 
     /// Rotates the tenant's signing key (see [`token_keys::rotate`]); the caller's change must
-    /// be invalidating, so that every replica reloads the ring. Returns the new `kid`.
-    pub async fn rotate(&self, slug: &Slug) -> Result<String, KeyStoreError> {
-        let kid = token_keys::rotate(self.keystore.as_ref(), slug.as_str()).await?;
+    /// be invalidating, so that every replica reloads the ring, and undone
+    /// ([`AccessTokens::undo_rotation`]) when it does not commit.
+    pub async fn rotate(&self, slug: &Slug) -> Result<token_keys::Rotation, KeyStoreError> {
+        let rotation = token_keys::rotate(self.keystore.as_ref(), slug.as_str()).await?;
         self.keys.invalidate(slug.as_str());
-        Ok(kid)
+        Ok(rotation)
+    }
+
+    /// Puts back the ring a rotation whose change did not commit replaced.
+    pub async fn undo_rotation(
+        &self,
+        slug: &Slug,
+        rotation: token_keys::Rotation,
+    ) -> Result<(), KeyStoreError> {
+        let undone = token_keys::undo(self.keystore.as_ref(), slug.as_str(), rotation).await;
+        self.keys.invalidate(slug.as_str());
+        undone
     }
 
     /// Forgets everything cached about `slug` (a revocation, a deletion).

@@ -160,7 +160,7 @@ pub struct AlertingConfig {
     /// A principal's request rate far above its own baseline.
     pub request_rate: RateRule,
     /// A grant of every action (the Admin role or one as wide), a permit written, a forbid
-    /// changed or deleted, or a custom role given more actions.
+    /// deleted, or a custom role given more actions.
     pub elevation: EventRule,
     /// A service account's credential used from a network (/24, /64) it was never used from.
     pub new_network: EventRule,

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::Turns;
+
 /// A bounded LRU map from tenant slug to a value loaded from the database.
 ///
 /// Invariants: a value loaded before an invalidation of its slug is never inserted after it
@@ -85,6 +87,25 @@ impl<V: Clone> TenantCache<V> {
                 .put(slug.to_owned(), (value.clone(), Instant::now()));
         }
         Ok(value)
+    }
+
+    /// [`Self::get_or_try_load`], one load at a time per slug (a turn of `turns`): callers
+    /// that miss together wait for the one load instead of each loading.
+    pub async fn get_or_try_load_in_turn<E, Fut>(
+        &self,
+        turns: &Turns,
+        slug: &str,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<V, E>
+    where
+        Fut: Future<Output = Result<V, E>>,
+    {
+        if let Some(value) = self.get(slug) {
+            return Ok(value);
+        }
+        let _turn = turns.take(slug).await;
+        // The load this one waited for, if any, filled the cache.
+        self.get_or_try_load(slug, load).await
     }
 
     /// Forgets `slug` and refuses fills that started before now.

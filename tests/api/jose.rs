@@ -216,7 +216,7 @@ fn problem(status: StatusCode, text: &str, expected: StatusCode, code: &str) {
 }
 
 /// Makes every audit append of the tenant fail until [`heal_audit`].
-async fn break_audit(app: &TestApp) {
+pub(crate) async fn break_audit(app: &TestApp) {
     if app.database_url().is_some() {
         app.tenant_sql(
             "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
@@ -237,7 +237,7 @@ async fn break_audit(app: &TestApp) {
     }
 }
 
-async fn heal_audit(app: &TestApp) {
+pub(crate) async fn heal_audit(app: &TestApp) {
     if app.database_url().is_some() {
         app.tenant_sql("DROP TRIGGER refuse_audit ON audit_events")
             .await;

@@ -955,6 +955,18 @@ async fn a_refused_provider_change_keeps_its_client_secret() {
         )
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT, "conflict");
+    // A change whose commit fails (its audit event is refused) is not stored: its secret goes.
+    crate::jose::break_audit(&app).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            Some(json!({"client_secret": "a-secret-never-on-record"})),
+        )
+        .await;
+    assert!(status.is_server_error(), "{status} {body}");
+    crate::jose::heal_audit(&app).await;
     let (_, stored) = app
         .get(&format!("/identity-providers/{idp}"), &app.admin_key)
         .await;

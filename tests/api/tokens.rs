@@ -483,3 +483,27 @@ crate::on_both_databases! {
         assert!(!rotation.to_string().contains("seed"));
     }
 }
+
+crate::on_both_databases! {
+    async fn a_rotation_that_cannot_be_recorded_changes_nothing(app) {
+        // Not on record, not in force: the new key would sign unaudited, and a retry would
+        // rotate again until the ring is full.
+        let (client_id, secret, _) = client_with_role(&app, "Viewer").await;
+        let (_, before) = app.get("/token-keys", &app.admin_key).await;
+        crate::jose::break_audit(&app).await;
+        for _ in 0..2 {
+            let (status, body) = app.post("/token-keys/rotate", &app.admin_key, json!({})).await;
+            assert!(status.is_server_error(), "{status} {body}");
+        }
+        crate::jose::heal_audit(&app).await;
+        let (_, after) = app.get("/token-keys", &app.admin_key).await;
+        assert_eq!(after, before, "the ring is as it was");
+        let (_, issued) = token(&app, &client_id, &secret).await;
+        let issued = issued["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(kid(&issued), before["keys"][0]["kid"].as_str().unwrap());
+        assert_eq!(app.get("/users", &issued).await.0, StatusCode::OK);
+        let (status, rotated) = app.post("/token-keys/rotate", &app.admin_key, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "and rotates once the trail takes it: {rotated}");
+        assert_eq!(rotated["keys"].as_array().unwrap().len(), 2, "{rotated}");
+    }
+}

@@ -136,13 +136,8 @@ impl TenantKeys {
         keystore: &dyn KeyStore,
         slug: &str,
     ) -> Result<Arc<TenantKey>, KeyStoreError> {
-        if let Some(key) = self.keys.get(slug) {
-            return Ok(key);
-        }
-        let _turn = self.loading.take(slug).await;
-        // The load this one waited for, if any, filled the cache.
         self.keys
-            .get_or_try_load(slug, || async {
+            .get_or_try_load_in_turn(&self.loading, slug, || async {
                 let name = KeyName::new(slug, Purpose::PayloadEncryption);
                 let der = match keystore.record(&name).await? {
                     Some(der) => Zeroizing::new(der),

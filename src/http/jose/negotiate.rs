@@ -35,6 +35,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::operation::http_method;
 use crate::http::routes::catalog;
 use crate::tenancy::work::TenantContext;
+use crate::tenancy::{Turn, Turns};
 
 /// Operations a tenant can never require encryption on: the way to turn the requirement off.
 pub const NEVER_REQUIRED: [&str; 2] = ["get_settings", "update_settings"];
@@ -48,11 +49,32 @@ const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
 /// otherwise hold that much memory each. Other answers are in memory already when sealed.
 static SEALING_STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// A sealed answer, holding its turn at [`SEALING_STREAMS`] (if it needed one) until it is
-/// sent or dropped.
+/// One streamed answer of a tenant sealed or being sent at once, taken before a place at
+/// [`SEALING_STREAMS`]: a tenant holds at most one of those.
+static SEALING_TENANTS: LazyLock<Turns> = LazyLock::new(Turns::default);
+
+/// Longest a streamed answer waits for its places before a 503.
+const SEALING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A streamed answer's places, held until it is sent or dropped.
+struct Places {
+    _tenant: Turn<'static>,
+    _process: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+/// `tenant`'s places for a streamed answer, in their turn.
+async fn stream_places(tenant: &str) -> Places {
+    let tenant = SEALING_TENANTS.take(tenant).await;
+    Places {
+        _tenant: tenant,
+        _process: SEALING_STREAMS.acquire().await.ok(),
+    }
+}
+
+/// A sealed answer, holding its places (if it needed them) until it is sent or dropped.
 struct Sealed {
     jwe: Option<actix_web::web::Bytes>,
-    _turn: Option<tokio::sync::SemaphorePermit<'static>>,
+    _places: Option<Places>,
 }
 
 impl MessageBody for Sealed {
@@ -342,8 +364,20 @@ async fn seal_response(
     };
     let (req, res) = res.into_parts();
     let (mut head, body) = res.into_parts();
-    let turn = match body.size() {
-        BodySize::Stream => SEALING_STREAMS.acquire().await.ok(),
+    let places = match body.size() {
+        BodySize::Stream => {
+            let tenant = context.slug().as_str();
+            match tokio::time::timeout(SEALING_WAIT, stream_places(tenant)).await {
+                Ok(places) => Some(places),
+                Err(_) => {
+                    let busy = ApiError::busy(
+                        "Encrypted exports are all under way; retry in a minute.",
+                        60,
+                    );
+                    return ServiceResponse::from_err(busy, req);
+                }
+            }
+        }
         _ => None,
     };
     let body = match to_bytes_limited(body, RESPONSE_LIMIT).await {
@@ -367,7 +401,7 @@ async fn seal_response(
             );
             let sealed = Sealed {
                 jwe: Some(sealed.into()),
-                _turn: turn,
+                _places: places,
             };
             ServiceResponse::new(req, head.set_body(BoxBody::new(sealed)))
         }

@@ -823,9 +823,10 @@ pub async fn update_identity_provider(
         before: &before,
         secret: secret.as_deref(),
     };
-    let saved = save_update(&auth, existing, change).await?;
+    let saved = save_update(&auth, existing, change).await;
+    // Also after a failure: a commit can fail after committing.
     auth.sign_ins().forget(id.0);
-    Ok(web::Json(IdentityProviderView::of(&auth, saved)?))
+    Ok(web::Json(IdentityProviderView::of(&auth, saved?)?))
 }
 
 /// A checked change of a provider.
@@ -842,8 +843,10 @@ struct Update<'a> {
 /// never overwritten by one checked against what it replaced).
 ///
 /// The row stays locked from that comparison to the commit, and a new client secret is written
-/// to the key store inside it, so that changes of one provider take turns at the secret too: a
-/// change that fails puts the secret it replaced back before the next one reads it.
+/// to the key store inside it, so that changes of one provider take turns at the secret too. A
+/// change that fails before its commit puts the secret it replaced back under that lock; one
+/// whose commit fails puts it back only once the row, locked again, shows the change was not
+/// stored (a commit can fail after committing, and a rotated secret must not come back).
 async fn save_update(
     auth: &Authorized<IdentityProviderManage>,
     existing: identity_provider::Model,
@@ -869,21 +872,53 @@ async fn save_update(
         }
         None => None,
     };
-    let written = write_update(&tx, auth, existing, &change).await;
-    let committed = match written {
-        Ok((row, record)) => tx
-            .commit(record)
-            .await
-            .map(|()| row)
-            .map_err(ApiError::from),
-        Err(e) => Err(e),
+    let (row, record) = match write_update(&tx, auth, existing.clone(), &change).await {
+        Ok(written) => written,
+        Err(e) => {
+            if let Some(previous) = previous {
+                put_back_client_secret(auth, id, previous).await;
+            }
+            return Err(e);
+        }
     };
-    if committed.is_err()
-        && let Some(previous) = previous
-    {
-        put_back_client_secret(auth, id, previous).await;
+    match tx.commit(record).await {
+        Ok(()) => Ok(row),
+        Err(e) => {
+            if let Some(previous) = previous {
+                put_back_unless_stored(auth, &existing, previous).await;
+            }
+            Err(e.into())
+        }
     }
-    committed
+}
+
+/// After a change of provider `before` whose commit failed: puts back the client secret it
+/// replaced if the row, locked again, is still `before` (the change was not stored). Stored, or
+/// changed since by another, or unknown, the secret stays as it is.
+async fn put_back_unless_stored(
+    auth: &Authorized<IdentityProviderManage>,
+    before: &identity_provider::Model,
+    previous: Option<String>,
+) {
+    let unchanged = async {
+        let tx = auth.write().await?;
+        let unchanged = providers::lock(&tx, before.id).await?.as_ref() == Some(before);
+        if unchanged {
+            put_back_client_secret(auth, before.id, previous).await;
+        }
+        // Nothing was written: the transaction only held the lock.
+        drop(tx);
+        Ok::<_, ApiError>(unchanged)
+    };
+    match unchanged.await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(provider = %before.id, "a provider change answered as failed was stored, or followed by another; its client secret stays")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, provider = %before.id, "kept the client secret of a provider change whose commit failed: whether it was stored is unknown")
+        }
+    }
 }
 
 /// Writes a provider's changed row and withdraws the provider's MFA from its sessions where

@@ -73,7 +73,7 @@ pub async fn list_token_keys(
 /// A new key signs from now on and is published at once; the previous one keeps verifying the
 /// tokens it signed for 15 minutes (longer than any token lives), so nobody's token stops
 /// early. Keys past that overlap leave the ring. A ring holds at most four keys: a rotation
-/// while it is full is 409.
+/// while it is full is 409. A rotation whose audit event cannot be recorded changes nothing.
 #[utoipa::path(
     post,
     path = "/token-keys/rotate",
@@ -92,13 +92,25 @@ pub async fn rotate_token_key(
              overlap has ended.",
         ));
     }
-    let kid = auth.access_tokens().rotate(auth.slug()).await?;
-    tx.commit(
-        Change::new("token_key", kid, 200)
-            .invalidating()
-            .detail("overlap_minutes", OVERLAP.num_minutes()),
-    )
-    .await?;
+    let rotation = auth.access_tokens().rotate(auth.slug()).await?;
+    let committed = tx
+        .commit(
+            Change::new("token_key", &rotation.kid, 200)
+                .invalidating()
+                .detail("overlap_minutes", OVERLAP.num_minutes()),
+        )
+        .await;
+    if let Err(e) = committed {
+        // Not on record, so not in force: the key that signed before goes on signing.
+        if let Err(undo) = auth
+            .access_tokens()
+            .undo_rotation(auth.slug(), rotation)
+            .await
+        {
+            tracing::error!(error = %undo, "a token key rotation that did not commit could not be undone");
+        }
+        return Err(e.into());
+    }
     let ring = auth.access_tokens().ring(auth.slug()).await?;
     Ok(web::Json(TokenKeys::from(ring.as_ref())))
 }

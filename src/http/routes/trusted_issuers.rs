@@ -49,7 +49,7 @@ pub struct CreateTrustedIssuer {
     /// A token's `aud` must name one of these (1 to 32).
     pub audiences: Vec<String>,
     /// Claims a token must carry, with these values (for a list claim: among its items); at
-    /// least one, naming the workload.
+    /// least one naming the workload (`iss`, `aud`, `exp`, `nbf`, `iat` and `jti` do not).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub required_claims: BTreeMap<String, Value>,
