@@ -113,14 +113,8 @@ async fn account(app: &TestApp, role: &str) -> String {
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_ends() {
-    let app = spawn_app(Db::Sqlite).await;
-    let key = IssuerKey::new("ci-1");
-    // A key of a kind this verifier does not read does not spoil the set.
-    let unreadable = json!({"kty": "OKP", "crv": "X448", "kid": "other", "x": "AAAA"});
-    let (jwks_url, _) = serve_jwks(json!({"keys": [unreadable, key.jwk]})).await;
-    let account = account(&app, "Viewer").await;
+/// A trust of the deploy pipeline's tokens (keys at `jwks_url`) as `account`.
+async fn trust(app: &TestApp, jwks_url: &str, account: &str) -> Value {
     let (status, trust) = app
         .post(
             "/trusted-issuers",
@@ -131,6 +125,18 @@ async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_end
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{trust}");
+    trust
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_issuers_tokens_act_as_its_service_account_until_the_trust_ends() {
+    let app = spawn_app(Db::Sqlite).await;
+    let key = IssuerKey::new("ci-1");
+    // A key of a kind this verifier does not read does not spoil the set.
+    let unreadable = json!({"kty": "OKP", "crv": "X448", "kid": "other", "x": "AAAA"});
+    let (jwks_url, _) = serve_jwks(json!({"keys": [unreadable, key.jwk]})).await;
+    let account = account(&app, "Viewer").await;
+    let trust = trust(&app, &jwks_url, &account).await;
 
     let token = key.sign(&claims(json!({})));
     let (status, me) = app.get("/me", &token).await;
@@ -323,16 +329,7 @@ async fn unknown_key_ids_at_once_ask_the_issuer_at_most_once() {
     let key = IssuerKey::new("ci-1");
     let (jwks_url, fetches) = serve_jwks(json!({"keys": [key.jwk]})).await;
     let account = account(&app, "Viewer").await;
-    let (status, trust) = app
-        .post(
-            "/trusted-issuers",
-            &app.admin_key,
-            json!({"name": "deploy pipeline", "issuer": ISSUER, "jwks_url": jwks_url,
-                   "audiences": [AUDIENCE], "required_claims": {"repository": "acme/deploy"},
-                   "service_account_id": account}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{trust}");
+    trust(&app, &jwks_url, &account).await;
     let token = key.sign(&claims(json!({})));
     assert_eq!(app.get("/me", &token).await.0, StatusCode::OK);
     let asked = fetches.load(Ordering::SeqCst);

@@ -220,16 +220,26 @@ impl TenantPolicies {
             .collect();
     }
 
-    /// `object` in the folder `folder_of` gives it, if any (and the tree is not too deep).
+    /// `object` in the folder `folder_of` gives it, if any, with the folders above as far as
+    /// the set knows them: a folder made after the set was built, or a tree deeper than
+    /// [`MAX_FOLDER_DEPTH`], still places the object in the folders known (never at the root,
+    /// where a forbid on its folder would not reach it).
     fn placed(&self, object: Resource, folder_of: &HashMap<Uuid, Uuid>) -> Resource {
-        let folder = Uuid::parse_str(&object.id)
+        let Some(folder) = Uuid::parse_str(&object.id)
             .ok()
-            .and_then(|id| folder_of.get(&id).copied());
-        match folder {
-            Some(folder) => self
-                .resource_in(object.kind, object.id.clone(), Some(folder))
-                .unwrap_or(object),
-            None => object,
+            .and_then(|id| folder_of.get(&id).copied())
+        else {
+            return object;
+        };
+        let mut containers = Vec::new();
+        let mut next = Some(folder);
+        while let Some(folder) = next.filter(|_| containers.len() < MAX_FOLDER_DEPTH) {
+            containers.push((EntityKind::Folder, folder.to_string()));
+            next = self.folders.get(&folder).copied().flatten();
+        }
+        Resource {
+            containers,
+            ..object
         }
     }
 

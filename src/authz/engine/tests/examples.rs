@@ -307,3 +307,37 @@ fn a_folder_binding_covers_nested_folders_and_their_content_only() {
             .allowed
     );
 }
+
+#[test]
+fn a_named_object_is_placed_in_the_folders_the_set_knows() {
+    let engine = engine();
+    let folders = folders();
+    let bind_on_secret = |n: u8| Binding {
+        id: uuid(90 + n),
+        role: "Viewer".into(),
+        subject_type: SubjectType::User,
+        subject_id: uuid(1),
+        scope_type: ScopeType::Secret,
+        scope_id: Some(uuid(n).to_string()),
+    };
+    let bindings = [bind_on_secret(51), bind_on_secret(52), bind_on_secret(53)];
+    let mut policies = engine.build(&rules(&[], &bindings, &[], &folders)).unwrap();
+    // 51 in a folder the set knows, 52 in one made since, 53 at the root.
+    let folder_of = std::collections::HashMap::from([(uuid(51), uuid(32)), (uuid(52), uuid(99))]);
+    policies.place_named(&folder_of);
+    let containers = |n: u8| -> Vec<String> {
+        policies
+            .object(EntityKind::Secret, &uuid(n).to_string())
+            .containers
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    };
+    assert_eq!(containers(51), [uuid(32).to_string(), uuid(31).to_string()]);
+    assert_eq!(
+        containers(52),
+        [uuid(99).to_string()],
+        "an unknown folder still holds it"
+    );
+    assert!(containers(53).is_empty());
+}
