@@ -83,6 +83,8 @@ pub enum Refusal {
     NoEmail,
     #[error("another user already has this email address")]
     EmailTaken,
+    #[error("the provider asserted an email address outside its email domains")]
+    EmailOutsideDomains,
     #[error("the user is deactivated")]
     UserDisabled,
     #[error("another sign-in of the same person made the user first")]
@@ -117,6 +119,7 @@ impl Refusal {
             Refusal::EmailNotVerified => "email_not_verified",
             Refusal::NoEmail => "no_email",
             Refusal::EmailTaken => "email_taken",
+            Refusal::EmailOutsideDomains => "email_outside_domains",
             Refusal::UserDisabled => "user_disabled",
             Refusal::Concurrent => "concurrent_sign_in",
         }
@@ -133,7 +136,10 @@ impl Refusal {
             }
             Refusal::UserDisabled => "Your account is deactivated. Ask your administrator.",
             Refusal::Concurrent => "You were signing in twice at once. Start again.",
-            Refusal::WrongDirectory | Refusal::WrongDomain | Refusal::EmailNotVerified => {
+            Refusal::WrongDirectory
+            | Refusal::WrongDomain
+            | Refusal::EmailNotVerified
+            | Refusal::EmailOutsideDomains => {
                 "Your account at the identity provider is not admitted to this tenant."
             }
             _ => {

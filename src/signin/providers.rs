@@ -42,7 +42,8 @@ pub enum Preset {
 /// how what it says about them becomes their attributes and groups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mappings {
-    /// Email domains whose people this provider signs in (the login page's chooser).
+    /// Email domains whose people this provider signs in (the login page's chooser); when it
+    /// lists any, it vouches for no address elsewhere.
     pub email_domains: Vec<String>,
     /// Flowgate attribute → the claim (OIDC) or attribute (SAML) that fills it at every sign-in.
     pub claim_mappings: BTreeMap<String, String>,

@@ -60,6 +60,9 @@ pub async fn provision(
         .one(conn)
         .await?;
     let email = email(vouched.claims())?;
+    if !in_domains(&email, &mappings.email_domains) {
+        return Err(Refusal::EmailOutsideDomains.into());
+    }
     let name = display_name(vouched.claims(), &email);
     let (existing, created) = match identity {
         Some(identity) => {
@@ -226,6 +229,16 @@ fn email(claims: &Map<String, Value>) -> Result<String, Refusal> {
         .ok_or(Refusal::NoEmail)
 }
 
+/// Whether `email` is at one of the provider's `domains` (any, when it lists none): a provider
+/// vouches for its own domains' people, and an address it asserts elsewhere (anyone's, taken
+/// before its owner signs in) is not its to give.
+fn in_domains(email: &str, domains: &[String]) -> bool {
+    domains.is_empty()
+        || email
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domains.iter().any(|d| d == domain))
+}
+
 fn display_name(claims: &Map<String, Value>, email: &str) -> String {
     claims
         .get("name")
@@ -270,6 +283,16 @@ mod tests {
         assert_eq!(idp_groups(&c, "roles").0, BTreeSet::from(["x".into()]));
         let over = claims(json!({"groups": ["a"], "_claim_names": {"groups": "src1"}}));
         assert_eq!(idp_groups(&over, "groups"), (BTreeSet::new(), true));
+    }
+
+    #[test]
+    fn a_provider_vouches_only_for_addresses_at_its_domains() {
+        let acme = ["acme.example".to_owned()];
+        assert!(in_domains("ada@acme.example", &acme));
+        assert!(!in_domains("cfo@corp.example", &acme));
+        assert!(!in_domains("ada@sub.acme.example", &acme));
+        assert!(!in_domains("ada@acme.example.evil", &acme));
+        assert!(in_domains("anyone@anywhere.example", &[]));
     }
 
     #[test]

@@ -531,6 +531,23 @@ async fn an_existing_email_is_not_taken_over_by_a_new_identity() {
     assert_eq!(last_refusal(&app).await, "email_taken");
 }
 
+/// A provider vouches for the people of its own email domains: an address it asserts
+/// elsewhere (the CFO's, before the CFO's first sign-in) is refused, and nobody is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_vouches_only_for_addresses_at_its_domains() {
+    let app = spawn_app(Db::Sqlite).await;
+    const MALLORY: &str = "mallory-subject-0002";
+    let squatting = json!({"email": "cfo@corp.example", "email_verified": true, "name": "M"});
+    let (idp, _peer) = provider(&app, "generic", &[(MALLORY, squatting)], json!({})).await;
+    let landing = Browser::new(&app).sign_in(&app, &idp, MALLORY).await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_refusal(&app).await, "email_outside_domains");
+    let made = app
+        .tenant_rows("SELECT id FROM users WHERE email = 'cfo@corp.example'")
+        .await;
+    assert!(made.is_empty(), "{made:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_ad_admits_its_directories_and_distrusts_overflowing_groups() {
     let app = spawn_app(Db::Sqlite).await;
