@@ -627,8 +627,8 @@ impl From<WorkError> for ApiError {
             WorkError::PeopleOnly(field) => Self::new(
                 ErrorCode::Forbidden,
                 format!(
-                    "Only a person, signed in, may loosen `{field}`: a service account cannot \
-                     lift the tenant's reservations for people."
+                    "Only a person, signed in, may loosen `{field}`: a leaked key must not undo \
+                     what guards the tenant against keys."
                 ),
             ),
             WorkError::Tenancy(e) => e.into(),

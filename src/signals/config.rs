@@ -270,6 +270,56 @@ impl AlertingConfig {
         aimed
     }
 
+    /// The first field in which this configuration, replacing `before`, watches less: the
+    /// webhook moved or removed, a forwarded event class dropped, a detector switched off, a
+    /// threshold or minimum raised, a factor raised, a window shortened, a response taken off.
+    /// `None` when it watches at least as much.
+    pub fn loosens(&self, before: &AlertingConfig) -> Option<&'static str> {
+        let fewer =
+            |now: &[ResponseKind], then: &[ResponseKind]| then.iter().any(|r| !now.contains(r));
+        let switched_off = |now: bool, then: bool| then && !now;
+        if before.webhook_url.is_some() && self.webhook_url != before.webhook_url {
+            return Some("webhook_url");
+        }
+        if before
+            .webhook_events
+            .iter()
+            .any(|c| !self.webhook_events.contains(c))
+        {
+            return Some("webhook_events");
+        }
+        for (name, now, then) in [
+            ("failed_logins", &self.failed_logins, &before.failed_logins),
+            ("secret_reads", &self.secret_reads, &before.secret_reads),
+        ] {
+            if switched_off(now.enabled, then.enabled)
+                || now.threshold > then.threshold
+                || now.window_seconds < then.window_seconds
+                || fewer(&now.responses, &then.responses)
+            {
+                return Some(name);
+            }
+        }
+        let (now, then) = (&self.request_rate, &before.request_rate);
+        if switched_off(now.enabled, then.enabled)
+            || now.factor > then.factor
+            || now.minimum > then.minimum
+            || fewer(&now.responses, &then.responses)
+        {
+            return Some("request_rate");
+        }
+        for (name, now, then) in [
+            ("elevation", &self.elevation, &before.elevation),
+            ("new_network", &self.new_network, &before.new_network),
+            ("audit_tamper", &self.audit_tamper, &before.audit_tamper),
+        ] {
+            if switched_off(now.enabled, then.enabled) || fewer(&now.responses, &then.responses) {
+                return Some(name);
+            }
+        }
+        None
+    }
+
     /// The responses attached to the signal `kind`.
     pub fn responses(&self, kind: super::detect::SignalKind) -> &[ResponseKind] {
         use super::detect::SignalKind;

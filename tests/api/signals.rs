@@ -674,7 +674,7 @@ async fn aiming_an_automatic_response_needs_what_it_does() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut with_events = armed.clone();
     with_events["webhook_events"] = json!(["authentication"]);
-    let (status, body) = put(&tuner, with_events).await;
+    let (status, body) = put(&tuner, with_events.clone()).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -686,27 +686,72 @@ async fn aiming_an_automatic_response_needs_what_it_does() {
     )
     .await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
-    let (status, body) = put(
-        &tuner,
-        json!({"request_rate": {"factor": 5, "minimum": 100}}),
-    )
-    .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "taking a response off aims nothing: {body}"
-    );
 
     let (revoker, _) = crate::authz::custom_key(
         &app,
         &["settings.read", "settings.manage", "api_key.revoke"],
     )
     .await;
-    let (status, body) = put(&revoker, json!({"secret_reads": {"threshold": 2, "window_seconds": 60, "responses": ["revoke_api_keys"]}})).await;
+    let mut stricter = with_events.clone();
+    stricter["secret_reads"] =
+        json!({"threshold": 2, "window_seconds": 60, "responses": ["revoke_api_keys"]});
+    let (status, body) = put(&revoker, stricter.clone()).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "who may revoke keys by hand may aim it: {body}"
+    );
+
+    // Watching less is a person's decision: a key (a leaked one, say) cannot blind the
+    // detectors that watch keys, whatever it holds.
+    let mut looser = Vec::new();
+    for (field, value) in [
+        (
+            "secret_reads",
+            json!({"threshold": 50, "window_seconds": 60, "responses": ["revoke_api_keys"]}),
+        ),
+        (
+            "secret_reads",
+            json!({"threshold": 2, "window_seconds": 10, "responses": ["revoke_api_keys"]}),
+        ),
+        (
+            "secret_reads",
+            json!({"threshold": 2, "window_seconds": 60}),
+        ),
+        (
+            "request_rate",
+            json!({"enabled": false, "factor": 5, "minimum": 100}),
+        ),
+        ("webhook_events", json!([])),
+        ("new_network", json!({"enabled": false})),
+    ] {
+        let mut body = stricter.clone();
+        body[field] = value;
+        looser.push((field, body));
+    }
+    for (field, body) in looser {
+        for key in [&revoker, &app.admin_key] {
+            let (status, refused) = put(key, body.clone()).await;
+            assert_problem(status, &refused, StatusCode::FORBIDDEN, "forbidden");
+            assert!(
+                refused["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{field}`")),
+                "{refused}"
+            );
+        }
+    }
+    let (_, read) = app.get("/security/alerting", &app.admin_key).await;
+    assert_eq!(
+        read["alerting"]["secret_reads"]["threshold"], 2,
+        "nothing loosened: {read}"
+    );
+    let (status, body) = put(&revoker, stricter).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same again watches as much: {body}"
     );
 }
 

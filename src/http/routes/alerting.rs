@@ -77,7 +77,9 @@ pub async fn get_alerting(
 /// deactivate a person); each is recorded in the audit trail as `security.response`. Attaching
 /// a response, or retuning a detector that has one, needs what the response does
 /// (`api_key.revoke`, `service_account.disable`, `session.revoke` or `user.disable`)
-/// throughout the tenant: 403 naming what the caller lacks.
+/// throughout the tenant: 403 naming what the caller lacks. Only a person may loosen the
+/// alerting (move or remove the webhook, forward fewer events, switch a detector off, raise a
+/// threshold, shorten a window, take a response off): a service account's attempt is 403.
 #[utoipa::path(
     put,
     path = "/security/alerting",
@@ -112,6 +114,10 @@ pub async fn put_alerting(
     let tx = auth.write().await?;
     let before = Stored::load(tx.conn()).await?;
     refuse_aiming(&auth, &config.responses_aimed(&before.config))?;
+    // A leaked key must not blind the detectors that watch keys.
+    if let Some(field) = config.loosens(&before.config) {
+        auth.refuse_unless_person(field)?;
+    }
     let mut new_secret = None;
     let sealed_secret = match (&config.webhook_url, before.sealed_secret) {
         (None, _) => None,
