@@ -160,7 +160,7 @@ pub struct AlertingConfig {
     /// A principal's request rate far above its own baseline.
     pub request_rate: RateRule,
     /// A grant of every action (the Admin role or one as wide), a permit written, a forbid
-    /// deleted, or a custom role given more actions.
+    /// changed or deleted, or a custom role given more actions.
     pub elevation: EventRule,
     /// A service account's credential used from a network (/24, /64) it was never used from.
     pub new_network: EventRule,
@@ -272,12 +272,12 @@ impl AlertingConfig {
 
     /// The first field in which this configuration, replacing `before`, watches less: the
     /// webhook moved or removed, a forwarded event class dropped, a detector switched off, a
-    /// threshold or minimum raised, a factor raised, a window shortened, a response taken off.
-    /// `None` when it watches at least as much.
+    /// threshold or minimum raised, a factor raised, a window shortened, a response taken off
+    /// (a detector that was off watched nothing to loosen). `None` when it watches at least as
+    /// much.
     pub fn loosens(&self, before: &AlertingConfig) -> Option<&'static str> {
         let fewer =
             |now: &[ResponseKind], then: &[ResponseKind]| then.iter().any(|r| !now.contains(r));
-        let switched_off = |now: bool, then: bool| then && !now;
         if before.webhook_url.is_some() && self.webhook_url != before.webhook_url {
             return Some("webhook_url");
         }
@@ -292,19 +292,21 @@ impl AlertingConfig {
             ("failed_logins", &self.failed_logins, &before.failed_logins),
             ("secret_reads", &self.secret_reads, &before.secret_reads),
         ] {
-            if switched_off(now.enabled, then.enabled)
-                || now.threshold > then.threshold
-                || now.window_seconds < then.window_seconds
-                || fewer(&now.responses, &then.responses)
+            if then.enabled
+                && (!now.enabled
+                    || now.threshold > then.threshold
+                    || now.window_seconds < then.window_seconds
+                    || fewer(&now.responses, &then.responses))
             {
                 return Some(name);
             }
         }
         let (now, then) = (&self.request_rate, &before.request_rate);
-        if switched_off(now.enabled, then.enabled)
-            || now.factor > then.factor
-            || now.minimum > then.minimum
-            || fewer(&now.responses, &then.responses)
+        if then.enabled
+            && (!now.enabled
+                || now.factor > then.factor
+                || now.minimum > then.minimum
+                || fewer(&now.responses, &then.responses))
         {
             return Some("request_rate");
         }
@@ -313,7 +315,7 @@ impl AlertingConfig {
             ("new_network", &self.new_network, &before.new_network),
             ("audit_tamper", &self.audit_tamper, &before.audit_tamper),
         ] {
-            if switched_off(now.enabled, then.enabled) || fewer(&now.responses, &then.responses) {
+            if then.enabled && (!now.enabled || fewer(&now.responses, &then.responses)) {
                 return Some(name);
             }
         }
@@ -360,5 +362,29 @@ impl Stored {
     pub async fn save(&self, tx: &WriteTx, _: &impl Permit<SettingsManage>) -> Result<(), DbErr> {
         let value = serde_json::to_value(self).map_err(|e| DbErr::Custom(e.to_string()))?;
         crate::signin::settings::put_setting(tx, KEY, value, Utc::now()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watching_less_is_loosening_and_a_detector_that_was_off_watched_nothing() {
+        let before = AlertingConfig::default();
+        let mut now = before.clone();
+        assert_eq!(now.loosens(&before), None);
+        now.failed_logins.threshold += 1;
+        assert_eq!(now.loosens(&before), Some("failed_logins"));
+        now.failed_logins.threshold -= 2;
+        assert_eq!(now.loosens(&before), None, "a lower threshold watches more");
+        now.new_network.enabled = false;
+        assert_eq!(now.loosens(&before), Some("new_network"));
+
+        let mut off = AlertingConfig::default();
+        off.secret_reads.enabled = false;
+        let mut retuned = off.clone();
+        retuned.secret_reads.threshold = 1_000;
+        assert_eq!(retuned.loosens(&off), None);
     }
 }

@@ -40,7 +40,7 @@ pub enum Elevation {
     EverythingGranted,
     /// A claim-based policy that permits, written.
     PermitWritten,
-    /// A forbid deleted.
+    /// A forbid changed or deleted.
     ForbidLifted,
     /// A custom role given actions it did not hold (everyone bound to it gains them).
     RoleWidened,
@@ -53,7 +53,7 @@ impl Elevation {
                 "a grant of every action (the Admin role or one as wide)"
             }
             Elevation::PermitWritten => "a policy that permits more",
-            Elevation::ForbidLifted => "a forbid deleted",
+            Elevation::ForbidLifted => "a forbid changed or deleted",
             Elevation::RoleWidened => "a role given more actions",
         }
     }

@@ -329,7 +329,7 @@ fn observation(row: &audit_event::Model) -> Observation {
 }
 
 /// How the committed change `action` with `details` gave more access, if it did: a binding of
-/// a role holding every action, a permit written, a forbid deleted (by the policies'
+/// a role holding every action, a permit written, a forbid changed or deleted (by the policies'
 /// structure: Cedar's own parse, bounded, never their text), a role given new actions.
 fn elevation_of(action: &str, details: &Value) -> Option<Elevation> {
     let text = |field: &str| details.get(field).and_then(Value::as_str);
@@ -346,12 +346,12 @@ fn elevation_of(action: &str, details: &Value) -> Option<Elevation> {
             let (before, after) = (text("before"), text("after"));
             if after.and_then(effect) == Some(cedar_policy::Effect::Permit) {
                 Some(Elevation::PermitWritten)
-            } else if after.is_none()
+            } else if before.is_some_and(|b| after != Some(b))
                 // A stored text that no longer parses might have been a forbid of anything.
                 && before.is_some_and(|b| effect(b) != Some(cedar_policy::Effect::Permit))
             {
-                // Deleted. (A forbid edited into another is not judged here: tightening one
-                // is no elevation, and the change's own check refused what lifted too much.)
+                // Deleted, or edited: an edit can lift it as well as a deletion can (`when {
+                // false }`), and a signal errs on the side of being raised.
                 Some(Elevation::ForbidLifted)
             } else {
                 None
@@ -539,7 +539,7 @@ mod tests {
             (
                 "policy.manage",
                 json!({"before": FORBID, "after": FORBID.replace("user.read", "user.create")}),
-                None,
+                Some(Elevation::ForbidLifted),
             ),
             (
                 "policy.manage",

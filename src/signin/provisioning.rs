@@ -60,7 +60,9 @@ pub async fn provision(
         .one(conn)
         .await?;
     let email = email(vouched.claims())?;
-    if !in_domains(&email, &mappings.email_domains) {
+    // A new person only at the provider's domains; a person it signed in before keeps their
+    // account, and an address elsewhere is not taken (`refresh_user`).
+    if identity.is_none() && !in_domains(&email, &mappings.email_domains) {
         return Err(Refusal::EmailOutsideDomains.into());
     }
     let name = display_name(vouched.claims(), &email);
@@ -139,12 +141,14 @@ async fn refresh_user(
             None => attributes.remove(attribute),
         };
     }
+    // An address elsewhere than the provider's domains is not its to give.
     let email_free = existing.email == email
-        || user::Entity::find()
-            .filter(user::Column::Email.eq(email))
-            .one(conn)
-            .await?
-            .is_none();
+        || (in_domains(email, &mappings.email_domains)
+            && user::Entity::find()
+                .filter(user::Column::Email.eq(email))
+                .one(conn)
+                .await?
+                .is_none());
     let mut row: user::ActiveModel = existing.into();
     if email_free {
         row.email = Set(email.to_owned());

@@ -796,7 +796,7 @@ async fn elevations_are_judged_by_what_they_give() {
     let wanted = [
         "a role given more actions (role.manage)",
         "a grant of every action (the Admin role or one as wide) (role_binding.create)",
-        "a forbid deleted (policy.manage)",
+        "a forbid changed or deleted (policy.manage)",
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

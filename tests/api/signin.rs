@@ -538,7 +538,9 @@ async fn a_provider_vouches_only_for_addresses_at_its_domains() {
     let app = spawn_app(Db::Sqlite).await;
     const MALLORY: &str = "mallory-subject-0002";
     let squatting = json!({"email": "cfo@corp.example", "email_verified": true, "name": "M"});
-    let (idp, _peer) = provider(&app, "generic", &[(MALLORY, squatting)], json!({})).await;
+    let people = [(MALLORY, squatting), (ADA, ada_claims())];
+    let (idp, _peer) = provider(&app, "generic", &people, json!({})).await;
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
     let landing = Browser::new(&app).sign_in(&app, &idp, MALLORY).await;
     assert_eq!(landing.status, StatusCode::UNAUTHORIZED);
     assert_eq!(last_refusal(&app).await, "email_outside_domains");
@@ -546,6 +548,18 @@ async fn a_provider_vouches_only_for_addresses_at_its_domains() {
         .tenant_rows("SELECT id FROM users WHERE email = 'cfo@corp.example'")
         .await;
     assert!(made.is_empty(), "{made:?}");
+
+    // Someone the provider signed in before keeps their account when the domains change.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            Some(json!({"email_domains": ["elsewhere.example"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Browser::new(&app).sign_in_ok(&app, &idp, ADA).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

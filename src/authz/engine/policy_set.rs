@@ -220,10 +220,10 @@ impl TenantPolicies {
             .collect();
     }
 
-    /// `object` in the folder `folder_of` gives it, if any, with the folders above as far as
-    /// the set knows them: a folder made after the set was built, or a tree deeper than
-    /// [`MAX_FOLDER_DEPTH`], still places the object in the folders known (never at the root,
-    /// where a forbid on its folder would not reach it).
+    /// `object` in the folder `folder_of` gives it, if any, with the folders above it as far
+    /// as the set knows them: a folder made after the set was built places the object in that
+    /// folder alone (its parent is unknown too), a tree deeper than [`MAX_FOLDER_DEPTH`] in its
+    /// lowest folders; never at the root, where a forbid on its folder would not reach it.
     fn placed(&self, object: Resource, folder_of: &HashMap<Uuid, Uuid>) -> Resource {
         let Some(folder) = Uuid::parse_str(&object.id)
             .ok()

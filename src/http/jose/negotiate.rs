@@ -53,8 +53,10 @@ static SEALING_STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_n
 /// [`SEALING_STREAMS`]: a tenant holds at most one of those.
 static SEALING_TENANTS: LazyLock<Turns> = LazyLock::new(Turns::default);
 
-/// Longest a streamed answer waits for its places before a 503.
-const SEALING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a streamed answer waits for its places before a 503 (with `Retry-After`): long
+/// enough for another export of the tenant, or two of others, to reach a reader at an ordinary
+/// pace.
+const SEALING_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A streamed answer's places, held until it is sent or dropped.
 struct Places {

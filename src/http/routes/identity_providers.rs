@@ -61,8 +61,8 @@ pub struct CreateIdentityProvider {
     pub client_secret: Option<String>,
     /// OIDC: scopes beside `openid` (default `email profile`).
     pub scopes: Option<Vec<String>>,
-    /// Email domains whose people this provider signs in; when it lists any, a sign-in whose
-    /// address is elsewhere is refused (`email_outside_domains`).
+    /// Email domains whose people this provider signs in; when it lists any, a first sign-in
+    /// whose address is elsewhere is refused (`email_outside_domains`).
     #[serde(default)]
     pub email_domains: Vec<String>,
     /// Flowgate attribute → claim (OIDC) or attribute name (SAML).
