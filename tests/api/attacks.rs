@@ -1,7 +1,7 @@
 //! Attacks a security review tried, each kept as the regression test of its fix.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{Db, TestApp, assert_problem, spawn_app};
 use crate::on_both_databases;
@@ -13,6 +13,16 @@ fn nested_policy(depth: usize) -> String {
         "(".repeat(depth),
         ")".repeat(depth)
     )
+}
+
+/// `caller`'s request for an API key of the service account `account`.
+async fn issue_key(app: &TestApp, caller: &str, account: &str) -> (StatusCode, Value) {
+    app.post(
+        "/api-keys",
+        caller,
+        json!({"name": "k", "service_account_id": account}),
+    )
+    .await
 }
 
 async fn still_serves(app: &TestApp) {
@@ -172,14 +182,7 @@ async fn policy_manage_alone_cannot_grant_what_it_lacks() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "everything", "text": create_users}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    crate::authz::policy(&app, "everything", create_users).await;
 }
 
 /// A forbid that restrains the caller itself cannot be lifted by it: what it wins back would be
@@ -192,15 +195,7 @@ async fn a_caller_cannot_lift_a_forbid_on_itself() {
     let forbid = format!(
         r#"forbid(principal == Flowgate::ServiceAccount::"{account}", action == Flowgate::Action::"user.create", resource);"#
     );
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "restrained", "text": forbid}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
+    let id = crate::authz::policy(&app, "restrained", &forbid).await;
     let (status, _) = app
         .post(
             "/users",
@@ -247,34 +242,15 @@ async fn a_key_cannot_be_issued_for_an_account_with_grants_the_issuer_lacks_from
         r#"permit(principal == Flowgate::ServiceAccount::"{target}", action == Flowgate::Action::"user.create", resource)
            when {{ context has source_ip && context.source_ip.isInRange(ip("127.0.0.0/8")) }};"#
     );
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "office", "text": office_only}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = app
-        .post(
-            "/api-keys",
-            &issuer,
-            json!({"name": "k", "service_account_id": target}),
-        )
-        .await;
+    crate::authz::policy(&app, "office", &office_only).await;
+    let (status, body) = issue_key(&app, &issuer, &target).await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
     assert!(
         body["detail"].as_str().unwrap().contains("user.create"),
         "{body}"
     );
     // The Admin, who holds user.create, may.
-    let (status, body) = app
-        .post(
-            "/api-keys",
-            &app.admin_key,
-            json!({"name": "k", "service_account_id": target}),
-        )
-        .await;
+    let (status, body) = issue_key(&app, &app.admin_key, &target).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
@@ -291,38 +267,19 @@ async fn a_caller_forbidden_from_its_network_cannot_hand_the_action_out() {
         r#"forbid(principal == Flowgate::ServiceAccount::"{mallory_id}", action == Flowgate::Action::"user.create", resource)
            when {{ context has source_ip && !context.source_ip.isInRange(ip("10.0.0.0/8")) }};"#
     );
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "office", "text": outside_the_office}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    crate::authz::policy(&app, "office", &outside_the_office).await;
     // From the loopback, the forbid holds for Mallory's own calls…
     let user = json!({"email": "eve@example.com", "display_name": "Eve"});
     let (status, body) = app.post("/users", &mallory, user).await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
     // …and for what she would hand out.
-    let (status, body) = app
-        .post(
-            "/api-keys",
-            &mallory,
-            json!({"name": "k", "service_account_id": target}),
-        )
-        .await;
+    let (status, body) = issue_key(&app, &mallory, &target).await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
     assert!(
         body["detail"].as_str().unwrap().contains("user.create"),
         "{body}"
     );
-    let (status, body) = app
-        .post(
-            "/api-keys",
-            &app.admin_key,
-            json!({"name": "k", "service_account_id": target}),
-        )
-        .await;
+    let (status, body) = issue_key(&app, &app.admin_key, &target).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
@@ -358,14 +315,7 @@ async fn a_forbid_on_one_object_binds_the_author_of_a_grant_on_its_folder() {
     let forbid = format!(
         r#"forbid(principal == Flowgate::ServiceAccount::"{mallory_id}", action, resource == Flowgate::Secret::"{secret}");"#
     );
-    let (status, policy) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "not-the-erp-token", "text": forbid}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{policy}");
+    let policy = crate::authz::policy(&app, "not-the-erp-token", &forbid).await;
     let (_, helper) = app
         .post(
             "/service-accounts",
@@ -382,7 +332,7 @@ async fn a_forbid_on_one_object_binds_the_author_of_a_grant_on_its_folder() {
     let (status, _) = app
         .call(
             reqwest::Method::DELETE,
-            &format!("/policies/{}", policy["id"].as_str().unwrap()),
+            &format!("/policies/{policy}"),
             &app.admin_key,
             None,
         )
@@ -405,14 +355,7 @@ async fn a_caller_cannot_hand_out_what_it_holds_only_from_its_network() {
         r#"permit(principal == Flowgate::ServiceAccount::"{issuer_id}", action == Flowgate::Action::"user.create", resource)
            when {{ context has source_ip && context.source_ip.isInRange(ip("127.0.0.0/8")) }};"#
     );
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "loopback", "text": from_here}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    crate::authz::policy(&app, "loopback", &from_here).await;
     let user = json!({"email": "eve@example.com", "display_name": "Eve"});
     let (status, body) = app.post("/users", &issuer, user).await;
     assert_eq!(
@@ -420,13 +363,7 @@ async fn a_caller_cannot_hand_out_what_it_holds_only_from_its_network() {
         StatusCode::CREATED,
         "from here, the issuer may: {body}"
     );
-    let (status, body) = app
-        .post(
-            "/api-keys",
-            &issuer,
-            json!({"name": "k", "service_account_id": target}),
-        )
-        .await;
+    let (status, body) = issue_key(&app, &issuer, &target).await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
 }
 
@@ -460,14 +397,7 @@ async fn a_grant_on_a_folder_is_refused_when_the_author_is_forbidden_in_a_sub_fo
     let forbid = format!(
         r#"forbid(principal == Flowgate::ServiceAccount::"{author_id}", action == Flowgate::Action::"process.read", resource in Flowgate::Folder::"{child}");"#
     );
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "not-the-child", "text": forbid}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    crate::authz::policy(&app, "not-the-child", &forbid).await;
     let user = app.create_user("reader@example.com").await;
     let bind = |folder: &str| json!({"role": "Reader", "subject": {"type": "user", "id": user}, "scope": {"type": "folder", "id": folder}});
     let (status, body) = app.post("/role-bindings", &author, bind(&parent)).await;
@@ -518,14 +448,7 @@ async fn lists_leave_out_what_a_forbid_hides() {
     let forbid = format!(
         r#"forbid(principal == Flowgate::ServiceAccount::"{reader_id}", action in [Flowgate::Action::"folder.read", Flowgate::Action::"process.read"], resource in Flowgate::Folder::"{hidden}");"#
     );
-    let (status, body) = app
-        .post(
-            "/policies",
-            &app.admin_key,
-            json!({"name": "hide-g", "text": forbid}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    crate::authz::policy(&app, "hide-g", &forbid).await;
 
     let all = |path: &'static str| {
         let app = &app;

@@ -30,7 +30,8 @@ async fn user_with(app: &TestApp, email: &str, attributes: Value) -> String {
     id
 }
 
-async fn policy(app: &TestApp, name: &str, text: &str) -> String {
+/// Creates the policy `name` as the tenant's Admin; its id.
+pub(crate) async fn policy(app: &TestApp, name: &str, text: &str) -> String {
     let (status, body) = app
         .post(
             "/policies",
