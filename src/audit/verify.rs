@@ -12,7 +12,8 @@ use std::sync::LazyLock;
 
 use entity::tenant::{audit_checkpoint, audit_event, audit_head};
 use sea_orm::{
-    ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -35,7 +36,7 @@ static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 static TRAIL_WALKS: LazyLock<Turns> = LazyLock::new(Turns::default);
 
 /// The result of verifying one trail.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct VerifyReport {
     /// True when every event and checkpoint checked out.
     pub ok: bool,
@@ -60,60 +61,50 @@ pub async fn verify(
     trail: impl Into<Trail>,
 ) -> Result<VerifyReport, AuditError> {
     let trail = trail.into();
+    // The turns before anything is read: a verification waiting for one holds nothing.
+    let _trail_turn = TRAIL_WALKS.take(trail.name()).await;
+    let _turn = WALKS
+        .acquire()
+        .await
+        .map_err(|_| anyhow::anyhow!("verification is shut down"))?;
     // The anchor first: any honest anchor read now names an event at or before the head.
     let anchor = anchor::load(keystore, &trail).await?;
     let tx = trail.begin(dbs, Access::Read).await?;
-    // Checkpoints first, then the head: any honest checkpoint read now is at or before the head.
-    let checkpoints: BTreeMap<i64, audit_checkpoint::Model> = audit_checkpoint::Entity::find()
-        .all(&tx)
-        .await?
-        .into_iter()
-        .map(|c| (c.seq, c))
-        .collect();
     let head = audit_head::Entity::find_by_id(1)
         .one(&tx)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the audit chain head is missing"))?;
+    // Any honest checkpoint written before the head was read is at or before it.
+    let beyond_head = audit_checkpoint::Entity::find()
+        .filter(audit_checkpoint::Column::Seq.gt(head.seq))
+        .count(&tx)
+        .await?;
+    tx.commit().await?;
     let mut report = VerifyReport {
         ok: true,
         events: 0,
-        checkpoints: checkpoints.len() as u64,
+        checkpoints: beyond_head,
         anchored_seq: anchor.as_ref().ok().and_then(|a| a.as_ref().map(|a| a.seq)),
         head_seq: head.seq,
         first_broken_seq: None,
         problem: None,
     };
-    tx.commit().await?;
     let anchored = anchor.as_ref().ok().and_then(Option::as_ref);
-    // The events up to the head read now never change in an honest trail: pages read in
-    // transactions of their own see what one transaction would have. The key store is asked
-    // only after the walk, so a slow key store never holds a database connection.
-    let walked = {
-        let _trail_turn = TRAIL_WALKS.take(trail.name()).await;
-        let _turn = WALKS
-            .acquire()
-            .await
-            .map_err(|_| anyhow::anyhow!("verification is shut down"))?;
-        walk(dbs, &trail, &head, &checkpoints, anchored, &mut report).await?
-    };
-    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
-    for checkpoint in checkpoints.values() {
-        let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
-        if !keystore
-            .verify(&key, &message, &checkpoint.signature)
-            .await?
-        {
-            return Ok(report.broken(
-                checkpoint.seq,
-                "the signed checkpoint's signature is not valid",
-            ));
-        }
-        if checkpoint.seq > head.seq {
-            return Ok(report.broken(
-                head.seq + 1,
-                "events covered by a signed checkpoint are missing",
-            ));
-        }
+    let walked = walk(
+        dbs,
+        &trail,
+        Start::genesis(),
+        &head,
+        anchored,
+        Some(keystore),
+        &mut report,
+    )
+    .await?;
+    if beyond_head > 0 {
+        return Ok(report.broken(
+            head.seq + 1,
+            "events covered by a signed checkpoint are missing",
+        ));
     }
     let anchor = match anchor {
         Ok(anchor) => anchor,
@@ -131,17 +122,66 @@ pub async fn verify(
     })
 }
 
-/// Walks the events up to `head`, counting them in `report`; the first break found, if any.
+/// Whether the events from `anchor` (the first event when there is none) to `head` are still
+/// the chain the anchor signed: the event it names has its hash, and each one after it links to
+/// the one before, hashes to what it says, and leads to the head. The checkpoint signer signs
+/// only such a head, so that a history rewritten in the database behind the anchor is never
+/// signed (and the anchor never moves onto it). The first break found, if any.
+pub(super) async fn continues(
+    dbs: &Databases,
+    trail: &Trail,
+    anchor: Option<&anchor::Anchor>,
+    head: &audit_head::Model,
+) -> Result<Option<(i64, &'static str)>, AuditError> {
+    let start = match anchor {
+        Some(anchor) if anchor.seq > head.seq => {
+            return Ok(Some((
+                head.seq + 1,
+                "events covered by the checkpoint kept in the key store are missing",
+            )));
+        }
+        Some(anchor) => Start {
+            seq: anchor.seq,
+            prev_hash: None,
+        },
+        None => Start::genesis(),
+    };
+    let mut counted = VerifyReport::default();
+    walk(dbs, trail, start, head, anchor, None, &mut counted).await
+}
+
+/// Where a walk begins: the first event it reads, and the hash that event links to (`None`:
+/// its link is not checked, as for the anchored event, whose own hash is).
+struct Start {
+    seq: i64,
+    prev_hash: Option<String>,
+}
+
+impl Start {
+    fn genesis() -> Self {
+        Start {
+            seq: 1,
+            prev_hash: Some(migration::AUDIT_GENESIS_HASH.to_owned()),
+        }
+    }
+}
+
+/// Walks the events from `start` up to `head` a page at a time, counting them in `report`; with
+/// the key store, the signed checkpoints among them too (each against its event, then its
+/// signature, once the page's transaction has ended, so that a slow key store never holds a
+/// database connection). The first break found, if any.
 async fn walk(
     dbs: &Databases,
     trail: &Trail,
+    start: Start,
     head: &audit_head::Model,
-    checkpoints: &BTreeMap<i64, audit_checkpoint::Model>,
     anchor: Option<&anchor::Anchor>,
+    signatures: Option<&dyn KeyStore>,
     report: &mut VerifyReport,
 ) -> Result<Option<(i64, &'static str)>, AuditError> {
-    let mut expected = 1i64;
-    let mut prev_hash = migration::AUDIT_GENESIS_HASH.to_owned();
+    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
+    let mut expected = start.seq;
+    let mut prev_hash = start.prev_hash;
     loop {
         let tx = trail.begin(dbs, Access::Read).await?;
         let page = audit_event::Entity::find()
@@ -151,6 +191,18 @@ async fn walk(
             .limit(PAGE)
             .all(&tx)
             .await?;
+        let last = page.last().map(|row| row.seq);
+        let checkpoints: BTreeMap<i64, audit_checkpoint::Model> = match (signatures, last) {
+            (Some(_), Some(last)) => audit_checkpoint::Entity::find()
+                .filter(audit_checkpoint::Column::Seq.gte(expected))
+                .filter(audit_checkpoint::Column::Seq.lte(last))
+                .all(&tx)
+                .await?
+                .into_iter()
+                .map(|c| (c.seq, c))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         tx.commit().await?;
         if page.is_empty() {
             break;
@@ -159,7 +211,10 @@ async fn walk(
             if row.seq != expected {
                 return Ok(Some((expected, "the event is missing")));
             }
-            if row.prev_hash != prev_hash {
+            if prev_hash
+                .as_ref()
+                .is_some_and(|prev| *prev != row.prev_hash)
+            {
                 return Ok(Some((
                     row.seq,
                     "the event does not link to the one before it",
@@ -186,15 +241,30 @@ async fn walk(
                     "the event differs from the checkpoint kept in the key store",
                 )));
             }
-            prev_hash = row.hash;
+            prev_hash = Some(row.hash);
             expected += 1;
             report.events += 1;
+        }
+        if let Some(keystore) = signatures {
+            for checkpoint in checkpoints.values() {
+                let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
+                report.checkpoints += 1;
+                if !keystore
+                    .verify(&key, &message, &checkpoint.signature)
+                    .await?
+                {
+                    return Ok(Some((
+                        checkpoint.seq,
+                        "the signed checkpoint's signature is not valid",
+                    )));
+                }
+            }
         }
     }
     if expected - 1 != head.seq {
         return Ok(Some((expected, "events up to the chain head are missing")));
     }
-    if prev_hash != head.hash {
+    if prev_hash.as_deref() != Some(head.hash.as_str()) {
         return Ok(Some((
             head.seq,
             "the chain head does not match the last event",

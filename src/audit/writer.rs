@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::tenant::{audit_checkpoint, audit_head};
+use entity::tenant::{audit_checkpoint, audit_event, audit_head};
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -24,6 +24,7 @@ use super::chain::{
     Head, Linked, append, append_after, append_after_known, checkpoint_message, read_head,
 };
 use super::trail::Trail;
+use super::verify;
 use super::{AuditError, AuditEvent};
 use crate::keystore::{KeyName, KeyStore, Purpose};
 use crate::signals::SignalFeed;
@@ -603,13 +604,22 @@ async fn append_optimistically(
     Ok(linked)
 }
 
-/// Signs the current head of `trail` unless it is already signed, and moves the
-/// anchor in the key store to the newest checkpoint.
+/// Signs the current head of `trail` unless it is already signed, and moves the anchor in the
+/// key store to the newest checkpoint.
+///
+/// Only a head that continues what the anchor signed is signed ([`verify::continues`]): someone
+/// who can write the database could otherwise rewrite the history behind the anchor, re-link
+/// it, and have the next checkpoint sign the rewrite and carry the anchor onto it. Such a trail
+/// is refused, each time it is due, until an operator looks at it (`audit verify` names the
+/// first broken event); its events still append.
 pub(super) async fn write_checkpoint(
     dbs: &Databases,
     keystore: &dyn KeyStore,
     trail: &Trail,
 ) -> Result<(), AuditError> {
+    let anchored = anchor::load(keystore, trail)
+        .await?
+        .map_err(|problem| refused(trail, 0, problem))?;
     let tx = trail.begin(dbs, Access::Read).await?;
     let head = audit_head::Entity::find_by_id(1).one(&tx).await?;
     let Some(head) = head.filter(|h| h.seq > 0) else {
@@ -619,24 +629,41 @@ pub(super) async fn write_checkpoint(
         .one(&tx)
         .await?;
     tx.commit().await?;
+    if anchored
+        .as_ref()
+        .is_some_and(|a| a.seq == head.seq && a.hash == head.hash)
+    {
+        return Ok(());
+    }
+    if let Some((seq, problem)) = verify::continues(dbs, trail, anchored.as_ref(), &head).await? {
+        return Err(refused(trail, seq, problem));
+    }
+    let message = checkpoint_message(trail.name(), head.seq, &head.hash);
+    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     let checkpoint = match signed {
-        Some(signed) => Anchor {
-            seq: signed.seq,
-            hash: signed.hash,
-            signature: signed.signature,
-        },
+        // Another replica signed this head first; a row that is not its signature is not.
+        Some(signed)
+            if signed.hash == head.hash
+                && keystore.verify(&key, &message, &signed.signature).await? =>
+        {
+            Anchor {
+                seq: signed.seq,
+                hash: signed.hash,
+                signature: signed.signature,
+            }
+        }
+        Some(_) => {
+            return Err(refused(
+                trail,
+                head.seq,
+                "a checkpoint stored at the head does not sign it",
+            ));
+        }
         None => {
-            let key = KeyName::new(trail.name(), Purpose::AuditSigning);
-            let signature = keystore
-                .sign(
-                    &key,
-                    &checkpoint_message(trail.name(), head.seq, &head.hash),
-                )
-                .await?;
             let checkpoint = Anchor {
                 seq: head.seq,
+                signature: keystore.sign(&key, &message).await?,
                 hash: head.hash,
-                signature,
             };
             insert_checkpoint(dbs, trail, &checkpoint).await?;
             checkpoint
@@ -645,13 +672,33 @@ pub(super) async fn write_checkpoint(
     anchor::advance(keystore, trail, &checkpoint).await
 }
 
-/// Stores a signed checkpoint; one that another replica stored first is as good.
+/// The error of a checkpoint refused on `trail` because its chain is broken at `seq`.
+fn refused(trail: &Trail, seq: i64, problem: &str) -> AuditError {
+    anyhow::anyhow!(
+        "the chain of {trail} is not signed: it is broken at event {seq} ({problem}); \
+         `flowgate audit verify` shows where"
+    )
+    .into()
+}
+
+/// Stores a signed checkpoint; one that another replica stored first is as good. The event it
+/// signs must still be in the chain, with its hash: a signer that read the head of a tenant
+/// deleted since (and made again under the same slug) stores nothing in the new one.
 async fn insert_checkpoint(
     dbs: &Databases,
     trail: &Trail,
     checkpoint: &Anchor,
 ) -> Result<(), AuditError> {
     let tx = trail.begin(dbs, Access::Write).await?;
+    let event = audit_event::Entity::find_by_id(checkpoint.seq)
+        .one(&tx)
+        .await?;
+    if event.is_none_or(|e| e.hash != checkpoint.hash) {
+        return Err(anyhow::anyhow!(
+            "the event a checkpoint of {trail} signed is no longer in its chain"
+        )
+        .into());
+    }
     let inserted = audit_checkpoint::ActiveModel {
         seq: Set(checkpoint.seq),
         hash: Set(checkpoint.hash.clone()),

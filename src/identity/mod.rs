@@ -52,6 +52,15 @@ pub enum InvalidReason {
 }
 
 impl IdentityError {
+    /// Whether the caller's credential (or its absence) is what failed, not Flowgate or a store
+    /// it depends on: only such a refusal spends the source's failure budget.
+    pub fn is_callers(&self) -> bool {
+        !matches!(
+            self,
+            IdentityError::Unavailable(_) | IdentityError::Unexpected(_)
+        )
+    }
+
     /// The reason to record in the audit trail.
     pub fn audit_reason(&self) -> &'static str {
         match self {

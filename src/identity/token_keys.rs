@@ -162,15 +162,42 @@ pub async fn rotate(keystore: &dyn KeyStore, slug: &str) -> Result<Rotation, Key
     Ok(Rotation { kid, replaced })
 }
 
-/// Puts back the ring `rotation` replaced: its change did not commit, so its key must not sign.
+/// Takes back the key `rotation` added: its change did not commit, so the key must not sign.
+/// The caller holds [`serialize_rotations`] again (the hold of the rotation itself ended with
+/// the transaction that failed, so another rotation may have committed since).
+///
+/// While the key still signs no rotation came after it, and the ring it replaced is put back
+/// whole. Once a later rotation has retired it, only the key leaves the ring: the later
+/// rotation's key is on record and goes on signing.
 pub async fn undo(
     keystore: &dyn KeyStore,
     slug: &str,
     rotation: Rotation,
 ) -> Result<(), KeyStoreError> {
-    match rotation.replaced {
-        Some(bytes) => keystore.put_record(&ring_name(slug), &bytes).await,
-        None => keystore.delete_record(&ring_name(slug)).await,
+    let name = ring_name(slug);
+    let Some(current) = keystore.record(&name).await?.map(Zeroizing::new) else {
+        return Ok(());
+    };
+    let mut stored = parse(slug, &current)?;
+    let mut added = None;
+    for (at, key) in stored.keys.iter().enumerate() {
+        let seed = Zeroizing::new(decode_seed(&key.seed)?);
+        if tenant_key(&seed)?.kid == rotation.kid {
+            added = Some((at, key.retired_at.is_none()));
+        }
+    }
+    match (added, rotation.replaced) {
+        (None, _) => Ok(()),
+        (Some((_, true)), Some(bytes)) => keystore.put_record(&name, &bytes).await,
+        (Some((_, true)), None) => keystore.delete_record(&name).await,
+        (Some((at, false)), _) => {
+            stored.keys.remove(at);
+            let bytes = Zeroizing::new(
+                serde_json::to_vec(&stored)
+                    .map_err(|e| anyhow::anyhow!("the token key ring: {e}"))?,
+            );
+            keystore.put_record(&name, &bytes).await
+        }
     }
 }
 
@@ -247,6 +274,41 @@ fn tenant_key(seed: &[u8]) -> Result<TenantKey, KeyStoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kids(ring: &KeyRing) -> Vec<String> {
+        ring.keys().iter().map(|k| k.kid.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_undone_rotation_takes_back_its_key_and_no_later_one() {
+        let dir = std::env::temp_dir().join(format!("flowgate-ring-{}", uuid::Uuid::new_v4()));
+        let store = crate::keystore::LocalKeyStore::open(&dir, None).unwrap();
+        let first = load(&store, "acme").await.unwrap();
+
+        // Undone while its key still signs: the ring it replaced is back, whole.
+        let failed = rotate(&store, "acme").await.unwrap();
+        undo(&store, "acme", failed).await.unwrap();
+        assert_eq!(kids(&load(&store, "acme").await.unwrap()), kids(&first));
+        let kept = rotate(&store, "acme").await.unwrap();
+        let second = load(&store, "acme").await.unwrap();
+
+        // Undone after another rotation committed over it: only its own key leaves.
+        let failed = rotate(&store, "acme").await.unwrap();
+        let failed_kid = failed.kid.clone();
+        let later = rotate(&store, "acme").await.unwrap();
+        undo(&store, "acme", failed).await.unwrap();
+        let ring = load(&store, "acme").await.unwrap();
+        assert_eq!(
+            ring.current().map(|k| k.kid.clone()),
+            Some(later.kid.clone())
+        );
+        assert!(ring.find(&failed_kid).is_none());
+        assert!(ring.find(&kept.kid).is_some());
+        let mut expected = kids(&second);
+        expected.push(later.kid);
+        assert_eq!(kids(&ring), expected);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_key_past_its_overlap_neither_verifies_nor_is_published() {

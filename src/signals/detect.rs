@@ -388,7 +388,8 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
         }
     });
     let rule = &config.failed_logins;
-    if rule.enabled && is_login(&event.action) && event.status >= 400 {
+    // A refusal, not an outage: a store that could not be reached (5xx) failed nobody's login.
+    if rule.enabled && is_login(&event.action) && (400..500).contains(&event.status) {
         // A source is its address's block: one party rotating through its IPv6 /64 is one.
         let subjects = event
             .source_ip
@@ -601,6 +602,21 @@ mod tests {
                     &event("auth.authenticate", 401, "", "10.0.0.8"),
                     at,
                 )
+            })
+            .collect();
+        assert!(fired.is_empty(), "{fired:?}");
+    }
+
+    #[test]
+    fn an_outage_is_no_burst_of_failed_logins() {
+        let config = AlertingConfig::default();
+        let mut detectors = Detectors::default();
+        let start = Instant::now();
+        let fired: Vec<_> = (0..config.failed_logins.threshold * 2)
+            .flat_map(|i| {
+                let at = start + Duration::from_millis(i * 10);
+                let unavailable = event("auth.authenticate", 503, "", "10.0.0.7");
+                detectors.fire_on(&config, &unavailable, at)
             })
             .collect();
         assert!(fired.is_empty(), "{fired:?}");

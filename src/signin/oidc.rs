@@ -451,22 +451,33 @@ fn check_preset(settings: &OidcSettings, claims: &Map<String, Value>) -> Result<
             }
         }
         Preset::Google => {
-            if claims.get("email_verified") != Some(&Value::Bool(true)) {
-                return Err(Refusal::EmailNotVerified);
-            }
+            verified_email(claims)?;
             if let Some(domain) = &settings.hosted_domain
                 && text("hd") != Some(domain.as_str())
             {
                 return Err(Refusal::WrongDomain);
             }
         }
-        Preset::Okta | Preset::Generic => {
+        // Okta states `email_verified` in every ID token that carries the `email` scope: a
+        // token without it is not what Okta sends.
+        Preset::Okta => verified_email(claims)?,
+        // Other providers may leave it out (ADFS does); one that says false is believed.
+        Preset::Generic => {
             if claims.get("email_verified") == Some(&Value::Bool(false)) {
                 return Err(Refusal::EmailNotVerified);
             }
         }
     }
     Ok(())
+}
+
+/// Refuses a token that does not say its email address is verified.
+fn verified_email(claims: &Map<String, Value>) -> Result<(), Refusal> {
+    if claims.get("email_verified") == Some(&Value::Bool(true)) {
+        Ok(())
+    } else {
+        Err(Refusal::EmailNotVerified)
+    }
 }
 
 /// The payload of a compact JWS, as JSON.

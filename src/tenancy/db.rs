@@ -95,8 +95,17 @@ enum Backend {
         dir: PathBuf,
         /// The control plane's file; `control` runs its statements outside transactions.
         control: Arc<SqliteFile>,
-        files: Mutex<LruCache<Slug, Arc<SqliteFile>>>,
+        files: Mutex<SqliteFiles>,
     },
+}
+
+/// The SQLite tenant files open in this process: the most recently used, and those pushed out
+/// of them that are still closing. A slug's file is never opened again beside one still
+/// closing: two writing connections to one file would wait on each other's lock, and SQLite
+/// waits for a lock by blocking its thread, which the transaction holding it may need.
+struct SqliteFiles {
+    open: LruCache<Slug, Arc<SqliteFile>>,
+    closing: std::collections::HashMap<Slug, Arc<SqliteFile>>,
 }
 
 impl Databases {
@@ -144,7 +153,10 @@ impl Databases {
                     backend: Backend::Sqlite {
                         dir,
                         control: file,
-                        files: Mutex::new(LruCache::new(capacity)),
+                        files: Mutex::new(SqliteFiles {
+                            open: LruCache::new(capacity),
+                            closing: Default::default(),
+                        }),
                     },
                 }
             }
@@ -249,7 +261,7 @@ impl Databases {
                 // leaving the cache and its removal: such a pool would outlive the tenant and
                 // serve a re-created one the deleted one's data.
                 let mut cache = files.lock().await;
-                let open = cache.pop(slug);
+                let open = cache.open.pop(slug);
                 // Closing refuses new transactions at once; the wait for those under way
                 // happens outside the lock.
                 let closing = open.as_ref().map(|open| open.close());
@@ -318,8 +330,22 @@ impl Databases {
         let Backend::Sqlite { dir, files, .. } = &self.backend else {
             return Err(anyhow::anyhow!("not a SQLite deployment").into());
         };
-        let mut files = files.lock().await;
-        if let Some(open) = files.get(slug) {
+        let mut files = loop {
+            let mut files = files.lock().await;
+            match files.closing.get(slug).cloned() {
+                // Pushed out while in use: its transactions end first (outside the lock).
+                Some(closing) if !closing.is_closed() => {
+                    drop(files);
+                    closing.close().await;
+                }
+                Some(_) => {
+                    files.closing.remove(slug);
+                    break files;
+                }
+                None => break files,
+            }
+        };
+        if let Some(open) = files.open.get(slug) {
             return Ok(Arc::clone(open));
         }
         let path = tenant_file(dir, slug);
@@ -327,7 +353,9 @@ impl Databases {
             return Err(TenancyError::NotFound(slug.to_string()));
         }
         let open = Arc::new(SqliteFile::open(&path));
-        if let Some((_, evicted)) = files.push(slug.clone(), Arc::clone(&open)) {
+        if let Some((evicted_slug, evicted)) = files.open.push(slug.clone(), Arc::clone(&open)) {
+            files.closing.retain(|_, file| !file.is_closed());
+            files.closing.insert(evicted_slug, Arc::clone(&evicted));
             tokio::spawn(async move { evicted.close().await });
         }
         Ok(open)
@@ -535,7 +563,41 @@ fn is_duplicate_schema(e: &DbErr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_unavailable_code;
+    use super::*;
+
+    /// On one thread, as an actix worker is: a transaction on a file pushed out of the cache
+    /// ends while another waits to begin on the same file, which before waited for SQLite's
+    /// lock by blocking the thread that transaction needed.
+    #[tokio::test(flavor = "current_thread")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the storage layer's own test of its transactions"
+    )]
+    async fn a_file_pushed_out_while_in_use_is_not_opened_beside_itself() {
+        let dir = std::env::temp_dir().join(format!("fg-files-{}", uuid::Uuid::new_v4()));
+        crate::files::create_private_dir(&dir).unwrap();
+        let settings = DatabaseSettings::Sqlite {
+            control_file: dir.join("control.db"),
+        };
+        let dbs = Databases::connect(&settings).await.unwrap();
+        let slug = |i: usize| Slug::parse(&format!("t{i}")).unwrap();
+        for i in 0..=SQLITE_OPEN_TENANTS {
+            dbs.create_tenant_storage(&slug(i)).await.unwrap();
+        }
+        let held = dbs.begin(&slug(0), Access::Write).await.unwrap();
+        for i in 1..=SQLITE_OPEN_TENANTS {
+            let tx = dbs.begin(&slug(i), Access::Read).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            held.commit().await
+        });
+        let again = dbs.begin(&slug(0), Access::Write).await;
+        assert!(again.is_ok(), "{:?}", again.err());
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn outages_are_told_from_bad_statements() {

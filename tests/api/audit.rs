@@ -1,7 +1,10 @@
 //! Every call leaves a tamper-evident trace: events are hash-chained per tenant, checkpoints are
 //! signed, and verification names the first edited, deleted or reordered event.
 
+use entity::tenant::audit_event;
+use flowgate::audit::chain::event_hash;
 use reqwest::StatusCode;
+use sea_orm::{EntityTrait as _, QueryOrder as _};
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -215,6 +218,48 @@ on_both_databases! {
         assert_eq!(code, 1, "{report}");
         assert_eq!(report["first_broken_seq"], keep + 1, "{report}");
         assert!(report["problem"].as_str().unwrap().contains("key store"), "{report}");
+    }
+
+    async fn a_history_rewritten_behind_the_anchor_is_never_signed(app) {
+        some_activity(&app).await;
+        app.state.audit.checkpoint_now().await.unwrap();
+        let anchored = verify(&app).await["anchored_seq"].as_i64().unwrap();
+        // Someone with the database but not the key store rewrites history from event 2 on,
+        // re-hashing every event after it so that the chain links again, and removes the
+        // checkpoints that would give it away.
+        app.tenant_sql("UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 2").await;
+        let db = app.tenant_connection().await;
+        let events = audit_event::Entity::find()
+            .order_by_asc(audit_event::Column::Seq)
+            .all(&db)
+            .await
+            .unwrap();
+        let mut prev_hash = events[0].hash.clone();
+        for mut event in events.into_iter().skip(1) {
+            event.prev_hash = prev_hash;
+            event.hash = event_hash(&event);
+            app.tenant_sql(&format!(
+                "UPDATE audit_events SET prev_hash = '{}', hash = '{}' WHERE seq = {}",
+                event.prev_hash, event.hash, event.seq
+            ))
+            .await;
+            prev_hash = event.hash;
+        }
+        app.tenant_sql(&format!("UPDATE audit_head SET hash = '{prev_hash}'")).await;
+        app.tenant_sql("DELETE FROM audit_checkpoints WHERE seq >= 2").await;
+        // Life goes on: calls append to the rewritten head, and its checkpoint falls due.
+        let (status, _) = app.get("/users", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK);
+        app.state.audit.checkpoint_now().await.unwrap();
+        let report = verify(&app).await;
+        assert_eq!(report["ok"], false, "{report}");
+        // The anchor stayed where it was at the rewrite (the first verification's own event
+        // may have been signed since), short of the rewritten head, and names the break.
+        let stayed = report["anchored_seq"].as_i64().unwrap();
+        assert!(stayed >= anchored && stayed < report["head_seq"].as_i64().unwrap(), "{report}");
+        assert_eq!(report["first_broken_seq"], stayed, "{report}");
+        let checkpoints = app.tenant_rows("SELECT seq FROM audit_checkpoints WHERE seq >= 2").await;
+        assert!(checkpoints.is_empty(), "nothing signed the rewrite: {checkpoints:?}");
     }
 
     async fn a_forged_checkpoint_signature_is_detected(app) {

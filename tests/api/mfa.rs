@@ -11,7 +11,7 @@ use crate::passkeys::{BOB, assertion, bob_claims, enroll, passkey_app, step};
 use crate::signin::{ADA, ada_claims, bind_group, group_id, provider};
 
 /// A tenant API call with the browser's cookie and this server's `Origin`.
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     browser: &Browser,
     method: Method,

@@ -95,6 +95,16 @@ on_both_databases! {
         let versions: Vec<i64> = meta["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
         assert_eq!(versions, [4, 1], "{meta}");
 
+        // A deletion that cannot be recorded is not answered 204; no value is readable after
+        // it, and deleting again completes it.
+        crate::jose::break_audit(&app).await;
+        let (status, _) = app.call(Method::DELETE, "/secrets/erp-token", &app.admin_key, None).await;
+        assert!(status.is_server_error(), "{status}");
+        crate::jose::heal_audit(&app).await;
+        let (_, meta) = app.get("/secrets/erp-token", &app.admin_key).await;
+        assert_eq!(meta["current_version"], 4, "the secret is still there: {meta}");
+        let (status, body) = value(&app, &app.admin_key, "erp-token/value?version=1").await;
+        assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
         let (status, _) = app.call(Method::DELETE, "/secrets/erp-token", &app.admin_key, None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert_eq!(stored_values(&app), 0, "every version's value is destroyed");

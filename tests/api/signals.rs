@@ -319,8 +319,9 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
         .expect("the response is audited");
     assert_eq!(response["details"]["response"], "revoke_api_keys");
     assert_eq!(response["actor_id"], "signals");
-    // A rotated secret is new, and shown once again.
-    let (status, rotated) = app
+    // A key may not rotate the secret (the receiver would refuse every alert signed with the
+    // new one): `only_a_person_rotates_the_webhook_secret` has a person do it.
+    let (status, refused) = app
         .call(
             Method::PUT,
             "/security/alerting?rotate_webhook_secret=true",
@@ -328,10 +329,7 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
             Some(read["alerting"].clone()),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{rotated}");
-    let new_secret = rotated["webhook_secret"].as_str().unwrap();
-    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
-    std::fs::write(&hook.secret_file, new_secret).unwrap();
+    assert_problem(status, &refused, StatusCode::FORBIDDEN, "forbidden");
     let (_, kept) = app
         .call(
             Method::PUT,
@@ -369,7 +367,7 @@ async fn scripted_attacks_raise_signed_alerts_and_the_attached_response_revokes_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(suspended, "no API key of the tenant works any more");
-    // The alert, signed with the rotated secret, says what the response did: it revoked at
+    // The alert, still signed with the first secret, says what the response did: it revoked at
     // least the admin's key and the bystander's.
     let mut response = Value::Null;
     for _ in 0..50 {
@@ -442,6 +440,86 @@ async fn a_people_only_settings_manage_hides_the_webhook_url_from_service_accoun
         )
         .await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+}
+
+/// A new signing secret makes the receiver refuse every alert until it is given it: a key (a
+/// leaked one, say) may not rotate it, nor loosen what is watched; a person signed in through
+/// the tenant's provider may do both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_person_rotates_the_webhook_secret() {
+    let app = spawn_app_with(Db::Sqlite, Options::default()).await;
+    let alerting = json!({"webhook_url": "https://siem.example.com/hook"});
+    let stored = || app.tenant_rows("SELECT value FROM tenant_settings WHERE key = 'alerting'");
+    let rotate = "/security/alerting?rotate_webhook_secret=true";
+    let (status, first) = app
+        .call(Method::PUT, rotate, &app.admin_key, Some(alerting.clone()))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a first secret is no rotation: {first}"
+    );
+    let secret = first["webhook_secret"].as_str().unwrap().to_owned();
+    let before = stored().await;
+
+    let (status, body) = app
+        .call(Method::PUT, rotate, &app.admin_key, Some(alerting.clone()))
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`webhook_secret`"),
+        "{body}"
+    );
+    assert_eq!(stored().await, before, "the secret that works is kept");
+
+    // People of group `finance`, signing in through the provider, are Admins.
+    app.post("/groups", &app.admin_key, json!({"name": "finance"}))
+        .await;
+    crate::signin::bind_group(&app, "finance", "Admin").await;
+    let (idp, _peer) = crate::signin::provider(
+        &app,
+        "generic",
+        &[(crate::signin::ADA, crate::signin::ada_claims())],
+        json!({}),
+    )
+    .await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/settings",
+            &app.admin_key,
+            Some(json!({"step_up_minutes": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ada = crate::oidc_peer::Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, crate::signin::ADA).await;
+    let (status, rotated, _) =
+        crate::mfa::call(&app, &ada, Method::PUT, rotate, Some(alerting.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["webhook_secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    assert_ne!(stored().await, before);
+    let mut quieter = alerting.clone();
+    quieter["request_rate"] = json!({"enabled": false});
+    let (status, body, _) =
+        crate::mfa::call(&app, &ada, Method::PUT, "/security/alerting", Some(quieter)).await;
+    assert_eq!(status, StatusCode::OK, "a person may watch less: {body}");
+    assert_eq!(body["alerting"]["request_rate"]["enabled"], false);
+    let refusals: Vec<Value> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "settings.manage" && e["status"] == 403)
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "the key's attempt is on record: {refusals:?}"
+    );
 }
 
 /// Replicas sharing Redis count together: failed sign-ins spread over two replicas, fewer at

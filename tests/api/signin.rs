@@ -190,6 +190,14 @@ async fn groups_follow_the_provider_at_every_sign_in() {
         .filter(|u| u["email"] == "ada@acme.example")
         .count();
     assert_eq!(adas, 1);
+
+    // Okta always says whether the address is verified: a token that does not is refused.
+    let mut unsaid = ada_claims();
+    unsaid.as_object_mut().unwrap().remove("email_verified");
+    peer.set_account(ADA, unsaid).await;
+    let landing = Browser::new(&app).sign_in(&app, &idp, ADA).await;
+    assert_eq!(landing.status, StatusCode::UNAUTHORIZED, "{}", landing.body);
+    assert_eq!(last_refusal(&app).await, "email_not_verified");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

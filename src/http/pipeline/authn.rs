@@ -184,7 +184,8 @@ pub async fn authenticate(
 }
 
 /// Answers a caller who proved no principal: 401, with a failure spent from the source
-/// address's budget (the trip that blocks it recorded once). A failed attempt at a tenant is
+/// address's budget (the trip that blocks it recorded once) when the credential is what failed
+/// (a store that could not be reached answers 503 and spends nothing). A failed attempt at a tenant is
 /// recorded in its trail; at a tenant that does not exist (`None`) the answer is the same as for
 /// a wrong credential and no tenant's trail is touched, so the answer tells nobody which slugs
 /// exist.
@@ -196,7 +197,9 @@ pub async fn refuse(
 ) -> ServiceResponse<BoxBody> {
     let Refused { error, disabled } = refused.into();
     let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
-    spend_failure(state, trail.clone(), req.request()).await;
+    if error.is_callers() {
+        spend_failure(state, trail.clone(), req.request()).await;
+    }
     let meta = request_meta(req.request());
     let reason = error.audit_reason();
     let res = req.error_response(ApiError::from(error));

@@ -30,7 +30,8 @@ pub struct AlertingView {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PutParams {
-    /// Make a new signing secret for the webhook (the old one stops at once).
+    /// Make a new signing secret for the webhook (the old one stops at once). Only a person may
+    /// rotate a secret the webhook has: a service account's rotation is 403.
     #[serde(default)]
     pub rotate_webhook_secret: bool,
 }
@@ -79,7 +80,8 @@ pub async fn get_alerting(
 /// (`api_key.revoke`, `service_account.disable`, `session.revoke` or `user.disable`)
 /// throughout the tenant: 403 naming what the caller lacks. Only a person may loosen the
 /// alerting (move or remove the webhook, forward fewer events, switch a detector off, raise a
-/// threshold, shorten a window, take a response off): a service account's attempt is 403.
+/// threshold, shorten a window, take a response off, rotate the webhook's signing secret): a
+/// service account's attempt is 403.
 #[utoipa::path(
     put,
     path = "/security/alerting",
@@ -117,6 +119,11 @@ pub async fn put_alerting(
     // A leaked key must not blind the detectors that watch keys.
     if let Some(field) = config.loosens(&before.config) {
         auth.refuse_unless_person(field)?;
+    }
+    // A new secret makes the receiver refuse every alert until it is given it: rotating a
+    // secret that works silences the alerts as surely as removing the webhook.
+    if rotate_webhook_secret && before.sealed_secret.is_some() && config.webhook_url.is_some() {
+        auth.refuse_unless_person("webhook_secret")?;
     }
     let mut new_secret = None;
     let sealed_secret = match (&config.webhook_url, before.sealed_secret) {

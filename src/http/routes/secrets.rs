@@ -535,6 +535,11 @@ pub async fn rotate_secret(
 }
 
 /// Delete a secret and destroy every version's value.
+///
+/// The values are destroyed before the deletion is recorded, so that a deletion answered 204
+/// left no value behind: with the key store unreachable nothing changes (503). A deletion whose
+/// record then fails (5xx) leaves the secret with values no longer readable (404 for each
+/// version), never readable again; deleting it again completes it.
 #[utoipa::path(
     delete,
     path = "/secrets/{name}",

@@ -101,16 +101,32 @@ pub async fn rotate_token_key(
         )
         .await;
     if let Err(e) = committed {
-        // Not on record, so not in force: the key that signed before goes on signing.
-        if let Err(undo) = auth
-            .access_tokens()
-            .undo_rotation(auth.slug(), rotation)
-            .await
-        {
-            tracing::error!(error = %undo, "a token key rotation that did not commit could not be undone");
-        }
+        take_back(&auth, rotation).await;
         return Err(e.into());
     }
     let ring = auth.access_tokens().ring(auth.slug()).await?;
     Ok(web::Json(TokenKeys::from(ring.as_ref())))
+}
+
+/// Takes back a rotation whose change did not commit (not on record, so not in force), holding
+/// the tenant's rotations again so that none committed meanwhile is taken back with it. When
+/// the database cannot be reached to hold them the key is taken back all the same: a rotation
+/// racing it then keeps the key, retired.
+async fn take_back(auth: &Authorized<TokenKeyRotate>, rotation: token_keys::Rotation) {
+    let held = match auth.write().await {
+        Ok(tx) => token_keys::serialize_rotations(&tx).await.ok().map(|()| tx),
+        Err(_) => None,
+    };
+    if held.is_none() {
+        tracing::warn!("taking back a token key rotation without holding the tenant's rotations");
+    }
+    if let Err(undo) = auth
+        .access_tokens()
+        .undo_rotation(auth.slug(), rotation)
+        .await
+    {
+        tracing::error!(error = %undo, "a token key rotation that did not commit could not be undone");
+    }
+    // The transaction only held the rotations: it ends without a change.
+    drop(held);
 }

@@ -63,8 +63,8 @@ impl SqliteFile {
     /// The pools of an existing file; connections open on first use.
     pub fn open(path: &Path) -> Self {
         SqliteFile {
-            readers: Pool::new(path, READERS),
-            writer: Pool::new(path, 1),
+            readers: Pool::new(path, READERS, Mode::Read),
+            writer: Pool::new(path, 1, Mode::Write),
         }
     }
 
@@ -94,9 +94,39 @@ impl SqliteFile {
         Pool::checkout(pool).await?.with(f)
     }
 
-    /// Refuses new transactions at once, then waits for those under way to end.
+    /// Runs one query outside any transaction: on a reading connection, or on the writing one
+    /// when the statement writes (`INSERT … RETURNING`), which reading connections refuse.
+    async fn autocommit_query(&self, statement: &Statement) -> Result<Vec<ProxyRow>, DbErr> {
+        let read = self
+            .autocommit(Mode::Read, |conn| {
+                let (sql, _) = prepared(statement).map_err(DbErr::Custom)?;
+                let reads_only = conn
+                    .prepare_cached(&sql)
+                    .map_err(|e| db_err(Phase::Query, e))?
+                    .readonly();
+                reads_only
+                    .then(|| query(conn, statement, usize::MAX))
+                    .transpose()
+            })
+            .await?;
+        match read {
+            Some(rows) => Ok(rows),
+            None => {
+                self.autocommit(Mode::Write, |conn| query(conn, statement, usize::MAX))
+                    .await
+            }
+        }
+    }
+
+    /// Refuses new transactions at once, then waits for those under way to end. Any number of
+    /// callers may wait for it at once; each returns once the last transaction ended.
     pub async fn close(&self) {
         futures_util::future::join(self.readers.close(), self.writer.close()).await;
+    }
+
+    /// Whether [`SqliteFile::close`] has finished: no transaction is left on the file.
+    pub fn is_closed(&self) -> bool {
+        self.readers.permits.is_closed() && self.writer.permits.is_closed()
     }
 }
 
@@ -104,16 +134,20 @@ impl SqliteFile {
 struct Pool {
     path: PathBuf,
     size: u32,
+    /// A reading pool's connections refuse to write (`PRAGMA query_only`), as PostgreSQL's
+    /// read transactions do: a read transaction that tried would change nothing.
+    mode: Mode,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     closed: AtomicBool,
 }
 
 impl Pool {
-    fn new(path: &Path, size: u32) -> Arc<Self> {
+    fn new(path: &Path, size: u32, mode: Mode) -> Arc<Self> {
         Arc::new(Pool {
             path: path.to_owned(),
             size,
+            mode,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
             closed: AtomicBool::new(false),
@@ -140,7 +174,7 @@ impl Pool {
         }
         let conn = match pool.idle().pop() {
             Some(conn) => conn,
-            None => connect(&pool.path).map_err(|e| db_err(Phase::Connect, e))?,
+            None => connect(&pool.path, pool.mode).map_err(|e| db_err(Phase::Connect, e))?,
         };
         Ok(Checkout {
             conn: Mutex::new(Some(conn)),
@@ -182,7 +216,7 @@ pub fn create(path: &Path) -> anyhow::Result<bool> {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+fn connect(path: &Path, mode: Mode) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -190,6 +224,9 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(ACQUIRE_TIMEOUT)?;
     // The file is in WAL mode since its creation (`create`); the rest is per connection.
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    if mode == Mode::Read {
+        conn.pragma_update(None, "query_only", true)?;
+    }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -492,6 +529,16 @@ mod tests {
         drop(tx);
         let read = file.begin(Mode::Read).await.unwrap();
         assert_eq!(counted(&read), 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_transaction_writes_nothing() {
+        let (_dir, file) = file();
+        let read = file.begin(Mode::Read).await.unwrap();
+        assert!(read.execute(&insert("sneaked@example.com")).is_err());
+        read.commit().unwrap();
+        let read = file.begin(Mode::Read).await.unwrap();
+        assert_eq!(counted(&read), 0);
     }
 
     /// SQLite reports a restricted delete as a trigger's constraint (1811), not as a foreign key

@@ -14,8 +14,8 @@ use sea_orm::{
 
 use super::{Mode, SqliteFile, execute, query};
 
-/// Each statement on a pooled connection of the file: reads on a reading one, the rest on the
-/// file's writing one.
+/// Each statement on a pooled connection of the file: reads on a reading one, the rest (and
+/// queries that write) on the file's writing one.
 struct Autocommit(Arc<SqliteFile>);
 
 impl std::fmt::Debug for Autocommit {
@@ -27,9 +27,7 @@ impl std::fmt::Debug for Autocommit {
 #[async_trait::async_trait]
 impl ProxyDatabaseTrait for Autocommit {
     async fn query(&self, statement: Statement) -> Result<Vec<ProxyRow>, DbErr> {
-        self.0
-            .autocommit(Mode::Read, |conn| query(conn, &statement, usize::MAX))
-            .await
+        self.0.autocommit_query(&statement).await
     }
 
     async fn execute(&self, statement: Statement) -> Result<ProxyExecResult, DbErr> {
