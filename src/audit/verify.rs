@@ -12,8 +12,7 @@ use std::sync::LazyLock;
 
 use entity::tenant::{audit_checkpoint, audit_event, audit_head};
 use sea_orm::{
-    ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _,
+    ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -70,20 +69,34 @@ pub async fn verify(
     // The anchor first: any honest anchor read now names an event at or before the head.
     let anchor = anchor::load(keystore, &trail).await?;
     let tx = trail.begin(dbs, Access::Read).await?;
+    // The newest checkpoint before the head (a statement may see a snapshot of its own): any
+    // honest checkpoint read now is at or before the head read next.
+    let newest = audit_checkpoint::Entity::find()
+        .order_by_desc(audit_checkpoint::Column::Seq)
+        .one(&tx)
+        .await?
+        .map_or(0, |c| c.seq);
     let head = audit_head::Entity::find_by_id(1)
         .one(&tx)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the audit chain head is missing"))?;
-    // Any honest checkpoint written before the head was read is at or before it.
-    let beyond_head = audit_checkpoint::Entity::find()
-        .filter(audit_checkpoint::Column::Seq.gt(head.seq))
-        .count(&tx)
-        .await?;
+    // Checkpoints beyond the head cover events that are gone, or are forged: the first page of
+    // them is checked.
+    let beyond_head = if newest > head.seq {
+        audit_checkpoint::Entity::find()
+            .filter(audit_checkpoint::Column::Seq.gt(head.seq))
+            .order_by_asc(audit_checkpoint::Column::Seq)
+            .limit(PAGE)
+            .all(&tx)
+            .await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
     let mut report = VerifyReport {
         ok: true,
         events: 0,
-        checkpoints: beyond_head,
+        checkpoints: 0,
         anchored_seq: anchor.as_ref().ok().and_then(|a| a.as_ref().map(|a| a.seq)),
         head_seq: head.seq,
         first_broken_seq: None,
@@ -100,7 +113,21 @@ pub async fn verify(
         &mut report,
     )
     .await?;
-    if beyond_head > 0 {
+    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
+    for checkpoint in &beyond_head {
+        report.checkpoints += 1;
+        let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
+        if !keystore
+            .verify(&key, &message, &checkpoint.signature)
+            .await?
+        {
+            return Ok(report.broken(
+                checkpoint.seq,
+                "the signed checkpoint's signature is not valid",
+            ));
+        }
+    }
+    if !beyond_head.is_empty() {
         return Ok(report.broken(
             head.seq + 1,
             "events covered by a signed checkpoint are missing",
@@ -167,9 +194,9 @@ impl Start {
 }
 
 /// Walks the events from `start` up to `head` a page at a time, counting them in `report`; with
-/// the key store, the signed checkpoints among them too (each against its event, then its
-/// signature, once the page's transaction has ended, so that a slow key store never holds a
-/// database connection). The first break found, if any.
+/// the key store, the signed checkpoints among them too (each against its event and by its
+/// signature, after the page's transaction has ended, so that a slow key store never holds a
+/// database connection). The first break found, in the order of the chain, if any.
 async fn walk(
     dbs: &Databases,
     trail: &Trail,
@@ -226,14 +253,26 @@ async fn walk(
                     "the event was changed after it was written",
                 )));
             }
-            if checkpoints
-                .get(&row.seq)
-                .is_some_and(|c| c.hash != row.hash)
-            {
-                return Ok(Some((
-                    row.seq,
-                    "the event differs from its signed checkpoint",
-                )));
+            if let Some(checkpoint) = checkpoints.get(&row.seq) {
+                if checkpoint.hash != row.hash {
+                    return Ok(Some((
+                        row.seq,
+                        "the event differs from its signed checkpoint",
+                    )));
+                }
+                if let Some(keystore) = signatures {
+                    report.checkpoints += 1;
+                    let message = checkpoint_message(trail.name(), row.seq, &checkpoint.hash);
+                    if !keystore
+                        .verify(&key, &message, &checkpoint.signature)
+                        .await?
+                    {
+                        return Ok(Some((
+                            row.seq,
+                            "the signed checkpoint's signature is not valid",
+                        )));
+                    }
+                }
             }
             if anchor.is_some_and(|a| a.seq == row.seq && a.hash != row.hash) {
                 return Ok(Some((
@@ -244,21 +283,6 @@ async fn walk(
             prev_hash = Some(row.hash);
             expected += 1;
             report.events += 1;
-        }
-        if let Some(keystore) = signatures {
-            for checkpoint in checkpoints.values() {
-                let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
-                report.checkpoints += 1;
-                if !keystore
-                    .verify(&key, &message, &checkpoint.signature)
-                    .await?
-                {
-                    return Ok(Some((
-                        checkpoint.seq,
-                        "the signed checkpoint's signature is not valid",
-                    )));
-                }
-            }
         }
     }
     if expected - 1 != head.seq {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use lru::LruCache;
 use migration::{ControlMigrator, MigratorTrait as _, TenantMigrator};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbErr, RuntimeErr,
+    ConnAcquireErr, ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbErr,
+    RuntimeErr,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::Mutex;
@@ -100,9 +101,10 @@ enum Backend {
 }
 
 /// The SQLite tenant files open in this process: the most recently used, and those pushed out
-/// of them that are still closing. A slug's file is never opened again beside one still
-/// closing: two writing connections to one file would wait on each other's lock, and SQLite
-/// waits for a lock by blocking its thread, which the transaction holding it may need.
+/// of them that are still closing. A slug's file is not opened again while the writing
+/// connection of one pushed out is still in use: two writing connections to one file would
+/// wait on each other's lock, and SQLite waits for a lock by blocking its thread, which the
+/// transaction holding it may need. (Readers may go on beside a new file: WAL lets them.)
 struct SqliteFiles {
     open: LruCache<Slug, Arc<SqliteFile>>,
     closing: std::collections::HashMap<Slug, Arc<SqliteFile>>,
@@ -262,14 +264,17 @@ impl Databases {
                 // serve a re-created one the deleted one's data.
                 let mut cache = files.lock().await;
                 let open = cache.open.pop(slug);
+                let pushed_out = cache.closing.remove(slug);
                 // Closing refuses new transactions at once; the wait for those under way
                 // happens outside the lock.
-                let closing = open.as_ref().map(|open| open.close());
+                let closing = open
+                    .iter()
+                    .chain(pushed_out.iter())
+                    .map(|file| file.close());
+                let closing = futures_util::future::join_all(closing);
                 let removed = remove_tenant_files(&tenant_file(dir, slug));
                 drop(cache);
-                if let Some(closing) = closing {
-                    closing.await;
-                }
+                closing.await;
                 removed?;
             }
         }
@@ -333,10 +338,15 @@ impl Databases {
         let mut files = loop {
             let mut files = files.lock().await;
             match files.closing.get(slug).cloned() {
-                // Pushed out while in use: its transactions end first (outside the lock).
-                Some(closing) if !closing.is_closed() => {
+                // Pushed out while writing: that write ends first (waited for outside the lock,
+                // as long as a connection is waited for).
+                Some(closing) if !closing.is_writer_closed() => {
                     drop(files);
-                    closing.close().await;
+                    tokio::time::timeout(sqlite::ACQUIRE_TIMEOUT, closing.writer_closed())
+                        .await
+                        .map_err(|_| {
+                            TenancyError::from(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))
+                        })?;
                 }
                 Some(_) => {
                     files.closing.remove(slug);
@@ -354,7 +364,7 @@ impl Databases {
         }
         let open = Arc::new(SqliteFile::open(&path));
         if let Some((evicted_slug, evicted)) = files.open.push(slug.clone(), Arc::clone(&open)) {
-            files.closing.retain(|_, file| !file.is_closed());
+            files.closing.retain(|_, file| !file.is_writer_closed());
             files.closing.insert(evicted_slug, Arc::clone(&evicted));
             tokio::spawn(async move { evicted.close().await });
         }

@@ -38,6 +38,9 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a dropped write transaction's `ROLLBACK` may take before its connection is closed
+/// instead (a server gone silent would otherwise hold the pool's place until TCP gives up).
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a pool's connections are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +335,8 @@ impl Drop for PgTx {
         // process is stopping) it is closed, which ends the transaction too.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if pooled.conn.execute("ROLLBACK").await.is_ok() {
+                let rollback = pooled.conn.execute("ROLLBACK");
+                if let Ok(Ok(_)) = tokio::time::timeout(ROLLBACK_TIMEOUT, rollback).await {
                     pool.give_back(pooled);
                 }
                 drop(permit);

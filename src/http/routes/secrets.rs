@@ -537,9 +537,9 @@ pub async fn rotate_secret(
 /// Delete a secret and destroy every version's value.
 ///
 /// The values are destroyed before the deletion is recorded, so that a deletion answered 204
-/// left no value behind: with the key store unreachable nothing changes (503). A deletion whose
-/// record then fails (5xx) leaves the secret with values no longer readable (404 for each
-/// version), never readable again; deleting it again completes it.
+/// left no value behind. A deletion that fails on the way (the key store unreachable: 503; the
+/// record refused: 5xx) leaves the secret in place with some or all of its values destroyed,
+/// those versions no longer readable (404), never again; deleting it again completes it.
 #[utoipa::path(
     delete,
     path = "/secrets/{name}",

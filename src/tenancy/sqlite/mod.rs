@@ -124,9 +124,15 @@ impl SqliteFile {
         futures_util::future::join(self.readers.close(), self.writer.close()).await;
     }
 
-    /// Whether [`SqliteFile::close`] has finished: no transaction is left on the file.
-    pub fn is_closed(&self) -> bool {
-        self.readers.permits.is_closed() && self.writer.permits.is_closed()
+    /// Waits until the file's writing connection is closed (after [`SqliteFile::close`] began):
+    /// no write transaction is left on it. Readers may go on; WAL lets them.
+    pub async fn writer_closed(&self) {
+        self.writer.close().await;
+    }
+
+    /// Whether the file's writing connection is closed.
+    pub fn is_writer_closed(&self) -> bool {
+        self.writer.permits.is_closed()
     }
 }
 
