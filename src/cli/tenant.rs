@@ -62,7 +62,8 @@ pub async fn run(state: Arc<AppState>, command: TenantCommand) -> anyhow::Result
             environment,
         } => {
             let new = NewTenant {
-                slug: slug(&raw)?,
+                slug: Slug::parse_new(&raw)
+                    .map_err(|e| anyhow::anyhow!("tenant slug `{raw}`: {e}"))?,
                 name: clean_name(name.as_deref().unwrap_or(&raw), 200)
                     .map_err(|e| anyhow::anyhow!("--name {e}"))?,
                 environment: environment.into(),

@@ -48,6 +48,11 @@ pub enum SlugError {
     Format,
     #[error("`{0}` is reserved")]
     Reserved(String),
+    /// The shape of a longer slug's shortened schema name ([`Slug::schema`]).
+    #[error(
+        "a slug of 61 characters may not end in `-` and ten hexadecimal digits (the form a longer slug's database schema name is shortened to)"
+    )]
+    LikeShortened,
 }
 
 impl Slug {
@@ -64,10 +69,32 @@ impl Slug {
         Ok(Slug(s.to_owned()))
     }
 
-    /// [`SLUG_PATTERN`] without the reserved words (a lookahead, which ECMA-262 and Python
-    /// regular expressions both read): what a new tenant's slug must match.
+    /// A slug for a new tenant: as [`Slug::parse`], and not of the one shape whose schema name
+    /// a longer slug's shortened one can take (61 characters ending in `-` and ten hexadecimal
+    /// digits), so that distinct tenants keep distinct schemas.
+    pub fn parse_new(s: &str) -> Result<Slug, SlugError> {
+        let slug = Slug::parse(s)?;
+        let plain_name_is_longest = "t_".len() + slug.0.len() == MAX_IDENTIFIER;
+        let digest_tail = slug.0.len().checked_sub(11).map(|at| &slug.0[at..]);
+        let like_shortened = plain_name_is_longest
+            && digest_tail.is_some_and(|tail| {
+                tail.starts_with('-') && tail[1..].bytes().all(|b| b.is_ascii_hexdigit())
+            });
+        if like_shortened {
+            return Err(SlugError::LikeShortened);
+        }
+        Ok(slug)
+    }
+
+    /// [`SLUG_PATTERN`] without the reserved words and the shape [`Slug::parse_new`] refuses
+    /// (lookaheads, which ECMA-262 and Python regular expressions both read): what a new
+    /// tenant's slug must match.
     pub fn available_pattern() -> String {
-        format!("^(?!({})$){}", RESERVED.join("|"), &SLUG_PATTERN[1..])
+        format!(
+            "^(?!({})$)(?![a-z0-9-]{{50}}-[0-9a-f]{{10}}$){}",
+            RESERVED.join("|"),
+            &SLUG_PATTERN[1..]
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -75,7 +102,8 @@ impl Slug {
     }
 
     /// `t_<slug>` with `-` as `_`. Slugs too long for a PostgreSQL identifier keep a prefix and
-    /// gain a digest of the whole slug, so distinct slugs keep distinct schemas.
+    /// gain a digest of the whole slug, so distinct slugs keep distinct schemas (a new slug of
+    /// the one shape a shortened name can take is refused: [`Slug::parse_new`]).
     pub fn schema(&self) -> String {
         let name = format!("t_{}", self.0.replace('-', "_"));
         if name.len() <= MAX_IDENTIFIER {
@@ -128,6 +156,21 @@ mod tests {
             assert_eq!(Slug::parse(bad), Err(SlugError::Format), "{bad}");
         }
         assert!(matches!(Slug::parse("api"), Err(SlugError::Reserved(_))));
+    }
+
+    #[test]
+    fn no_new_slug_takes_a_longer_one_s_shortened_schema() {
+        let long = Slug::parse(&format!("a{}", "b".repeat(61))).unwrap();
+        let shortened = long.schema();
+        // The 61-character slug whose plain schema name is the long one's shortened name.
+        let lookalike = shortened["t_".len()..].replace('_', "-");
+        assert_eq!(Slug::parse(&lookalike).unwrap().schema(), shortened);
+        assert_eq!(Slug::parse_new(&lookalike), Err(SlugError::LikeShortened));
+        assert!(Slug::parse_new(long.as_str()).is_ok());
+        let plain = format!("a{}", "b".repeat(60));
+        assert!(Slug::parse_new(&plain).is_ok());
+        assert!(Slug::parse_new(&format!("{}-0123456789", "a".repeat(50))).is_err());
+        assert!(Slug::parse_new(&format!("{}-012345678g", "a".repeat(50))).is_ok());
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl From<Tenant> for TenantView {
 
 impl CreateTenant {
     fn validate(self) -> Result<NewTenant, ApiError> {
-        let slug = Slug::parse(self.slug.trim()).map_err(|e| e.to_string());
+        let slug = Slug::parse_new(self.slug.trim()).map_err(|e| e.to_string());
         let name = clean_name(self.name.as_deref().unwrap_or(&self.slug), 200);
         match (slug, name) {
             (Ok(slug), Ok(name)) => Ok(NewTenant {
