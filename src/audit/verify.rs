@@ -17,7 +17,7 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::chain::{checkpoint_message, event_hash};
+use super::chain::{Head, checkpoint_message, event_hash};
 use super::trail::Trail;
 use super::{AuditError, anchor};
 use crate::keystore::{KeyName, KeyStore, Purpose};
@@ -153,25 +153,37 @@ pub async fn verify(
 /// the chain the anchor signed: the event it names has its hash, and each one after it links to
 /// the one before, hashes to what it says, and leads to the head. The checkpoint signer signs
 /// only such a head, so that a history rewritten in the database behind the anchor is never
-/// signed (and the anchor never moves onto it). The first break found, if any.
+/// signed (and the anchor never moves onto it). When the chain is already known to continue
+/// the anchor up to the event `known`, the walk starts after it. The first break found, if any.
 pub(super) async fn continues(
     dbs: &Databases,
     trail: &Trail,
     anchor: Option<&anchor::Anchor>,
+    known: Option<&Head>,
     head: &audit_head::Model,
 ) -> Result<Option<(i64, &'static str)>, AuditError> {
-    let start = match anchor {
-        Some(anchor) if anchor.seq > head.seq => {
+    let start = match (known, anchor) {
+        (Some(known), _) if known.seq > head.seq => {
+            return Ok(Some((
+                head.seq + 1,
+                "events the chain was known to hold are missing",
+            )));
+        }
+        (Some(known), _) => Start {
+            seq: known.seq + 1,
+            prev_hash: Some(known.hash.clone()),
+        },
+        (None, Some(anchor)) if anchor.seq > head.seq => {
             return Ok(Some((
                 head.seq + 1,
                 "events covered by the checkpoint kept in the key store are missing",
             )));
         }
-        Some(anchor) => Start {
+        (None, Some(anchor)) => Start {
             seq: anchor.seq,
             prev_hash: None,
         },
-        None => Start::genesis(),
+        (None, None) => Start::genesis(),
     };
     let mut counted = VerifyReport::default();
     walk(dbs, trail, start, head, anchor, None, &mut counted).await

@@ -126,6 +126,63 @@ impl Unsigned {
     }
 }
 
+/// How far each trail's chain is known to continue what its anchor signed: the last event the
+/// signer walked to, moved on by this writer's own appends when they link to it (their hashes
+/// are the writer's own, computed from the events it was given, so a history rewritten in the
+/// database cannot move it). The signer then reads only what lies between it and the head
+/// (events of changes' transactions, of other replicas): the checkpoint of a trail whose events
+/// all passed through this writer reads nothing.
+#[derive(Default)]
+struct Continued(Mutex<HashMap<Trail, Head>>);
+
+impl Continued {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Trail, Head>> {
+        // Plain positions: a panic elsewhere cannot leave them half-updated.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where `trail` is known to continue its anchor, if anywhere.
+    fn get(&self, trail: &Trail) -> Option<Head> {
+        self.known().get(trail).cloned()
+    }
+
+    /// Records that `trail` continues its anchor up to `head` (the signer walked there); a
+    /// position further on stays.
+    fn walked(&self, trail: &Trail, head: Head) {
+        let mut known = self.known();
+        let room = known.len() < MAX_KNOWN_HEADS;
+        match known.get_mut(trail) {
+            Some(at) if at.seq >= head.seq => {}
+            Some(at) => *at = head,
+            None if room => {
+                known.insert(trail.clone(), head);
+            }
+            None => {}
+        }
+    }
+
+    /// Moves `trail` on over `rows`, just appended by this writer, when the first links to
+    /// where the trail is known to continue.
+    fn appended(&self, trail: &Trail, rows: &[audit_event::Model]) {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return;
+        };
+        if let Some(at) = self.known().get_mut(trail)
+            && at.seq + 1 == first.seq
+            && at.hash == first.prev_hash
+        {
+            *at = Head {
+                seq: last.seq,
+                hash: last.hash.clone(),
+            };
+        }
+    }
+
+    fn forget(&self, trail: &Trail) {
+        self.known().remove(trail);
+    }
+}
+
 /// How many events wait in the channel, so that a lingering writer is woken once, by the event
 /// that completes the batch it waits for, instead of by every event (each wake is a thread
 /// switch, which under load cost more than the rest of the audit path together).
@@ -212,6 +269,7 @@ pub struct AuditWriter {
     sender: mpsc::Sender<Append>,
     backlog: Arc<Backlog>,
     unsigned: Arc<Unsigned>,
+    continued: Arc<Continued>,
     checkpoint_requests: mpsc::Sender<oneshot::Sender<()>>,
 }
 
@@ -227,10 +285,12 @@ impl AuditWriter {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let (checkpoint_requests, requests) = mpsc::channel(16);
         let unsigned = Arc::new(Unsigned::default());
+        let continued = Arc::new(Continued::default());
         let signer = Signer {
             dbs: Arc::clone(&dbs),
             keystore,
             unsigned: Arc::clone(&unsigned),
+            continued: Arc::clone(&continued),
         };
         let backlog = Arc::new(Backlog::default());
         let task = Task {
@@ -239,6 +299,7 @@ impl AuditWriter {
             backlog: Arc::clone(&backlog),
             heads: HashMap::new(),
             signals,
+            continued: Arc::clone(&continued),
         };
         let handle = tokio::spawn(async move {
             let (stop, stopped) = oneshot::channel();
@@ -254,6 +315,7 @@ impl AuditWriter {
             sender,
             backlog,
             unsigned,
+            continued,
             checkpoint_requests,
         };
         (writer, handle)
@@ -304,6 +366,7 @@ impl AuditWriter {
     /// Stops signing the trail of `tenant`, which is being deleted.
     pub fn forget(&self, tenant: &Slug) {
         self.unsigned.forget(&Trail::from(tenant));
+        self.continued.forget(&Trail::from(tenant));
     }
 
     /// Signs a checkpoint on every chain with unsigned events now.
@@ -327,6 +390,7 @@ struct Task {
     heads: HashMap<Trail, Head>,
     /// Where committed events go to the detectors.
     signals: SignalFeed,
+    continued: Arc<Continued>,
 }
 
 impl Task {
@@ -388,12 +452,14 @@ impl Task {
         let flushes = appends.into_iter().map(|(trail, entries)| {
             let dbs = Arc::clone(&self.dbs);
             let signals = self.signals.clone();
+            let continued = Arc::clone(&self.continued);
             let known_head = self.heads.remove(&trail);
             async move {
                 let (events, dones): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
                 let count = events.len() as u64;
                 let started = std::time::Instant::now();
-                let (result, head) = flush(&dbs, &signals, &trail, events, known_head).await;
+                let (result, head) =
+                    flush(&dbs, &signals, &continued, &trail, events, known_head).await;
                 tracing::debug!(trail = %trail, events = count, micros = started.elapsed().as_micros() as u64, "audit flush");
                 if let Err(e) = &result {
                     tracing::error!(trail = %trail, error = %e.message, "audit flush failed");
@@ -424,6 +490,7 @@ struct Signer {
     dbs: Arc<Databases>,
     keystore: Arc<dyn KeyStore>,
     unsigned: Arc<Unsigned>,
+    continued: Arc<Continued>,
 }
 
 impl Signer {
@@ -458,7 +525,9 @@ impl Signer {
     /// fails keeps its count and is retried later.
     async fn sign(&self, pick: impl Fn(u64) -> bool) {
         for (trail, count) in self.unsigned.take(pick) {
-            match write_checkpoint(&self.dbs, self.keystore.as_ref(), &trail).await {
+            let checkpoint =
+                write_checkpoint(&self.dbs, self.keystore.as_ref(), &self.continued, &trail);
+            match checkpoint.await {
                 Ok(()) | Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {}
                 Err(e) => {
                     tracing::warn!(trail = %trail, error = %e, "audit checkpoint failed; the chain stays due");
@@ -475,6 +544,7 @@ impl Signer {
 async fn flush(
     dbs: &Databases,
     signals: &SignalFeed,
+    continued: &Continued,
     trail: &Trail,
     events: Vec<AuditEvent>,
     known_head: Option<Head>,
@@ -500,6 +570,7 @@ async fn flush(
             });
             telemetry::metrics().observe_audit_flush(linked.rows.len(), lag);
             security::committed(trail.name(), &linked.rows);
+            continued.appended(trail, &linked.rows);
             signals.observe(trail.name(), linked.rows);
             (Ok(()), Some(linked.head))
         }
@@ -612,9 +683,10 @@ async fn append_optimistically(
 /// it, and have the next checkpoint sign the rewrite and carry the anchor onto it. Such a trail
 /// is refused, each time it is due, until an operator looks at it (`audit verify` names the
 /// first broken event); its events still append.
-pub(super) async fn write_checkpoint(
+async fn write_checkpoint(
     dbs: &Databases,
     keystore: &dyn KeyStore,
+    continued: &Continued,
     trail: &Trail,
 ) -> Result<(), AuditError> {
     let anchored = anchor::load(keystore, trail)
@@ -635,9 +707,19 @@ pub(super) async fn write_checkpoint(
     {
         return Ok(());
     }
-    if let Some((seq, problem)) = verify::continues(dbs, trail, anchored.as_ref(), &head).await? {
+    let known = continued.get(trail);
+    if let Some((seq, problem)) =
+        verify::continues(dbs, trail, anchored.as_ref(), known.as_ref(), &head).await?
+    {
         return Err(refused(trail, seq, problem));
     }
+    continued.walked(
+        trail,
+        Head {
+            seq: head.seq,
+            hash: head.hash.clone(),
+        },
+    );
     let message = checkpoint_message(trail.name(), head.seq, &head.hash);
     let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     let checkpoint = match signed {
@@ -717,6 +799,51 @@ async fn insert_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn linked(seq: i64, prev_hash: &str, hash: &str) -> audit_event::Model {
+        audit_event::Model {
+            seq,
+            id: uuid::Uuid::nil(),
+            occurred_at: Utc::now(),
+            request_id: "r".into(),
+            actor_type: "service_account".into(),
+            actor_id: "a".into(),
+            action: "user.read".into(),
+            resource_type: "tenant".into(),
+            resource_id: None,
+            decision: "allow".into(),
+            status: 200,
+            source_ip: None,
+            user_agent: None,
+            details: serde_json::Value::Null,
+            prev_hash: prev_hash.into(),
+            hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn only_appends_that_link_to_the_walked_chain_move_it_on() {
+        let trail = Trail::Platform;
+        let continued = Continued::default();
+        let head = |seq: i64, hash: &str| Head {
+            seq,
+            hash: hash.into(),
+        };
+        continued.appended(&trail, &[linked(1, "g", "h1")]);
+        assert_eq!(continued.get(&trail), None, "nothing walked, nothing known");
+        continued.walked(&trail, head(1, "h1"));
+        continued.appended(&trail, &[linked(2, "h1", "h2"), linked(3, "h2", "h3")]);
+        assert_eq!(continued.get(&trail), Some(head(3, "h3")));
+        // After a rewritten head, or past a gap (another writer's events), it stays.
+        continued.appended(&trail, &[linked(4, "forged", "h4")]);
+        continued.appended(&trail, &[linked(6, "h5", "h6")]);
+        assert_eq!(continued.get(&trail), Some(head(3, "h3")));
+        // A walk that ended short of it does not take it back.
+        continued.walked(&trail, head(2, "h2"));
+        assert_eq!(continued.get(&trail), Some(head(3, "h3")));
+        continued.forget(&trail);
+        assert_eq!(continued.get(&trail), None);
+    }
 
     #[test]
     fn batches_are_cut_into_statements_that_fit_a_tls_record() {
