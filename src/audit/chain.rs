@@ -314,12 +314,13 @@ pub fn checkpoint_message(slug: &str, seq: i64, hash: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use chrono::Utc;
     use serde_json::json;
 
-    fn row(details: serde_json::Value) -> audit_event::Model {
+    /// An event row of the first event with `details`, for tests of what links and hashes rows.
+    pub(in crate::audit) fn row(details: serde_json::Value) -> audit_event::Model {
         audit_event::Model {
             seq: 1,
             id: uuid::Uuid::nil(),

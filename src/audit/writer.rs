@@ -801,24 +801,9 @@ mod tests {
     use super::*;
 
     fn linked(seq: i64, prev_hash: &str, hash: &str) -> audit_event::Model {
-        audit_event::Model {
-            seq,
-            id: uuid::Uuid::nil(),
-            occurred_at: Utc::now(),
-            request_id: "r".into(),
-            actor_type: "service_account".into(),
-            actor_id: "a".into(),
-            action: "user.read".into(),
-            resource_type: "tenant".into(),
-            resource_id: None,
-            decision: "allow".into(),
-            status: 200,
-            source_ip: None,
-            user_agent: None,
-            details: serde_json::Value::Null,
-            prev_hash: prev_hash.into(),
-            hash: hash.into(),
-        }
+        let mut row = crate::audit::chain::tests::row(serde_json::Value::Null);
+        (row.seq, row.prev_hash, row.hash) = (seq, prev_hash.into(), hash.into());
+        row
     }
 
     #[test]
