@@ -41,14 +41,25 @@ pub async fn load(
     let Ok(anchor) = serde_json::from_slice::<Anchor>(&bytes) else {
         return Ok(Err("the checkpoint kept in the key store does not parse"));
     };
-    let message = checkpoint_message(trail.name(), anchor.seq, &anchor.hash);
-    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
-    if !keystore.verify(&key, &message, &anchor.signature).await? {
+    if !signs(keystore, trail, anchor.seq, &anchor.hash, &anchor.signature).await? {
         return Ok(Err(
             "the checkpoint kept in the key store has no valid signature",
         ));
     }
     Ok(Ok(Some(anchor)))
+}
+
+/// Whether `signature` is the trail's signature of the checkpoint `(seq, hash)`.
+pub(super) async fn signs(
+    keystore: &dyn KeyStore,
+    trail: &Trail,
+    seq: i64,
+    hash: &str,
+    signature: &str,
+) -> Result<bool, crate::keystore::KeyStoreError> {
+    let message = checkpoint_message(trail.name(), seq, hash);
+    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
+    keystore.verify(&key, &message, signature).await
 }
 
 /// Moves the anchor to `checkpoint` unless it is already there or beyond. Replicas may race;

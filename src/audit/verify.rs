@@ -17,10 +17,10 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::chain::{Head, checkpoint_message, event_hash};
+use super::chain::{Head, event_hash};
 use super::trail::Trail;
 use super::{AuditError, anchor};
-use crate::keystore::{KeyName, KeyStore, Purpose};
+use crate::keystore::KeyStore;
 use crate::tenancy::{Access, Databases, Turns};
 
 const PAGE: u64 = 1_000;
@@ -113,14 +113,16 @@ pub async fn verify(
         &mut report,
     )
     .await?;
-    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     for checkpoint in &beyond_head {
         report.checkpoints += 1;
-        let message = checkpoint_message(trail.name(), checkpoint.seq, &checkpoint.hash);
-        if !keystore
-            .verify(&key, &message, &checkpoint.signature)
-            .await?
-        {
+        let signed = anchor::signs(
+            keystore,
+            &trail,
+            checkpoint.seq,
+            &checkpoint.hash,
+            &checkpoint.signature,
+        );
+        if !signed.await? {
             return Ok(report.broken(
                 checkpoint.seq,
                 "the signed checkpoint's signature is not valid",
@@ -218,7 +220,6 @@ async fn walk(
     signatures: Option<&dyn KeyStore>,
     report: &mut VerifyReport,
 ) -> Result<Option<(i64, &'static str)>, AuditError> {
-    let key = KeyName::new(trail.name(), Purpose::AuditSigning);
     let mut expected = start.seq;
     let mut prev_hash = start.prev_hash;
     loop {
@@ -274,11 +275,14 @@ async fn walk(
                 }
                 if let Some(keystore) = signatures {
                     report.checkpoints += 1;
-                    let message = checkpoint_message(trail.name(), row.seq, &checkpoint.hash);
-                    if !keystore
-                        .verify(&key, &message, &checkpoint.signature)
-                        .await?
-                    {
+                    let signed = anchor::signs(
+                        keystore,
+                        trail,
+                        row.seq,
+                        &checkpoint.hash,
+                        &checkpoint.signature,
+                    );
+                    if !signed.await? {
                         return Ok(Some((
                             row.seq,
                             "the signed checkpoint's signature is not valid",
