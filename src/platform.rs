@@ -4,9 +4,9 @@
 //! Invariants:
 //! - A tenant becomes visible (`active`) only after its storage, keys, bootstrap service account,
 //!   Admin binding and first audit events all exist; a failure on the way removes what was made.
-//! - Deletion is recorded in the platform trail, then hides the tenant (`deleting`), drops its
-//!   schema or file and destroys its keys, then removes its row; every step is idempotent, so a
-//!   failed deletion can be rerun.
+//! - Deletion is recorded in the platform trail, then hides the tenant (`deleting`), waits for
+//!   this process's requests that found it live, drops its schema or file and destroys its keys,
+//!   then removes its row; every step is idempotent, so a failed deletion can be rerun.
 //! - The bootstrap admin key is returned once and never stored or logged in clear.
 
 use std::sync::Arc;
@@ -25,6 +25,9 @@ use crate::signin::break_glass::{self, Issued};
 use crate::signin::passkeys::{PasskeyError, PasskeyRefusal};
 use crate::tenancy::work::{Change, Onboarding, WorkError, WriteTx};
 use crate::tenancy::{Environment, Slug, TenancyError, Tenant, TenantRateLimits, TenantStatus};
+
+/// Longest a deletion waits for the tenant's requests under way in this process.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Name of the service account that holds the bootstrap admin key.
 pub const BOOTSTRAP_ACCOUNT: &str = "bootstrap-admin";
@@ -306,6 +309,15 @@ pub async fn delete_tenant(
         .set_status(slug, TenantStatus::Deleting)
         .await?;
     state.publish_tenant_change(slug).await?;
+    // This process's requests that found the tenant live before it was marked: what they write
+    // to the key store (a secret's value, a key made on first use) lands before the keys are
+    // destroyed rather than after, where nothing would destroy it. Another replica's are not
+    // waited for: they fail at the dropped storage, and what one of them writes to the key
+    // store afterwards stays under the slug until it is onboarded again (which clears it).
+    let under_way = state.tenants.settle(slug, SETTLE_TIMEOUT).await;
+    if under_way > 0 {
+        tracing::warn!(tenant = %slug, requests = under_way, "deleting a tenant whose requests are still under way");
+    }
     state.audit.forget(slug);
     state.dbs.drop_tenant_storage(slug).await?;
     state.keystore.destroy_tenant(slug.as_str()).await?;

@@ -12,6 +12,7 @@
 
 mod cache;
 mod db;
+mod in_flight;
 mod postgres;
 mod registry;
 pub mod slug;
@@ -24,6 +25,7 @@ pub use cache::TenantCache;
 pub use db::{
     Access, CONTROL_SCHEMA, Databases, DbKind, is_foreign_key_violation, is_unique_violation,
 };
+pub use in_flight::Visit;
 pub use postgres::PgTx;
 pub use registry::{Environment, Tenant, TenantRateLimits, TenantRegistry, TenantStatus};
 pub use slug::{Slug, SlugError};

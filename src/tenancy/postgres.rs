@@ -19,6 +19,13 @@
 //! - A connection is reused only after its work ended: a committed transaction, a read whose
 //!   statements are done, or a transaction rolled back by a task of its own when it was dropped;
 //!   a connection that failed is closed.
+//! - Every exchange is bounded. The server cancels a statement after [`STATEMENT_TIMEOUT`] (its
+//!   sessions' `statement_timeout`) and ends a transaction left idle for
+//!   [`IDLE_IN_TRANSACTION_TIMEOUT`], freeing its locks; the client gives up on an exchange the
+//!   server has not answered after [`EXCHANGE_TIMEOUT`] (a half-open connection: a failover or a
+//!   partition that sent no reset) and closes its connection. A connection found dead, silent,
+//!   or cut off mid-statement (its caller went away) is closed, never given back; a transaction
+//!   whose connection was lost cannot commit.
 //! - Nothing is pinged. A connection that the server closed while it was idle (a restart, a
 //!   terminated backend) fails its first exchange, which changed nothing (a `BEGIN`, a `SET`, or
 //!   a read): it is dropped together with every other idle connection (they met the same fate,
@@ -38,6 +45,15 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a statement of tenant work runs before the server cancels it (SQLSTATE 57014, which
+/// callers answer with 503).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a transaction may wait on its client between statements before the server ends it:
+/// a replica that hung mid-transaction releases its locks.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the client waits for any answer from the server. A statement the server cancelled
+/// has answered by then, so only a server gone silent reaches it.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(35);
 /// Longest a dropped write transaction's `ROLLBACK` may take before its connection is closed
 /// instead (a server gone silent would otherwise hold the pool's place until TCP gives up).
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +74,8 @@ pub struct PgConnections {
     size: u32,
     idle: SyncMutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
+    /// [`EXCHANGE_TIMEOUT`], shorter in tests.
+    exchange_timeout: Duration,
 }
 
 /// A connection and the schema its session's search path names (reading connections only).
@@ -76,6 +94,13 @@ impl PgConnections {
 
     /// A pool of `size` connections made with `options`, whose search path must name no schema.
     pub fn new(options: PgConnectOptions, mode: Mode, size: u32) -> Arc<Self> {
+        let options = options.options([
+            ("statement_timeout", millis(STATEMENT_TIMEOUT)),
+            (
+                "idle_in_transaction_session_timeout",
+                millis(IDLE_IN_TRANSACTION_TIMEOUT),
+            ),
+        ]);
         let options = match mode {
             Mode::Read => options.options([("default_transaction_read_only", "on")]),
             Mode::Write => options,
@@ -86,7 +111,24 @@ impl PgConnections {
             size,
             idle: SyncMutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
+            exchange_timeout: EXCHANGE_TIMEOUT,
         })
+    }
+
+    /// `exchange`, given up as the connection's death ([`is_dead`]) when the server has not
+    /// answered it within the exchange timeout. Whoever holds the connection must close it.
+    async fn bounded<T>(
+        &self,
+        exchange: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        tokio::time::timeout(self.exchange_timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the database did not answer in time",
+                )))
+            })
     }
 
     fn idle(&self) -> SyncGuard<'_, Vec<Pooled>> {
@@ -160,7 +202,8 @@ impl PgConnections {
         match self.mode {
             Mode::Write => {
                 let begin = format!("BEGIN; SET LOCAL search_path TO \"{schema}\"");
-                pooled.conn.execute(sqlx::AssertSqlSafe(begin)).await?;
+                self.bounded(pooled.conn.execute(sqlx::AssertSqlSafe(begin)))
+                    .await?;
                 Ok(true)
             }
             Mode::Read if pooled.schema.as_deref() == Some(schema) => Ok(false),
@@ -168,7 +211,8 @@ impl PgConnections {
                 // Not known to be set until the server says so.
                 pooled.schema = None;
                 let set = format!("SET search_path TO \"{schema}\"");
-                pooled.conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                self.bounded(pooled.conn.execute(sqlx::AssertSqlSafe(set)))
+                    .await?;
                 pooled.schema = Some(schema.to_owned());
                 Ok(true)
             }
@@ -198,32 +242,58 @@ fn runtime(e: sqlx::Error) -> RuntimeErr {
     RuntimeErr::SqlxError(Arc::new(e))
 }
 
-/// Runs `$statement` (a future using `$conn`, the work's connection) and, if it found an unproven
-/// connection dead, runs it again on a new one (see [`PgTx::recover`]).
+/// The error of work whose connection was closed: it ended, or a statement found it dead.
+fn lost() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the work's connection to the database was lost",
+    ))
+}
+
+/// A duration as a PostgreSQL setting's value in milliseconds.
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Runs `$statement` (a future using `$conn`, the work's connection), bounded by the exchange
+/// timeout, and, if it found an unproven connection dead, runs it again on a new one (see
+/// [`PgTx::recover`]). The connection is out of the work while the statement runs, so a
+/// statement cut short (its caller went away) closes it with the answer still on the way; one
+/// found dead or silent is closed too.
 macro_rules! retried {
     ($tx:expr, $conn:ident => $statement:expr) => {{
         let mut guard = $tx.conn.lock().await;
-        match guard.as_mut() {
-            None => Err(sqlx::Error::Protocol("the work has ended".to_owned())),
-            Some(pooled) => {
+        match guard.take() {
+            None => Err(lost()),
+            Some(mut pooled) => {
                 let first = {
                     let $conn = &mut pooled.conn;
-                    $statement.await
+                    $tx.pool.bounded($statement).await
                 };
-                match first {
-                    Err(e) => match $tx.recover(pooled, &e).await {
+                let (outcome, alive) = match first {
+                    Ok(done) => {
+                        $tx.unproven.store(false, Ordering::Relaxed);
+                        (Ok(done), true)
+                    }
+                    Err(e) => match $tx.recover(&mut pooled, &e).await {
                         Ok(true) => {
                             let $conn = &mut pooled.conn;
-                            $statement.await
+                            let again = $tx.pool.bounded($statement).await;
+                            let alive = !again.as_ref().is_err_and(is_dead);
+                            (again, alive)
                         }
-                        Ok(false) => Err(e),
-                        Err(again) => Err(again),
+                        Ok(false) => {
+                            let alive = !is_dead(&e);
+                            (Err(e), alive)
+                        }
+                        // The connection was dead and no new one could replace it.
+                        Err(again) => (Err(again), false),
                     },
-                    ok => {
-                        $tx.unproven.store(false, Ordering::Relaxed);
-                        ok
-                    }
+                };
+                if alive {
+                    *guard = Some(pooled);
                 }
+                outcome
             }
         }
     }};
@@ -242,15 +312,15 @@ pub struct PgTx {
 
 impl PgTx {
     /// Ends the work: commits a transaction; a read has nothing to commit. The connection goes
-    /// back to the pool only when that succeeded.
+    /// back to the pool only when that succeeded. Fails when the connection was lost: a
+    /// transaction whose statement found it dead or silent did not commit.
     pub async fn commit(mut self) -> Result<(), DbErr> {
         let Some(mut pooled) = self.conn.get_mut().take() else {
-            return Ok(());
+            return Err(DbErr::Exec(runtime(lost())));
         };
         if self.pool.mode == Mode::Write {
-            pooled
-                .conn
-                .execute("COMMIT")
+            self.pool
+                .bounded(pooled.conn.execute("COMMIT"))
                 .await
                 .map_err(|e| DbErr::Exec(runtime(e)))?;
         }
@@ -311,12 +381,13 @@ impl PgTx {
         run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, DbErr> {
         let mut guard = self.conn.lock().await;
-        let pooled = guard
-            .as_mut()
-            .ok_or_else(|| DbErr::Custom("the transaction has ended".to_owned()))?;
-        run(&mut pooled.conn)
-            .await
-            .map_err(|e| DbErr::Exec(runtime(e)))
+        let mut pooled = guard.take().ok_or_else(|| DbErr::Exec(runtime(lost())))?;
+        // Out of the work while `run` runs, as in `retried!`.
+        let outcome = self.pool.bounded(run(&mut pooled.conn)).await;
+        if !outcome.as_ref().is_err_and(is_dead) {
+            *guard = Some(pooled);
+        }
+        outcome.map_err(|e| DbErr::Exec(runtime(e)))
     }
 }
 
@@ -327,7 +398,7 @@ impl Drop for PgTx {
         };
         let (pool, permit) = (Arc::clone(&self.pool), self.permit.take());
         if pool.mode == Mode::Read {
-            // Nothing to undo; a statement cut short is drained by the connection's next use.
+            // Nothing to undo, and no statement under way (a statement takes the connection).
             pool.give_back(pooled);
             return;
         }
@@ -353,4 +424,127 @@ fn query(statement: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxVa
             .unwrap_or(sea_orm::Values(Vec::new())),
     );
     sqlx::query_with(sqlx::AssertSqlSafe(statement.sql.as_str()), values)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A TCP relay to the local PostgreSQL that can go silent: once `silent` is set it keeps
+    /// every connection open and forwards nothing either way, as a half-open connection does
+    /// after a failover that sent no reset.
+    async fn relay(silent: Arc<AtomicBool>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect("127.0.0.1:5432").await else {
+                    return;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, Arc::clone(&silent)));
+                tokio::spawn(forward(server_read, client_write, Arc::clone(&silent)));
+            }
+        });
+        port
+    }
+
+    async fn forward(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        silent: Arc<AtomicBool>,
+    ) {
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if !silent.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn pool(port: u16, mode: Mode) -> Arc<PgConnections> {
+        let options = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
+            .database("postgres");
+        let mut pool = PgConnections::new(options, mode, 2);
+        Arc::get_mut(&mut pool).unwrap().exchange_timeout = Duration::from_millis(500);
+        pool
+    }
+
+    fn select(sql: &str) -> Statement {
+        Statement::from_string(sea_orm::DbBackend::Postgres, sql)
+    }
+
+    /// Every exchange with a server gone silent gives up within bounds, closes its connection
+    /// and never hands it to the next caller; a transaction that lost its connection cannot
+    /// say it committed. Before, each of these waited for TCP to give up (minutes).
+    #[tokio::test]
+    async fn a_silent_server_fails_the_work_instead_of_hanging_it() {
+        let silent = Arc::new(AtomicBool::new(false));
+        let port = relay(Arc::clone(&silent)).await;
+        let reads = pool(port, Mode::Read);
+
+        // The server cancels long statements itself.
+        let read = PgConnections::begin(&reads, "public").await.unwrap();
+        let row = read
+            .query_one(&select(
+                "SELECT current_setting('statement_timeout') AS timeout",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get::<String>("", "timeout").unwrap(), "30s");
+
+        // A proven connection that goes silent mid-read: the statement fails, the connection
+        // is closed, and the read cannot be ended as if it had succeeded.
+        silent.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let failed = read.query_one(&select("SELECT 1")).await.unwrap_err();
+        assert!(
+            crate::tenancy::db::is_connection_error(&failed),
+            "{failed:?}"
+        );
+        assert!(read.commit().await.is_err());
+        assert!(reads.idle().is_empty());
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        // A write whose server goes silent after BEGIN does not commit.
+        silent.store(false, Ordering::SeqCst);
+        let writes = pool(port, Mode::Write);
+        let write = PgConnections::begin(&writes, "public").await.unwrap();
+        silent.store(true, Ordering::SeqCst);
+        assert!(write.execute_unprepared("SELECT 1").await.is_err());
+        assert!(write.commit().await.is_err());
+        assert!(writes.idle().is_empty());
+        assert_eq!(writes.usage().0, 0, "the pool's place is given back");
+    }
+
+    /// A read whose caller went away mid-statement closes its connection rather than handing
+    /// the next caller one with an answer still on the way.
+    #[tokio::test]
+    async fn a_read_cut_short_does_not_give_its_connection_back() {
+        let silent = Arc::new(AtomicBool::new(false));
+        let reads = pool(relay(silent).await, Mode::Read);
+        let read = PgConnections::begin(&reads, "public").await.unwrap();
+        let sleep = read.execute_unprepared("SELECT pg_sleep(2)");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), sleep)
+                .await
+                .is_err()
+        );
+        assert!(read.commit().await.is_err());
+        assert!(reads.idle().is_empty());
+        let again = PgConnections::begin(&reads, "public").await.unwrap();
+        assert!(again.execute_unprepared("SELECT 1").await.is_ok());
+        again.commit().await.unwrap();
+        assert_eq!(reads.idle().len(), 1);
+    }
 }

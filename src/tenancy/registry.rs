@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Databases, Slug, TenancyError, TenantCache};
+use super::in_flight::InFlight;
+use super::{Databases, Slug, TenancyError, TenantCache, Visit};
 
 /// Tenants whose records are kept in memory at once.
 const CACHED_TENANTS: usize = 10_000;
@@ -68,6 +69,7 @@ pub struct TenantRateLimits {
 pub struct TenantRegistry {
     dbs: Arc<Databases>,
     cache: TenantCache<Arc<Tenant>>,
+    in_flight: Arc<InFlight>,
 }
 
 #[expect(
@@ -80,7 +82,21 @@ impl TenantRegistry {
         TenantRegistry {
             dbs,
             cache: TenantCache::with_ttl(capacity, TENANT_RECORD_TTL),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Counts a request under way for `slug` in this process until the visit is dropped; taken
+    /// before the request reads the tenant's status (see [`TenantRegistry::settle`]).
+    pub fn enter(&self, slug: &Slug) -> Visit {
+        self.in_flight.enter(slug)
+    }
+
+    /// Waits, for at most `timeout`, until no request of this process that entered `slug` is
+    /// under way; how many still are then. After the tenant's status changed here, no new
+    /// request can act on it, so this is the end of those that read the old status.
+    pub async fn settle(&self, slug: &Slug, timeout: Duration) -> usize {
+        self.in_flight.settle(slug, timeout).await
     }
 
     /// The tenant `slug` in any state, from the cache when possible.

@@ -101,6 +101,42 @@ on_both_databases! {
         assert_ne!(again, key);
     }
 
+    async fn deleting_a_tenant_waits_for_its_requests_under_way(app) {
+        // A secret's creation whose headers found the tenant live, its body still on the way:
+        // the deletion waits for it, so the value it writes to the key store is destroyed with
+        // the tenant's keys. Before, the deletion went ahead and the value, written after the
+        // keys' destruction, stayed in the key store for good.
+        let slug = unique_slug("busy");
+        let key = app.create_tenant(&slug).await;
+        let (chunks, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let body = futures_util::stream::unfold(body, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let creating = tokio::spawn(
+            app.client
+                .post(app.url(&format!("/t/{slug}/api/v1/secrets")))
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(body))
+                .send(),
+        );
+        chunks.send(Ok(b"{\"name\": \"late\", ".to_vec())).await.unwrap();
+        // The request is under way in the tenant once its first chunk was read or awaited.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let path = format!("/tenants/{slug}");
+        let deleting = operator(&app, reqwest::Method::DELETE, &path, None);
+        tokio::pin!(deleting);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(500), &mut deleting).await;
+        assert!(waited.is_err(), "the deletion waits for the request: {waited:?}");
+        chunks.send(Ok(b"\"value\": \"written-late\"}".to_vec())).await.unwrap();
+        drop(chunks);
+        let created = creating.await.unwrap().unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let (status, _) = deleting.await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(!app.data_dir.join(format!("keystore/tenants/{slug}")).exists(), "the late value is destroyed too");
+    }
+
     async fn the_platform_trail_records_operator_calls_refusals_and_deletions(app) {
         // Operator calls leave a trace too, in the platform's own chain: refused tokens, and
         // deletions of tenants whose own trail is destroyed with them.

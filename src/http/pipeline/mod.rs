@@ -79,8 +79,9 @@ pub async fn tenant_api(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(req.error_response(missing_state()));
     };
-    let tenant = match tenant::resolve(&state, req.request()).await {
-        Ok(tenant) => tenant,
+    // The visit lasts until the response is made: a deletion of the tenant waits for it.
+    let (tenant, _visit) = match tenant::resolve(&state, req.request()).await {
+        Ok(resolved) => resolved,
         Err(e) if e.code() == ErrorCode::NotFound => {
             let error = authn::unknown_tenant(req.request());
             return Ok(authn::refuse(&state, None, req, error).await);

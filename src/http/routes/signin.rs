@@ -38,13 +38,15 @@ use crate::signin::saml::{self, Endpoints};
 use crate::signin::sessions::{self, LOGIN_TTL};
 use crate::signin::{Refusal, SignInError, Vouched, logins, provisioning};
 use crate::tenancy::work::{Change, SignIn, WriteTx};
-use crate::tenancy::{Tenant, TenantStatus};
+use crate::tenancy::{Tenant, TenantStatus, Visit};
 
 /// The guard of the sign-in routes: the live, unsuspended tenant of the path, and nobody's
 /// credential.
 pub struct SignInTenant {
     state: Arc<AppState>,
     tenant: Arc<Tenant>,
+    /// The request's presence in the tenant, until the handler is done with it.
+    _visit: Visit,
 }
 
 impl FromRequest for SignInTenant {
@@ -58,14 +60,18 @@ impl FromRequest for SignInTenant {
                 .app_data::<web::Data<AppState>>()
                 .map(|s| s.clone().into_inner())
                 .ok_or_else(|| ApiError::internal("http", anyhow::anyhow!("state missing")))?;
-            let tenant = tenant::resolve(&state, &req).await?;
+            let (tenant, visit) = tenant::resolve(&state, &req).await?;
             if tenant.status != TenantStatus::Active {
                 return Err(ApiError::new(
                     ErrorCode::TenantSuspended,
                     "This tenant is suspended.",
                 ));
             }
-            Ok(SignInTenant { state, tenant })
+            Ok(SignInTenant {
+                state,
+                tenant,
+                _visit: visit,
+            })
         })
     }
 }
