@@ -8,12 +8,14 @@ pub mod service_accounts;
 pub mod users;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _,
+    ColumnTrait, DbErr, EntityTrait, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    TryIntoModel,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::tenancy::Tx;
 
 /// Whether a person or a service account may authenticate: a disabled one cannot sign in, keep
 /// a session or use any credential until it is enabled again.
@@ -45,17 +47,21 @@ impl AccountStatus {
 
 /// Up to `limit` rows of `E` whose id comes after `after`, in id order. Ids are UUIDv7, so this
 /// is creation order, and the last id of a page is the cursor of the next.
-pub async fn page_by_id<E: EntityTrait>(
-    conn: &impl ConnectionTrait,
+pub async fn page_by_id<E>(
+    tx: &Tx,
     id: E::Column,
     after: Option<Uuid>,
     limit: u64,
-) -> Result<Vec<E::Model>, DbErr> {
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
     let mut query = E::find().order_by_asc(id).limit(limit);
     if let Some(after) = after {
         query = query.filter(id.gt(after));
     }
-    query.all(conn).await
+    tx.all(query).await
 }
 
 /// Checks a human-entered name: trimmed, 1 to `max` characters, no control characters.

@@ -609,6 +609,88 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Models decoded straight from SQLite's rows are those sea-orm decodes from its own rows of
+    /// the same select: UUIDs, timestamps, JSON, integers, and NULLs.
+    #[tokio::test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the storage layer's own test of its reads"
+    )]
+    async fn models_read_straight_from_rows_are_sea_orms() {
+        use chrono::Utc;
+        use entity::tenant::{folder, secret, user};
+        use sea_orm::{ActiveModelTrait as _, EntityTrait as _, QuerySelect as _, Set};
+
+        let dir = std::env::temp_dir().join(format!("fg-models-{}", uuid::Uuid::new_v4()));
+        crate::files::create_private_dir(&dir).unwrap();
+        let settings = DatabaseSettings::Sqlite {
+            control_file: dir.join("control.db"),
+        };
+        let dbs = Databases::connect(&settings).await.unwrap();
+        let slug = Slug::parse("models").unwrap();
+        dbs.create_tenant_storage(&slug).await.unwrap();
+        let tx = dbs.begin(&slug, Access::Write).await.unwrap();
+        let folder = folder::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            name: Set("f".to_owned()),
+            parent_id: Set(None),
+            created_at: Set(Utc::now()),
+            updated_at: Set(Utc::now()),
+        }
+        .insert(&tx)
+        .await
+        .unwrap();
+        for (i, folder) in [None, Some(folder.id)].into_iter().enumerate() {
+            let now = Utc::now();
+            user::ActiveModel {
+                id: Set(uuid::Uuid::now_v7()),
+                email: Set(format!("u{i}@example.com")),
+                display_name: Set(format!("Ü {i} \"quoted\"")),
+                attributes: Set(serde_json::json!({"region": "eu", "level": i.to_string()})),
+                status: Set("active".to_owned()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&tx)
+            .await
+            .unwrap();
+            secret::ActiveModel {
+                id: Set(uuid::Uuid::now_v7()),
+                name: Set(format!("s{i}")),
+                folder_id: Set(folder),
+                description: Set(folder.map(|_| "in a folder".to_owned())),
+                labels: Set(serde_json::json!({})),
+                current_version: Set(i32::try_from(i).unwrap() + 1),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        let read = dbs.begin(&slug, Access::Read).await.unwrap();
+        let users = read.all(user::Entity::find()).await.unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users, user::Entity::find().all(&read).await.unwrap());
+        let folders = read.all(folder::Entity::find()).await.unwrap();
+        assert_eq!(folders, folder::Entity::find().all(&read).await.unwrap());
+        let secrets = read.all(secret::Entity::find()).await.unwrap();
+        assert_eq!(secrets.len(), 2);
+        assert!(
+            secrets
+                .iter()
+                .any(|s| s.folder_id.is_none() && s.description.is_none())
+        );
+        assert_eq!(secrets, secret::Entity::find().all(&read).await.unwrap());
+        // Not every column: not a model.
+        let partial = user::Entity::find().select_only().column(user::Column::Id);
+        assert!(read.all(partial).await.is_err());
+        read.commit().await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn outages_are_told_from_bad_statements() {
         for code in [

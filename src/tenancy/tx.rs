@@ -1,6 +1,9 @@
 //! A transaction on one tenant's storage (or on the control plane), whichever the driver.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, EntityTrait, ExecResult, QueryResult, QueryTrait as _,
+    Select, Statement, TryIntoModel,
+};
 
 use super::postgres::PgTx;
 use super::sqlite::SqliteTx;
@@ -19,6 +22,21 @@ impl Tx {
         match self {
             Tx::Postgres(tx) => Some(tx),
             Tx::Sqlite(_) => None,
+        }
+    }
+
+    /// The models `select` finds, whole: a select of every column of `E` (`E::find()` with its
+    /// filters, order and limit; a select of other columns is an error). On SQLite each row is
+    /// decoded straight into its model, without the map of named values that sea-orm's rows
+    /// are made of, where a page of 50 users spent a fifth of its time (`perf`, README).
+    pub async fn all<E>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr>
+    where
+        E: EntityTrait,
+        E::ActiveModel: TryIntoModel<E::Model>,
+    {
+        match self {
+            Tx::Postgres(_) => select.all(self).await,
+            Tx::Sqlite(tx) => tx.models::<E>(&select.build(DbBackend::Sqlite)),
         }
     }
 

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
-use sea_orm::{DbErr, ExecResult, ProxyExecResult, ProxyRow, QueryResult, Statement};
+use sea_orm::{
+    DbErr, EntityTrait, ExecResult, ProxyExecResult, ProxyRow, QueryResult, Statement, TryIntoModel,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use error::{Phase, db_err};
@@ -314,6 +316,16 @@ impl SqliteTx {
             .with(|conn| query(conn, statement, limit))?;
         Ok(rows.into_iter().map(QueryResult::from).collect())
     }
+
+    /// The models of `statement`, a select of every column of `E`, each row decoded straight
+    /// into its model.
+    pub fn models<E>(&self, statement: &Statement) -> Result<Vec<E::Model>, DbErr>
+    where
+        E: EntityTrait,
+        E::ActiveModel: TryIntoModel<E::Model>,
+    {
+        self.checkout()?.with(|conn| models::<E>(conn, statement))
+    }
 }
 
 impl Drop for SqliteTx {
@@ -364,6 +376,27 @@ fn query(conn: &Connection, statement: &Statement, limit: usize) -> Result<Vec<P
         results.push(ProxyRow::new(values));
     }
     Ok(results)
+}
+
+/// Runs one select of every column of `E` and reads its rows as models.
+fn models<E>(conn: &Connection, statement: &Statement) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
+    let (sql, params) = prepared(statement).map_err(DbErr::Custom)?;
+    let mut prepared = conn
+        .prepare_cached(&sql)
+        .map_err(|e| db_err(Phase::Query, e))?;
+    let columns = values::model_columns::<E>(&prepared).map_err(DbErr::Type)?;
+    let mut rows = prepared
+        .query(params_from_iter(params))
+        .map_err(|e| db_err(Phase::Query, e))?;
+    let mut models = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| db_err(Phase::Query, e))? {
+        models.push(values::read_model::<E>(row, &columns).map_err(DbErr::Type)?);
+    }
+    Ok(models)
 }
 
 /// The SQL text to prepare and the parameters to bind.

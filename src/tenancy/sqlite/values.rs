@@ -16,7 +16,10 @@ use std::sync::LazyLock;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::{Value as Sql, ValueRef};
 use sea_orm::sea_query::Value;
-use sea_orm::{ColumnTrait as _, ColumnType, EntityTrait, IdenStatic as _, Iterable as _};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait as _, ColumnType, EntityTrait, IdenStatic as _, Iterable as _,
+    TryIntoModel,
+};
 use uuid::Uuid;
 
 use entity::control::{platform_setting, tenant};
@@ -130,6 +133,47 @@ pub(super) fn result_kinds(stmt: &rusqlite::Statement<'_>) -> Vec<(String, Optio
             (c.name().to_owned(), kind)
         })
         .collect()
+}
+
+/// The column of `E` at each position of a statement's result, and how it is decoded; an error
+/// names a result column that is not one of `E`'s.
+pub(super) fn model_columns<E: EntityTrait>(
+    stmt: &rusqlite::Statement<'_>,
+) -> Result<Vec<(E::Column, Kind)>, String> {
+    stmt.column_names()
+        .into_iter()
+        .map(|name| {
+            E::Column::iter()
+                .find(|column| column.as_str() == name)
+                .map(|column| (column, Kind::of(column.def().get_column_type())))
+                .ok_or_else(|| {
+                    format!(
+                        "`{name}` is not a column of `{}`",
+                        E::default().table_name()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// One result row as a model of `E`, each value moved into its field: no map of named values,
+/// no copy of a value (see [`read_row`] for rows of any shape). Every column of `E` must be
+/// in the row.
+pub(super) fn read_model<E>(
+    row: &rusqlite::Row<'_>,
+    columns: &[(E::Column, Kind)],
+) -> Result<E::Model, String>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
+    let mut model = <E::ActiveModel as ActiveModelTrait>::default();
+    for (i, (column, kind)) in columns.iter().enumerate() {
+        let raw = row.get_ref(i).map_err(|e| e.to_string())?;
+        let value = decode(*kind, raw).map_err(|e| format!("column `{}`: {e}", column.as_str()))?;
+        model.try_set(*column, value).map_err(|e| e.to_string())?;
+    }
+    model.try_into_model().map_err(|e| e.to_string())
 }
 
 /// One result row, as sea-orm's proxy rows hold it.
