@@ -138,8 +138,18 @@ impl Unsigned {
 /// of the run, and the position moves on to the run's newest end. (Before, appends made during
 /// the walk linked to nothing known, and every checkpoint walked again over every event since
 /// the one before: 6 % of the server's time in a read-heavy load, `perf`.)
+///
+/// A deleted tenant's positions are forgotten, and a walk or an append that began before any
+/// forgetting is not recorded: it may be the deleted tenant's, whose slug a new one may hold.
 #[derive(Default)]
-struct Continued(Mutex<HashMap<Trail, Tracked>>);
+struct Continued(Mutex<Positions>);
+
+#[derive(Default)]
+struct Positions {
+    trails: HashMap<Trail, Tracked>,
+    /// Forgettings so far.
+    generation: u64,
+}
 
 /// One trail's known position and the ends of the writer's latest linked appends.
 #[derive(Default)]
@@ -170,33 +180,44 @@ impl Tracked {
     }
 }
 
+impl Positions {
+    /// The trail's entry, made if there is room for one more; none for work that began before
+    /// the generation `since` ended.
+    fn entry(&mut self, trail: &Trail, since: u64) -> Option<&mut Tracked> {
+        if since != self.generation
+            || (!self.trails.contains_key(trail) && self.trails.len() >= MAX_KNOWN_HEADS)
+        {
+            return None;
+        }
+        Some(self.trails.entry(trail.clone()).or_default())
+    }
+}
+
 impl Continued {
-    fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<Trail, Tracked>> {
+    fn positions(&self) -> std::sync::MutexGuard<'_, Positions> {
         // Plain positions: a panic elsewhere cannot leave them half-updated.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The generation that work beginning now records its positions in.
+    fn generation(&self) -> u64 {
+        self.positions().generation
+    }
+
     /// Where `trail` is known to continue its anchor, if anywhere.
     fn get(&self, trail: &Trail) -> Option<Head> {
-        self.tracked().get(trail).and_then(|t| t.known.clone())
+        self.positions()
+            .trails
+            .get(trail)
+            .and_then(|t| t.known.clone())
     }
 
-    /// The trail's entry, made if there is room for one more.
-    fn entry<'a>(
-        tracked: &'a mut HashMap<Trail, Tracked>,
-        trail: &Trail,
-    ) -> Option<&'a mut Tracked> {
-        if !tracked.contains_key(trail) && tracked.len() >= MAX_KNOWN_HEADS {
-            return None;
-        }
-        Some(tracked.entry(trail.clone()).or_default())
-    }
-
-    /// Records that `trail` continues its anchor up to `head` (the signer walked there), and on
-    /// over the writer's appends that followed it; a position further on stays.
-    fn walked(&self, trail: &Trail, head: Head) {
-        let mut tracked = self.tracked();
-        let Some(entry) = Self::entry(&mut tracked, trail) else {
+    /// Records that `trail` continues its anchor up to `head` (the signer walked there, in a
+    /// walk that began in generation `since`), and on over the writer's appends that followed
+    /// it; a position further on stays.
+    fn walked(&self, trail: &Trail, head: Head, since: u64) {
+        let mut positions = self.positions();
+        let Some(entry) = positions.entry(trail, since) else {
             return;
         };
         if entry.known.as_ref().is_none_or(|at| at.seq < head.seq) {
@@ -205,14 +226,15 @@ impl Continued {
         entry.carry_on();
     }
 
-    /// Adds `rows`, just appended by this writer, to the trail's run (or starts a new run when
-    /// they do not link to its newest end), and moves the known position on over them.
-    fn appended(&self, trail: &Trail, rows: &[audit_event::Model]) {
+    /// Adds `rows`, just appended by this writer in a flush that began in generation `since`,
+    /// to the trail's run (or starts a new run when they do not link to its newest end), and
+    /// moves the known position on over them.
+    fn appended(&self, trail: &Trail, rows: &[audit_event::Model], since: u64) {
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
             return;
         };
-        let mut tracked = self.tracked();
-        let Some(entry) = Self::entry(&mut tracked, trail) else {
+        let mut positions = self.positions();
+        let Some(entry) = positions.entry(trail, since) else {
             return;
         };
         let attached = Head {
@@ -234,7 +256,9 @@ impl Continued {
     }
 
     fn forget(&self, trail: &Trail) {
-        self.tracked().remove(trail);
+        let mut positions = self.positions();
+        positions.trails.remove(trail);
+        positions.generation += 1;
     }
 }
 
@@ -605,6 +629,7 @@ async fn flush(
     known_head: Option<Head>,
 ) -> (Result<(), FlushError>, Option<Head>) {
     let oldest = events.iter().map(|e| e.occurred_at).min();
+    let since = continued.generation();
     let result: Result<Linked, TenancyError> = match dbs.kind() {
         DbKind::Postgres => append_optimistically(dbs, trail, events, known_head).await,
         // SQLite: the transaction holds the file's write lock from its start.
@@ -625,7 +650,7 @@ async fn flush(
             });
             telemetry::metrics().observe_audit_flush(linked.rows.len(), lag);
             security::committed(trail.name(), &linked.rows);
-            continued.appended(trail, &linked.rows);
+            continued.appended(trail, &linked.rows, since);
             signals.observe(trail.name(), linked.rows);
             (Ok(()), Some(linked.head))
         }
@@ -744,6 +769,11 @@ async fn write_checkpoint(
     continued: &Continued,
     trail: &Trail,
 ) -> Result<(), AuditError> {
+    // Read before the head: the position names only committed events, so it is never ahead
+    // of the head read next (read after, the writer's appends could carry it past that head,
+    // which reads as events gone missing).
+    let since = continued.generation();
+    let known = continued.get(trail);
     let anchored = anchor::load(keystore, trail)
         .await?
         .map_err(|problem| refused(trail, 0, problem))?;
@@ -762,7 +792,6 @@ async fn write_checkpoint(
     {
         return Ok(());
     }
-    let known = continued.get(trail);
     if let Some((seq, problem)) =
         verify::continues(dbs, trail, anchored.as_ref(), known.as_ref(), &head).await?
     {
@@ -774,6 +803,7 @@ async fn write_checkpoint(
             seq: head.seq,
             hash: head.hash.clone(),
         },
+        since,
     );
     let message = checkpoint_message(trail.name(), head.seq, &head.hash);
     let key = KeyName::new(trail.name(), Purpose::AuditSigning);
@@ -869,20 +899,28 @@ mod tests {
             seq,
             hash: hash.into(),
         };
-        continued.appended(&trail, &[linked(1, "g", "h1")]);
+        continued.appended(&trail, &[linked(1, "g", "h1")], 0);
         assert_eq!(continued.get(&trail), None, "nothing walked, nothing known");
-        continued.walked(&trail, head(1, "h1"));
-        continued.appended(&trail, &[linked(2, "h1", "h2"), linked(3, "h2", "h3")]);
+        continued.walked(&trail, head(1, "h1"), 0);
+        continued.appended(&trail, &[linked(2, "h1", "h2"), linked(3, "h2", "h3")], 0);
         assert_eq!(continued.get(&trail), Some(head(3, "h3")));
         // After a rewritten head, or past a gap (another writer's events), it stays.
-        continued.appended(&trail, &[linked(4, "forged", "h4")]);
-        continued.appended(&trail, &[linked(6, "h5", "h6")]);
+        continued.appended(&trail, &[linked(4, "forged", "h4")], 0);
+        continued.appended(&trail, &[linked(6, "h5", "h6")], 0);
         assert_eq!(continued.get(&trail), Some(head(3, "h3")));
         // A walk that ended short of it does not take it back.
-        continued.walked(&trail, head(2, "h2"));
+        continued.walked(&trail, head(2, "h2"), 0);
         assert_eq!(continued.get(&trail), Some(head(3, "h3")));
         continued.forget(&trail);
         assert_eq!(continued.get(&trail), None);
+        // A walk or an append that began before the tenant's deletion records nothing: the slug
+        // may be a new tenant's by then.
+        continued.walked(&trail, head(3, "h3"), 0);
+        continued.appended(&trail, &[linked(4, "h3", "h4")], 0);
+        assert_eq!(continued.get(&trail), None);
+        let now = continued.generation();
+        continued.walked(&trail, head(3, "h3"), now);
+        assert_eq!(continued.get(&trail), Some(head(3, "h3")));
     }
 
     /// Under load the writer appends while the signer walks: a walk that ends at one of the
@@ -896,38 +934,38 @@ mod tests {
             seq,
             hash: hash.into(),
         };
-        continued.walked(&trail, head(1, "h1"));
+        continued.walked(&trail, head(1, "h1"), 0);
         // The signer reads head 3; the writer goes on to 5 before the walk ends.
-        continued.appended(&trail, &[linked(4, "h3", "h4")]);
-        continued.appended(&trail, &[linked(5, "h4", "h5")]);
+        continued.appended(&trail, &[linked(4, "h3", "h4")], 0);
+        continued.appended(&trail, &[linked(5, "h4", "h5")], 0);
         assert_eq!(
             continued.get(&trail),
             Some(head(1, "h1")),
             "4 and 5 link to nothing known"
         );
-        continued.walked(&trail, head(3, "h3"));
+        continued.walked(&trail, head(3, "h3"), 0);
         assert_eq!(continued.get(&trail), Some(head(5, "h5")));
-        continued.appended(&trail, &[linked(6, "h5", "h6")]);
+        continued.appended(&trail, &[linked(6, "h5", "h6")], 0);
         assert_eq!(continued.get(&trail), Some(head(6, "h6")));
 
         // A walk to a head that is no end of the run stops there.
         let other = Trail::Tenant(crate::tenancy::Slug::parse("acme").unwrap());
-        continued.appended(&other, &[linked(4, "h3", "h4"), linked(5, "h4", "h5")]);
-        continued.walked(&other, head(4, "h4"));
+        continued.appended(&other, &[linked(4, "h3", "h4"), linked(5, "h4", "h5")], 0);
+        continued.walked(&other, head(4, "h4"), 0);
         assert_eq!(
             continued.get(&other),
             Some(head(4, "h4")),
             "4 is inside a batch"
         );
-        continued.walked(&other, head(3, "forged"));
+        continued.walked(&other, head(3, "forged"), 0);
         assert_eq!(continued.get(&other), Some(head(4, "h4")));
         // Only the newest ends are kept: a walk older than them stops where it ended.
         let long = Trail::Tenant(crate::tenancy::Slug::parse("long").unwrap());
         for seq in 1..=(RUN_ENDS as i64 + 5) {
             let (prev, hash) = (format!("h{}", seq - 1), format!("h{seq}"));
-            continued.appended(&long, &[linked(seq, &prev, &hash)]);
+            continued.appended(&long, &[linked(seq, &prev, &hash)], 0);
         }
-        continued.walked(&long, head(2, "h2"));
+        continued.walked(&long, head(2, "h2"), 0);
         assert_eq!(continued.get(&long), Some(head(2, "h2")));
     }
 

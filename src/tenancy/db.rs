@@ -521,12 +521,21 @@ fn is_unavailable_code(code: &str) -> bool {
         // A PostgreSQL SQLSTATE: 08 connection exception; 53 insufficient resources (too many
         // connections, disk full, out of memory); 57P01-57P03 shutting down or starting up;
         // 57014 cancelled (a statement timeout); 40001 and 40P01 a serialization failure or
-        // deadlock, worth a retry; 25006 a read-only server (a failover in progress).
+        // deadlock, worth a retry; 25006 a read-only server (a failover in progress); 25P03 and
+        // 25P04 a session ended by the idle-in-transaction or transaction timeout.
         code.starts_with("08")
             || code.starts_with("53")
             || matches!(
                 code,
-                "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" | "25006"
+                "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "57014"
+                    | "40001"
+                    | "40P01"
+                    | "25006"
+                    | "25P03"
+                    | "25P04"
             )
     } else {
         // A SQLite result code; extended codes keep the primary one in the low byte: BUSY,

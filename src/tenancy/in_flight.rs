@@ -5,7 +5,9 @@
 //!
 //! Invariant: a request enters before it reads the tenant's status and stays until its response
 //! is made, so once a deletion has marked the tenant (and this process's cached record is
-//! forgotten), every request that can still act on the tenant here is counted.
+//! forgotten), every request of this process that can still act on the tenant is counted.
+//! Background work (the audit signer, alert deliveries) is not: it stops with the tenant's
+//! storage, and a new tenant of the same slug starts by clearing the key store's leftovers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -171,6 +171,7 @@ impl PgConnections {
                         // A read on a connection already set to its schema has not heard from
                         // the server yet: its first statement proves the connection alive.
                         unproven: AtomicBool::new(reused && !exchanged),
+                        failed: AtomicBool::new(false),
                         permit: Some(permit),
                     });
                 }
@@ -230,10 +231,13 @@ impl PgConnections {
 fn is_dead(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        // 57P01-57P03: terminated by an administrator, a crash, or a shutdown.
-        sqlx::Error::Database(d) => d
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        // 57P01-57P03: terminated by an administrator, a crash, or a shutdown; 25P03 and 25P04:
+        // the session ended by the idle-in-transaction or the transaction timeout.
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || matches!(&*code, "25P03" | "25P04")
+        }),
         _ => false,
     }
 }
@@ -293,6 +297,9 @@ macro_rules! retried {
                 if alive {
                     *guard = Some(pooled);
                 }
+                if outcome.is_err() {
+                    $tx.failed.store(true, Ordering::Relaxed);
+                }
                 outcome
             }
         }
@@ -301,20 +308,31 @@ macro_rules! retried {
 
 /// Work on a tenant's schema: a read, or a transaction. Dropping a transaction rolls it back.
 pub struct PgTx {
-    /// `None` once committed. An async mutex: sea-orm shares transactions by reference.
+    /// `None` once committed, while a statement runs, and once the connection was lost. An
+    /// async mutex: sea-orm shares transactions by reference.
     conn: Mutex<Option<Pooled>>,
     pool: Arc<PgConnections>,
     schema: String,
     /// The connection has not answered yet (a read on a connection already set to its schema).
     unproven: AtomicBool,
+    /// A statement of this transaction failed: PostgreSQL then answers `COMMIT` with a
+    /// rollback and no error, so the commit must fail here instead.
+    failed: AtomicBool,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PgTx {
     /// Ends the work: commits a transaction; a read has nothing to commit. The connection goes
-    /// back to the pool only when that succeeded. Fails when the connection was lost: a
-    /// transaction whose statement found it dead or silent did not commit.
+    /// back to the pool only when that succeeded. Fails when the connection was lost (a
+    /// transaction whose statement found it dead or silent did not commit), and when one of the
+    /// transaction's statements failed (PostgreSQL rolled it back).
     pub async fn commit(mut self) -> Result<(), DbErr> {
+        if self.pool.mode == Mode::Write && *self.failed.get_mut() {
+            // Dropped: rolled back.
+            return Err(DbErr::Custom(
+                "a statement of the transaction failed: it was rolled back".to_owned(),
+            ));
+        }
         let Some(mut pooled) = self.conn.get_mut().take() else {
             return Err(DbErr::Exec(runtime(lost())));
         };
@@ -386,6 +404,9 @@ impl PgTx {
         let outcome = self.pool.bounded(run(&mut pooled.conn)).await;
         if !outcome.as_ref().is_err_and(is_dead) {
             *guard = Some(pooled);
+        }
+        if outcome.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
         }
         outcome.map_err(|e| DbErr::Exec(runtime(e)))
     }
@@ -525,6 +546,20 @@ mod tests {
         assert!(write.commit().await.is_err());
         assert!(writes.idle().is_empty());
         assert_eq!(writes.usage().0, 0, "the pool's place is given back");
+    }
+
+    /// PostgreSQL answers `COMMIT` after a failed statement with a rollback and no error: the
+    /// transaction says it did not commit rather than let a caller that went on take it as done.
+    #[tokio::test]
+    async fn a_transaction_with_a_failed_statement_does_not_say_it_committed() {
+        let silent = Arc::new(AtomicBool::new(false));
+        let writes = pool(relay(silent).await, Mode::Write);
+        let write = PgConnections::begin(&writes, "public").await.unwrap();
+        assert!(write.execute_unprepared("SELECT 1/0").await.is_err());
+        assert!(write.commit().await.is_err());
+        let again = PgConnections::begin(&writes, "public").await.unwrap();
+        again.execute_unprepared("SELECT 1").await.unwrap();
+        again.commit().await.unwrap();
     }
 
     /// A read whose caller went away mid-statement closes its connection rather than handing

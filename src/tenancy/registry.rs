@@ -160,13 +160,16 @@ impl TenantRegistry {
         }
     }
 
-    /// Moves the tenant to `status` and forgets the cached record.
+    /// Moves the tenant to `status` and forgets the cached record. A tenant being deleted
+    /// stays so: only `deleting` again is set on it (any other status is "not found"), so an
+    /// operator's resumption that raced the deletion cannot bring it back to life.
     pub async fn set_status(
         &self,
         slug: &Slug,
         status: TenantStatus,
     ) -> Result<Tenant, TenancyError> {
-        self.update(slug, |row| row.status = Set(status.as_str().to_owned()))
+        let change = |row: &mut tenant::ActiveModel| row.status = Set(status.as_str().to_owned());
+        self.update(slug, change, status == TenantStatus::Deleting)
             .await
     }
 
@@ -178,30 +181,41 @@ impl TenantRegistry {
     ) -> Result<Tenant, TenancyError> {
         let stored =
             |rate: Option<NonZeroU32>| rate.map(|r| i32::try_from(r.get()).unwrap_or(i32::MAX));
-        self.update(slug, |row| {
+        let change = |row: &mut tenant::ActiveModel| {
             row.rate_limit_principal = Set(stored(limits.principal_per_second));
             row.rate_limit_tenant = Set(stored(limits.tenant_per_second));
-        })
-        .await
+        };
+        self.update(slug, change, false).await
     }
 
-    /// Applies `change` to the tenant's row, stamps `updated_at` and forgets the cached record.
+    /// Applies `change` to the tenant's row, stamps `updated_at` and forgets the cached record;
+    /// a tenant being deleted is changed only `while_deleting` (one statement: the check and
+    /// the change cannot be told apart by a deletion in between).
     async fn update(
         &self,
         slug: &Slug,
         change: impl FnOnce(&mut tenant::ActiveModel),
+        while_deleting: bool,
     ) -> Result<Tenant, TenancyError> {
-        let model = tenant::Entity::find()
-            .filter(tenant::Column::Slug.eq(slug.as_str()))
-            .one(self.dbs.control())
-            .await?
-            .ok_or_else(|| TenancyError::NotFound(slug.to_string()))?;
-        let mut row: tenant::ActiveModel = model.into();
+        let mut row = tenant::ActiveModel {
+            updated_at: Set(Utc::now()),
+            ..Default::default()
+        };
         change(&mut row);
-        row.updated_at = Set(Utc::now());
-        let updated = row.update(self.dbs.control()).await?;
+        let mut update = tenant::Entity::update_many()
+            .set(row)
+            .filter(tenant::Column::Slug.eq(slug.as_str()));
+        if !while_deleting {
+            update = update.filter(tenant::Column::Status.ne(TenantStatus::Deleting.as_str()));
+        }
+        let updated = update.exec(self.dbs.control()).await?;
         self.cache.invalidate(slug.as_str());
-        Tenant::try_from(updated)
+        if updated.rows_affected == 0 {
+            return Err(TenancyError::NotFound(slug.to_string()));
+        }
+        self.load(slug)
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(slug.to_string()))
     }
 
     /// Deletes the tenant's row. Idempotent.
@@ -294,5 +308,53 @@ impl TryFrom<tenant::Model> for Tenant {
             created_at: m.created_at,
             updated_at: m.updated_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseSettings;
+
+    /// A resumption or suspension that raced a deletion cannot bring the tenant back to life.
+    #[tokio::test]
+    async fn a_tenant_being_deleted_stays_so() {
+        let dir = std::env::temp_dir().join(format!("fg-registry-{}", Uuid::new_v4()));
+        crate::files::create_private_dir(&dir).unwrap();
+        let settings = DatabaseSettings::Sqlite {
+            control_file: dir.join("control.db"),
+        };
+        let registry = TenantRegistry::new(Arc::new(Databases::connect(&settings).await.unwrap()));
+        let slug = Slug::parse("doomed").unwrap();
+        registry
+            .claim(&slug, "Doomed", Environment::Dev)
+            .await
+            .unwrap();
+        let active = registry
+            .set_status(&slug, TenantStatus::Active)
+            .await
+            .unwrap();
+        assert_eq!(active.status, TenantStatus::Active);
+        registry
+            .set_status(&slug, TenantStatus::Deleting)
+            .await
+            .unwrap();
+        for status in [TenantStatus::Active, TenantStatus::Suspended] {
+            let refused = registry.set_status(&slug, status).await;
+            assert!(
+                matches!(refused, Err(TenancyError::NotFound(_))),
+                "{refused:?}"
+            );
+        }
+        let limits = TenantRateLimits::default();
+        assert!(registry.set_rate_limits(&slug, limits).await.is_err());
+        let stays = registry.load(&slug).await.unwrap().unwrap();
+        assert_eq!(stays.status, TenantStatus::Deleting);
+        // A deletion run again finds it as it left it.
+        registry
+            .set_status(&slug, TenantStatus::Deleting)
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

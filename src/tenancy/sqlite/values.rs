@@ -8,7 +8,8 @@
 //!   themselves, so a new column cannot be missing from it. A computed column, or one of a
 //!   table without an entity (the migrations' own), is decoded by its SQLite storage class.
 //! - Rows are read by column name. sea-orm reads a row by position only for `into_tuple`, which
-//!   the lints forbid: a row here is a map, and its positions are those of the names' order.
+//!   the lints forbid: a row here is a map, and its positions are those of the names' order. A
+//!   whole model ([`read_model`]) takes each value by the name of the column it comes from.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
