@@ -153,6 +153,7 @@ impl AppState {
         self.tenant_settings.forget(slug);
         self.sessions.forget(slug);
         self.keystore.forget(slug);
+        self.audit.forget_positions(slug);
     }
 
     /// Drops what `invalidation` makes stale of tenant `slug`'s cached state on this replica.
@@ -175,6 +176,7 @@ impl AppState {
         self.payload_caches.forget_all();
         self.tenant_settings.forget_all();
         self.sessions.clear();
+        self.audit.forget_all_positions();
     }
 
     /// Drops cached facts about `slug` here and, on PostgreSQL, on every other replica.

@@ -260,6 +260,12 @@ impl Continued {
         positions.trails.remove(trail);
         positions.generation += 1;
     }
+
+    fn forget_all(&self) {
+        let mut positions = self.positions();
+        positions.trails.clear();
+        positions.generation += 1;
+    }
 }
 
 /// How many events wait in the channel, so that a lingering writer is woken once, by the event
@@ -446,6 +452,20 @@ impl AuditWriter {
     pub fn forget(&self, tenant: &Slug) {
         self.unsigned.forget(&Trail::from(tenant));
         self.continued.forget(&Trail::from(tenant));
+    }
+
+    /// Forgets how far the trail of the tenant `slug` is known to continue its anchor, on any
+    /// change to the tenant (its deletion, made here or on another replica, among them): the
+    /// next checkpoint walks from the anchor, and a slug onboarded again starts from nothing.
+    pub fn forget_positions(&self, slug: &str) {
+        if let Ok(slug) = Slug::parse(slug) {
+            self.continued.forget(&Trail::from(&slug));
+        }
+    }
+
+    /// [`AuditWriter::forget_positions`] of every trail (notifications of changes were lost).
+    pub fn forget_all_positions(&self) {
+        self.continued.forget_all();
     }
 
     /// Signs a checkpoint on every chain with unsigned events now.
@@ -891,14 +911,17 @@ mod tests {
         row
     }
 
+    fn head(seq: i64, hash: &str) -> Head {
+        Head {
+            seq,
+            hash: hash.into(),
+        }
+    }
+
     #[test]
     fn only_appends_that_link_to_the_walked_chain_move_it_on() {
         let trail = Trail::Platform;
         let continued = Continued::default();
-        let head = |seq: i64, hash: &str| Head {
-            seq,
-            hash: hash.into(),
-        };
         continued.appended(&trail, &[linked(1, "g", "h1")], 0);
         assert_eq!(continued.get(&trail), None, "nothing walked, nothing known");
         continued.walked(&trail, head(1, "h1"), 0);
@@ -921,6 +944,14 @@ mod tests {
         let now = continued.generation();
         continued.walked(&trail, head(3, "h3"), now);
         assert_eq!(continued.get(&trail), Some(head(3, "h3")));
+        continued.forget_all();
+        assert_eq!(continued.get(&trail), None);
+        continued.walked(&trail, head(3, "h3"), now);
+        assert_eq!(
+            continued.get(&trail),
+            None,
+            "begun before everything was forgotten"
+        );
     }
 
     /// Under load the writer appends while the signer walks: a walk that ends at one of the
@@ -930,10 +961,6 @@ mod tests {
     fn a_walk_carries_on_over_the_appends_made_during_it() {
         let trail = Trail::Platform;
         let continued = Continued::default();
-        let head = |seq: i64, hash: &str| Head {
-            seq,
-            hash: hash.into(),
-        };
         continued.walked(&trail, head(1, "h1"), 0);
         // The signer reads head 3; the writer goes on to 5 before the walk ends.
         continued.appended(&trail, &[linked(4, "h3", "h4")], 0);

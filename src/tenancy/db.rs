@@ -581,8 +581,19 @@ fn is_duplicate_schema(e: &DbErr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Databases on SQLite files in a new directory of their own (removed by the caller).
+    pub(crate) async fn sqlite_databases(name: &str) -> (PathBuf, Databases) {
+        let dir = std::env::temp_dir().join(format!("fg-{name}-{}", uuid::Uuid::new_v4()));
+        crate::files::create_private_dir(&dir).unwrap();
+        let settings = DatabaseSettings::Sqlite {
+            control_file: dir.join("control.db"),
+        };
+        let dbs = Databases::connect(&settings).await.unwrap();
+        (dir, dbs)
+    }
 
     /// On one thread, as an actix worker is: a transaction on a file pushed out of the cache
     /// ends while another waits to begin on the same file, which before waited for SQLite's
@@ -593,12 +604,7 @@ mod tests {
         reason = "the storage layer's own test of its transactions"
     )]
     async fn a_file_pushed_out_while_in_use_is_not_opened_beside_itself() {
-        let dir = std::env::temp_dir().join(format!("fg-files-{}", uuid::Uuid::new_v4()));
-        crate::files::create_private_dir(&dir).unwrap();
-        let settings = DatabaseSettings::Sqlite {
-            control_file: dir.join("control.db"),
-        };
-        let dbs = Databases::connect(&settings).await.unwrap();
+        let (dir, dbs) = sqlite_databases("files").await;
         let slug = |i: usize| Slug::parse(&format!("t{i}")).unwrap();
         for i in 0..=SQLITE_OPEN_TENANTS {
             dbs.create_tenant_storage(&slug(i)).await.unwrap();
@@ -630,12 +636,7 @@ mod tests {
         use entity::tenant::{folder, secret, user};
         use sea_orm::{ActiveModelTrait as _, EntityTrait as _, QuerySelect as _, Set};
 
-        let dir = std::env::temp_dir().join(format!("fg-models-{}", uuid::Uuid::new_v4()));
-        crate::files::create_private_dir(&dir).unwrap();
-        let settings = DatabaseSettings::Sqlite {
-            control_file: dir.join("control.db"),
-        };
-        let dbs = Databases::connect(&settings).await.unwrap();
+        let (dir, dbs) = sqlite_databases("models").await;
         let slug = Slug::parse("models").unwrap();
         dbs.create_tenant_storage(&slug).await.unwrap();
         let tx = dbs.begin(&slug, Access::Write).await.unwrap();

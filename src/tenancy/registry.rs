@@ -314,17 +314,12 @@ impl TryFrom<tenant::Model> for Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DatabaseSettings;
 
     /// A resumption or suspension that raced a deletion cannot bring the tenant back to life.
     #[tokio::test]
     async fn a_tenant_being_deleted_stays_so() {
-        let dir = std::env::temp_dir().join(format!("fg-registry-{}", Uuid::new_v4()));
-        crate::files::create_private_dir(&dir).unwrap();
-        let settings = DatabaseSettings::Sqlite {
-            control_file: dir.join("control.db"),
-        };
-        let registry = TenantRegistry::new(Arc::new(Databases::connect(&settings).await.unwrap()));
+        let (dir, dbs) = crate::tenancy::db::tests::sqlite_databases("registry").await;
+        let registry = TenantRegistry::new(Arc::new(dbs));
         let slug = Slug::parse("doomed").unwrap();
         registry
             .claim(&slug, "Doomed", Environment::Dev)
