@@ -185,6 +185,8 @@ impl AppState {
         reason = "a notification, not a read or a write"
     )]
     pub async fn publish_tenant_change(&self, slug: &Slug) -> Result<(), TenancyError> {
+        // Here first, whether or not the others can be told.
+        self.forget_tenant(slug.as_str());
         if self.dbs.postgres_pool().is_some() {
             self.dbs
                 .control()
@@ -195,7 +197,6 @@ impl AppState {
                 ))
                 .await?;
         }
-        self.forget_tenant(slug.as_str());
         Ok(())
     }
 

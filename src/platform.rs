@@ -133,8 +133,10 @@ async fn provision(
 ) -> Result<SecretString, PlatformError> {
     let slug = &tenant.slug;
     // The slug is ours now, so any key or record under its name is a leftover of an earlier
-    // tenant (a deletion that raced a checkpoint): a new tenant starts with none.
+    // tenant (a deletion that raced a checkpoint): a new tenant starts with none, and with no
+    // position of the old trail known to the audit signer here.
     state.keystore.destroy_tenant(slug.as_str()).await?;
+    state.audit.forget_positions(slug.as_str());
     state.dbs.create_tenant_storage(slug).await?;
     let mut tx = WriteTx::onboarding(state, slug, meta, onboarding).await?;
     tx.record(

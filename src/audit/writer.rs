@@ -797,6 +797,8 @@ async fn write_checkpoint(
     let anchored = anchor::load(keystore, trail)
         .await?
         .map_err(|problem| refused(trail, 0, problem))?;
+    // A position behind the anchor saves nothing: the walk starts from the anchor then.
+    let known = known.filter(|k| anchored.as_ref().is_none_or(|a| k.seq >= a.seq));
     let tx = trail.begin(dbs, Access::Read).await?;
     let head = audit_head::Entity::find_by_id(1).one(&tx).await?;
     let Some(head) = head.filter(|h| h.seq > 0) else {
