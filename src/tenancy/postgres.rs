@@ -294,12 +294,7 @@ macro_rules! retried {
                         Err(again) => (Err(again), false),
                     },
                 };
-                if alive {
-                    *guard = Some(pooled);
-                }
-                if outcome.is_err() {
-                    $tx.failed.store(true, Ordering::Relaxed);
-                }
+                $tx.statement_ended(&mut guard, pooled, alive, &outcome);
                 outcome
             }
         }
@@ -344,6 +339,23 @@ impl PgTx {
         }
         self.pool.give_back(pooled);
         Ok(())
+    }
+
+    /// Ends a statement that took the work's connection out of `slot`: the connection goes back
+    /// only when `alive`, and a failed statement marks the work failed.
+    fn statement_ended<T>(
+        &self,
+        slot: &mut Option<Pooled>,
+        pooled: Pooled,
+        alive: bool,
+        outcome: &Result<T, sqlx::Error>,
+    ) {
+        if alive {
+            *slot = Some(pooled);
+        }
+        if outcome.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Replaces a connection found dead by the first statement of a read that had not heard
@@ -402,12 +414,8 @@ impl PgTx {
         let mut pooled = guard.take().ok_or_else(|| DbErr::Exec(runtime(lost())))?;
         // Out of the work while `run` runs, as in `retried!`.
         let outcome = self.pool.bounded(run(&mut pooled.conn)).await;
-        if !outcome.as_ref().is_err_and(is_dead) {
-            *guard = Some(pooled);
-        }
-        if outcome.is_err() {
-            self.failed.store(true, Ordering::Relaxed);
-        }
+        let alive = !outcome.as_ref().is_err_and(is_dead);
+        self.statement_ended(&mut guard, pooled, alive, &outcome);
         outcome.map_err(|e| DbErr::Exec(runtime(e)))
     }
 }
