@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::net::proxies::{ForwardedHeader, TrustedProxies};
+
 /// A setting that cannot be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -109,6 +111,8 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Longest a request body may take to arrive, from when its handler reads it.
+    pub body_timeout: Duration,
     /// How often dirty audit chains get a signed checkpoint.
     pub audit_checkpoint_interval: Duration,
     pub rate_limits: RateLimitSettings,
@@ -117,6 +121,9 @@ pub struct Settings {
     /// reached at; public addresses always may. Empty by default: a tenant's provider URL can
     /// then reach nothing inside this deployment's network.
     pub idp_private_networks: Vec<ipnet::IpNet>,
+    /// The deployment's own proxies, whose forwarding header names the client; none by default
+    /// (the client is the TCP peer).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Environment variable prefix; a file key `listen` is the variable `FLOWGATE_LISTEN`.
@@ -129,6 +136,7 @@ const SETTINGS: &[&str] = &[
     "ADMIN_LISTEN",
     "AUDIT_CHECKPOINT_INTERVAL_MS",
     "BODY_LIMIT",
+    "BODY_TIMEOUT_MS",
     "DATABASE_CA",
     "DATABASE_URL",
     "DATA_DIR",
@@ -150,6 +158,8 @@ const SETTINGS: &[&str] = &[
     "TLS_CLIENT_CA",
     "TLS_KEY",
     "TLS_RELOAD_INTERVAL_MS",
+    "TRUSTED_PROXIES",
+    "TRUSTED_PROXY_HEADER",
     "VAULT_ADDR",
     "VAULT_APPROLE_MOUNT",
     "VAULT_KV_MOUNT",
@@ -223,6 +233,10 @@ impl Settings {
             body_limit: src
                 .parse("BODY_LIMIT", positive::<usize>)?
                 .unwrap_or(1024 * 1024),
+            body_timeout: Duration::from_millis(
+                src.parse("BODY_TIMEOUT_MS", positive::<u64>)?
+                    .unwrap_or(15_000),
+            ),
             audit_checkpoint_interval: Duration::from_millis(
                 src.parse("AUDIT_CHECKPOINT_INTERVAL_MS", positive::<u64>)?
                     .unwrap_or(60_000),
@@ -232,6 +246,12 @@ impl Settings {
             idp_private_networks: src
                 .parse("IDP_PRIVATE_NETWORKS", networks)?
                 .unwrap_or_default(),
+            trusted_proxies: TrustedProxies::new(
+                src.parse("TRUSTED_PROXIES", proxy_networks)?
+                    .unwrap_or_default(),
+                src.parse("TRUSTED_PROXY_HEADER", ForwardedHeader::parse)?
+                    .unwrap_or_default(),
+            ),
             data_dir,
         })
     }
@@ -479,6 +499,31 @@ fn networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+/// The networks of the deployment's own proxies: never every IPv4 or every IPv6 address, in one
+/// range or several, which would let any client name its own; IPv4 ranges written as IPv4, as
+/// peers are compared (an IPv4-mapped IPv6 range would match no one).
+fn proxy_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let networks = networks(v)?;
+    if let Some(all) = ipnet::IpNet::aggregate(&networks)
+        .into_iter()
+        .find(|n| n.prefix_len() == 0)
+    {
+        return Err(format!(
+            "the ranges cover `{all}`, every address, so any client could name its own: list your proxies' networks"
+        ));
+    }
+    let mapped = |n: &&ipnet::IpNet| match n {
+        ipnet::IpNet::V6(v6) => v6.prefix_len() >= 96 && v6.addr().to_ipv4_mapped().is_some(),
+        ipnet::IpNet::V4(_) => false,
+    };
+    match networks.iter().find(mapped) {
+        Some(range) => Err(format!(
+            "`{range}` is an IPv4-mapped IPv6 range: write the IPv4 range itself"
+        )),
+        None => Ok(networks),
+    }
+}
+
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "true" | "1" | "on" | "yes" => Ok(true),
@@ -557,6 +602,19 @@ mod tests {
             .unwrap()
             .idp_private_networks;
         assert_eq!(networks.len(), 2);
+        for (var, value) in [
+            ("FLOWGATE_TRUSTED_PROXIES", "10.0.0.0/8, lb"),
+            ("FLOWGATE_TRUSTED_PROXIES", "10.0.0.0/8, ::/0"),
+            ("FLOWGATE_TRUSTED_PROXIES", "0.0.0.0/0"),
+            (
+                "FLOWGATE_TRUSTED_PROXIES",
+                "10.0.0.0/8, 0.0.0.0/1, 128.0.0.0/1",
+            ),
+            ("FLOWGATE_TRUSTED_PROXIES", "::ffff:10.0.0.0/104"),
+            ("FLOWGATE_TRUSTED_PROXY_HEADER", "x-real-ip"),
+        ] {
+            assert_eq!(error_var(settings(&[(var, value)])), var, "{value}");
+        }
         assert_eq!(
             error_var(settings(&[("FLOWGATE_LISTEN", "nowhere")])),
             "FLOWGATE_LISTEN"

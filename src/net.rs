@@ -1,4 +1,7 @@
-//! Source addresses as the security controls count them.
+//! Source addresses: who a request comes from, behind the deployment's proxies, and how the
+//! security controls count them.
+
+pub mod proxies;
 
 use std::net::{IpAddr, Ipv6Addr};
 

@@ -60,6 +60,7 @@ error_codes! {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    RequestTimeout,
     PayloadTooLarge,
     NotAcceptable,
     UnsupportedMediaType,
@@ -137,6 +138,11 @@ impl ErrorCode {
                 StatusCode::CONFLICT,
                 "conflict",
                 "The request conflicts with existing data",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time",
             ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

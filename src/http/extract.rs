@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::future::{Future, Ready, ready};
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -28,11 +29,70 @@ use crate::app::AppState;
 use crate::tenancy::Slug;
 use crate::tenancy::slug::SLUG_PATTERN;
 
+/// How long a body may take to arrive when the server has no settings at hand (tests of
+/// extractors alone); the server's own is `FLOWGATE_BODY_TIMEOUT_MS`.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The body limit when the server has no settings at hand.
+const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// How much of a body a request may send, and how long it may take: a client that trickles its
+/// body holds a handler (and, under a tenant, a place the tenant's deletion waits for) no longer
+/// than this.
+#[derive(Debug, Clone, Copy)]
+struct BodyBounds {
+    limit: usize,
+    timeout: Duration,
+}
+
+impl BodyBounds {
+    fn of(req: &HttpRequest) -> Self {
+        match req.app_data::<web::Data<AppState>>() {
+            Some(state) => BodyBounds {
+                limit: state.settings.body_limit,
+                timeout: state.settings.body_timeout,
+            },
+            None => BodyBounds {
+                limit: DEFAULT_BODY_LIMIT,
+                timeout: DEFAULT_BODY_TIMEOUT,
+            },
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unread {
+    /// The connection failed or the body was malformed on the wire.
+    Broken,
+    TooLarge,
+    /// It had not all arrived when its time was up.
+    TooSlow,
+}
+
+/// Reads the whole of `payload` within `bounds`.
+async fn read_body(mut payload: Payload, bounds: BodyBounds) -> Result<web::BytesMut, Unread> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| Unread::Broken)?;
+            if body.len() + chunk.len() > bounds.limit {
+                return Err(Unread::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(bounds.timeout, read)
+        .await
+        .unwrap_or(Err(Unread::TooSlow))
+}
+
 /// A JSON request body, size-limited and strictly typed, read only when the handler asks:
 /// handlers call [`JsonBody::parse`] after their authorization argument was extracted, so that a
 /// caller without the permission learns nothing from body errors. Unknown fields, wrong types
 /// and missing fields are 422 naming the field; syntax errors are 400; another content type is
-/// 415; a body over the limit is 413.
+/// 415; a body over the limit is 413; one that has not all arrived within the body timeout is
+/// 408.
 ///
 /// On the tenant API the body may also be a JWE (`application/jose`, see [`super::jose`]): the
 /// limit bounds the encrypted body, and what it decrypts to is parsed exactly as a plaintext
@@ -46,7 +106,7 @@ pub struct JsonBody<T> {
     encrypted: bool,
     /// The request, for its tenant context and its payload negotiation.
     http: HttpRequest,
-    limit: usize,
+    bounds: BodyBounds,
     _type: PhantomData<T>,
 }
 
@@ -55,9 +115,7 @@ impl<T> FromRequest for JsonBody<T> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(1024 * 1024, |s| s.settings.body_limit);
+        let bounds = BodyBounds::of(req);
         let encrypted = jose::negotiate::is_jose(req.headers());
         let content_type = if encrypted {
             Ok(())
@@ -67,11 +125,11 @@ impl<T> FromRequest for JsonBody<T> {
         ready(Ok(JsonBody {
             payload: payload.take(),
             refused: content_type
-                .and_then(|()| check_declared_length(req, limit))
+                .and_then(|()| check_declared_length(req, bounds.limit))
                 .err(),
             encrypted,
             http: req.clone(),
-            limit,
+            bounds,
             _type: PhantomData,
         }))
     }
@@ -79,7 +137,7 @@ impl<T> FromRequest for JsonBody<T> {
 
 impl<T: DeserializeOwned> JsonBody<T> {
     /// Reads and checks the body.
-    pub async fn parse(mut self) -> Result<T, ApiError> {
+    pub async fn parse(self) -> Result<T, ApiError> {
         if let Some(refused) = self.refused {
             return Err(refused);
         }
@@ -90,19 +148,22 @@ impl<T: DeserializeOwned> JsonBody<T> {
                  `Content-Type: application/jose`.",
             ));
         }
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = self.payload.next().await {
-            let chunk = chunk.map_err(|_| {
-                ApiError::new(
+        let body = read_body(self.payload, self.bounds)
+            .await
+            .map_err(|unread| match unread {
+                Unread::Broken => ApiError::new(
                     ErrorCode::MalformedRequest,
                     "The request body could not be read.",
-                )
+                ),
+                Unread::TooLarge => too_large(self.bounds.limit),
+                Unread::TooSlow => ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "The request body did not arrive within {} s.",
+                        self.bounds.timeout.as_secs_f64()
+                    ),
+                ),
             })?;
-            if body.len() + chunk.len() > self.limit {
-                return Err(too_large(self.limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
         if self.encrypted {
             let plaintext = jose::negotiate::decrypt_request(&self.http, &body).await?;
             parse_json(&plaintext)
@@ -129,6 +190,7 @@ impl<T: ToSchema + DeserializeOwned> Documented for JsonBody<T> {
         });
         contract.errors(&[
             ErrorCode::MalformedRequest,
+            ErrorCode::RequestTimeout,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::ValidationFailed,
@@ -369,9 +431,10 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Reads an `application/x-www-form-urlencoded` body of at most `limit` bytes into its fields.
-/// A body of another type, larger, unreadable or repeating a field is refused with the reason,
-/// for the caller to answer in its own shape (OAuth's, a sign-in page's).
+/// Reads an `application/x-www-form-urlencoded` body of at most `limit` bytes, arrived within
+/// the server's body timeout, into its fields. A body of another
+/// type, larger, slower, unreadable or repeating a field is refused with the reason, for the
+/// caller to answer in its own shape (OAuth's, a sign-in page's).
 pub fn read_form(
     req: &HttpRequest,
     payload: &mut Payload,
@@ -382,19 +445,22 @@ pub fn read_form(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let mut payload = payload.take();
+    let payload = payload.take();
+    let bounds = BodyBounds {
+        limit,
+        ..BodyBounds::of(req)
+    };
     async move {
         if !form {
             return Err("the body must be application/x-www-form-urlencoded");
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| "the body could not be read")?;
-            if body.len() + chunk.len() > limit {
-                return Err("the body is too large");
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_body(payload, bounds)
+            .await
+            .map_err(|unread| match unread {
+                Unread::Broken => "the body could not be read",
+                Unread::TooLarge => "the body is too large",
+                Unread::TooSlow => "the body did not arrive in time",
+            })?;
         let mut fields = BTreeMap::new();
         for (name, value) in url::form_urlencoded::parse(&body) {
             if fields

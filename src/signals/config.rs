@@ -332,6 +332,9 @@ impl AlertingConfig {
             SignalKind::Elevation => &self.elevation.responses,
             SignalKind::NewNetwork => &self.new_network.responses,
             SignalKind::AuditTamper => &self.audit_tamper.responses,
+            // Always raised, and aimed at nobody: the person who loosened the alerting may
+            // have had every reason to, and the signal is what tells the others.
+            SignalKind::AlertingLoosened => &[],
         }
     }
 }
@@ -346,6 +349,10 @@ pub struct Stored {
 
 /// The envelope field label of the webhook secret.
 pub const SECRET_FIELD: &str = "alerting.webhook_secret";
+
+/// The detail of an alerting change that names what it loosened (the first field found, or
+/// `webhook_secret` for a rotation of a working secret): the `alerting_loosened` signal's cue.
+pub const LOOSENED_DETAIL: &str = "loosened";
 
 impl Stored {
     /// The tenant's alerting, defaults when none was ever set (or what is stored is unreadable).

@@ -31,6 +31,8 @@ pub struct Observation {
     pub elevation: Option<Elevation>,
     /// An audit verification found the chain broken.
     pub tamper: bool,
+    /// What an alerting change loosened, if it did (a field of the configuration).
+    pub loosened: Option<String>,
 }
 
 /// How a change gave more access: what the elevation detector fires on.
@@ -74,6 +76,10 @@ pub enum SignalKind {
     NewNetwork,
     /// Verifying the audit trail found an event edited, deleted or reordered.
     AuditTamper,
+    /// A person loosened the tenant's alerting (switched a detector off, raised a threshold,
+    /// took a response off, moved or silenced the webhook). Always on: switching it off would
+    /// itself be a loosening.
+    AlertingLoosened,
 }
 
 impl SignalKind {
@@ -85,6 +91,7 @@ impl SignalKind {
             SignalKind::Elevation => "elevation",
             SignalKind::NewNetwork => "new_network",
             SignalKind::AuditTamper => "audit_tamper",
+            SignalKind::AlertingLoosened => "alerting_loosened",
         }
     }
 }
@@ -450,6 +457,16 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
             what: "the audit trail's hash chain is broken (found by a verification)".into(),
         });
     }
+    // Not configurable: the detectors' own switches are what it watches.
+    if event.status < 400
+        && let (Some(field), Some(subject)) = (&event.loosened, principal.clone())
+    {
+        tallies.push(Tally::Event {
+            kind: SignalKind::AlertingLoosened,
+            subject,
+            what: loosened_summary(field),
+        });
+    }
     if config.new_network.enabled
         && event.actor_type == "service_account"
         && event.status < 400
@@ -463,6 +480,11 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
         });
     }
     tallies
+}
+
+/// What an `alerting_loosened` signal says of the loosened `field`.
+pub fn loosened_summary(field: &str) -> String {
+    format!("the tenant's alerting loosened (`{field}`)")
 }
 
 /// One tenant's detector state in this process.
@@ -571,6 +593,7 @@ mod tests {
             credential: None,
             elevation: None,
             tamper: false,
+            loosened: None,
         }
     }
 
@@ -696,6 +719,42 @@ mod tests {
         );
         let again = detectors.fire_on(&config, &event("user.read", 200, "sa1", "192.0.2.8"), now);
         assert!(again.is_empty(), "same /24");
+    }
+
+    #[test]
+    fn loosening_the_alerting_fires_even_with_every_detector_off() {
+        let mut config = AlertingConfig::default();
+        for rule in [
+            &mut config.elevation,
+            &mut config.new_network,
+            &mut config.audit_tamper,
+        ] {
+            rule.enabled = false;
+        }
+        config.failed_logins.enabled = false;
+        config.secret_reads.enabled = false;
+        config.request_rate.enabled = false;
+        let mut detectors = Detectors::default();
+        let now = Instant::now();
+        let mut change = event("settings.manage", 200, "ada", "10.0.0.1");
+        change.actor_type = "user".into();
+        assert!(detectors.fire_on(&config, &change, now).is_empty());
+        change.loosened = Some("failed_logins".into());
+        let fired = detectors.fire_on(&config, &change, now);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].kind, SignalKind::AlertingLoosened);
+        assert_eq!(
+            fired[0].subject,
+            Subject::Principal {
+                kind: "user".into(),
+                id: "ada".into()
+            }
+        );
+        assert!(fired[0].summary.contains("`failed_logins`"));
+        // Every loosening fires, not once per window: each one is a change to look at.
+        assert_eq!(detectors.fire_on(&config, &change, now).len(), 1);
+        change.status = 403;
+        assert!(detectors.fire_on(&config, &change, now).is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta};
 use crate::tenancy::{Access, Slug};
-use config::{SECRET_FIELD, Stored};
+use config::{LOOSENED_DETAIL, SECRET_FIELD, Stored};
 use detect::{Detectors, Elevation, Observation, Signal, Subject, Tally};
 pub use shared::SharedCounts;
 
@@ -325,6 +325,10 @@ fn observation(row: &audit_event::Model) -> Observation {
         elevation: elevation_of(&row.action, &row.details),
         tamper: row.action == "audit.verify"
             && row.details.get("verified_ok") == Some(&Value::Bool(false)),
+        loosened: (row.action == "settings.manage")
+            .then(|| row.details.get(LOOSENED_DETAIL)?.as_str())
+            .flatten()
+            .map(str::to_owned),
     }
 }
 
@@ -450,25 +454,61 @@ async fn raise(
     let Some((url, secret)) = webhook else {
         return;
     };
-    let body = json!({
+    state.alerts.send(webhook::Alert {
+        tenant: fired.slug.to_string(),
+        url: url.clone(),
+        secret: secret.clone(),
+        body: signal_alert(&fired.slug, signal, &responses, &meta.request_id),
+        signal: true,
+    });
+}
+
+/// The alert of `signal`, raised for `slug` with `responses`, as a webhook receives it.
+fn signal_alert(slug: &Slug, signal: &Signal, responses: &[Value], request_id: &str) -> Vec<u8> {
+    json!({
         "type": "security.signal",
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "data": {
-            "tenant": fired.slug.as_str(),
+            "tenant": slug.as_str(),
             "signal": signal.kind.name(),
             "subject": subject_json(&signal.subject),
             "count": signal.count,
             "threshold": signal.threshold,
             "summary": signal.summary,
             "responses": responses,
-            "request_id": meta.request_id,
+            "request_id": request_id,
         }
-    });
-    state.alerts.send(webhook::Alert {
-        tenant: fired.slug.to_string(),
-        url: url.clone(),
-        secret: secret.clone(),
-        body: body.to_string().into_bytes(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Alerts `replaced`, the webhook (URL and secret) that a change of `slug`'s alerting by
+/// `subject` moved, removed or re-keyed, that it loosened `field`. The `alerting_loosened`
+/// signal goes where the new configuration says: nowhere, a receiver of the changer's choosing,
+/// or one whose secret the receiver does not have yet; the receiver that was watching hears of
+/// it from here.
+pub fn alert_replaced_webhook(
+    alerts: &webhook::Deliveries,
+    slug: &Slug,
+    subject: Subject,
+    field: &str,
+    replaced: (String, SecretString),
+) {
+    let signal = Signal {
+        kind: detect::SignalKind::AlertingLoosened,
+        subject,
+        count: 1,
+        threshold: 1,
+        summary: detect::loosened_summary(field),
+    };
+    let request_id = crate::http::request_id::generate();
+    let (url, secret) = replaced;
+    alerts.send(webhook::Alert {
+        tenant: slug.to_string(),
+        url,
+        secret,
+        body: signal_alert(slug, &signal, &[], &request_id),
         signal: true,
     });
 }

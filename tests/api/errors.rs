@@ -188,3 +188,71 @@ async fn a_database_outage_is_503_and_recovers() {
         "service resumes once the database is back"
     );
 }
+
+/// `body` sent as `content_type` to `path`, its first chunk at once and the rest never: the
+/// sender is returned so that the body stays open until the answer.
+async fn trickle(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    content_type: &str,
+    first: &[u8],
+) -> (
+    reqwest::Response,
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let (chunks, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    chunks.send(Ok(first.to_vec())).await.unwrap();
+    let sent = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&app.admin_key)
+        .header("content-type", content_type)
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), sent)
+        .await
+        .expect("answered before the body ended")
+        .unwrap();
+    (response, chunks)
+}
+
+/// A client that trickles its body is answered when the body timeout is up, not held for as
+/// long as it likes (it held a handler, and the tenant's deletion waited for it); nothing is
+/// stored. Forms (the token endpoint's) are bounded the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_408_and_nothing_is_stored() {
+    let app = crate::helpers::spawn_app_with(
+        crate::helpers::Db::Sqlite,
+        crate::helpers::Options {
+            vars: vec![("FLOWGATE_BODY_TIMEOUT_MS".into(), "500".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let users = format!("/t/{}/api/v1/users", app.tenant);
+    let (response, _open) = trickle(&app, &users, "application/json", b"{\"email\": ").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_problem(
+        status,
+        &body,
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+    );
+    let (_, list) = app.get("/users", &app.admin_key).await;
+    assert_eq!(list["items"], json!([]));
+
+    let token = format!("/t/{}/auth/token", app.tenant);
+    let form = "application/x-www-form-urlencoded";
+    let (response, _open) = trickle(&app, &token, form, b"grant_type=client_cre").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    assert_eq!(
+        body["error_description"], "the body did not arrive in time",
+        "{body}"
+    );
+}

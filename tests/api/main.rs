@@ -15,6 +15,7 @@ mod authz;
 mod break_glass;
 mod browser;
 mod cli;
+mod client_address;
 mod clients;
 mod database_tls;
 mod errors;

@@ -444,11 +444,20 @@ async fn a_people_only_settings_manage_hides_the_webhook_url_from_service_accoun
 
 /// A new signing secret makes the receiver refuse every alert until it is given it: a key (a
 /// leaked one, say) may not rotate it, nor loosen what is watched; a person signed in through
-/// the tenant's provider may do both.
+/// the tenant's provider may do both, and each loosening raises `alerting_loosened`, of which
+/// the receiver that was watching hears, signed with the secret it has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_person_rotates_the_webhook_secret() {
-    let app = spawn_app_with(Db::Sqlite, Options::default()).await;
-    let alerting = json!({"webhook_url": "https://siem.example.com/hook"});
+    let app = spawn_app_with(
+        Db::Sqlite,
+        Options {
+            vars: vec![("FLOWGATE_IDP_PRIVATE_NETWORKS".into(), "127.0.0.0/8".into())],
+            ..Options::default()
+        },
+    )
+    .await;
+    let hook = Hook::start().await;
+    let alerting = json!({"webhook_url": format!("http://127.0.0.1:{}/hook", hook.port)});
     let stored = || app.tenant_rows("SELECT value FROM tenant_settings WHERE key = 'alerting'");
     let rotate = "/security/alerting?rotate_webhook_secret=true";
     let (status, first) = app
@@ -460,6 +469,7 @@ async fn only_a_person_rotates_the_webhook_secret() {
         "a first secret is no rotation: {first}"
     );
     let secret = first["webhook_secret"].as_str().unwrap().to_owned();
+    std::fs::write(&hook.secret_file, &secret).unwrap();
     let before = stored().await;
 
     let (status, body) = app
@@ -503,6 +513,16 @@ async fn only_a_person_rotates_the_webhook_secret() {
     let new_secret = rotated["webhook_secret"].as_str().unwrap();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
     assert_ne!(stored().await, before);
+    // The receiver, which has only the old secret, verifies the alert of its own rotation.
+    let told = hook.signal("alerting_loosened").await;
+    assert_eq!(told["data"]["subject"]["type"], "user", "{told}");
+    assert!(
+        told["data"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("`webhook_secret`"),
+        "{told}"
+    );
     let mut quieter = alerting.clone();
     quieter["request_rate"] = json!({"enabled": false});
     let (status, body, _) =
@@ -520,6 +540,36 @@ async fn only_a_person_rotates_the_webhook_secret() {
         1,
         "the key's attempt is on record: {refusals:?}"
     );
+    // What a person may do, the others hear of: each loosening raises `alerting_loosened`
+    // about that person (the rotation, and the detector switched off).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let loosened: Vec<Value> = app
+            .audit_events()
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["action"] == "security.signal" && e["details"]["signal"] == "alerting_loosened"
+            })
+            .collect();
+        let fields: Vec<&str> = loosened
+            .iter()
+            .map(|e| e["details"]["summary"].as_str().unwrap())
+            .collect();
+        if fields.iter().any(|s| s.contains("`webhook_secret`"))
+            && fields.iter().any(|s| s.contains("`request_rate`"))
+        {
+            assert!(
+                loosened
+                    .iter()
+                    .all(|e| e["details"]["subject"]["type"] == "user"),
+                "{loosened:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "missing loosenings: {fields:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Replicas sharing Redis count together: failed sign-ins spread over two replicas, fewer at
@@ -593,6 +643,7 @@ fn observed(action: &str, status: i32, actor: &str, ip: &str) -> Observation {
         credential: None,
         elevation: None,
         tamper: false,
+        loosened: None,
     }
 }
 

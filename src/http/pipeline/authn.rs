@@ -16,7 +16,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use futures_util::future::LocalBoxFuture;
 
 use super::audit::respond_audited;
-use super::context::request_meta;
+use super::context::{client_ip, request_meta};
 use super::rate_limit::{record_trip, trip_event};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, Trail};
@@ -218,7 +218,7 @@ pub async fn refuse(
 /// Spends a failure from the budget of the request's source address; the trip that blocks the
 /// address is recorded in `trail`, once.
 pub async fn spend_failure(state: &AppState, trail: Trail, req: &HttpRequest) {
-    if let Some(ip) = req.peer_addr().map(|a| a.ip())
+    if let Some(ip) = client_ip(req)
         && let Some(trip) = state.limits.failed(ip).await
     {
         record_trip(state, trail, trip_event(&request_meta(req), &trip)).await;

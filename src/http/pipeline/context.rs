@@ -1,6 +1,7 @@
 //! Stage 1, the request's context: its id and span, its access-log line and metrics, and the
 //! hardening headers of its response. Every request passes it, on every listener.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +15,21 @@ use crate::audit::RequestMeta;
 use crate::http::request_id;
 use crate::telemetry::{self, trace::RequestTrace};
 
-/// Who is asking from where, for the audit trail. The source address is the TCP peer.
+/// The address of the client, behind the deployment's trusted proxies (see
+/// [`crate::net::proxies`]): what every source-address control (rate limits, failed
+/// authentications, `context.source_ip`, audit rows, sessions, signals) counts.
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    match req.extensions().get::<ClientAddress>() {
+        Some(client) => Some(client.0),
+        None => req.peer_addr().map(|a| a.ip().to_canonical()),
+    }
+}
+
+/// The client's address, found once when the request enters the pipeline.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddress(IpAddr);
+
+/// Who is asking from where, for the audit trail.
 pub fn request_meta(req: &HttpRequest) -> RequestMeta {
     RequestMeta {
         request_id: req
@@ -22,7 +37,7 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
             .get::<RequestId>()
             .map(|id| id.0.clone())
             .unwrap_or_default(),
-        source_ip: req.peer_addr().map(|a| a.ip().to_string()),
+        source_ip: client_ip(req).map(|ip| ip.to_string()),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -51,6 +66,13 @@ where
     let id = request_id::generate();
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let (Some(state), Some(peer)) = (&state, req.peer_addr()) {
+        let client = state
+            .settings
+            .trusted_proxies
+            .client(peer.ip(), req.headers());
+        req.extensions_mut().insert(ClientAddress(client));
+    }
     let hsts = state.as_ref().is_none_or(|s| s.settings.hsts);
     let docs = req.path().starts_with("/docs");
     let method = req.method().to_string();

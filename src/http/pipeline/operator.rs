@@ -15,7 +15,7 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 
 use super::audit::respond_audited;
-use super::context::request_meta;
+use super::context::{client_ip, request_meta};
 use super::rate_limit::{Refusal, record_trip, trip_event};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, Trail};
@@ -134,8 +134,8 @@ impl<A: OperatorAction> Operator<A> {
                 ),
             },
         };
-        let trip = match refused.and(req.peer_addr()) {
-            Some(peer) => state.limits.failed(peer.ip()).await,
+        let trip = match refused.and(client_ip(req)) {
+            Some(client) => state.limits.failed(client).await,
             None => None,
         };
         req.extensions_mut().insert(OperatorCall {

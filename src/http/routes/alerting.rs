@@ -3,6 +3,7 @@
 //! `settings.manage` (sensitive: a step-up), as any change to how the tenant is protected.
 
 use actix_web::web;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -10,9 +11,10 @@ use crate::authz::actions::{SettingsManage, SettingsRead};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
 use crate::http::pipeline::authz::Authorized;
-use crate::signals::config::{AlertingConfig, ResponseKind, SECRET_FIELD, Stored};
+use crate::signals::config::{AlertingConfig, LOOSENED_DETAIL, ResponseKind, SECRET_FIELD, Stored};
+use crate::signals::detect::Subject;
 use crate::signals::webhook;
-use crate::tenancy::work::Change;
+use crate::tenancy::work::{Change, WriteTx};
 
 /// The tenant's alerting.
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,15 +118,22 @@ pub async fn put_alerting(
     let tx = auth.write().await?;
     let before = Stored::load(tx.conn()).await?;
     refuse_aiming(&auth, &config.responses_aimed(&before.config))?;
-    // A leaked key must not blind the detectors that watch keys.
-    if let Some(field) = config.loosens(&before.config) {
-        auth.refuse_unless_person(field)?;
-    }
     // A new secret makes the receiver refuse every alert until it is given it: rotating a
     // secret that works silences the alerts as surely as removing the webhook.
-    if rotate_webhook_secret && before.sealed_secret.is_some() && config.webhook_url.is_some() {
-        auth.refuse_unless_person("webhook_secret")?;
+    let rotates_working_secret =
+        rotate_webhook_secret && before.sealed_secret.is_some() && config.webhook_url.is_some();
+    let loosened = config
+        .loosens(&before.config)
+        .or(rotates_working_secret.then_some("webhook_secret"));
+    // A leaked key must not blind the detectors that watch keys; a person who does raises the
+    // `alerting_loosened` signal.
+    if let Some(field) = loosened {
+        auth.refuse_unless_person(field)?;
     }
+    let replaced = match loosened {
+        Some(_) => replaced_webhook(&auth, &tx, &before, &config, rotate_webhook_secret).await,
+        None => None,
+    };
     let mut new_secret = None;
     let sealed_secret = match (&config.webhook_url, before.sealed_secret) {
         (None, _) => None,
@@ -160,13 +169,66 @@ pub async fn put_alerting(
             serde_json::to_value(&recorded).unwrap_or_default(),
         )
         .detail("webhook_secret_rotated", new_secret.is_some());
+    let change = match loosened {
+        Some(field) => change.detail(LOOSENED_DETAIL, field),
+        None => change,
+    };
     tx.commit(change).await?;
     auth.signals().reconfigured(auth.slug().as_str());
+    if let (Some(field), Some(replaced)) = (loosened, replaced) {
+        let principal = auth.principal();
+        let subject = Subject::Principal {
+            kind: principal.actor_type().to_owned(),
+            id: principal.actor_id(),
+        };
+        crate::signals::alert_replaced_webhook(
+            auth.alerts(),
+            auth.slug(),
+            subject,
+            field,
+            replaced,
+        );
+    }
     Ok(web::Json(AlertingView {
         webhook_secret_set: stored.sealed_secret.is_some(),
         alerting: stored.config,
         webhook_secret: new_secret.map(|s| secrecy::ExposeSecret::expose_secret(&s).to_owned()),
     }))
+}
+
+/// The webhook (URL and opened secret) in force `before` that this change moves, removes or
+/// re-keys: it is told of the loosening, which the new configuration would not tell it. `None`
+/// when there was none, it stays as it was, or its secret cannot be opened (logged).
+async fn replaced_webhook(
+    auth: &Authorized<SettingsManage>,
+    tx: &WriteTx,
+    before: &Stored,
+    config: &AlertingConfig,
+    rotate_secret: bool,
+) -> Option<(String, SecretString)> {
+    let (url, sealed) = before
+        .config
+        .webhook_url
+        .clone()
+        .zip(before.sealed_secret.as_deref())?;
+    if config.webhook_url.as_ref() == Some(&url) && !rotate_secret {
+        return None;
+    }
+    let slug = auth.slug().as_str();
+    match auth
+        .envelope()
+        .open(slug, tx.conn(), SECRET_FIELD, sealed)
+        .await
+    {
+        Ok(plain) => match String::from_utf8(plain.to_vec()) {
+            Ok(secret) => Some((url, SecretString::from(secret))),
+            Err(_) => None,
+        },
+        Err(e) => {
+            tracing::warn!(tenant = slug, error = %e, "the replaced alert webhook's secret is unreadable; it is not told of the change");
+            None
+        }
+    }
 }
 
 /// Refuses to aim automatic responses unless the caller holds, throughout the tenant, what

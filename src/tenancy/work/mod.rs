@@ -224,6 +224,11 @@ impl TenantContext {
         &self.0.state.signals
     }
 
+    /// Where alerts to the tenants' webhooks are queued.
+    pub fn alerts(&self) -> &crate::signals::webhook::Deliveries {
+        &self.0.state.alerts
+    }
+
     /// Whether an outbound call may reach `ip` (public, or in the deployment's allowed private
     /// networks): the rule for identity providers and alert webhooks.
     pub fn may_reach(&self, ip: std::net::IpAddr) -> bool {

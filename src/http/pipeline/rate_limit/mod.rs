@@ -30,7 +30,7 @@ use lru::LruCache;
 use secrecy::SecretString;
 
 use super::audit::respond_audited;
-use super::context::request_meta;
+use super::context::{client_ip, request_meta};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, RequestMeta, Trail};
 use crate::config::RateLimitSettings;
@@ -340,7 +340,7 @@ pub async fn admit_source(
     req: ServiceRequest,
 ) -> Result<ServiceRequest, ServiceResponse<BoxBody>> {
     let probe = matches!(req.path(), "/healthz" | "/readyz");
-    let Some(source) = req.peer_addr().map(|a| a.ip()).filter(|_| !probe) else {
+    let Some(source) = client_ip(req.request()).filter(|_| !probe) else {
         return Ok(req);
     };
     match state.limits.admit_source(source).await {
