@@ -52,13 +52,13 @@ pub enum InvalidReason {
 }
 
 impl IdentityError {
-    /// Whether the caller's credential (or its absence) is what failed, not Flowgate or a store
-    /// it depends on: only such a refusal spends the source's failure budget.
-    pub fn is_callers(&self) -> bool {
-        !matches!(
-            self,
-            IdentityError::Unavailable(_) | IdentityError::Unexpected(_)
-        )
+    /// Whether a credential the caller presented is what failed (unknown, wrong, expired,
+    /// revoked, of a disabled account): only such a refusal spends the source's failure budget.
+    /// No credential, one sent from another origin, or a session still owing its passkey guessed
+    /// nothing, and a page elsewhere can make its visitors' browsers send any of these; a store
+    /// that could not be reached is no one's failure.
+    pub fn spends_failure_budget(&self) -> bool {
+        matches!(self, IdentityError::InvalidCredentials(_))
     }
 
     /// The reason to record in the audit trail.

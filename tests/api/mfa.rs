@@ -472,3 +472,40 @@ async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
         "Ada's session lost the provider's MFA"
     );
 }
+
+/// A session that owes its passkey (an identity-provider password is all it took) cannot end
+/// the person's other sessions: signing out everywhere ends only itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_owing_its_passkey_signs_out_only_itself() {
+    let app = passkey_app().await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    bind_group(&app, "finance", "Admin").await;
+    let mut key = SoftPasskey::new(true);
+    let (status, body) = enroll(&app, &ada, &mut key).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = settings(&app, json!({"mfa": "required"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_with(&app, &ada, &mut key).await;
+
+    let thief = Browser::new(&app);
+    thief.sign_in_ok(&app, &idp, ADA).await;
+    let logout = app.url(&format!("/t/{}/auth/logout?everywhere=true", app.tenant));
+    let response = thief
+        .client
+        .post(&logout)
+        .header("Origin", &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, me, _) = call(&app, &ada, Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK, "Ada's own session lives: {me}");
+    let (status, _, _) = call(&app, &thief, Method::GET, "/me", None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the thief's session ended"
+    );
+}

@@ -343,3 +343,83 @@ async fn a_replica_whose_redis_goes_away_keeps_serving() {
         "failures are still counted"
     );
 }
+
+/// A page elsewhere can make its visitors' browsers send requests here (images, links, forms),
+/// without their credentials: those refusals must not spend the failure budget of the visitors'
+/// network, or any web page could lock an office behind one address out. What a caller presents
+/// itself (a bearer key) spends it whatever headers come with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_elsewhere_cannot_spend_its_visitors_failure_budget() {
+    let app = with(&[("FLOWGATE_RATE_LIMIT_FAILURES", "3")]).await;
+    let callback = app.url(&format!(
+        "/t/{}/auth/oidc/{}/callback?state=guess&code=x",
+        app.tenant,
+        uuid::Uuid::new_v4()
+    ));
+    let token = app.url(&format!("/t/{}/auth/token", app.tenant));
+    let form = "grant_type=client_credentials&client_id=fgc_AbCdEfGhIjKlMnOp&client_secret=x";
+    for _ in 0..8 {
+        // An <img> of the API, of the platform API: no credential at all.
+        let api = app
+            .client
+            .get(app.tenant_url("/users"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+        let platform = app
+            .client
+            .get(app.url("/api/v1/platform/tenants"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(platform.status(), StatusCode::UNAUTHORIZED);
+        // A link to a sign-in callback with a made-up login.
+        let signin = app
+            .client
+            .get(&callback)
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(signin.status(), StatusCode::TOO_MANY_REQUESTS);
+        // A form posting a guessed client secret: refused before any lookup.
+        for (name, value) in [
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let res = app
+                .client
+                .post(&token)
+                .header(name, value)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_request", "{body}");
+        }
+    }
+    let (status, body) = app.get("/users", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "the network is not blocked: {body}");
+
+    // A bearer key is the caller's own: it spends, whatever the request says of its origin.
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        let res = app
+            .client
+            .get(app.tenant_url("/users"))
+            .bearer_auth(format!(
+                "fgk_{n:016}wrongwrongwrongwrongwrongwrongwrongwrongwro"
+            ))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status());
+    }
+    assert_eq!(statuses[..4], [StatusCode::UNAUTHORIZED; 4]);
+    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+}

@@ -197,7 +197,11 @@ pub async fn refuse(
 ) -> ServiceResponse<BoxBody> {
     let Refused { error, disabled } = refused.into();
     let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
-    if error.is_callers() {
+    // A bearer token is the caller's own; a cookie is the browser's, sent along with whatever
+    // another site made it request.
+    if error.spends_failure_budget()
+        && (bearer_token(req.request()).is_some() || !started_elsewhere(req.request()))
+    {
         spend_failure(state, trail.clone(), req.request()).await;
     }
     let meta = request_meta(req.request());
@@ -213,6 +217,19 @@ pub async fn refuse(
         event = acted_by(event, holder);
     }
     respond_audited(state, trail, event, res).await
+}
+
+/// Whether the browser says another site started this request (`Sec-Fetch-Site: cross-site` or
+/// `same-site`). A page elsewhere can make its visitors' browsers fail here as often as it
+/// likes, and their refusals must not spend the failure budget of the visitors' network (an
+/// office behind one address would be locked out by any web page). Only browsers send it
+/// unasked: a script that sends it itself is exempted only where it could guess nothing (a
+/// session cookie's, a sign-in callback's refusal) or is refused before any lookup (the token
+/// endpoint).
+pub fn started_elsewhere(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| matches!(site.as_bytes(), b"cross-site" | b"same-site"))
 }
 
 /// Spends a failure from the budget of the request's source address; the trip that blocks the

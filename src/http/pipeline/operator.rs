@@ -134,7 +134,9 @@ impl<A: OperatorAction> Operator<A> {
                 ),
             },
         };
-        let trip = match refused.and(client_ip(req)) {
+        // A missing token guessed nothing (a page elsewhere can make browsers send none).
+        let guessed = refused.is_some() && bearer_token(req).is_some();
+        let trip = match guessed.then(|| client_ip(req)).flatten() {
             Some(client) => state.limits.failed(client).await,
             None => None,
         };

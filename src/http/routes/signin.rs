@@ -26,7 +26,7 @@ use crate::http::extract::PathId;
 use crate::http::extract::read_form;
 use crate::http::pages;
 use crate::http::pages::Choice;
-use crate::http::pipeline::authn::spend_failure;
+use crate::http::pipeline::authn::{spend_failure, started_elsewhere};
 use crate::http::pipeline::authz::tenant_parameter;
 use crate::http::pipeline::context::request_meta;
 use crate::http::pipeline::tenant;
@@ -170,8 +170,12 @@ impl SignInTenant {
         let SignInError::Refused(refusal) = error else {
             return HttpResponse::from_error(signin_error(error));
         };
-        // A refused sign-in spends the address's failure budget, like a wrong credential.
-        spend_failure(&self.state, Trail::from(&self.tenant.slug), req).await;
+        // A refused sign-in spends the address's failure budget, like a wrong credential, unless
+        // another site started it (nothing is guessed at a callback: a page elsewhere sending
+        // its visitors' browsers to fail here must not lock their network out).
+        if !started_elsewhere(req) {
+            spend_failure(&self.state, Trail::from(&self.tenant.slug), req).await;
+        }
         let event = AuditEvent::new(&request_meta(req), "auth.login", "identity_provider")
             .resource_id(idp.to_string())
             .outcome(Outcome::Deny, 401)
@@ -594,7 +598,8 @@ pub struct LogoutParams {
 ///
 /// Ends the session of the cookie (with `?everywhere=true`, every session of its user) and
 /// clears the cookie. Like every change made with a session cookie, it must carry this server's
-/// `Origin` (otherwise 403).
+/// `Origin` (otherwise 403). A session that still owes its passkey ends only itself: a stolen
+/// identity-provider password must not sign the person out of their own sessions.
 #[utoipa::path(
     post,
     path = "/logout",
@@ -609,7 +614,7 @@ pub async fn logout(
     let principal = sessions::authenticate(&page.state, &page.tenant, &req)
         .await
         .unwrap_or(Err(IdentityError::MissingCredentials))?;
-    let everywhere = query.everywhere.unwrap_or(false);
+    let everywhere = query.everywhere.unwrap_or(false) && !principal.owes_second_factor();
     let action = if everywhere {
         "auth.logout_everywhere"
     } else {

@@ -21,7 +21,7 @@ use crate::audit::{AuditEvent, Outcome, Trail};
 use crate::http::contract::{Body, Contract, Documented};
 use crate::http::error::ApiError;
 use crate::http::extract::read_form;
-use crate::http::pipeline::authn::spend_failure;
+use crate::http::pipeline::authn::{spend_failure, started_elsewhere};
 use crate::http::pipeline::context::request_meta;
 use crate::identity::tokens::{Checks, audience, issuer};
 use crate::identity::{IdentityError, Principal, UserCredential};
@@ -186,6 +186,16 @@ fn client_credentials(
     )
 )]
 pub async fn token(page: SignInTenant, form: TokenForm, req: HttpRequest) -> HttpResponse {
+    // Clients of the token endpoint are programs; a browser sent here by another site (a form
+    // posting a guess) is refused before any lookup, so its failures spend no one's budget.
+    let own_origin = || sessions::same_origin(&req, &page.state().settings.public_url);
+    if started_elsewhere(&req) || (req.headers().contains_key(header::ORIGIN) && !own_origin()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the token endpoint takes no requests a browser makes for another site",
+        );
+    }
     let fields = match form.0 {
         Ok(fields) => fields,
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
