@@ -50,9 +50,12 @@ impl Modify for SecuritySchemes {
         operator.description = Some("The platform operator token.".into());
         components.add_security_scheme("operator", SecurityScheme::Http(operator));
         let session = ApiKeyValue::with_description(
-            "__Host-flowgate-session",
-            "A browser session, set by signing in at `/t/{tenant}/auth/…`; it opens only the \
-             tenant it was made in. Changes made with it must carry this server's `Origin`.",
+            "__Host-flowgate-session-TENANT",
+            "A browser session, set by signing in at `/t/{tenant}/auth/…`, in a cookie whose \
+             name ends with the tenant's slug in place of `TENANT` \
+             (`__Host-flowgate-session-acme`): it opens only the tenant it was made in, and a \
+             browser keeps one per tenant. Browsers send it by themselves; changes made with it \
+             must carry this server's `Origin`.",
         );
         components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(session)));
     }

@@ -16,6 +16,7 @@
 //!   session, its person (activity, groups, attributes, passkeys) or the tenant's settings
 //!   forgets the tenant's sessions, here and on every replica.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
@@ -40,6 +41,7 @@ use crate::authz::load_subject;
 use crate::crypto::{random_token, sha256_hex};
 use crate::identity::records::RecordIndex;
 use crate::identity::{IdentityError, InvalidReason, Principal, SecondFactor, UserCredential};
+use crate::tenancy::Slug;
 use crate::tenancy::work::{Permit, SignIn, WriteTx};
 use crate::tenancy::{Access, Tenant};
 
@@ -81,10 +83,17 @@ impl Level {
     }
 }
 
-/// The session cookie. One name for every tenant (API clients and their generators need a fixed
-/// name): a browser holds one tenant's session at a time, and a session is looked up only in
-/// the tenant it was opened in, so another tenant's cookie is simply unknown there.
-pub const COOKIE: &str = "__Host-flowgate-session";
+/// What the session cookie's name starts with; the tenant's slug ends it ([`cookie_name`]).
+pub const COOKIE_PREFIX: &str = "__Host-flowgate-session-";
+
+/// The session cookie of tenant `slug`. One per tenant: a browser signed in to several tenants
+/// keeps each session, and signing in to one tenant (which any tenant's admin can make a
+/// browser do, through a provider of their own that approves every login) never replaces,
+/// and so ends, the session of another. A session is looked up only in the tenant it was
+/// opened in.
+pub fn cookie_name(slug: &Slug) -> String {
+    format!("{COOKIE_PREFIX}{slug}")
+}
 
 /// The pre-login cookie, binding a login in progress to its browser.
 pub const LOGIN_COOKIE: &str = "__Host-flowgate-login";
@@ -99,7 +108,12 @@ pub const PASSKEY_LOGIN_COOKIE: &str = "__Host-flowgate-passkey-login";
 
 /// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax (None for [`SAML_LOGIN_COOKIE`]),
 /// `Path=/`, no Domain.
-pub fn host_cookie(name: &'static str, value: String, max_age: Duration) -> Cookie<'static> {
+pub fn host_cookie(
+    name: impl Into<Cow<'static, str>>,
+    value: String,
+    max_age: Duration,
+) -> Cookie<'static> {
+    let name = name.into();
     let same_site = if name == SAML_LOGIN_COOKIE {
         SameSite::None
     } else {
@@ -115,7 +129,7 @@ pub fn host_cookie(name: &'static str, value: String, max_age: Duration) -> Cook
 }
 
 /// A cookie that tells the browser to forget `name`.
-pub fn removal(name: &'static str) -> Cookie<'static> {
+pub fn removal(name: impl Into<Cow<'static, str>>) -> Cookie<'static> {
     let mut cookie = host_cookie(name, String::new(), Duration::zero());
     cookie.make_removal();
     cookie
@@ -315,6 +329,26 @@ pub async fn distrust_provider_mfa(
     Ok(withdrawn.rows_affected)
 }
 
+/// Ends every live session identity provider `idp_id` vouched for, as the provider is deleted:
+/// nothing vouches for them any more (and a provider is often deleted because it can no longer
+/// be trusted). Returns how many ended.
+pub async fn end_provider_sessions(
+    tx: &WriteTx,
+    _: &impl Permit<IdentityProviderManage>,
+    idp_id: Uuid,
+) -> Result<u64, DbErr> {
+    let ended = session::Entity::update_many()
+        .col_expr(
+            session::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(Utc::now())),
+        )
+        .filter(session::Column::IdpId.eq(idp_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    Ok(ended.rows_affected)
+}
+
 /// Revokes every live session of `user_id`; returns how many ended.
 pub async fn revoke_all<A: EndsSessions>(
     tx: &WriteTx,
@@ -345,7 +379,7 @@ pub async fn authenticate(
     tenant: &Tenant,
     req: &HttpRequest,
 ) -> Option<Result<Principal, IdentityError>> {
-    let cookie = req.cookie(COOKIE)?;
+    let cookie = req.cookie(&cookie_name(&tenant.slug))?;
     if changes_state(req.method()) && !same_origin(req, &state.settings.public_url) {
         return Some(Err(IdentityError::ForeignOrigin));
     }

@@ -262,7 +262,15 @@ async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused(
     let (_, list) = bob.api(&app, reqwest::Method::GET, "/me/credentials").await;
     assert_eq!(list["items"], json!([]));
 
-    // A cloned authenticator: the stored counter is ahead of the one the key sends.
+    // A cloned authenticator: the stored counter is ahead of the one the key sends. Whoever
+    // asserted with the copy first holds a session that passed its second factor: every
+    // session of the person ends, the one that found the clone too.
+    let copy = Browser::new(&app);
+    copy.sign_in_ok(&app, &idp, ADA).await;
+    let signed = assertion(&app, &copy, &mut key, &app.base).await;
+    let (status, body) = step(&app, &copy, "authenticate/finish", Some(signed)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(mfa(&app, &copy).await);
     app.tenant_sql(
         "UPDATE passkeys SET credential = json_set(credential, '$.cred.counter', 1000000)",
     )
@@ -270,6 +278,12 @@ async fn a_person_enrolls_a_passkey_and_asserts_with_it_and_attacks_are_refused(
     let cloned = assertion(&app, &ada, &mut key, &app.base).await;
     let (status, body) = step(&app, &ada, "authenticate/finish", Some(cloned)).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    for browser in [&ada, &copy] {
+        let (status, _) = browser.api(&app, reqwest::Method::GET, "/me").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the session ended");
+    }
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
     let (_, list) = ada.api(&app, reqwest::Method::GET, "/me/credentials").await;
     assert!(list["items"][0]["flagged_at"].is_string(), "{list}");
     let (status, body) = step(&app, &ada, "authenticate/start", None).await;

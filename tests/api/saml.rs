@@ -47,7 +47,7 @@ fn refused(landing: &Landing) {
         !landing
             .set_cookies
             .iter()
-            .any(|c| c.starts_with("__Host-flowgate-session=") && !c.contains("Max-Age=0")),
+            .any(|c| c.starts_with("__Host-flowgate-session-") && !c.contains("Max-Age=0")),
         "a refused sign-in opens no session: {:?}",
         landing.set_cookies
     );
@@ -89,7 +89,8 @@ crate::on_both_databases! {
 
         let landing = browser.saml_sign_in(&app, &idp, "alice").await;
         assert_eq!(landing.status, StatusCode::SEE_OTHER, "{}", landing.body);
-        assert!(landing.set_cookies.iter().any(|c| c.starts_with("__Host-flowgate-session=")));
+        let cookie = format!("__Host-flowgate-session-{}=", app.tenant);
+        assert!(landing.set_cookies.iter().any(|c| c.starts_with(&cookie)));
         let (status, me) = browser.api(&app, Method::GET, "/me").await;
         assert_eq!(status, StatusCode::OK, "{me}");
         assert_eq!(me["email"], "alice@acme.example");

@@ -120,10 +120,12 @@ crate::on_both_databases! {
             landing.location.as_deref(),
             Some(format!("/t/{}/auth/login?signed_in=1", app.tenant).as_str())
         );
+        // Named after its tenant: signing in to another tenant keeps this one.
+        let name = format!("__Host-flowgate-session-{}=", app.tenant);
         let session = landing
             .set_cookies
             .iter()
-            .find(|c| c.starts_with("__Host-flowgate-session="))
+            .find(|c| c.starts_with(&name))
             .expect("a session cookie");
         for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
             assert!(session.contains(attribute), "{session} lacks {attribute}");
@@ -382,6 +384,63 @@ async fn session_changes_need_the_servers_origin_and_logout_ends_the_session() {
     let (status, body) = browser.api(&app, Method::GET, "/me").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(events(&app, "auth.logout").await.len(), 1);
+}
+
+/// A browser keeps one session per tenant: signing in to another tenant (which that tenant's
+/// admin can make any browser do, through a provider that approves every login) does not sign
+/// it out of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_to_another_tenant_keeps_this_tenant_s_session() {
+    let mut app = spawn_app(Db::Sqlite).await;
+    let (first_idp, _first_peer) =
+        provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &first_idp, ADA).await;
+    let (status, me) = ada.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+
+    let first = (app.tenant.clone(), app.admin_key.clone());
+    let other = crate::helpers::unique_slug("evil");
+    app.admin_key = app.create_tenant(&other).await;
+    app.tenant = other;
+    let (other_idp, _other_peer) =
+        provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    ada.sign_in_ok(&app, &other_idp, ADA).await;
+    let (status, me) = ada.api(&app, Method::GET, "/me").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "signed in to the other tenant: {me}"
+    );
+
+    (app.tenant, app.admin_key) = first;
+    let (status, me) = ada.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "still signed in to the first: {me}");
+}
+
+/// Deleting a provider ends the sessions it opened: nothing vouches for them any more (a
+/// provider is often deleted because it can no longer be trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_provider_ends_the_sessions_it_opened() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    let (status, me) = ada.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/identity-providers/{idp}"),
+            &app.admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = ada.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the session ended");
+    let deleted = events(&app, "identity_provider.manage").await;
+    assert_eq!(deleted.last().unwrap()["details"]["sessions_ended"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1162,8 +1221,8 @@ fn session_token(landing: &crate::oidc_peer::Landing) -> String {
     landing
         .set_cookies
         .iter()
-        .find_map(|c| c.strip_prefix("__Host-flowgate-session="))
-        .and_then(|c| c.split(';').next())
+        .find_map(|c| c.strip_prefix("__Host-flowgate-session-"))
+        .and_then(|c| c.split(';').next()?.split_once('=').map(|(_, value)| value))
         .expect("a session cookie")
         .to_owned()
 }

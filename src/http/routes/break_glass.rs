@@ -97,14 +97,14 @@ async fn settled<T>(
     settled
 }
 
-/// The session cookie of `opened`, and its description.
-fn signed_in(user_id: Uuid, opened: &Opened, status: actix_web::http::StatusCode) -> HttpResponse {
+/// The session cookie of `opened` in the page's tenant, and its description.
+fn signed_in(page: &SignInTenant, user_id: Uuid, opened: &Opened) -> HttpResponse {
     let cookie = sessions::host_cookie(
-        sessions::COOKIE,
+        sessions::cookie_name(&page.tenant().slug),
         opened.token.expose_secret().to_owned(),
         opened.session.expires_at - Utc::now(),
     );
-    HttpResponse::build(status)
+    HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .cookie(cookie)
         .cookie(sessions::removal(COOKIE))
@@ -145,7 +145,7 @@ pub async fn enroll(
     )
     .await?;
     tracing::warn!(tenant = %page.tenant().slug, %user, "break-glass enrollment token used");
-    Ok(signed_in(user, &opened, actix_web::http::StatusCode::OK))
+    Ok(signed_in(&page, user, &opened))
 }
 
 /// Begin a break-glass sign-in.
@@ -228,5 +228,5 @@ pub async fn finish(
     )
     .await?;
     tracing::warn!(tenant = %page.tenant().slug, %user, "break-glass account signed in");
-    Ok(signed_in(user, &opened, actix_web::http::StatusCode::OK))
+    Ok(signed_in(&page, user, &opened))
 }

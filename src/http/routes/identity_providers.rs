@@ -964,8 +964,8 @@ async fn write_update(
 
 /// Delete an identity provider.
 ///
-/// Its users stay (with their groups and sessions until these end); they can no longer sign in
-/// through it.
+/// Its users stay, with their groups; the sessions it opened end (nothing vouches for them any
+/// more), and no one signs in through it again.
 #[utoipa::path(
     delete,
     path = "/identity-providers/{id}",
@@ -980,7 +980,8 @@ pub async fn delete_identity_provider(
     if !providers::delete(&tx, auth.allowed(), id.0).await? {
         return Err(ApiError::not_found());
     }
-    tx.commit(Change::new("identity_provider", id.0, 204))
+    let ended = sessions::end_provider_sessions(&tx, auth.allowed(), id.0).await?;
+    tx.commit(Change::new("identity_provider", id.0, 204).detail("sessions_ended", ended))
         .await?;
     auth.sign_ins().forget(id.0);
     if let Err(e) =

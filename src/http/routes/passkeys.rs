@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::signin::SignInTenant;
-use crate::authz::actions::PasskeyReset;
+use crate::authz::actions::{PasskeyReset, SessionRevoke};
 use crate::http::contract::{Contract, Documented, Guard, Security};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{JsonBody, PathId};
@@ -132,13 +132,24 @@ impl std::ops::Deref for CeremonyPage {
     }
 }
 
-/// The session of the request's cookie: its user, the session, when it last passed a passkey
-/// assertion, and the write transaction of `action`.
+/// The person of a ceremony step, signed in with their session cookie.
+struct Ceremony {
+    user: Uuid,
+    session: Uuid,
+    /// When the session last passed a passkey assertion.
+    asserted_at: Option<DateTime<Utc>>,
+    /// The write transaction of the step's action.
+    tx: WriteTx,
+    /// The person acting on their own sessions.
+    proof: SignIn,
+}
+
+/// The session of the request's cookie, and the write transaction of `action`.
 async fn signed_in(
     page: &SignInTenant,
     req: &HttpRequest,
     action: &'static str,
-) -> Result<(Uuid, Uuid, Option<DateTime<Utc>>, WriteTx), ApiError> {
+) -> Result<Ceremony, ApiError> {
     let principal = sessions::authenticate(page.shared_state(), page.tenant(), req)
         .await
         .unwrap_or(Err(IdentityError::MissingCredentials))?;
@@ -152,7 +163,13 @@ async fn signed_in(
         &proof,
     )
     .await?;
-    Ok((principal.id(), session, principal.asserted_at(), tx))
+    Ok(Ceremony {
+        user: principal.id(),
+        session,
+        asserted_at: principal.asserted_at(),
+        tx,
+        proof,
+    })
 }
 
 /// Whether an assertion made `at` is recent enough to add an authenticator (not just one made
@@ -168,12 +185,28 @@ async fn recent(page: &SignInTenant, at: Option<DateTime<Utc>>) -> Result<bool, 
     Ok(Utc::now() - at < chrono::Duration::minutes(minutes))
 }
 
-/// The refusal of a ceremony step of `user` in `session`, as recorded. (A refusal may flag a
-/// cloned passkey, which changes no session's standing: flagged passkeys still count as held.)
+/// The refusal of a ceremony step of `user` in `session`, as recorded.
 fn refusal(user: Uuid, session: Uuid) -> Change {
     Change::new("session", session, 401)
         .by("user", user)
         .keeping_sessions()
+}
+
+/// The refusal of an assertion whose counter went backwards: the passkey has a copy, and
+/// whoever asserted with the copy first holds a session with its second factor passed. Every
+/// session of `user` ends (this one too: it cannot tell which copy is the person's), on
+/// every replica, and the refusal is a security event.
+async fn cloned(
+    tx: &WriteTx,
+    proof: &SignIn,
+    user: Uuid,
+    session: Uuid,
+) -> Result<Change, ApiError> {
+    let ended = sessions::revoke_all::<SessionRevoke>(tx, proof, user).await?;
+    Ok(Change::new("session", session, 401)
+        .by("user", user)
+        .detail("security_event", "passkey_cloned")
+        .detail("sessions_ended", ended))
 }
 
 /// The outcome of a ceremony step: its value, with `tx` to commit the success; or, for a
@@ -228,8 +261,13 @@ pub async fn register_start(
     page: CeremonyPage,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, session, asserted_at, tx) =
-        signed_in(&page, &req, "auth.webauthn_register_start").await?;
+    let Ceremony {
+        user,
+        session,
+        asserted_at,
+        tx,
+        ..
+    } = signed_in(&page, &req, "auth.webauthn_register_start").await?;
     let asserted = recent(&page, asserted_at).await?;
     let person = crate::directory::users::get(tx.conn(), user)
         .await?
@@ -264,7 +302,13 @@ pub async fn register_finish(
 ) -> Result<HttpResponse, ApiError> {
     let name = passkey_name(query.into_inner().name.as_deref().unwrap_or("Passkey"))?;
     let credential = body.parse().await?.parse()?;
-    let (user, session, asserted_at, tx) = signed_in(&page, &req, "auth.webauthn_register").await?;
+    let Ceremony {
+        user,
+        session,
+        asserted_at,
+        tx,
+        ..
+    } = signed_in(&page, &req, "auth.webauthn_register").await?;
     let asserted = recent(&page, asserted_at).await?;
     let outcome = page
         .state()
@@ -295,7 +339,9 @@ pub async fn authenticate_start(
     page: CeremonyPage,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, session, _, tx) = signed_in(&page, &req, "auth.webauthn_authenticate_start").await?;
+    let Ceremony {
+        user, session, tx, ..
+    } = signed_in(&page, &req, "auth.webauthn_authenticate_start").await?;
     let outcome = page
         .state()
         .passkeys
@@ -324,13 +370,25 @@ pub async fn authenticate_finish(
     body: JsonBody<WebauthnCredential>,
 ) -> Result<HttpResponse, ApiError> {
     let assertion = body.parse().await?.parse()?;
-    let (user, session, _, tx) = signed_in(&page, &req, "auth.webauthn_authenticate").await?;
+    let Ceremony {
+        user,
+        session,
+        tx,
+        proof,
+        ..
+    } = signed_in(&page, &req, "auth.webauthn_authenticate").await?;
     let outcome = page
         .state()
         .passkeys
         .finish_authentication(&tx, session, user, &assertion)
         .await;
-    let (used, tx) = settle(tx, refusal(user, session), outcome).await?;
+    let refused = match &outcome {
+        Err(PasskeyError::Refused(PasskeyRefusal::CounterRegression)) => {
+            cloned(&tx, &proof, user, session).await?
+        }
+        _ => refusal(user, session),
+    };
+    let (used, tx) = settle(tx, refused, outcome).await?;
     tx.commit(
         Change::new("passkey", used.id, 200)
             .by("user", user)

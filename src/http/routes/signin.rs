@@ -249,7 +249,7 @@ impl SignInTenant {
         )
         .await?;
         let session_cookie = sessions::host_cookie(
-            sessions::COOKIE,
+            sessions::cookie_name(&self.tenant.slug),
             opened.token.expose_secret().to_owned(),
             opened.timeouts.absolute,
         );
@@ -638,7 +638,7 @@ pub async fn logout(
     .await?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, page.login_page("?signed_out=1")))
-        .cookie(sessions::removal(sessions::COOKIE))
+        .cookie(sessions::removal(sessions::cookie_name(&page.tenant.slug)))
         .finish())
 }
 
