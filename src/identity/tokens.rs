@@ -67,8 +67,12 @@ enum Issuee {
         service_account: Uuid,
         lookup: String,
     },
-    /// A person, through their browser session.
-    Session { user: Uuid, session: Uuid },
+    /// A person, through their browser session, exchanged at `issued_at` (Unix seconds).
+    Session {
+        user: Uuid,
+        session: Uuid,
+        issued_at: i64,
+    },
 }
 
 /// What a verified token says, kept until it expires.
@@ -85,9 +89,14 @@ struct Verified {
 pub enum Holder {
     /// A service account (its client checked live).
     Account(Principal),
-    /// A person, by the token exchanged for their session `session`: the caller must find the
-    /// session still live before believing it.
-    Person { user: Uuid, session: Uuid },
+    /// A person, by the token exchanged for their session `session` at `issued_at` (Unix
+    /// seconds): the caller must find the session still live before believing it, and credit
+    /// the token only with the passkey assertions the session had made by then.
+    Person {
+        user: Uuid,
+        session: Uuid,
+        issued_at: i64,
+    },
 }
 
 /// The claims of an access token.
@@ -330,7 +339,17 @@ impl AccessTokens {
             return Err(invalid(InvalidReason::Expired));
         }
         let (service_account, lookup) = match facts.issuee {
-            Issuee::Session { user, session } => return Ok(Holder::Person { user, session }),
+            Issuee::Session {
+                user,
+                session,
+                issued_at,
+            } => {
+                return Ok(Holder::Person {
+                    user,
+                    session,
+                    issued_at,
+                });
+            }
             Issuee::Client {
                 service_account,
                 lookup,
@@ -409,6 +428,7 @@ impl AccessTokens {
             (None, Some(sid)) => Issuee::Session {
                 user: subject,
                 session: Uuid::parse_str(sid).map_err(|_| invalid(InvalidReason::Malformed))?,
+                issued_at: claims.iat,
             },
             _ => return Err(invalid(InvalidReason::Malformed)),
         };

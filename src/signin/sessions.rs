@@ -568,9 +568,12 @@ async fn load(
     }))
 }
 
-/// The person an access token exchanged for session `id` of `user_id` speaks for: the session
-/// must still be unrevoked, within its absolute end, and its user active. (A script's use
-/// neither needs nor extends the browser's idle time.)
+/// The person an access token exchanged for session `id` of `user_id` at `issued_at` (Unix
+/// seconds) speaks for: the session must still be unrevoked, within its absolute end, and its
+/// user active. (A script's use neither needs nor extends the browser's idle time.) The token
+/// counts the session's last passkey assertion only if it was made by the time the token was
+/// issued: an assertion the person makes in the browser later does not lend a token minted
+/// earlier (perhaps leaked) the standing to step up.
 #[expect(
     clippy::disallowed_methods,
     reason = "authentication reads sessions before any principal exists"
@@ -580,6 +583,7 @@ pub async fn exchanged(
     tenant: &Tenant,
     user_id: Uuid,
     id: Uuid,
+    issued_at: i64,
 ) -> Result<Principal, IdentityError> {
     let settings = state.tenant_settings.get(&state.dbs, &tenant.slug).await?;
     let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
@@ -599,7 +603,9 @@ pub async fn exchanged(
         id: user_id,
         credential: UserCredential::AccessToken {
             session: id,
-            asserted_at: session.passkey_asserted_at,
+            asserted_at: session
+                .passkey_asserted_at
+                .filter(|at| at.timestamp() <= issued_at),
         },
         subject: Arc::new(subject),
     })

@@ -509,3 +509,59 @@ async fn a_session_owing_its_passkey_signs_out_only_itself() {
         "the thief's session ended"
     );
 }
+
+/// An access token exchanged for a session has the step-up standing the session had when the
+/// token was issued: an assertion the person makes in the browser later does not lend it to a
+/// token minted earlier (a script's, perhaps leaked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_steps_up_only_with_assertions_made_before_it_was_issued() {
+    let app = passkey_app().await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    bind_group(&app, "finance", "Admin").await;
+    let mut key = SoftPasskey::new(true);
+    let (status, body) = enroll(&app, &ada, &mut key).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = settings(&app, json!({"mfa": "required", "step_up_minutes": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_with(&app, &ada, &mut key).await;
+    age_assertions(&app).await;
+    let exchange = || async {
+        let response = ada
+            .client
+            .post(app.url(&format!("/t/{}/auth/token", app.tenant)))
+            .header("Origin", &app.base)
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                (
+                    "subject_token_type",
+                    "urn:flowgate:params:oauth:token-type:session",
+                ),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let earlier = exchange().await;
+    // The next assertion falls in a later second than the token's `iat`.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_with(&app, &ada, &mut key).await;
+    let finance = json!(group_id(&app, "finance").await);
+    let grant = || Some(binding("Viewer", &finance));
+    let (status, body) = app
+        .call(Method::POST, "/role-bindings", &earlier, grant())
+        .await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "step_up_required");
+    let later = exchange().await;
+    let (status, body) = app
+        .call(Method::POST, "/role-bindings", &later, grant())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

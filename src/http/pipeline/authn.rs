@@ -99,8 +99,13 @@ impl Authenticator for AccessToken {
                 .await;
             Some(match holder {
                 Ok(Holder::Account(principal)) => Ok(principal),
-                Ok(Holder::Person { user, session }) => {
-                    crate::signin::sessions::exchanged(state, tenant, user, session).await
+                Ok(Holder::Person {
+                    user,
+                    session,
+                    issued_at,
+                }) => {
+                    crate::signin::sessions::exchanged(state, tenant, user, session, issued_at)
+                        .await
                 }
                 Err(e) => Err(e),
             })
