@@ -32,7 +32,7 @@ use super::passkeys::{
 };
 use super::sessions::{self, Level, NewSession, Opened};
 use crate::audit::RequestMeta;
-use crate::authz::actions::PasskeyReset;
+use crate::authz::actions::{PasskeyReset, SessionRevoke};
 use crate::authz::bindings::{self, NewBinding, ScopeType, SubjectType};
 use crate::crypto::{random_token, sha256_hex};
 use crate::directory::users::{self, NewUser};
@@ -241,9 +241,15 @@ pub async fn finish(
         return Err(PasskeyRefusal::NoCeremony.into());
     }
     let state: PasskeyAuthentication = parse(&login.state)?;
-    relying_party
+    let verified = relying_party
         .verify(tx, login.user_id, &state, assertion)
-        .await?;
+        .await;
+    if let Err(PasskeyError::Refused(PasskeyRefusal::CounterRegression)) = &verified {
+        // A copy of the account's passkey exists, and whoever signed in with it first holds
+        // a session: every session of the account ends with the refusal.
+        sessions::revoke_all::<SessionRevoke>(tx, proof, login.user_id).await?;
+    }
+    verified?;
     active(tx, login.user_id).await?;
     break_glass_account::Entity::update_many()
         .col_expr(

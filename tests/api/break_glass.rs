@@ -246,6 +246,31 @@ async fn a_break_glass_account_signs_in_with_its_passkey_while_the_identity_prov
     let (status, body) = glass(&app, &attacker, "finish", genuine, &app.base).await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
 
+    // A copy of the passkey: its counter goes backwards. The sessions of the account (whoever
+    // signed in with the copy holds one) end with the refusal.
+    app.tenant_sql(
+        "UPDATE passkeys SET credential = json_set(credential, '$.cred.counter', 1000000)",
+    )
+    .await;
+    let (status, body) = sign_in(&app, &Browser::new(&app), &mut key).await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "passkey_refused");
+    for browser in [&responder, &attacker] {
+        let (status, _) = browser.api(&app, Method::GET, "/me").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the account's sessions ended"
+        );
+    }
+    // (The operator's check found the key genuine: it is trusted again for what follows.)
+    app.tenant_sql(
+        "UPDATE passkeys SET flagged_at = NULL, \
+         credential = json_set(credential, '$.cred.counter', 0)",
+    )
+    .await;
+    let (status, session) = sign_in(&app, &responder, &mut key).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+
     // A tenant admin cannot take the tenant's emergency access away.
     let (status, body) = app
         .call(

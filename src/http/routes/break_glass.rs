@@ -20,7 +20,7 @@ use crate::http::pipeline::authn::spend_failure;
 use crate::http::pipeline::context::request_meta;
 use crate::identity::IdentityError;
 use crate::signin::break_glass;
-use crate::signin::passkeys::PasskeyError;
+use crate::signin::passkeys::{PasskeyError, PasskeyRefusal};
 use crate::signin::sessions::{self, Opened};
 use crate::tenancy::work::{Change, SignIn, WriteTx};
 
@@ -87,9 +87,16 @@ async fn settled<T>(
     outcome: Result<T, PasskeyError>,
 ) -> Result<(T, WriteTx), ApiError> {
     let refused = matches!(outcome, Err(PasskeyError::Refused(_)));
-    let refusal = Change::new("break_glass_account", subject, 401)
-        .keeping_sessions()
-        .detail("security_event", "break_glass_refused");
+    let refusal = match &outcome {
+        // The account's sessions ended with it (on every replica: no `keeping_sessions`).
+        Err(PasskeyError::Refused(PasskeyRefusal::CounterRegression)) => {
+            Change::new("break_glass_account", subject, 401)
+                .detail("security_event", "passkey_cloned")
+        }
+        _ => Change::new("break_glass_account", subject, 401)
+            .keeping_sessions()
+            .detail("security_event", "break_glass_refused"),
+    };
     let settled = settle(tx, refusal, outcome).await;
     if refused {
         spend_failure(page.state(), Trail::from(&page.tenant().slug), req).await;
