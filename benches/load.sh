@@ -118,8 +118,8 @@ access_token() { # port client_id client_secret
     | python3 -c 'import sys,json;print(json.load(sys.stdin)["access_token"])'
 }
 
-rps_cookie() { # url cookie
-  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "Cookie: __Host-flowgate-session=$2" "$1" \
+rps_cookie() { # url cookie (name=value)
+  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "Cookie: $2" "$1" \
     | awk '/Requests\/sec/ {print $2}'
 }
 
@@ -164,7 +164,8 @@ PY
   curl -skf -o /dev/null -X POST "https://127.0.0.1:$port/t/bench/api/v1/role-bindings" \
     -H "Authorization: Bearer $key" -H 'content-type: application/json' \
     -d "{\"role\":\"Admin\",\"subject\":{\"type\":\"group\",\"id\":\"$group\"},\"scope\":{\"type\":\"tenant\"}}"
-  awk '$6 == "__Host-flowgate-session" {print $7}' "$jar"
+  # The tenant's session cookie (`__Host-flowgate-session-<tenant>`), as name=value.
+  awk '$6 ~ /^__Host-flowgate-session/ {print $6 "=" $7}' "$jar"
 }
 
 issuance() { # port client_id client_secret: tokens issued per second
@@ -184,6 +185,9 @@ run() { # label database_url(or empty) baseline_database_url(or empty)
   local cookie
   cookie=$(session_cookie "$PORT" "$key")
   [ -n "$cookie" ] || { echo "no session cookie: the sign-in through the test provider failed" >&2; exit 1; }
+  # A cookie the server does not take would measure 401s.
+  curl -skf -o /dev/null -H "Cookie: $cookie" "https://127.0.0.1:$PORT/t/bench/api/v1/users" \
+    || { echo "the session cookie does not read the users page" >&2; exit 1; }
   if [ -x "$out/flowgate-baseline" ]; then
     baseline_data=$(mktemp -d)
     baseline_pid=$(start "$out/flowgate-baseline" "$baseline_data" "$3" "$BASELINE_PORT")

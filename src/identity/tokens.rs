@@ -67,11 +67,12 @@ enum Issuee {
         service_account: Uuid,
         lookup: String,
     },
-    /// A person, through their browser session, exchanged at `issued_at` (Unix seconds).
+    /// A person, through their browser session, which had last asserted a passkey at
+    /// `asserted_ms` (Unix milliseconds) when the token was issued.
     Session {
         user: Uuid,
         session: Uuid,
-        issued_at: i64,
+        asserted_ms: Option<i64>,
     },
 }
 
@@ -89,13 +90,13 @@ struct Verified {
 pub enum Holder {
     /// A service account (its client checked live).
     Account(Principal),
-    /// A person, by the token exchanged for their session `session` at `issued_at` (Unix
-    /// seconds): the caller must find the session still live before believing it, and credit
-    /// the token only with the passkey assertions the session had made by then.
+    /// A person, by the token exchanged for their session `session`: the caller must find the
+    /// session still live before believing it, and credit the token only with the passkey
+    /// assertion the session had made when the token was issued (`asserted_at`).
     Person {
         user: Uuid,
         session: Uuid,
-        issued_at: i64,
+        asserted_at: Option<chrono::DateTime<Utc>>,
     },
 }
 
@@ -115,6 +116,14 @@ struct Claims {
     /// The session exchanged for this token, for a person's token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
+    /// When that session had last passed a passkey assertion as the token was issued (Unix
+    /// milliseconds): the only assertion the token is credited with for step-up.
+    #[serde(
+        default,
+        rename = "flowgate_asserted_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    asserted_ms: Option<i64>,
 }
 
 /// What checking a client's credentials reads besides the client: the tenant's database, its
@@ -250,14 +259,16 @@ impl AccessTokens {
     }
 
     /// Issues a token for `user`'s session `session` (token exchange), living [`TOKEN_TTL`] but
-    /// not past `session_ends`. Returns the token, its lifetime in seconds and its `jti`.
+    /// not past `session_ends`, credited with the session's last passkey assertion
+    /// (`asserted_at`) and no later one. Returns the token, its lifetime in seconds and its
+    /// `jti`.
     pub async fn issue_for_session(
         &self,
         slug: &Slug,
         public_url: &str,
-        user: Uuid,
-        session: Uuid,
+        (user, session): (Uuid, Uuid),
         session_ends: chrono::DateTime<Utc>,
+        asserted_at: Option<chrono::DateTime<Utc>>,
     ) -> Result<(SecretString, u64, String), IdentityError> {
         let left = (session_ends - Utc::now()).to_std().unwrap_or_default();
         if left.is_zero() {
@@ -270,6 +281,7 @@ impl AccessTokens {
             TOKEN_TTL.min(left),
             |claims| {
                 claims.sid = Some(session.to_string());
+                claims.asserted_ms = asserted_at.map(|at| at.timestamp_millis());
             },
         )
         .await
@@ -300,6 +312,7 @@ impl AccessTokens {
             jti: jti.clone(),
             client_id: None,
             sid: None,
+            asserted_ms: None,
         };
         complete(&mut claims);
         let mut header = Header::new(Algorithm::EdDSA);
@@ -342,12 +355,12 @@ impl AccessTokens {
             Issuee::Session {
                 user,
                 session,
-                issued_at,
+                asserted_ms,
             } => {
                 return Ok(Holder::Person {
                     user,
                     session,
-                    issued_at,
+                    asserted_at: asserted_ms.and_then(chrono::DateTime::from_timestamp_millis),
                 });
             }
             Issuee::Client {
@@ -428,7 +441,7 @@ impl AccessTokens {
             (None, Some(sid)) => Issuee::Session {
                 user: subject,
                 session: Uuid::parse_str(sid).map_err(|_| invalid(InvalidReason::Malformed))?,
-                issued_at: claims.iat,
+                asserted_ms: claims.asserted_ms,
             },
             _ => return Err(invalid(InvalidReason::Malformed)),
         };

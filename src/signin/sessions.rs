@@ -349,6 +349,28 @@ pub async fn end_provider_sessions(
     Ok(ended.rows_affected)
 }
 
+/// Whether `principal`, a person's session, may end the person's *other* sessions: only a
+/// session that passed a second factor may, unless the person has no passkey to pass it with.
+/// An identity-provider password alone (stolen, say) must not sign the person out of the
+/// sessions that did pass it, whatever the tenant's MFA policy (under `off`, no session owes
+/// one, yet a person with a passkey has one to show).
+pub async fn may_end_other_sessions(
+    conn: &impl ConnectionTrait,
+    principal: &Principal,
+) -> Result<bool, DbErr> {
+    let passed = matches!(
+        principal,
+        Principal::User {
+            credential: UserCredential::Session {
+                second_factor: SecondFactor::Passed,
+                ..
+            },
+            ..
+        }
+    );
+    Ok(passed || !has_passkey(conn, principal.id()).await?)
+}
+
 /// Revokes every live session of `user_id`; returns how many ended.
 pub async fn revoke_all<A: EndsSessions>(
     tx: &WriteTx,
@@ -568,12 +590,12 @@ async fn load(
     }))
 }
 
-/// The person an access token exchanged for session `id` of `user_id` at `issued_at` (Unix
-/// seconds) speaks for: the session must still be unrevoked, within its absolute end, and its
-/// user active. (A script's use neither needs nor extends the browser's idle time.) The token
-/// counts the session's last passkey assertion only if it was made by the time the token was
-/// issued: an assertion the person makes in the browser later does not lend a token minted
-/// earlier (perhaps leaked) the standing to step up.
+/// The person an access token exchanged for session `id` of `user_id` speaks for: the session
+/// must still be unrevoked, within its absolute end, and its user active. (A script's use
+/// neither needs nor extends the browser's idle time.) The token counts the passkey assertion
+/// the session had made when it was issued (`asserted_at`), never a later one: an assertion the
+/// person makes in the browser afterwards does not lend a token minted earlier (perhaps leaked)
+/// the standing to step up.
 #[expect(
     clippy::disallowed_methods,
     reason = "authentication reads sessions before any principal exists"
@@ -583,7 +605,7 @@ pub async fn exchanged(
     tenant: &Tenant,
     user_id: Uuid,
     id: Uuid,
-    issued_at: i64,
+    asserted_at: Option<DateTime<Utc>>,
 ) -> Result<Principal, IdentityError> {
     let settings = state.tenant_settings.get(&state.dbs, &tenant.slug).await?;
     let tx = state.dbs.begin(&tenant.slug, Access::Read).await?;
@@ -603,9 +625,9 @@ pub async fn exchanged(
         id: user_id,
         credential: UserCredential::AccessToken {
             session: id,
-            asserted_at: session
-                .passkey_asserted_at
-                .filter(|at| at.timestamp() <= issued_at),
+            asserted_at: asserted_at
+                .zip(session.passkey_asserted_at)
+                .map(|(then, now)| then.min(now)),
         },
         subject: Arc::new(subject),
     })

@@ -404,6 +404,17 @@ async fn a_page_elsewhere_cannot_spend_its_visitors_failure_budget() {
     }
     let (status, body) = app.get("/users", &app.admin_key).await;
     assert_eq!(status, StatusCode::OK, "the network is not blocked: {body}");
+    // Nor is the trail a write amplifier for them: refusals that spend no budget are recorded
+    // only up to the budget's number a minute per address.
+    let missing = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["action"] == "auth.authenticate" && e["details"]["reason"] == "missing_credentials"
+        })
+        .count();
+    assert!((1..=3).contains(&missing), "{missing} recorded of 8");
 
     // A bearer key is the caller's own: it spends, whatever the request says of its origin.
     let mut statuses = Vec::new();

@@ -102,9 +102,9 @@ impl Authenticator for AccessToken {
                 Ok(Holder::Person {
                     user,
                     session,
-                    issued_at,
+                    asserted_at,
                 }) => {
-                    crate::signin::sessions::exchanged(state, tenant, user, session, issued_at)
+                    crate::signin::sessions::exchanged(state, tenant, user, session, asserted_at)
                         .await
                 }
                 Err(e) => Err(e),
@@ -204,15 +204,16 @@ pub async fn refuse(
     let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
     // A bearer token is the caller's own; a cookie is the browser's, sent along with whatever
     // another site made it request.
-    if error.spends_failure_budget()
-        && (bearer_token(req.request()).is_some() || !started_elsewhere(req.request()))
-    {
+    let spends = error.spends_failure_budget()
+        && (bearer_token(req.request()).is_some() || !started_elsewhere(req.request()));
+    if spends {
         spend_failure(state, trail.clone(), req.request()).await;
     }
+    let recorded = spends || records_unspent(state, req.request());
     let meta = request_meta(req.request());
     let reason = error.audit_reason();
     let res = req.error_response(ApiError::from(error));
-    if tenant.is_none() {
+    if tenant.is_none() || !recorded {
         return res;
     }
     let mut event = AuditEvent::new(&meta, "auth.authenticate", "tenant")
@@ -235,6 +236,12 @@ pub fn started_elsewhere(req: &HttpRequest) -> bool {
     req.headers()
         .get("sec-fetch-site")
         .is_some_and(|site| matches!(site.as_bytes(), b"cross-site" | b"same-site"))
+}
+
+/// Whether a refusal of `req` that spends no failure budget is still recorded (see
+/// [`crate::http::pipeline::rate_limit::Limits::records_unspent`]).
+pub fn records_unspent(state: &AppState, req: &HttpRequest) -> bool {
+    client_ip(req).is_none_or(|ip| state.limits.records_unspent(ip))
 }
 
 /// Spends a failure from the budget of the request's source address; the trip that blocks the

@@ -15,6 +15,7 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 
 use super::audit::respond_audited;
+use super::authn::records_unspent;
 use super::context::{client_ip, request_meta};
 use super::rate_limit::{Refusal, record_trip, trip_event};
 use crate::app::AppState;
@@ -76,6 +77,9 @@ struct OperatorCall {
     refused: Option<&'static str>,
     /// The failure that spent its source address's budget, to be audited once.
     trip: Option<Refusal>,
+    /// Whether the call is recorded: a refusal that spent no budget (no token) only while its
+    /// source's recording quota lasts.
+    recorded: bool,
 }
 
 /// A caller that presented the platform operator token, for the operation `A`.
@@ -140,10 +144,12 @@ impl<A: OperatorAction> Operator<A> {
             Some(client) => state.limits.failed(client).await,
             None => None,
         };
+        let recorded = refused.is_none() || guessed || records_unspent(state, req);
         req.extensions_mut().insert(OperatorCall {
             action: A::NAME,
             refused,
             trip,
+            recorded,
         });
         result
     }
@@ -173,7 +179,13 @@ impl<A: OperatorAction> Guard for Operator<A> {}
 /// Records an operator call (one that reached an [`Operator`] argument), allowed or refused,
 /// in the platform trail before it is answered; other responses pass untouched.
 pub async fn record(state: &AppState, res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
-    let Some(call) = res.request().extensions().get::<OperatorCall>().copied() else {
+    let Some(call) = res
+        .request()
+        .extensions()
+        .get::<OperatorCall>()
+        .copied()
+        .filter(|call| call.recorded)
+    else {
         return res;
     };
     let meta = request_meta(res.request());

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{ListParams, Page};
 use crate::authz::actions::{SessionRead, SessionRevoke};
 use crate::directory::users;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::PathId;
 use crate::http::pipeline::authz::{Authorized, Caller};
 use crate::identity::Principal;
@@ -100,7 +100,9 @@ pub async fn list_my_sessions(
 /// End one of my sessions.
 ///
 /// Signs that device out (the current session too, if named: prefer `POST /auth/logout`,
-/// which also clears the cookie). 404 when the caller has no such live session.
+/// which also clears the cookie). 404 when the caller has no such live session. Ending another
+/// session needs this one to have passed a second factor when the person has a passkey (403
+/// otherwise): an identity-provider password alone does not sign the person out elsewhere.
 #[utoipa::path(
     delete,
     path = "/me/sessions/{id}",
@@ -113,6 +115,14 @@ pub async fn delete_my_session(caller: Caller, id: PathId) -> Result<HttpRespons
         return Err(ApiError::not_found());
     };
     let tx = caller.write_own(&proof).await?;
+    let another = caller.principal().session_id() != Some(id.0);
+    if another && !sessions::may_end_other_sessions(tx.conn(), caller.principal()).await? {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "Ending another of your sessions needs this one to have passed your passkey: \
+             assert with it first.",
+        ));
+    }
     if !sessions::revoke(&tx, &proof, user, id.0).await? {
         return Err(ApiError::not_found());
     }

@@ -26,7 +26,7 @@ use crate::http::extract::PathId;
 use crate::http::extract::read_form;
 use crate::http::pages;
 use crate::http::pages::Choice;
-use crate::http::pipeline::authn::{spend_failure, started_elsewhere};
+use crate::http::pipeline::authn::{records_unspent, spend_failure, started_elsewhere};
 use crate::http::pipeline::authz::tenant_parameter;
 use crate::http::pipeline::context::request_meta;
 use crate::http::pipeline::tenant;
@@ -175,6 +175,8 @@ impl SignInTenant {
         // its visitors' browsers to fail here must not lock their network out).
         if !started_elsewhere(req) {
             spend_failure(&self.state, Trail::from(&self.tenant.slug), req).await;
+        } else if !records_unspent(&self.state, req) {
+            return self.refusal_page(req, &refusal);
         }
         let event = AuditEvent::new(&request_meta(req), "auth.login", "identity_provider")
             .resource_id(idp.to_string())
@@ -183,6 +185,12 @@ impl SignInTenant {
         if let Err(e) = self.state.audit.record(&self.tenant.slug, event).await {
             return HttpResponse::from_error(ApiError::from(e));
         }
+        self.refusal_page(req, &refusal)
+    }
+
+    /// The answer to a refused sign-in: the login page with advice (or a problem), its
+    /// pre-login cookies cleared.
+    fn refusal_page(&self, req: &HttpRequest, refusal: &Refusal) -> HttpResponse {
         let mut res = if wants_html(req) {
             pages::login(
                 &self.state.settings.public_url,
@@ -598,8 +606,9 @@ pub struct LogoutParams {
 ///
 /// Ends the session of the cookie (with `?everywhere=true`, every session of its user) and
 /// clears the cookie. Like every change made with a session cookie, it must carry this server's
-/// `Origin` (otherwise 403). A session that still owes its passkey ends only itself: a stolen
-/// identity-provider password must not sign the person out of their own sessions.
+/// `Origin` (otherwise 403). A session that has not passed a second factor, of a person who has
+/// a passkey, ends only itself: a stolen identity-provider password must not sign the person
+/// out of their own sessions.
 #[utoipa::path(
     post,
     path = "/logout",
@@ -614,8 +623,8 @@ pub async fn logout(
     let principal = sessions::authenticate(&page.state, &page.tenant, &req)
         .await
         .unwrap_or(Err(IdentityError::MissingCredentials))?;
-    let everywhere = query.everywhere.unwrap_or(false) && !principal.owes_second_factor();
-    let action = if everywhere {
+    let asked_everywhere = query.everywhere.unwrap_or(false);
+    let action = if asked_everywhere {
         "auth.logout_everywhere"
     } else {
         "auth.logout"
@@ -625,6 +634,8 @@ pub async fn logout(
     };
     let user = principal.actor_id();
     let tx = WriteTx::sign_in(&page.state, &page.tenant.slug, &request_meta(&req), &proof).await?;
+    let everywhere =
+        asked_everywhere && sessions::may_end_other_sessions(tx.conn(), &principal).await?;
     let ended = if everywhere {
         sessions::revoke_all::<SessionRevoke>(&tx, &proof, principal.id()).await?
     } else {
@@ -633,7 +644,8 @@ pub async fn logout(
     tx.commit(
         Change::new("session", session, 303)
             .by("user", user)
-            .detail("sessions_ended", ended),
+            .detail("sessions_ended", ended)
+            .detail("narrowed_to_this_session", asked_everywhere && !everywhere),
     )
     .await?;
     Ok(HttpResponse::SeeOther()

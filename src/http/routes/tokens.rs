@@ -21,7 +21,7 @@ use crate::audit::{AuditEvent, Outcome, Trail};
 use crate::http::contract::{Body, Contract, Documented};
 use crate::http::error::ApiError;
 use crate::http::extract::read_form;
-use crate::http::pipeline::authn::{spend_failure, started_elsewhere};
+use crate::http::pipeline::authn::{records_unspent, spend_failure, started_elsewhere};
 use crate::http::pipeline::context::request_meta;
 use crate::identity::tokens::{Checks, audience, issuer};
 use crate::identity::{IdentityError, Principal, UserCredential};
@@ -280,6 +280,7 @@ async fn client_credentials_grant(
             refused(
                 page,
                 req,
+                true,
                 AuditEvent::new(&meta, "auth.token", "oauth_client"),
                 IdentityError::InvalidCredentials(reason).audit_reason(),
                 oauth_error(
@@ -343,6 +344,8 @@ async fn token_exchange_grant(
             Ok(principal)
         }
     });
+    // The token is credited with the assertion the session has made by now, and no later one.
+    let asserted = session.as_ref().ok().and_then(Principal::asserted_at);
     let (user, session, ends) = match session {
         Ok(Principal::User {
             id,
@@ -364,6 +367,7 @@ async fn token_exchange_grant(
             return refused(
                 page,
                 req,
+                e.spends_failure_budget(),
                 AuditEvent::new(&meta, "auth.token", "session"),
                 e.audit_reason(),
                 oauth_error(
@@ -380,7 +384,7 @@ async fn token_exchange_grant(
     let public_url = &state.settings.public_url;
     match state
         .tokens
-        .issue_for_session(&tenant.slug, public_url, user, session, ends)
+        .issue_for_session(&tenant.slug, public_url, (user, session), ends, asserted)
         .await
     {
         Ok((token, expires_in, jti)) => {
@@ -417,18 +421,24 @@ async fn granted(page: &SignInTenant, event: AuditEvent, response: TokenResponse
         .json(response)
 }
 
-/// Records a refused token request (which spends the address's failure budget, like a wrong
-/// credential) and answers `answer`.
+/// Records a refused token request and answers `answer`. A credential presented and wrong
+/// (`spends`) spends the address's failure budget; a refusal that spends none is recorded only
+/// while the address's recording quota lasts.
 async fn refused(
     page: &SignInTenant,
     req: &HttpRequest,
+    spends: bool,
     event: AuditEvent,
     reason: &'static str,
     answer: HttpResponse,
 ) -> HttpResponse {
     let state = page.state();
     let slug = &page.tenant().slug;
-    spend_failure(state, Trail::from(slug), req).await;
+    if spends {
+        spend_failure(state, Trail::from(slug), req).await;
+    } else if !records_unspent(state, req) {
+        return answer;
+    }
     let event = event
         .outcome(Outcome::Deny, answer.status().as_u16())
         .detail("reason", reason);

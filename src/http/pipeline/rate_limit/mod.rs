@@ -5,7 +5,9 @@
 //! - A source address whose failed authentications exceed their budget is refused (429) before
 //!   any credential of its is looked up: no database read, no key-store call, no audit row per
 //!   attempt. Its first refusal in a block is audited (the trip), the rest are not: repeated
-//!   failures cannot turn the audit trail into a write amplifier.
+//!   failures cannot turn the audit trail into a write amplifier. Refusals that spend no budget
+//!   (no credential presented; a browser request another site started) are recorded up to the
+//!   failure budget's number a minute per source block, and answered unrecorded beyond it.
 //! - Each process applies every limit on its own ([`local`]); with `FLOWGATE_REDIS_URL` the same
 //!   limits are also kept in Redis ([`shared`]), so that the replicas behind a load balancer
 //!   allow the configured rate together. Without an answer from Redis, a replica falls back to
@@ -139,6 +141,8 @@ pub struct Limits {
     tenant_rate: Rate,
     sources: local::Sources,
     failures: local::Sources,
+    /// Refusals that spend no failure budget, recorded per source block at the failures' rate.
+    unspent: local::Sources,
     tenants: local::Tenants,
     shared: Option<shared::Shared>,
     /// Keys refused until an instant: answered without consulting anything else.
@@ -162,6 +166,7 @@ impl Limits {
         Ok(Limits {
             sources: local::Sources::new(&source_rate),
             failures: local::Sources::new(&failures_rate),
+            unspent: local::Sources::new(&failures_rate),
             tenants: local::Tenants::new(),
             source_rate,
             failures_rate,
@@ -208,6 +213,15 @@ impl Limits {
         )
         .await
         .err()
+    }
+
+    /// Whether a refusal from `source` that spends no failure budget (no credential was
+    /// presented, or a browser says another site started the request) is still recorded in the
+    /// audit trail: as many a minute per source block, on this replica, as the failure budget
+    /// allows. Beyond that it is answered alike but not recorded, so that no one can turn the
+    /// trail into a write amplifier without spending a budget. Blocks nobody.
+    pub fn records_unspent(&self, source: IpAddr) -> bool {
+        self.unspent.take(&source_block(source)).is_ok()
     }
 
     /// Admits a request of `principal` in `tenant`, after authentication, at the tenant's own
