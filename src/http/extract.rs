@@ -276,7 +276,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
                 field: if path == "." { String::new() } else { path },
-                message: strip_position(&inner.to_string()),
+                message: without_value(&strip_position(&inner.to_string())),
             }]),
             _ => malformed(inner),
         }
@@ -310,6 +310,23 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// serde's "invalid type: integer `1234`, expected a string" without the value the caller sent:
+/// a problem document is not encrypted like the body was, and the value may be a secret's
+/// (sent as a number, say). The kind of value and what was expected stay.
+fn without_value(message: &str) -> String {
+    let kinds = ["invalid type: ", "invalid value: "];
+    let Some(prefix) = kinds.iter().find(|k| message.starts_with(*k)) else {
+        return message.to_owned();
+    };
+    let rest = &message[prefix.len()..];
+    let kind_end = rest.find(['`', '"']).unwrap_or(rest.len());
+    let expected = rest
+        .rfind(", expected ")
+        .filter(|at| *at >= kind_end)
+        .map_or("", |at| &rest[at..]);
+    format!("{prefix}{}{expected}", rest[..kind_end].trim_end())
 }
 
 /// The `{id}` of a path, which must be a UUID; anything else names no object (404).
@@ -513,6 +530,30 @@ mod tests {
         let (_, detail) = code(r#"{"name": "a", "inner": {"id": "x"}}"#);
         assert!(detail.contains("inner.id"), "{detail}");
         assert!(parse_json::<Body>(br#"{"name": "a"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_value_sent_is_never_echoed_in_a_shape_error() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Secret {
+            value: String,
+            count: u8,
+        }
+        for body in [
+            r#"{"value": 48151623, "count": 1}"#,
+            r#"{"value": "x", "count": 48151623}"#,
+            r#"{"value": "x", "count": "48151623, expected nothing"}"#,
+        ] {
+            let refused = parse_json::<Secret>(body.as_bytes()).unwrap_err();
+            let text = format!("{refused:?}");
+            assert!(!text.contains("48151623"), "{text}");
+            assert!(text.contains("expected"), "{text}");
+        }
+        assert_eq!(
+            without_value("invalid type: integer `1234`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
     }
 
     #[test]

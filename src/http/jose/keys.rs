@@ -242,12 +242,18 @@ impl PublicKey {
             .and_then(Value::as_str)
             .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
             .ok_or("`n` must be the base64url modulus")?;
-        let bits = n
-            .iter()
-            .position(|b| *b != 0)
-            .map_or(0, |i| (n.len() - i) * 8);
-        if !CLIENT_KEY_BITS.contains(&bits) {
+        if !CLIENT_KEY_BITS.contains(&significant_bits(&n)) {
             return Err("the modulus must have 2048 to 8192 bits");
+        }
+        // 65537, as every key generator makes: a tiny exponent (1 makes RSA the identity) would
+        // let anyone read the content keys wrapped for this client.
+        let e = jwk
+            .get("e")
+            .and_then(Value::as_str)
+            .and_then(|e| URL_SAFE_NO_PAD.decode(e).ok())
+            .ok_or("`e` must be the base64url exponent")?;
+        if significant_bytes(&e) != [1, 0, 1] {
+            return Err("the exponent `e` must be 65537 (AQAB)");
         }
         let parsed = Jwk::from_map(jwk.clone()).map_err(|_| "is not a valid JWK")?;
         let kid = match jwk.get("kid") {
@@ -484,4 +490,53 @@ fn thumbprint(jwk: &Jwk) -> anyhow::Result<String> {
     let canonical = serde_json::json!({"e": e, "kty": "RSA", "n": n}).to_string();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
     Ok(URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}
+
+/// `bytes`, a big-endian unsigned integer, without its leading zero bytes.
+fn significant_bytes(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+/// The bit length of `bytes`, a big-endian unsigned integer.
+fn significant_bits(bytes: &[u8]) -> usize {
+    match significant_bytes(bytes) {
+        [] => 0,
+        [first, ..] => significant_bytes(bytes).len() * 8 - first.leading_zeros() as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwk(n: &[u8], e: &[u8]) -> Map<String, Value> {
+        let mut jwk = Map::new();
+        jwk.insert("kty".into(), "RSA".into());
+        jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(n).into());
+        jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(e).into());
+        jwk
+    }
+
+    #[test]
+    fn a_client_key_needs_the_usual_exponent_and_a_whole_modulus() {
+        let mut modulus = vec![0xC5; 256];
+        modulus[255] |= 1;
+        // A 2041-bit modulus is not 2048 bits, whatever its byte count.
+        let mut short = modulus.clone();
+        short[0] = 0x01;
+        assert_eq!(
+            significant_bits(&short),
+            2041,
+            "the bits of the leading byte count"
+        );
+        assert!(PublicKey::parse(&jwk(&short, &[1, 0, 1])).is_err());
+        // e = 1 makes RSA the identity; e = 3 is refused too.
+        for e in [&[1u8][..], &[3], &[0, 1]] {
+            let refused = PublicKey::parse(&jwk(&modulus, e)).err();
+            assert_eq!(refused, Some("the exponent `e` must be 65537 (AQAB)"));
+        }
+        assert_eq!(significant_bits(&modulus), 2048);
+        assert_eq!(significant_bytes(&[0, 0, 1, 0, 1]), [1, 0, 1]);
+    }
 }

@@ -512,6 +512,10 @@ pub async fn rotate_secret(
             other => other?.ok_or_else(ApiError::not_found)?,
         };
         let versions = secrets::versions(tx.conn(), rotated.secret.id).await?;
+        // Before the commit, like a deletion: once their rows are gone nothing refers to these
+        // values, and a failure here keeps the rows (expired, unreadable) for the next
+        // rotation to destroy again.
+        secrets::destroy_values(auth.keystore(), &slug, &rotated.expired).await?;
         tx.commit(
             Change::new("secret", rotated.secret.id, 200)
                 .detail("name", rotated.secret.name.clone())
@@ -523,10 +527,7 @@ pub async fn rotate_secret(
     }
     .await;
     match rotated {
-        Ok((rotated, versions)) => {
-            secrets::discard_values(auth.keystore(), &slug, &rotated.expired).await;
-            Ok(web::Json(view(rotated.secret, versions)))
-        }
+        Ok((rotated, versions)) => Ok(web::Json(view(rotated.secret, versions))),
         Err(e) => {
             abandon_value(&auth, version_id).await;
             Err(e)
