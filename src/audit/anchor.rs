@@ -7,15 +7,22 @@
 //! the tail signed after the anchor was last moved (at most a checkpoint interval).
 //!
 //! Invariant: the anchor is written after its checkpoint committed, so an honest chain always
-//! holds the event it names; it moves forward (a write that lost a race to an older checkpoint
-//! is repeated).
+//! holds the event it names; it only moves forward: its moves are made one at a time per trail
+//! (in this process by a lock, across replicas by a PostgreSQL advisory lock held from reading
+//! the anchor to writing it), so a replica that signed an older checkpoint cannot overwrite a
+//! newer anchor another replica wrote meanwhile.
 
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use super::chain::checkpoint_message;
 use super::trail::Trail;
 use crate::keystore::{KeyName, KeyStore, Purpose};
+use crate::tenancy::{Access, Databases, DbKind};
+
+/// This process's anchor moves, one at a time (one per checkpoint: they are rare).
+static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A signed checkpoint as kept in the key store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,23 +69,40 @@ pub(super) async fn signs(
     keystore.verify(&key, &message, signature).await
 }
 
-/// Moves the anchor to `checkpoint` unless it is already there or beyond. Replicas may race;
-/// a write is checked by reading it back, and repeated while an older checkpoint won.
+/// Moves the anchor to `checkpoint` unless it is already there or beyond, under the trail's
+/// anchor lock (see the module's invariant).
 pub async fn advance(
+    dbs: &Databases,
     keystore: &dyn KeyStore,
     trail: &Trail,
     checkpoint: &Anchor,
 ) -> Result<(), AuditError> {
     let bytes = serde_json::to_vec(checkpoint).map_err(anyhow::Error::from)?;
-    for _ in 0..3 {
-        let current = match keystore.record(&name(trail)).await? {
-            Some(bytes) => serde_json::from_slice::<Anchor>(&bytes).ok(),
-            None => None,
-        };
-        if current.is_some_and(|a| a.seq >= checkpoint.seq) {
-            return Ok(());
+    let _this_process = MOVES.lock().await;
+    // Across replicas (SQLite has a single process): held until this transaction ends.
+    let replicas = match dbs.kind() {
+        DbKind::Postgres => {
+            let tx = trail.begin(dbs, Access::Read).await?;
+            tx.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [format!("flowgate.audit_anchor.{}", trail.schema()).into()],
+            ))
+            .await
+            .map_err(crate::tenancy::TenancyError::from)?;
+            Some(tx)
         }
+        DbKind::Sqlite => None,
+    };
+    let current = match keystore.record(&name(trail)).await? {
+        Some(bytes) => serde_json::from_slice::<Anchor>(&bytes).ok(),
+        None => None,
+    };
+    if current.is_none_or(|a| a.seq < checkpoint.seq) {
         keystore.put_record(&name(trail), &bytes).await?;
+    }
+    if let Some(tx) = replicas {
+        tx.commit().await?;
     }
     Ok(())
 }

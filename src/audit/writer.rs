@@ -858,7 +858,7 @@ async fn write_checkpoint(
             checkpoint
         }
     };
-    anchor::advance(keystore, trail, &checkpoint).await
+    anchor::advance(dbs, keystore, trail, &checkpoint).await
 }
 
 /// The error of a checkpoint refused on `trail` because its chain is broken at `seq`.

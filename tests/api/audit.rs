@@ -270,3 +270,65 @@ on_both_databases! {
         assert_eq!(report["ok"], false, "{report}");
     }
 }
+
+/// Replicas take turns at a trail's anchor: a move waits while another replica holds the
+/// trail's anchor lock (from reading the anchor to writing it), so one that signed an older
+/// checkpoint cannot overwrite a newer anchor written meanwhile; and an older checkpoint never
+/// moves the anchor back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anchor_moves_take_turns_across_replicas_and_never_go_back() {
+    use flowgate::audit::anchor::{self, Anchor};
+    use sea_orm::sqlx::{Connection as _, Executor as _};
+
+    let app = crate::helpers::spawn_app(crate::helpers::Db::Postgres).await;
+    some_activity(&app).await;
+    app.state.audit.checkpoint_now().await.unwrap();
+    let slug = flowgate::tenancy::Slug::parse(&app.tenant).unwrap();
+    let trail = flowgate::audit::Trail::from(&slug);
+    let keystore = app.state.keystore.as_ref();
+    let anchored = anchor::load(keystore, &trail)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let stored = || async {
+        let name = flowgate::keystore::KeyName::new(
+            trail.name(),
+            flowgate::keystore::Purpose::AuditAnchor,
+        );
+        let bytes = keystore.record(&name).await.unwrap().unwrap();
+        serde_json::from_slice::<Anchor>(&bytes).unwrap().seq
+    };
+
+    // An older checkpoint leaves the anchor where it is.
+    let older = Anchor {
+        seq: anchored.seq - 1,
+        ..anchored.clone()
+    };
+    anchor::advance(&app.state.dbs, keystore, &trail, &older)
+        .await
+        .unwrap();
+    assert_eq!(stored().await, anchored.seq);
+
+    // Another replica is moving it: this one waits for it.
+    let url = app.database_url().unwrap();
+    let mut other = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
+    let key = format!("flowgate.audit_anchor.{}", trail.schema());
+    other.execute("BEGIN").await.unwrap();
+    sea_orm::sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let newer = Anchor {
+        seq: anchored.seq + 1_000,
+        ..anchored.clone()
+    };
+    let moving = anchor::advance(&app.state.dbs, keystore, &trail, &newer);
+    tokio::pin!(moving);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(400), &mut moving).await;
+    assert!(waited.is_err(), "the move waits for the other replica's");
+    other.execute("COMMIT").await.unwrap();
+    moving.await.unwrap();
+    assert_eq!(stored().await, newer.seq);
+}
