@@ -487,3 +487,40 @@ on_both_databases! {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 }
+
+/// Changes of one credential's payload keys take turns (each reads the key record and writes it
+/// whole): a change waits while another holds the credential, so a concurrent registration
+/// cannot write back the shared key a replacement just retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_one_credential_s_payload_keys_take_turns() {
+    use sea_orm::sqlx::{Connection as _, Executor as _};
+
+    let app = crate::helpers::spawn_app(crate::helpers::Db::Postgres).await;
+    let (id, _) = admin_key(&app).await;
+    let first = dir_key(&app, &id).await;
+    // Another change of the same credential holds its row.
+    let mut other = sea_orm::sqlx::PgConnection::connect(&app.database_url().unwrap())
+        .await
+        .unwrap();
+    let schema = flowgate::tenancy::Slug::parse(&app.tenant)
+        .unwrap()
+        .schema();
+    other.execute("BEGIN").await.unwrap();
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM \"{schema}\".api_keys WHERE id = $1::uuid FOR UPDATE"
+    )))
+    .bind(&id)
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let replacing = dir_key(&app, &id);
+    tokio::pin!(replacing);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(400), &mut replacing).await;
+    assert!(
+        waited.is_err(),
+        "the replacement waits for the other change"
+    );
+    other.execute("COMMIT").await.unwrap();
+    let second = replacing.await;
+    assert_ne!(first["k"], second["k"]);
+}

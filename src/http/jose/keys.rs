@@ -354,44 +354,68 @@ fn record_name(slug: &str, credential: Uuid) -> KeyName {
     KeyName::item(slug, Purpose::PayloadClientKey, &credential)
 }
 
-/// A credential's record as it is, and the bytes to put back if a change to it does not commit.
+/// A credential's record as it is, and its bytes (`None`: no record).
 async fn stored(
     keystore: &dyn KeyStore,
     slug: &str,
     credential: Uuid,
-) -> Result<(Stored, Previous), KeyStoreError> {
+) -> Result<(Stored, Option<Zeroizing<Vec<u8>>>), KeyStoreError> {
     match keystore.record(&record_name(slug, credential)).await? {
-        None => Ok((Stored::default(), Previous(None))),
+        None => Ok((Stored::default(), None)),
         Some(bytes) => {
             let bytes = Zeroizing::new(bytes);
             let parsed = serde_json::from_slice(&bytes).map_err(anyhow::Error::from)?;
-            Ok((parsed, Previous(Some(bytes))))
+            Ok((parsed, Some(bytes)))
         }
     }
 }
 
+/// Replaces the record `before` held with `stored`; returns what to put back if the change does
+/// not commit.
 async fn store(
     keystore: &dyn KeyStore,
     slug: &str,
     credential: Uuid,
     stored: &Stored,
-) -> Result<(), KeyStoreError> {
+    before: Option<Zeroizing<Vec<u8>>>,
+) -> Result<Previous, KeyStoreError> {
     let bytes = Zeroizing::new(serde_json::to_vec(stored).map_err(anyhow::Error::from)?);
     keystore
         .put_record(&record_name(slug, credential), &bytes)
-        .await
+        .await?;
+    Ok(Previous {
+        before,
+        written: bytes,
+    })
 }
 
-/// What a credential's key record held before a change: put back when the change's audit event
-/// does not commit, so no key is in force that the trail does not show.
-pub struct Previous(Option<Zeroizing<Vec<u8>>>);
+/// What a credential's key record held before a change, and what the change wrote: the record
+/// is put back when the change's audit event does not commit, so no key is in force that the
+/// trail does not show. (Changes of one credential take turns: each holds its credential's row
+/// locked from reading the record to its commit.)
+pub struct Previous {
+    before: Option<Zeroizing<Vec<u8>>>,
+    written: Zeroizing<Vec<u8>>,
+}
 
 impl Previous {
-    /// Puts the record back as it was; a failure is logged (never the key), not returned: the
-    /// caller is already answering with the error that made it undo.
+    /// Puts the record back as it was, unless another change has replaced it since (that one
+    /// stands); a failure is logged (never the key), not returned: the caller is already
+    /// answering with the error that made it undo.
     pub async fn restore(self, keystore: &dyn KeyStore, slug: &str, credential: Uuid) {
         let name = record_name(slug, credential);
-        let restored = match &self.0 {
+        let ours = match keystore.record(&name).await {
+            Ok(current) => current.is_some_and(|c| c == *self.written),
+            Err(e) => {
+                tracing::warn!(error = %e, tenant = slug, %credential,
+                    "could not read a credential's payload keys to put them back");
+                return;
+            }
+        };
+        if !ours {
+            return;
+        }
+        let restored = match &self.before {
             Some(bytes) => keystore.put_record(&name, bytes).await,
             None => keystore.delete_record(&name).await,
         };
@@ -447,12 +471,12 @@ pub async fn issue_dir_key(
         kid: crate::crypto::random_token::<12>()?,
         k: Zeroizing::new(URL_SAFE_NO_PAD.encode(key.as_slice())),
     };
-    let (mut record, previous) = stored(keystore, slug, credential).await?;
+    let (mut record, before) = stored(keystore, slug, credential).await?;
     record.dir = Some(StoredDir {
         k: issued.k.to_string(),
         kid: issued.kid.clone(),
     });
-    store(keystore, slug, credential, &record).await?;
+    let previous = store(keystore, slug, credential, &record, before).await?;
     Ok((issued, previous))
 }
 
@@ -465,9 +489,9 @@ pub async fn register_public_key(
     jwk: Map<String, Value>,
     key: &PublicKey,
 ) -> Result<(String, Previous), KeyStoreError> {
-    let (mut record, previous) = stored(keystore, slug, credential).await?;
+    let (mut record, before) = stored(keystore, slug, credential).await?;
     record.public_jwk = Some(jwk);
-    store(keystore, slug, credential, &record).await?;
+    let previous = store(keystore, slug, credential, &record, before).await?;
     Ok((key.kid().to_owned(), previous))
 }
 

@@ -8,7 +8,7 @@
 
 use actix_web::{HttpResponse, web};
 use entity::tenant::{api_key, oauth_client};
-use sea_orm::EntityTrait as _;
+use sea_orm::{EntityTrait as _, QuerySelect as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -20,7 +20,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, PathId};
 use crate::http::jose::keys::{PublicKey, issue_dir_key, register_public_key};
 use crate::http::pipeline::authz::Authorized;
-use crate::tenancy::work::Change;
+use crate::tenancy::work::{Change, WriteTx};
 
 /// A shared AES-256 key for `alg` `dir`, as a JWK. `k` is shown this once.
 #[derive(Serialize, ToSchema)]
@@ -74,6 +74,29 @@ impl Credential {
         }
     }
 
+    /// Locks the row of the live credential `id` until `tx` ends, so that changes of its key
+    /// record take turns (each reads the record and writes it whole); 404 if it is gone or
+    /// revoked meanwhile.
+    async fn lock(self, tx: &WriteTx, id: Uuid) -> Result<(), ApiError> {
+        let live = match self {
+            Credential::ApiKey => api_key::Entity::find_by_id(id)
+                .lock_exclusive()
+                .one(tx.conn())
+                .await?
+                .is_some_and(|k| k.revoked_at.is_none()),
+            Credential::Client => oauth_client::Entity::find_by_id(id)
+                .lock_exclusive()
+                .one(tx.conn())
+                .await?
+                .is_some_and(|c| c.revoked_at.is_none()),
+        };
+        if live {
+            Ok(())
+        } else {
+            Err(ApiError::not_found())
+        }
+    }
+
     /// The service account of the live credential `id`; a missing or revoked one is 404.
     async fn account(self, auth: &Authorized<ApiKeyCreate>, id: Uuid) -> Result<Uuid, ApiError> {
         let tx = auth.read().await?;
@@ -104,6 +127,7 @@ async fn issue(
     auth.refuse_escalation(None, &Subject::service_account(account))
         .await?;
     let tx = auth.write().await?;
+    credential.lock(&tx, id).await?;
     let (issued, previous) = issue_dir_key(auth.keystore(), auth.slug().as_str(), id).await?;
     let change = Change::new(credential.audit_kind(), id, 201)
         .detail("payload_key", "dir")
@@ -136,6 +160,7 @@ async fn register(
     auth.refuse_escalation(None, &Subject::service_account(account))
         .await?;
     let tx = auth.write().await?;
+    credential.lock(&tx, id).await?;
     let (kid, previous) =
         register_public_key(auth.keystore(), auth.slug().as_str(), id, public_jwk, &key).await?;
     let change = Change::new(credential.audit_kind(), id, 200)
