@@ -21,7 +21,8 @@ use super::trail::Trail;
 use crate::keystore::{KeyName, KeyStore, Purpose};
 use crate::tenancy::{Access, Databases, DbKind};
 
-/// This process's anchor moves, one at a time (one per checkpoint: they are rare).
+/// This process's anchor moves, one at a time, whatever the trail (one per checkpoint: they are
+/// rare).
 static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A signed checkpoint as kept in the key store.
@@ -79,10 +80,12 @@ pub async fn advance(
 ) -> Result<(), AuditError> {
     let bytes = serde_json::to_vec(checkpoint).map_err(anyhow::Error::from)?;
     let _this_process = MOVES.lock().await;
-    // Across replicas (SQLite has a single process): held until this transaction ends.
+    // Across replicas (SQLite has a single process): held until this transaction ends. A write
+    // transaction, which is one: PostgreSQL reads run outside any, where a transaction-scoped
+    // lock would end with its own statement.
     let replicas = match dbs.kind() {
         DbKind::Postgres => {
-            let tx = trail.begin(dbs, Access::Read).await?;
+            let tx = trail.begin(dbs, Access::Write).await?;
             tx.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",

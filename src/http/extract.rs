@@ -316,6 +316,10 @@ fn strip_position(message: &str) -> String {
 /// a problem document is not encrypted like the body was, and the value may be a secret's
 /// (sent as a number, say). The kind of value and what was expected stay.
 fn without_value(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let expected = rest.rfind("`, expected ").map_or("", |at| &rest[at + 1..]);
+        return format!("unknown variant{expected}");
+    }
     let kinds = ["invalid type: ", "invalid value: "];
     let Some(prefix) = kinds.iter().find(|k| message.starts_with(*k)) else {
         return message.to_owned();
@@ -553,6 +557,10 @@ mod tests {
         assert_eq!(
             without_value("invalid type: integer `1234`, expected a string"),
             "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            without_value("unknown variant `s3cr3t`, expected `a` or `b`"),
+            "unknown variant, expected `a` or `b`"
         );
     }
 

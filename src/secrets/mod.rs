@@ -279,8 +279,13 @@ async fn insert_version(
 /// What a rotation did.
 pub struct Rotated {
     pub secret: secret::Model,
-    /// The versions whose grace ended: their values are to be destroyed once this commits.
+    /// The versions whose grace was over before this rotation: their rows are deleted, and
+    /// their values (which nothing reads) are to be destroyed before this commits.
     pub expired: Vec<Uuid>,
+    /// The version this rotation replaced with no grace: unreadable from now on, its value is
+    /// destroyed once this commits (its row stays, expired, so that a value not destroyed then
+    /// is by the next rotation).
+    pub ended: Option<Uuid>,
 }
 
 /// Makes version `version_id` (whose value is in the key store) the current one; the version it
@@ -297,17 +302,10 @@ pub async fn rotate(
     }
     let conn = tx.conn();
     let now = Utc::now();
+    let no_grace = grace.is_zero();
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let previous = existing.current_version;
-    secret_version::Entity::update_many()
-        .col_expr(
-            secret_version::Column::ReadableUntil,
-            sea_orm::sea_query::Expr::value(now.checked_add_signed(grace)),
-        )
-        .filter(secret_version::Column::SecretId.eq(existing.id))
-        .filter(secret_version::Column::Version.eq(previous))
-        .exec(conn)
-        .await?;
+    // Before the version replaced now is given its end: a rollback must find it readable.
     let expired: Vec<Uuid> = secret_version::Entity::find()
         .filter(secret_version::Column::SecretId.eq(existing.id))
         .filter(secret_version::Column::ReadableUntil.lte(now))
@@ -322,12 +320,34 @@ pub async fn rotate(
             .exec(conn)
             .await?;
     }
+    secret_version::Entity::update_many()
+        .col_expr(
+            secret_version::Column::ReadableUntil,
+            sea_orm::sea_query::Expr::value(now.checked_add_signed(grace)),
+        )
+        .filter(secret_version::Column::SecretId.eq(existing.id))
+        .filter(secret_version::Column::Version.eq(previous))
+        .exec(conn)
+        .await?;
+    let ended = match no_grace {
+        true => secret_version::Entity::find()
+            .filter(secret_version::Column::SecretId.eq(existing.id))
+            .filter(secret_version::Column::Version.eq(previous))
+            .one(conn)
+            .await?
+            .map(|v| v.id),
+        false => None,
+    };
     insert_version(tx, existing.id, previous + 1, version_id).await?;
     let mut row: secret::ActiveModel = existing.into();
     row.current_version = Set(previous + 1);
     row.updated_at = Set(now);
     let secret = row.update(conn).await?;
-    Ok(Some(Rotated { secret, expired }))
+    Ok(Some(Rotated {
+        secret,
+        expired,
+        ended,
+    }))
 }
 
 /// Deletes the secret `id` and its versions; `Some(version ids)` whose values are to be destroyed,

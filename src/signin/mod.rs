@@ -92,6 +92,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Whether the refusal came before a login begun in this browser was found: an unknown,
+    /// used or expired login, one begun elsewhere, or a form that could not be read. Another
+    /// site can make a browser arrive so; it cannot reach a login of the browser's own.
+    pub fn names_no_login_of_this_browser(&self) -> bool {
+        matches!(
+            self,
+            Refusal::UnknownState | Refusal::ForeignBrowser | Refusal::Structure
+        )
+    }
+
     /// The audit trail's name of the reason.
     pub fn code(&self) -> &'static str {
         match self {

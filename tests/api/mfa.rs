@@ -39,6 +39,27 @@ pub(crate) async fn call(
     )
 }
 
+/// The token-exchange request of `browser`'s session cookie, from this server's origin.
+async fn exchange_session(app: &TestApp, browser: &Browser) -> reqwest::Response {
+    browser
+        .client
+        .post(app.url(&format!("/t/{}/auth/token", app.tenant)))
+        .header("Origin", &app.base)
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            (
+                "subject_token_type",
+                "urn:flowgate:params:oauth:token-type:session",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn settings(app: &TestApp, changes: Value) -> (StatusCode, Value) {
     app.call(Method::PATCH, "/settings", &app.admin_key, Some(changes))
         .await
@@ -112,23 +133,7 @@ async fn required_mfa_holds_until_the_assertion_and_step_up_guards_sensitive_act
     let (status, list, _) = call(&app, &ada, Method::GET, "/me/credentials", None).await;
     assert_eq!((status, list["items"].clone()), (StatusCode::OK, json!([])));
     // Nor can the session be turned into a script's token.
-    let response = ada
-        .client
-        .post(app.url(&format!("/t/{}/auth/token", app.tenant)))
-        .header("Origin", &app.base)
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            (
-                "subject_token_type",
-                "urn:flowgate:params:oauth:token-type:session",
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = exchange_session(&app, &ada).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // Enrolling the first passkey is open; it does not stand in for the assertion.
@@ -526,6 +531,14 @@ async fn a_session_owing_its_passkey_signs_out_only_itself() {
     let path = format!("/me/sessions/{}", own.as_str().unwrap());
     let (status, body, _) = call(&app, &thief, Method::DELETE, &path, None).await;
     assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    // Nor through the administrators' routes, which Ada's role (Admin) opens to her.
+    let (_, me, _) = call(&app, &ada, Method::GET, "/me", None).await;
+    let user_sessions = format!("/users/{}/sessions", me["id"].as_str().unwrap());
+    let one = format!("/sessions/{}", own.as_str().unwrap());
+    for path in [&user_sessions, &one] {
+        let (status, body, _) = call(&app, &thief, Method::DELETE, path, None).await;
+        assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    }
     let response = thief
         .client
         .post(&logout)
@@ -566,23 +579,7 @@ async fn a_token_steps_up_only_with_assertions_made_before_it_was_issued() {
     assert_with(&app, &ada, &mut key).await;
     age_assertions(&app).await;
     let exchange = || async {
-        let response = ada
-            .client
-            .post(app.url(&format!("/t/{}/auth/token", app.tenant)))
-            .header("Origin", &app.base)
-            .form(&[
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                (
-                    "subject_token_type",
-                    "urn:flowgate:params:oauth:token-type:session",
-                ),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let response = exchange_session(&app, &ada).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()

@@ -202,14 +202,14 @@ pub async fn refuse(
 ) -> ServiceResponse<BoxBody> {
     let Refused { error, disabled } = refused.into();
     let trail = tenant.map_or(Trail::Platform, |t| Trail::from(&t.slug));
-    // A bearer token is the caller's own; a cookie is the browser's, sent along with whatever
-    // another site made it request.
-    let spends = error.spends_failure_budget()
-        && (bearer_token(req.request()).is_some() || !started_elsewhere(req.request()));
+    // A credential presented and wrong is always spent and recorded (a page elsewhere cannot
+    // attach one: browsers send no `Authorization` across sites, and no session cookie on a
+    // site's images or frames); anything else only up to the source's recording quota.
+    let spends = error.spends_failure_budget();
     if spends {
         spend_failure(state, trail.clone(), req.request()).await;
     }
-    let recorded = spends || records_unspent(state, req.request());
+    let recorded = spends || (tenant.is_some() && records_unspent(state, req.request()));
     let meta = request_meta(req.request());
     let reason = error.audit_reason();
     let res = req.error_response(ApiError::from(error));
@@ -226,12 +226,12 @@ pub async fn refuse(
 }
 
 /// Whether the browser says another site started this request (`Sec-Fetch-Site: cross-site` or
-/// `same-site`). A page elsewhere can make its visitors' browsers fail here as often as it
-/// likes, and their refusals must not spend the failure budget of the visitors' network (an
-/// office behind one address would be locked out by any web page). Only browsers send it
-/// unasked: a script that sends it itself is exempted only where it could guess nothing (a
-/// session cookie's, a sign-in callback's refusal) or is refused before any lookup (the token
-/// endpoint).
+/// `same-site`). A page elsewhere can make its visitors' browsers fail at a sign-in callback as
+/// often as it likes, and those refusals must not spend the failure budget of the visitors'
+/// network (an office behind one address would be locked out by any web page). Only browsers
+/// send it unasked; a script that sends it itself gains nothing by it where it is used: a
+/// callback's refusal of a login that is not this browser's guesses nothing, and the token
+/// endpoint refuses such a request before any lookup.
 pub fn started_elsewhere(req: &HttpRequest) -> bool {
     req.headers()
         .get("sec-fetch-site")

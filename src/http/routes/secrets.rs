@@ -527,7 +527,12 @@ pub async fn rotate_secret(
     }
     .await;
     match rotated {
-        Ok((rotated, versions)) => Ok(web::Json(view(rotated.secret, versions))),
+        Ok((rotated, versions)) => {
+            if let Some(ended) = rotated.ended {
+                secrets::discard_values(auth.keystore(), &slug, &[ended]).await;
+            }
+            Ok(web::Json(view(rotated.secret, versions)))
+        }
         Err(e) => {
             abandon_value(&auth, version_id).await;
             Err(e)

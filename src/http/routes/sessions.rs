@@ -17,7 +17,7 @@ use crate::http::extract::PathId;
 use crate::http::pipeline::authz::{Authorized, Caller};
 use crate::identity::Principal;
 use crate::signin::sessions;
-use crate::tenancy::work::{Change, SignIn};
+use crate::tenancy::work::{Change, SignIn, WriteTx};
 
 /// A browser session as listed: never its token.
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,6 +97,26 @@ pub async fn list_my_sessions(
     )?))
 }
 
+/// Refuses a person's session that has not passed a second factor (see
+/// [`sessions::may_end_other_sessions`]) ending other sessions of `user`, when `user` is that
+/// person: holding `session.revoke` does not let an identity-provider password alone sign its
+/// owner out of the sessions that passed it.
+async fn refuse_ending_own_others(
+    tx: &WriteTx,
+    principal: &Principal,
+    user: Uuid,
+) -> Result<(), ApiError> {
+    let own = matches!(principal, Principal::User { id, .. } if *id == user);
+    if own && !sessions::may_end_other_sessions(tx.conn(), principal).await? {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "Ending another of your sessions needs this one to have passed your passkey: \
+             assert with it first.",
+        ));
+    }
+    Ok(())
+}
+
 /// End one of my sessions.
 ///
 /// Signs that device out (the current session too, if named: prefer `POST /auth/logout`,
@@ -115,13 +135,8 @@ pub async fn delete_my_session(caller: Caller, id: PathId) -> Result<HttpRespons
         return Err(ApiError::not_found());
     };
     let tx = caller.write_own(&proof).await?;
-    let another = caller.principal().session_id() != Some(id.0);
-    if another && !sessions::may_end_other_sessions(tx.conn(), caller.principal()).await? {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "Ending another of your sessions needs this one to have passed your passkey: \
-             assert with it first.",
-        ));
+    if caller.principal().session_id() != Some(id.0) {
+        refuse_ending_own_others(&tx, caller.principal(), user).await?;
     }
     if !sessions::revoke(&tx, &proof, user, id.0).await? {
         return Err(ApiError::not_found());
@@ -178,6 +193,7 @@ pub async fn delete_user_sessions(
     users::get(tx.conn(), id.0)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    refuse_ending_own_others(&tx, auth.principal(), id.0).await?;
     let ended = sessions::revoke_all(&tx, auth.allowed(), id.0).await?;
     tx.commit(Change::new("user", id.0, 204).detail("sessions_ended", ended))
         .await?;
@@ -201,6 +217,9 @@ pub async fn delete_session(
     let Some(row) = sessions::get(tx.conn(), id.0).await? else {
         return Err(ApiError::not_found());
     };
+    if auth.principal().session_id() != Some(row.id) {
+        refuse_ending_own_others(&tx, auth.principal(), row.user_id).await?;
+    }
     if !sessions::revoke(&tx, auth.allowed(), row.user_id, row.id).await? {
         return Err(ApiError::not_found());
     }

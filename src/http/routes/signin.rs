@@ -170,10 +170,13 @@ impl SignInTenant {
         let SignInError::Refused(refusal) = error else {
             return HttpResponse::from_error(signin_error(error));
         };
-        // A refused sign-in spends the address's failure budget, like a wrong credential, unless
-        // another site started it (nothing is guessed at a callback: a page elsewhere sending
-        // its visitors' browsers to fail here must not lock their network out).
-        if !started_elsewhere(req) {
+        // A refused sign-in spends the address's failure budget and is recorded, like a wrong
+        // credential, unless it names no login of this browser and another site started it: a
+        // page elsewhere can send its visitors' browsers to fail here with made-up or foreign
+        // logins as often as it likes, and must neither lock their network out nor write a row
+        // for each (those are recorded only up to the source's quota). A refusal of this
+        // browser's own login is beyond another site's reach, and always counts.
+        if !(refusal.names_no_login_of_this_browser() && started_elsewhere(req)) {
             spend_failure(&self.state, Trail::from(&self.tenant.slug), req).await;
         } else if !records_unspent(&self.state, req) {
             return self.refusal_page(req, &refusal);
