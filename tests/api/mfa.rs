@@ -478,6 +478,37 @@ async fn a_providers_own_mfa_counts_only_where_the_tenant_trusts_it() {
     );
 }
 
+/// Ada, an Admin (her provider's group `finance` is bound to it), signed in through the test
+/// provider with a passkey enrolled, in a tenant with `mfa_settings`, having asserted with it.
+struct Ada {
+    app: TestApp,
+    idp: String,
+    _peer: crate::oidc_peer::OidcPeer,
+    ada: Browser,
+    key: SoftPasskey,
+}
+
+async fn ada_asserted(mfa_settings: Value) -> Ada {
+    let app = passkey_app().await;
+    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    ada.sign_in_ok(&app, &idp, ADA).await;
+    bind_group(&app, "finance", "Admin").await;
+    let mut key = SoftPasskey::new(true);
+    let (status, body) = enroll(&app, &ada, &mut key).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = settings(&app, mfa_settings).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_with(&app, &ada, &mut key).await;
+    Ada {
+        app,
+        idp,
+        _peer,
+        ada,
+        key,
+    }
+}
+
 /// The live sessions of `browser`'s person, as it lists them.
 async fn my_sessions(app: &TestApp, browser: &Browser) -> Vec<Value> {
     let (_, list, _) = call(app, browser, Method::GET, "/me/sessions", None).await;
@@ -489,17 +520,13 @@ async fn my_sessions(app: &TestApp, browser: &Browser) -> Vec<Value> {
 /// signing out everywhere ends only itself, and ending another session is 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_owing_its_passkey_signs_out_only_itself() {
-    let app = passkey_app().await;
-    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
-    let ada = Browser::new(&app);
-    ada.sign_in_ok(&app, &idp, ADA).await;
-    bind_group(&app, "finance", "Admin").await;
-    let mut key = SoftPasskey::new(true);
-    let (status, body) = enroll(&app, &ada, &mut key).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = settings(&app, json!({"mfa": "required"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_with(&app, &ada, &mut key).await;
+    let Ada {
+        app,
+        idp,
+        _peer,
+        ada,
+        key: _,
+    } = ada_asserted(json!({"mfa": "required"})).await;
 
     let thief = Browser::new(&app);
     thief.sign_in_ok(&app, &idp, ADA).await;
@@ -566,17 +593,13 @@ async fn a_session_owing_its_passkey_signs_out_only_itself() {
 /// token minted earlier (a script's, perhaps leaked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_steps_up_only_with_assertions_made_before_it_was_issued() {
-    let app = passkey_app().await;
-    let (idp, _peer) = provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
-    let ada = Browser::new(&app);
-    ada.sign_in_ok(&app, &idp, ADA).await;
-    bind_group(&app, "finance", "Admin").await;
-    let mut key = SoftPasskey::new(true);
-    let (status, body) = enroll(&app, &ada, &mut key).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = settings(&app, json!({"mfa": "required", "step_up_minutes": 5})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_with(&app, &ada, &mut key).await;
+    let Ada {
+        app,
+        idp: _,
+        _peer,
+        ada,
+        mut key,
+    } = ada_asserted(json!({"mfa": "required", "step_up_minutes": 5})).await;
     age_assertions(&app).await;
     let exchange = || async {
         let response = exchange_session(&app, &ada).await;
