@@ -509,6 +509,22 @@ async fn ada_asserted(mfa_settings: Value) -> Ada {
     }
 }
 
+/// `thief` asks to sign its person out everywhere; `ada`, the person's session that passed her
+/// passkey, lives on.
+async fn logs_out_only_itself(app: &TestApp, thief: &Browser, ada: &Browser) {
+    let logout = app.url(&format!("/t/{}/auth/logout?everywhere=true", app.tenant));
+    let response = thief
+        .client
+        .post(&logout)
+        .header("Origin", &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, me, _) = call(app, ada, Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK, "Ada's own session lives: {me}");
+}
+
 /// The live sessions of `browser`'s person, as it lists them.
 async fn my_sessions(app: &TestApp, browser: &Browser) -> Vec<Value> {
     let (_, list, _) = call(app, browser, Method::GET, "/me/sessions", None).await;
@@ -530,17 +546,7 @@ async fn a_session_owing_its_passkey_signs_out_only_itself() {
 
     let thief = Browser::new(&app);
     thief.sign_in_ok(&app, &idp, ADA).await;
-    let logout = app.url(&format!("/t/{}/auth/logout?everywhere=true", app.tenant));
-    let response = thief
-        .client
-        .post(&logout)
-        .header("Origin", &app.base)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let (status, me, _) = call(&app, &ada, Method::GET, "/users", None).await;
-    assert_eq!(status, StatusCode::OK, "Ada's own session lives: {me}");
+    logs_out_only_itself(&app, &thief, &ada).await;
     let (status, _, _) = call(&app, &thief, Method::GET, "/me", None).await;
     assert_eq!(
         status,
@@ -566,16 +572,7 @@ async fn a_session_owing_its_passkey_signs_out_only_itself() {
         let (status, body, _) = call(&app, &thief, Method::DELETE, path, None).await;
         assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
     }
-    let response = thief
-        .client
-        .post(&logout)
-        .header("Origin", &app.base)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let (status, me, _) = call(&app, &ada, Method::GET, "/users", None).await;
-    assert_eq!(status, StatusCode::OK, "Ada's own session lives: {me}");
+    logs_out_only_itself(&app, &thief, &ada).await;
     // Ada's session, which passed her passkey, may end another.
     let other = Browser::new(&app);
     other.sign_in_ok(&app, &idp, ADA).await;
