@@ -25,7 +25,7 @@ use actix_web::http::Method;
 use chrono::{DateTime, Duration, Utc};
 use entity::tenant::{passkey, session};
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DbErr,
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, DbErr,
     EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use secrecy::{ExposeSecret as _, SecretString};
@@ -337,16 +337,7 @@ pub async fn end_provider_sessions(
     _: &impl Permit<IdentityProviderManage>,
     idp_id: Uuid,
 ) -> Result<u64, DbErr> {
-    let ended = session::Entity::update_many()
-        .col_expr(
-            session::Column::RevokedAt,
-            sea_orm::sea_query::Expr::value(Some(Utc::now())),
-        )
-        .filter(session::Column::IdpId.eq(idp_id))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(tx.conn())
-        .await?;
-    Ok(ended.rows_affected)
+    end_live_sessions(tx, Condition::all().add(session::Column::IdpId.eq(idp_id))).await
 }
 
 /// Whether `principal`, a person's session, may end the person's *other* sessions: only a
@@ -382,17 +373,24 @@ pub async fn revoke_all<A: EndsSessions>(
 
 /// Revokes the unrevoked sessions of `user_id`, but `keep`; returns how many ended.
 async fn end_sessions(tx: &WriteTx, user_id: Uuid, keep: Option<Uuid>) -> Result<u64, DbErr> {
-    let mut sessions = session::Entity::update_many()
+    let which = Condition::all()
+        .add(session::Column::UserId.eq(user_id))
+        .add_option(keep.map(|keep| session::Column::Id.ne(keep)));
+    end_live_sessions(tx, which).await
+}
+
+/// Revokes the unrevoked sessions `which` selects; returns how many ended.
+async fn end_live_sessions(tx: &WriteTx, which: Condition) -> Result<u64, DbErr> {
+    let ended = session::Entity::update_many()
         .col_expr(
             session::Column::RevokedAt,
             sea_orm::sea_query::Expr::value(Some(Utc::now())),
         )
-        .filter(session::Column::UserId.eq(user_id))
-        .filter(session::Column::RevokedAt.is_null());
-    if let Some(keep) = keep {
-        sessions = sessions.filter(session::Column::Id.ne(keep));
-    }
-    Ok(sessions.exec(tx.conn()).await?.rows_affected)
+        .filter(which)
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    Ok(ended.rows_affected)
 }
 
 /// The session cookie's principal, if the request carries the tenant's session cookie.

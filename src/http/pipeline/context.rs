@@ -25,7 +25,8 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     }
 }
 
-/// The client's address, found once when the request enters the pipeline.
+/// The client's address, found once when the request enters the pipeline, where a trusted proxy
+/// named one other than the peer (otherwise the peer is the client, and nothing is kept).
 #[derive(Debug, Clone, Copy)]
 struct ClientAddress(IpAddr);
 
@@ -71,7 +72,9 @@ where
             .settings
             .trusted_proxies
             .client(peer.ip(), req.headers());
-        req.extensions_mut().insert(ClientAddress(client));
+        if client != peer.ip().to_canonical() {
+            req.extensions_mut().insert(ClientAddress(client));
+        }
     }
     let hsts = state.as_ref().is_none_or(|s| s.settings.hsts);
     let docs = req.path().starts_with("/docs");

@@ -87,13 +87,13 @@ async fn settled<T>(
     outcome: Result<T, PasskeyError>,
 ) -> Result<(T, WriteTx), ApiError> {
     let refused = matches!(outcome, Err(PasskeyError::Refused(_)));
+    let refusal = Change::new("break_glass_account", subject, 401);
     let refusal = match &outcome {
         // The account's sessions ended with it (on every replica: no `keeping_sessions`).
         Err(PasskeyError::Refused(PasskeyRefusal::CounterRegression)) => {
-            Change::new("break_glass_account", subject, 401)
-                .detail("security_event", "passkey_cloned")
+            refusal.detail("security_event", "passkey_cloned")
         }
-        _ => Change::new("break_glass_account", subject, 401)
+        _ => refusal
             .keeping_sessions()
             .detail("security_event", "break_glass_refused"),
     };
