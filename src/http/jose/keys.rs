@@ -444,12 +444,20 @@ pub async fn client_keys(
             Some(Arc::new(DirKey::from_slice(&key, &dir.kid)?))
         }
     };
-    let public = match stored.public_jwk {
-        None => None,
-        Some(jwk) => Some(Arc::new(PublicKey::parse(&jwk).map_err(|why| {
-            anyhow::anyhow!("a stored public key no longer parses: {why}")
-        })?)),
-    };
+    // A key registered before a rule was tightened (an exponent other than 65537, a modulus
+    // of odd size) is not in force: nothing is encrypted to it, and the credential answers
+    // as one without a public key (406 where encryption is required) until it registers a
+    // key the rules admit.
+    let public = stored
+        .public_jwk
+        .and_then(|jwk| match PublicKey::parse(&jwk) {
+            Ok(key) => Some(Arc::new(key)),
+            Err(why) => {
+                tracing::warn!(tenant = slug, %credential, reason = why,
+                "a registered public key is refused by the current rules and not used");
+                None
+            }
+        });
     Ok(ClientKeys { dir, public })
 }
 
@@ -540,6 +548,29 @@ mod tests {
         jwk.insert("n".into(), URL_SAFE_NO_PAD.encode(n).into());
         jwk.insert("e".into(), URL_SAFE_NO_PAD.encode(e).into());
         jwk
+    }
+
+    #[tokio::test]
+    async fn a_stored_public_key_the_rules_now_refuse_is_not_in_force() {
+        let dir = std::env::temp_dir().join(format!("flowgate-keys-{}", Uuid::new_v4()));
+        let keystore = crate::keystore::LocalKeyStore::open(&dir, None).unwrap();
+        let credential = Uuid::new_v4();
+        let mut modulus = vec![0xc5u8; 256];
+        modulus[255] |= 1;
+        for (e, in_force) in [(&[3u8][..], false), (&[1, 0, 1][..], true)] {
+            let record = Stored {
+                dir: None,
+                public_jwk: Some(jwk(&modulus, e)),
+            };
+            let bytes = serde_json::to_vec(&record).unwrap();
+            keystore
+                .put_record(&record_name("acme", credential), &bytes)
+                .await
+                .unwrap();
+            let keys = client_keys(&keystore, "acme", credential).await.unwrap();
+            assert_eq!(keys.public.is_some(), in_force, "e = {e:?}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
