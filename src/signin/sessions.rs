@@ -95,34 +95,56 @@ pub fn cookie_name(slug: &Slug) -> String {
     format!("{COOKIE_PREFIX}{slug}")
 }
 
-/// The pre-login cookie, binding a login in progress to its browser.
-pub const LOGIN_COOKIE: &str = "__Host-flowgate-login";
+/// What each pre-login cookie's name starts with; like the session cookie's, the tenant's slug
+/// ends it. One per tenant: a login begun at another tenant (which that tenant's admin can make
+/// a browser begin) never replaces, and so spoils, a login in progress at this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreLogin {
+    /// An OpenID Connect login, binding its `state` to the browser.
+    Oidc,
+    /// A SAML login. The provider sends the browser back with a cross-site POST, on which
+    /// browsers withhold `SameSite=Lax` cookies, so this one is `SameSite=None`; it only binds
+    /// the login to the browser and grants nothing.
+    Saml,
+    /// A break-glass passkey sign-in, binding its challenge to the browser.
+    Passkey,
+}
 
-/// The pre-login cookie of a SAML login. The provider sends the browser back with a
-/// cross-site POST, on which browsers withhold `SameSite=Lax` cookies, so this one is
-/// `SameSite=None`; it only binds the login to the browser and grants nothing.
-pub const SAML_LOGIN_COOKIE: &str = "__Host-flowgate-saml-login";
+impl PreLogin {
+    fn prefix(self) -> &'static str {
+        match self {
+            PreLogin::Oidc => "__Host-flowgate-login-",
+            PreLogin::Saml => "__Host-flowgate-saml-login-",
+            PreLogin::Passkey => "__Host-flowgate-passkey-login-",
+        }
+    }
 
-/// The pre-login cookie of a break-glass passkey sign-in, binding its challenge to the browser.
-pub const PASSKEY_LOGIN_COOKIE: &str = "__Host-flowgate-passkey-login";
+    /// The cookie's name at tenant `slug`.
+    pub fn name(self, slug: &Slug) -> String {
+        format!("{}{slug}", self.prefix())
+    }
 
-/// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax (None for [`SAML_LOGIN_COOKIE`]),
-/// `Path=/`, no Domain.
+    /// The cookie binding `value` to this browser at tenant `slug` for `life`.
+    pub fn cookie(self, slug: &Slug, value: String, life: Duration) -> Cookie<'static> {
+        let mut cookie = host_cookie(self.name(slug), value, life);
+        if self == PreLogin::Saml {
+            cookie.set_same_site(SameSite::None);
+        }
+        cookie
+    }
+}
+
+/// A `__Host-` cookie: Secure, HttpOnly, SameSite=Lax (a SAML login's is made None by
+/// [`PreLogin::cookie`]), `Path=/`, no Domain.
 pub fn host_cookie(
     name: impl Into<Cow<'static, str>>,
     value: String,
     max_age: Duration,
 ) -> Cookie<'static> {
-    let name = name.into();
-    let same_site = if name == SAML_LOGIN_COOKIE {
-        SameSite::None
-    } else {
-        SameSite::Lax
-    };
-    Cookie::build(name, value)
+    Cookie::build(name.into(), value)
         .secure(true)
         .http_only(true)
-        .same_site(same_site)
+        .same_site(SameSite::Lax)
         .path("/")
         .max_age(time::Duration::seconds(max_age.num_seconds()))
         .finish()
@@ -688,6 +710,27 @@ async fn live_subject(
 mod tests {
     use super::*;
     use crate::identity::AccountCredential;
+
+    #[test]
+    fn each_tenant_binds_its_logins_with_a_cookie_of_its_own() {
+        let acme = Slug::parse("acme").unwrap();
+        let evil = Slug::parse("evil").unwrap();
+        for kind in [PreLogin::Oidc, PreLogin::Saml, PreLogin::Passkey] {
+            assert_ne!(kind.name(&acme), kind.name(&evil));
+            let cookie = kind.cookie(&acme, "binding".into(), Duration::minutes(10));
+            assert_eq!(cookie.name(), kind.name(&acme));
+            assert!(cookie.name().starts_with("__Host-") && cookie.name().ends_with("-acme"));
+            assert_eq!(cookie.secure(), Some(true));
+            assert_eq!(cookie.http_only(), Some(true));
+            // Only the SAML one comes back on the provider's cross-site POST.
+            let expected = if kind == PreLogin::Saml {
+                SameSite::None
+            } else {
+                SameSite::Lax
+            };
+            assert_eq!(cookie.same_site(), Some(expected), "{kind:?}");
+        }
+    }
 
     fn seen(ago: Duration, expires_in: Duration) -> KnownSession {
         let now = Utc::now();

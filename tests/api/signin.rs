@@ -418,6 +418,33 @@ async fn signing_in_to_another_tenant_keeps_this_tenant_s_session() {
     assert_eq!(status, StatusCode::OK, "still signed in to the first: {me}");
 }
 
+/// A login in progress at one tenant survives a login begun in the same browser at another
+/// (which that tenant's admin can make any browser begin): each tenant binds its logins with a
+/// pre-login cookie of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_begun_at_another_tenant_does_not_spoil_one_in_progress() {
+    let mut app = spawn_app(Db::Sqlite).await;
+    let (first_idp, _first_peer) =
+        provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let ada = Browser::new(&app);
+    let callback = ada.authorize(&app, &first_idp, ADA).await;
+
+    let first = (app.tenant.clone(), app.admin_key.clone());
+    let other = crate::helpers::unique_slug("evil");
+    app.admin_key = app.create_tenant(&other).await;
+    app.tenant = other;
+    let (other_idp, _other_peer) =
+        provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    ada.redirect(&app.url(&format!("/t/{}/auth/oidc/{other_idp}/login", app.tenant)))
+        .await;
+
+    (app.tenant, app.admin_key) = first;
+    let landing = ada.land(&callback).await;
+    assert_eq!(landing.status, StatusCode::SEE_OTHER, "{}", landing.body);
+    let (status, me) = ada.api(&app, Method::GET, "/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+}
+
 /// Deleting a provider ends the sessions it opened: nothing vouches for them any more (a
 /// provider is often deleted because it can no longer be trusted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,11 +21,8 @@ use crate::http::pipeline::context::request_meta;
 use crate::identity::IdentityError;
 use crate::signin::break_glass;
 use crate::signin::passkeys::{PasskeyError, PasskeyRefusal};
-use crate::signin::sessions::{self, Opened};
+use crate::signin::sessions::{self, Opened, PreLogin};
 use crate::tenancy::work::{Change, SignIn, WriteTx};
-
-/// The pre-login cookie of a break-glass sign-in.
-const COOKIE: &str = sessions::PASSKEY_LOGIN_COOKIE;
 
 /// An enrollment token, as the operator received it.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,7 +111,9 @@ fn signed_in(page: &SignInTenant, user_id: Uuid, opened: &Opened) -> HttpRespons
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .cookie(cookie)
-        .cookie(sessions::removal(COOKIE))
+        .cookie(sessions::removal(
+            PreLogin::Passkey.name(&page.tenant().slug),
+        ))
         .json(BreakGlassSession {
             user_id,
             session_id: opened.session.id,
@@ -182,11 +181,7 @@ pub async fn start(
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .cookie(sessions::host_cookie(
-            COOKIE,
-            binding,
-            break_glass::LOGIN_LIFE,
-        ))
+        .cookie(PreLogin::Passkey.cookie(&page.tenant().slug, binding, break_glass::LOGIN_LIFE))
         .json(options))
 }
 
@@ -209,7 +204,7 @@ pub async fn finish(
 ) -> Result<HttpResponse, ApiError> {
     same_origin(&page, &req)?;
     let assertion = body.parse().await?.parse()?;
-    let Some(binding) = req.cookie(COOKIE) else {
+    let Some(binding) = req.cookie(&PreLogin::Passkey.name(&page.tenant().slug)) else {
         return Err(ApiError::new(
             ErrorCode::PasskeyRefused,
             "No sign-in is waiting in this browser: start again.",

@@ -35,7 +35,7 @@ use crate::signin::logins::Pending;
 use crate::signin::oidc::Callback;
 use crate::signin::providers::{self, Mappings, OidcSettings, SamlSettings, Settings};
 use crate::signin::saml::{self, Endpoints};
-use crate::signin::sessions::{self, LOGIN_TTL};
+use crate::signin::sessions::{self, LOGIN_TTL, PreLogin};
 use crate::signin::{Refusal, SignInError, Vouched, logins, provisioning};
 use crate::tenancy::work::{Change, SignIn, WriteTx};
 use crate::tenancy::{Tenant, TenantStatus, Visit};
@@ -206,8 +206,8 @@ impl SignInTenant {
             HttpResponse::from_error(ApiError::new(ErrorCode::SignInFailed, refusal.advice()))
         };
         *res.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
-        for cookie in [sessions::LOGIN_COOKIE, sessions::SAML_LOGIN_COOKIE] {
-            let _ = res.add_cookie(&sessions::removal(cookie));
+        for kind in [PreLogin::Oidc, PreLogin::Saml] {
+            let _ = res.add_cookie(&sessions::removal(kind.name(&self.tenant.slug)));
         }
         res
     }
@@ -221,7 +221,7 @@ impl SignInTenant {
         method: &'static str,
         mappings: &Mappings,
         vouched: &Vouched,
-        login_cookie: &'static str,
+        login_cookie: PreLogin,
     ) -> Result<HttpResponse, SignInError> {
         let proof = SignIn::vouched(vouched);
         let meta = request_meta(req);
@@ -268,7 +268,7 @@ impl SignInTenant {
             .insert_header((header::LOCATION, self.login_page("?signed_in=1")))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .cookie(session_cookie)
-            .cookie(sessions::removal(login_cookie))
+            .cookie(sessions::removal(login_cookie.name(&self.tenant.slug)))
             .finish())
     }
 }
@@ -322,7 +322,7 @@ pub async fn oidc_login(page: SignInTenant, id: PathId) -> Result<HttpResponse, 
     )
     .await
     .map_err(signin_error)?;
-    let cookie = sessions::host_cookie(sessions::LOGIN_COOKIE, binding, LOGIN_TTL);
+    let cookie = PreLogin::Oidc.cookie(&page.tenant.slug, binding, LOGIN_TTL);
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, begun.authorize_url))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -377,7 +377,7 @@ async fn complete_oidc(
     req: &HttpRequest,
 ) -> Result<HttpResponse, SignInError> {
     let slug = &page.tenant.slug;
-    let binding = req.cookie(sessions::LOGIN_COOKIE);
+    let binding = req.cookie(&PreLogin::Oidc.name(slug));
     let pending = logins::consume(
         &page.state,
         slug,
@@ -423,7 +423,7 @@ async fn complete_oidc(
         "oidc",
         &settings.mappings,
         &vouched,
-        sessions::LOGIN_COOKIE,
+        PreLogin::Oidc,
     )
     .await
 }
@@ -461,7 +461,7 @@ pub async fn saml_login(page: SignInTenant, id: PathId) -> Result<HttpResponse, 
     )
     .await
     .map_err(signin_error)?;
-    let cookie = sessions::host_cookie(sessions::SAML_LOGIN_COOKIE, binding, LOGIN_TTL);
+    let cookie = PreLogin::Saml.cookie(&page.tenant.slug, binding, LOGIN_TTL);
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, begun.redirect_url))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -545,7 +545,7 @@ async fn complete_saml(
     req: &HttpRequest,
 ) -> Result<HttpResponse, SignInError> {
     let fields = form.map_err(|_| Refusal::Structure)?;
-    let binding = req.cookie(sessions::SAML_LOGIN_COOKIE);
+    let binding = req.cookie(&PreLogin::Saml.name(&page.tenant.slug));
     let pending = logins::consume(
         &page.state,
         &page.tenant.slug,
@@ -573,7 +573,7 @@ async fn complete_saml(
         "saml",
         &settings.mappings,
         &accepted.vouched,
-        sessions::SAML_LOGIN_COOKIE,
+        PreLogin::Saml,
     )
     .await
 }
