@@ -35,6 +35,9 @@ pub enum AuditError {
     KeyStore(#[from] KeyStoreError),
     #[error("the audit writer has stopped")]
     WriterStopped,
+    /// A verification found no turn to walk its trail in time (see `verify`).
+    #[error("audit verifications are all under way")]
+    Busy,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -9,19 +9,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use entity::tenant::{audit_checkpoint, audit_event, audit_head};
 use sea_orm::{
     ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use serde::Serialize;
+use tokio::sync::SemaphorePermit;
 use utoipa::ToSchema;
 
 use super::chain::{Head, event_hash};
 use super::trail::Trail;
 use super::{AuditError, anchor};
 use crate::keystore::KeyStore;
-use crate::tenancy::{Access, Databases, Turns};
+use crate::tenancy::{Access, Databases, Turn, Turns};
 
 const PAGE: u64 = 1_000;
 
@@ -33,6 +35,29 @@ static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// One walk of a trail at a time, taken before a turn at [`WALKS`]: however many verifications
 /// one tenant asks for at once, it walks in one of them and leaves the other to the rest.
 static TRAIL_WALKS: LazyLock<Turns> = LazyLock::new(Turns::default);
+
+/// Longest a verification waits for its turns before it is answered as busy: however long the
+/// walks under way take (a tenant with a long trail, or two of them holding both slots), the
+/// other tenants' verifications wait at most this, then hear when to retry.
+const TURN_WAIT: Duration = Duration::from_secs(30);
+
+/// `trail`'s turn and a turn at [`WALKS`], within `wait` ([`TURN_WAIT`]).
+async fn walk_turns(
+    trail: &Trail,
+    wait: Duration,
+) -> Result<(Turn<'static>, SemaphorePermit<'static>), AuditError> {
+    let turns = async {
+        let trail_turn = TRAIL_WALKS.take(trail.name()).await;
+        let turn = WALKS
+            .acquire()
+            .await
+            .map_err(|_| anyhow::anyhow!("verification is shut down"))?;
+        Ok::<_, AuditError>((trail_turn, turn))
+    };
+    tokio::time::timeout(wait, turns)
+        .await
+        .map_err(|_| AuditError::Busy)?
+}
 
 /// The result of verifying one trail.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -61,11 +86,7 @@ pub async fn verify(
 ) -> Result<VerifyReport, AuditError> {
     let trail = trail.into();
     // The turns before anything is read: a verification waiting for one holds nothing.
-    let _trail_turn = TRAIL_WALKS.take(trail.name()).await;
-    let _turn = WALKS
-        .acquire()
-        .await
-        .map_err(|_| anyhow::anyhow!("verification is shut down"))?;
+    let _turns = walk_turns(&trail, TURN_WAIT).await?;
     // The anchor first: any honest anchor read now names an event at or before the head.
     let anchor = anchor::load(keystore, &trail).await?;
     let tx = trail.begin(dbs, Access::Read).await?;
@@ -326,5 +347,28 @@ impl VerifyReport {
         self.first_broken_seq = Some(seq);
         self.problem = Some(problem.to_owned());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_verification_that_finds_no_turn_in_time_is_busy() {
+        let acme = Trail::Tenant(crate::tenancy::Slug::parse("acme").unwrap());
+        let busy = || async {
+            let waited = walk_turns(&acme, Duration::from_millis(50)).await;
+            matches!(waited, Err(AuditError::Busy))
+        };
+        // Two other tenants' walks hold both slots.
+        let slots = WALKS.acquire_many(2).await.unwrap();
+        assert!(busy().await, "waited past its deadline for a slot");
+        drop(slots);
+        // The trail's own walk under way.
+        let own = walk_turns(&acme, TURN_WAIT).await.unwrap();
+        assert!(busy().await, "waited past its deadline for its trail");
+        drop(own);
+        assert!(!busy().await, "free turns are taken at once");
     }
 }

@@ -568,6 +568,10 @@ impl From<AuditError> for ApiError {
             AuditError::WriterStopped => {
                 Self::unavailable("audit", anyhow::anyhow!("the audit writer has stopped"))
             }
+            AuditError::Busy => Self::busy(
+                "Audit verifications are all under way; retry in a minute.",
+                60,
+            ),
             AuditError::Unexpected(e) => Self::internal("audit", e),
         }
     }
