@@ -669,9 +669,11 @@ async fn flush(
                 (Utc::now() - at).to_std().unwrap_or_default()
             });
             telemetry::metrics().observe_audit_flush(linked.rows.len(), lag);
-            security::committed(trail.name(), &linked.rows);
-            continued.appended(trail, &linked.rows, since);
-            signals.observe(trail.name(), linked.rows);
+            // Shared, not copied, by the SIEM's queue and the detectors.
+            let rows: Arc<[audit_event::Model]> = linked.rows.into();
+            continued.appended(trail, &rows, since);
+            security::committed(trail.name(), &rows);
+            signals.observe(trail.name(), rows);
             (Ok(()), Some(linked.head))
         }
         Err(e) => (

@@ -48,14 +48,14 @@ const CONFIG_TTL: Duration = Duration::from_secs(30);
 /// Where committed audit events are fed to the detectors.
 #[derive(Clone)]
 pub struct SignalFeed {
-    sender: mpsc::Sender<(String, Vec<audit_event::Model>)>,
+    sender: mpsc::Sender<(String, Arc<[audit_event::Model]>)>,
     /// Tenants whose alerting changed on this replica, to read again.
     changed: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The feed's receiving end, for [`spawn`].
 pub struct SignalInput {
-    receiver: mpsc::Receiver<(String, Vec<audit_event::Model>)>,
+    receiver: mpsc::Receiver<(String, Arc<[audit_event::Model]>)>,
     changed: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -73,7 +73,7 @@ impl SignalFeed {
     }
 
     /// Feeds the rows `trail` just committed (the platform's trail has no signals).
-    pub fn observe(&self, trail: &str, rows: Vec<audit_event::Model>) {
+    pub fn observe(&self, trail: &str, rows: Arc<[audit_event::Model]>) {
         if trail == crate::audit::PLATFORM || rows.is_empty() {
             return;
         }
@@ -297,7 +297,7 @@ async fn webhook_secret(
 
 /// What the detectors read of committed `rows`. A changed policy is parsed (on a parsing
 /// thread of its own, joined) off the runtime's threads.
-async fn observations(rows: Vec<audit_event::Model>) -> Vec<Observation> {
+async fn observations(rows: Arc<[audit_event::Model]>) -> Vec<Observation> {
     if !rows.iter().any(|row| row.action == "policy.manage") {
         return rows.iter().map(observation).collect();
     }

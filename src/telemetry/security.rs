@@ -296,9 +296,9 @@ pub fn login_method(action: &str) -> Option<&'static str> {
 
 /// Hands the rows `trail` just committed to the SIEM: each one queued as an OTLP log record
 /// (when exporting), and sign-ins counted.
-pub fn committed(trail: &str, rows: &[audit_event::Model]) {
+pub fn committed(trail: &str, rows: &Arc<[audit_event::Model]>) {
     let metrics = super::metrics();
-    for row in rows {
+    for row in rows.iter() {
         if let Some(method) = login_method(&row.action) {
             metrics.observe_login(method, row.status < 400);
         }
@@ -308,26 +308,29 @@ pub fn committed(trail: &str, rows: &[audit_event::Model]) {
     };
     let trail: Arc<str> = Arc::from(trail);
     let observed = SystemTime::now();
-    for row in rows {
-        exporting.logs.ship(AuditRecord {
+    exporting
+        .logs
+        .ship_all((0..rows.len()).map(|index| AuditRecord {
             trail: Arc::clone(&trail),
-            row: row.clone(),
+            rows: Arc::clone(rows),
+            index,
             observed,
-        });
-    }
+        }));
 }
 
-/// A committed audit event waiting for export; its OCSF body is made on the export thread.
+/// A committed audit event waiting for export: the `index`th of the `rows` committed together
+/// (shared with the detectors, never copied); its OCSF body is made on the export thread.
 #[derive(Debug)]
 pub struct AuditRecord {
     trail: Arc<str>,
-    row: audit_event::Model,
+    rows: Arc<[audit_event::Model]>,
+    index: usize,
     observed: SystemTime,
 }
 
 impl AuditRecord {
     fn into_proto(self) -> proto::LogRecord {
-        let row = &self.row;
+        let row = &self.rows[self.index];
         let failed = row.status >= 400 || row.decision == "deny";
         let (severity, text) = if failed {
             (proto::SeverityNumber::Warn, "WARN")

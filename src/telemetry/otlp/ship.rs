@@ -185,6 +185,22 @@ impl<R: Signal> Shipper<R> {
         }
     }
 
+    /// Queues `records` as [`Shipper::ship`] does each, under one lock.
+    pub fn ship_all(&self, records: impl ExactSizeIterator<Item = R>) {
+        let mut pending = self.shared.lock();
+        let room = QUEUE.saturating_sub(pending.records.len());
+        let dropped = records.len().saturating_sub(room);
+        let before = pending.records.len();
+        pending.records.extend(records.take(room));
+        if before < self.shared.max_batch && pending.records.len() >= self.shared.max_batch {
+            self.shared.wake.notify_one();
+        }
+        drop(pending);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Posts what is queued, waiting at most `wait` for it.
     pub fn flush(&self, wait: Duration) {
         let (done, answered) = mpsc::sync_channel(1);

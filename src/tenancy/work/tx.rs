@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use entity::tenant::audit_event;
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde_json::Value;
 
@@ -243,8 +244,9 @@ impl WriteTx {
         // A failed commit may still have committed: forget as if it had.
         self.state.forget(self.invalidates, self.slug.as_str());
         committed?;
-        crate::telemetry::security::committed(self.slug.as_str(), &linked.rows);
-        self.state.signals.observe(self.slug.as_str(), linked.rows);
+        let rows: Arc<[audit_event::Model]> = linked.rows.into();
+        crate::telemetry::security::committed(self.slug.as_str(), &rows);
+        self.state.signals.observe(self.slug.as_str(), rows);
         if let Author::Context(context) = &self.author {
             context.note().recorded = true;
         }
