@@ -113,6 +113,25 @@ pub async fn read_head<C: ConnectionTrait>(conn: &C) -> Result<Head, DbErr> {
         .ok_or_else(|| DbErr::RecordNotFound("audit_head".into()))
 }
 
+/// Whether an append of `events` after `head` whose outcome is unknown (its connection failed
+/// mid-statement, perhaps after it committed) took place: what it made when the chain holds its
+/// last event, which only that append can have made (its hash covers the events and every one
+/// before it). Read in `conn`'s schema.
+pub async fn appended_after<C: ConnectionTrait>(
+    conn: &C,
+    head: &Head,
+    events: &[AuditEvent],
+) -> Result<Option<Linked>, DbErr> {
+    let (rows, next) = link(head, events);
+    if rows.is_empty() {
+        return Ok(Some(Linked { head: next, rows }));
+    }
+    let stored = audit_event::Entity::find_by_id(next.seq).one(conn).await?;
+    Ok(stored
+        .is_some_and(|row| row.hash == next.hash)
+        .then_some(Linked { head: next, rows }))
+}
+
 /// Appends `events` after `head` in one PostgreSQL statement, on the condition that `head` is
 /// still the chain's head: the head moves and the events are inserted together, or nothing
 /// happens (another writer appended first) and `Ok(None)` says to read the head again. The
@@ -339,6 +358,46 @@ pub(super) mod tests {
             prev_hash: migration::AUDIT_GENESIS_HASH.into(),
             hash: String::new(),
         }
+    }
+
+    /// An append whose outcome is unknown is found by its last event's hash, and only that
+    /// append: another batch after the same head is not taken for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_whose_outcome_is_unknown_is_found_in_the_chain() {
+        use crate::tenancy::{Access, Databases, Slug};
+        let dir = std::env::temp_dir().join(format!("flowgate-chain-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = crate::config::DatabaseSettings::Sqlite {
+            control_file: dir.join("control.db"),
+        };
+        let dbs = Databases::connect(&settings).await.unwrap();
+        let slug = Slug::parse("chain").unwrap();
+        dbs.create_tenant_storage(&slug).await.unwrap();
+        let batch = |action: &str| {
+            (0..3)
+                .map(|_| AuditEvent::new(&crate::audit::RequestMeta::default(), action, "tenant"))
+                .collect::<Vec<_>>()
+        };
+        let (ours, theirs) = (batch("user.read"), batch("user.read"));
+
+        let trail = crate::audit::Trail::from(&slug);
+        let tx = trail.begin(&dbs, Access::Write).await.unwrap();
+        let before = read_head(&tx).await.unwrap();
+        assert!(appended_after(&tx, &before, &ours).await.unwrap().is_none());
+        let linked = append_after_known(&tx, Some(&before), &ours).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let tx = trail.begin(&dbs, Access::Read).await.unwrap();
+        let found = appended_after(&tx, &before, &ours).await.unwrap();
+        assert_eq!(found.map(|f| f.head), Some(linked.head));
+        assert!(
+            appended_after(&tx, &before, &theirs)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        tx.commit().await.unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -36,8 +36,10 @@ const PG_READ_CONNECTIONS: u32 = 12;
 /// Connections for the tenants' PostgreSQL write transactions.
 const PG_WRITE_CONNECTIONS: u32 = 8;
 /// Connections reserved for the audit writer on PostgreSQL, so that a burst of reads can never
-/// starve the appends those reads are waiting for.
-const PG_AUDIT_CONNECTIONS: u32 = 4;
+/// starve the appends those reads are waiting for: for its appends of one statement (outside
+/// any transaction), and for its transactions (a batch of several statements, a lost race).
+const PG_APPEND_CONNECTIONS: u32 = 4;
+const PG_AUDIT_CONNECTIONS: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -64,8 +66,12 @@ pub enum Access {
     /// Read-write. On SQLite all writes of a tenant go through its one writer connection and
     /// take the file's write lock at `BEGIN`, so writers queue instead of failing busy.
     Write,
-    /// The audit writer's appends: a write on connections that reads cannot exhaust.
+    /// The audit writer's transactions: a write on connections that reads cannot exhaust.
     Audit,
+    /// One append of the audit writer, on connections that reads cannot exhaust: on
+    /// PostgreSQL a statement that names its schema, outside any transaction (it commits as it
+    /// returns); on SQLite a write.
+    AuditAppend,
 }
 
 impl Access {
@@ -75,6 +81,7 @@ impl Access {
             Access::Read => "read",
             Access::Write => "write",
             Access::Audit => "audit",
+            Access::AuditAppend => "audit_append",
         }
     }
 }
@@ -91,6 +98,7 @@ enum Backend {
         reads: Arc<PgConnections>,
         writes: Arc<PgConnections>,
         audit: Arc<PgConnections>,
+        appends: Arc<PgConnections>,
     },
     Sqlite {
         dir: PathBuf,
@@ -130,7 +138,10 @@ impl Databases {
                 let reads = PgConnections::new(options.clone(), PgMode::Read, PG_READ_CONNECTIONS);
                 let writes =
                     PgConnections::new(options.clone(), PgMode::Write, PG_WRITE_CONNECTIONS);
-                let audit = PgConnections::new(options, PgMode::Write, PG_AUDIT_CONNECTIONS);
+                let audit =
+                    PgConnections::new(options.clone(), PgMode::Write, PG_AUDIT_CONNECTIONS);
+                let appends =
+                    PgConnections::new(options, PgMode::Autocommit, PG_APPEND_CONNECTIONS);
                 Databases {
                     control,
                     backend: Backend::Postgres {
@@ -138,6 +149,7 @@ impl Databases {
                         reads,
                         writes,
                         audit,
+                        appends,
                     },
                 }
             }
@@ -186,10 +198,11 @@ impl Databases {
             reads,
             writes,
             audit,
+            appends,
             ..
         } = &self.backend
         {
-            for pool in [reads, writes, audit] {
+            for pool in [reads, writes, audit, appends] {
                 let work = PgConnections::begin(pool, NO_TENANT_SCHEMA).await?;
                 work.execute_unprepared("SELECT 1").await?;
                 work.commit().await?;
@@ -299,9 +312,10 @@ impl Databases {
                 reads,
                 writes,
                 audit,
+                appends,
                 ..
             } => {
-                let pool = pg_pool([reads, writes, audit], access);
+                let pool = pg_pool([reads, writes, audit, appends], access);
                 Ok(Tx::Postgres(
                     PgConnections::begin(pool, &slug.schema()).await?,
                 ))
@@ -320,9 +334,10 @@ impl Databases {
                 reads,
                 writes,
                 audit,
+                appends,
                 ..
             } => {
-                let pool = pg_pool([reads, writes, audit], access);
+                let pool = pg_pool([reads, writes, audit, appends], access);
                 Tx::Postgres(PgConnections::begin(pool, CONTROL_SCHEMA).await?)
             }
             Backend::Sqlite { control, .. } => Tx::Sqlite(control.begin(mode_of(access)).await?),
@@ -379,14 +394,20 @@ impl Databases {
                 reads,
                 writes,
                 audit,
+                appends,
                 ..
-            } => [("reads", reads), ("writes", writes), ("audit", audit)]
-                .into_iter()
-                .map(|(name, pool)| {
-                    let (used, size) = pool.usage();
-                    (name, used, size)
-                })
-                .collect(),
+            } => [
+                ("reads", reads),
+                ("writes", writes),
+                ("audit", audit),
+                ("audit_appends", appends),
+            ]
+            .into_iter()
+            .map(|(name, pool)| {
+                let (used, size) = pool.usage();
+                (name, used, size)
+            })
+            .collect(),
             Backend::Sqlite { .. } => Vec::new(),
         }
     }
@@ -470,17 +491,18 @@ async fn connect_postgres(
     Database::connect(opts).await
 }
 
-/// The PostgreSQL pool (of reads, writes, audit) for `access`: the audit writer's appends have
-/// connections of their own, so that a burst of reads or writes cannot starve the appends they
-/// wait for.
+/// The PostgreSQL pool (of reads, writes, audit transactions, audit appends) for `access`: the
+/// audit writer has connections of its own, so that a burst of reads or writes cannot starve
+/// the appends they wait for.
 fn pg_pool(
-    [reads, writes, audit]: [&Arc<PgConnections>; 3],
+    [reads, writes, audit, appends]: [&Arc<PgConnections>; 4],
     access: Access,
 ) -> &Arc<PgConnections> {
     match access {
         Access::Read => reads,
         Access::Write => writes,
         Access::Audit => audit,
+        Access::AuditAppend => appends,
     }
 }
 
@@ -489,7 +511,7 @@ fn pg_pool(
 fn mode_of(access: Access) -> Mode {
     match access {
         Access::Read => Mode::Read,
-        Access::Write | Access::Audit => Mode::Write,
+        Access::Write | Access::Audit | Access::AuditAppend => Mode::Write,
     }
 }
 

@@ -4,7 +4,8 @@
 //! sqlx's pool pings every connection it hands out and every one it takes back; with sea-orm's
 //! transactions a tenant read was six exchanges (ping, BEGIN, configuration, SELECT, COMMIT,
 //! ping). Here a read is its statements alone, and a write three exchanges: `BEGIN; SET LOCAL
-//! search_path …` in one simple query, the statements, `COMMIT`.
+//! search_path …` in one simple query, the statements, `COMMIT`. An audit append of one
+//! statement is one exchange: it runs outside any transaction and commits as it returns.
 //!
 //! Invariants:
 //! - Reads run on connections whose sessions are read-only (`default_transaction_read_only`,
@@ -15,6 +16,10 @@
 //!   connection whose setting failed is closed, never reused.
 //! - Writes run in transactions on other connections, whose own search path names no schema: the
 //!   tenant's schema is set transaction-locally in the same exchange as `BEGIN`.
+//! - Autocommit work (the audit writer's pool) runs each statement on its own, committed (and
+//!   flushed to the WAL, as any commit) when it returns; its statements name their schema, and
+//!   one that fails changed nothing. Such a statement is never run again on a new connection:
+//!   it may have committed before its connection failed.
 //! - Schema names come from validated slugs, never from request text, and are quoted.
 //! - A connection is reused only after its work ended: a committed transaction, a read whose
 //!   statements are done, or a transaction rolled back by a task of its own when it was dropped;
@@ -65,6 +70,10 @@ pub enum Mode {
     Read,
     /// Transactions.
     Write,
+    /// Writable sessions; each statement outside any transaction, committed when it returns
+    /// (one exchange, where a transaction of one statement is three). Statements name their
+    /// schema: the session's search path names none.
+    Autocommit,
 }
 
 /// A bounded pool of connections to the tenants' database, all for one [`Mode`].
@@ -103,7 +112,7 @@ impl PgConnections {
         ]);
         let options = match mode {
             Mode::Read => options.options([("default_transaction_read_only", "on")]),
-            Mode::Write => options,
+            Mode::Write | Mode::Autocommit => options,
         };
         Arc::new(PgConnections {
             options,
@@ -170,7 +179,9 @@ impl PgConnections {
                         schema: schema.to_owned(),
                         // A read on a connection already set to its schema has not heard from
                         // the server yet: its first statement proves the connection alive.
-                        unproven: AtomicBool::new(reused && !exchanged),
+                        // Only a read is run again: a write outside a transaction may have
+                        // committed before its connection failed.
+                        unproven: AtomicBool::new(pool.mode == Mode::Read && reused && !exchanged),
                         failed: AtomicBool::new(false),
                         permit: Some(permit),
                     });
@@ -207,6 +218,7 @@ impl PgConnections {
                     .await?;
                 Ok(true)
             }
+            Mode::Autocommit => Ok(false),
             Mode::Read if pooled.schema.as_deref() == Some(schema) => Ok(false),
             Mode::Read => {
                 // Not known to be set until the server says so.
@@ -317,8 +329,9 @@ pub struct PgTx {
 }
 
 impl PgTx {
-    /// Ends the work: commits a transaction; a read has nothing to commit. The connection goes
-    /// back to the pool only when that succeeded. Fails when the connection was lost (a
+    /// Ends the work: commits a transaction; a read has nothing to commit, nor has autocommit
+    /// work (each statement committed as it returned). The connection goes back to the pool
+    /// only when that succeeded. Fails when the connection was lost (a
     /// transaction whose statement found it dead or silent did not commit), and when one of the
     /// transaction's statements failed (PostgreSQL rolled it back).
     pub async fn commit(mut self) -> Result<(), DbErr> {
@@ -426,7 +439,7 @@ impl Drop for PgTx {
             return;
         };
         let (pool, permit) = (Arc::clone(&self.pool), self.permit.take());
-        if pool.mode == Mode::Read {
+        if pool.mode != Mode::Write {
             // Nothing to undo, and no statement under way (a statement takes the connection).
             pool.give_back(pooled);
             return;
@@ -589,5 +602,48 @@ mod tests {
         assert!(again.execute_unprepared("SELECT 1").await.is_ok());
         again.commit().await.unwrap();
         assert_eq!(reads.idle().len(), 1);
+    }
+
+    /// A statement of autocommit work has committed when it returns, before and without the
+    /// work's end; work dropped unended gives its connection back with nothing to undo, and a
+    /// failed statement leaves no aborted transaction behind for the next one.
+    #[tokio::test]
+    async fn autocommit_statements_commit_as_they_return() {
+        let silent = Arc::new(AtomicBool::new(false));
+        let port = relay(silent).await;
+        let appends = pool(port, Mode::Autocommit);
+        let table = format!("public.fg_autocommit_{}", uuid::Uuid::new_v4().simple());
+        let work = PgConnections::begin(&appends, "public").await.unwrap();
+        work.execute_unprepared(&format!("CREATE TABLE {table} (n int)"))
+            .await
+            .unwrap();
+        work.execute_unprepared(&format!("INSERT INTO {table} VALUES (1)"))
+            .await
+            .unwrap();
+        let reads = pool(port, Mode::Read);
+        let read = PgConnections::begin(&reads, "public").await.unwrap();
+        let seen = read
+            .query_one(&select(&format!("SELECT count(*) AS n FROM {table}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen.try_get::<i64>("", "n").unwrap(),
+            1,
+            "committed as it returned"
+        );
+        drop(work);
+        assert_eq!(appends.idle().len(), 1, "given back with nothing to undo");
+        assert_eq!(appends.usage().0, 0);
+
+        let work = PgConnections::begin(&appends, "public").await.unwrap();
+        assert!(work.execute_unprepared("SELECT 1/0").await.is_err());
+        work.commit().await.unwrap();
+        let work = PgConnections::begin(&appends, "public").await.unwrap();
+        work.execute_unprepared(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        work.commit().await.unwrap();
+        read.commit().await.unwrap();
     }
 }

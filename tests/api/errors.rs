@@ -189,6 +189,46 @@ async fn a_database_outage_is_503_and_recovers() {
     );
 }
 
+/// Connections the server closed while they were idle (a restart, a failover, an
+/// administrator) are found dead by the next request's work, which starts again on new ones:
+/// the first read after it, and its audit append, succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_after_the_database_closed_its_connections_succeeds() {
+    use sea_orm::ConnectionTrait as _;
+    let app = crate::helpers::spawn_app(crate::helpers::Db::Postgres).await;
+    let name = app
+        .database_url()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = sea_orm::Database::connect(crate::helpers::POSTGRES_ADMIN_URL)
+        .await
+        .unwrap();
+    for round in 0..3 {
+        // Every pool holds idle connections now, the audit writer's included.
+        let (status, body) = app.get("/users", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {body}");
+        admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid() AND query NOT LIKE 'LISTEN%'"
+            ))
+            .await
+            .unwrap();
+        let (status, body) = app.get("/users", &app.admin_key).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "round {round}, after the restart: {body}"
+        );
+    }
+    let (status, body) = app.get("/audit/verify", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ok"], true, "{body}");
+}
+
 /// `body` sent as `content_type` to `path`, its first chunk at once and the rest never: the
 /// sender is returned so that the body stays open until the answer.
 async fn trickle(
