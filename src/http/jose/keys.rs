@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 use zeroize::{Zeroize as _, Zeroizing};
 
+use crate::http::error::{ApiError, ErrorCode};
 use crate::identity::{AccountCredential, Principal};
 use crate::keystore::{KeyName, KeyStore, KeyStoreError, Purpose};
 use crate::tenancy::{TenantCache, Turns};
@@ -321,16 +322,28 @@ impl Drop for StoredDir {
 pub struct ClientKeys {
     pub dir: Option<Arc<DirKey>>,
     pub public: Option<Arc<PublicKey>>,
+    /// The registered public key is one the current rules refuse (registered before they were
+    /// tightened): nothing is encrypted to it, and nothing else stands in for it.
+    pub public_refused: bool,
 }
+
+const PUBLIC_KEY_REFUSED: &str = "This credential's registered public key is one the current \
+     rules refuse (RSA of 2048 to 8192 bits, exponent 65537), so no response is encrypted to \
+     it: register a new one (`…/payload-key`).";
 
 impl ClientKeys {
     /// Where a response is encrypted to when the request did not say: the registered public
-    /// key, else the shared key.
-    pub fn recipient(&self) -> Option<Recipient> {
-        self.public
+    /// key, else the shared key. A registered key that the rules refuse is a 406: the response
+    /// goes neither to the shared key nor in the clear in its place.
+    pub fn recipient(&self) -> Result<Option<Recipient>, ApiError> {
+        if self.public_refused {
+            return Err(ApiError::new(ErrorCode::NotAcceptable, PUBLIC_KEY_REFUSED));
+        }
+        Ok(self
+            .public
             .clone()
             .map(Recipient::Rsa)
-            .or_else(|| self.dir.clone().map(Recipient::Dir))
+            .or_else(|| self.dir.clone().map(Recipient::Dir)))
     }
 }
 
@@ -445,9 +458,8 @@ pub async fn client_keys(
         }
     };
     // A key registered before a rule was tightened (an exponent other than 65537, a modulus
-    // of odd size) is not in force: nothing is encrypted to it, and the credential answers
-    // as one without a public key (406 where encryption is required) until it registers a
-    // key the rules admit.
+    // of odd size) is not in force: see `ClientKeys::recipient`.
+    let mut public_refused = false;
     let public = stored
         .public_jwk
         .and_then(|jwk| match PublicKey::parse(&jwk) {
@@ -455,10 +467,15 @@ pub async fn client_keys(
             Err(why) => {
                 tracing::warn!(tenant = slug, %credential, reason = why,
                 "a registered public key is refused by the current rules and not used");
+                public_refused = true;
                 None
             }
         });
-    Ok(ClientKeys { dir, public })
+    Ok(ClientKeys {
+        dir,
+        public,
+        public_refused,
+    })
 }
 
 /// A shared key just made: its JWK (`kty` `oct`) is shown once.
@@ -559,7 +576,10 @@ mod tests {
         modulus[255] |= 1;
         for (e, in_force) in [(&[3u8][..], false), (&[1, 0, 1][..], true)] {
             let record = Stored {
-                dir: None,
+                dir: Some(StoredDir {
+                    k: URL_SAFE_NO_PAD.encode([7u8; 32]),
+                    kid: "shared".into(),
+                }),
                 public_jwk: Some(jwk(&modulus, e)),
             };
             let bytes = serde_json::to_vec(&record).unwrap();
@@ -569,6 +589,8 @@ mod tests {
                 .unwrap();
             let keys = client_keys(&keystore, "acme", credential).await.unwrap();
             assert_eq!(keys.public.is_some(), in_force, "e = {e:?}");
+            // Refused, it stands in for nothing: not the shared key, not the clear.
+            assert_eq!(keys.recipient().is_err(), !in_force, "e = {e:?}");
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -219,7 +219,7 @@ async fn default_recipient(context: &TenantContext) -> Result<Option<Recipient>,
         }
         None => ClientKeys::default(),
     };
-    Ok(keys.recipient())
+    keys.recipient()
 }
 
 /// The pipeline stage between authentication and the handler on tenant API routes: decides
@@ -304,7 +304,7 @@ pub async fn decrypt_request(
                 .tenant_keys
                 .get(context.keystore(), context.slug().as_str())
                 .await?;
-            (screened.decrypt_rsa(&key)?, keys.recipient())
+            (screened.decrypt_rsa(&key)?, keys.recipient()?)
         }
     };
     let plaintext = Zeroizing::new(plaintext);
