@@ -113,23 +113,31 @@ pub async fn read_head<C: ConnectionTrait>(conn: &C) -> Result<Head, DbErr> {
         .ok_or_else(|| DbErr::RecordNotFound("audit_head".into()))
 }
 
-/// Whether an append of `events` after `head` whose outcome is unknown (its connection failed
-/// mid-statement, perhaps after it committed) took place: what it made when the chain holds its
-/// last event, which only that append can have made (its hash covers the events and every one
-/// before it). Read in `conn`'s schema.
-pub async fn appended_after<C: ConnectionTrait>(
+/// Appends `events`, unless an append of them after `tried_after` whose outcome is unknown (its
+/// connection failed mid-statement, perhaps after it committed) took place. The head's lock is
+/// taken first, which waits for that statement if the server is still running it; then the
+/// chain says whether it took place: it holds the append's last event, which only that append
+/// can have made (its hash covers the events' ids and every event before them). If not, the
+/// events are appended after the head as it is now. All in the caller's transaction, so no
+/// late statement lands between the check and the append (one arriving later finds the head
+/// moved and appends nothing).
+pub async fn append_unless_appended<C: ConnectionTrait>(
     conn: &C,
-    head: &Head,
+    tried_after: &Head,
     events: &[AuditEvent],
-) -> Result<Option<Linked>, DbErr> {
-    let (rows, next) = link(head, events);
-    if rows.is_empty() {
-        return Ok(Some(Linked { head: next, rows }));
+) -> Result<Linked, DbErr> {
+    audit_head::Entity::find_by_id(1)
+        .lock_exclusive()
+        .one(conn)
+        .await?;
+    let (rows, next) = link(tried_after, events);
+    if let Some(last) = rows.last() {
+        let stored = audit_event::Entity::find_by_id(last.seq).one(conn).await?;
+        if stored.is_some_and(|row| row.hash == next.hash) {
+            return Ok(Linked { head: next, rows });
+        }
     }
-    let stored = audit_event::Entity::find_by_id(next.seq).one(conn).await?;
-    Ok(stored
-        .is_some_and(|row| row.hash == next.hash)
-        .then_some(Linked { head: next, rows }))
+    append(conn, events).await
 }
 
 /// Appends `events` after `head` in one PostgreSQL statement, on the condition that `head` is
@@ -360,10 +368,10 @@ pub(super) mod tests {
         }
     }
 
-    /// An append whose outcome is unknown is found by its last event's hash, and only that
-    /// append: another batch after the same head is not taken for it.
+    /// An append whose outcome is unknown is found by its last event's hash and not made
+    /// again; another batch tried after the same head is appended after the head as it is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_append_whose_outcome_is_unknown_is_found_in_the_chain() {
+    async fn an_append_whose_outcome_is_unknown_is_made_once() {
         use crate::tenancy::{Access, Databases, Slug};
         let dir = std::env::temp_dir().join(format!("flowgate-chain-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -373,29 +381,32 @@ pub(super) mod tests {
         let dbs = Databases::connect(&settings).await.unwrap();
         let slug = Slug::parse("chain").unwrap();
         dbs.create_tenant_storage(&slug).await.unwrap();
-        let batch = |action: &str| {
+        let batch = || {
             (0..3)
-                .map(|_| AuditEvent::new(&crate::audit::RequestMeta::default(), action, "tenant"))
+                .map(|_| {
+                    AuditEvent::new(&crate::audit::RequestMeta::default(), "user.read", "tenant")
+                })
                 .collect::<Vec<_>>()
         };
-        let (ours, theirs) = (batch("user.read"), batch("user.read"));
-
+        let (ours, theirs) = (batch(), batch());
         let trail = crate::audit::Trail::from(&slug);
+
         let tx = trail.begin(&dbs, Access::Write).await.unwrap();
         let before = read_head(&tx).await.unwrap();
-        assert!(appended_after(&tx, &before, &ours).await.unwrap().is_none());
-        let linked = append_after_known(&tx, Some(&before), &ours).await.unwrap();
+        let made = append_after_known(&tx, Some(&before), &ours).await.unwrap();
         tx.commit().await.unwrap();
 
-        let tx = trail.begin(&dbs, Access::Read).await.unwrap();
-        let found = appended_after(&tx, &before, &ours).await.unwrap();
-        assert_eq!(found.map(|f| f.head), Some(linked.head));
-        assert!(
-            appended_after(&tx, &before, &theirs)
-                .await
-                .unwrap()
-                .is_none()
+        let tx = trail.begin(&dbs, Access::Write).await.unwrap();
+        let found = append_unless_appended(&tx, &before, &ours).await.unwrap();
+        assert_eq!(found.head, made.head, "found, not made again");
+        assert_eq!(read_head(&tx).await.unwrap(), made.head);
+        let appended = append_unless_appended(&tx, &before, &theirs).await.unwrap();
+        assert_eq!(
+            appended.rows[0].seq,
+            made.head.seq + 1,
+            "after the head as it is"
         );
+        assert_eq!(appended.rows[0].prev_hash, made.head.hash);
         tx.commit().await.unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 use super::anchor::{self, Anchor};
 use super::chain::{
-    Head, Linked, append, append_after, append_after_known, appended_after, checkpoint_message,
-    read_head,
+    Head, Linked, append, append_after, append_after_known, append_unless_appended,
+    checkpoint_message, read_head,
 };
 use super::trail::Trail;
 use super::verify;
@@ -759,9 +759,7 @@ async fn append_optimistically(
             let Some(pg) = work.postgres() else {
                 return Err(anyhow::anyhow!("an optimistic append outside PostgreSQL").into());
             };
-            let appended = append_after(pg, &schema, known, only)
-                .await
-                .map_err(TenancyError::from);
+            let appended = append_after(pg, &schema, known, only).await;
             drop(work);
             match appended {
                 Ok(Some(linked)) => return Ok(linked),
@@ -769,23 +767,15 @@ async fn append_optimistically(
                     head = None;
                     continue;
                 }
-                // The connection failed: the statement may have committed before it did (a
-                // connection the server closed while idle, after an outage, fails before it).
-                // The chain says which; if not, the append is tried again in a transaction,
-                // whose `BEGIN` finds the connections that died and replaces them.
-                Err(TenancyError::Unavailable(_)) => {
+                // Whether a statement that failed had committed is not always known (its
+                // connection failed, perhaps after the commit, or the server still runs it):
+                // the chain says, under the head's lock, and the batch is appended only if not.
+                Err(_) => {
                     let tx = trail.begin(dbs, Access::Audit).await?;
-                    let found = appended_after(&tx, known, only).await?;
+                    let linked = append_unless_appended(&tx, known, only).await?;
                     tx.commit().await?;
-                    match found {
-                        Some(linked) => return Ok(linked),
-                        None => {
-                            head = None;
-                            continue;
-                        }
-                    }
+                    return Ok(linked);
                 }
-                Err(e) => return Err(e),
             }
         }
         let tx = trail.begin(dbs, Access::Audit).await?;

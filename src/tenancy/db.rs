@@ -38,8 +38,8 @@ const PG_WRITE_CONNECTIONS: u32 = 8;
 /// Connections reserved for the audit writer on PostgreSQL, so that a burst of reads can never
 /// starve the appends those reads are waiting for: for its appends of one statement (outside
 /// any transaction), and for its transactions (a batch of several statements, a lost race).
-const PG_APPEND_CONNECTIONS: u32 = 4;
-const PG_AUDIT_CONNECTIONS: u32 = 2;
+const PG_APPEND_CONNECTIONS: u32 = 3;
+const PG_AUDIT_CONNECTIONS: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
