@@ -926,16 +926,7 @@ async fn a_replica_whose_listener_reconnects_forgets_what_it_cached() {
         "without a notification the replica still serves what it cached"
     );
 
-    let admin = sea_orm::Database::connect(crate::helpers::POSTGRES_ADMIN_URL)
-        .await
-        .unwrap();
-    let name = app
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (name, admin) = app.postgres_admin().await;
     let listeners = format!(
         "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
     );

@@ -46,16 +46,7 @@ async fn with_a_database_ca_every_connection_is_verified_tls() {
     .await;
     let (status, body) = app.get("/users", &app.admin_key).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let admin = sea_orm::Database::connect(POSTGRES_ADMIN_URL)
-        .await
-        .unwrap();
-    let database = app
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (database, admin) = app.postgres_admin().await;
     let rows = admin
         .query_all_raw(Statement::from_string(
             admin.get_database_backend(),

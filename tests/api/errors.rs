@@ -132,16 +132,7 @@ on_both_databases! {
 async fn a_database_outage_is_503_and_recovers() {
     use sea_orm::ConnectionTrait as _;
     let app = crate::helpers::spawn_app(crate::helpers::Db::Postgres).await;
-    let name = app
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let admin = sea_orm::Database::connect(crate::helpers::POSTGRES_ADMIN_URL)
-        .await
-        .unwrap();
+    let (name, admin) = app.postgres_admin().await;
     admin
         .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
         .await
@@ -196,16 +187,7 @@ async fn a_database_outage_is_503_and_recovers() {
 async fn the_first_request_after_the_database_closed_its_connections_succeeds() {
     use sea_orm::ConnectionTrait as _;
     let app = crate::helpers::spawn_app(crate::helpers::Db::Postgres).await;
-    let name = app
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let admin = sea_orm::Database::connect(crate::helpers::POSTGRES_ADMIN_URL)
-        .await
-        .unwrap();
+    let (name, admin) = app.postgres_admin().await;
     for round in 0..3 {
         // Every pool holds idle connections now, the audit writer's included.
         let (status, body) = app.get("/users", &app.admin_key).await;

@@ -428,6 +428,21 @@ impl TestApp {
     pub fn database_url(&self) -> Option<String> {
         self.database.as_ref().map(TestDatabase::url)
     }
+
+    /// The name of the app's PostgreSQL database, and a connection to its server as the
+    /// administrator (to watch or end the app's sessions).
+    pub async fn postgres_admin(&self) -> (String, sea_orm::DatabaseConnection) {
+        let name = self
+            .database
+            .as_ref()
+            .expect("a PostgreSQL app")
+            .name
+            .clone();
+        let admin = sea_orm::Database::connect(POSTGRES_ADMIN_URL)
+            .await
+            .unwrap();
+        (name, admin)
+    }
 }
 
 impl Drop for TestApp {
