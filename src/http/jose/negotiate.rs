@@ -296,7 +296,7 @@ pub async fn decrypt_request(
             // A caller without a shared key holds no key this JWE could be for.
             let key = keys.dir.clone().ok_or(JweError::Invalid)?;
             let plaintext = screened.decrypt_dir(&key)?;
-            (plaintext, Some(Recipient::Dir(key)))
+            (plaintext, Ok(Some(Recipient::Dir(key))))
         }
         Alg::RsaOaep256 => {
             let key = context
@@ -304,7 +304,9 @@ pub async fn decrypt_request(
                 .tenant_keys
                 .get(context.keystore(), context.slug().as_str())
                 .await?;
-            (screened.decrypt_rsa(&key)?, keys.recipient()?)
+            // Settled below, and only when the response is encrypted: a registered key the
+            // rules refuse refuses nothing that is answered in the clear anyway.
+            (screened.decrypt_rsa(&key)?, keys.recipient())
         }
     };
     let plaintext = Zeroizing::new(plaintext);
@@ -313,7 +315,7 @@ pub async fn decrypt_request(
         && negotiated.encrypt
     {
         // The middleware settles a recipient ahead only for plaintext requests.
-        match own {
+        match own? {
             Some(recipient) => negotiated.recipient = Some(recipient),
             None if negotiated.must => return Err(not_acceptable(NOTHING_TO_ENCRYPT_TO)),
             None => negotiated.encrypt = false,
