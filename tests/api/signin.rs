@@ -386,6 +386,17 @@ async fn session_changes_need_the_servers_origin_and_logout_ends_the_session() {
     assert_eq!(events(&app, "auth.logout").await.len(), 1);
 }
 
+/// Points `app` at a new tenant whose admin runs a provider that signs Ada in; returns the
+/// first tenant (slug, admin key) to point it back at, and the new provider (kept alive).
+async fn enter_another_tenant(app: &mut TestApp) -> ((String, String), String, OidcPeer) {
+    let first = (app.tenant.clone(), app.admin_key.clone());
+    let other = crate::helpers::unique_slug("evil");
+    app.admin_key = app.create_tenant(&other).await;
+    app.tenant = other;
+    let (idp, peer) = provider(app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    (first, idp, peer)
+}
+
 /// A browser keeps one session per tenant: signing in to another tenant (which that tenant's
 /// admin can make any browser do, through a provider that approves every login) does not sign
 /// it out of the first.
@@ -399,12 +410,7 @@ async fn signing_in_to_another_tenant_keeps_this_tenant_s_session() {
     let (status, me) = ada.api(&app, Method::GET, "/me").await;
     assert_eq!(status, StatusCode::OK, "{me}");
 
-    let first = (app.tenant.clone(), app.admin_key.clone());
-    let other = crate::helpers::unique_slug("evil");
-    app.admin_key = app.create_tenant(&other).await;
-    app.tenant = other;
-    let (other_idp, _other_peer) =
-        provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let (first, other_idp, _other_peer) = enter_another_tenant(&mut app).await;
     ada.sign_in_ok(&app, &other_idp, ADA).await;
     let (status, me) = ada.api(&app, Method::GET, "/me").await;
     assert_eq!(
@@ -429,12 +435,7 @@ async fn a_login_begun_at_another_tenant_does_not_spoil_one_in_progress() {
     let ada = Browser::new(&app);
     let callback = ada.authorize(&app, &first_idp, ADA).await;
 
-    let first = (app.tenant.clone(), app.admin_key.clone());
-    let other = crate::helpers::unique_slug("evil");
-    app.admin_key = app.create_tenant(&other).await;
-    app.tenant = other;
-    let (other_idp, _other_peer) =
-        provider(&app, "generic", &[(ADA, ada_claims())], json!({})).await;
+    let (first, other_idp, _other_peer) = enter_another_tenant(&mut app).await;
     ada.redirect(&app.url(&format!("/t/{}/auth/oidc/{other_idp}/login", app.tenant)))
         .await;
 
