@@ -173,19 +173,11 @@ impl<R: Signal> Shipper<R> {
     /// Queues `record` for export, or drops and counts it when the queue is full. Never waits
     /// for the export, and wakes the thread only when a batch is full (not once per record).
     pub fn ship(&self, record: R) {
-        let mut pending = self.shared.lock();
-        if pending.records.len() >= QUEUE {
-            drop(pending);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        pending.records.push(record);
-        if pending.records.len() == self.shared.max_batch {
-            self.shared.wake.notify_one();
-        }
+        self.ship_all(std::iter::once(record));
     }
 
-    /// Queues `records` as [`Shipper::ship`] does each, under one lock.
+    /// Queues `records` for export under one lock; those beyond the queue's room are dropped
+    /// and counted. Wakes the thread only when they fill a batch.
     pub fn ship_all(&self, records: impl ExactSizeIterator<Item = R>) {
         let mut pending = self.shared.lock();
         let room = QUEUE.saturating_sub(pending.records.len());
