@@ -15,7 +15,8 @@
 //!   before its first statement; the schema each connection is set to is tracked, and a
 //!   connection whose setting failed is closed, never reused.
 //! - Writes run in transactions on other connections, whose own search path names no schema: the
-//!   tenant's schema is set transaction-locally in the same exchange as `BEGIN`.
+//!   tenant's schema is set transaction-locally in the same exchange as `BEGIN`. Every session
+//!   is `READ COMMITTED`, whatever the server's or the database's default.
 //! - Autocommit work (the audit writer's pool) runs each statement on its own, committed (and
 //!   flushed to the WAL, as any commit) when it returns; its statements name their schema, and
 //!   one that fails changed nothing. Such a statement is never run again on a new connection:
@@ -109,6 +110,10 @@ impl PgConnections {
                 "idle_in_transaction_session_timeout",
                 millis(IDLE_IN_TRANSACTION_TIMEOUT),
             ),
+            // Whatever the server's or the database's default: the audit chain's conditional
+            // appends and the head's lock rely on each statement seeing what committed before
+            // it (under `REPEATABLE READ` the lock after a concurrent append fails instead).
+            ("default_transaction_isolation", "read committed".to_owned()),
         ]);
         let options = match mode {
             Mode::Read => options.options([("default_transaction_read_only", "on")]),
@@ -521,6 +526,42 @@ mod tests {
         pool
     }
 
+    /// A database made for one test, dropped with the value.
+    struct Scratch(String);
+
+    impl Scratch {
+        async fn new(setup: &str) -> Scratch {
+            let name = format!("fg_scratch_{}", uuid::Uuid::new_v4().simple());
+            let admin = pool(5432, Mode::Autocommit);
+            let work = PgConnections::begin(&admin, "public").await.unwrap();
+            work.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            work.execute_unprepared(&setup.replace("{db}", &name))
+                .await
+                .unwrap();
+            Scratch(name)
+        }
+
+        fn pool(&self, mode: Mode) -> Arc<PgConnections> {
+            let options = PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(5432)
+                .username("postgres")
+                .database(&self.0);
+            PgConnections::new(options, mode, 2)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-qc", &drop])
+                .status();
+        }
+    }
+
     fn select(sql: &str) -> Statement {
         Statement::from_string(sea_orm::DbBackend::Postgres, sql)
     }
@@ -567,6 +608,33 @@ mod tests {
         assert!(write.commit().await.is_err());
         assert!(writes.idle().is_empty());
         assert_eq!(writes.usage().0, 0, "the pool's place is given back");
+    }
+
+    /// A database whose default isolation is `REPEATABLE READ` does not make the audit chain's
+    /// transactions fail their head lock after a concurrent append: every pool's sessions are
+    /// `READ COMMITTED`.
+    #[tokio::test]
+    async fn transactions_are_read_committed_whatever_the_database_default() {
+        let scratch = Scratch::new(
+            "ALTER DATABASE {db} SET default_transaction_isolation = 'repeatable read'",
+        )
+        .await;
+        for mode in [Mode::Write, Mode::Autocommit, Mode::Read] {
+            let pool = scratch.pool(mode);
+            let work = PgConnections::begin(&pool, "public").await.unwrap();
+            let row = work
+                .query_one(&select(
+                    "SELECT current_setting('transaction_isolation') AS level",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                row.try_get::<String>("", "level").unwrap(),
+                "read committed"
+            );
+            work.commit().await.unwrap();
+        }
     }
 
     /// PostgreSQL answers `COMMIT` after a failed statement with a rollback and no error: the
