@@ -19,11 +19,9 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1 as proto;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SamplingDecision;
-use prost::Message as _;
 
 use super::otlp::{self, ship::Signal};
 
@@ -299,18 +297,8 @@ impl Signal for FinishedSpan {
 
     fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
         let (resource, schema_url) = otlp::resource_proto(resource);
-        ExportTraceServiceRequest {
-            resource_spans: vec![proto::ResourceSpans {
-                resource: Some(resource),
-                scope_spans: vec![proto::ScopeSpans {
-                    scope: Some(otlp::scope()),
-                    spans: batch.into_iter().map(FinishedSpan::into_proto).collect(),
-                    schema_url: String::new(),
-                }],
-                schema_url,
-            }],
-        }
-        .encode_to_vec()
+        let spans = batch.into_iter().map(FinishedSpan::into_proto);
+        otlp::export_request(&resource, &schema_url, &otlp::scope(), spans)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Invariant: exporting never waits inside a request. Spans and log records are kept in a compact
 //! form of our own ([`super::trace::FinishedSpan`], [`super::security::AuditRecord`]) and put in
 //! bounded queues that threads of their own drain, encode with the protocol's own message types
-//! (`opentelemetry-proto`) and post ([`ship`]); a record that finds its queue full is dropped and
+//! (`opentelemetry-proto`), record by record ([`frame`]), and post ([`ship`]); a record that finds its queue full is dropped and
 //! counted (`flowgate_telemetry_dropped_total{signal}`), and an export that fails is counted
 //! (`flowgate_telemetry_export_failures_total{signal}`) and logged at most once a minute per
 //! signal. The OpenTelemetry SDK's span and log pipelines did the same with about three times
@@ -18,7 +18,10 @@
 //! by the SDK's own sampler), the batch delays and sizes (`OTEL_BSP_*`, `OTEL_BLRP_*`) and the
 //! metric interval; the queue sizes are ours.
 
+mod frame;
 pub mod ship;
+
+pub use frame::export_request;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
