@@ -32,6 +32,9 @@ pub mod optional {
 
 /// `t` in `buffer`, for years 0 to 9999; `None` otherwise.
 fn format<'a>(t: &DateTime<Utc>, buffer: &'a mut [u8; 30]) -> Option<&'a str> {
+    // Read off the stored UTC time: each field of the `DateTime` would add the zone's offset
+    // (zero) first, seven times a timestamp.
+    let t = t.naive_utc();
     let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
     buffer[..20].copy_from_slice(b"0000-00-00T00:00:00.");
     put(buffer, 0, year, 4);
