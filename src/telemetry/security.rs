@@ -338,11 +338,14 @@ impl AuditRecord {
         } else {
             (proto::SeverityNumber::Info, "INFO")
         };
-        // Serializing borrowed strings and a JSON value cannot fail. Sized for the usual event
-        // (about 900 bytes), so that writing it does not grow the buffer four times.
+        // Serializing borrowed strings and a JSON value cannot fail (were it to, the body would
+        // be empty, never half written). Sized for the usual event (about 900 bytes), so that
+        // writing it does not grow the buffer three times.
         let mut body = Vec::with_capacity(BODY_CAPACITY);
-        let _ = serde_json::to_writer(&mut body, &OcsfEvent::of(&self.trail, row));
-        let body = String::from_utf8(body).unwrap_or_default();
+        let body = match serde_json::to_writer(&mut body, &OcsfEvent::of(&self.trail, row)) {
+            Ok(()) => String::from_utf8(body).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         let class = i64::from(ocsf_class(&row.action).class_uid);
         proto::LogRecord {
             time_unix_nano: unix_nanos(row.occurred_at.into()),

@@ -468,19 +468,20 @@ async fn connect_postgres(
     max: u32,
 ) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.url.expose_secret());
-    if let Some(ca) = url.ca_file.clone() {
-        // A CA is asked for to verify the server: verify the host name too, unless the URL
-        // chose its own `sslmode`.
-        let chosen = url.url.expose_secret().contains("sslmode=");
-        opts.map_sqlx_postgres_opts(move |o| {
-            let o = o.ssl_root_cert(&ca);
-            if chosen {
-                o
-            } else {
-                o.ssl_mode(PgSslMode::VerifyFull)
-            }
-        });
-    }
+    let ca = url.ca_file.clone();
+    let chosen = url.url.expose_secret().contains("sslmode=");
+    opts.map_sqlx_postgres_opts(move |o| {
+        // As every tenant pool's (see `postgres::PgConnections::new`): each statement sees what
+        // committed before it, whatever the server's or the database's default.
+        let o = o.options([("default_transaction_isolation", "read committed")]);
+        match &ca {
+            // A CA is asked for to verify the server: verify the host name too, unless the URL
+            // chose its own `sslmode`.
+            Some(ca) if chosen => o.ssl_root_cert(ca),
+            Some(ca) => o.ssl_root_cert(ca).ssl_mode(PgSslMode::VerifyFull),
+            None => o,
+        }
+    });
     opts.max_connections(max)
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
@@ -605,6 +606,68 @@ fn is_duplicate_schema(e: &DbErr) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A PostgreSQL database made for one test, `setup` run in it (`{db}` names it); dropped
+    /// with the value.
+    pub(crate) struct Scratch(pub(crate) String);
+
+    impl Scratch {
+        pub(crate) fn new(setup: &str) -> Scratch {
+            let scratch = Scratch(format!("fg_scratch_{}", uuid::Uuid::new_v4().simple()));
+            scratch.psql(&format!("CREATE DATABASE {}", scratch.0));
+            scratch.psql(&setup.replace("{db}", &scratch.0));
+            scratch
+        }
+
+        fn psql(&self, sql: &str) -> bool {
+            std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-qc",
+                    sql,
+                ])
+                .status()
+                .is_ok_and(|status| status.success())
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            self.psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+        }
+    }
+
+    /// The control plane's pool, like the tenants' (`postgres` tests), is `READ COMMITTED` in
+    /// a database whose default is `REPEATABLE READ`.
+    #[tokio::test]
+    async fn the_control_pool_is_read_committed_whatever_the_database_default() {
+        let scratch = Scratch::new(
+            "ALTER DATABASE {db} SET default_transaction_isolation = 'repeatable read'",
+        );
+        let url = PgUrl {
+            url: SecretString::from(format!("postgres://postgres@127.0.0.1:5432/{}", scratch.0)),
+            ca_file: None,
+        };
+        let control = connect_postgres(&url, CONTROL_SCHEMA, 1).await.unwrap();
+        let level = control
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT current_setting('transaction_isolation') AS level",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            level.try_get::<String>("", "level").unwrap(),
+            "read committed"
+        );
+        control.close().await.unwrap();
+    }
 
     /// Databases on SQLite files in a new directory of their own (removed by the caller).
     pub(crate) async fn sqlite_databases(name: &str) -> (PathBuf, Databases) {

@@ -481,6 +481,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::tenancy::db::tests::Scratch;
 
     /// A TCP relay to the local PostgreSQL that can go silent: once `silent` is set it keeps
     /// every connection open and forwards nothing either way, as a half-open connection does
@@ -526,40 +527,14 @@ mod tests {
         pool
     }
 
-    /// A database made for one test, dropped with the value.
-    struct Scratch(String);
-
-    impl Scratch {
-        async fn new(setup: &str) -> Scratch {
-            let name = format!("fg_scratch_{}", uuid::Uuid::new_v4().simple());
-            let admin = pool(5432, Mode::Autocommit);
-            let work = PgConnections::begin(&admin, "public").await.unwrap();
-            work.execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            work.execute_unprepared(&setup.replace("{db}", &name))
-                .await
-                .unwrap();
-            Scratch(name)
-        }
-
-        fn pool(&self, mode: Mode) -> Arc<PgConnections> {
-            let options = PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(5432)
-                .username("postgres")
-                .database(&self.0);
-            PgConnections::new(options, mode, 2)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
-            let _ = std::process::Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-qc", &drop])
-                .status();
-        }
+    /// A pool of `mode` on the scratch database.
+    fn scratch_pool(scratch: &Scratch, mode: Mode) -> Arc<PgConnections> {
+        let options = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(5432)
+            .username("postgres")
+            .database(&scratch.0);
+        PgConnections::new(options, mode, 2)
     }
 
     fn select(sql: &str) -> Statement {
@@ -617,10 +592,9 @@ mod tests {
     async fn transactions_are_read_committed_whatever_the_database_default() {
         let scratch = Scratch::new(
             "ALTER DATABASE {db} SET default_transaction_isolation = 'repeatable read'",
-        )
-        .await;
+        );
         for mode in [Mode::Write, Mode::Autocommit, Mode::Read] {
-            let pool = scratch.pool(mode);
+            let pool = scratch_pool(&scratch, mode);
             let work = PgConnections::begin(&pool, "public").await.unwrap();
             let row = work
                 .query_one(&select(
