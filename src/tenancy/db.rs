@@ -614,8 +614,13 @@ pub(crate) mod tests {
     impl Scratch {
         pub(crate) fn new(setup: &str) -> Scratch {
             let scratch = Scratch(format!("fg_scratch_{}", uuid::Uuid::new_v4().simple()));
-            scratch.psql(&format!("CREATE DATABASE {}", scratch.0));
-            scratch.psql(&setup.replace("{db}", &scratch.0));
+            let made = scratch.psql(&format!("CREATE DATABASE {}", scratch.0))
+                && scratch.psql(&setup.replace("{db}", &scratch.0));
+            assert!(
+                made,
+                "psql could not make the scratch database {}",
+                scratch.0
+            );
             scratch
         }
 

@@ -5,8 +5,9 @@
 //! Invariant: exporting never waits inside a request. Spans and log records are kept in a compact
 //! form of our own ([`super::trace::FinishedSpan`], [`super::security::AuditRecord`]) and put in
 //! bounded queues that threads of their own drain, encode with the protocol's own message types
-//! (`opentelemetry-proto`) record by record ([`export_request`]), and post ([`ship`]); a record that finds its queue full is dropped and
-//! counted (`flowgate_telemetry_dropped_total{signal}`), and an export that fails is counted
+//! (`opentelemetry-proto`) record by record ([`export_request`]), and post ([`ship`]); a record
+//! that finds its queue full is dropped and counted
+//! (`flowgate_telemetry_dropped_total{signal}`), and an export that fails is counted
 //! (`flowgate_telemetry_export_failures_total{signal}`) and logged at most once a minute per
 //! signal. The OpenTelemetry SDK's span and log pipelines did the same with about three times
 //! the work per request (its span objects, processors and conversions; `benches/load.sh`, the
