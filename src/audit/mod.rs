@@ -15,6 +15,7 @@
 pub mod anchor;
 pub mod chain;
 mod event;
+mod refusals;
 mod trail;
 pub mod verify;
 mod writer;

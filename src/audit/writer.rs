@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use entity::tenant::{audit_checkpoint, audit_event, audit_head};
@@ -24,9 +24,10 @@ use super::chain::{
     Head, Linked, append, append_after, append_after_known, append_unless_appended,
     checkpoint_message, read_head,
 };
-use super::trail::Trail;
+use super::refusals::{Broken, Refusals};
+use super::trail::{PLATFORM, Trail};
 use super::verify;
-use super::{AuditError, AuditEvent};
+use super::{AuditError, AuditEvent, Outcome, RequestMeta};
 use crate::keystore::{KeyName, KeyStore, Purpose};
 use crate::signals::SignalFeed;
 use crate::telemetry::{self, security};
@@ -372,13 +373,16 @@ impl AuditWriter {
         let (checkpoint_requests, requests) = mpsc::channel(16);
         let unsigned = Arc::new(Unsigned::default());
         let continued = Arc::new(Continued::default());
+        let backlog = Arc::new(Backlog::default());
         let signer = Signer {
             dbs: Arc::clone(&dbs),
             keystore,
             unsigned: Arc::clone(&unsigned),
             continued: Arc::clone(&continued),
+            refusals: Refusals::new(checkpoint_interval),
+            appends: sender.downgrade(),
+            backlog: Arc::clone(&backlog),
         };
-        let backlog = Arc::new(Backlog::default());
         let task = Task {
             dbs,
             unsigned: Arc::clone(&unsigned),
@@ -591,12 +595,18 @@ struct Signer {
     keystore: Arc<dyn KeyStore>,
     unsigned: Arc<Unsigned>,
     continued: Arc<Continued>,
+    /// Broken chains, each walked again after a longer wait than the last.
+    refusals: Refusals,
+    /// Where a broken chain is reported: the writer's queue, held weakly so that the writer
+    /// still stops once every [`AuditWriter`] is dropped.
+    appends: mpsc::WeakSender<Append>,
+    backlog: Arc<Backlog>,
 }
 
 impl Signer {
     /// Runs until `stop` fires (after the writer's last append), then signs what is left.
     async fn run(
-        self,
+        mut self,
         mut requests: mpsc::Receiver<oneshot::Sender<()>>,
         interval: Duration,
         mut stop: oneshot::Receiver<()>,
@@ -609,26 +619,40 @@ impl Signer {
                 _ = &mut stop => break,
                 request = requests.recv(), if requests_open => match request {
                     Some(done) => {
-                        self.sign(|_| true).await;
+                        self.sign(|_| true, Asked::Now).await;
                         let _ = done.send(());
                     }
                     None => requests_open = false,
                 },
-                _ = self.unsigned.due.notified() => self.sign(|n| n >= CHECKPOINT_EVERY).await,
-                _ = ticker.tick() => self.sign(|_| true).await,
+                _ = self.unsigned.due.notified() => {
+                    self.sign(|n| n >= CHECKPOINT_EVERY, Asked::InTurn).await;
+                }
+                _ = ticker.tick() => self.sign(|_| true, Asked::InTurn).await,
             }
         }
-        self.sign(|_| true).await;
+        self.sign(|_| true, Asked::InTurn).await;
     }
 
     /// Signs the chains that `pick` selects by their unsigned count; a chain whose checkpoint
-    /// fails keeps its count and is retried later.
-    async fn sign(&self, pick: impl Fn(u64) -> bool) {
+    /// fails keeps its count and is retried later, a broken one only once its wait is over
+    /// (unless a checkpoint is asked for now).
+    async fn sign(&mut self, pick: impl Fn(u64) -> bool, asked: Asked) {
+        let now = Instant::now();
         for (trail, count) in self.unsigned.take(pick) {
+            if asked == Asked::InTurn && !self.refusals.due(&trail, now) {
+                self.unsigned.restore(&trail, count);
+                continue;
+            }
             let checkpoint =
                 write_checkpoint(&self.dbs, self.keystore.as_ref(), &self.continued, &trail);
             match checkpoint.await {
-                Ok(()) | Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {}
+                Ok(Ok(())) | Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {
+                    self.refusals.cleared(&trail);
+                }
+                Ok(Err(broken)) => {
+                    self.unsigned.restore(&trail, count);
+                    self.refused(&trail, broken).await;
+                }
                 Err(e) => {
                     tracing::warn!(trail = %trail, error = %e, "audit checkpoint failed; the chain stays due");
                     self.unsigned.restore(&trail, count);
@@ -636,6 +660,55 @@ impl Signer {
             }
         }
     }
+
+    /// Notes that the chain of `trail` is broken. A break not seen before is said in the log
+    /// and on the trail itself (`audit.checkpoint`, which raises the `audit_tamper` signal and
+    /// reaches the SIEM); the one refused last time only in the log.
+    async fn refused(&mut self, trail: &Trail, broken: Broken) {
+        if !self.refusals.refused(trail, broken.seq, Instant::now()) {
+            tracing::warn!(trail = %trail, seq = broken.seq,
+                "the audit chain is still broken and is not signed");
+            return;
+        }
+        tracing::error!(trail = %trail, seq = broken.seq, problem = %broken.problem,
+            "the audit chain is broken and is not signed; `flowgate audit verify` shows where");
+        let Some(appends) = self.appends.upgrade() else {
+            return;
+        };
+        let meta = RequestMeta {
+            request_id: crate::http::request_id::generate(),
+            ..RequestMeta::default()
+        };
+        let (resource, id) = match trail {
+            Trail::Tenant(slug) => ("tenant", slug.as_str()),
+            Trail::Platform => ("platform", PLATFORM),
+        };
+        let event = AuditEvent::new(&meta, "audit.checkpoint", resource)
+            .resource_id(id)
+            .actor("system", "audit-signer")
+            .outcome(Outcome::None, 409)
+            .detail("verified_ok", false)
+            .detail("first_broken_seq", broken.seq)
+            .detail("problem", broken.problem);
+        // Nobody waits for it: the flush's outcome is the writer's to log.
+        let (done, _) = oneshot::channel();
+        let append = Append {
+            trail: trail.clone(),
+            event: Box::new(event),
+            done,
+        };
+        if appends.send(append).await.is_ok() {
+            self.backlog.sent();
+        }
+    }
+}
+
+/// Whether the chains are signed because someone asked for it now, or in their turn (on the
+/// timer, once enough events are unsigned, at shutdown), when a broken one waits its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Now,
+    InTurn,
 }
 
 /// Appends `events` to `trail`; returns the outcome and the head after it (to skip reading it
@@ -816,28 +889,30 @@ async fn append_optimistically(
 /// Only a head that continues what the anchor signed is signed ([`verify::continues`]): someone
 /// who can write the database could otherwise rewrite the history behind the anchor, re-link
 /// it, and have the next checkpoint sign the rewrite and carry the anchor onto it. Such a trail
-/// is refused, each time it is due, until an operator looks at it (`audit verify` names the
-/// first broken event); its events still append.
+/// is refused (`Ok(Err(broken))`) until an operator looks at it (`audit verify` names the
+/// first broken event; the signer waits longer each time, see [`super::refusals`]); its events
+/// still append.
 async fn write_checkpoint(
     dbs: &Databases,
     keystore: &dyn KeyStore,
     continued: &Continued,
     trail: &Trail,
-) -> Result<(), AuditError> {
+) -> Result<Result<(), Broken>, AuditError> {
     // Read before the head: the position names only committed events, so it is never ahead
     // of the head read next (read after, the writer's appends could carry it past that head,
     // which reads as events gone missing).
     let since = continued.generation();
     let known = continued.get(trail);
-    let anchored = anchor::load(keystore, trail)
-        .await?
-        .map_err(|problem| refused(trail, 0, problem))?;
+    let anchored = match anchor::load(keystore, trail).await? {
+        Ok(anchored) => anchored,
+        Err(problem) => return Ok(Err(broken(0, problem))),
+    };
     // A position behind the anchor saves nothing: the walk starts from the anchor then.
     let known = known.filter(|k| anchored.as_ref().is_none_or(|a| k.seq >= a.seq));
     let tx = trail.begin(dbs, Access::Read).await?;
     let head = audit_head::Entity::find_by_id(1).one(&tx).await?;
     let Some(head) = head.filter(|h| h.seq > 0) else {
-        return Ok(());
+        return Ok(Ok(()));
     };
     let signed = audit_checkpoint::Entity::find_by_id(head.seq)
         .one(&tx)
@@ -847,12 +922,12 @@ async fn write_checkpoint(
         .as_ref()
         .is_some_and(|a| a.seq == head.seq && a.hash == head.hash)
     {
-        return Ok(());
+        return Ok(Ok(()));
     }
     if let Some((seq, problem)) =
         verify::continues(dbs, trail, anchored.as_ref(), known.as_ref(), &head).await?
     {
-        return Err(refused(trail, seq, problem));
+        return Ok(Err(broken(seq, problem)));
     }
     continued.walked(
         trail,
@@ -877,11 +952,10 @@ async fn write_checkpoint(
             }
         }
         Some(_) => {
-            return Err(refused(
-                trail,
+            return Ok(Err(broken(
                 head.seq,
                 "a checkpoint stored at the head does not sign it",
-            ));
+            )));
         }
         None => {
             let checkpoint = Anchor {
@@ -893,16 +967,16 @@ async fn write_checkpoint(
             checkpoint
         }
     };
-    anchor::advance(dbs, keystore, trail, &checkpoint).await
+    anchor::advance(dbs, keystore, trail, &checkpoint)
+        .await
+        .map(Ok)
 }
 
-/// The error of a checkpoint refused on `trail` because its chain is broken at `seq`.
-fn refused(trail: &Trail, seq: i64, problem: &str) -> AuditError {
-    anyhow::anyhow!(
-        "the chain of {trail} is not signed: it is broken at event {seq} ({problem}); \
-         `flowgate audit verify` shows where"
-    )
-    .into()
+fn broken(seq: i64, problem: &str) -> Broken {
+    Broken {
+        seq,
+        problem: problem.to_owned(),
+    }
 }
 
 /// Stores a signed checkpoint; one that another replica stored first is as good. The event it

@@ -164,7 +164,9 @@ pub struct AlertingConfig {
     pub elevation: EventRule,
     /// A service account's credential used from a network (/24, /64) it was never used from.
     pub new_network: EventRule,
-    /// A verification of the audit trail that found it broken (the subject is who verified).
+    /// A verification of the audit trail that found it broken (the subject is who verified),
+    /// or Flowgate's checkpoint signer refusing to sign it (the subject is `system`
+    /// `audit-signer`; once per break).
     pub audit_tamper: EventRule,
 }
 

@@ -384,16 +384,32 @@ fn network(ip: &str) -> Option<String> {
 /// What the enabled detectors count of `event`.
 pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
     let mut tallies = Vec::new();
-    // The signals' own records and the responses they made are not evidence of anything.
-    if event.action.starts_with("security.") || event.actor_type == "system" {
-        return tallies;
-    }
     let principal = (event.actor_type != "anonymous" && !event.actor_id.is_empty()).then(|| {
         Subject::Principal {
             kind: event.actor_type.clone(),
             id: event.actor_id.clone(),
         }
     });
+    // Who found the trail broken: a person or a key verifying it, or Flowgate's own signer.
+    if config.audit_tamper.enabled
+        && event.tamper
+        && let Some(subject) = principal.clone()
+    {
+        let found_by = if event.actor_type == "system" {
+            "the checkpoint signer"
+        } else {
+            "a verification"
+        };
+        tallies.push(Tally::Event {
+            kind: SignalKind::AuditTamper,
+            subject,
+            what: format!("the audit trail's hash chain is broken (found by {found_by})"),
+        });
+    }
+    // The signals' own records and the responses they made are not evidence of anything.
+    if event.action.starts_with("security.") || event.actor_type == "system" {
+        return tallies;
+    }
     let rule = &config.failed_logins;
     // A refusal, not an outage: a store that could not be reached (5xx) failed nobody's login.
     if rule.enabled && is_login(&event.action) && (400..500).contains(&event.status) {
@@ -445,16 +461,6 @@ pub fn tallies(config: &AlertingConfig, event: &Observation) -> Vec<Tally> {
             kind: SignalKind::Elevation,
             subject,
             what: format!("{} ({})", elevation.describe(), event.action),
-        });
-    }
-    if config.audit_tamper.enabled
-        && event.tamper
-        && let Some(subject) = principal.clone()
-    {
-        tallies.push(Tally::Event {
-            kind: SignalKind::AuditTamper,
-            subject,
-            what: "the audit trail's hash chain is broken (found by a verification)".into(),
         });
     }
     // Not configurable: the detectors' own switches are what it watches.
@@ -719,6 +725,36 @@ mod tests {
         );
         let again = detectors.fire_on(&config, &event("user.read", 200, "sa1", "192.0.2.8"), now);
         assert!(again.is_empty(), "same /24");
+    }
+
+    #[test]
+    fn the_signer_finding_the_trail_broken_is_tampering_and_nothing_else_it_does_counts() {
+        let config = AlertingConfig::default();
+        let mut detectors = Detectors::default();
+        let now = Instant::now();
+        let mut refused = event("audit.checkpoint", 409, "audit-signer", "");
+        (refused.actor_type, refused.source_ip) = ("system".into(), None);
+        assert!(detectors.fire_on(&config, &refused, now).is_empty());
+        refused.tamper = true;
+        let fired = detectors.fire_on(&config, &refused, now);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].kind, SignalKind::AuditTamper);
+        assert_eq!(
+            fired[0].subject,
+            Subject::Principal {
+                kind: "system".into(),
+                id: "audit-signer".into()
+            }
+        );
+        assert!(fired[0].summary.contains("checkpoint signer"), "{fired:?}");
+        // The system's other events are not evidence, even many of them.
+        let mut rate = config.clone();
+        rate.request_rate.minimum = 1;
+        for _ in 0..1000 {
+            let mut signal = event("security.signal", 200, "signals", "");
+            signal.actor_type = "system".into();
+            assert!(detectors.fire_on(&rate, &signal, now).is_empty());
+        }
     }
 
     #[test]

@@ -323,7 +323,8 @@ fn observation(row: &audit_event::Model) -> Observation {
             .and_then(Value::as_str)
             .map(str::to_owned),
         elevation: elevation_of(&row.action, &row.details),
-        tamper: row.action == "audit.verify"
+        // A verification that found the trail broken, or the checkpoint signer refusing it.
+        tamper: matches!(row.action.as_str(), "audit.verify" | "audit.checkpoint")
             && row.details.get("verified_ok") == Some(&Value::Bool(false)),
         loosened: (row.action == "settings.manage")
             .then(|| row.details.get(LOOSENED_DETAIL)?.as_str())

@@ -216,7 +216,10 @@ on_both_databases! {
         app.tenant_sql("DELETE FROM audit_checkpoints").await;
         let (code, report) = verify_with_cli(&app).await;
         assert_eq!(code, 1, "{report}");
-        assert_eq!(report["first_broken_seq"], keep + 1, "{report}");
+        // Named at the first cut event, or, when events appended since (the signer's own report
+        // of the break among them) filled the cut places again, at the anchor's.
+        let broken = report["first_broken_seq"].as_i64().unwrap();
+        assert!((keep + 1..=head).contains(&broken), "{report}");
         assert!(report["problem"].as_str().unwrap().contains("key store"), "{report}");
     }
 
@@ -269,6 +272,69 @@ on_both_databases! {
         let report = verify(&app).await;
         assert_eq!(report["ok"], false, "{report}");
     }
+}
+
+/// The checkpoint signer that finds the trail broken after its anchor says so once, on the
+/// trail itself, where it raises the `audit_tamper` signal; asked again, it still signs nothing
+/// past the break and does not say it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signer_reports_a_broken_trail_once_and_that_raises_the_tamper_signal() {
+    let app = crate::helpers::spawn_app(crate::helpers::Db::Sqlite).await;
+    some_activity(&app).await;
+    app.state.audit.checkpoint_now().await.unwrap();
+    for _ in 0..3 {
+        let (status, _) = app.get("/users", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // An event after the anchor is edited behind Flowgate's back.
+    let head = app.tenant_rows("SELECT seq FROM audit_head").await[0]["seq"]
+        .as_i64()
+        .unwrap();
+    app.tenant_sql(&format!(
+        "UPDATE audit_events SET status = 299 WHERE seq = {head}"
+    ))
+    .await;
+    let tamper =
+        |e: &Value| e["action"] == "security.signal" && e["details"]["signal"] == "audit_tamper";
+    for _ in 0..50 {
+        // Each read asks for a checkpoint first: the signer refuses the trail every time.
+        if app.audit_events().await.iter().any(tamper) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Asked again, the signer refuses again and says nothing more.
+    for _ in 0..2 {
+        app.state.audit.checkpoint_now().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let events = app.audit_events().await;
+    let reports: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "audit.checkpoint")
+        .collect();
+    assert_eq!(reports.len(), 1, "one report of one break: {reports:?}");
+    let report = reports[0];
+    assert_eq!(report["actor_type"], "system");
+    assert_eq!(report["actor_id"], "audit-signer");
+    assert_eq!(report["status"], 409);
+    assert_eq!(report["details"]["verified_ok"], false);
+    assert_eq!(report["details"]["first_broken_seq"], head);
+    let signal = events
+        .iter()
+        .find(|e| tamper(e))
+        .unwrap_or_else(|| panic!("no audit_tamper signal in {events:?}"));
+    assert_eq!(signal["details"]["subject"]["type"], "system", "{signal}");
+    // (The edited event itself may have been signed by a tick before the edit.)
+    let signed = app
+        .tenant_rows(&format!(
+            "SELECT seq FROM audit_checkpoints WHERE seq > {head}"
+        ))
+        .await;
+    assert!(
+        signed.is_empty(),
+        "nothing past the break is signed: {signed:?}"
+    );
 }
 
 /// Replicas take turns at a trail's anchor: a move waits while another replica holds the

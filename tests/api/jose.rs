@@ -395,6 +395,19 @@ on_both_databases! {
         // ... and one that asks for an encrypted answer is 406.
         let (status, _, text) = send(&app, reqwest::Method::GET, "/users", Some(&key), "", None, Some("application/jose")).await;
         problem(status, &text, StatusCode::NOT_ACCEPTABLE, "not_acceptable");
+        // A JWE sent to an operation that takes no body is never read: that there is no one to
+        // answer to is known before the handler, which does not act.
+        let (status, target) = app
+            .post("/service-accounts", &app.admin_key, json!({"name": format!("t-{}", uuid::Uuid::new_v4().simple())}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{target}");
+        let target = format!("/service-accounts/{}", target["id"].as_str().unwrap());
+        let disable = format!("{target}/disable");
+        let unread = encrypt(&tenant_key, "RSA-OAEP-256", &json!({})).await;
+        let (status, _, text) = send(&app, reqwest::Method::POST, &disable, Some(&key), "application/jose", Some(unread.clone()), Some("application/jose")).await;
+        problem(status, &text, StatusCode::NOT_ACCEPTABLE, "not_acceptable");
+        let (_, account) = app.get(&target, &app.admin_key).await;
+        assert_eq!(account["status"], "active", "the refused request disabled the account");
 
         // A private key is refused; the public one is registered.
         let (status, body) = app
@@ -422,6 +435,13 @@ on_both_databases! {
         assert_eq!(content_type, "application/jose");
         let (_, page) = decrypt(&client["private"], &text).await;
         assert!(page["items"].as_array().unwrap().iter().any(|u| u["display_name"] == "rsa"));
+        // Positive control: with a key to answer to, the unread JWE's operation acts.
+        let (status, content_type, text) = send(&app, reqwest::Method::POST, &disable, Some(&key), "application/jose", Some(unread), Some("application/jose")).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(content_type, "application/jose");
+        assert_eq!(decrypt(&client["private"], &text).await.1["status"], "disabled");
+        let (_, account) = app.get(&target, &app.admin_key).await;
+        assert_eq!(account["status"], "disabled");
 
         // Tampered.
         let (status, _, text) = post_jose(&app, "/users", &key, flip_tag(&jwe)).await;

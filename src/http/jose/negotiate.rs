@@ -15,9 +15,10 @@
 //! - Only successful responses with a body are encrypted; problem documents stay plaintext
 //!   (they carry no business data, and a client that cannot decrypt still learns why).
 //!
-//! Invariant: every decision that can refuse is made before the handler runs, except for a
-//! request that declared `application/jose` and whose handler reads no body; the response is
-//! encrypted after the handler and the audit event never holds a payload or a key.
+//! Invariant: every decision that can refuse is made before the handler runs (a JWE is
+//! decrypted, and its recipient settled, when the handler reads its body, before it acts on
+//! it); the response is encrypted after the handler and the audit event never holds a payload
+//! or a key.
 
 use std::sync::LazyLock;
 
@@ -111,6 +112,8 @@ struct Route {
     method: Method,
     path: ResourceDef,
     id: String,
+    /// The operation takes a request body (and so decrypts one declared `application/jose`).
+    takes_body: bool,
 }
 
 /// The tenant API's operations, in registration order (the order routes match in).
@@ -129,6 +132,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
             method: http_method(&documented.method),
             path: ResourceDef::new(documented.path.as_str()),
             id: documented.operation.operation_id.unwrap_or_default(),
+            takes_body: documented.operation.request_body.is_some(),
         })
         .collect()
 });
@@ -141,11 +145,10 @@ pub fn settable_operations() -> impl Iterator<Item = &'static str> {
         .filter(|id| !NEVER_REQUIRED.contains(id))
 }
 
-fn operation_of(method: &Method, path: &str) -> Option<&'static str> {
+fn operation_of(method: &Method, path: &str) -> Option<&'static Route> {
     ROUTES
         .iter()
         .find(|r| r.method == method && r.path.is_match(path))
-        .map(|r| r.id.as_str())
 }
 
 /// What `Accept` says about `application/jose`.
@@ -235,22 +238,21 @@ pub async fn negotiate(
     let settings = context.settings();
     let any_required =
         settings.payload_encryption_required || !settings.payload_encryption_operations.is_empty();
-    // Naming the operation matches the path against every route's pattern (2.5 % of a page
-    // read of users, callgrind): only a tenant that requires encryption anywhere needs it.
-    // The path as routing reads it (percent-decoded): `…/valu%65` is the `value` route.
-    let required = any_required
-        && match operation_of(req.method(), req.match_info().as_str()) {
-            Some(id) if !NEVER_REQUIRED.contains(&id) => {
-                settings.payload_encryption_required
-                    || settings
-                        .payload_encryption_operations
-                        .iter()
-                        .any(|o| o == id)
-            }
-            _ => false,
-        };
-    let accept = Accept::of(req.headers());
     let encrypted = is_jose(req.headers());
+    // Naming the operation matches the path against every route's pattern (2.5 % of a page
+    // read of users, callgrind): only a tenant that requires encryption anywhere, or an
+    // encrypted request, needs it. The path as routing reads it (percent-decoded): `…/valu%65`
+    // is the `value` route.
+    let operation = (any_required || encrypted)
+        .then(|| operation_of(req.method(), req.match_info().as_str()))
+        .flatten();
+    let required = any_required
+        && operation.is_some_and(|op| {
+            !NEVER_REQUIRED.contains(&op.id.as_str())
+                && (settings.payload_encryption_required
+                    || settings.payload_encryption_operations.contains(&op.id))
+        });
+    let accept = Accept::of(req.headers());
     let must = required || accept.asks;
     if must && !accept.allows {
         return Ok(req.error_response(not_acceptable(
@@ -263,9 +265,14 @@ pub async fn negotiate(
         encrypt: must || (encrypted && accept.allows),
         recipient: None,
     };
-    if must && !encrypted {
+    // Whom the answer goes to is settled when the body is decrypted; a plaintext request, or a
+    // JWE sent to an operation that takes no body (which is never read), has it settled here,
+    // so that a refusal comes before the handler and not after its effects.
+    let unread_jwe = encrypted && !operation.is_some_and(|op| op.takes_body);
+    if negotiated.encrypt && (!encrypted || unread_jwe) {
         match default_recipient(&context).await {
             Ok(Some(recipient)) => negotiated.recipient = Some(recipient),
+            Ok(None) if !must => negotiated.encrypt = false,
             Ok(None) => return Ok(req.error_response(not_acceptable(NOTHING_TO_ENCRYPT_TO))),
             Err(e) => return Ok(req.error_response(e)),
         }
@@ -446,13 +453,19 @@ mod tests {
 
     #[test]
     fn operations_are_named_by_method_and_path() {
+        let named =
+            |method, path| operation_of(&method, path).map(|r| (r.id.as_str(), r.takes_body));
         assert_eq!(
-            operation_of(&Method::GET, "/t/acme/api/v1/settings"),
-            Some("get_settings")
+            named(Method::GET, "/t/acme/api/v1/settings"),
+            Some(("get_settings", false))
         );
         assert_eq!(
-            operation_of(&Method::POST, "/t/acme/api/v1/users"),
-            Some("create_user")
+            named(Method::POST, "/t/acme/api/v1/users"),
+            Some(("create_user", true))
+        );
+        assert_eq!(
+            named(Method::POST, "/t/acme/api/v1/users/u1/disable"),
+            Some(("disable_user", false))
         );
         assert!(settable_operations().any(|id| id == "create_user"));
         assert!(!settable_operations().any(|id| id == "update_settings"));
