@@ -1,157 +1,138 @@
-//! Encoding one OTLP export request of 512 records shaped like Flowgate's (audit log records: a
-//! 900-byte OCSF body and six attributes; request spans: ids, times and eight attributes), two
-//! ways side by side in one run: built whole and encoded by prost (`encode_to_vec`), and framed
-//! record by record (`telemetry::otlp::export_request`, what the export threads do). Both
-//! include making the records' messages, as the threads do.
+//! Encoding one OTLP logs export request of 512 audit events shaped like a page read's (an OCSF
+//! body of about 900 bytes and six attributes), two ways side by side in one run: making
+//! `opentelemetry-proto`'s messages (the OCSF body serialized into a `String`, the attributes
+//! converted by the protocol crate) and encoding the request with prost, as the export threads
+//! did; and writing each record straight into the request's bytes (`Signal::encode` of
+//! `telemetry::security::AuditRecord`, what they do now). Both include serializing the OCSF
+//! events. Spans are written by the same attribute writer (`telemetry::otlp::wire`).
 //!
 //! `cargo bench --bench otlp_encode` prints the time per record of each and their ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use flowgate::telemetry::otlp::export_request;
+use entity::tenant::audit_event;
+use flowgate::telemetry::otlp::ship::Signal as _;
+use flowgate::telemetry::security::{AuditRecord, OcsfEvent, ocsf_class};
+use flowgate::telemetry::trace::unix_nanos;
+use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::transform::common::tonic::{Attributes, ResourceAttributesWithSchema};
+use opentelemetry_sdk::Resource;
 use prost::Message as _;
 
 const BATCH: usize = 512;
 
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
+fn rows() -> Arc<[audit_event::Model]> {
+    (0..BATCH)
+        .map(|n| audit_event::Model {
+            seq: n as i64 + 1,
+            id: uuid::Uuid::new_v4(),
+            occurred_at: chrono::Utc::now(),
+            request_id: "0193a7c45f7e7c1a9d2b3e4f5a6b7c8d".into(),
+            actor_type: "service_account".into(),
+            actor_id: "0193a7c4-5f7e-7c1a-9d2b-3e4f5a6b7c8d".into(),
+            action: "user.list".into(),
+            resource_type: "tenant".into(),
+            resource_id: Some("bench".into()),
+            decision: "allow".into(),
+            status: 200,
+            source_ip: Some("127.0.0.1".into()),
+            user_agent: Some("wrk".into()),
+            details: serde_json::json!({"method": "GET", "path": "/t/bench/api/v1/users",
+                "credential_id": "0193a7c4-5f7e-7c1a-9d2b-3e4f5a6b7c8d", "policies": ["admin"]}),
+            prev_hash: "b".repeat(64),
+            hash: "a".repeat(64),
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
+fn resource() -> Resource {
+    Resource::builder_empty()
+        .with_service_name("flowgate")
+        .with_attribute(KeyValue::new("host.name", "bench"))
+        .build()
 }
 
-fn log_record(n: usize) -> LogRecord {
+/// The log record of `row` as `opentelemetry-proto`'s message.
+fn message(trail: &str, row: &audit_event::Model, observed: SystemTime) -> LogRecord {
+    let mut body = Vec::with_capacity(1536);
+    serde_json::to_writer(&mut body, &OcsfEvent::of(trail, row)).unwrap();
     LogRecord {
-        time_unix_nano: 1_764_900_000_000_000_000 + n as u64,
-        observed_time_unix_nano: 1_764_900_000_000_000_500 + n as u64,
+        time_unix_nano: unix_nanos(row.occurred_at.into()),
+        observed_time_unix_nano: unix_nanos(observed),
         severity_number: 9,
         severity_text: "INFO".to_owned(),
         body: Some(AnyValue {
-            value: Some(any_value::Value::StringValue("o".repeat(900))),
+            value: Some(any_value::Value::StringValue(
+                String::from_utf8(body).unwrap(),
+            )),
         }),
-        attributes: vec![
-            text("flowgate.tenant", "bench"),
-            int("flowgate.audit.seq", n as i64),
-            text("flowgate.audit.hash", &"a".repeat(64)),
-            text("flowgate.audit.action", "user.list"),
-            text(
-                "flowgate.request_id",
-                "0193a7c4-5f7e-7c1a-9d2b-3e4f5a6b7c8d",
+        attributes: Attributes::from(vec![
+            KeyValue::new("flowgate.tenant", trail.to_owned()),
+            KeyValue::new("flowgate.audit.seq", row.seq),
+            KeyValue::new("flowgate.audit.hash", row.hash.clone()),
+            KeyValue::new("flowgate.audit.action", row.action.clone()),
+            KeyValue::new("flowgate.request_id", row.request_id.clone()),
+            KeyValue::new(
+                "ocsf.class_uid",
+                i64::from(ocsf_class(&row.action).class_uid),
             ),
-            int("ocsf.class_uid", 6003),
-        ],
+        ])
+        .0,
         event_name: "flowgate.audit".to_owned(),
         ..Default::default()
     }
 }
 
-fn span(n: usize) -> Span {
-    Span {
-        trace_id: vec![7; 16],
-        span_id: (n as u64).to_be_bytes().to_vec(),
-        name: "GET /t/{tenant}/api/v1/users".to_owned(),
-        kind: 2,
-        start_time_unix_nano: 1_764_900_000_000_000_000 + n as u64,
-        end_time_unix_nano: 1_764_900_000_000_090_000 + n as u64,
-        attributes: vec![
-            text("http.request.method", "GET"),
-            text("http.route", "/t/{tenant}/api/v1/users"),
-            int("http.response.status_code", 200),
-            text("flowgate.tenant", "bench"),
-            text("flowgate.principal.type", "service_account"),
-            text(
-                "flowgate.principal.id",
-                "0193a7c4-5f7e-7c1a-9d2b-3e4f5a6b7c8d",
-            ),
-            text("flowgate.action", "user.list"),
-            text("flowgate.decision", "allow"),
-        ],
-        ..Default::default()
-    }
-}
-
-fn resource() -> Resource {
-    Resource {
-        attributes: vec![text("service.name", "flowgate"), text("host.name", "bench")],
-        ..Default::default()
-    }
-}
-
-fn scope() -> InstrumentationScope {
-    InstrumentationScope {
-        name: "flowgate".to_owned(),
-        version: "0.1.0".to_owned(),
-        ..Default::default()
-    }
-}
-
-fn whole_logs() -> Vec<u8> {
+fn with_messages(rows: &Arc<[audit_event::Model]>, resource: &Resource) -> Vec<u8> {
+    let observed = SystemTime::now();
+    let converted = ResourceAttributesWithSchema::from(resource);
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(resource()),
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: converted.attributes.0,
+                ..Default::default()
+            }),
             scope_logs: vec![ScopeLogs {
-                scope: Some(scope()),
-                log_records: (0..BATCH).map(log_record).collect(),
+                scope: Some(InstrumentationScope {
+                    name: "flowgate".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    ..Default::default()
+                }),
+                log_records: rows.iter().map(|r| message("bench", r, observed)).collect(),
                 schema_url: String::new(),
             }],
-            schema_url: String::new(),
+            schema_url: converted.schema_url.unwrap_or_default(),
         }],
     }
     .encode_to_vec()
 }
 
-fn framed_logs() -> Vec<u8> {
-    export_request(&resource(), "", &scope(), (0..BATCH).map(log_record))
+fn written(rows: &Arc<[audit_event::Model]>, resource: &Resource) -> Vec<u8> {
+    let observed = SystemTime::now();
+    let trail: Arc<str> = Arc::from("bench");
+    let batch = (0..rows.len())
+        .map(|index| AuditRecord::new(Arc::clone(&trail), Arc::clone(rows), index, observed))
+        .collect();
+    AuditRecord::encode(batch, resource)
 }
 
-fn whole_spans() -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(scope()),
-                spans: (0..BATCH).map(span).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn framed_spans() -> Vec<u8> {
-    export_request(&resource(), "", &scope(), (0..BATCH).map(span))
-}
+type Encode = fn(&Arc<[audit_event::Model]>, &Resource) -> Vec<u8>;
 
 /// Median nanoseconds per record of `encode`, over rounds of about 0.2 s.
-fn per_record(encode: fn() -> Vec<u8>) -> f64 {
+fn per_record(encode: Encode, rows: &Arc<[audit_event::Model]>, resource: &Resource) -> f64 {
     let mut rounds = Vec::new();
     for _ in 0..9 {
         let start = Instant::now();
         let mut n = 0u32;
         while start.elapsed() < Duration::from_millis(200) {
-            black_box(encode());
+            black_box(encode(rows, resource));
             n += 1;
         }
         rounds.push(start.elapsed().as_nanos() as f64 / f64::from(n) / BATCH as f64);
@@ -165,21 +146,24 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    assert_eq!(whole_logs(), framed_logs());
-    assert_eq!(whole_spans(), framed_spans());
-    println!("512 records    whole (prost)   framed   framed/whole");
-    for (name, whole, framed) in [
-        (
-            "log records",
-            whole_logs as fn() -> Vec<u8>,
-            framed_logs as fn() -> Vec<u8>,
-        ),
-        ("spans", whole_spans, framed_spans),
-    ] {
-        let (whole, framed) = (per_record(whole), per_record(framed));
-        println!(
-            "{name:<12}  {whole:>9.0} ns   {framed:>6.0} ns   {:.2}",
-            framed / whole
-        );
-    }
+    let (rows, resource) = (rows(), resource());
+    // The same request, but for the observed times each makes.
+    let decode = |bytes: Vec<u8>| {
+        let mut request = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
+        for record in &mut request.resource_logs[0].scope_logs[0].log_records {
+            record.observed_time_unix_nano = 0;
+        }
+        request
+    };
+    assert_eq!(
+        decode(with_messages(&rows, &resource)),
+        decode(written(&rows, &resource))
+    );
+    println!("512 audit log records   prost messages   written   written/messages");
+    let messages = per_record(with_messages, &rows, &resource);
+    let written = per_record(written, &rows, &resource);
+    println!(
+        "per record              {messages:>11.0} ns   {written:>5.0} ns   {:.2}",
+        written / messages
+    );
 }

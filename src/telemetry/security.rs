@@ -20,13 +20,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use entity::tenant::audit_event;
-use opentelemetry::KeyValue;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1 as proto;
 use opentelemetry_sdk::Resource;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::otlp::wire::{self, Attribute};
 use super::otlp::{self, ship::Signal};
 use super::trace::unix_nanos;
 
@@ -306,18 +305,15 @@ pub fn committed(trail: &str, rows: &Arc<[audit_event::Model]>) {
     };
     let trail: Arc<str> = Arc::from(trail);
     let observed = SystemTime::now();
-    exporting
-        .logs
-        .ship_all((0..rows.len()).map(|index| AuditRecord {
-            trail: Arc::clone(&trail),
-            rows: Arc::clone(rows),
-            index,
-            observed,
-        }));
+    exporting.logs.ship_all(
+        (0..rows.len())
+            .map(|index| AuditRecord::new(Arc::clone(&trail), Arc::clone(rows), index, observed)),
+    );
 }
 
-/// Bytes reserved for an event's OCSF body: most fit, with their details.
-const BODY_CAPACITY: usize = 1536;
+/// About how many bytes an event's log record takes: its OCSF body (about 900 bytes, with its
+/// details) and attributes.
+const RECORD_BYTES: usize = 1536;
 
 /// A committed audit event waiting for export: the `index`th of the `rows` committed together
 /// (shared with the detectors, never copied); its OCSF body is made on the export thread.
@@ -330,7 +326,25 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    fn into_proto(self) -> proto::LogRecord {
+    /// The `index`th of `rows`, committed to `trail` and seen by the exporter at `observed`.
+    pub fn new(
+        trail: Arc<str>,
+        rows: Arc<[audit_event::Model]>,
+        index: usize,
+        observed: SystemTime,
+    ) -> Self {
+        AuditRecord {
+            trail,
+            rows,
+            index,
+            observed,
+        }
+    }
+
+    /// Writes the event as an OTLP `LogRecord` message (`opentelemetry/proto/logs/v1`), in
+    /// field order: its OCSF event as the body, its tenant, place in the chain, action, request
+    /// and OCSF class as attributes.
+    fn write(&self, out: &mut Vec<u8>) {
         let row = &self.rows[self.index];
         let failed = row.status >= 400 || row.decision == "deny";
         let (severity, text) = if failed {
@@ -338,34 +352,33 @@ impl AuditRecord {
         } else {
             (proto::SeverityNumber::Info, "INFO")
         };
-        // Serializing borrowed strings and a JSON value cannot fail (were it to, the body would
-        // be empty, never half written). Sized for the usual event (about 900 bytes), so that
-        // writing it does not grow the buffer three times.
-        let mut body = Vec::with_capacity(BODY_CAPACITY);
-        let body = match serde_json::to_writer(&mut body, &OcsfEvent::of(&self.trail, row)) {
-            Ok(()) => String::from_utf8(body).unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        wire::fixed64(1, unix_nanos(row.occurred_at.into()), out);
+        wire::unsigned(2, severity as u64, out);
+        wire::bytes(3, text.as_bytes(), out);
+        // The body is an `AnyValue` whose string is the OCSF event's JSON, written in place.
+        // Serializing borrowed strings and a JSON value cannot fail; were it to, the string
+        // would be cut back to empty, never left half written.
+        wire::delimited(5, out, |body| {
+            wire::delimited(1, body, |json| {
+                let start = json.len();
+                if serde_json::to_writer(&mut *json, &OcsfEvent::of(&self.trail, row)).is_err() {
+                    json.truncate(start);
+                }
+            });
+        });
         let class = i64::from(ocsf_class(&row.action).class_uid);
-        proto::LogRecord {
-            time_unix_nano: unix_nanos(row.occurred_at.into()),
-            observed_time_unix_nano: unix_nanos(self.observed),
-            severity_number: severity as i32,
-            severity_text: text.to_owned(),
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(body)),
-            }),
-            attributes: otlp::attributes(vec![
-                KeyValue::new("flowgate.tenant", self.trail.to_string()),
-                KeyValue::new("flowgate.audit.seq", row.seq),
-                KeyValue::new("flowgate.audit.hash", row.hash.clone()),
-                KeyValue::new("flowgate.audit.action", row.action.clone()),
-                KeyValue::new("flowgate.request_id", row.request_id.clone()),
-                KeyValue::new("ocsf.class_uid", class),
-            ]),
-            event_name: "flowgate.audit".to_owned(),
-            ..Default::default()
+        for (name, value) in [
+            ("flowgate.tenant", Attribute::Text(&self.trail)),
+            ("flowgate.audit.seq", Attribute::Int(row.seq)),
+            ("flowgate.audit.hash", Attribute::Text(&row.hash)),
+            ("flowgate.audit.action", Attribute::Text(&row.action)),
+            ("flowgate.request_id", Attribute::Text(&row.request_id)),
+            ("ocsf.class_uid", Attribute::Int(class)),
+        ] {
+            wire::attribute(6, name, value, out);
         }
+        wire::fixed64(11, unix_nanos(self.observed), out);
+        wire::bytes(12, b"flowgate.audit", out);
     }
 }
 
@@ -374,8 +387,11 @@ impl Signal for AuditRecord {
 
     fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
         let (resource, schema_url) = otlp::resource_proto(resource);
-        let records = batch.into_iter().map(AuditRecord::into_proto);
-        otlp::export_request(&resource, &schema_url, &otlp::scope(), records)
+        let mut records = Vec::with_capacity(batch.len() * RECORD_BYTES);
+        for record in &batch {
+            wire::delimited(2, &mut records, |out| record.write(out));
+        }
+        otlp::export_request(&resource, &schema_url, &otlp::scope(), &records)
     }
 }
 
@@ -383,6 +399,9 @@ impl Signal for AuditRecord {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as ProtoKeyValue, any_value};
+    use prost::Message as _;
     use serde_json::json;
 
     fn row(action: &str, status: i32, decision: &str) -> audit_event::Model {
@@ -441,6 +460,88 @@ mod tests {
         assert_eq!(read["severity_id"], 1);
         let denied = ocsf_event("acme", &row("user.create", 403, "deny"));
         assert_eq!(denied["status"], "Failure");
+    }
+
+    fn text(key: &str, value: &str) -> ProtoKeyValue {
+        ProtoKeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_owned())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn int(key: &str, value: i64) -> ProtoKeyValue {
+        ProtoKeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(value)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What is written decodes (prost) as the log record each event stands for: its OCSF event
+    /// as the body (one whose length takes three bytes among them), its place in the chain and
+    /// its request as attributes, and its outcome's severity; and a batch as the export request
+    /// of them all.
+    #[test]
+    fn audit_records_decode_as_their_log_records() {
+        let mut large = row("secret.read", 200, "allow");
+        large.details = json!({"note": "x".repeat(20_000)});
+        let rows: Arc<[audit_event::Model]> = vec![
+            row("user.create", 403, "deny"),
+            row("user.read", 200, "allow"),
+            large,
+        ]
+        .into();
+        let observed = SystemTime::now();
+        let trail: Arc<str> = Arc::from("acme");
+        let severities = [
+            (proto::SeverityNumber::Warn, "WARN"),
+            (proto::SeverityNumber::Info, "INFO"),
+            (proto::SeverityNumber::Info, "INFO"),
+        ];
+        let mut expected = Vec::new();
+        for (index, (severity, severity_text)) in severities.into_iter().enumerate() {
+            let row = &rows[index];
+            let body = serde_json::to_string(&OcsfEvent::of("acme", row)).unwrap();
+            let class = i64::from(ocsf_class(&row.action).class_uid);
+            let record = proto::LogRecord {
+                time_unix_nano: unix_nanos(row.occurred_at.into()),
+                observed_time_unix_nano: unix_nanos(observed),
+                severity_number: severity as i32,
+                severity_text: severity_text.to_owned(),
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(body)),
+                }),
+                attributes: vec![
+                    text("flowgate.tenant", "acme"),
+                    int("flowgate.audit.seq", row.seq),
+                    text("flowgate.audit.hash", &row.hash),
+                    text("flowgate.audit.action", &row.action),
+                    text("flowgate.request_id", &row.request_id),
+                    int("ocsf.class_uid", class),
+                ],
+                event_name: "flowgate.audit".to_owned(),
+                ..Default::default()
+            };
+            let mut written = Vec::new();
+            AuditRecord::new(Arc::clone(&trail), Arc::clone(&rows), index, observed)
+                .write(&mut written);
+            assert_eq!(
+                proto::LogRecord::decode(written.as_slice()).unwrap(),
+                record
+            );
+            expected.push(record);
+        }
+        let batch = (0..rows.len())
+            .map(|index| AuditRecord::new(Arc::clone(&trail), Arc::clone(&rows), index, observed))
+            .collect();
+        let request = AuditRecord::encode(batch, &Resource::builder_empty().build());
+        let decoded = ExportLogsServiceRequest::decode(request.as_slice()).unwrap();
+        assert_eq!(decoded.resource_logs[0].scope_logs[0].log_records, expected);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::trace::v1 as proto;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SamplingDecision;
 
-use super::otlp::{self, ship::Signal};
+use super::otlp::{self, ship::Signal, wire};
 
 /// The `traceparent` a caller sent: the trace the request joins and its parent span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +262,9 @@ pub struct FinishedSpan {
 }
 
 impl FinishedSpan {
-    fn into_proto(self) -> proto::Span {
+    /// Writes the span as an OTLP `Span` message (`opentelemetry/proto/trace/v1`), in field
+    /// order.
+    fn write(&self, out: &mut Vec<u8>) {
         let kind = match self.kind {
             SpanKind::Client => proto::span::SpanKind::Client,
             SpanKind::Server => proto::span::SpanKind::Server,
@@ -270,25 +272,23 @@ impl FinishedSpan {
             SpanKind::Consumer => proto::span::SpanKind::Consumer,
             SpanKind::Internal => proto::span::SpanKind::Internal,
         };
-        proto::Span {
-            trace_id: self.trace_id.to_bytes().to_vec(),
-            span_id: self.span_id.to_bytes().to_vec(),
-            parent_span_id: self
-                .parent
-                .map(|p| p.to_bytes().to_vec())
-                .unwrap_or_default(),
-            flags: u32::from(TraceFlags::SAMPLED.to_u8()),
-            name: self.name.into_owned(),
-            kind: kind as i32,
-            start_time_unix_nano: unix_nanos(self.start),
-            end_time_unix_nano: unix_nanos(self.end),
-            attributes: otlp::attributes(self.attributes),
-            status: self.error.map(|message| proto::Status {
-                message: message.into_owned(),
-                code: proto::status::StatusCode::Error as i32,
-            }),
-            ..Default::default()
+        wire::bytes(1, &self.trace_id.to_bytes(), out);
+        wire::bytes(2, &self.span_id.to_bytes(), out);
+        if let Some(parent) = self.parent {
+            wire::bytes(4, &parent.to_bytes(), out);
         }
+        wire::bytes(5, self.name.as_bytes(), out);
+        wire::unsigned(6, kind as u64, out);
+        wire::fixed64(7, unix_nanos(self.start), out);
+        wire::fixed64(8, unix_nanos(self.end), out);
+        wire::attributes(9, &self.attributes, out);
+        if let Some(message) = &self.error {
+            wire::delimited(15, out, |status| {
+                wire::bytes(2, message.as_bytes(), status);
+                wire::unsigned(3, proto::status::StatusCode::Error as u64, status);
+            });
+        }
+        wire::fixed32(16, u32::from(TraceFlags::SAMPLED.to_u8()), out);
     }
 }
 
@@ -297,10 +297,16 @@ impl Signal for FinishedSpan {
 
     fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
         let (resource, schema_url) = otlp::resource_proto(resource);
-        let spans = batch.into_iter().map(FinishedSpan::into_proto);
-        otlp::export_request(&resource, &schema_url, &otlp::scope(), spans)
+        let mut spans = Vec::with_capacity(batch.len() * SPAN_BYTES);
+        for span in &batch {
+            wire::delimited(2, &mut spans, |out| span.write(out));
+        }
+        otlp::export_request(&resource, &schema_url, &otlp::scope(), &spans)
     }
 }
+
+/// About how many bytes a request's span takes, with its attributes.
+const SPAN_BYTES: usize = 512;
 
 /// Nanoseconds since the Unix epoch (0 for a time before it).
 pub fn unix_nanos(at: SystemTime) -> u64 {
@@ -350,6 +356,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -391,6 +399,82 @@ mod tests {
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
         let parent = TraceParent::parse(later).unwrap();
         assert!(!parent.sampled);
+    }
+
+    /// What is written decodes (prost) as the span it stands for, a request's span under a
+    /// caller's and a failed child span alike; and a batch as the export request of them all.
+    #[test]
+    fn spans_decode_as_their_messages() {
+        let parent = TraceParent::parse(VALID).unwrap();
+        let start = SystemTime::now();
+        let end = start + std::time::Duration::from_millis(3);
+        let attributes = vec![
+            KeyValue::new("flowgate.tenant", "acme"),
+            KeyValue::new("http.response.status_code", 200_i64),
+        ];
+        let spans = [
+            FinishedSpan {
+                trace_id: parent.trace_id,
+                span_id: SpanId::from(7),
+                parent: Some(parent.span_id),
+                name: "GET /t/{tenant}/api/v1/users".into(),
+                kind: SpanKind::Server,
+                start,
+                end,
+                attributes: attributes.clone(),
+                error: None,
+            },
+            FinishedSpan {
+                trace_id: parent.trace_id,
+                span_id: SpanId::from(8),
+                parent: None,
+                name: "db".into(),
+                kind: SpanKind::Client,
+                start,
+                end,
+                attributes: Vec::new(),
+                error: Some("error".into()),
+            },
+        ];
+        let expected = [
+            proto::Span {
+                trace_id: parent.trace_id.to_bytes().to_vec(),
+                span_id: 7_u64.to_be_bytes().to_vec(),
+                parent_span_id: parent.span_id.to_bytes().to_vec(),
+                flags: 1,
+                name: "GET /t/{tenant}/api/v1/users".to_owned(),
+                kind: proto::span::SpanKind::Server as i32,
+                start_time_unix_nano: unix_nanos(start),
+                end_time_unix_nano: unix_nanos(end),
+                attributes: opentelemetry_proto::transform::common::tonic::Attributes::from(
+                    attributes,
+                )
+                .0,
+                ..Default::default()
+            },
+            proto::Span {
+                trace_id: parent.trace_id.to_bytes().to_vec(),
+                span_id: 8_u64.to_be_bytes().to_vec(),
+                flags: 1,
+                name: "db".to_owned(),
+                kind: proto::span::SpanKind::Client as i32,
+                start_time_unix_nano: unix_nanos(start),
+                end_time_unix_nano: unix_nanos(end),
+                status: Some(proto::Status {
+                    message: "error".to_owned(),
+                    code: proto::status::StatusCode::Error as i32,
+                }),
+                ..Default::default()
+            },
+        ];
+        for (span, expected) in spans.iter().zip(&expected) {
+            let mut written = Vec::new();
+            span.write(&mut written);
+            assert_eq!(&proto::Span::decode(written.as_slice()).unwrap(), expected);
+        }
+        let request = FinishedSpan::encode(spans.into(), &Resource::builder_empty().build());
+        let decoded = ExportTraceServiceRequest::decode(request.as_slice()).unwrap();
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans, expected);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! Invariant: exporting never waits inside a request. Spans and log records are kept in a compact
 //! form of our own ([`super::trace::FinishedSpan`], [`super::security::AuditRecord`]) and put in
-//! bounded queues that threads of their own drain, encode with the protocol's own message types
-//! (`opentelemetry-proto`) record by record ([`export_request`]), and post ([`ship`]); a record
+//! bounded queues that threads of their own drain, write straight into the protocol's bytes
+//! record by record ([`wire`], framed by [`export_request`]), and post ([`ship`]); a record
 //! that finds its queue full is dropped and counted
 //! (`flowgate_telemetry_dropped_total{signal}`), and an export that fails is counted
 //! (`flowgate_telemetry_export_failures_total{signal}`) and logged at most once a minute per
@@ -21,6 +21,7 @@
 
 mod frame;
 pub mod ship;
+pub mod wire;
 
 pub use frame::export_request;
 
@@ -244,13 +245,6 @@ impl Failures {
             );
         }
     }
-}
-
-/// `attributes` as OTLP key-values (the protocol crate's own conversion).
-pub fn attributes(
-    attributes: Vec<KeyValue>,
-) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
-    opentelemetry_proto::transform::common::tonic::Attributes::from(attributes).0
 }
 
 /// The service's resource as OTLP, and its schema URL.
