@@ -4,12 +4,15 @@
 //! A broken chain is walked from its anchor at every attempt and its anchor no longer moves, so
 //! retried at every interval a busy tenant's trail would cost a walk of everything appended
 //! since the break, every interval, for as long as nobody repairs it. The report (an
-//! `audit.checkpoint` event, which raises the `audit_tamper` signal) is made at the first
-//! refusal of a break and again only when the break is found somewhere else.
+//! `audit.checkpoint` event, which raises the `audit_tamper` signal on a tenant's trail) is
+//! made at the first refusal, and again only for a break found earlier in the chain than the
+//! one reported: where a walk finds a break can move on with the head (events missing after it
+//! are found at the head's next place), and that is the same break.
 //!
 //! Invariants: a chain waits at most [`MAX_WAIT`] between attempts; an explicit request for a
-//! checkpoint does not wait; a chain that is signed (or gone) is forgotten. Held per process,
-//! so each replica reports a break once; bounded by the chains ever refused since it started.
+//! checkpoint does not wait; a break counts as reported only once its report is committed; a
+//! chain that is signed, gone or changed is forgotten. Held per process: each replica reports a
+//! break once, and again after a restart.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +31,8 @@ pub struct Broken {
 }
 
 struct Refusal {
-    seq: i64,
+    /// The earliest break reported, once its report is committed.
+    reported: Option<i64>,
     wait: Duration,
     retry_at: Instant,
 }
@@ -54,32 +58,34 @@ impl Refusals {
     }
 
     /// Notes that `trail` was refused at `now`, broken at `seq`, and doubles its wait; whether
-    /// this break is new (not the one refused last time), and so to be reported.
+    /// the break is to be reported: none was yet, or this one is earlier in the chain.
     pub fn refused(&mut self, trail: &Trail, seq: i64, now: Instant) -> bool {
-        match self.chains.get_mut(trail) {
-            Some(refusal) => {
-                refusal.wait = (refusal.wait * 2).min(MAX_WAIT);
-                refusal.retry_at = now + refusal.wait;
-                std::mem::replace(&mut refusal.seq, seq) != seq
-            }
-            None => {
-                let wait = self.first_wait;
-                self.chains.insert(
-                    trail.clone(),
-                    Refusal {
-                        seq,
-                        wait,
-                        retry_at: now + wait,
-                    },
-                );
-                true
-            }
+        let first_wait = self.first_wait;
+        let refusal = self.chains.entry(trail.clone()).or_insert(Refusal {
+            reported: None,
+            wait: Duration::ZERO,
+            retry_at: now,
+        });
+        refusal.wait = (refusal.wait * 2).clamp(first_wait, MAX_WAIT);
+        refusal.retry_at = now + refusal.wait;
+        refusal.reported.is_none_or(|reported| seq < reported)
+    }
+
+    /// Notes that the break of `trail` at `seq` is on record.
+    pub fn reported(&mut self, trail: &Trail, seq: i64) {
+        if let Some(refusal) = self.chains.get_mut(trail) {
+            refusal.reported = Some(refusal.reported.map_or(seq, |r| r.min(seq)));
         }
     }
 
-    /// Forgets `trail`: it was signed, or it is gone.
+    /// Forgets `trail`: it was signed, or it is gone or changed.
     pub fn cleared(&mut self, trail: &Trail) {
         self.chains.remove(trail);
+    }
+
+    /// Forgets every chain (changes to tenants were missed).
+    pub fn clear(&mut self) {
+        self.chains.clear();
     }
 }
 
@@ -106,26 +112,32 @@ mod tests {
             refusals.due(&other, start),
             "other chains are not held back"
         );
-        // Refused again where it was: not reported again, and the wait doubles.
+        // Its report did not make it: the next refusal reports it again.
+        assert!(refusals.refused(&acme, 7, start + minute));
+        refusals.reported(&acme, 7);
+        // Refused again, where it was or further on (the head moved): not reported again, and
+        // the wait doubles.
         let mut now = start + minute;
         let mut waits = Vec::new();
-        for _ in 0..8 {
-            assert!(!refusals.refused(&acme, 7, now));
+        for seq in 7..15 {
             let mut wait = Duration::ZERO;
             while !refusals.due(&acme, now + wait) {
                 wait += minute;
             }
             waits.push(wait.as_secs() / 60);
             now += wait;
+            assert!(!refusals.refused(&acme, seq, now));
         }
         assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
-        // A break found elsewhere is reported; a signed chain starts over.
-        assert!(refusals.refused(&acme, 9, now));
+        // A break found earlier is reported; a signed (or forgotten) chain starts over.
+        assert!(refusals.refused(&acme, 3, now));
         refusals.cleared(&acme);
         assert!(refusals.due(&acme, now));
         assert!(
             refusals.refused(&acme, 9, now),
             "after a repair, a break is new"
         );
+        refusals.clear();
+        assert!(refusals.due(&acme, now));
     }
 }

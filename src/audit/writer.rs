@@ -357,6 +357,7 @@ pub struct AuditWriter {
     backlog: Arc<Backlog>,
     unsigned: Arc<Unsigned>,
     continued: Arc<Continued>,
+    refusals: Arc<Mutex<Refusals>>,
     checkpoint_requests: mpsc::Sender<oneshot::Sender<()>>,
 }
 
@@ -374,12 +375,13 @@ impl AuditWriter {
         let unsigned = Arc::new(Unsigned::default());
         let continued = Arc::new(Continued::default());
         let backlog = Arc::new(Backlog::default());
+        let refusals = Arc::new(Mutex::new(Refusals::new(checkpoint_interval)));
         let signer = Signer {
             dbs: Arc::clone(&dbs),
             keystore,
             unsigned: Arc::clone(&unsigned),
             continued: Arc::clone(&continued),
-            refusals: Refusals::new(checkpoint_interval),
+            refusals: Arc::clone(&refusals),
             appends: sender.downgrade(),
             backlog: Arc::clone(&backlog),
         };
@@ -406,6 +408,7 @@ impl AuditWriter {
             backlog,
             unsigned,
             continued,
+            refusals,
             checkpoint_requests,
         };
         (writer, handle)
@@ -457,6 +460,7 @@ impl AuditWriter {
     pub fn forget(&self, tenant: &Slug) {
         self.unsigned.forget(&Trail::from(tenant));
         self.continued.forget(&Trail::from(tenant));
+        lock(&self.refusals).cleared(&Trail::from(tenant));
     }
 
     /// Forgets how far the trail of the tenant `slug` is known to continue its anchor, on any
@@ -465,12 +469,16 @@ impl AuditWriter {
     pub fn forget_positions(&self, slug: &str) {
         if let Ok(slug) = Slug::parse(slug) {
             self.continued.forget(&Trail::from(&slug));
+            // A tenant made again under the slug must not wait out, or inherit, a refusal of
+            // the trail it replaced.
+            lock(&self.refusals).cleared(&Trail::from(&slug));
         }
     }
 
     /// [`AuditWriter::forget_positions`] of every trail (notifications of changes were lost).
     pub fn forget_all_positions(&self) {
         self.continued.forget_all();
+        lock(&self.refusals).clear();
     }
 
     /// Signs a checkpoint on every chain with unsigned events now.
@@ -595,8 +603,9 @@ struct Signer {
     keystore: Arc<dyn KeyStore>,
     unsigned: Arc<Unsigned>,
     continued: Arc<Continued>,
-    /// Broken chains, each walked again after a longer wait than the last.
-    refusals: Refusals,
+    /// Broken chains, each walked again after a longer wait than the last (shared with the
+    /// writer's handles, which forget a tenant's).
+    refusals: Arc<Mutex<Refusals>>,
     /// Where a broken chain is reported: the writer's queue, held weakly so that the writer
     /// still stops once every [`AuditWriter`] is dropped.
     appends: mpsc::WeakSender<Append>,
@@ -606,7 +615,7 @@ struct Signer {
 impl Signer {
     /// Runs until `stop` fires (after the writer's last append), then signs what is left.
     async fn run(
-        mut self,
+        self,
         mut requests: mpsc::Receiver<oneshot::Sender<()>>,
         interval: Duration,
         mut stop: oneshot::Receiver<()>,
@@ -636,10 +645,10 @@ impl Signer {
     /// Signs the chains that `pick` selects by their unsigned count; a chain whose checkpoint
     /// fails keeps its count and is retried later, a broken one only once its wait is over
     /// (unless a checkpoint is asked for now).
-    async fn sign(&mut self, pick: impl Fn(u64) -> bool, asked: Asked) {
+    async fn sign(&self, pick: impl Fn(u64) -> bool, asked: Asked) {
         let now = Instant::now();
         for (trail, count) in self.unsigned.take(pick) {
-            if asked == Asked::InTurn && !self.refusals.due(&trail, now) {
+            if asked == Asked::InTurn && !lock(&self.refusals).due(&trail, now) {
                 self.unsigned.restore(&trail, count);
                 continue;
             }
@@ -647,7 +656,7 @@ impl Signer {
                 write_checkpoint(&self.dbs, self.keystore.as_ref(), &self.continued, &trail);
             match checkpoint.await {
                 Ok(Ok(())) | Err(AuditError::Tenancy(TenancyError::NotFound(_))) => {
-                    self.refusals.cleared(&trail);
+                    lock(&self.refusals).cleared(&trail);
                 }
                 Ok(Err(broken)) => {
                     self.unsigned.restore(&trail, count);
@@ -661,11 +670,13 @@ impl Signer {
         }
     }
 
-    /// Notes that the chain of `trail` is broken. A break not seen before is said in the log
-    /// and on the trail itself (`audit.checkpoint`, which raises the `audit_tamper` signal and
-    /// reaches the SIEM); the one refused last time only in the log.
-    async fn refused(&mut self, trail: &Trail, broken: Broken) {
-        if !self.refusals.refused(trail, broken.seq, Instant::now()) {
+    /// Notes that the chain of `trail` is broken. A break not reported yet is said in the log
+    /// and on the trail itself (`audit.checkpoint`, which reaches the SIEM and, on a tenant's
+    /// trail, raises the `audit_tamper` signal); one reported already only in the log. A report
+    /// that could not be committed is made again at the next refusal.
+    async fn refused(&self, trail: &Trail, broken: Broken) {
+        let report = lock(&self.refusals).refused(trail, broken.seq, Instant::now());
+        if !report {
             tracing::warn!(trail = %trail, seq = broken.seq,
                 "the audit chain is still broken and is not signed");
             return;
@@ -690,17 +701,26 @@ impl Signer {
             .detail("verified_ok", false)
             .detail("first_broken_seq", broken.seq)
             .detail("problem", broken.problem);
-        // Nobody waits for it: the flush's outcome is the writer's to log.
-        let (done, _) = oneshot::channel();
+        let (done, committed) = oneshot::channel();
         let append = Append {
             trail: trail.clone(),
             event: Box::new(event),
             done,
         };
-        if appends.send(append).await.is_ok() {
-            self.backlog.sent();
+        if appends.send(append).await.is_err() {
+            return;
+        }
+        self.backlog.sent();
+        // The writer never waits for the signer: waiting for its flush cannot deadlock.
+        drop(appends);
+        if let Ok(Ok(())) = committed.await {
+            lock(&self.refusals).reported(trail, broken.seq);
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether the chains are signed because someone asked for it now, or in their turn (on the

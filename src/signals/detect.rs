@@ -747,14 +747,13 @@ mod tests {
             }
         );
         assert!(fired[0].summary.contains("checkpoint signer"), "{fired:?}");
-        // The system's other events are not evidence, even many of them.
-        let mut rate = config.clone();
-        rate.request_rate.minimum = 1;
-        for _ in 0..1000 {
-            let mut signal = event("security.signal", 200, "signals", "");
-            signal.actor_type = "system".into();
-            assert!(detectors.fire_on(&rate, &signal, now).is_empty());
-        }
+        // The system's other events are not evidence: a loosening of the alerting fires on
+        // the event itself when a person makes it, never when the system records one.
+        let mut loosened = event("settings.manage", 200, "ada", "10.0.0.1");
+        (loosened.actor_type, loosened.loosened) = ("user".into(), Some("failed_logins".into()));
+        assert_eq!(detectors.fire_on(&config, &loosened, now).len(), 1);
+        loosened.actor_type = "system".into();
+        assert!(detectors.fire_on(&config, &loosened, now).is_empty());
     }
 
     #[test]

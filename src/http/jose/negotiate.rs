@@ -15,10 +15,10 @@
 //! - Only successful responses with a body are encrypted; problem documents stay plaintext
 //!   (they carry no business data, and a client that cannot decrypt still learns why).
 //!
-//! Invariant: every decision that can refuse is made before the handler runs (a JWE is
-//! decrypted, and its recipient settled, when the handler reads its body, before it acts on
-//! it); the response is encrypted after the handler and the audit event never holds a payload
-//! or a key.
+//! Invariant: whether the answer can be encrypted, and to whom, is settled before the handler
+//! acts (here, or when the handler reads a JWE body, before it acts on it); after the handler
+//! only sealing the answer itself can still fail (an answer over 64 MiB, no turn to seal a
+//! stream). The audit event never holds a payload or a key.
 
 use std::sync::LazyLock;
 
@@ -267,8 +267,9 @@ pub async fn negotiate(
     };
     // Whom the answer goes to is settled when the body is decrypted; a plaintext request, or a
     // JWE sent to an operation that takes no body (which is never read), has it settled here,
-    // so that a refusal comes before the handler and not after its effects.
-    let unread_jwe = encrypted && !operation.is_some_and(|op| op.takes_body);
+    // so that a refusal comes before the handler and not after its effects. (A path that names
+    // no operation is answered 404 or 405, never encrypted.)
+    let unread_jwe = encrypted && operation.is_some_and(|op| !op.takes_body);
     if negotiated.encrypt && (!encrypted || unread_jwe) {
         match default_recipient(&context).await {
             Ok(Some(recipient)) => negotiated.recipient = Some(recipient),
