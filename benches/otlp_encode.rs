@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use entity::tenant::audit_event;
 use flowgate::telemetry::otlp::ship::Signal as _;
-use flowgate::telemetry::security::{AuditRecord, OcsfEvent, ocsf_class};
+use flowgate::telemetry::security::{AuditRecord, ocsf_class, write_ocsf};
 use flowgate::telemetry::trace::unix_nanos;
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -62,7 +62,7 @@ fn resource() -> Resource {
 /// The log record of `row` as `opentelemetry-proto`'s message.
 fn message(trail: &str, row: &audit_event::Model, observed: SystemTime) -> LogRecord {
     let mut body = Vec::with_capacity(1536);
-    serde_json::to_writer(&mut body, &OcsfEvent::of(trail, row)).unwrap();
+    write_ocsf(trail, row, &mut body);
     LogRecord {
         time_unix_nano: unix_nanos(row.occurred_at.into()),
         observed_time_unix_nano: unix_nanos(observed),

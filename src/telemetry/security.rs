@@ -118,165 +118,125 @@ fn api_activity(action: &str) -> (u32, &'static str) {
     }
 }
 
-/// The OCSF event of a committed audit row, borrowed from the row: serialized straight into a
-/// log record's body (building a `serde_json::Value` first cost a fifth of the export).
-#[derive(Serialize)]
-pub struct OcsfEvent<'a> {
-    class_uid: u32,
-    class_name: &'static str,
-    category_uid: u32,
-    category_name: &'static str,
-    activity_id: u32,
-    activity_name: &'static str,
-    type_uid: u32,
-    time: i64,
-    severity_id: u8,
-    status_id: u8,
-    status: &'static str,
-    status_code: String,
-    actor: Actor<'a>,
-    api: Api<'a>,
-    resources: [Named<'a>; 1],
-    metadata: Metadata<'a>,
-    unmapped: Unmapped<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src_endpoint: Option<Endpoint<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    http_request: Option<HttpRequest<'a>>,
+/// Appends the OCSF event of `row`, committed to the trail `trail`, as JSON:
+/// ```json
+/// {"class_uid", "class_name", "category_uid", "category_name", "activity_id", "activity_name",
+///  "type_uid", "time" (ms), "severity_id", "status_id", "status", "status_code" (the HTTP
+///  status, as text), "actor": {"user": {"uid", "type"}}, "api": {"operation" (the action),
+///  "request": {"uid"}}, "resources": [{"uid" (or null), "type"}], "metadata": {"version",
+///  "uid" (the event's id), "sequence", "tenant_uid", "product": {"name", "vendor_name",
+///  "version"}}, "unmapped": {"decision", "hash", "prev_hash", "details"},
+///  "src_endpoint": {"ip"} (when known), "http_request": {"user_agent"} (when known)}
+/// ```
+/// Written field by field (the export threads do it for every event: deriving `Serialize`
+/// cost twice as much, each key escaped and each field a call through serde's machinery); the
+/// keys are literals that need no escaping, and every value goes through serde_json.
+pub fn write_ocsf(trail: &str, row: &audit_event::Model, out: &mut Vec<u8>) {
+    let class = ocsf_class(&row.action);
+    let failed = row.status >= 400 || row.decision == "deny";
+    let (status_id, status) = if failed {
+        (2, "Failure")
+    } else {
+        (1, "Success")
+    };
+    // Informational, or Medium for a refusal of a sign-in or of a change to access.
+    let severity_id = if failed && matches!(class.class_uid, 3002 | 3005) {
+        3
+    } else {
+        1
+    };
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = row.id.hyphenated().encode_lower(&mut id);
+    let mut json = Json(out);
+    json.raw("{\"class_uid\":");
+    json.value(&class.class_uid);
+    json.raw(",\"class_name\":");
+    json.value(class.class_name);
+    json.raw(",\"category_uid\":");
+    json.value(&class.category_uid);
+    json.raw(",\"category_name\":");
+    json.value(class.category_name);
+    json.raw(",\"activity_id\":");
+    json.value(&class.activity_id);
+    json.raw(",\"activity_name\":");
+    json.value(class.activity_name);
+    json.raw(",\"type_uid\":");
+    json.value(&(class.class_uid * 100 + class.activity_id));
+    json.raw(",\"time\":");
+    json.value(&row.occurred_at.timestamp_millis());
+    json.raw(",\"severity_id\":");
+    json.value(&severity_id);
+    json.raw(",\"status_id\":");
+    json.value(&status_id);
+    json.raw(",\"status\":");
+    json.value(status);
+    json.raw(",\"status_code\":\"");
+    json.value(&row.status);
+    json.raw("\",\"actor\":{\"user\":{\"uid\":");
+    json.value(row.actor_id.as_str());
+    json.raw(",\"type\":");
+    json.value(row.actor_type.as_str());
+    json.raw("}},\"api\":{\"operation\":");
+    json.value(row.action.as_str());
+    json.raw(",\"request\":{\"uid\":");
+    json.value(row.request_id.as_str());
+    json.raw("}},\"resources\":[{\"uid\":");
+    json.value(&row.resource_id);
+    json.raw(",\"type\":");
+    json.value(row.resource_type.as_str());
+    json.raw("}],\"metadata\":{\"version\":\"1.3.0\",\"uid\":");
+    json.value(&*id);
+    json.raw(",\"sequence\":");
+    json.value(&row.seq);
+    json.raw(",\"tenant_uid\":");
+    json.value(trail);
+    json.raw(concat!(
+        ",\"product\":{\"name\":\"Flowgate\",\"vendor_name\":\"Flowgate\",\"version\":\"",
+        env!("CARGO_PKG_VERSION"),
+        "\"}},\"unmapped\":{\"decision\":"
+    ));
+    json.value(row.decision.as_str());
+    json.raw(",\"hash\":");
+    json.value(row.hash.as_str());
+    json.raw(",\"prev_hash\":");
+    json.value(row.prev_hash.as_str());
+    json.raw(",\"details\":");
+    json.value(&row.details);
+    json.raw("}");
+    if let Some(ip) = &row.source_ip {
+        json.raw(",\"src_endpoint\":{\"ip\":");
+        json.value(ip.as_str());
+        json.raw("}");
+    }
+    if let Some(user_agent) = &row.user_agent {
+        json.raw(",\"http_request\":{\"user_agent\":");
+        json.value(user_agent.as_str());
+        json.raw("}");
+    }
+    json.raw("}");
 }
 
-#[derive(Serialize)]
-struct Actor<'a> {
-    user: Named<'a>,
-}
+/// JSON being written into a buffer.
+struct Json<'a>(&'a mut Vec<u8>);
 
-/// An OCSF object with a `uid` and a `type`.
-#[derive(Serialize)]
-struct Named<'a> {
-    uid: Option<&'a str>,
-    #[serde(rename = "type")]
-    kind: &'a str,
-}
+impl Json<'_> {
+    /// Appends `text`, which is JSON already.
+    fn raw(&mut self, text: &str) {
+        self.0.extend_from_slice(text.as_bytes());
+    }
 
-#[derive(Serialize)]
-struct Api<'a> {
-    operation: &'a str,
-    request: Uid<'a>,
-}
-
-#[derive(Serialize)]
-struct Uid<'a> {
-    uid: &'a str,
-}
-
-#[derive(Serialize)]
-struct Metadata<'a> {
-    version: &'static str,
-    uid: String,
-    sequence: i64,
-    tenant_uid: &'a str,
-    product: Product,
-}
-
-#[derive(Serialize)]
-struct Product {
-    name: &'static str,
-    vendor_name: &'static str,
-    version: &'static str,
-}
-
-#[derive(Serialize)]
-struct Unmapped<'a> {
-    decision: &'a str,
-    hash: &'a str,
-    prev_hash: &'a str,
-    details: &'a Value,
-}
-
-#[derive(Serialize)]
-struct Endpoint<'a> {
-    ip: &'a str,
-}
-
-#[derive(Serialize)]
-struct HttpRequest<'a> {
-    user_agent: &'a str,
-}
-
-impl<'a> OcsfEvent<'a> {
-    /// The event of `row`, committed to the trail `trail`.
-    pub fn of(trail: &'a str, row: &'a audit_event::Model) -> Self {
-        let class = ocsf_class(&row.action);
-        let failed = row.status >= 400 || row.decision == "deny";
-        let (status_id, status) = if failed {
-            (2, "Failure")
-        } else {
-            (1, "Success")
-        };
-        // Informational, or Medium for a refusal of a sign-in or of a change to access.
-        let severity_id = if failed && matches!(class.class_uid, 3002 | 3005) {
-            3
-        } else {
-            1
-        };
-        OcsfEvent {
-            class_uid: class.class_uid,
-            class_name: class.class_name,
-            category_uid: class.category_uid,
-            category_name: class.category_name,
-            activity_id: class.activity_id,
-            activity_name: class.activity_name,
-            type_uid: class.class_uid * 100 + class.activity_id,
-            time: row.occurred_at.timestamp_millis(),
-            severity_id,
-            status_id,
-            status,
-            status_code: row.status.to_string(),
-            actor: Actor {
-                user: Named {
-                    uid: Some(&row.actor_id),
-                    kind: &row.actor_type,
-                },
-            },
-            api: Api {
-                operation: &row.action,
-                request: Uid {
-                    uid: &row.request_id,
-                },
-            },
-            resources: [Named {
-                uid: row.resource_id.as_deref(),
-                kind: &row.resource_type,
-            }],
-            metadata: Metadata {
-                version: "1.3.0",
-                uid: row.id.to_string(),
-                sequence: row.seq,
-                tenant_uid: trail,
-                product: Product {
-                    name: "Flowgate",
-                    vendor_name: "Flowgate",
-                    version: env!("CARGO_PKG_VERSION"),
-                },
-            },
-            unmapped: Unmapped {
-                decision: &row.decision,
-                hash: &row.hash,
-                prev_hash: &row.prev_hash,
-                details: &row.details,
-            },
-            src_endpoint: row.source_ip.as_deref().map(|ip| Endpoint { ip }),
-            http_request: row
-                .user_agent
-                .as_deref()
-                .map(|user_agent| HttpRequest { user_agent }),
-        }
+    /// Appends `value` as JSON. Strings, integers and `serde_json::Value`s (whose keys are
+    /// strings and whose numbers are finite) cannot fail to serialize into a `Vec`.
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
+        let _ = serde_json::to_writer(&mut *self.0, value);
     }
 }
 
 /// The OCSF event of a committed audit row of `trail`, as JSON (for the alert webhook).
 pub fn ocsf_event(trail: &str, row: &audit_event::Model) -> Value {
-    serde_json::to_value(OcsfEvent::of(trail, row)).unwrap_or_default()
+    let mut json = Vec::with_capacity(RECORD_BYTES);
+    write_ocsf(trail, row, &mut json);
+    serde_json::from_slice(&json).unwrap_or_default()
 }
 
 /// The login method of a sign-in or token action, for the logins metric.
@@ -356,15 +316,8 @@ impl AuditRecord {
         wire::unsigned(2, severity as u64, out);
         wire::bytes(3, text.as_bytes(), out);
         // The body is an `AnyValue` whose string is the OCSF event's JSON, written in place.
-        // Serializing borrowed strings and a JSON value cannot fail; were it to, the string
-        // would be cut back to empty, never left half written.
         wire::delimited(5, out, |body| {
-            wire::delimited(1, body, |json| {
-                let start = json.len();
-                if serde_json::to_writer(&mut *json, &OcsfEvent::of(&self.trail, row)).is_err() {
-                    json.truncate(start);
-                }
-            });
+            wire::delimited(1, body, |json| write_ocsf(&self.trail, row, json));
         });
         let class = i64::from(ocsf_class(&row.action).class_uid);
         for (name, value) in [
@@ -506,7 +459,9 @@ mod tests {
         let mut expected = Vec::new();
         for (index, (severity, severity_text)) in severities.into_iter().enumerate() {
             let row = &rows[index];
-            let body = serde_json::to_string(&OcsfEvent::of("acme", row)).unwrap();
+            let mut body = Vec::new();
+            write_ocsf("acme", row, &mut body);
+            let body = String::from_utf8(body).unwrap();
             let class = i64::from(ocsf_class(&row.action).class_uid);
             let record = proto::LogRecord {
                 time_unix_nano: unix_nanos(row.occurred_at.into()),
@@ -542,6 +497,46 @@ mod tests {
         let request = AuditRecord::encode(batch, &Resource::builder_empty().build());
         let decoded = ExportLogsServiceRequest::decode(request.as_slice()).unwrap();
         assert_eq!(decoded.resource_logs[0].scope_logs[0].log_records, expected);
+    }
+
+    /// The whole event, against a literal: every field where OCSF puts it, values that need
+    /// escaping escaped, optional fields present only when known.
+    #[test]
+    fn the_ocsf_event_is_the_documented_json() {
+        let mut event = row("user.create", 403, "deny");
+        event.id = uuid::Uuid::from_u128(0x0193a7c4_5f7e_7c1a_9d2b_3e4f5a6b7c8d);
+        event.occurred_at = chrono::DateTime::from_timestamp_millis(1_764_900_000_123).unwrap();
+        event.actor_id = "quote\" back\\ tab\t é".into();
+        event.user_agent = Some("curl/8 \u{1}".into());
+        event.details = json!({"nested": {"list": [1, "two", null]}});
+        let expected = json!({
+            "class_uid": 3001, "class_name": "Account Change",
+            "category_uid": 3, "category_name": "Identity & Access Management",
+            "activity_id": 1, "activity_name": "Create", "type_uid": 300101,
+            "time": 1_764_900_000_123_i64, "severity_id": 1, "status_id": 2, "status": "Failure",
+            "status_code": "403",
+            "actor": {"user": {"uid": "quote\" back\\ tab\t é", "type": "user"}},
+            "api": {"operation": "user.create", "request": {"uid": "r1"}},
+            "resources": [{"uid": null, "type": "tenant"}],
+            "metadata": {"version": "1.3.0", "uid": "0193a7c4-5f7e-7c1a-9d2b-3e4f5a6b7c8d",
+                "sequence": 7, "tenant_uid": "acme",
+                "product": {"name": "Flowgate", "vendor_name": "Flowgate",
+                    "version": env!("CARGO_PKG_VERSION")}},
+            "unmapped": {"decision": "deny", "hash": "a".repeat(64), "prev_hash": "0".repeat(64),
+                "details": {"nested": {"list": [1, "two", null]}}},
+            "src_endpoint": {"ip": "10.0.0.1"},
+            "http_request": {"user_agent": "curl/8 \u{1}"},
+        });
+        assert_eq!(ocsf_event("acme", &event), expected);
+        // Unknown address and agent: absent; a resource's id when there is one.
+        (event.source_ip, event.user_agent, event.resource_id) = (None, None, Some("u9".into()));
+        let written = ocsf_event("acme", &event);
+        assert!(written.get("src_endpoint").is_none() && written.get("http_request").is_none());
+        assert_eq!(
+            written["resources"],
+            json!([{"uid": "u9", "type": "tenant"}])
+        );
+        assert_eq!(written.as_object().unwrap().len(), 17, "{written}");
     }
 
     #[test]
