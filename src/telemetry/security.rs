@@ -148,69 +148,44 @@ pub fn write_ocsf(trail: &str, row: &audit_event::Model, out: &mut Vec<u8>) {
     let mut id = uuid::Uuid::encode_buffer();
     let id = row.id.hyphenated().encode_lower(&mut id);
     let mut json = Json(out);
-    json.raw("{\"class_uid\":");
-    json.value(&class.class_uid);
-    json.raw(",\"class_name\":");
-    json.value(class.class_name);
-    json.raw(",\"category_uid\":");
-    json.value(&class.category_uid);
-    json.raw(",\"category_name\":");
-    json.value(class.category_name);
-    json.raw(",\"activity_id\":");
-    json.value(&class.activity_id);
-    json.raw(",\"activity_name\":");
-    json.value(class.activity_name);
-    json.raw(",\"type_uid\":");
-    json.value(&(class.class_uid * 100 + class.activity_id));
-    json.raw(",\"time\":");
-    json.value(&row.occurred_at.timestamp_millis());
-    json.raw(",\"severity_id\":");
-    json.value(&severity_id);
-    json.raw(",\"status_id\":");
-    json.value(&status_id);
-    json.raw(",\"status\":");
-    json.value(status);
-    json.raw(",\"status_code\":\"");
-    json.value(&row.status);
-    json.raw("\",\"actor\":{\"user\":{\"uid\":");
-    json.value(row.actor_id.as_str());
-    json.raw(",\"type\":");
-    json.value(row.actor_type.as_str());
-    json.raw("}},\"api\":{\"operation\":");
-    json.value(row.action.as_str());
-    json.raw(",\"request\":{\"uid\":");
-    json.value(row.request_id.as_str());
-    json.raw("}},\"resources\":[{\"uid\":");
-    json.value(&row.resource_id);
-    json.raw(",\"type\":");
-    json.value(row.resource_type.as_str());
-    json.raw("}],\"metadata\":{\"version\":\"1.3.0\",\"uid\":");
-    json.value(&*id);
-    json.raw(",\"sequence\":");
-    json.value(&row.seq);
-    json.raw(",\"tenant_uid\":");
-    json.value(trail);
-    json.raw(concat!(
+    json.field("{\"class_uid\":", &class.class_uid);
+    json.field(",\"class_name\":", class.class_name);
+    json.field(",\"category_uid\":", &class.category_uid);
+    json.field(",\"category_name\":", class.category_name);
+    json.field(",\"activity_id\":", &class.activity_id);
+    json.field(",\"activity_name\":", class.activity_name);
+    let type_uid = class.class_uid * 100 + class.activity_id;
+    json.field(",\"type_uid\":", &type_uid);
+    json.field(",\"time\":", &row.occurred_at.timestamp_millis());
+    json.field(",\"severity_id\":", &severity_id);
+    json.field(",\"status_id\":", &status_id);
+    json.field(",\"status\":", status);
+    json.field(",\"status_code\":\"", &row.status);
+    json.field("\",\"actor\":{\"user\":{\"uid\":", row.actor_id.as_str());
+    json.field(",\"type\":", row.actor_type.as_str());
+    json.field("}},\"api\":{\"operation\":", row.action.as_str());
+    json.field(",\"request\":{\"uid\":", row.request_id.as_str());
+    json.field("}},\"resources\":[{\"uid\":", &row.resource_id);
+    json.field(",\"type\":", row.resource_type.as_str());
+    json.field("}],\"metadata\":{\"version\":\"1.3.0\",\"uid\":", &*id);
+    json.field(",\"sequence\":", &row.seq);
+    json.field(",\"tenant_uid\":", trail);
+    let product_then_decision = concat!(
         ",\"product\":{\"name\":\"Flowgate\",\"vendor_name\":\"Flowgate\",\"version\":\"",
         env!("CARGO_PKG_VERSION"),
         "\"}},\"unmapped\":{\"decision\":"
-    ));
-    json.value(row.decision.as_str());
-    json.raw(",\"hash\":");
-    json.value(row.hash.as_str());
-    json.raw(",\"prev_hash\":");
-    json.value(row.prev_hash.as_str());
-    json.raw(",\"details\":");
-    json.value(&row.details);
+    );
+    json.field(product_then_decision, row.decision.as_str());
+    json.field(",\"hash\":", row.hash.as_str());
+    json.field(",\"prev_hash\":", row.prev_hash.as_str());
+    json.field(",\"details\":", &row.details);
     json.raw("}");
     if let Some(ip) = &row.source_ip {
-        json.raw(",\"src_endpoint\":{\"ip\":");
-        json.value(ip.as_str());
+        json.field(",\"src_endpoint\":{\"ip\":", ip.as_str());
         json.raw("}");
     }
     if let Some(user_agent) = &row.user_agent {
-        json.raw(",\"http_request\":{\"user_agent\":");
-        json.value(user_agent.as_str());
+        json.field(",\"http_request\":{\"user_agent\":", user_agent.as_str());
         json.raw("}");
     }
     json.raw("}");
@@ -229,6 +204,12 @@ impl Json<'_> {
     /// strings and whose numbers are finite) cannot fail to serialize into a `Vec`.
     fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
         let _ = serde_json::to_writer(&mut *self.0, value);
+    }
+
+    /// Appends `before` (JSON already: punctuation and a key) and then `value`.
+    fn field<T: Serialize + ?Sized>(&mut self, before: &str, value: &T) {
+        self.raw(before);
+        self.value(value);
     }
 }
 
