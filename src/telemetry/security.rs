@@ -213,11 +213,17 @@ impl Json<'_> {
     }
 }
 
-/// The OCSF event of a committed audit row of `trail`, as JSON (for the alert webhook).
+/// The OCSF event of a committed audit row of `trail`, as JSON (for the alert webhook); `null`,
+/// and a warning, were its details nested deeper than serde_json reads (128 levels: details
+/// are the server's own, far shallower).
 pub fn ocsf_event(trail: &str, row: &audit_event::Model) -> Value {
     let mut json = Vec::with_capacity(RECORD_BYTES);
     write_ocsf(trail, row, &mut json);
-    serde_json::from_slice(&json).unwrap_or_default()
+    serde_json::from_slice(&json).unwrap_or_else(|e| {
+        tracing::warn!(tenant = trail, seq = row.seq, error = %e,
+            "an audit event's OCSF form could not be read back for the webhook");
+        Value::Null
+    })
 }
 
 /// The login method of a sign-in or token action, for the logins metric.
@@ -509,6 +515,29 @@ mod tests {
             "http_request": {"user_agent": "curl/8 \u{1}"},
         });
         assert_eq!(ocsf_event("acme", &event), expected);
+        // And byte for byte: the fields' order, no key twice, the escapes as serde_json makes them.
+        let mut written = Vec::new();
+        write_ocsf("acme", &event, &mut written);
+        let exact = format!(
+            "{{\"class_uid\":3001,\"class_name\":\"Account Change\",\"category_uid\":3,\
+             \"category_name\":\"Identity & Access Management\",\"activity_id\":1,\
+             \"activity_name\":\"Create\",\"type_uid\":300101,\"time\":1764900000123,\
+             \"severity_id\":1,\"status_id\":2,\"status\":\"Failure\",\"status_code\":\"403\",\
+             \"actor\":{{\"user\":{{\"uid\":\"quote\\\" back\\\\ tab\\t é\",\"type\":\"user\"}}}},\
+             \"api\":{{\"operation\":\"user.create\",\"request\":{{\"uid\":\"r1\"}}}},\
+             \"resources\":[{{\"uid\":null,\"type\":\"tenant\"}}],\
+             \"metadata\":{{\"version\":\"1.3.0\",\"uid\":\"0193a7c4-5f7e-7c1a-9d2b-3e4f5a6b7c8d\",\
+             \"sequence\":7,\"tenant_uid\":\"acme\",\"product\":{{\"name\":\"Flowgate\",\
+             \"vendor_name\":\"Flowgate\",\"version\":\"{version}\"}}}},\
+             \"unmapped\":{{\"decision\":\"deny\",\"hash\":\"{hash}\",\"prev_hash\":\"{prev}\",\
+             \"details\":{{\"nested\":{{\"list\":[1,\"two\",null]}}}}}},\
+             \"src_endpoint\":{{\"ip\":\"10.0.0.1\"}},\
+             \"http_request\":{{\"user_agent\":\"curl/8 \\u0001\"}}}}",
+            version = env!("CARGO_PKG_VERSION"),
+            hash = "a".repeat(64),
+            prev = "0".repeat(64),
+        );
+        assert_eq!(String::from_utf8(written).unwrap(), exact);
         // Unknown address and agent: absent; a resource's id when there is one.
         (event.source_ip, event.user_agent, event.resource_id) = (None, None, Some("u9".into()));
         let written = ocsf_event("acme", &event);
