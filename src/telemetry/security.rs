@@ -21,7 +21,6 @@ use std::time::SystemTime;
 
 use entity::tenant::audit_event;
 use opentelemetry_proto::tonic::logs::v1 as proto;
-use opentelemetry_sdk::Resource;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -287,10 +286,14 @@ impl AuditRecord {
             observed,
         }
     }
+}
 
-    /// Writes the event as an OTLP `LogRecord` message (`opentelemetry/proto/logs/v1`), in
-    /// field order: its OCSF event as the body, its tenant, place in the chain, action, request
-    /// and OCSF class as attributes.
+impl Signal for AuditRecord {
+    const NAME: &'static str = "logs";
+    const RECORD_BYTES: usize = RECORD_BYTES;
+
+    /// The event's OTLP `LogRecord` (`opentelemetry/proto/logs/v1`): its OCSF event as the
+    /// body, its tenant, place in the chain, action, request and OCSF class as attributes.
     fn write(&self, out: &mut Vec<u8>) {
         let row = &self.rows[self.index];
         let failed = row.status >= 400 || row.decision == "deny";
@@ -322,25 +325,13 @@ impl AuditRecord {
     }
 }
 
-impl Signal for AuditRecord {
-    const NAME: &'static str = "logs";
-
-    fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
-        let (resource, schema_url) = otlp::resource_proto(resource);
-        let mut records = Vec::with_capacity(batch.len() * RECORD_BYTES);
-        for record in &batch {
-            wire::delimited(2, &mut records, |out| record.write(out));
-        }
-        otlp::export_request(&resource, &schema_url, &otlp::scope(), &records)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Utc;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as ProtoKeyValue, any_value};
+    use opentelemetry_sdk::Resource;
     use prost::Message as _;
     use serde_json::json;
 

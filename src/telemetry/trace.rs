@@ -20,7 +20,6 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_proto::tonic::trace::v1 as proto;
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SamplingDecision;
 
 use super::otlp::{self, ship::Signal, wire};
@@ -261,9 +260,11 @@ pub struct FinishedSpan {
     error: Option<Cow<'static, str>>,
 }
 
-impl FinishedSpan {
-    /// Writes the span as an OTLP `Span` message (`opentelemetry/proto/trace/v1`), in field
-    /// order.
+impl Signal for FinishedSpan {
+    const NAME: &'static str = "traces";
+    /// A request's span, with its attributes.
+    const RECORD_BYTES: usize = 512;
+
     fn write(&self, out: &mut Vec<u8>) {
         let kind = match self.kind {
             SpanKind::Client => proto::span::SpanKind::Client,
@@ -291,22 +292,6 @@ impl FinishedSpan {
         wire::fixed32(16, u32::from(TraceFlags::SAMPLED.to_u8()), out);
     }
 }
-
-impl Signal for FinishedSpan {
-    const NAME: &'static str = "traces";
-
-    fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
-        let (resource, schema_url) = otlp::resource_proto(resource);
-        let mut spans = Vec::with_capacity(batch.len() * SPAN_BYTES);
-        for span in &batch {
-            wire::delimited(2, &mut spans, |out| span.write(out));
-        }
-        otlp::export_request(&resource, &schema_url, &otlp::scope(), &spans)
-    }
-}
-
-/// About how many bytes a request's span takes, with its attributes.
-const SPAN_BYTES: usize = 512;
 
 /// Nanoseconds since the Unix epoch (0 for a time before it).
 pub fn unix_nanos(at: SystemTime) -> u64 {
@@ -357,6 +342,7 @@ where
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_sdk::Resource;
     use prost::Message as _;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

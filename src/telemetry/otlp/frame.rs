@@ -18,27 +18,13 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-/// The key of length-delimited field `tag` (wire type 2), one byte for the tags used here.
-const fn key(tag: u8) -> u8 {
-    (tag << 3) | 2
-}
+use super::wire::{framed_len, length_prefix};
 
-/// Appends `len` as a varint. A `Vec` always has room: prost's only error (a buffer too small)
-/// cannot occur, here or in [`message_field`].
-fn varint(len: usize, out: &mut Vec<u8>) {
-    let _ = prost::encode_length_delimiter(len, out);
-}
-
-/// The bytes a length-delimited field (of a one-byte key, as every field here) takes around a
-/// value of `len` bytes: its key, its length, the value.
-fn framed_len(len: usize) -> usize {
-    1 + prost::length_delimiter_len(len) + len
-}
-
-/// Appends field `tag` holding `message`.
-fn message_field(tag: u8, message: &impl Message, out: &mut Vec<u8>) {
-    out.push(key(tag));
-    let _ = message.encode_length_delimited(out);
+/// Appends field `tag` holding `message`. A `Vec` always has room: prost's only error (a buffer
+/// too small) cannot occur.
+fn message_field(tag: u32, message: &impl Message, out: &mut Vec<u8>) {
+    length_prefix(tag, message.encoded_len(), out);
+    let _ = message.encode(out);
 }
 
 /// The export request of `encoded`, spans or log records each written as field 2 of the scope's
@@ -49,24 +35,22 @@ pub fn export_request(
     scope: &InstrumentationScope,
     encoded: &[u8],
 ) -> Vec<u8> {
-    let scope_entry = framed_len(scope.encoded_len()) + encoded.len();
+    let scope_entry = framed_len(1, scope.encoded_len()) + encoded.len();
     let schema = if schema_url.is_empty() {
         0
     } else {
-        framed_len(schema_url.len())
+        framed_len(3, schema_url.len())
     };
-    let resource_entry = framed_len(resource.encoded_len()) + framed_len(scope_entry) + schema;
-    let mut out = Vec::with_capacity(framed_len(resource_entry));
-    out.push(key(1));
-    varint(resource_entry, &mut out);
+    let resource_entry =
+        framed_len(1, resource.encoded_len()) + framed_len(2, scope_entry) + schema;
+    let mut out = Vec::with_capacity(framed_len(1, resource_entry));
+    length_prefix(1, resource_entry, &mut out);
     message_field(1, resource, &mut out);
-    out.push(key(2));
-    varint(scope_entry, &mut out);
+    length_prefix(2, scope_entry, &mut out);
     message_field(1, scope, &mut out);
     out.extend_from_slice(encoded);
     if !schema_url.is_empty() {
-        out.push(key(3));
-        varint(schema_url.len(), &mut out);
+        length_prefix(3, schema_url.len(), &mut out);
         out.extend_from_slice(schema_url.as_bytes());
     }
     out

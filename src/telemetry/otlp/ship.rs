@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_sdk::Resource;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::Failures;
+use super::{Failures, export_request, resource_proto, scope, wire};
 
 /// Records waiting for export, per signal; beyond it they are dropped.
 pub const QUEUE: usize = 4096;
@@ -28,8 +28,22 @@ pub trait Signal: Send + Sized + 'static {
     /// The signal's name in metrics and log lines: `traces`, `logs`.
     const NAME: &'static str;
 
-    /// Encodes `batch` as one OTLP export request (protobuf), from `resource`.
-    fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8>;
+    /// About how many bytes one record takes, to size a batch's buffer.
+    const RECORD_BYTES: usize;
+
+    /// Writes the record as its OTLP message (a `Span`, a `LogRecord`), in field order.
+    fn write(&self, out: &mut Vec<u8>);
+
+    /// Encodes `batch` as one OTLP export request (protobuf), from `resource`: each record
+    /// written in place ([`wire`]), the request framed around them ([`export_request`]).
+    fn encode(batch: Vec<Self>, resource: &Resource) -> Vec<u8> {
+        let mut records = Vec::with_capacity(batch.len() * Self::RECORD_BYTES);
+        for record in &batch {
+            wire::delimited(2, &mut records, |out| record.write(out));
+        }
+        let (resource, schema_url) = resource_proto(resource);
+        export_request(&resource, &schema_url, &scope(), &records)
+    }
 }
 
 /// Where and how often one signal is posted.
@@ -299,6 +313,9 @@ mod tests {
 
     impl Signal for Probe {
         const NAME: &'static str = "probe";
+        const RECORD_BYTES: usize = 0;
+
+        fn write(&self, _: &mut Vec<u8>) {}
 
         fn encode(batch: Vec<Self>, _: &Resource) -> Vec<u8> {
             BATCHES.lock().unwrap().push(batch.len());

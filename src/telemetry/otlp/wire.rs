@@ -36,6 +36,18 @@ fn key(tag: u32, wire_type: u32, out: &mut Vec<u8>) {
     varint(u64::from((tag << 3) | wire_type), out);
 }
 
+/// Appends the key and length of length-delimited field `tag` holding `len` bytes (which the
+/// caller appends next).
+pub fn length_prefix(tag: u32, len: usize, out: &mut Vec<u8>) {
+    key(tag, LENGTH_DELIMITED, out);
+    varint(len as u64, out);
+}
+
+/// The bytes length-delimited field `tag` takes around `len` bytes: its key, its length, them.
+pub fn framed_len(tag: u32, len: usize) -> usize {
+    varint_len(u64::from((tag << 3) | LENGTH_DELIMITED)) + varint_len(len as u64) + len
+}
+
 /// Appends field `tag` holding the bytes `write` appends (a nested message or a string), its
 /// length put in front once known: one byte is set aside for it, and the bytes written move
 /// along when the length needs more.
@@ -60,8 +72,7 @@ pub fn delimited(tag: u32, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) 
 
 /// Appends field `tag` holding `bytes`, even when empty (a member of a `oneof`).
 fn bytes_always(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
-    key(tag, LENGTH_DELIMITED, out);
-    varint(bytes.len() as u64, out);
+    length_prefix(tag, bytes.len(), out);
     out.extend_from_slice(bytes);
 }
 
